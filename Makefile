@@ -1,0 +1,43 @@
+# The commands the README names. `make run` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+UV := python3 -m uv
+PY := .venv/bin/python
+MANAGE := $(PY) manage.py
+PYTEST_ARGS ?=
+
+.PHONY: help install services run test lint format bench migrate
+
+help:
+	@echo "make run     install, start services, migrate, load demo data, start web + worker + beat"
+	@echo "make test    install, start services, lint, run the full test suite"
+	@echo "make lint    ruff check, ruff format --check, mypy"
+	@echo "make bench   benchmarks (results go to docs/benchmarks.md)"
+
+install:
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@$(UV) sync --frozen --quiet
+
+services:
+	@scripts/ensure_services.sh
+
+migrate: install services
+	$(MANAGE) ensure_database
+	$(MANAGE) migrate --noinput
+
+run: migrate
+	@scripts/run.sh
+
+lint: install
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy inventory_project products ads_sync
+
+format: install
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+test: install services lint
+	DJANGO_SETTINGS_MODULE=inventory_project.settings.test $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install services
+	@scripts/bench.sh

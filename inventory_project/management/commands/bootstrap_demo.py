@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+
+PASSWORD_FILE = Path(settings.BASE_DIR) / ".demo-admin-password"
+
+
+class Command(BaseCommand):
+    help = (
+        "Prepare a development database once: periodic tasks, a demo admin user with a random "
+        "password (kept in .demo-admin-password, which git ignores)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--username", default="admin")
+
+    def handle(self, *args: object, **options: object) -> None:
+        call_command("ensure_periodic_tasks", stdout=self.stdout)
+        username = str(options["username"])
+        user_model = get_user_model()
+        if not user_model.objects.filter(username=username).exists():
+            password = secrets.token_urlsafe(12)
+            user_model.objects.create_superuser(username=username, email="", password=password)
+            PASSWORD_FILE.write_text(password + "\n")
+            PASSWORD_FILE.chmod(0o600)
+            self.stdout.write(self.style.SUCCESS(f"created demo admin user {username!r}"))
+        if PASSWORD_FILE.exists():
+            password = PASSWORD_FILE.read_text().strip()
+            self.stdout.write(f"admin login: {username} / {password}")
+        else:
+            self.stdout.write(
+                f"admin user {username!r} exists; set its password with "
+                f"`python manage.py changepassword {username}`"
+            )

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import psycopg
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from psycopg import sql
+
+
+class Command(BaseCommand):
+    help = "Create the configured PostgreSQL database if it does not exist yet."
+
+    def handle(self, *args: object, **options: object) -> None:
+        db = settings.DATABASES["default"]
+        name = str(db["NAME"])
+        params = {
+            "host": db["HOST"] or None,
+            "port": db["PORT"] or None,
+            "user": db["USER"] or None,
+            "password": db["PASSWORD"] or None,
+            "dbname": "postgres",
+            "connect_timeout": 5,
+        }
+        try:
+            with psycopg.connect(**params, autocommit=True) as conn:  # type: ignore[arg-type]
+                exists = conn.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", [name]
+                ).fetchone()
+                if exists:
+                    self.stdout.write(f"database {name!r} exists")
+                    return
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.OperationalError as exc:
+            raise CommandError(
+                f"cannot reach PostgreSQL at {db['HOST']}:{db['PORT']}: {exc}"
+            ) from exc
+        self.stdout.write(self.style.SUCCESS(f"created database {name!r}"))

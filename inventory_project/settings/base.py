@@ -1,0 +1,302 @@
+"""Settings shared by every environment.
+
+Every environment variable the project reads is read here, in one place, and listed with its
+default in `.env.example`. The override modules (local, test, production) only change values.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from exc
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def database_from_url(url: str) -> dict[str, object]:
+    """Translate `postgres://user:password@host:port/name?option=value` into a DATABASES entry."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql"}:
+        raise ImproperlyConfigured(f"DATABASE_URL must be a postgres:// URL, got {parts.scheme!r}")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parts.path.lstrip("/")),
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+        "OPTIONS": dict(parse_qsl(parts.query)),
+    }
+
+
+# --- Core -----------------------------------------------------------------------------------
+
+SECRET_KEY = env_str("SECRET_KEY", "")
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+PORT = env_int("PORT", 8000)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "inventory_project",
+    "products",
+    "ads_sync",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "inventory_project.urls"
+WSGI_APPLICATION = "inventory_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- PostgreSQL (psycopg 3 with Django's native pool) ---------------------------------------
+
+DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/inventory")
+DB_POOL_MIN_SIZE = env_int("DB_POOL_MIN_SIZE", 2)
+# Sized for a gthread worker with several threads plus the tests' concurrent clients.
+DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 20)
+DB_POOL_TIMEOUT_S = env_float("DB_POOL_TIMEOUT_S", 10.0)
+
+_default_db = database_from_url(DATABASE_URL)
+_default_db.update(
+    {
+        # The pool owns connection lifetime: Django requires CONN_MAX_AGE = 0 with it.
+        "CONN_MAX_AGE": 0,
+        "CONN_HEALTH_CHECKS": True,
+    }
+)
+_db_options = dict(_default_db["OPTIONS"])  # type: ignore[call-overload]
+_db_options["pool"] = {
+    "min_size": DB_POOL_MIN_SIZE,
+    "max_size": DB_POOL_MAX_SIZE,
+    "timeout": DB_POOL_TIMEOUT_S,
+}
+_default_db["OPTIONS"] = _db_options
+DATABASES = {"default": _default_db}
+
+# --- Redis: cache, rate limits, locks -------------------------------------------------------
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Short timeouts: a dead or black-holed Redis must degrade to PostgreSQL, not hang requests.
+REDIS_SOCKET_TIMEOUT_S = env_float("REDIS_SOCKET_TIMEOUT_S", 0.25)
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "inv"),
+        "TIMEOUT": 300,
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT_S,
+            "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT_S,
+            "IGNORE_EXCEPTIONS": True,
+            "CONNECTION_POOL_KWARGS": {"max_connections": 100, "retry_on_timeout": False},
+        },
+    }
+}
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+DJANGO_REDIS_LOGGER = "inventory_project.cache"
+
+# --- Celery (RabbitMQ broker; progress lives in the database, so no result backend) ---------
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_SEND_TASK_EVENTS = False
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# Periodic tasks that `manage.py ensure_periodic_tasks` creates when missing. Operators edit
+# them in the admin afterwards; the command never overwrites an existing entry. Domains append.
+# Each item: name, task, crontab dict (minute, hour, day_of_week, day_of_month, month_of_year).
+PERIODIC_TASKS: list[dict[str, object]] = []
+
+# --- REST framework and OpenAPI -------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.DjangoModelPermissionsOrAnonReadOnly"
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Inventory API",
+    "DESCRIPTION": "Products: detail, paginated list, search, and authenticated writes.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Rate limits (django-ratelimit on the shared Redis cache) -------------------------------
+
+RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLED", True)
+RATELIMIT_USE_CACHE = "default"
+RATELIMIT_READS = env_str("RATELIMIT_READS", "100/m")
+RATELIMIT_WRITES = env_str("RATELIMIT_WRITES", "50/m")
+# Clients are keyed by REMOTE_ADDR unless this many proxies in front append X-Forwarded-For.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+
+# --- Products ---------------------------------------------------------------------------------
+
+PRODUCT_CACHE_ENABLED = env_bool("PRODUCT_CACHE_ENABLED", True)
+PRODUCT_CACHE_TTL_S = env_int("PRODUCT_CACHE_TTL_S", 300)
+
+# --- Google Ads sync --------------------------------------------------------------------------
+
+GOOGLE_ADS_CLIENT_ID = env_str("GOOGLE_ADS_CLIENT_ID", "")
+GOOGLE_ADS_CLIENT_SECRET = env_str("GOOGLE_ADS_CLIENT_SECRET", "")
+GOOGLE_ADS_REFRESH_TOKEN = env_str("GOOGLE_ADS_REFRESH_TOKEN", "")
+GOOGLE_ADS_DEVELOPER_TOKEN = env_str("GOOGLE_ADS_DEVELOPER_TOKEN", "")
+GOOGLE_ADS_CUSTOMER_IDS = [cid.replace("-", "") for cid in env_list("GOOGLE_ADS_CUSTOMER_IDS", "")]
+GOOGLE_ADS_LOGIN_CUSTOMER_ID = env_str("GOOGLE_ADS_LOGIN_CUSTOMER_ID", "").replace("-", "")
+GOOGLE_ADS_ENDPOINT = env_str("GOOGLE_ADS_ENDPOINT", "googleads.googleapis.com")
+GOOGLE_ADS_TOKEN_URI = env_str("GOOGLE_ADS_TOKEN_URI", "https://oauth2.googleapis.com/token")
+GOOGLE_ADS_CA_FILE = env_str("GOOGLE_ADS_CA_FILE", "")
+ADS_SYNC_TIMEOUT_S = env_float("ADS_SYNC_TIMEOUT_S", 60.0)
+ADS_SYNC_MAX_QPS = env_float("ADS_SYNC_MAX_QPS", 5.0)
+ADS_SYNC_MAX_ATTEMPTS = env_int("ADS_SYNC_MAX_ATTEMPTS", 5)
+ADS_SYNC_OUTPUT_DIR = Path(env_str("ADS_SYNC_OUTPUT_DIR", str(BASE_DIR / "output")))
+ADS_SYNC_HISTORY_DAYS = env_int("ADS_SYNC_HISTORY_DAYS", 730)
+ADS_SYNC_LOOKBACK_DAYS = env_int("ADS_SYNC_LOOKBACK_DAYS", 3)
+ADS_SYNC_DAILY_AT = env_str("ADS_SYNC_DAILY_AT", "03:00")
+
+# --- Logging: everything to stderr, where the process manager or container runtime collects it
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"},
+    },
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "inventory_project.cache": {"level": "WARNING"},
+    },
+}
+
+
+def require_secret_key(key: str) -> str:
+    if not key:
+        raise ImproperlyConfigured("SECRET_KEY must be set in production")
+    return key

@@ -1,0 +1,28 @@
+"""Production: behind a TLS-terminating proxy.
+
+`python manage.py check --deploy --fail-level WARNING` passes with SECRET_KEY (50+ random
+characters), ALLOWED_HOSTS and CSRF_TRUSTED_ORIGINS set; see the README.
+"""
+
+from .base import *
+from .base import SECRET_KEY, env_bool, env_int, require_secret_key
+
+DEBUG = False
+SECRET_KEY = require_secret_key(SECRET_KEY)
+
+# The proxy terminates TLS and says so in X-Forwarded-Proto.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = True
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}

@@ -1,0 +1,13 @@
+"""pytest: the real PostgreSQL, Redis and RabbitMQ, never SQLite or local memory."""
+
+from .base import *
+from .base import CACHES, SECRET_KEY, env_str
+
+DEBUG = False
+SECRET_KEY = SECRET_KEY or "django-insecure-tests-only"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Keep test keys away from a `make run` on the same Redis and let each test start clean.
+CACHES["default"]["KEY_PREFIX"] = env_str("CACHE_KEY_PREFIX", "inv-test")
+# Tests consume from their own queue so a running `make run` worker never takes their tasks.
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "inventory-tests")
+ADS_SYNC_OUTPUT_DIR = BASE_DIR / ".test-output"

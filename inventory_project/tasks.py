@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+import time
+
+from celery import shared_task
+from django.core.cache import cache
+
+HEARTBEAT_KEY = "worker:heartbeat:{token}"
+
+
+@shared_task(name="inventory_project.heartbeat", soft_time_limit=10, time_limit=15)
+def heartbeat(token: str) -> None:
+    """Record that a worker picked up work, under the caller's token (for probes and tests)."""
+    cache.set(HEARTBEAT_KEY.format(token=token), time.time(), timeout=300)

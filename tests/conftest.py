@@ -1,0 +1,57 @@
+"""Shared fixtures. Every test talks to the real PostgreSQL, Redis and RabbitMQ."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.core.cache import cache
+from django_redis import get_redis_connection
+
+from inventory_project.celery import app as celery_app
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache() -> Iterator[None]:
+    """Each test starts with an empty cache (only this project's test prefix is touched)."""
+    _delete_test_keys()
+    yield
+    _delete_test_keys()
+
+
+def _delete_test_keys() -> None:
+    try:
+        redis = get_redis_connection("default")
+        prefix = cache.make_key("")  # "<KEY_PREFIX>:<version>:"
+        # The whole test prefix: includes keys written by django-ratelimit and locks.
+        pattern = prefix.split(":", 1)[0] + ":*"
+        for key in redis.scan_iter(match=pattern, count=1000):
+            redis.delete(key)
+    except Exception:
+        pass
+
+
+@pytest.fixture
+def celery_worker() -> Iterator[object]:
+    """A real Celery worker (threads in this process) consuming the test queue over RabbitMQ.
+
+    Tests using it need `transaction=True` database access: the worker's threads use their own
+    database connections and see only committed data.
+    """
+    queue = celery_app.conf.task_default_queue
+    with celery_app.connection_for_write() as conn:
+        # Declared exactly as the worker declares it, then emptied of earlier runs' leftovers.
+        bound = celery_app.amqp.queues[queue](conn.default_channel)
+        bound.declare()
+        bound.purge()
+    with start_worker(
+        celery_app,
+        pool="threads",
+        concurrency=2,
+        perform_ping_check=False,
+        loglevel="WARNING",
+        queues=[queue],
+        shutdown_timeout=30,
+    ) as worker:
+        yield worker

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+from django.core.management import call_command
+from django.db import connection
+from django.test import override_settings
+from django_celery_beat.models import PeriodicTask
+
+from inventory_project import tasks
+from inventory_project.celery import app as celery_app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CLOSED_PORT = 1  # nothing listens on tcpmux here; connections are refused at once
+
+
+def test_settings_use_postgresql_and_redis_never_sqlite_or_local_memory() -> None:
+    assert settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+    assert settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"] >= 8
+    assert settings.CACHES["default"]["BACKEND"] == "django_redis.cache.RedisCache"
+    assert settings.CELERY_BROKER_URL.startswith("amqp://")
+
+
+@pytest.mark.django_db
+def test_database_round_trip() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::text || 'ok'", ["round-trip "])
+        assert cursor.fetchone() == ("round-trip ok",)
+        cursor.execute("SHOW server_version_num")
+        assert int(cursor.fetchone()[0]) >= 150000
+
+
+def test_cache_round_trip() -> None:
+    key = f"round-trip-{uuid.uuid4()}"
+    cache.set(key, {"value": 42}, timeout=30)
+    assert cache.get(key) == {"value": 42}
+    cache.delete(key)
+    assert cache.get(key) is None
+
+
+def test_healthz_is_200(client) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_readyz_is_200_when_every_service_answers(client) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.json()
+    assert response.json()["checks"] == {"database": "ok", "cache": "ok", "broker": "ok"}
+
+
+@pytest.mark.django_db
+def test_readyz_is_503_naming_the_cache_when_redis_is_unreachable(client) -> None:
+    caches = {"default": {**settings.CACHES["default"]}}
+    caches["default"]["LOCATION"] = f"redis://127.0.0.1:{CLOSED_PORT}/0"
+    with override_settings(CACHES=caches):
+        response = client.get("/readyz")
+        health = client.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["failing"] == ["cache"]
+    assert body["checks"]["database"] == "ok"
+    assert health.status_code == 200
+
+
+@pytest.mark.django_db
+def test_readyz_is_503_naming_the_broker_when_rabbitmq_is_unreachable(client, monkeypatch) -> None:
+    monkeypatch.setattr(
+        celery_app.conf, "broker_url", f"amqp://guest:guest@127.0.0.1:{CLOSED_PORT}//"
+    )
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["broker"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_runs_in_a_real_worker_over_the_real_broker(celery_worker) -> None:
+    token = uuid.uuid4().hex
+    tasks.heartbeat.delay(token)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if cache.get(tasks.HEARTBEAT_KEY.format(token=token)) is not None:
+            break
+        time.sleep(0.05)
+    assert cache.get(tasks.HEARTBEAT_KEY.format(token=token)) is not None
+
+
+@pytest.mark.django_db
+def test_ensure_periodic_tasks_creates_missing_entries_and_keeps_operator_edits(settings) -> None:
+    settings.PERIODIC_TASKS = [
+        {
+            "name": "test heartbeat",
+            "task": "inventory_project.heartbeat",
+            "crontab": {"minute": "0", "hour": "3"},
+            "kwargs": {"token": "beat"},
+        }
+    ]
+    call_command("ensure_periodic_tasks")
+    entry = PeriodicTask.objects.get(name="test heartbeat")
+    assert (entry.crontab.hour, entry.crontab.minute) == ("3", "0")
+
+    entry.enabled = False
+    entry.kwargs = '{"token": "edited"}'
+    entry.save()
+    call_command("ensure_periodic_tasks")
+
+    entry.refresh_from_db()
+    assert entry.enabled is False
+    assert entry.kwargs == '{"token": "edited"}'
+    assert PeriodicTask.objects.filter(name="test heartbeat").count() == 1
+
+
+def test_production_settings_pass_the_deploy_check() -> None:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.production",
+        "SECRET_KEY": "x7!" + uuid.uuid4().hex + uuid.uuid4().hex,
+        "ALLOWED_HOSTS": "inventory.example.com",
+        "CSRF_TRUSTED_ORIGINS": "https://inventory.example.com",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_production_settings_refuse_to_start_without_a_secret_key() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    env["DJANGO_SETTINGS_MODULE"] = "inventory_project.settings.production"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
