@@ -1,10 +1,12 @@
 """pytest: the real PostgreSQL, Redis and RabbitMQ, never SQLite or local memory."""
 
 from .base import *
-from .base import CACHES, SECRET_KEY, env_str
+from .base import CACHES, DATABASES, SECRET_KEY, env_str
 
 DEBUG = False
 SECRET_KEY = SECRET_KEY or "django-insecure-tests-only"
+# Separate names let several test runs share one PostgreSQL server without dropping each other's.
+DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME", "test_inventory")}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Keep test keys away from a `make run` on the same Redis and let each test start clean.
 CACHES["default"]["KEY_PREFIX"] = env_str("CACHE_KEY_PREFIX", "inv-test")
