@@ -13,3 +13,6 @@ CACHES["default"]["KEY_PREFIX"] = env_str("CACHE_KEY_PREFIX", "inv-test")
 # Tests consume from their own queue so a running `make run` worker never takes their tasks.
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "inventory-tests")
 ADS_SYNC_OUTPUT_DIR = BASE_DIR / ".test-output"
+# Serve static files from the apps' folders: tests do not run collectstatic.
+WHITENOISE_AUTOREFRESH = True
+WHITENOISE_USE_FINDERS = True
