@@ -280,6 +280,16 @@ ADS_SYNC_OUTPUT_DIR = Path(env_str("ADS_SYNC_OUTPUT_DIR", str(BASE_DIR / "output
 ADS_SYNC_HISTORY_DAYS = env_int("ADS_SYNC_HISTORY_DAYS", 730)
 ADS_SYNC_LOOKBACK_DAYS = env_int("ADS_SYNC_LOOKBACK_DAYS", 3)
 ADS_SYNC_DAILY_AT = env_str("ADS_SYNC_DAILY_AT", "03:00")
+_ads_hour, _, _ads_minute = ADS_SYNC_DAILY_AT.partition(":")
+PERIODIC_TASKS.append(
+    {
+        "name": "ads_sync: detect gaps",
+        "task": "ads_sync.detect_gaps",
+        "crontab": {"minute": str(int(_ads_minute or 0)), "hour": str(int(_ads_hour))},
+        "kwargs": {"trigger": "beat"},
+        "description": "Plan the missing Google Ads days and fan out one sync_day per date.",
+    }
+)
 
 # --- Logging: everything to stderr, where the process manager or container runtime collects it
 

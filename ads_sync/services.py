@@ -1,0 +1,471 @@
+"""Writes for the Google Ads sync: plan a run, sync one (customer, date), write the CSV files."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, Sum
+from django.utils import timezone
+
+from ads_sync import locks, selectors
+from ads_sync.integrations import google_ads
+from ads_sync.models import FINAL_STATES, AdsAccount, CampaignDayMetric, SyncDay, SyncRun
+
+logger = logging.getLogger(__name__)
+
+DAY_CSV_HEADER = [
+    "customer_id",
+    "date",
+    "campaign_id",
+    "campaign_name",
+    "impressions",
+    "clicks",
+    "cost",
+    "cost_micros",
+    "currency_code",
+    "conversions",
+]
+TOTALS_CSV_HEADER = [
+    "customer_id",
+    "date",
+    "impressions",
+    "clicks",
+    "cost",
+    "cost_micros",
+    "currency_code",
+    "conversions",
+]
+MICROS = Decimal(1_000_000)
+
+
+def micros_to_currency(micros: int) -> Decimal:
+    """Exact decimal currency (micros are millionths of the account's currency unit)."""
+    return (Decimal(micros) / MICROS).quantize(Decimal("0.000001"))
+
+
+# --- CSV files ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _atomic_csv(path: Path) -> Iterator[Any]:
+    """Write to a temporary file next to `path`, then os.replace it: readers never see half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            yield csv.writer(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def day_csv_write(*, customer_id: str, day: dt.date, output_dir: str | Path) -> Path:
+    """Write one day's CSV from the database rows (header only for a day without rows)."""
+    path = selectors.day_csv_path(output_dir=output_dir, customer_id=customer_id, day=day)
+    rows = CampaignDayMetric.objects.filter(customer_id=customer_id, date=day).order_by(
+        "campaign_id"
+    )
+    with _atomic_csv(path) as writer:
+        writer.writerow(DAY_CSV_HEADER)
+        for row in rows:
+            writer.writerow(
+                [
+                    row.customer_id,
+                    row.date.isoformat(),
+                    row.campaign_id,
+                    row.campaign_name,
+                    row.impressions,
+                    row.clicks,
+                    micros_to_currency(row.cost_micros),
+                    row.cost_micros,
+                    row.currency_code,
+                    row.conversions,
+                ]
+            )
+    return path
+
+
+def _daily_totals(
+    *, start: dt.date | None = None, end: dt.date | None = None
+) -> Iterable[dict[str, Any]]:
+    qs = CampaignDayMetric.objects.all()
+    if start:
+        qs = qs.filter(date__gte=start)
+    if end:
+        qs = qs.filter(date__lte=end)
+    totals = (
+        qs.values("customer_id", "date", "currency_code")
+        .annotate(
+            impressions_sum=Sum("impressions"),
+            clicks_sum=Sum("clicks"),
+            cost_micros_sum=Sum("cost_micros"),
+            conversions_sum=Sum("conversions"),
+            campaigns=Count("id"),
+        )
+        .order_by("customer_id", "date")
+    )
+    return (dict(total) for total in totals)
+
+
+def totals_csv_write(*, output_dir: str | Path) -> Path:
+    """Rebuild `<dir>/ads_daily_totals.csv`: one row per customer and date, from the database."""
+    path = selectors.totals_csv_path(output_dir=output_dir)
+    with _atomic_csv(path) as writer:
+        writer.writerow(TOTALS_CSV_HEADER)
+        for total in _daily_totals():
+            writer.writerow(_totals_line(total))
+    return path
+
+
+def _totals_line(total: dict[str, object]) -> list[object]:
+    cost_micros = int(total["cost_micros_sum"] or 0)  # type: ignore[call-overload]
+    return [
+        total["customer_id"],
+        total["date"].isoformat(),  # type: ignore[attr-defined]
+        total["impressions_sum"],
+        total["clicks_sum"],
+        micros_to_currency(cost_micros),
+        cost_micros,
+        total["currency_code"],
+        total["conversions_sum"],
+    ]
+
+
+def combined_csv_write(
+    *, out: Path, start: dt.date | None, end: dt.date | None, by: str = "campaign"
+) -> int:
+    """Write a combined file from the database: one line per campaign-day or per day."""
+    count = 0
+    with _atomic_csv(out) as writer:
+        if by == "day":
+            writer.writerow(TOTALS_CSV_HEADER)
+            for total in _daily_totals(start=start, end=end):
+                writer.writerow(_totals_line(total))
+                count += 1
+            return count
+        writer.writerow(DAY_CSV_HEADER)
+        qs = CampaignDayMetric.objects.order_by("customer_id", "date", "campaign_id")
+        if start:
+            qs = qs.filter(date__gte=start)
+        if end:
+            qs = qs.filter(date__lte=end)
+        for row in qs.iterator(chunk_size=5000):
+            writer.writerow(
+                [
+                    row.customer_id,
+                    row.date.isoformat(),
+                    row.campaign_id,
+                    row.campaign_name,
+                    row.impressions,
+                    row.clicks,
+                    micros_to_currency(row.cost_micros),
+                    row.cost_micros,
+                    row.currency_code,
+                    row.conversions,
+                ]
+            )
+            count += 1
+    return count
+
+
+# --- Rows -----------------------------------------------------------------------------------
+
+
+def day_rows_replace(
+    *, customer_id: str, day: dt.date, rows: list[google_ads.CampaignDay], currency_code: str
+) -> int:
+    """Make the database hold exactly `rows` for (customer, day): upsert on the natural key and
+    delete the campaigns the API no longer returns, in one transaction."""
+    now = timezone.now()
+    objects = [
+        CampaignDayMetric(
+            customer_id=customer_id,
+            date=day,
+            campaign_id=row.campaign_id,
+            campaign_name=row.campaign_name,
+            impressions=row.impressions,
+            clicks=row.clicks,
+            cost_micros=row.cost_micros,
+            conversions=Decimal(str(row.conversions)),
+            currency_code=currency_code,
+            fetched_at=now,
+        )
+        for row in rows
+    ]
+    with transaction.atomic():
+        if objects:
+            CampaignDayMetric.objects.bulk_create(
+                objects,
+                update_conflicts=True,
+                unique_fields=["customer_id", "campaign_id", "date"],
+                update_fields=[
+                    "campaign_name",
+                    "impressions",
+                    "clicks",
+                    "cost_micros",
+                    "conversions",
+                    "currency_code",
+                    "fetched_at",
+                ],
+            )
+        CampaignDayMetric.objects.filter(customer_id=customer_id, date=day).exclude(
+            campaign_id__in=[row.campaign_id for row in rows]
+        ).delete()
+    return len(objects)
+
+
+# --- Accounts -------------------------------------------------------------------------------
+
+
+def account_ensure(*, customer_id: str) -> tuple[AdsAccount, bool]:
+    """The account's time zone and currency, asked of the API only the first time.
+
+    Returns the account and whether the API was called.
+    """
+    account = AdsAccount.objects.filter(pk=customer_id).first()
+    if account is not None:
+        return account, False
+    info = google_ads.get_account(customer_id)
+    account, _ = AdsAccount.objects.update_or_create(
+        customer_id=customer_id,
+        defaults={"time_zone": info.time_zone, "currency_code": info.currency_code},
+    )
+    return account, True
+
+
+# --- Runs -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    run: SyncRun
+    days: list[tuple[str, dt.date]]
+
+
+def run_plan(
+    *,
+    trigger: str,
+    customer_ids: list[str] | None = None,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    days: int | None = None,
+    force: bool = False,
+    output_dir: str | Path | None = None,
+) -> Plan | None:
+    """Plan one run under the planning lock: select the missing days, put them in the ledger as
+    pending for a new SyncRun, and rewrite from the database the CSVs of done days that are gone.
+
+    Returns None when another planning holds the lock (its run is the one fan-out).
+    """
+    customer_ids = list(customer_ids or settings.GOOGLE_ADS_CUSTOMER_IDS)
+    out = str(output_dir or settings.ADS_SYNC_OUTPUT_DIR)
+    with locks.planning_lock() as acquired:
+        if not acquired:
+            return None
+        api_calls = 0
+        notes = []
+        known = []
+        for customer_id in customer_ids:
+            try:
+                _, called = account_ensure(customer_id=customer_id)
+            except google_ads.AdsError as exc:
+                notes.append(f"{customer_id}: account lookup failed: {exc}")
+                logger.warning("ads sync: account %s skipped: %s", customer_id, exc)
+                api_calls += 1
+                continue
+            api_calls += int(called)
+            known.append(customer_id)
+        windows = selectors.sync_windows(customer_ids=known, start=start, end=end, days=days)
+        planned = selectors.missing_days(windows=windows, force=force)
+        gone = selectors.done_days_without_csv(
+            windows=windows, output_dir=out, exclude=set(planned)
+        )
+        total_days = sum((w.end - w.start).days + 1 for w in windows if w.end >= w.start)
+        now = timezone.now()
+        with transaction.atomic():
+            run = SyncRun.objects.create(
+                trigger=trigger,
+                range_start=min((w.start for w in windows), default=None),
+                range_end=max((w.end for w in windows), default=None),
+                customer_ids=customer_ids,
+                output_dir=out,
+                force=force,
+                planned=len(planned),
+                skipped=total_days - len(planned),
+                csv_rewritten=len(gone),
+                api_calls=api_calls,
+                notes="\n".join(notes),
+            )
+            SyncDay.objects.bulk_create(
+                [
+                    SyncDay(customer_id=c, date=d, state=SyncDay.State.PENDING, run=run)
+                    for c, d in planned
+                ],
+                update_conflicts=True,
+                unique_fields=["customer_id", "date"],
+                update_fields=["state", "run", "updated_at"],
+                batch_size=2000,
+            )
+            # bulk_create with update_conflicts does not refresh auto_now on the update branch.
+            SyncDay.objects.filter(run=run).update(updated_at=now)
+    for customer_id, day in gone:
+        day_csv_write(customer_id=customer_id, day=day, output_dir=out)
+    if not planned:
+        run_finish_if_settled(run_id=run.pk)
+    return Plan(run=run, days=planned)
+
+
+def run_finish_if_settled(*, run_id: int) -> bool:
+    """Close the run once every planned day is done, failed or deferred; exactly one caller
+    wins and rebuilds the totals file."""
+    now = timezone.now()
+    claimed = SyncRun.objects.filter(
+        pk=run_id,
+        finished_at__isnull=True,
+        planned__lte=F("done") + F("failed") + F("deferred"),
+    ).update(finished_at=now)
+    if not claimed:
+        return False
+    run = SyncRun.objects.get(pk=run_id)
+    SyncRun.objects.filter(pk=run_id).update(
+        elapsed_s=(run.finished_at - run.started_at).total_seconds()  # type: ignore[operator]
+    )
+    totals_csv_write(output_dir=run.output_dir)
+    return True
+
+
+def _settle(*, entry_id: int, run_id: int, state: str, **fields: object) -> bool:
+    """Move a running ledger entry of this run to a final state and count it, atomically."""
+    counter = {
+        SyncDay.State.DONE: "done",
+        SyncDay.State.FAILED: "failed",
+        SyncDay.State.DEFERRED: "deferred",
+    }[SyncDay.State(state)]
+    rows = int(fields.get("rows", 0) or 0)  # type: ignore[call-overload]
+    with transaction.atomic():
+        moved = SyncDay.objects.filter(
+            pk=entry_id, run_id=run_id, state=SyncDay.State.RUNNING
+        ).update(state=state, updated_at=timezone.now(), **fields)
+        if moved:
+            increments: dict[str, object] = {counter: F(counter) + 1}
+            if state == SyncDay.State.DONE:
+                increments["rows"] = F("rows") + rows
+            SyncRun.objects.filter(pk=run_id).update(**increments)
+    return bool(moved)
+
+
+def run_defer_pending(*, run_id: int, reason: str) -> int:
+    """A daily quota is gone: every day of the run not started yet is deferred, not attempted."""
+    with transaction.atomic():
+        moved = SyncDay.objects.filter(run_id=run_id, state=SyncDay.State.PENDING).update(
+            state=SyncDay.State.DEFERRED, last_error=reason, updated_at=timezone.now()
+        )
+        if moved:
+            SyncRun.objects.filter(pk=run_id).update(deferred=F("deferred") + moved)
+    return moved
+
+
+@dataclass(frozen=True, slots=True)
+class DayOutcome:
+    state: str
+    rows: int = 0
+    error: str = ""
+
+
+def day_fail(*, customer_id: str, day: dt.date, run_id: int, error: str) -> bool:
+    """Record a failure that escaped day_sync (a bug, a lost database) so the run can settle."""
+    entry = SyncDay.objects.filter(customer_id=customer_id, date=day).first()
+    if entry is None:
+        return False
+    settled = _settle(
+        entry_id=entry.pk, run_id=run_id, state=SyncDay.State.FAILED, last_error=error
+    )
+    run_finish_if_settled(run_id=run_id)
+    return settled
+
+
+def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
+    """Sync one (customer, date) for a run: fetch, replace the day's rows in one transaction,
+    write the day's CSV from the database after commit, then mark the ledger done.
+
+    Idempotent: a redelivered task whose day this run already settled does nothing; one that
+    died midway starts over and leaves the same rows. Failures are recorded, never raised.
+    """
+    run = SyncRun.objects.filter(pk=run_id).first()
+    if run is None:
+        return DayOutcome(state="skipped", error=f"run {run_id} no longer exists")
+    now = timezone.now()
+    entry, _ = SyncDay.objects.get_or_create(
+        customer_id=customer_id, date=day, defaults={"run": run}
+    )
+    if entry.run_id == run_id and entry.state in FINAL_STATES:
+        return DayOutcome(state="skipped")
+    started = (
+        SyncDay.objects.filter(pk=entry.pk)
+        .exclude(run_id=run_id, state__in=FINAL_STATES)
+        .update(state=SyncDay.State.RUNNING, run=run, attempts=F("attempts") + 1, updated_at=now)
+    )
+    if not started:
+        return DayOutcome(state="skipped")
+
+    t0 = time.monotonic()
+    try:
+        account, called = account_ensure(customer_id=customer_id)
+        SyncRun.objects.filter(pk=run_id).update(api_calls=F("api_calls") + 1 + int(called))
+        rows = google_ads.fetch_data(customer_id, day)
+    except google_ads.DailyQuotaExhausted as exc:
+        reason = f"daily quota exhausted: {exc}"
+        _settle(entry_id=entry.pk, run_id=run_id, state=SyncDay.State.DEFERRED, last_error=reason)
+        run_defer_pending(run_id=run_id, reason=reason)
+        run_finish_if_settled(run_id=run_id)
+        return DayOutcome(state=SyncDay.State.DEFERRED, error=reason)
+    except Exception as exc:
+        # Anything the client could not handle (retries spent, permanent, credentials, or a
+        # bug) fails this day only; the next gap detection tries it again.
+        error = f"{type(exc).__name__}: {exc}"
+        request_id = getattr(exc, "request_id", None)
+        if request_id and request_id not in error:
+            error += f" (request_id {request_id})"
+        logger.warning("ads sync: %s %s failed: %s", customer_id, day, error)
+        _settle(entry_id=entry.pk, run_id=run_id, state=SyncDay.State.FAILED, last_error=error)
+        run_finish_if_settled(run_id=run_id)
+        return DayOutcome(state=SyncDay.State.FAILED, error=error)
+
+    def finish() -> None:
+        # After commit: the file reflects committed rows, and the day is done only once the
+        # file is in place.
+        day_csv_write(customer_id=customer_id, day=day, output_dir=run.output_dir)
+        _settle(
+            entry_id=entry.pk,
+            run_id=run_id,
+            state=SyncDay.State.DONE,
+            rows=len(rows),
+            fetched_at=timezone.now(),
+            duration_ms=int((time.monotonic() - t0) * 1000),
+            last_error="",
+        )
+        run_finish_if_settled(run_id=run_id)
+
+    with transaction.atomic():
+        day_rows_replace(
+            customer_id=customer_id, day=day, rows=rows, currency_code=account.currency_code
+        )
+        transaction.on_commit(finish)
+    return DayOutcome(state=SyncDay.State.DONE, rows=len(rows))

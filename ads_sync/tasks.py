@@ -1,0 +1,81 @@
+"""Thin Celery tasks: detect the missing days, then one task per (customer, date)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+from celery import group, shared_task
+from django.conf import settings
+
+from ads_sync import services
+
+logger = logging.getLogger(__name__)
+
+# A day may spend every client attempt at the full deadline, plus backoff and the database work.
+SYNC_DAY_SOFT_LIMIT_S = int(settings.ADS_SYNC_TIMEOUT_S * settings.ADS_SYNC_MAX_ATTEMPTS + 120)
+
+
+def run_start(
+    *,
+    trigger: str,
+    customer_ids: list[str] | None = None,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    days: int | None = None,
+    force: bool = False,
+    output_dir: str | Path | None = None,
+) -> services.Plan | None:
+    """Plan a run and fan it out as a group of sync_day tasks (no chord: each task settles its
+    own day and the last one closes the run). Beat and `backfill_ads` both come through here."""
+    plan = services.run_plan(
+        trigger=trigger,
+        customer_ids=customer_ids,
+        start=start,
+        end=end,
+        days=days,
+        force=force,
+        output_dir=output_dir,
+    )
+    if plan is None:
+        logger.info("ads sync: another planning holds the lock; no second fan-out")
+        return None
+    if plan.days:
+        group(
+            sync_day.s(customer_id, day.isoformat(), plan.run.pk) for customer_id, day in plan.days
+        ).apply_async()
+    logger.info("ads sync: run %s planned %s day(s)", plan.run.pk, len(plan.days))
+    return plan
+
+
+@shared_task(
+    name="ads_sync.detect_gaps",
+    acks_late=True,
+    soft_time_limit=240,
+    time_limit=300,
+)
+def detect_gaps(trigger: str = "beat") -> int | None:
+    """Plan the missing days of every configured account and fan them out; returns the run id."""
+    plan = run_start(trigger=trigger)
+    return plan.run.pk if plan else None
+
+
+@shared_task(
+    name="ads_sync.sync_day",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=SYNC_DAY_SOFT_LIMIT_S,
+    time_limit=SYNC_DAY_SOFT_LIMIT_S + 60,
+)
+def sync_day(customer_id: str, date_iso: str, run_id: int) -> str:
+    """Sync one (customer, date) for a run. Never raises for a failed day: it is recorded."""
+    day = dt.date.fromisoformat(date_iso)
+    try:
+        return services.day_sync(customer_id=customer_id, day=day, run_id=run_id).state
+    except Exception as exc:
+        logger.exception("ads sync: %s %s crashed", customer_id, date_iso)
+        services.day_fail(
+            customer_id=customer_id, day=day, run_id=run_id, error=f"{type(exc).__name__}: {exc}"
+        )
+        return "failed"

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from ads_sync import selectors, services
+from ads_sync.models import AdsAccount, SyncDay, SyncRun
+
+pytestmark = pytest.mark.django_db
+
+NOW = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC)
+YESTERDAY = dt.date(2025, 2, 28)
+CUSTOMERS = ["1111111111", "2222222222"]
+
+
+@pytest.fixture(autouse=True)
+def _window_settings(settings) -> None:
+    settings.ADS_SYNC_HISTORY_DAYS = 30
+    settings.ADS_SYNC_LOOKBACK_DAYS = 3
+
+
+def _windows(**kwargs: object) -> list[selectors.Window]:
+    return selectors.sync_windows(customer_ids=CUSTOMERS, now=NOW, **kwargs)  # type: ignore[arg-type]
+
+
+def _mark_done(customer_id: str, days: list[dt.date], run: SyncRun | None = None) -> None:
+    for day in days:
+        SyncDay.objects.update_or_create(
+            customer_id=customer_id,
+            date=day,
+            defaults={"state": SyncDay.State.DONE, "run": run},
+        )
+
+
+def _range(start: dt.date, end: dt.date) -> list[dt.date]:
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def test_the_window_ends_yesterday_in_the_accounts_time_zone() -> None:
+    AdsAccount.objects.create(
+        customer_id=CUSTOMERS[0], time_zone="Pacific/Auckland", currency_code="NZD"
+    )
+    AdsAccount.objects.create(
+        customer_id=CUSTOMERS[1], time_zone="America/Los_Angeles", currency_code="USD"
+    )
+    late_evening_utc = dt.datetime(2025, 3, 1, 23, 30, tzinfo=dt.UTC)  # Mar 2 in Auckland
+    windows = selectors.sync_windows(customer_ids=CUSTOMERS, now=late_evening_utc)
+    assert [w.end for w in windows] == [dt.date(2025, 3, 1), dt.date(2025, 2, 28)]
+    assert [(w.end - w.start).days + 1 for w in windows] == [30, 30]
+
+
+def test_with_an_empty_ledger_every_day_of_every_account_is_missing() -> None:
+    missing = selectors.missing_days(windows=_windows(), now=NOW)
+    assert len(missing) == 2 * 30
+    assert len(set(missing)) == len(missing)
+    assert missing[0][1] == YESTERDAY
+
+
+def test_done_days_are_not_missing_except_the_lookback_days() -> None:
+    start = YESTERDAY - dt.timedelta(days=29)
+    for customer_id in CUSTOMERS:
+        _mark_done(customer_id, _range(start, YESTERDAY))
+    missing = selectors.missing_days(windows=_windows(), now=NOW)
+    lookback = set(_range(YESTERDAY - dt.timedelta(days=2), YESTERDAY))
+    assert sorted(missing) == sorted((c, d) for c in CUSTOMERS for d in lookback)
+
+
+def test_a_range_ending_before_the_lookback_has_nothing_missing_once_done() -> None:
+    start, end = dt.date(2025, 2, 1), dt.date(2025, 2, 10)
+    for customer_id in CUSTOMERS:
+        _mark_done(customer_id, _range(start, end))
+    windows = _windows(start=start, end=end)
+    assert selectors.missing_days(windows=windows, now=NOW) == []
+    assert len(selectors.missing_days(windows=windows, force=True, now=NOW)) == 20
+
+
+def test_failed_and_deferred_days_are_missing_again() -> None:
+    day = dt.date(2025, 2, 5)
+    SyncDay.objects.create(customer_id=CUSTOMERS[0], date=day, state=SyncDay.State.FAILED)
+    SyncDay.objects.create(customer_id=CUSTOMERS[1], date=day, state=SyncDay.State.DEFERRED)
+    windows = _windows(start=day, end=day)
+    assert sorted(selectors.missing_days(windows=windows, now=NOW)) == [
+        (CUSTOMERS[0], day),
+        (CUSTOMERS[1], day),
+    ]
+
+
+def test_days_in_flight_in_an_unfinished_run_are_not_planned_twice() -> None:
+    day = dt.date(2025, 2, 5)
+    run = SyncRun.objects.create(trigger="beat", output_dir="/tmp/x", planned=1)
+    SyncDay.objects.create(customer_id=CUSTOMERS[0], date=day, state=SyncDay.State.PENDING, run=run)
+    windows = _windows(start=day, end=day)
+    assert selectors.missing_days(windows=windows, now=timezone.now()) == [(CUSTOMERS[1], day)]
+
+
+def test_a_stale_in_flight_day_is_taken_over() -> None:
+    day = dt.date(2025, 2, 5)
+    run = SyncRun.objects.create(trigger="beat", output_dir="/tmp/x", planned=1)
+    SyncDay.objects.create(customer_id=CUSTOMERS[0], date=day, state=SyncDay.State.RUNNING, run=run)
+    later = timezone.now() + selectors.IN_FLIGHT_STALE_AFTER + dt.timedelta(minutes=1)
+    windows = _windows(start=day, end=day)
+    assert len(selectors.missing_days(windows=windows, now=later)) == 2
+
+
+def test_missing_days_is_one_query_for_two_years(settings, django_assert_num_queries) -> None:
+    settings.ADS_SYNC_HISTORY_DAYS = 730
+    windows = _windows()
+    with django_assert_num_queries(1):
+        missing = selectors.missing_days(windows=windows, now=NOW)
+    assert len(missing) == 2 * 730
+
+
+def test_done_days_whose_csv_is_gone_are_listed(tmp_path: Path) -> None:
+    days = [dt.date(2025, 2, 1), dt.date(2025, 2, 2)]
+    _mark_done(CUSTOMERS[0], days)
+    services.day_csv_write(customer_id=CUSTOMERS[0], day=days[0], output_dir=tmp_path)
+    windows = _windows(start=days[0], end=days[1])
+    gone = selectors.done_days_without_csv(windows=windows, output_dir=tmp_path, exclude=set())
+    assert gone == [(CUSTOMERS[0], days[1])]

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from ads_sync import selectors, services
+from ads_sync.models import CampaignDayMetric, SyncDay, SyncRun
+
+from .factories import campaign_day
+
+pytestmark = pytest.mark.django_db
+
+CUSTOMER = "1111111111"
+DAY = dt.date(2025, 1, 10)
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_replacing_a_day_upserts_rows_and_drops_campaigns_no_longer_returned() -> None:
+    services.day_rows_replace(
+        customer_id=CUSTOMER,
+        day=DAY,
+        rows=[campaign_day(campaign_id=1), campaign_day(campaign_id=2)],
+        currency_code="EUR",
+    )
+    services.day_rows_replace(
+        customer_id=CUSTOMER,
+        day=DAY,
+        rows=[campaign_day(campaign_id=1, clicks=99)],
+        currency_code="EUR",
+    )
+    rows = list(CampaignDayMetric.objects.filter(customer_id=CUSTOMER, date=DAY))
+    assert [(r.campaign_id, r.clicks) for r in rows] == [(1, 99)]
+
+
+def test_replacing_a_day_leaves_other_days_and_accounts_alone() -> None:
+    services.day_rows_replace(
+        customer_id=CUSTOMER, day=DAY, rows=[campaign_day()], currency_code="EUR"
+    )
+    services.day_rows_replace(
+        customer_id="2222222222", day=DAY, rows=[campaign_day()], currency_code="EUR"
+    )
+    services.day_rows_replace(
+        customer_id=CUSTOMER, day=DAY + dt.timedelta(days=1), rows=[], currency_code="EUR"
+    )
+    assert CampaignDayMetric.objects.count() == 2
+
+
+def test_the_day_csv_has_a_header_decimal_money_and_the_micros(tmp_path: Path) -> None:
+    services.day_rows_replace(
+        customer_id=CUSTOMER,
+        day=DAY,
+        rows=[campaign_day(cost_micros=1_234_567, conversions=2.25)],
+        currency_code="EUR",
+    )
+    path = services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
+    assert path == tmp_path / CUSTOMER / "2025-01-10.csv"
+    [line] = _read(path)
+    assert line["cost"] == "1.234567"
+    assert line["cost_micros"] == "1234567"
+    assert line["currency_code"] == "EUR"
+    assert Decimal(line["conversions"]) == Decimal("2.25")
+    assert list(tmp_path.joinpath(CUSTOMER).glob(".*")) == []
+
+
+def test_an_empty_day_writes_a_header_only_file(tmp_path: Path) -> None:
+    path = services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
+    assert path.read_text().splitlines() == [",".join(services.DAY_CSV_HEADER)]
+
+
+def test_rewriting_a_day_replaces_the_file_rather_than_appending(tmp_path: Path) -> None:
+    rows = [campaign_day(campaign_id=1), campaign_day(campaign_id=2)]
+    services.day_rows_replace(customer_id=CUSTOMER, day=DAY, rows=rows, currency_code="EUR")
+    services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
+    path = services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
+    assert len(_read(path)) == 2
+
+
+def test_the_totals_file_has_one_line_per_customer_and_date(tmp_path: Path) -> None:
+    for customer_id in (CUSTOMER, "2222222222"):
+        services.day_rows_replace(
+            customer_id=customer_id,
+            day=DAY,
+            rows=[
+                campaign_day(campaign_id=1, clicks=3, cost_micros=500_000),
+                campaign_day(campaign_id=2, clicks=4, cost_micros=250_000),
+            ],
+            currency_code="USD",
+        )
+    lines = _read(services.totals_csv_write(output_dir=tmp_path))
+    assert [(x["customer_id"], x["clicks"], x["cost"]) for x in lines] == [
+        (CUSTOMER, "7", "0.750000"),
+        ("2222222222", "7", "0.750000"),
+    ]
+
+
+def test_the_combined_export_by_campaign_respects_the_range(tmp_path: Path) -> None:
+    for offset in range(3):
+        day = DAY + dt.timedelta(days=offset)
+        services.day_rows_replace(
+            customer_id=CUSTOMER, day=day, rows=[campaign_day(day=day)], currency_code="EUR"
+        )
+    out = tmp_path / "all.csv"
+    count = services.combined_csv_write(out=out, start=DAY, end=DAY + dt.timedelta(days=1))
+    assert count == 2
+    assert [line["date"] for line in _read(out)] == ["2025-01-10", "2025-01-11"]
+
+
+def _run_with_pending(n: int, tmp_path: Path) -> SyncRun:
+    run = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=n)
+    for offset in range(n):
+        SyncDay.objects.create(customer_id=CUSTOMER, date=DAY + dt.timedelta(days=offset), run=run)
+    return run
+
+
+def test_a_daily_quota_stop_defers_every_pending_day_of_the_run(tmp_path: Path) -> None:
+    run = _run_with_pending(4, tmp_path)
+    deferred = services.run_defer_pending(run_id=run.pk, reason="daily quota")
+    assert deferred == 4
+    assert services.run_finish_if_settled(run_id=run.pk) is True
+    run.refresh_from_db()
+    assert (run.deferred, run.finished_at is not None) == (4, True)
+    assert selectors.totals_csv_path(output_dir=tmp_path).exists()
+
+
+def test_a_run_closes_exactly_once(tmp_path: Path) -> None:
+    run = _run_with_pending(0, tmp_path)
+    assert services.run_finish_if_settled(run_id=run.pk) is True
+    assert services.run_finish_if_settled(run_id=run.pk) is False
+
+
+def test_a_run_with_unsettled_days_stays_open(tmp_path: Path) -> None:
+    run = _run_with_pending(2, tmp_path)
+    assert services.run_finish_if_settled(run_id=run.pk) is False
+
+
+def test_a_day_this_run_already_settled_is_not_synced_again(tmp_path: Path) -> None:
+    run = _run_with_pending(1, tmp_path)
+    SyncDay.objects.filter(run=run).update(state=SyncDay.State.DONE)
+    # A redelivered task: the ledger says done for this run, so no fetch is attempted.
+    outcome = services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+    assert outcome.state == "skipped"
+    assert SyncDay.objects.get(customer_id=CUSTOMER, date=DAY).attempts == 0
