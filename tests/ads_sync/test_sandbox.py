@@ -1,0 +1,80 @@
+"""The sandbox itself: what tests and `make run` rely on, checked without the app's client."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from ads_sync.sandbox import data
+
+
+def _post_form(url: str, form: dict[str, str]) -> tuple[int, dict[str, str]]:
+    body = urllib.parse.urlencode(form).encode()
+    try:
+        with urllib.request.urlopen(url, data=body, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _grant(ads_sandbox, refresh_token: str = "sandbox-refresh-token") -> tuple[int, dict]:
+    return _post_form(
+        ads_sandbox.env["GOOGLE_ADS_TOKEN_URI"],
+        {
+            "grant_type": "refresh_token",
+            "client_id": ads_sandbox.env["GOOGLE_ADS_CLIENT_ID"],
+            "client_secret": ads_sandbox.env["GOOGLE_ADS_CLIENT_SECRET"],
+            "refresh_token": refresh_token,
+        },
+    )
+
+
+def test_data_is_deterministic_per_customer_and_date():
+    day = dt.date(2025, 1, 1)
+    assert data.rows_for("1234567890", day) == data.rows_for("1234567890", day)
+    assert data.rows_for("1234567890", day) != data.rows_for("2345678901", day)
+
+
+def test_some_days_are_empty():
+    start = dt.date(2025, 1, 1)
+    days = [start + dt.timedelta(days=n) for n in range(120)]
+    empty = [day for day in days if not data.rows_for("1234567890", day)]
+    assert 0 < len(empty) < len(days) / 3
+
+
+def test_token_endpoint_grants_an_access_token_for_the_sandbox_refresh_token(ads_sandbox):
+    status, answer = _grant(ads_sandbox)
+    assert status == 200
+    assert answer["token_type"] == "Bearer"
+    assert answer["access_token"]
+    assert [c["outcome"] for c in ads_sandbox.calls(method="token")] == ["ok"]
+
+
+def test_token_endpoint_refuses_an_unknown_refresh_token_with_invalid_grant(ads_sandbox):
+    status, answer = _grant(ads_sandbox, refresh_token="someone-elses")
+    assert (status, answer["error"]) == (400, "invalid_grant")
+
+
+def test_revoked_refresh_token_fault_answers_invalid_grant(ads_sandbox):
+    ads_sandbox.configure(revoke_refresh_token=True)
+    status, answer = _grant(ads_sandbox)
+    assert (status, answer["error"]) == (400, "invalid_grant")
+
+
+def test_configure_rejects_an_unknown_fault_kind(ads_sandbox):
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        ads_sandbox.configure(fail_first={"gremlins": 1})
+    assert raised.value.code == 400
+
+
+def test_reset_restores_default_faults_and_empties_the_record(ads_sandbox):
+    ads_sandbox.configure(latency_s=1.5)
+    _grant(ads_sandbox)
+    ads_sandbox.reset()
+    assert ads_sandbox.configure()["latency_s"] == 0.0
+    assert ads_sandbox.calls(method=None) == []
