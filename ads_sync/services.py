@@ -268,6 +268,7 @@ def run_plan(
     days: int | None = None,
     force: bool = False,
     output_dir: str | Path | None = None,
+    lock_wait_s: float = 0.0,
 ) -> Plan | None:
     """Plan one run under the planning lock: select the missing days, put them in the ledger as
     pending for a new SyncRun, and rewrite from the database the CSVs of done days that are gone.
@@ -276,7 +277,7 @@ def run_plan(
     """
     customer_ids = list(customer_ids or settings.GOOGLE_ADS_CUSTOMER_IDS)
     out = str(output_dir or settings.ADS_SYNC_OUTPUT_DIR)
-    with locks.planning_lock() as acquired:
+    with locks.planning_lock(wait_s=lock_wait_s) as acquired:
         if not acquired:
             return None
         api_calls = 0

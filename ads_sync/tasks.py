@@ -26,6 +26,7 @@ def run_start(
     days: int | None = None,
     force: bool = False,
     output_dir: str | Path | None = None,
+    lock_wait_s: float = 0.0,
 ) -> services.Plan | None:
     """Plan a run and fan it out as a group of sync_day tasks (no chord: each task settles its
     own day and the last one closes the run). Beat and `backfill_ads` both come through here."""
@@ -37,6 +38,7 @@ def run_start(
         days=days,
         force=force,
         output_dir=output_dir,
+        lock_wait_s=lock_wait_s,
     )
     if plan is None:
         logger.info("ads sync: another planning holds the lock; no second fan-out")

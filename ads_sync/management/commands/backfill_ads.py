@@ -1,0 +1,201 @@
+"""Backfill Google Ads days through the same planning and sync_day tasks that beat uses."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ads_sync import selectors, tasks
+from ads_sync.models import SyncRun
+from inventory_project.celery import app as celery_app
+
+POLL_S = 0.5
+PLAIN_EVERY_S = 5.0
+STALL_CHECK_S = 30.0
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise CommandError(f"not a date (YYYY-MM-DD): {value!r}") from exc
+
+
+def workers_consuming(queue: str, timeout_s: float = 1.5) -> list[str]:
+    """Names of the running Celery workers that consume `queue` (empty: nobody will run it)."""
+    try:
+        replies = celery_app.control.inspect(timeout=timeout_s).active_queues() or {}
+    except Exception:  # the broker itself is down: no worker can be reached either
+        return []
+    return sorted(
+        name for name, queues in replies.items() if any(q.get("name") == queue for q in queues)
+    )
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+class Command(BaseCommand):
+    help = (
+        "Plan the missing Google Ads days of a range (all of them with --force), fan them out as "
+        "sync_day tasks, show progress and a summary. Exit status 1 when any date failed."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--start", type=_date, help="first date (YYYY-MM-DD)")
+        parser.add_argument("--end", type=_date, help="last date (default: yesterday)")
+        parser.add_argument("--days", type=int, help="the last N days up to yesterday")
+        parser.add_argument(
+            "--customer",
+            action="append",
+            dest="customers",
+            help="customer id (repeatable; default: GOOGLE_ADS_CUSTOMER_IDS)",
+        )
+        parser.add_argument("--output-dir", help="CSV folder for this run")
+        parser.add_argument("--force", action="store_true", help="re-fetch done days too")
+        parser.add_argument("--no-wait", action="store_true", help="print the run id and return")
+        parser.add_argument(
+            "--lock-wait", type=float, default=30.0, help="seconds to wait for another planning"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        start, end, days = options["start"], options["end"], options["days"]
+        if days is not None and (start or end):
+            raise CommandError("use either --days or --start/--end, not both")
+        if days is not None and days < 1:
+            raise CommandError("--days must be at least 1")
+        if start and end and start > end:
+            raise CommandError(f"--start {start} is after --end {end}")
+        customers = [c.replace("-", "") for c in options["customers"] or []] or list(
+            settings.GOOGLE_ADS_CUSTOMER_IDS
+        )
+        if not customers:
+            raise CommandError("no customer: set GOOGLE_ADS_CUSTOMER_IDS or pass --customer")
+        if end and not start and days is None:
+            raise CommandError("--end needs --start")
+
+        queue = celery_app.conf.task_default_queue
+        workers = workers_consuming(queue)
+        if not workers and not options["no_wait"]:
+            raise CommandError(
+                f"no Celery worker is consuming queue {queue!r}: start one "
+                "(`make run`, or `celery -A inventory_project worker`) and retry, or pass "
+                "--no-wait to queue the dates for a worker that starts later",
+                returncode=2,
+            )
+
+        plan = tasks.run_start(
+            trigger=SyncRun.Trigger.BACKFILL,
+            customer_ids=customers,
+            start=start,
+            end=end,
+            days=days,
+            force=options["force"],
+            output_dir=options["output_dir"],
+            lock_wait_s=options["lock_wait"],
+        )
+        if plan is None:
+            raise CommandError("another planning holds the lock; retry in a minute", returncode=3)
+        run = plan.run
+        self.stdout.write(
+            f"run {run.pk}: {run.planned} date(s) planned for {len(customers)} account(s), "
+            f"{run.range_start} .. {run.range_end}, output {run.output_dir}"
+        )
+        if options["no_wait"]:
+            if not workers:
+                self.stdout.write(f"note: no worker is consuming queue {queue!r} right now")
+            self.stdout.write(str(run.pk))
+            return
+        run = self._wait(run, queue)
+        self._summary(run)
+        if run.failed:
+            raise CommandError(f"{run.failed} date(s) failed", returncode=1)
+
+    def _wait(self, run: SyncRun, queue: str) -> SyncRun:
+        tty = self.stdout.isatty()
+        t0 = time.monotonic()
+        last_plain = 0.0
+        last_progress = (-1, t0)
+        while True:
+            run.refresh_from_db()
+            now = time.monotonic()
+            settled = run.settled
+            if settled != last_progress[0]:
+                last_progress = (settled, now)
+            line = self._progress_line(run, now - t0)
+            if tty:
+                self.stdout.write("\r" + line, ending="")
+                self.stdout.flush()
+            elif now - last_plain >= PLAIN_EVERY_S or run.finished_at:
+                self.stdout.write(line)
+                last_plain = now
+            if run.finished_at:
+                if tty:
+                    self.stdout.write("")
+                return run
+            if now - last_progress[1] > STALL_CHECK_S:
+                if not workers_consuming(queue):
+                    if tty:
+                        self.stdout.write("")
+                    raise CommandError(
+                        f"no Celery worker is consuming queue {queue!r} any more; run {run.pk} "
+                        "stays planned and resumes when a worker starts",
+                        returncode=2,
+                    )
+                last_progress = (settled, now)
+            time.sleep(POLL_S)
+
+    @staticmethod
+    def _progress_line(run: SyncRun, elapsed: float) -> str:
+        planned = max(run.planned, 1)
+        width = 30
+        filled = int(width * run.settled / planned) if run.planned else width
+        rate = run.settled / elapsed if elapsed > 0 else 0.0
+        remaining = run.planned - run.settled
+        eta = _duration(remaining / rate) if rate > 0 else "?"
+        return (
+            f"[{'#' * filled}{'.' * (width - filled)}] {run.settled}/{run.planned} "
+            f"done {run.done} failed {run.failed} deferred {run.deferred} | rows {run.rows} | "
+            f"{rate:.1f} dates/s | ETA {eta}"
+        )
+
+    def _summary(self, run: SyncRun) -> None:
+        latency = selectors.run_latency(run_id=run.pk)
+
+        def ms(value: float | None) -> str:
+            return "-" if value is None else f"{value:.0f} ms"
+
+        lines = [
+            f"Summary of run {run.pk} ({run.trigger}), {run.range_start} .. {run.range_end}",
+            f"  dates planned    {run.planned}",
+            f"  fetched          {run.done}",
+            f"  skipped          {run.skipped} (already done)",
+            f"  csv rewritten    {run.csv_rewritten} (from the database, no API call)",
+            f"  failed           {run.failed}",
+            f"  deferred         {run.deferred}",
+            f"  rows written     {run.rows}",
+            f"  API calls        {run.api_calls}",
+            f"  elapsed          {run.elapsed_s or 0:.1f} s",
+            f"  per-date latency p50 {ms(latency.p50_ms)}, p95 {ms(latency.p95_ms)}",
+        ]
+        if run.notes:
+            lines.append(f"  notes            {run.notes}")
+        failures = selectors.run_failures(run_id=run.pk)
+        if failures:
+            lines.append("failed dates (the next gap detection retries them):")
+            lines.extend(f"  {f.customer_id} {f.date}: {f.last_error}" for f in failures[:20])
+            if len(failures) > 20:
+                lines.append(f"  ... and {len(failures) - 20} more (admin: Sync days, failed)")
+        if run.deferred:
+            lines.append(
+                "deferred dates wait for the daily quota; the next gap detection runs them"
+            )
+        self.stdout.write("\n".join(lines))

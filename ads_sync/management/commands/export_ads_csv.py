@@ -1,0 +1,37 @@
+"""Write a combined CSV of the synced Google Ads rows from the database."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ads_sync import services
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise CommandError(f"not a date (YYYY-MM-DD): {value!r}") from exc
+
+
+class Command(BaseCommand):
+    help = "Write one CSV from the database: per campaign and day, or per account and day."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--start", type=_date)
+        parser.add_argument("--end", type=_date)
+        parser.add_argument("--out", help="file to write (default: <ADS_SYNC_OUTPUT_DIR>/...)")
+        parser.add_argument("--by", choices=["campaign", "day"], default="campaign")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        start, end, by = options["start"], options["end"], options["by"]
+        if start and end and start > end:
+            raise CommandError(f"--start {start} is after --end {end}")
+        out = Path(options["out"] or Path(settings.ADS_SYNC_OUTPUT_DIR) / f"ads_export_by_{by}.csv")
+        count = services.combined_csv_write(out=out, start=start, end=end, by=by)
+        self.stdout.write(f"wrote {count} line(s) to {out}")
