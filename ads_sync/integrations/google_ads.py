@@ -1,13 +1,64 @@
 """The only production module that talks to Google Ads.
 
-CONTRACT (shared by the client work and the sync work; the client issue fills in the bodies):
-everything the rest of the code needs from Google Ads is the names below.
+CONTRACT (shared by the client work and the sync work): everything the rest of the code needs
+from Google Ads is the names below: CampaignDay, AccountInfo, the AdsError family, fetch_data and
+get_account.
+
+How a call goes: one GoogleAdsService.SearchStream per (customer, date) through the real
+`google-ads` library, after a slot from the Redis token bucket shared by every worker
+(ADS_SYNC_MAX_QPS), with a deadline (ADS_SYNC_TIMEOUT_S) on every call. Failures are classified:
+
+- transient (deadline, unavailable, internal, short-term quota): retried with exponential backoff
+  and jitter (ADS_SYNC_RETRY_BASE_S .. ADS_SYNC_RETRY_MAX_S), never sooner than the server's
+  `retry_delay`, up to ADS_SYNC_MAX_ATTEMPTS attempts, then TransientAdsError;
+- UNAUTHENTICATED (an access token expired or revoked early): refresh the credentials, one more try;
+- daily quota (a quota failure whose retry_delay is long): DailyQuotaExhausted at once;
+- a refresh token the token endpoint refuses (invalid_grant): CredentialsError at once;
+- anything else (bad customer id, permission denied, invalid query): PermanentAdsError at once,
+  with the request id.
+
+The client is built lazily, once per process (gRPC channels do not survive fork), from settings.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import logging
+import os
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import grpc
+from django.conf import settings
+from google.ads.googleads.client import GoogleAdsClient
+from google.ads.googleads.errors import GoogleAdsException
+from google.ads.googleads.v26.errors.types.errors import GoogleAdsFailure
+from google.api_core import exceptions as api_exceptions
+from google.auth import exceptions as auth_exceptions
+from google.auth.transport.requests import Request as AuthRequest
+from google.oauth2.credentials import Credentials
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from ads_sync.integrations import rate_limit
+
+logger = logging.getLogger(__name__)
+
+API_VERSION = "v26"
+_FAILURE_KEY = f"google.ads.googleads.{API_VERSION}.errors.googleadsfailure-bin"
+_SCOPES = ["https://www.googleapis.com/auth/adwords"]
+_RATE_LIMIT_BUCKET = "ads_sync:google_ads:qps"
+# A quota failure asking us to wait this long is the daily quota, not a short-term rate limit:
+# the run stops and defers its remaining dates instead of sleeping on a worker.
+DAILY_QUOTA_MIN_RETRY_DELAY_S = 600.0
+
+_DAY_QUERY = (
+    "SELECT campaign.id, campaign.name, metrics.impressions, metrics.clicks, "
+    "metrics.cost_micros, metrics.conversions, segments.date "
+    "FROM campaign WHERE segments.date = '{day}' ORDER BY campaign.id"
+)
+_ACCOUNT_QUERY = "SELECT customer.id, customer.time_zone, customer.currency_code FROM customer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +86,12 @@ class AdsError(Exception):
     """Base class of every failure fetch_data raises after its own retries are spent."""
 
     request_id: str | None = None
+    attempts: int = 0
+
+    def __init__(self, message: str, *, request_id: str | None = None, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+        self.attempts = attempts
 
 
 class TransientAdsError(AdsError):
@@ -54,12 +111,412 @@ class DailyQuotaExhausted(AdsError):
 
     retry_after_s: float = 0.0
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float = 0.0,
+        request_id: str | None = None,
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message, request_id=request_id, attempts=attempts)
+        self.retry_after_s = retry_after_s
+
 
 def fetch_data(customer_id: str, day: dt.date) -> list[CampaignDay]:
     """Return one account's campaign rows for one day (an empty list for a day with none)."""
-    raise NotImplementedError("filled in by the Google Ads client issue")
+    customer_id = _normalize(customer_id)
+    rows = _search(customer_id, _DAY_QUERY.format(day=day.isoformat()), f"{customer_id} {day}")
+    return [
+        CampaignDay(
+            customer_id=customer_id,
+            date=dt.date.fromisoformat(row.segments.date) if row.segments.date else day,
+            campaign_id=int(row.campaign.id),
+            campaign_name=str(row.campaign.name),
+            impressions=int(row.metrics.impressions),
+            clicks=int(row.metrics.clicks),
+            cost_micros=int(row.metrics.cost_micros),
+            conversions=float(row.metrics.conversions),
+        )
+        for row in rows
+    ]
 
 
 def get_account(customer_id: str) -> AccountInfo:
     """Return the account's time zone and currency (one query per account, cached)."""
-    raise NotImplementedError("filled in by the Google Ads client issue")
+    customer_id = _normalize(customer_id)
+    key = (_config(), customer_id)
+    cached = _accounts.get(key)
+    if cached is not None:
+        return cached
+    rows = _search(customer_id, _ACCOUNT_QUERY, f"{customer_id} account")
+    if not rows:
+        raise PermanentAdsError(f"customer {customer_id}: the account query returned no row")
+    info = AccountInfo(
+        customer_id=customer_id,
+        time_zone=str(rows[0].customer.time_zone),
+        currency_code=str(rows[0].customer.currency_code),
+    )
+    _accounts[key] = info
+    return info
+
+
+# --- The client, one per process -------------------------------------------------------------
+
+
+@dataclass
+class _Client:
+    config: tuple[str, ...]
+    pid: int
+    credentials: Credentials
+    # Held for the client's lifetime: a service object collected mid-stream closes the channel.
+    service: Any
+    refresh_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_build_lock = threading.Lock()
+_client: _Client | None = None
+_accounts: dict[tuple[tuple[str, ...], str], AccountInfo] = {}
+
+
+def _forget_after_fork() -> None:
+    # The parent's channel is unusable in the child; drop it without closing it.
+    global _client, _build_lock
+    _client = None
+    _build_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _normalize(customer_id: str) -> str:
+    return str(customer_id).replace("-", "").strip()
+
+
+def _config() -> tuple[str, ...]:
+    return (
+        settings.GOOGLE_ADS_ENDPOINT,
+        settings.GOOGLE_ADS_TOKEN_URI,
+        settings.GOOGLE_ADS_CLIENT_ID,
+        settings.GOOGLE_ADS_CLIENT_SECRET,
+        settings.GOOGLE_ADS_REFRESH_TOKEN,
+        settings.GOOGLE_ADS_DEVELOPER_TOKEN,
+        settings.GOOGLE_ADS_LOGIN_CUSTOMER_ID,
+        settings.GOOGLE_ADS_CA_FILE,
+    )
+
+
+def _get_client() -> _Client:
+    global _client
+    config = _config()
+    current = _client
+    if current is not None and current.pid == os.getpid() and current.config == config:
+        return current
+    with _build_lock:
+        current = _client
+        if current is not None and current.pid == os.getpid() and current.config == config:
+            return current
+        _client = _build_client(config)
+        return _client
+
+
+def _build_client(config: tuple[str, ...]) -> _Client:
+    endpoint, token_uri, client_id, client_secret, refresh_token, developer_token, login, ca = (
+        config
+    )
+    missing = [
+        name
+        for name, value in (
+            ("GOOGLE_ADS_CLIENT_ID", client_id),
+            ("GOOGLE_ADS_CLIENT_SECRET", client_secret),
+            ("GOOGLE_ADS_REFRESH_TOKEN", refresh_token),
+        )
+        if not value
+    ]
+    if missing:
+        raise CredentialsError(
+            f"Google Ads credentials are not configured: set {', '.join(missing)}"
+        )
+    if ca:
+        # gRPC reads this once, before its first secure channel; the environment may already
+        # point it at the system bundle, so a configured CA file must replace that value.
+        if os.environ.get("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH") != ca and _client is not None:
+            logger.warning("GOOGLE_ADS_CA_FILE changed after gRPC loaded its roots; restart")
+        os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = ca
+    credentials = Credentials(
+        None,
+        refresh_token=refresh_token,
+        client_id=client_id,
+        client_secret=client_secret,
+        token_uri=token_uri,
+        scopes=_SCOPES,
+    )
+    ads_client = GoogleAdsClient(
+        credentials,
+        developer_token=developer_token or None,
+        endpoint=endpoint,
+        login_customer_id=login or None,
+        version=API_VERSION,
+    )
+    service = ads_client.get_service("GoogleAdsService")
+    return _Client(config=config, pid=os.getpid(), credentials=credentials, service=service)
+
+
+class _TimedAuthRequest(AuthRequest):
+    """The token endpoint gets the same deadline as the API (the library's default is 120 s)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["timeout"] = settings.ADS_SYNC_TIMEOUT_S
+        return super().__call__(*args, **kwargs)
+
+
+def _ensure_token(client: _Client, refused_token: str | None = None) -> None:
+    """Refresh the access token when it is missing, stale, or the one the server just refused."""
+    with client.refresh_lock:
+        creds = client.credentials
+        if creds.valid and (refused_token is None or creds.token != refused_token):
+            return
+        try:
+            creds.refresh(_TimedAuthRequest())
+        except auth_exceptions.RefreshError as exc:
+            _raise_refresh_error(exc)
+        except auth_exceptions.TransportError as exc:
+            raise _Transient(f"token endpoint unreachable: {exc}") from exc
+
+
+# --- Classification ---------------------------------------------------------------------------
+
+
+class _Transient(Exception):
+    def __init__(
+        self, reason: str, *, retry_delay: float | None = None, request_id: str | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.retry_delay = retry_delay
+        self.request_id = request_id
+
+
+class _Unauthenticated(Exception):
+    pass
+
+
+_TRANSIENT_API_ERRORS = (
+    api_exceptions.DeadlineExceeded,
+    api_exceptions.ServiceUnavailable,
+    api_exceptions.InternalServerError,
+    api_exceptions.Aborted,
+    api_exceptions.GatewayTimeout,
+    api_exceptions.Unknown,
+)
+_TRANSIENT_CODES = {
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.UNKNOWN,
+}
+
+
+def _raise_refresh_error(exc: auth_exceptions.RefreshError) -> NoReturn:
+    text = str(exc)
+    if "invalid_grant" in text:
+        raise CredentialsError(
+            "the token endpoint refused GOOGLE_ADS_REFRESH_TOKEN (invalid_grant: revoked or "
+            "expired): authorize again and set a new GOOGLE_ADS_REFRESH_TOKEN"
+        ) from exc
+    if "invalid_client" in text or "unauthorized_client" in text:
+        raise CredentialsError(
+            "the token endpoint refused the OAuth client: check GOOGLE_ADS_CLIENT_ID and "
+            "GOOGLE_ADS_CLIENT_SECRET"
+        ) from exc
+    if getattr(exc, "retryable", False):
+        raise _Transient(f"token refresh failed: {text}") from exc
+    raise CredentialsError(f"token refresh failed: {text}") from exc
+
+
+def _trailing_metadata(exc: BaseException) -> tuple[tuple[str, Any], ...]:
+    for candidate in (getattr(exc, "response", None), *(getattr(exc, "errors", None) or ())):
+        trailing = getattr(candidate, "trailing_metadata", None)
+        if callable(trailing):
+            try:
+                return tuple(trailing() or ())
+            except Exception:  # noqa: S112 - a call without metadata: try the next candidate
+                continue
+    return ()
+
+
+def _failure_of(exc: BaseException) -> tuple[Any, str | None]:
+    failure = None
+    request_id = None
+    for key, value in _trailing_metadata(exc):
+        if key == _FAILURE_KEY:
+            try:
+                failure = GoogleAdsFailure.deserialize(value)
+            except Exception:
+                logger.warning("undecodable %s in trailing metadata", _FAILURE_KEY)
+        elif key == "request-id":
+            request_id = value.decode() if isinstance(value, bytes) else str(value)
+    if request_id is None and failure is not None and failure.request_id:
+        request_id = str(failure.request_id)
+    return failure, request_id
+
+
+def _retry_delay_s(failure: Any) -> float | None:
+    if failure is None:
+        return None
+    delays = []
+    for error in failure.errors:
+        details = error.details.quota_error_details
+        if "retry_delay" in details:
+            delay = details.retry_delay
+            delays.append(delay.total_seconds() if isinstance(delay, dt.timedelta) else 0.0)
+    return max(delays) if delays else None
+
+
+def _messages(failure: Any) -> str:
+    if failure is None:
+        return ""
+    return "; ".join(str(error.message) for error in failure.errors)
+
+
+def _raise_classified(exc: Exception, what: str) -> NoReturn:
+    """Turn a library failure into _Transient, _Unauthenticated or one of the public errors."""
+    if isinstance(exc, GoogleAdsException):
+        code = exc.error.code()
+        message = _messages(exc.failure) or str(exc.error.details())
+        request_id = exc.request_id
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            raise _Unauthenticated(message) from exc
+        if code in _TRANSIENT_CODES:
+            raise _Transient(f"{code.name}: {message}", request_id=request_id) from exc
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            _raise_quota(exc, what, exc.failure, request_id)
+        raise PermanentAdsError(
+            f"{what}: {code.name}: {message} (request id {request_id})", request_id=request_id
+        ) from exc
+    if isinstance(exc, auth_exceptions.RefreshError):
+        _raise_refresh_error(exc)
+    if isinstance(exc, api_exceptions.GoogleAPICallError):
+        failure, request_id = _failure_of(exc)
+        text = f"{type(exc).__name__}: {_messages(failure) or exc.message}"
+        if isinstance(exc, api_exceptions.ResourceExhausted):
+            _raise_quota(exc, what, failure, request_id)
+        if isinstance(exc, api_exceptions.Unauthenticated):
+            raise _Unauthenticated(text) from exc
+        if isinstance(exc, api_exceptions.ServiceUnavailable) and "invalid_grant" in str(exc):
+            # The gRPC auth plugin refreshed the token itself and the token endpoint refused.
+            raise CredentialsError(
+                "the token endpoint refused GOOGLE_ADS_REFRESH_TOKEN (invalid_grant: revoked or "
+                "expired): authorize again and set a new GOOGLE_ADS_REFRESH_TOKEN"
+            ) from exc
+        if isinstance(exc, _TRANSIENT_API_ERRORS):
+            raise _Transient(text, request_id=request_id) from exc
+        raise PermanentAdsError(
+            f"{what}: {text} (request id {request_id})", request_id=request_id
+        ) from exc
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        code = exc.code()
+        if code in _TRANSIENT_CODES:
+            raise _Transient(f"{code.name}: {exc}") from exc
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            raise _Unauthenticated(str(exc)) from exc
+        raise PermanentAdsError(f"{what}: {code.name}: {exc}") from exc
+    raise exc
+
+
+def _raise_quota(exc: Exception, what: str, failure: Any, request_id: str | None) -> NoReturn:
+    delay = _retry_delay_s(failure)
+    if delay is not None and delay >= DAILY_QUOTA_MIN_RETRY_DELAY_S:
+        raise DailyQuotaExhausted(
+            f"{what}: quota exhausted, retry in {delay:.0f} s: {_messages(failure)} "
+            f"(request id {request_id})",
+            retry_after_s=delay,
+            request_id=request_id,
+        ) from exc
+    raise _Transient(
+        f"RESOURCE_EXHAUSTED: {_messages(failure) or exc}",
+        retry_delay=delay,
+        request_id=request_id,
+    ) from exc
+
+
+# --- One search, with its retries -------------------------------------------------------------
+
+
+def _stream(client: _Client, customer_id: str, query: str) -> list[Any]:
+    rate_limit.acquire(_RATE_LIMIT_BUCKET, float(settings.ADS_SYNC_MAX_QPS))
+    stream = client.service.search_stream(
+        customer_id=customer_id, query=query, timeout=float(settings.ADS_SYNC_TIMEOUT_S)
+    )
+    rows: list[Any] = []
+    for batch in stream:
+        rows.extend(batch.results)
+    return rows
+
+
+def _attempt(customer_id: str, query: str, what: str) -> list[Any]:
+    client = _get_client()
+    _ensure_token(client)
+    used_token = client.credentials.token
+    try:
+        return _stream(client, customer_id, query)
+    except Exception as exc:
+        try:
+            _raise_classified(exc, what)
+        except _Unauthenticated:
+            logger.info("%s: access token refused; refreshing it for one more try", what)
+    _ensure_token(client, refused_token=used_token)
+    try:
+        return _stream(client, customer_id, query)
+    except Exception as exc:
+        try:
+            _raise_classified(exc, what)
+        except _Unauthenticated as again:
+            raise CredentialsError(
+                f"{what}: a freshly refreshed access token was refused ({again}): check that "
+                "GOOGLE_ADS_REFRESH_TOKEN belongs to a user with access to this account"
+            ) from exc
+
+
+def _wait(state: RetryCallState) -> float:
+    base = float(settings.ADS_SYNC_RETRY_BASE_S)
+    cap = float(settings.ADS_SYNC_RETRY_MAX_S)
+    backoff = min(cap, base * 2 ** (state.attempt_number - 1))
+    delay = backoff / 2 + random.uniform(0, backoff / 2)  # noqa: S311 - jitter, not crypto
+    exc = state.outcome.exception() if state.outcome is not None else None
+    server_delay = getattr(exc, "retry_delay", None)
+    if server_delay:
+        # The server's retry_delay is a floor; jitter on top keeps workers from re-colliding.
+        delay = float(server_delay) + random.uniform(0, min(base, float(server_delay)))  # noqa: S311
+    return delay
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    sleep = state.next_action.sleep if state.next_action is not None else 0.0
+    logger.warning(
+        "Google Ads attempt %d failed (%s); retrying in %.2f s", state.attempt_number, exc, sleep
+    )
+
+
+def _search(customer_id: str, query: str, what: str) -> list[Any]:
+    max_attempts = max(1, int(settings.ADS_SYNC_MAX_ATTEMPTS))
+    retrying = Retrying(
+        stop=stop_after_attempt(max_attempts),
+        wait=_wait,
+        retry=retry_if_exception_type(_Transient),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+    try:
+        return retrying(_attempt, customer_id, query, what)
+    except _Transient as exc:
+        attempts = retrying.statistics.get("attempt_number", max_attempts)
+        raise TransientAdsError(
+            f"{what}: gave up after {attempts} attempts: {exc} (request id {exc.request_id})",
+            request_id=exc.request_id,
+            attempts=attempts,
+        ) from exc
+    except AdsError as exc:
+        exc.attempts = retrying.statistics.get("attempt_number", 1)
+        raise
