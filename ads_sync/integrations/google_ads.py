@@ -306,14 +306,12 @@ _TRANSIENT_API_ERRORS = (
     api_exceptions.InternalServerError,
     api_exceptions.Aborted,
     api_exceptions.GatewayTimeout,
-    api_exceptions.Unknown,
 )
 _TRANSIENT_CODES = {
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.INTERNAL,
     grpc.StatusCode.ABORTED,
-    grpc.StatusCode.UNKNOWN,
 }
 
 

@@ -7,7 +7,7 @@ and inject faults while the sandbox runs in another process:
     GET  /_sandbox/calls           the call record: a JSON list, oldest first
     GET  /_sandbox/config          the current faults
     POST /_sandbox/config          JSON object merged into the faults
-    POST /_sandbox/reset           default faults, empty record, attempt counters cleared
+    POST /_sandbox/reset           default faults, empty record, counters cleared, tokens valid
     POST /_sandbox/expire-tokens   every access token issued so far stops working
 """
 
@@ -163,6 +163,10 @@ class SandboxState:
             self.faults = copy.deepcopy(DEFAULT_FAULTS)
             self.attempts.clear()
             self.calls.clear()
+            # Tokens expired by a fault live again, so one test's expiry never leaks into the next.
+            revived = time.time() + 3600.0
+            for token in self.tokens:
+                self.tokens[token] = revived
 
     def issue_token(self) -> str:
         token = "sandbox-at-" + secrets.token_urlsafe(16)
@@ -227,7 +231,7 @@ def _parse_query(text: str) -> _Query:
             grpc.StatusCode.INVALID_ARGUMENT,
             f"The sandbox serves only campaign and customer, not {resource!r}.",
             "invalid_argument",
-            {"query_error": QueryErrorEnum.QueryError.INVALID_RESOURCE_NAME},
+            {"query_error": QueryErrorEnum.QueryError.PROHIBITED_RESOURCE_TYPE_IN_FROM_CLAUSE},
         )
     if resource == "campaign" and not dates:
         raise _Abort(
@@ -365,7 +369,7 @@ def _fault_abort(kind: str, faults: dict[str, Any]) -> _Abort:
         code.INVALID_ARGUMENT,
         "Error in query.",
         "invalid_argument",
-        {"query_error": QueryErrorEnum.QueryError.BAD_VALUE_IN_WHERE_CLAUSE},
+        {"query_error": QueryErrorEnum.QueryError.PROHIBITED_FIELD_IN_WHERE_CLAUSE},
     )
 
 

@@ -31,7 +31,7 @@
   Kinds: quota, daily_quota, internal, unavailable, hang, unauthenticated, permission_denied,
   invalid_argument.
 - `.expire_tokens()`: every access token issued so far stops working (UNAUTHENTICATED).
-- `.reset()`: default faults, empty record.
+- `.reset()`: default faults, empty record, every issued access token valid again.
 - Expected data: `ads_sync.sandbox.data.rows_for(customer_id, day)` (deterministic; about one
   day in eight is empty, `data.first_empty_day(customer_id, start)` finds one).
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import urllib.error
@@ -10,7 +11,9 @@ import urllib.request
 
 import pytest
 
+from ads_sync.integrations import google_ads
 from ads_sync.sandbox import data
+from ads_sync.sandbox.server import FAULT_KINDS
 
 
 def _post_form(url: str, form: dict[str, str]) -> tuple[int, dict[str, str]]:
@@ -78,3 +81,14 @@ def test_reset_restores_default_faults_and_empties_the_record(ads_sandbox):
     ads_sandbox.reset()
     assert ads_sandbox.configure()["latency_s"] == 0.0
     assert ads_sandbox.calls(method=None) == []
+
+
+@pytest.mark.parametrize("kind", [k for k in FAULT_KINDS if k != "hang"])
+def test_each_fault_kind_is_served_as_that_failure(ads_sandbox, settings, kind):
+    settings.ADS_SYNC_MAX_ATTEMPTS = 1
+    ads_sandbox.configure(fail_first={kind: 1})
+
+    with contextlib.suppress(google_ads.AdsError):
+        google_ads.fetch_data(data.DEFAULT_CUSTOMERS[0], dt.date(2025, 2, 1))
+
+    assert ads_sandbox.calls()[0]["outcome"] == kind

@@ -1,0 +1,300 @@
+"""The real google-ads client against the sandbox: rows, retries, quotas, OAuth, rate limit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from google.api_core import exceptions as api_exceptions
+
+from ads_sync.integrations import google_ads
+from ads_sync.integrations.google_ads import (
+    AccountInfo,
+    CampaignDay,
+    CredentialsError,
+    DailyQuotaExhausted,
+    PermanentAdsError,
+    TransientAdsError,
+)
+from ads_sync.sandbox import data
+
+ROOT = Path(__file__).resolve().parents[2]
+CUSTOMER = data.DEFAULT_CUSTOMERS[0]
+DAY = data.first_full_day(CUSTOMER, dt.date(2025, 3, 1))
+
+
+def _outcomes(ads_sandbox) -> list[str]:
+    return [call["outcome"] for call in ads_sandbox.calls()]
+
+
+def test_fetch_data_returns_the_sandbox_rows_for_that_day(ads_sandbox):
+    rows = google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert rows == [
+        CampaignDay(
+            customer_id=CUSTOMER,
+            date=DAY,
+            campaign_id=row.campaign_id,
+            campaign_name=row.campaign_name,
+            impressions=row.impressions,
+            clicks=row.clicks,
+            cost_micros=row.cost_micros,
+            conversions=row.conversions,
+        )
+        for row in data.rows_for(CUSTOMER, DAY)
+    ]
+    assert [(c["customer_id"], c["date"], c["outcome"]) for c in ads_sandbox.calls()] == [
+        (CUSTOMER, DAY.isoformat(), "ok")
+    ]
+
+
+def test_customer_id_with_dashes_is_sent_without_them(ads_sandbox):
+    dashed = f"{CUSTOMER[:3]}-{CUSTOMER[3:6]}-{CUSTOMER[6:]}"
+
+    rows = google_ads.fetch_data(dashed, DAY)
+
+    assert {row.customer_id for row in rows} == {CUSTOMER}
+    assert ads_sandbox.calls()[0]["customer_id"] == CUSTOMER
+
+
+def test_a_day_without_rows_is_an_empty_list(ads_sandbox):
+    empty_day = data.first_empty_day(CUSTOMER, dt.date(2025, 3, 1))
+
+    assert google_ads.fetch_data(CUSTOMER, empty_day) == []
+    assert _outcomes(ads_sandbox) == ["ok"]
+
+
+def test_get_account_reads_time_zone_and_currency_once_per_account(ads_sandbox):
+    expected = data.account(CUSTOMER)
+    google_ads._accounts.clear()
+
+    first = google_ads.get_account(CUSTOMER)
+    second = google_ads.get_account(CUSTOMER)
+
+    assert first == second == AccountInfo(CUSTOMER, expected.time_zone, expected.currency_code)
+    assert [(c["query"], c["outcome"]) for c in ads_sandbox.calls()] == [("customer", "ok")]
+
+
+def test_login_customer_id_is_sent_for_a_manager_account(ads_sandbox, settings):
+    settings.GOOGLE_ADS_LOGIN_CUSTOMER_ID = "9876543210"
+
+    google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert ads_sandbox.calls()[0]["login_customer_id"] == "9876543210"
+
+
+def test_internal_errors_are_retried_until_the_call_succeeds(ads_sandbox):
+    ads_sandbox.configure(fail_first={"internal": 2})
+
+    rows = google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert len(rows) == len(data.rows_for(CUSTOMER, DAY))
+    assert _outcomes(ads_sandbox) == ["internal", "internal", "ok"]
+
+
+def test_unavailable_is_retried_up_to_max_attempts_then_transient(ads_sandbox, settings):
+    settings.ADS_SYNC_MAX_ATTEMPTS = 3
+    ads_sandbox.configure(fail_first={"unavailable": 10})
+
+    with pytest.raises(TransientAdsError) as raised:
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert raised.value.attempts == 3
+    assert _outcomes(ads_sandbox) == ["unavailable"] * 3
+
+
+def test_short_quota_error_waits_at_least_the_servers_retry_delay(ads_sandbox):
+    ads_sandbox.configure(fail_first={"quota": 1}, quota_retry_delay_s=0.6)
+
+    rows = google_ads.fetch_data(CUSTOMER, DAY)
+
+    calls = ads_sandbox.calls()
+    assert rows
+    assert [c["outcome"] for c in calls] == ["quota", "ok"]
+    assert calls[1]["t"] - calls[0]["t"] >= 0.6
+
+
+def test_daily_quota_stops_at_once_with_the_retry_delay(ads_sandbox):
+    ads_sandbox.configure(fail_first={"daily_quota": 5}, daily_quota_retry_delay_s=7200)
+
+    with pytest.raises(DailyQuotaExhausted) as raised:
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert raised.value.retry_after_s == pytest.approx(7200)
+    assert _outcomes(ads_sandbox) == ["daily_quota"]
+
+
+def test_permission_denied_fails_at_once_with_the_request_id(ads_sandbox):
+    ads_sandbox.configure(denied_customers=[CUSTOMER])
+
+    with pytest.raises(PermanentAdsError) as raised:
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    (call,) = ads_sandbox.calls()
+    assert call["outcome"] == "permission_denied"
+    assert raised.value.request_id == call["request_id"]
+    assert call["request_id"] in str(raised.value)
+    assert not isinstance(raised.value, CredentialsError)
+
+
+def test_invalid_query_is_permanent(ads_sandbox):
+    ads_sandbox.configure(fail_first={"invalid_argument": 1})
+
+    with pytest.raises(PermanentAdsError, match="INVALID_ARGUMENT"):
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert _outcomes(ads_sandbox) == ["invalid_argument"]
+
+
+def test_malformed_customer_id_is_permanent(ads_sandbox):
+    with pytest.raises(PermanentAdsError, match="Invalid customer ID"):
+        google_ads.fetch_data("12345", DAY)
+
+    assert _outcomes(ads_sandbox) == ["invalid_customer_id"]
+
+
+def test_hung_server_is_cut_by_the_deadline_and_retried(ads_sandbox, settings):
+    settings.ADS_SYNC_TIMEOUT_S = 0.3
+    settings.ADS_SYNC_MAX_ATTEMPTS = 2
+    ads_sandbox.configure(fail_first={"hang": 5}, hang_s=20)
+
+    with pytest.raises(TransientAdsError) as raised:
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert isinstance(raised.value.__cause__.__cause__, api_exceptions.DeadlineExceeded)
+    assert _outcomes(ads_sandbox) == ["hang", "hang"]
+
+
+def test_token_expiring_mid_run_is_refreshed_and_the_call_tried_once_more(ads_sandbox):
+    next_day = data.first_full_day(CUSTOMER, DAY + dt.timedelta(days=1))
+    google_ads.fetch_data(CUSTOMER, DAY)
+    ads_sandbox.expire_tokens()
+
+    rows = google_ads.fetch_data(CUSTOMER, next_day)
+
+    assert len(rows) == len(data.rows_for(CUSTOMER, next_day))
+    calls = ads_sandbox.calls(method=None)
+    second_day = [c for c in calls if c.get("date") == next_day.isoformat()]
+    assert [c["outcome"] for c in second_day] == ["unauthenticated:expired", "ok"]
+    assert [c["outcome"] for c in calls if c["method"] == "token"][-1:] == ["ok"]
+
+
+def test_access_token_refused_even_after_a_refresh_is_a_credentials_error(ads_sandbox):
+    ads_sandbox.configure(fail_first={"unauthenticated": 5})
+
+    with pytest.raises(CredentialsError, match="GOOGLE_ADS_REFRESH_TOKEN"):
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert _outcomes(ads_sandbox) == ["unauthenticated", "unauthenticated"]
+
+
+def test_revoked_refresh_token_fails_at_once_naming_the_credential(ads_sandbox):
+    google_ads.fetch_data(CUSTOMER, DAY)
+    ads_sandbox.configure(revoke_refresh_token=True)
+    ads_sandbox.expire_tokens()
+
+    with pytest.raises(CredentialsError, match="GOOGLE_ADS_REFRESH_TOKEN") as raised:
+        google_ads.fetch_data(CUSTOMER, DAY + dt.timedelta(days=1))
+
+    assert "invalid_grant" in str(raised.value)
+    tokens = [c["outcome"] for c in ads_sandbox.calls(method="token")]
+    assert tokens == ["invalid_grant"]
+
+
+def test_missing_refresh_token_is_a_credentials_error_before_any_call(ads_sandbox, settings):
+    settings.GOOGLE_ADS_REFRESH_TOKEN = ""
+
+    with pytest.raises(CredentialsError, match="GOOGLE_ADS_REFRESH_TOKEN"):
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert ads_sandbox.calls(method=None) == []
+
+
+def _fetch_in_forked_child(customer_id: str, day: dt.date, queue) -> None:
+    queue.put(len(google_ads.fetch_data(customer_id, day)))
+
+
+def test_a_forked_worker_builds_its_own_client(ads_sandbox):
+    google_ads.fetch_data(CUSTOMER, DAY)  # the parent has a live channel
+    ads_sandbox.reset()
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_fetch_in_forked_child, args=(CUSTOMER, DAY, queue))
+    child.start()
+    child.join(timeout=30)
+
+    assert child.exitcode == 0
+    assert queue.get(timeout=1) == len(data.rows_for(CUSTOMER, DAY))
+    assert _outcomes(ads_sandbox) == ["ok"]
+
+
+_WORKER = textwrap.dedent(
+    """
+    import datetime as dt, os, sys, time
+    from pathlib import Path
+    import django
+    django.setup()
+    from ads_sync.integrations import google_ads
+    customer, ready, go, count = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+    google_ads._get_client()  # build outside the measured window
+    ready.touch()
+    while not go.exists():
+        time.sleep(0.01)
+    for n in range(count):
+        google_ads.fetch_data(customer, dt.date(2025, 1, 1) + dt.timedelta(days=n))
+    """
+)
+
+
+def test_rate_limit_is_shared_by_two_processes(ads_sandbox, tmp_path):
+    qps = 5
+    per_process = 8
+    env = {
+        **os.environ,
+        **ads_sandbox.env,
+        "ADS_SYNC_MAX_QPS": str(qps),
+        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
+        "PYTHONPATH": str(ROOT),
+    }
+    go = tmp_path / "go"
+    workers = []
+    for customer in data.DEFAULT_CUSTOMERS:
+        ready = tmp_path / f"ready-{customer}"
+        workers.append(
+            (
+                ready,
+                subprocess.Popen(
+                    [sys.executable, "-c", _WORKER, customer, ready, go, str(per_process)],
+                    cwd=ROOT,
+                    env=env,
+                ),
+            )
+        )
+    deadline = time.monotonic() + 60
+    while not all(ready.exists() for ready, _ in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()
+    assert [process.wait(timeout=60) for _, process in workers] == [0, 0]
+
+    calls = [c for c in ads_sandbox.calls() if c["query"] == "campaign"]
+    assert len(calls) == 2 * per_process
+    assert all(c["outcome"] == "ok" for c in calls)
+    times = sorted(c["t"] for c in calls)
+    busiest_second = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    # One bucket of `qps` per second with a burst of one: at most qps (+1 at the window's edges),
+    # where two per-process limiters would let about 2 x qps through.
+    assert busiest_second <= qps + 1
+    first_ends = min(
+        max(c["t"] for c in calls if c["customer_id"] == cid) for cid in data.DEFAULT_CUSTOMERS
+    )
+    second_starts = max(
+        min(c["t"] for c in calls if c["customer_id"] == cid) for cid in data.DEFAULT_CUSTOMERS
+    )
+    assert second_starts < first_ends, "the two processes did not overlap"
