@@ -19,4 +19,17 @@ cat <<MSG
   Ctrl-C stops everything.
 
 MSG
-exec .venv/bin/honcho start -f Procfile
+# No real Google Ads refresh token (in .env or the environment): run the local sandbox API and
+# point web/worker/beat at it (.sandbox/env is read after .env, so it wins).
+refresh_token="${GOOGLE_ADS_REFRESH_TOKEN:-}"
+if [[ -f .env ]] && grep -q '^GOOGLE_ADS_REFRESH_TOKEN=' .env; then
+  refresh_token="$(sed -n 's/^GOOGLE_ADS_REFRESH_TOKEN=//p' .env | tail -n 1)"
+fi
+if [[ -z "$refresh_token" ]]; then
+  .venv/bin/python manage.py google_ads_sandbox --state-dir .sandbox --env-only \
+    --env-file .sandbox/env >/dev/null
+  echo "  Google Ads: no GOOGLE_ADS_REFRESH_TOKEN, using the local sandbox API (.sandbox/env)"
+  echo
+  exec .venv/bin/honcho start -f Procfile -e .env,.sandbox/env web worker beat sandbox
+fi
+exec .venv/bin/honcho start -f Procfile web worker beat

@@ -32,7 +32,12 @@ def add_arguments(parser: Any) -> None:
         "--faults", default="", help='initial faults as JSON, e.g. {"latency_s": 0.2}'
     )
     parser.add_argument(
-        "--env-file", default="", help="also write the printed environment to this file"
+        "--env-file", default="", help="also write the environment (KEY=VALUE lines) here"
+    )
+    parser.add_argument(
+        "--env-only",
+        action="store_true",
+        help="create the certificate, print (and write) the environment, and exit",
     )
 
 
@@ -45,12 +50,15 @@ def run(options: dict[str, Any], out: Any = sys.stdout) -> int:
         customers=tuple(c.strip() for c in options["customers"].split(",") if c.strip()),
         calls_file=Path(options["calls_file"]) if options["calls_file"] else None,
     )
+    lines = [f"{key}={value}" for key, value in sandbox.env().items()]
+    if options["env_file"]:
+        Path(options["env_file"]).write_text("".join(f"{line}\n" for line in lines))
+    if options["env_only"]:
+        out.write("".join(f"{line}\n" for line in lines))
+        return 0
     if options["faults"]:
         sandbox.state.configure(json.loads(options["faults"]))
     sandbox.start()
-    lines = [f"{key}={value}" for key, value in sandbox.env().items()]
-    if options["env_file"]:
-        Path(options["env_file"]).write_text("".join(f"export {line}\n" for line in lines))
     out.write("Google Ads sandbox is up. Point the app at it with:\n\n")
     for line in lines:
         out.write(f"  export {line}\n")

@@ -575,7 +575,7 @@ class Sandbox:
         self.grpc_port = grpc_port
         self.oauth_port = oauth_port
         self.customers = customers
-        self.certs: CertPaths = ensure_certificate(Path(state_dir), host)
+        self.certs: CertPaths = ensure_certificate(Path(state_dir).resolve(), host)
         self.state = SandboxState(calls_file)
         self._grpc: grpc.Server | None = None
         self._http: ThreadingHTTPServer | None = None

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 
 from ads_sync.integrations import google_ads
 from ads_sync.sandbox import data
@@ -92,3 +95,26 @@ def test_each_fault_kind_is_served_as_that_failure(ads_sandbox, settings, kind):
         google_ads.fetch_data(data.DEFAULT_CUSTOMERS[0], dt.date(2025, 2, 1))
 
     assert ads_sandbox.calls()[0]["outcome"] == kind
+
+
+def test_command_prints_the_environment_that_points_the_app_at_it(tmp_path):
+    out = io.StringIO()
+    env_file = tmp_path / "env"
+
+    call_command(
+        "google_ads_sandbox",
+        "--env-only",
+        "--state-dir",
+        str(tmp_path),
+        "--grpc-port",
+        "18250",
+        "--env-file",
+        str(env_file),
+        stdout=out,
+    )
+
+    printed = dict(line.split("=", 1) for line in out.getvalue().splitlines())
+    assert printed["GOOGLE_ADS_ENDPOINT"] == "127.0.0.1:18250"
+    assert printed["GOOGLE_ADS_TOKEN_URI"] == "http://127.0.0.1:8089/token"
+    assert Path(printed["GOOGLE_ADS_CA_FILE"]).read_text().startswith("-----BEGIN CERTIFICATE")
+    assert env_file.read_text() == out.getvalue()
