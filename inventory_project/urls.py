@@ -12,3 +12,9 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include("products.api.urls")),
 ]
+
+# Django's own errors answer in the API's JSON shape for /api/ paths, and as usual elsewhere.
+handler400 = "products.api.errors.handler400"
+handler403 = "products.api.errors.handler403"
+handler404 = "products.api.errors.handler404"
+handler500 = "products.api.errors.handler500"

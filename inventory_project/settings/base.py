@@ -232,6 +232,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # One JSON error shape for every API error, and django-ratelimit's 403 mapped to 429.
+    "EXCEPTION_HANDLER": "products.api.errors.api_exception_handler",
 }
 
 SPECTACULAR_SETTINGS = {
@@ -249,6 +251,8 @@ SPECTACULAR_SETTINGS = {
 
 RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLED", True)
 RATELIMIT_USE_CACHE = "default"
+# With Redis down, serve unthrottled (and log) rather than refuse every request.
+RATELIMIT_FAIL_OPEN = True
 RATELIMIT_READS = env_str("RATELIMIT_READS", "100/m")
 RATELIMIT_WRITES = env_str("RATELIMIT_WRITES", "50/m")
 # Clients are keyed by REMOTE_ADDR unless this many proxies in front append X-Forwarded-For.

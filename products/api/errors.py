@@ -1,0 +1,161 @@
+"""One JSON error shape for everything under /api/:
+
+    {"error": {"code": "not_found", "message": "...", "fields": {"price": ["..."]}}}
+
+`fields` appears only on validation errors. The DRF exception handler covers the views; the
+handler404/handler500 functions (wired in inventory_project/urls.py) cover Django's own errors
+for /api/ paths, such as an unknown URL.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from django_ratelimit.exceptions import Ratelimited
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/"
+
+CODES_BY_STATUS = {
+    400: "invalid",
+    401: "not_authenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    412: "precondition_failed",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    500: "server_error",
+    503: "service_unavailable",
+}
+
+
+class PreconditionFailed(exceptions.APIException):
+    status_code = status.HTTP_412_PRECONDITION_FAILED
+    default_detail = "The resource has changed: If-Match does not name its current ETag."
+    default_code = "precondition_failed"
+
+
+class ServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The database is unavailable; try again shortly."
+    default_code = "service_unavailable"
+
+
+def error_body(
+    code: str, message: str, fields: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if fields is not None:
+        error["fields"] = fields
+    return {"error": error}
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """REST_FRAMEWORK["EXCEPTION_HANDLER"]: every error a view raises, in the one shape."""
+    if isinstance(exc, Ratelimited):
+        exc = exceptions.Throttled(wait=60)
+    elif isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(_django_validation_detail(exc))
+    elif isinstance(exc, ObjectDoesNotExist):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, OperationalError | InterfaceError):
+        logger.exception("database unavailable")
+        exc = ServiceUnavailable()
+    elif isinstance(exc, DatabaseError):
+        # A constraint the validators missed: never a 500 for the client's input.
+        logger.exception("database rejected a write")
+        exc = exceptions.ValidationError({"non_field_errors": ["The database rejected the data."]})
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    response.data = _shape(exc, response.status_code, response.data)
+    if response.status_code == status.HTTP_429_TOO_MANY_REQUESTS:
+        response.headers.setdefault("Retry-After", "60")
+    return response
+
+
+def _shape(exc: Exception, status_code: int, data: Any) -> dict[str, Any]:
+    code = CODES_BY_STATUS.get(status_code, "error")
+    if isinstance(exc, exceptions.ParseError):
+        return error_body("parse_error", _text(data))
+    if isinstance(exc, exceptions.AuthenticationFailed):
+        return error_body("authentication_failed", _text(data))
+    if isinstance(exc, exceptions.ValidationError):
+        fields = data if isinstance(data, dict) else {"non_field_errors": data}
+        fields = {name: _messages(value) for name, value in fields.items()}
+        return error_body(code, "Invalid input: " + ", ".join(sorted(fields)) + ".", fields)
+    return error_body(code, _text(data))
+
+
+def _text(data: Any) -> str:
+    if isinstance(data, dict) and "detail" in data:
+        return str(data["detail"])
+    return str(data)
+
+
+def _messages(value: Any) -> list[str]:
+    if isinstance(value, list):
+        out: list[str] = []
+        for item in value:
+            out.extend(_messages(item))
+        return out
+    if isinstance(value, dict):
+        return [f"{key}: {msg}" for key, inner in value.items() for msg in _messages(inner)]
+    return [str(value)]
+
+
+def _django_validation_detail(exc: DjangoValidationError) -> dict[str, list[str]]:
+    if hasattr(exc, "error_dict"):
+        return {
+            ("non_field_errors" if field == "__all__" else field): messages
+            for field, messages in exc.message_dict.items()
+        }
+    return {"non_field_errors": list(exc.messages)}
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith(API_PREFIX)
+
+
+def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(error_body("bad_request", "Bad request."), status=400)
+    return defaults.bad_request(request, exception)  # type: ignore[arg-type]
+
+
+def handler403(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_api(request):
+        message = str(exception) if isinstance(exception, DjangoPermissionDenied) else ""
+        return JsonResponse(
+            error_body("permission_denied", message or "Permission denied."), status=403
+        )
+    return defaults.permission_denied(request, exception)  # type: ignore[arg-type]
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_api(request):
+        message = "No such resource."
+        if isinstance(exception, Http404) and request.resolver_match is not None:
+            message = str(exception) or message
+        return JsonResponse(error_body("not_found", message), status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def handler500(request: HttpRequest) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(error_body("server_error", "Internal server error."), status=500)
+    return defaults.server_error(request)

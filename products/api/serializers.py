@@ -1,0 +1,219 @@
+"""Input serializers (strict: unknown fields and wrong JSON types are 400s) and output ones."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from django.http import QueryDict
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from products.models import NAME_MAX_LENGTH, PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS, STOCK_MAX
+
+BIGINT_MAX = 9_223_372_036_854_775_807
+PRICE_PATTERN = r"^\d{1,10}(\.\d{1,2})?$"
+# Form posts from the browsable API carry this; it is not a product field.
+IGNORED_FORM_KEYS = frozenset({"csrfmiddlewaretoken"})
+_DIGITS = re.compile(r"^\d+$")
+
+
+def _from_form(field: serializers.Field) -> bool:
+    return isinstance(getattr(field.root, "initial_data", None), QueryDict)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer: JSON booleans, fractions and numeric strings in JSON are rejected.
+
+    Strings of digits are accepted where every value is a string anyway: query parameters and
+    form posts.
+    """
+
+    default_error_messages = {"invalid": "A valid integer is required."}
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool):
+            self.fail("invalid")
+        if isinstance(data, str):
+            if not _from_form(self) or not _DIGITS.match(data.strip()):
+                self.fail("invalid")
+        elif isinstance(data, float):
+            if not data.is_integer():
+                self.fail("invalid")
+        elif not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "pattern": PRICE_PATTERN, "example": "19.99"},
+            {"type": "number", "minimum": 0, "maximum": 9999999999.99, "example": 19.99},
+        ],
+        "description": "Non-negative, at most 10 integer digits and 2 decimal places.",
+    }
+)
+class PriceField(serializers.DecimalField):
+    """A price as a JSON number or a decimal string; never a boolean."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            max_digits=PRICE_MAX_DIGITS,
+            decimal_places=PRICE_DECIMAL_PLACES,
+            min_value=Decimal("0"),
+            **kwargs,
+        )
+
+    def to_internal_value(self, data: Any) -> Decimal:
+        if isinstance(data, bool) or not isinstance(data, str | int | float | Decimal):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictCharField(serializers.CharField):
+    """A string: numbers are not silently turned into names; NUL and lone surrogates refused."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictInputSerializer(serializers.Serializer):
+    """Unknown keys are an error naming them: a typo must not be silently ignored."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = sorted(set(data) - set(self.fields) - IGNORED_FORM_KEYS)
+            if unknown:
+                raise serializers.ValidationError({key: ["Unknown field."] for key in unknown})
+        return super().to_internal_value(data)
+
+
+class ProductCreateSerializer(StrictInputSerializer):
+    name = StrictCharField(max_length=NAME_MAX_LENGTH)
+    price = PriceField()
+    stock_level = StrictIntegerField(min_value=0, max_value=STOCK_MAX)
+
+
+class ProductUpdateSerializer(StrictInputSerializer):
+    """PUT needs both fields; PATCH (partial=True) either."""
+
+    price = PriceField()
+    stock_level = StrictIntegerField(min_value=0, max_value=STOCK_MAX)
+
+
+class ProductOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    price = serializers.DecimalField(
+        max_digits=PRICE_MAX_DIGITS, decimal_places=PRICE_DECIMAL_PLACES
+    )
+    stock_level = serializers.IntegerField()
+    version = serializers.IntegerField(help_text="Bumped on every write; the ETag carries it.")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class ListQuerySerializer(StrictInputSerializer):
+    """page/limit paging, or keyset paging with after_id (the two do not mix)."""
+
+    page = StrictIntegerField(
+        required=False, min_value=1, max_value=BIGINT_MAX, help_text="1-based page number."
+    )
+    limit = StrictIntegerField(
+        required=False, min_value=1, max_value=100, default=20, help_text="Page size, 1-100."
+    )
+    after_id = StrictIntegerField(
+        required=False,
+        min_value=0,
+        max_value=BIGINT_MAX,
+        help_text="Keyset paging: products with id greater than this (cost independent of depth).",
+    )
+
+    def to_internal_value(self, data: Any) -> Any:
+        # Query strings may carry anything else (cache busters, tracking): only ours are read.
+        if isinstance(data, Mapping):
+            data = {key: data[key] for key in data if key in self.fields}
+        return serializers.Serializer.to_internal_value(self, data)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "after_id" in attrs and "page" in attrs:
+            raise serializers.ValidationError({"page": ["Use either page or after_id, not both."]})
+        return attrs
+
+
+class SearchQuerySerializer(ListQuerySerializer):
+    name = StrictCharField(
+        required=False,
+        max_length=NAME_MAX_LENGTH,
+        trim_whitespace=False,
+        help_text="Case-insensitive substring of the name.",
+    )
+    min_price = serializers.DecimalField(
+        required=False,
+        max_digits=PRICE_MAX_DIGITS,
+        decimal_places=PRICE_DECIMAL_PLACES,
+        min_value=Decimal("0"),
+        help_text="Inclusive lower bound.",
+    )
+    max_price = serializers.DecimalField(
+        required=False,
+        max_digits=PRICE_MAX_DIGITS,
+        decimal_places=PRICE_DECIMAL_PLACES,
+        min_value=Decimal("0"),
+        help_text="Inclusive upper bound.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        if not any(key in attrs for key in ("name", "min_price", "max_price")):
+            raise serializers.ValidationError(
+                {"name": ["Give at least one of name, min_price, max_price."]}
+            )
+        low, high = attrs.get("min_price"), attrs.get("max_price")
+        if low is not None and high is not None and low > high:
+            raise serializers.ValidationError(
+                {"min_price": ["min_price must not be greater than max_price."]}
+            )
+        return attrs
+
+
+class ProductPageSerializer(serializers.Serializer):
+    """Either mode fills the same keys; those that do not apply are null."""
+
+    count = serializers.IntegerField(
+        allow_null=True, help_text="Matching products; null in keyset mode."
+    )
+    count_is_estimate = serializers.BooleanField(
+        help_text="True when count is the planner's estimate (very large unfiltered catalogue)."
+    )
+    page = serializers.IntegerField(allow_null=True)
+    limit = serializers.IntegerField()
+    total_pages = serializers.IntegerField(allow_null=True)
+    after_id = serializers.IntegerField(allow_null=True)
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = ProductOutputSerializer(many=True)
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    # The metaclass pops declared fields off the class, so this does not shadow `.fields`.
+    fields = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Per-field messages, on validation errors only.",
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()

@@ -1,0 +1,72 @@
+"""Rate limits with django-ratelimit's counters on the shared Redis cache, as a DRF throttle.
+
+A throttle (rather than the @ratelimit decorator) runs after DRF authentication, so token users
+are keyed by user, not by the IP they share with others. Over the limit: DRF's Throttled, which
+the exception handler answers as 429 with Retry-After. With Redis down the counters cannot be
+read: requests are served unthrottled and the outage is logged (RATELIMIT_FAIL_OPEN).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+from django_ratelimit.core import get_usage
+from rest_framework.permissions import SAFE_METHODS
+from rest_framework.throttling import BaseThrottle
+
+logger = logging.getLogger(__name__)
+
+
+def client_ip(request: HttpRequest) -> str:
+    """REMOTE_ADDR, or with TRUSTED_PROXY_COUNT = N the address the outermost trusted proxy saw.
+
+    Proxies append to X-Forwarded-For, so only the last N entries are trustworthy: a client that
+    forges the header merely adds entries to the left, which are never read.
+    """
+    remote = str(request.META.get("REMOTE_ADDR", ""))
+    hops = settings.TRUSTED_PROXY_COUNT
+    if hops <= 0:
+        return remote
+    forwarded = [
+        part.strip()
+        for part in str(request.META.get("HTTP_X_FORWARDED_FOR", "")).split(",")
+        if part.strip()
+    ]
+    if len(forwarded) >= hops:
+        return forwarded[-hops]
+    return remote
+
+
+def client_key(group: str, request: Any) -> str:
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return f"user:{user.pk}"
+    return f"ip:{client_ip(request)}"
+
+
+class ProductRateThrottle(BaseThrottle):
+    """RATELIMIT_READS for safe methods, RATELIMIT_WRITES for the rest, per user or client IP."""
+
+    def __init__(self) -> None:
+        self._wait: float | None = None
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        if not settings.RATELIMIT_ENABLE:
+            return True
+        is_read = request.method in SAFE_METHODS
+        group = "products:read" if is_read else "products:write"
+        rate = settings.RATELIMIT_READS if is_read else settings.RATELIMIT_WRITES
+        usage = get_usage(request, group=group, key=client_key, rate=rate, increment=True)
+        if usage is None:
+            logger.warning("rate limit counters unavailable (Redis down?): serving unthrottled")
+            return True
+        if usage["should_limit"]:
+            self._wait = max(1, int(usage["time_left"]))
+            return False
+        return True
+
+    def wait(self) -> float | None:
+        return self._wait

@@ -1,0 +1,263 @@
+"""Thin views: validate input, call one selector or service, serialize the result."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from typing import Any
+
+from django.http import HttpResponseBase, HttpResponseNotModified
+from django.urls import reverse
+from django.utils.cache import set_response_etag
+from django.utils.http import parse_etags
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import NotFound
+from rest_framework.generics import GenericAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+
+from products import selectors, services
+from products.api.errors import PreconditionFailed
+from products.api.pagination import keyset_page_data, offset_page_data
+from products.api.serializers import (
+    BIGINT_MAX,
+    ErrorSerializer,
+    ListQuerySerializer,
+    ProductCreateSerializer,
+    ProductOutputSerializer,
+    ProductPageSerializer,
+    ProductUpdateSerializer,
+    SearchQuerySerializer,
+)
+from products.api.throttling import ProductRateThrottle
+from products.models import Product
+
+_ETAG = re.compile(r'^"(\d+)-(\d+)"$')
+
+ERROR_DESCRIPTIONS = {
+    400: "Invalid input; `fields` names each bad field or parameter.",
+    401: "Authentication required (token or session).",
+    403: "Authenticated but lacking the model permission.",
+    404: "No such product, or a page past the end.",
+    412: "If-Match does not name the product's current ETag.",
+    415: "Unsupported Content-Type.",
+    429: "Rate limit exceeded; see Retry-After.",
+}
+
+
+def errors(*codes: int) -> dict[int, OpenApiResponse]:
+    return {
+        code: OpenApiResponse(ErrorSerializer, description=ERROR_DESCRIPTIONS[code])
+        for code in codes
+    }
+
+
+IF_MATCH = OpenApiParameter(
+    "If-Match",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="The product's ETag; the write is refused with 412 if the product has changed.",
+)
+
+
+class ProductAPIView(GenericAPIView):
+    # DjangoModelPermissionsOrAnonReadOnly (settings) reads the model from here; rows are
+    # always fetched through the selectors.
+    queryset = Product.objects.all()
+    throttle_classes = [ProductRateThrottle]
+
+    def finalize_response(  # type: ignore[override]
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if request.method in ("GET", "HEAD") and response.status_code == status.HTTP_200_OK:
+            if not response.has_header("ETag"):
+                response.render()
+                set_response_etag(response)
+            if _none_match_fails(request, response["ETag"]):
+                not_modified = HttpResponseNotModified()
+                not_modified["ETag"] = response["ETag"]
+                return not_modified
+        return response
+
+
+class ProductListView(ProductAPIView):
+    def get_serializer_class(self) -> type[BaseSerializer]:
+        return ProductCreateSerializer
+
+    @extend_schema(
+        operation_id="products_list",
+        summary="List products",
+        parameters=[ListQuerySerializer],
+        responses={200: ProductPageSerializer, **errors(400, 404, 429)},
+    )
+    def get(self, request: Request) -> Response:
+        query = _validated(ListQuerySerializer, request.query_params)
+        if "after_id" in query:
+            keyset = selectors.product_list_after(after_id=query["after_id"], limit=query["limit"])
+            return Response(keyset_page_data(request, keyset))
+        try:
+            page = selectors.product_list(page=query.get("page", 1), limit=query["limit"])
+        except selectors.PageOutOfRange as exc:
+            raise NotFound(str(exc)) from exc
+        return Response(offset_page_data(request, page))
+
+    @extend_schema(
+        operation_id="products_create",
+        summary="Create a product",
+        request=ProductCreateSerializer,
+        responses={201: ProductOutputSerializer, **errors(400, 401, 403, 415, 429)},
+    )
+    def post(self, request: Request) -> Response:
+        data = _validated(ProductCreateSerializer, request.data)
+        product = services.product_create(**data)
+        return _product_response(product, status.HTTP_201_CREATED, location=True)
+
+
+class ProductDetailView(ProductAPIView):
+    def get_serializer_class(self) -> type[BaseSerializer]:
+        return ProductUpdateSerializer
+
+    def get_object(self) -> Product:
+        return _get_product(self.kwargs["pk"])
+
+    @extend_schema(
+        operation_id="products_retrieve",
+        summary="One product",
+        responses={200: ProductOutputSerializer, **errors(404, 429)},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        return _product_response(_get_product(pk), status.HTTP_200_OK)
+
+    @extend_schema(
+        operation_id="products_update",
+        summary="Set price and stock level",
+        parameters=[IF_MATCH],
+        request=ProductUpdateSerializer,
+        responses={200: ProductOutputSerializer, **errors(400, 401, 403, 404, 412, 415, 429)},
+    )
+    def put(self, request: Request, pk: int) -> Response:
+        return self._update(request, pk, partial=False)
+
+    @extend_schema(
+        operation_id="products_partial_update",
+        summary="Set price and/or stock level",
+        parameters=[IF_MATCH],
+        request=ProductUpdateSerializer,
+        responses={200: ProductOutputSerializer, **errors(400, 401, 403, 404, 412, 415, 429)},
+    )
+    def patch(self, request: Request, pk: int) -> Response:
+        return self._update(request, pk, partial=True)
+
+    @extend_schema(
+        operation_id="products_destroy",
+        summary="Delete a product",
+        parameters=[IF_MATCH],
+        responses={204: None, **errors(401, 403, 404, 412, 429)},
+    )
+    def delete(self, request: Request, pk: int) -> Response:
+        _check_id(pk)
+        try:
+            services.product_delete(product_id=pk, expected_versions=_if_match(request, pk))
+        except Product.DoesNotExist as exc:
+            raise NotFound(f"No product with id {pk}.") from exc
+        except services.VersionMismatch as exc:
+            raise PreconditionFailed() from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def _update(self, request: Request, pk: int, *, partial: bool) -> Response:
+        _check_id(pk)
+        data = _validated(ProductUpdateSerializer, request.data, partial=partial)
+        try:
+            product = services.product_update(
+                product_id=pk, expected_versions=_if_match(request, pk), **data
+            )
+        except Product.DoesNotExist as exc:
+            raise NotFound(f"No product with id {pk}.") from exc
+        except services.VersionMismatch as exc:
+            raise PreconditionFailed() from exc
+        return _product_response(product, status.HTTP_200_OK)
+
+
+class ProductSearchView(ProductAPIView):
+    @extend_schema(
+        operation_id="products_search",
+        summary="Search products by name substring and price range",
+        parameters=[SearchQuerySerializer],
+        responses={200: ProductPageSerializer, **errors(400, 404, 429)},
+    )
+    def get(self, request: Request) -> Response:
+        query = _validated(SearchQuerySerializer, request.query_params)
+        filters = selectors.ProductFilters(
+            name=query.get("name"),
+            min_price=query.get("min_price"),
+            max_price=query.get("max_price"),
+        )
+        if "after_id" in query:
+            keyset = selectors.product_search_after(
+                filters=filters, after_id=query["after_id"], limit=query["limit"]
+            )
+            return Response(keyset_page_data(request, keyset))
+        try:
+            page = selectors.product_search(
+                filters=filters, page=query.get("page", 1), limit=query["limit"]
+            )
+        except selectors.PageOutOfRange as exc:
+            raise NotFound(str(exc)) from exc
+        return Response(offset_page_data(request, page))
+
+
+def _validated(serializer_class: type[BaseSerializer], data: Any, **kwargs: Any) -> Any:
+    serializer = serializer_class(data=data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _check_id(pk: int) -> None:
+    if pk > BIGINT_MAX:
+        raise NotFound(f"No product with id {pk}.")
+
+
+def _get_product(pk: int) -> Product:
+    _check_id(pk)
+    try:
+        return selectors.product_get(product_id=pk)
+    except Product.DoesNotExist as exc:
+        raise NotFound(f"No product with id {pk}.") from exc
+
+
+def _product_response(product: Product, code: int, *, location: bool = False) -> Response:
+    headers = {"ETag": product.etag}
+    if location:
+        headers["Location"] = reverse("products:detail", kwargs={"pk": product.pk})
+    return Response(ProductOutputSerializer(product).data, status=code, headers=headers)
+
+
+def _if_match(request: Request, pk: int) -> Collection[int] | None:
+    """The versions If-Match allows; None when absent or `*`; empty (always 412) when foreign."""
+    header = request.headers.get("If-Match")
+    if header is None:
+        return None
+    etags = parse_etags(header)
+    if etags == ["*"]:
+        return None
+    versions = set()
+    for etag in etags:
+        match = _ETAG.match(etag)
+        if match and int(match[1]) == pk:
+            versions.add(int(match[2]))
+    return versions
+
+
+def _none_match_fails(request: Request, etag: str) -> bool:
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return False
+    etags = parse_etags(header)
+    if etags == ["*"]:
+        return True
+    bare = etag.removeprefix("W/")
+    return any(candidate.removeprefix("W/") == bare for candidate in etags)

@@ -1,0 +1,421 @@
+"""The products API over HTTP (Django's test client, real PostgreSQL and Redis)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from products.models import Product
+from tests.products.conftest import ProductFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def error_of(response) -> dict:
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert {"code", "message"} <= set(body["error"]), body
+    return body["error"]
+
+
+# --- detail --------------------------------------------------------------------------------
+
+
+def test_get_product_returns_it_with_an_etag(anon, product) -> None:
+    response = anon.get(f"/api/products/{product.id}")
+    assert response.status_code == 200
+    assert response.json() == {
+        "id": product.id,
+        "name": "Steel Hammer",
+        "price": "12.50",
+        "stock_level": 7,
+        "version": 1,
+        "created_at": response.json()["created_at"],
+        "updated_at": response.json()["updated_at"],
+    }
+    assert response["ETag"] == f'"{product.id}-1"'
+
+
+def test_get_product_with_trailing_slash_is_the_same(anon, product) -> None:
+    response = anon.get(f"/api/products/{product.id}/")
+    assert response.status_code == 200
+    assert response.json()["id"] == product.id
+
+
+def test_get_missing_product_is_404_in_the_error_shape(anon) -> None:
+    response = anon.get("/api/products/999999")
+    assert response.status_code == 404
+    assert error_of(response)["code"] == "not_found"
+
+
+def test_get_product_with_id_beyond_bigint_is_404(anon) -> None:
+    response = anon.get("/api/products/99999999999999999999999")
+    assert response.status_code == 404
+    assert error_of(response)["code"] == "not_found"
+
+
+def test_unknown_api_url_is_404_in_the_error_shape(anon) -> None:
+    response = anon.get("/api/products/not-a-number")
+    assert response.status_code == 404
+    assert error_of(response)["code"] == "not_found"
+
+
+def test_if_none_match_with_current_etag_is_304(anon, product) -> None:
+    response = anon.get(f"/api/products/{product.id}", HTTP_IF_NONE_MATCH=f'"{product.id}-1"')
+    assert response.status_code == 304
+    assert response["ETag"] == f'"{product.id}-1"'
+
+
+def test_if_none_match_with_old_etag_is_200(anon, product) -> None:
+    Product.objects.filter(pk=product.pk).update(stock_level=3)
+    response = anon.get(f"/api/products/{product.id}", HTTP_IF_NONE_MATCH=f'"{product.id}-1"')
+    assert response.status_code == 200
+    assert response["ETag"] == f'"{product.id}-2"'
+
+
+def test_list_if_none_match_is_304_until_the_catalogue_changes(anon, product) -> None:
+    etag = anon.get("/api/products")["ETag"]
+    assert anon.get("/api/products", HTTP_IF_NONE_MATCH=etag).status_code == 304
+    Product.objects.filter(pk=product.pk).update(stock_level=3)
+    assert anon.get("/api/products", HTTP_IF_NONE_MATCH=etag).status_code == 200
+
+
+# --- list ----------------------------------------------------------------------------------
+
+
+def test_list_defaults_to_page_1_of_20_in_id_order(anon) -> None:
+    ProductFactory.create_batch(25)
+    body = anon.get("/api/products").json()
+    assert body["count"] == 25
+    assert body["count_is_estimate"] is False
+    assert (body["page"], body["limit"], body["total_pages"]) == (1, 20, 2)
+    assert body["previous"] is None
+    assert body["next"].endswith("/api/products?page=2")
+    ids = [item["id"] for item in body["results"]]
+    assert ids == sorted(ids)
+    assert len(ids) == 20
+
+
+def test_list_last_page_has_the_rest_and_no_next(anon) -> None:
+    ProductFactory.create_batch(25)
+    body = anon.get("/api/products/?page=2&limit=20").json()
+    assert len(body["results"]) == 5
+    assert body["next"] is None
+    assert body["previous"].endswith("/api/products/?limit=20")
+
+
+def test_list_page_past_the_end_is_404(anon) -> None:
+    ProductFactory.create_batch(3)
+    response = anon.get("/api/products?page=2&limit=3")
+    assert response.status_code == 404
+    assert error_of(response)["code"] == "not_found"
+
+
+def test_list_of_empty_catalogue_is_an_empty_page_1(anon) -> None:
+    body = anon.get("/api/products").json()
+    assert (body["count"], body["total_pages"], body["results"]) == (0, 1, [])
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("page=0", "page"),
+        ("page=-1", "page"),
+        ("page=abc", "page"),
+        ("page=1.5", "page"),
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=ten", "limit"),
+        ("after_id=-1", "after_id"),
+        ("page=2&after_id=5", "page"),
+    ],
+)
+def test_list_bad_paging_parameter_is_400_naming_it(anon, query, field) -> None:
+    response = anon.get(f"/api/products?{query}")
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "invalid"
+    assert field in error["fields"]
+
+
+def test_list_limit_100_is_allowed(anon) -> None:
+    assert anon.get("/api/products?limit=100").status_code == 200
+
+
+def test_keyset_paging_walks_the_whole_catalogue(anon) -> None:
+    created = [p.id for p in ProductFactory.create_batch(7)]
+    seen: list[int] = []
+    url = "/api/products?after_id=0&limit=3"
+    while url:
+        body = anon.get(url).json()
+        assert body["count"] is None
+        seen.extend(item["id"] for item in body["results"])
+        url = body["next"]
+    assert seen == created
+
+
+# --- create --------------------------------------------------------------------------------
+
+
+def test_create_returns_201_with_location_and_etag(clerk) -> None:
+    response = clerk.post(
+        "/api/products",
+        {"name": "Oak Shelf", "price": "19.90", "stock_level": 4},
+        format="json",
+    )
+    assert response.status_code == 201, response.json()
+    product = Product.objects.get(name="Oak Shelf")
+    assert response["Location"] == f"/api/products/{product.id}"
+    assert response["ETag"] == f'"{product.id}-1"'
+    assert (product.price, product.stock_level) == (Decimal("19.90"), 4)
+
+
+def test_create_accepts_a_json_number_price(clerk) -> None:
+    response = clerk.post(
+        "/api/products/", {"name": "Lamp", "price": 5.5, "stock_level": 0}, format="json"
+    )
+    assert response.status_code == 201
+    assert response.json()["price"] == "5.50"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "A", "price": "1.00", "stock_level": "ten"}, "stock_level"),
+        ({"name": "A", "price": "1.00", "stock_level": True}, "stock_level"),
+        ({"name": "A", "price": "1.00", "stock_level": 1.5}, "stock_level"),
+        ({"name": "A", "price": "1.00", "stock_level": "5"}, "stock_level"),
+        ({"name": "A", "price": "1.00", "stock_level": -1}, "stock_level"),
+        ({"name": "A", "price": "1.00", "stock_level": 2**31}, "stock_level"),
+        ({"name": "A", "price": "-0.01", "stock_level": 1}, "price"),
+        ({"name": "A", "price": "1.001", "stock_level": 1}, "price"),
+        ({"name": "A", "price": True, "stock_level": 1}, "price"),
+        ({"name": "A", "price": "NaN", "stock_level": 1}, "price"),
+        ({"name": "A", "price": "99999999999", "stock_level": 1}, "price"),
+        ({"name": "x" * 256, "price": "1.00", "stock_level": 1}, "name"),
+        ({"name": "", "price": "1.00", "stock_level": 1}, "name"),
+        ({"name": "   ", "price": "1.00", "stock_level": 1}, "name"),
+        ({"name": 42, "price": "1.00", "stock_level": 1}, "name"),
+        ({"name": "nul\x00byte", "price": "1.00", "stock_level": 1}, "name"),
+        ({"price": "1.00", "stock_level": 1}, "name"),
+        ({"name": "A", "price": "1.00", "stock_level": 1, "stock": 3}, "stock"),
+    ],
+)
+def test_create_with_bad_field_is_400_naming_it_and_writes_nothing(clerk, body, field) -> None:
+    response = clerk.post("/api/products", body, format="json")
+    assert response.status_code == 400
+    assert field in error_of(response)["fields"]
+    assert not Product.objects.exists()
+
+
+def test_create_with_malformed_json_is_400_parse_error(clerk) -> None:
+    response = clerk.post("/api/products", '{"name": ', content_type="application/json")
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "parse_error"
+
+
+def test_create_with_a_json_list_body_is_400(clerk) -> None:
+    response = clerk.post("/api/products", "[1, 2]", content_type="application/json")
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "invalid"
+
+
+def test_create_with_unsupported_media_type_is_415(clerk) -> None:
+    response = clerk.post("/api/products", "<xml/>", content_type="application/xml")
+    assert response.status_code == 415
+    assert error_of(response)["code"] == "unsupported_media_type"
+
+
+def test_unsupported_method_is_405_with_allow(clerk) -> None:
+    response = clerk.put("/api/products", {}, format="json")
+    assert response.status_code == 405
+    assert error_of(response)["code"] == "method_not_allowed"
+    assert "POST" in response["Allow"]
+
+
+# --- update --------------------------------------------------------------------------------
+
+
+def test_put_sets_price_and_stock_and_bumps_the_etag(clerk, product) -> None:
+    response = clerk.put(
+        f"/api/products/{product.id}", {"price": "3.00", "stock_level": 2}, format="json"
+    )
+    assert response.status_code == 200
+    assert response.json()["version"] == 2
+    assert response["ETag"] == f'"{product.id}-2"'
+    product.refresh_from_db()
+    assert (product.price, product.stock_level, product.version) == (Decimal("3.00"), 2, 2)
+
+
+def test_put_needs_both_fields(clerk, product) -> None:
+    response = clerk.put(f"/api/products/{product.id}", {"price": "3.00"}, format="json")
+    assert response.status_code == 400
+    assert "stock_level" in error_of(response)["fields"]
+
+
+def test_put_cannot_rename(clerk, product) -> None:
+    response = clerk.put(
+        f"/api/products/{product.id}",
+        {"price": "3.00", "stock_level": 2, "name": "Renamed"},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "name" in error_of(response)["fields"]
+    product.refresh_from_db()
+    assert product.name == "Steel Hammer"
+
+
+def test_patch_updates_only_stock(clerk, product) -> None:
+    response = clerk.patch(f"/api/products/{product.id}/", {"stock_level": 0}, format="json")
+    assert response.status_code == 200
+    assert (response.json()["stock_level"], response.json()["price"]) == (0, "12.50")
+
+
+def test_patch_with_negative_price_is_rejected(clerk, product) -> None:
+    response = clerk.patch(f"/api/products/{product.id}", {"price": "-1"}, format="json")
+    assert response.status_code == 400
+    assert "price" in error_of(response)["fields"]
+
+
+def test_put_on_missing_product_is_404(clerk) -> None:
+    response = clerk.put("/api/products/424242", {"price": "1", "stock_level": 1}, format="json")
+    assert response.status_code == 404
+
+
+def test_put_with_current_if_match_succeeds(clerk, product) -> None:
+    response = clerk.put(
+        f"/api/products/{product.id}",
+        {"price": "1.00", "stock_level": 6},
+        format="json",
+        HTTP_IF_MATCH=f'"{product.id}-1"',
+    )
+    assert response.status_code == 200
+
+
+def test_put_with_stale_if_match_is_412_and_writes_nothing(clerk, product) -> None:
+    Product.objects.filter(pk=product.pk).update(stock_level=5)  # someone else wrote: v2
+    response = clerk.put(
+        f"/api/products/{product.id}",
+        {"price": "1.00", "stock_level": 6},
+        format="json",
+        HTTP_IF_MATCH=f'"{product.id}-1"',
+    )
+    assert response.status_code == 412
+    assert error_of(response)["code"] == "precondition_failed"
+    product.refresh_from_db()
+    assert (product.stock_level, product.version) == (5, 2)
+
+
+def test_if_match_naming_another_product_is_412(clerk, product) -> None:
+    response = clerk.patch(
+        f"/api/products/{product.id}",
+        {"stock_level": 1},
+        format="json",
+        HTTP_IF_MATCH=f'"{product.id + 1}-1"',
+    )
+    assert response.status_code == 412
+
+
+def test_if_match_star_matches_any_version(clerk, product) -> None:
+    response = clerk.patch(
+        f"/api/products/{product.id}", {"stock_level": 1}, format="json", HTTP_IF_MATCH="*"
+    )
+    assert response.status_code == 200
+
+
+# --- delete --------------------------------------------------------------------------------
+
+
+def test_delete_is_204_and_then_404(clerk, product) -> None:
+    assert clerk.delete(f"/api/products/{product.id}").status_code == 204
+    assert clerk.get(f"/api/products/{product.id}").status_code == 404
+    assert clerk.delete(f"/api/products/{product.id}").status_code == 404
+
+
+def test_delete_with_stale_if_match_is_412(clerk, product) -> None:
+    response = clerk.delete(f"/api/products/{product.id}", HTTP_IF_MATCH=f'"{product.id}-9"')
+    assert response.status_code == 412
+    assert Product.objects.filter(pk=product.pk).exists()
+
+
+# --- search --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def catalogue(db) -> dict[str, Product]:
+    return {
+        "hammer": ProductFactory(name="Steel Hammer", price=Decimal("12.50")),
+        "ladder": ProductFactory(name="Aluminium ladder", price=Decimal("80.00")),
+        "pan": ProductFactory(name="stainless STEEL pan", price=Decimal("50.00")),
+        "odd": ProductFactory(name="100% wool_sock", price=Decimal("5.00")),
+    }
+
+
+def names(response) -> list[str]:
+    assert response.status_code == 200, response.json()
+    return [item["name"] for item in response.json()["results"]]
+
+
+def test_search_name_is_a_case_insensitive_substring(anon, catalogue) -> None:
+    assert names(anon.get("/api/products/search?name=steel")) == [
+        "Steel Hammer",
+        "stainless STEEL pan",
+    ]
+
+
+def test_search_price_bounds_are_inclusive(anon, catalogue) -> None:
+    response = anon.get("/api/products/search/?min_price=12.50&max_price=50")
+    assert names(response) == ["Steel Hammer", "stainless STEEL pan"]
+
+
+def test_search_combines_name_and_price(anon, catalogue) -> None:
+    response = anon.get("/api/products/search?name=steel&min_price=5&max_price=20")
+    assert names(response) == ["Steel Hammer"]
+
+
+def test_search_treats_like_wildcards_literally(anon, catalogue) -> None:
+    assert names(anon.get("/api/products/search?name=%25")) == ["100% wool_sock"]
+    assert names(anon.get("/api/products/search?name=l_s")) == ["100% wool_sock"]
+
+
+def test_search_with_sql_in_the_name_is_just_a_string(anon, catalogue) -> None:
+    response = anon.get("/api/products/search?name=' OR 1=1; DROP TABLE products_product; --")
+    assert names(response) == []
+    assert Product.objects.count() == 4
+
+
+def test_search_is_paginated_like_the_list(anon, catalogue) -> None:
+    body = anon.get("/api/products/search?name=l&limit=1&page=2").json()
+    assert (body["count"], body["page"], body["total_pages"]) == (4, 2, 4)
+    assert body["next"].endswith("page=3")
+
+
+def test_search_keyset_paging(anon, catalogue) -> None:
+    body = anon.get(f"/api/products/search?name=steel&after_id={catalogue['hammer'].id}").json()
+    assert [item["name"] for item in body["results"]] == ["stainless STEEL pan"]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("", "name"),
+        ("limit=5", "name"),
+        ("name=", "name"),
+        ("min_price=abc", "min_price"),
+        ("min_price=-1", "min_price"),
+        ("max_price=1.234", "max_price"),
+        ("min_price=10&max_price=5", "min_price"),
+        ("name=" + "x" * 256, "name"),
+        ("name=a%00b", "name"),
+        ("name=steel&page=0", "page"),
+    ],
+)
+def test_search_bad_criteria_are_400_naming_the_parameter(anon, query, field) -> None:
+    response = anon.get(f"/api/products/search?{query}")
+    assert response.status_code == 400
+    assert field in error_of(response)["fields"]
+
+
+def test_search_page_past_the_end_is_404(anon, catalogue) -> None:
+    assert anon.get("/api/products/search?name=steel&page=2").status_code == 404
