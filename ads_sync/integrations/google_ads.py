@@ -32,9 +32,6 @@ from typing import Any, NoReturn
 
 import grpc
 from django.conf import settings
-from google.ads.googleads.client import GoogleAdsClient
-from google.ads.googleads.errors import GoogleAdsException
-from google.ads.googleads.v26.errors.types.errors import GoogleAdsFailure
 from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
 from google.auth.transport.requests import Request as AuthRequest
@@ -243,6 +240,10 @@ def _build_client(config: tuple[str, ...]) -> _Client:
         if os.environ.get("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH") != ca and _client is not None:
             logger.warning("GOOGLE_ADS_CA_FILE changed after gRPC loaded its roots; restart")
         os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = ca
+    # Imported here: the library's message modules take a second or more to load, which only
+    # the processes that call Google should pay.
+    from google.ads.googleads.client import GoogleAdsClient
+
     credentials = Credentials(
         None,
         refresh_token=refresh_token,
@@ -344,6 +345,8 @@ def _trailing_metadata(exc: BaseException) -> tuple[tuple[str, Any], ...]:
 
 
 def _failure_of(exc: BaseException) -> tuple[Any, str | None]:
+    from google.ads.googleads.v26.errors.types.errors import GoogleAdsFailure
+
     failure = None
     request_id = None
     for key, value in _trailing_metadata(exc):
@@ -379,6 +382,8 @@ def _messages(failure: Any) -> str:
 
 def _raise_classified(exc: Exception, what: str) -> NoReturn:
     """Turn a library failure into _Transient, _Unauthenticated or one of the public errors."""
+    from google.ads.googleads.errors import GoogleAdsException
+
     if isinstance(exc, GoogleAdsException):
         code = exc.error.code()
         message = _messages(exc.failure) or str(exc.error.details())
