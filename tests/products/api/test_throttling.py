@@ -1,0 +1,95 @@
+"""Rate limits with django-ratelimit on the real Redis."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from tests.products.conftest import make_user, token_client
+
+pytestmark = pytest.mark.django_db
+
+CLOSED_PORT = 1
+
+
+def test_reads_over_the_limit_are_429_with_retry_after(product) -> None:
+    client = APIClient(REMOTE_ADDR="10.9.0.1")
+    with override_settings(RATELIMIT_READS="3/m"):
+        statuses = [client.get(f"/api/products/{product.id}").status_code for _ in range(4)]
+        response = client.get(f"/api/products/{product.id}")
+    assert statuses == [200, 200, 200, 429]
+    assert response.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(response["Retry-After"]) <= 60
+
+
+def test_limits_are_per_client_ip(product) -> None:
+    first, second = APIClient(REMOTE_ADDR="10.9.0.1"), APIClient(REMOTE_ADDR="10.9.0.2")
+    with override_settings(RATELIMIT_READS="2/m"):
+        for _ in range(2):
+            first.get("/api/products")
+        assert first.get("/api/products").status_code == 429
+        assert second.get("/api/products").status_code == 200
+
+
+def test_authenticated_clients_are_limited_per_user_not_per_ip(product) -> None:
+    alice = token_client(make_user("alice"))
+    bob = token_client(make_user("bob"))
+    with override_settings(RATELIMIT_READS="2/m"):
+        for _ in range(2):
+            alice.get("/api/products", REMOTE_ADDR="10.9.0.7")
+        assert alice.get("/api/products", REMOTE_ADDR="10.9.0.7").status_code == 429
+        assert bob.get("/api/products", REMOTE_ADDR="10.9.0.7").status_code == 200
+
+
+def test_writes_have_their_own_limit(clerk, product) -> None:
+    with override_settings(RATELIMIT_WRITES="2/m", RATELIMIT_READS="100/m"):
+        codes = [
+            clerk.patch(
+                f"/api/products/{product.id}", {"stock_level": 1}, format="json"
+            ).status_code
+            for _ in range(3)
+        ]
+        assert clerk.get(f"/api/products/{product.id}").status_code == 200
+    assert codes == [200, 200, 429]
+
+
+def test_forged_x_forwarded_for_does_not_reset_the_limit(product) -> None:
+    client = APIClient(REMOTE_ADDR="10.9.0.3")
+    with override_settings(RATELIMIT_READS="2/m"):
+        for n in range(2):
+            client.get("/api/products", HTTP_X_FORWARDED_FOR=f"1.2.3.{n}")
+        response = client.get("/api/products", HTTP_X_FORWARDED_FOR="1.2.3.99")
+    assert response.status_code == 429
+
+
+def test_behind_a_trusted_proxy_the_proxy_appended_address_is_the_client(product) -> None:
+    proxy = APIClient(REMOTE_ADDR="127.0.0.1")
+    with override_settings(RATELIMIT_READS="2/m", TRUSTED_PROXY_COUNT=1):
+        for _ in range(2):
+            # The client forged a first entry; the proxy appended the real address last.
+            proxy.get("/api/products", HTTP_X_FORWARDED_FOR="6.6.6.6, 10.9.0.4")
+        limited = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="7.7.7.7, 10.9.0.4")
+        other = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="6.6.6.6, 10.9.0.5")
+    assert (limited.status_code, other.status_code) == (429, 200)
+
+
+def test_switched_off_there_is_no_limit(product) -> None:
+    client = APIClient(REMOTE_ADDR="10.9.0.6")
+    with override_settings(RATELIMIT_READS="1/m", RATELIMIT_ENABLE=False):
+        assert {client.get("/api/products").status_code for _ in range(3)} == {200}
+
+
+def test_with_redis_down_requests_are_served_unthrottled_and_logged(clerk, product, caplog) -> None:
+    caches = {"default": {**settings.CACHES["default"]}}
+    caches["default"]["LOCATION"] = f"redis://127.0.0.1:{CLOSED_PORT}/0"
+    client = APIClient(REMOTE_ADDR="10.9.0.8")
+    with override_settings(CACHES=caches, RATELIMIT_READS="1/m"), caplog.at_level(logging.WARNING):
+        reads = {client.get(f"/api/products/{product.id}").status_code for _ in range(3)}
+        write = clerk.patch(f"/api/products/{product.id}", {"stock_level": 2}, format="json")
+    assert reads == {200}
+    assert write.status_code == 200
+    assert "rate limit counters unavailable" in caplog.text
