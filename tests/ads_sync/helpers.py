@@ -1,0 +1,104 @@
+"""Shared checks for the ads_sync integration tests (real worker, real sandbox)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.db import close_old_connections
+
+from ads_sync import selectors
+from ads_sync.models import CampaignDayMetric, SyncRun
+from ads_sync.sandbox import data
+from inventory_project.celery import app as celery_app
+
+
+def wait_for_run(run_id: int, timeout_s: float = 120.0) -> SyncRun:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = SyncRun.objects.get(pk=run_id)
+        if run.finished_at is not None:
+            return run
+        time.sleep(0.1)
+    close_old_connections()
+    raise AssertionError(f"run {run_id} did not finish: {SyncRun.objects.get(pk=run_id).__dict__}")
+
+
+def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def expected_rows(customer_id: str, day: dt.date) -> list[tuple[Any, ...]]:
+    return [
+        (r.campaign_id, r.campaign_name, r.impressions, r.clicks, r.cost_micros, r.conversions)
+        for r in data.rows_for(customer_id, day)
+    ]
+
+
+def orm_rows(customer_id: str, day: dt.date) -> list[tuple[Any, ...]]:
+    return [
+        (
+            m.campaign_id,
+            m.campaign_name,
+            m.impressions,
+            m.clicks,
+            m.cost_micros,
+            float(m.conversions),
+        )
+        for m in CampaignDayMetric.objects.filter(customer_id=customer_id, date=day).order_by(
+            "campaign_id"
+        )
+    ]
+
+
+def csv_rows(output_dir: Path, customer_id: str, day: dt.date) -> list[tuple[Any, ...]]:
+    path = selectors.day_csv_path(output_dir=output_dir, customer_id=customer_id, day=day)
+    with path.open(newline="") as handle:
+        return [
+            (
+                int(line["campaign_id"]),
+                line["campaign_name"],
+                int(line["impressions"]),
+                int(line["clicks"]),
+                int(line["cost_micros"]),
+                float(line["conversions"]),
+            )
+            for line in csv.DictReader(handle)
+        ]
+
+
+def fetched_days(calls: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
+    """(customer, date) -> successful campaign queries the sandbox served."""
+    return Counter(
+        (c["customer_id"], c["date"])
+        for c in calls
+        if c.get("query") == "campaign" and c["outcome"] == "ok"
+    )
+
+
+@pytest.fixture(scope="module")
+def sync_worker() -> Iterator[object]:
+    """A real in-process Celery worker for a whole module: the per-test worker's shutdown costs
+    seconds each time, and these tests need one in almost every case."""
+    queue = celery_app.conf.task_default_queue
+    with celery_app.connection_for_write() as conn:
+        bound = celery_app.amqp.queues[queue](conn.default_channel)
+        bound.declare()
+        bound.purge()
+    with start_worker(
+        celery_app,
+        pool="threads",
+        concurrency=2,
+        perform_ping_check=False,
+        loglevel="WARNING",
+        queues=[queue],
+        shutdown_timeout=30,
+    ) as worker:
+        yield worker

@@ -1,0 +1,144 @@
+"""backfill_ads end to end: the real command, a real Celery worker, the sandbox API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from ads_sync import selectors
+from ads_sync.models import CampaignDayMetric, SyncDay, SyncRun
+
+from .helpers import (
+    csv_rows,
+    days_between,
+    expected_rows,
+    fetched_days,
+    orm_rows,
+    sync_worker,  # noqa: F401 (a fixture)
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _backfill(*args: str) -> tuple[str, SyncRun]:
+    out = io.StringIO()
+    call_command("backfill_ads", *args, stdout=out)
+    text = out.getvalue()
+    run = SyncRun.objects.order_by("-pk").first()
+    assert run is not None
+    return text, run
+
+
+def _summary_figure(text: str, label: str) -> int:
+    match = re.search(rf"^\s+{label}\s+(\d+)", text, re.MULTILINE)
+    assert match, text
+    return int(match.group(1))
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_60_day_backfill_writes_exactly_the_sandbox_rows_to_the_orm_and_csv(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    text, run = _backfill("--days", "60", "--output-dir", str(tmp_path))
+
+    windows = selectors.sync_windows(customer_ids=list(ads_sandbox.customers), days=60)
+    expected_total = 0
+    for window in windows:
+        for day in days_between(window.start, window.end):
+            expected = expected_rows(window.customer_id, day)
+            expected_total += len(expected)
+            assert orm_rows(window.customer_id, day) == expected
+            assert csv_rows(tmp_path, window.customer_id, day) == expected
+    assert CampaignDayMetric.objects.count() == expected_total
+    assert SyncDay.objects.filter(state=SyncDay.State.DONE).count() == 120
+    assert (run.planned, run.done, run.rows) == (120, 120, expected_total)
+    assert _summary_figure(text, "API calls") == len(ads_sandbox.calls())
+    assert selectors.totals_csv_path(output_dir=tmp_path).exists()
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_rerun_before_the_lookback_window_makes_no_api_call(ads_sandbox, tmp_path: Path) -> None:
+    end = dt.date.today() - dt.timedelta(days=10)
+    start = end - dt.timedelta(days=4)
+    _backfill("--start", str(start), "--end", str(end), "--output-dir", str(tmp_path))
+    ads_sandbox.reset()
+
+    text, run = _backfill("--start", str(start), "--end", str(end), "--output-dir", str(tmp_path))
+
+    assert ads_sandbox.calls() == []
+    assert (run.planned, run.api_calls) == (0, 0)
+    assert _summary_figure(text, "skipped") == 10
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_rerun_over_the_last_days_refetches_only_the_lookback_days(
+    ads_sandbox, tmp_path: Path, settings
+) -> None:
+    settings.ADS_SYNC_LOOKBACK_DAYS = 3
+    _backfill("--days", "6", "--output-dir", str(tmp_path))
+    ads_sandbox.reset()
+
+    _backfill("--days", "6", "--output-dir", str(tmp_path))
+
+    fetched = fetched_days(ads_sandbox.calls())
+    assert sum(fetched.values()) == len(ads_sandbox.customers) * 3
+    assert len(ads_sandbox.calls()) == len(ads_sandbox.customers) * 3
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_removed_csv_of_a_done_day_is_rewritten_without_an_api_call(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    end = dt.date.today() - dt.timedelta(days=10)
+    _backfill("--start", str(end), "--end", str(end), "--output-dir", str(tmp_path))
+    customer = ads_sandbox.customers[0]
+    path = selectors.day_csv_path(output_dir=tmp_path, customer_id=customer, day=end)
+    path.unlink()
+    ads_sandbox.reset()
+
+    _, run = _backfill("--start", str(end), "--end", str(end), "--output-dir", str(tmp_path))
+
+    assert ads_sandbox.calls() == []
+    assert run.csv_rewritten == 1
+    assert csv_rows(tmp_path, customer, end) == expected_rows(customer, end)
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_failed_date_makes_the_exit_status_non_zero_and_is_named(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    day = dt.date.today() - dt.timedelta(days=10)
+    _backfill("--start", str(day), "--end", str(day), "--output-dir", str(tmp_path))
+    ads_sandbox.reset()
+    ads_sandbox.configure(fail_first={"internal": 50})
+    out = io.StringIO()
+
+    with pytest.raises(CommandError) as excinfo:
+        call_command(
+            "backfill_ads",
+            "--start",
+            str(day),
+            "--end",
+            str(day),
+            "--force",
+            "--output-dir",
+            str(tmp_path),
+            stdout=out,
+        )
+
+    assert excinfo.value.returncode == 1
+    assert "2 date(s) failed" in str(excinfo.value)
+    assert f"{ads_sandbox.customers[0]} {day}:" in out.getvalue()
+    assert SyncDay.objects.filter(state=SyncDay.State.FAILED).count() == 2
+
+
+def test_bad_arguments_are_refused_with_a_message() -> None:
+    with pytest.raises(CommandError, match="after --end"):
+        call_command("backfill_ads", "--start", "2025-02-02", "--end", "2025-02-01")
+    with pytest.raises(CommandError, match="not a date"):
+        call_command("backfill_ads", "--start", "2025-13-01")

@@ -1,0 +1,161 @@
+"""detect_gaps and sync_day on a real Celery worker against the sandbox API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection
+
+from ads_sync import locks, selectors, tasks
+from ads_sync.models import CampaignDayMetric, SyncDay, SyncRun
+
+from .helpers import (
+    csv_rows,
+    days_between,
+    expected_rows,
+    fetched_days,
+    orm_rows,
+    sync_worker,  # noqa: F401 (a fixture)
+    wait_for_run,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parents[2]
+CLOSED_PORT = 1
+
+
+@pytest.fixture
+def short_history(settings, tmp_path: Path) -> Path:
+    settings.ADS_SYNC_HISTORY_DAYS = 8
+    settings.ADS_SYNC_LOOKBACK_DAYS = 2
+    settings.ADS_SYNC_OUTPUT_DIR = tmp_path
+    return tmp_path
+
+
+def _detect() -> SyncRun:
+    run_id = tasks.detect_gaps()
+    assert run_id is not None
+    return wait_for_run(run_id)
+
+
+def _assert_complete(customers: tuple[str, ...], output_dir: Path, days: int) -> None:
+    windows = selectors.sync_windows(customer_ids=list(customers), days=days)
+    for window in windows:
+        for day in days_between(window.start, window.end):
+            expected = expected_rows(window.customer_id, day)
+            assert orm_rows(window.customer_id, day) == expected, (window.customer_id, day)
+            assert csv_rows(output_dir, window.customer_id, day) == expected
+    assert SyncDay.objects.exclude(state=SyncDay.State.DONE).count() == 0
+    assert SyncDay.objects.count() == len(customers) * days
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_gap_detection_fetches_exactly_the_deleted_days_and_the_lookback(
+    ads_sandbox, short_history: Path
+) -> None:
+    _detect()
+    windows = selectors.sync_windows(customer_ids=list(ads_sandbox.customers))
+    removed = {
+        (w.customer_id, w.start + dt.timedelta(days=offset)) for w in windows for offset in (2, 3)
+    }
+    for customer_id, day in removed:
+        SyncDay.objects.filter(customer_id=customer_id, date=day).delete()
+    lookback = {
+        (w.customer_id, w.end - dt.timedelta(days=offset)) for w in windows for offset in (0, 1)
+    }
+    ads_sandbox.reset()
+
+    run = _detect()
+
+    fetched = fetched_days(ads_sandbox.calls())
+    assert set(fetched) == {(c, d.isoformat()) for c, d in removed | lookback}
+    assert set(fetched.values()) == {1}
+    assert run.planned == run.done == len(removed | lookback)
+    _assert_complete(ads_sandbox.customers, short_history, 8)
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_two_detect_gaps_at_once_fan_out_once(ads_sandbox, short_history: Path) -> None:
+    ads_sandbox.configure(latency_s=0.02)
+    tasks.detect_gaps.delay()
+    tasks.detect_gaps.delay()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if SyncRun.objects.filter(planned__gt=0, finished_at__isnull=False).exists():
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)  # let a second fan-out, if there were one, reach the sandbox
+
+    assert SyncRun.objects.filter(planned__gt=0).count() == 1
+    fetched = fetched_days(ads_sandbox.calls())
+    assert len(fetched) == 2 * 8
+    assert set(fetched.values()) == {1}
+
+
+def test_the_planning_lock_falls_back_to_postgresql_when_redis_is_down(settings) -> None:
+    caches = {"default": {**django_settings.CACHES["default"]}}
+    caches["default"]["LOCATION"] = f"redis://127.0.0.1:{CLOSED_PORT}/0"
+    settings.CACHES = caches
+    seen: list[bool] = []
+
+    def second_planner() -> None:
+        with locks.planning_lock() as acquired:
+            seen.append(acquired)
+        connection.close()
+
+    with locks.planning_lock() as first:
+        thread = threading.Thread(target=second_planner)
+        thread.start()
+        thread.join()
+    assert (first, seen) == (True, [False])
+    with locks.planning_lock() as again:
+        assert again is True
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_transient_faults_and_an_expiring_token_still_finish_every_day_once(
+    ads_sandbox, short_history: Path
+) -> None:
+    ads_sandbox.configure(
+        fail_first={"internal": 1, "quota": 1},
+        quota_retry_delay_s=0.05,
+        token_ttl_s=0.5,
+    )
+
+    run = _detect()
+
+    assert (run.done, run.failed, run.deferred) == (16, 0, 0)
+    _assert_complete(ads_sandbox.customers, short_history, 8)
+    outcomes = [c["outcome"] for c in ads_sandbox.calls() if c.get("query") == "campaign"]
+    assert outcomes.count("ok") == 16
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_daily_quota_defers_the_rest_of_the_run_and_the_next_detection_completes_it(
+    ads_sandbox, short_history: Path
+) -> None:
+    ads_sandbox.configure(fail_first={"daily_quota": 1})
+
+    run = _detect()
+
+    assert run.done + run.deferred == run.planned == 16
+    assert run.deferred >= 14  # stopped at once instead of burning quota on every date
+    assert len([c for c in ads_sandbox.calls() if c.get("query") == "campaign"]) <= 3
+    ads_sandbox.reset()
+
+    second = _detect()
+
+    assert second.failed == second.deferred == 0
+    _assert_complete(ads_sandbox.customers, short_history, 8)
+    assert CampaignDayMetric.objects.count() == sum(
+        len(expected_rows(c, d))
+        for w in selectors.sync_windows(customer_ids=list(ads_sandbox.customers))
+        for c in [w.customer_id]
+        for d in days_between(w.start, w.end)
+    )

@@ -1,0 +1,147 @@
+"""Worker lifecycle: no worker at all, queued for later, and a worker SIGKILLed mid-backfill.
+
+No in-process worker here: these tests decide which workers exist.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from ads_sync import selectors, tasks
+from ads_sync.models import SyncDay, SyncRun
+from inventory_project.celery import app as celery_app
+
+from .helpers import csv_rows, days_between, expected_rows, orm_rows, wait_for_run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def short_history(settings, tmp_path: Path) -> Path:
+    settings.ADS_SYNC_HISTORY_DAYS = 20
+    settings.ADS_SYNC_LOOKBACK_DAYS = 2
+    settings.ADS_SYNC_OUTPUT_DIR = tmp_path
+    return tmp_path
+
+
+@pytest.fixture
+def empty_queue() -> None:
+    queue = django_settings.CELERY_TASK_DEFAULT_QUEUE
+    with celery_app.connection_for_write() as conn:
+        bound = celery_app.amqp.queues[queue](conn.default_channel)
+        bound.declare()
+        bound.purge()
+
+
+def _assert_complete(customers: tuple[str, ...], output_dir: Path, days: int) -> None:
+    windows = selectors.sync_windows(customer_ids=list(customers), days=days)
+    for window in windows:
+        for day in days_between(window.start, window.end):
+            expected = expected_rows(window.customer_id, day)
+            assert orm_rows(window.customer_id, day) == expected, (window.customer_id, day)
+            assert csv_rows(output_dir, window.customer_id, day) == expected
+    assert SyncDay.objects.exclude(state=SyncDay.State.DONE).count() == 0
+    assert SyncDay.objects.count() == len(customers) * days
+
+
+@pytest.mark.usefixtures("empty_queue")
+def test_without_a_worker_backfill_says_so_instead_of_waiting(ads_sandbox, tmp_path: Path) -> None:
+    with pytest.raises(CommandError, match="no Celery worker") as excinfo:
+        call_command("backfill_ads", "--days", "2", "--output-dir", str(tmp_path))
+    assert excinfo.value.returncode == 2
+    assert SyncRun.objects.count() == 0
+
+
+@pytest.mark.usefixtures("empty_queue")
+def test_no_wait_prints_the_run_id_and_returns(ads_sandbox, tmp_path: Path) -> None:
+    out = io.StringIO()
+    call_command(
+        "backfill_ads", "--days", "2", "--output-dir", str(tmp_path), "--no-wait", stdout=out
+    )
+    run = SyncRun.objects.get()
+    assert out.getvalue().strip().splitlines()[-1] == str(run.pk)
+    assert run.planned == 4
+    assert run.finished_at is None
+
+
+def _worker_process(ads_sandbox, log: Path) -> subprocess.Popen[bytes]:
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        **ads_sandbox.env,
+        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}",
+        "CELERY_TASK_DEFAULT_QUEUE": django_settings.CELERY_TASK_DEFAULT_QUEUE,
+        "CACHE_KEY_PREFIX": django_settings.CACHES["default"]["KEY_PREFIX"],
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "inventory_project",
+            "worker",
+            "--concurrency",
+            "2",
+            "--loglevel",
+            "WARNING",
+            "--without-mingle",
+            "--without-gossip",
+            "-Q",
+            django_settings.CELERY_TASK_DEFAULT_QUEUE,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.usefixtures("empty_queue")
+def test_a_worker_killed_mid_backfill_then_restarted_leaves_every_day_done_once(
+    ads_sandbox, short_history: Path
+) -> None:
+    ads_sandbox.configure(latency_s=0.1)
+    log = short_history / "worker.log"
+    worker = _worker_process(ads_sandbox, log)
+    try:
+        run_id = tasks.detect_gaps()
+        assert run_id is not None
+        deadline = time.monotonic() + 90
+        while SyncRun.objects.get(pk=run_id).done < 8:
+            assert time.monotonic() < deadline, log.read_text()
+            assert worker.poll() is None, log.read_text()
+            time.sleep(0.05)
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+        killed_at = SyncRun.objects.get(pk=run_id)
+        assert killed_at.finished_at is None
+        worker = _worker_process(ads_sandbox, log)
+        run = wait_for_run(run_id, timeout_s=120)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+
+    assert (run.planned, run.done, run.failed) == (40, 40, 0)
+    _assert_complete(ads_sandbox.customers, short_history, 20)
+    # Days in flight at the kill were fetched again: redelivered, not lost.
+    assert len(ads_sandbox.calls()) >= 40
