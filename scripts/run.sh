@@ -25,6 +25,11 @@ refresh_token="${GOOGLE_ADS_REFRESH_TOKEN:-}"
 if [[ -f .env ]] && grep -q '^GOOGLE_ADS_REFRESH_TOKEN=' .env; then
   refresh_token="$(sed -n 's/^GOOGLE_ADS_REFRESH_TOKEN=//p' .env | tail -n 1)"
 fi
+# Catch up now rather than at the next 03:00 UTC beat: the worker picks this up once it starts,
+# and gap detection plans only the days still missing.
+.venv/bin/python manage.py shell -c \
+  "from ads_sync.tasks import detect_gaps; detect_gaps.delay(trigger='beat')"
+echo "  Google Ads: gap detection queued; progress in the admin (Sync runs) and ./output"
 if [[ -z "$refresh_token" ]]; then
   .venv/bin/python manage.py google_ads_sandbox --state-dir .sandbox --env-only \
     --env-file .sandbox/env >/dev/null
