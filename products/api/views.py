@@ -21,6 +21,7 @@ from rest_framework.serializers import BaseSerializer
 from products import selectors, services
 from products.api.errors import PreconditionFailed
 from products.api.pagination import keyset_page_data, offset_page_data
+from products.api.schema import ProductAutoSchema
 from products.api.serializers import (
     BIGINT_MAX,
     ErrorSerializer,
@@ -68,6 +69,7 @@ class ProductAPIView(GenericAPIView):
     # always fetched through the selectors.
     queryset = Product.objects.all()
     throttle_classes = [ProductRateThrottle]
+    schema = ProductAutoSchema()
 
     def finalize_response(  # type: ignore[override]
         self, request: Request, response: Response, *args: Any, **kwargs: Any
