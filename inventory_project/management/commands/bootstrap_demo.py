@@ -8,13 +8,17 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from products.models import Product
+
 PASSWORD_FILE = Path(settings.BASE_DIR) / ".demo-admin-password"
+DEMO_PRODUCTS = 3000
 
 
 class Command(BaseCommand):
     help = (
-        "Prepare a development database once: periodic tasks, a demo admin user with a random "
-        "password (kept in .demo-admin-password, which git ignores)."
+        "Prepare a development database once: periodic tasks, demo products (only into an empty "
+        "catalogue), a demo admin user with a random password (kept in .demo-admin-password, "
+        "which git ignores)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -22,6 +26,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         call_command("ensure_periodic_tasks", stdout=self.stdout)
+        # Demo products once: never on top of a catalogue someone already has.
+        if not Product.objects.exists():
+            call_command("seed_products", count=DEMO_PRODUCTS, stdout=self.stdout)
         username = str(options["username"])
         user_model = get_user_model()
         if not user_model.objects.filter(username=username).exists():
