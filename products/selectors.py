@@ -72,6 +72,8 @@ def product_get(*, product_id: int) -> Product:
 def product_list(*, page: int, limit: int) -> OffsetPage:
     """Page `page` (1-based) of the whole catalogue in id order."""
     count, estimated = _catalogue_count()
+    if not estimated and page > max(1, math.ceil(count / limit)):
+        raise PageOutOfRange(f"page {page} is past the last page")
     offset = (page - 1) * limit
     queryset = Product.objects.order_by("id")
     if offset:
@@ -80,7 +82,7 @@ def product_list(*, page: int, limit: int) -> OffsetPage:
         boundary = Product.objects.order_by("id").values("id")[offset : offset + 1]
         queryset = queryset.filter(id__gte=Subquery(boundary))
     products = list(queryset[:limit])
-    _ensure_in_range(page, products, count, estimated, limit)
+    _ensure_in_range(page, products)
     return OffsetPage(products, count, estimated, page, limit)
 
 
@@ -95,7 +97,7 @@ def product_search(*, filters: ProductFilters, page: int, limit: int) -> OffsetP
     count = queryset.count()
     offset = (page - 1) * limit
     products = list(queryset[offset : offset + limit])
-    _ensure_in_range(page, products, count, False, limit)
+    _ensure_in_range(page, products)
     return OffsetPage(products, count, False, page, limit)
 
 
@@ -123,9 +125,7 @@ def _keyset_page(queryset: QuerySet[Product], *, after_id: int, limit: int) -> K
     return KeysetPage(products, limit, after_id, next_after_id)
 
 
-def _ensure_in_range(
-    page: int, products: list[Product], count: int, estimated: bool, limit: int
-) -> None:
+def _ensure_in_range(page: int, products: list[Product]) -> None:
     if page == 1 or products:
         return
     raise PageOutOfRange(f"page {page} is past the last page")

@@ -90,11 +90,19 @@ class StrictInputSerializer(serializers.Serializer):
     """Unknown keys are an error naming them: a typo must not be silently ignored."""
 
     def to_internal_value(self, data: Any) -> Any:
+        unknown: dict[str, list[str]] = {}
         if isinstance(data, Mapping):
-            unknown = sorted(set(data) - set(self.fields) - IGNORED_FORM_KEYS)
-            if unknown:
-                raise serializers.ValidationError({key: ["Unknown field."] for key in unknown})
-        return super().to_internal_value(data)
+            names = sorted(set(data) - set(self.fields) - IGNORED_FORM_KEYS)
+            unknown = {name: ["Unknown field."] for name in names}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if unknown and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **unknown}) from exc
+            raise
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
 
 
 class ProductCreateSerializer(StrictInputSerializer):
@@ -126,7 +134,7 @@ class ListQuerySerializer(StrictInputSerializer):
     """page/limit paging, or keyset paging with after_id (the two do not mix)."""
 
     page = StrictIntegerField(
-        required=False, min_value=1, max_value=BIGINT_MAX, help_text="1-based page number."
+        required=False, min_value=1, max_value=2_147_483_647, help_text="1-based page number."
     )
     limit = StrictIntegerField(
         required=False, min_value=1, max_value=100, default=20, help_text="Page size, 1-100."

@@ -209,6 +209,18 @@ def test_create_with_bad_field_is_400_naming_it_and_writes_nothing(clerk, body, 
     assert not Product.objects.exists()
 
 
+def test_unknown_fields_are_reported_together_with_other_errors(clerk) -> None:
+    body = {"name": "A", "price": "1.001", "stock_level": 1, "colour": "red"}
+    fields = error_of(clerk.post("/api/products", body, format="json"))["fields"]
+    assert set(fields) == {"price", "colour"}
+
+
+def test_huge_page_number_is_404_not_an_overflow(anon) -> None:
+    ProductFactory()
+    assert anon.get("/api/products?page=2147483647&limit=100").status_code == 404
+    assert anon.get("/api/products/search?name=w&page=2147483647&limit=100").status_code == 404
+
+
 def test_create_with_malformed_json_is_400_parse_error(clerk) -> None:
     response = clerk.post("/api/products", '{"name": ', content_type="application/json")
     assert response.status_code == 400
