@@ -28,7 +28,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.cache import cache as django_cache
 from django_redis import get_redis_connection
@@ -38,8 +40,8 @@ logger = logging.getLogger(__name__)
 # Counters outlive every entry built from them by far, so a counter that expires (and restarts
 # at 0) can never make an old entry's key current again.
 COUNTER_TTL_S = 7 * 24 * 3600
-LOCK_TTL_MS = 2000
-FILL_WAIT_S = 1.0
+LOCK_TTL_MS = 5000
+FILL_WAIT_S = 2.0
 # After a failure, leave Redis alone this long: a black-holed Redis costs one socket timeout
 # per interval per process, not one per request.
 RETRY_AFTER_FAILURE_S = 1.0
@@ -71,18 +73,22 @@ return #KEYS
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A cached response: the exact bytes to send and their ETag."""
+    """A cached response: the exact bytes to send and the headers that describe them."""
 
-    etag: str
+    headers: dict[str, str]
     body: bytes
 
+    @property
+    def etag(self) -> str:
+        return self.headers.get("ETag", "")
+
     def encode(self) -> bytes:
-        return self.etag.encode() + b"\n" + self.body
+        return orjson.dumps(self.headers) + b"\n" + self.body
 
     @classmethod
     def decode(cls, raw: bytes) -> Entry:
-        etag, _, body = raw.partition(b"\n")
-        return cls(etag=etag.decode(), body=body)
+        headers, _, body = raw.partition(b"\n")
+        return cls(headers=orjson.loads(headers), body=body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +102,11 @@ class Slot:
 class Lookup:
     entry: Entry | None
     slot: Slot | None  # None when the cache is off or Redis is unreachable
+
+    @property
+    def lock_key(self) -> str:
+        assert self.slot is not None
+        return self.slot.key.replace(":products:", ":products:lock:", 1)
 
 
 _MISS_NO_CACHE = Lookup(entry=None, slot=None)
@@ -122,14 +133,16 @@ def _key(suffix: str) -> str:
     return django_cache.make_key(f"products:{suffix}")
 
 
-def _redis():  # type: ignore[no-untyped-def]
+def _redis() -> Any:
     return get_redis_connection("default")
 
 
 def _script(name: str, source: str) -> Callable[..., object]:
+    redis = _redis()
     script = _state.scripts.get(name)
-    if script is None:
-        script = _redis().register_script(source)
+    # A script is bound to the client it was registered on; settings changes make a new client.
+    if script is None or script.registered_client is not redis:  # type: ignore[attr-defined]
+        script = redis.register_script(source)
         _state.scripts[name] = script
     return script
 
@@ -177,13 +190,17 @@ def _lookup(name: str, source: str, counter: str, prefix: str, tail: str) -> Loo
     if not enabled() or not _healthy():
         return _MISS_NO_CACHE
     try:
-        result = _script(name, source)(keys=[_key("epoch"), counter], args=[prefix, tail])
-        epoch, count, raw = result  # type: ignore[misc]
+        result: list[bytes | None] = _script(name, source)(  # type: ignore[assignment]
+            keys=[_key("epoch"), counter], args=[prefix, tail]
+        )
     except Exception as exc:
         _fail(exc)
         return _MISS_NO_CACHE
-    middle = (tail, count.decode()) if name == "detail" else (count.decode(), tail)
-    slot = Slot(key=f"{prefix}{epoch.decode()}:{middle[0]}:{middle[1]}")
+    # A Lua table ends at its first nil: a miss comes back as [epoch, counter].
+    epoch, count = (bytes(value or b"0").decode() for value in result[:2])
+    raw = result[2] if len(result) > 2 else None
+    middle = (tail, count) if name == "detail" else (count, tail)
+    slot = Slot(key=f"{prefix}{epoch}:{middle[0]}:{middle[1]}")
     return Lookup(entry=Entry.decode(raw) if raw is not None else None, slot=slot)
 
 
@@ -199,60 +216,54 @@ def page_lookup(kind: str, params: Mapping[str, object]) -> Lookup:
     return _lookup("page", _LOOKUP_PAGE, _key("gen"), _key("l:"), digest)
 
 
-def store(slot: Slot | None, entry: Entry) -> None:
-    if slot is None:
-        return
-    try:
-        _redis().set(slot.key, entry.encode(), ex=settings.PRODUCT_CACHE_TTL_S)
-    except Exception as exc:
-        _fail(exc)
+def claim(lookup: Lookup) -> tuple[Entry | None, bool]:
+    """On a miss, decide who loads: returns (entry, leader).
 
-
-def fill(lookup: Lookup, load: Callable[[], Entry | None]) -> Entry | None:
-    """Return the entry, loading it at most once across every process when many miss at once.
-
-    The first reader to miss takes a short lock and loads; the others wait for its entry (up to
-    FILL_WAIT_S) instead of sending the same query to PostgreSQL. `load` returning None (say, a
-    product that does not exist) is not cached.
+    The first reader to miss a key takes a short lock and is the leader: it loads from
+    PostgreSQL, stores, then calls `release`. The others wait for the leader's entry (up to
+    FILL_WAIT_S) instead of sending the same query, and load themselves only if none arrives, so
+    a hot key that expires under a hundred concurrent requests costs PostgreSQL one query.
+    With no cache, everyone loads and nobody leads.
     """
     if lookup.entry is not None:
-        return lookup.entry
-    slot = lookup.slot
-    if slot is None:
-        return load()
-    lock_key = slot.key.replace(":products:", ":products:lock:", 1)
+        return lookup.entry, False
+    if lookup.slot is None:
+        return None, False
     try:
         redis = _redis()
-        leader = bool(redis.set(lock_key, b"1", nx=True, px=LOCK_TTL_MS))
-    except Exception as exc:
-        _fail(exc)
-        return load()
-    if not leader:
+        if redis.set(lookup.lock_key, b"1", nx=True, px=LOCK_TTL_MS):
+            return None, True
         deadline = time.monotonic() + FILL_WAIT_S
         delay = 0.002
         while time.monotonic() < deadline:
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
-            try:
-                raw = redis.get(slot.key)
-            except Exception as exc:
-                _fail(exc)
-                break
+            raw, locked = redis.pipeline().get(lookup.slot.key).exists(lookup.lock_key).execute()
             if raw is not None:
-                return Entry.decode(raw)
-            if not redis.exists(lock_key):
-                break  # the leader gave up (say, a 404): load ourselves
-        return load()
+                return Entry.decode(raw), False
+            if not locked:
+                break  # the leader found nothing to cache (a 404, an error): load ourselves
+    except Exception as exc:
+        _fail(exc)
+    return None, False
+
+
+def release(lookup: Lookup) -> None:
+    """The leader is done (stored or not): waiting readers stop waiting."""
     try:
-        entry = load()
-        if entry is not None:
-            store(slot, entry)
-        return entry
-    finally:
-        try:
-            redis.delete(lock_key)
-        except Exception as exc:
-            _fail(exc)
+        _redis().delete(lookup.lock_key)
+    except Exception as exc:
+        _fail(exc)
+
+
+def store(lookup: Lookup, entry: Entry) -> None:
+    """Store under the key that was current when the reader looked, before it read PostgreSQL."""
+    if lookup.slot is None:
+        return
+    try:
+        _redis().set(lookup.slot.key, entry.encode(), ex=settings.PRODUCT_CACHE_TTL_S)
+    except Exception as exc:
+        _fail(exc)
 
 
 def invalidate(product_ids: Iterable[int]) -> None:

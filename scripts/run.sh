@@ -35,6 +35,6 @@ if [[ -z "$refresh_token" ]]; then
     --env-file .sandbox/env >/dev/null
   echo "  Google Ads: no GOOGLE_ADS_REFRESH_TOKEN, using the local sandbox API (.sandbox/env)"
   echo
-  exec .venv/bin/honcho start -f Procfile -e .env,.sandbox/env web worker beat sandbox
+  exec .venv/bin/honcho start -f Procfile -e .env,.sandbox/env web worker beat listener sandbox
 fi
-exec .venv/bin/honcho start -f Procfile web worker beat
+exec .venv/bin/honcho start -f Procfile web worker beat listener

@@ -47,6 +47,10 @@ def client_key(group: str, request: Any) -> str:
     return f"ip:{client_ip(request)}"
 
 
+READ_GROUP = "products:read"
+WRITE_GROUP = "products:write"
+
+
 class ProductRateThrottle(BaseThrottle):
     """RATELIMIT_READS for safe methods, RATELIMIT_WRITES for the rest, per user or client IP."""
 
@@ -57,7 +61,7 @@ class ProductRateThrottle(BaseThrottle):
         if not settings.RATELIMIT_ENABLE:
             return True
         is_read = request.method in SAFE_METHODS
-        group = "products:read" if is_read else "products:write"
+        group = READ_GROUP if is_read else WRITE_GROUP
         rate = settings.RATELIMIT_READS if is_read else settings.RATELIMIT_WRITES
         usage = get_usage(request, group=group, key=client_key, rate=rate, increment=True)
         if usage is None:

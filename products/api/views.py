@@ -6,7 +6,7 @@ import re
 from collections.abc import Collection
 from typing import Any
 
-from django.http import HttpResponseBase, HttpResponseNotModified
+from django.http import HttpRequest, HttpResponseBase, HttpResponseNotModified
 from django.urls import reverse
 from django.utils.cache import set_response_etag
 from django.utils.http import parse_etags
@@ -79,7 +79,7 @@ class ProductAPIView(GenericAPIView):
             if not response.has_header("ETag"):
                 response.render()
                 set_response_etag(response)
-            if _none_match_fails(request, response["ETag"]):
+            if if_none_match_fails(request, response["ETag"]):
                 not_modified = HttpResponseNotModified()
                 not_modified["ETag"] = response["ETag"]
                 return not_modified
@@ -254,7 +254,8 @@ def _if_match(request: Request, pk: int) -> Collection[int] | None:
     return versions
 
 
-def _none_match_fails(request: Request, etag: str) -> bool:
+def if_none_match_fails(request: HttpRequest, etag: str) -> bool:
+    """True when If-None-Match names `etag` (weak comparison) or is `*`: answer 304."""
     header = request.headers.get("If-None-Match")
     if not header:
         return False

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 
+from products import cache
 from products.models import Product
 
 ADJECTIVES = [
@@ -81,6 +82,8 @@ class Command(BaseCommand):
                         batch.clear()
                 if batch:
                     copy.write("".join(batch))
+            # COPY sends no model signals: drop every cached product read after commit.
+            transaction.on_commit(cache.invalidate_all)
             if indexes:
                 cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
                 for _name, definition in indexes:

@@ -1,0 +1,339 @@
+"""Products API benchmark: `make bench` (or `.venv/bin/python bench/products_api.py`).
+
+Seeds 1,000,000 products into a database of its own, starts gunicorn under the production
+settings (sending `X-Forwarded-Proto: https` as the TLS proxy would, rate limits off), and drives
+it with wrk. A bare Django view returning constant JSON (`/healthz`), served by the same server
+with the same settings in the same run, is the floor every figure is divided by. The run is
+repeated with `PRODUCT_CACHE_ENABLED=false` for the uncached figures. A concurrent stale-read
+check runs against the cached server; any stale read makes the script exit non-zero.
+
+The table is printed and written into docs/benchmarks.md between markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = str(ROOT / ".venv" / "bin" / "python")
+WRK_DIR = Path(__file__).resolve().parent / "wrk"
+DOC = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- products-bench:begin -->", "<!-- products-bench:end -->"
+
+DB_NAME = "inventory_bench"
+PORT = 18510
+ROWS = 1_000_000
+HOT_SET = 10_000
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def base_env(cache_enabled: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "inventory_project.settings.production",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
+            "CACHE_KEY_PREFIX": "inv-bench",
+            "RATELIMIT_ENABLED": "false",
+            "PRODUCT_CACHE_ENABLED": "true" if cache_enabled else "false",
+            "PORT": str(PORT),
+            "HOST": "127.0.0.1",
+            "GUNICORN_ACCESSLOG": "",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    return env
+
+
+def manage(*args: str, env: dict[str, str]) -> str:
+    out = subprocess.run(  # noqa: S603
+        [PY, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    )
+    return out.stdout
+
+
+def prepare_database(env: dict[str, str]) -> str:
+    """Create, migrate and seed the bench database (reused across runs); return a write token."""
+    manage("ensure_database", env=env)
+    manage("migrate", "--noinput", env=env)
+    count = int(
+        manage(
+            "shell",
+            "-c",
+            "from products.models import Product; print(Product.objects.count())",
+            env=env,
+        ).strip()
+    )
+    if count != ROWS:
+        started = time.monotonic()
+        manage("seed_products", "--count", str(ROWS), env=env)
+        print(f"seeded {ROWS:,} products in {time.monotonic() - started:.1f}s", flush=True)
+    manage("collectstatic", "--noinput", env=env)
+    token = manage(
+        "shell",
+        "-c",
+        (
+            "from django.contrib.auth.models import User, Permission;"
+            "from rest_framework.authtoken.models import Token;"
+            "u, _ = User.objects.get_or_create(username='bench');"
+            "u.user_permissions.set(Permission.objects.filter(content_type__app_label='products'));"
+            "print(Token.objects.get_or_create(user=u)[0].key)"
+        ),
+        env=env,
+    ).strip()
+    return token
+
+
+class Server:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Server:
+        self.proc = subprocess.Popen(  # noqa: S603
+            [
+                str(ROOT / ".venv" / "bin" / "gunicorn"),
+                "inventory_project.wsgi",
+                "--config",
+                "inventory_project/gunicorn.conf.py",
+            ],
+            cwd=ROOT,
+            env=self.env,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                status, _ = http_get("/healthz")
+                if status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("gunicorn did not come up")
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def http_get(path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=10)
+    try:
+        conn.request("GET", path, headers={"X-Forwarded-Proto": "https"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def wrk(name: str, script: str, path: str, seconds: int, extra_env: dict[str, str]) -> Result:
+    env = dict(os.environ, WRK_LUA_DIR=str(WRK_DIR), **extra_env)
+    url = f"http://127.0.0.1:{PORT}{path}"
+    cmd = ["wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", "-s", str(WRK_DIR / script), url]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout  # noqa: S603
+    line = next(line for line in out.splitlines() if line.startswith("WRK_JSON "))
+    data = json.loads(line.removeprefix("WRK_JSON "))
+    return Result(
+        name=name,
+        rps=data["requests"] / (data["duration_us"] / 1e6),
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        errors=data["errors"],
+    )
+
+
+def scenarios(token: str, seconds: int, cached: bool) -> list[Result]:
+    suffix = "" if cached else " (uncached)"
+    hot = {"ID_MAX": str(HOT_SET)}
+    plan = [
+        ("floor: bare Django view", "get.lua", "/healthz", {}),
+        ("detail, random ids", "detail.lua", "/", {"ID_MAX": str(ROWS)}),
+        ("detail, 10k hot set", "detail.lua", "/", hot),
+        ("list page 1", "get.lua", "/api/products?page=1&limit=20", {}),
+        ("list page 45,000", "get.lua", "/api/products?page=45000&limit=20", {}),
+        ("keyset page at 900,000", "get.lua", "/api/products?after_id=900000&limit=20", {}),
+        (
+            "search steel 100-200",
+            "get.lua",
+            "/api/products/search?name=steel&min_price=100&max_price=200",
+            {},
+        ),
+        ("80% GET / 20% PUT, hot set", "mix.lua", "/", {**hot, "TOKEN": token}),
+    ]
+    results = []
+    for name, script, path, extra in plan:
+        # A short warm-up fills caches and connection pools so the run measures steady state.
+        wrk(name, script, path, 2, extra)
+        result = wrk(name + suffix, script, path, seconds, extra)
+        print(
+            f"  {result.name:<42} {result.rps:>9.0f} req/s  p50 {result.p50_ms:7.2f} ms"
+            f"  p99 {result.p99_ms:7.2f} ms  errors {result.errors}",
+            flush=True,
+        )
+        results.append(result)
+    return results
+
+
+def stale_read_check(token: str, seconds: float) -> tuple[int, int, int]:
+    """Readers hammer a few products while one writer per product raises its stock level.
+
+    Every PUT writes a strictly larger stock level, so a GET that *starts* after a PUT's 2xx and
+    returns a smaller stock level than that PUT wrote is a stale read. Returns
+    (writes, reads, stale reads).
+    """
+    ids = list(range(1, 9))
+    acked: dict[int, list[tuple[float, int]]] = {pid: [] for pid in ids}
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+    counts = {"writes": 0, "reads": 0, "stale": 0}
+    base = 1_000_000 + int(time.time()) % 1_000_000 * 1000
+
+    def writer(pid: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=10)
+        level = base
+        while time.monotonic() < stop:
+            level += 1
+            body = json.dumps({"price": "10.00", "stock_level": level})
+            conn.request(
+                "PUT",
+                f"/api/products/{pid}",
+                body=body,
+                headers={
+                    "X-Forwarded-Proto": "https",
+                    "Content-Type": "application/json",
+                    "Authorization": f"Token {token}",
+                },
+            )
+            response = conn.getresponse()
+            response.read()
+            if 200 <= response.status < 300:
+                with lock:
+                    acked[pid].append((time.monotonic(), level))
+                    counts["writes"] += 1
+            time.sleep(0.01)
+
+    def reader(offset: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=10)
+        i = offset
+        while time.monotonic() < stop:
+            pid = ids[i % len(ids)]
+            i += 1
+            started = time.monotonic()
+            conn.request("GET", f"/api/products/{pid}", headers={"X-Forwarded-Proto": "https"})
+            response = conn.getresponse()
+            payload = response.read()
+            if response.status != 200:
+                continue
+            level = json.loads(payload)["stock_level"]
+            with lock:
+                counts["reads"] += 1
+                newest_acked = max((lvl for at, lvl in acked[pid] if at < started), default=None)
+                if newest_acked is not None and level < newest_acked:
+                    counts["stale"] += 1
+
+    threads = [threading.Thread(target=writer, args=(pid,)) for pid in ids]
+    threads += [threading.Thread(target=reader, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return counts["writes"], counts["reads"], counts["stale"]
+
+
+def render(cached: list[Result], uncached: list[Result], stale: tuple[int, int, int]) -> str:
+    floor_c, floor_u = cached[0].rps, uncached[0].rps
+    rows = [
+        "| scenario | req/s | p50 ms | p99 ms | errors | x floor |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for results, floor in ((cached, floor_c), (uncached, floor_u)):
+        for r in results:
+            rows.append(
+                f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} "
+                f"| {r.rps / floor:.3f} |"
+            )
+    writes, reads, stale_reads = stale
+    machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python " + (
+        platform.python_version()
+    )
+    return "\n".join(
+        [
+            BEGIN,
+            "## Products API",
+            "",
+            f"Machine: {machine}. Command: `make bench` (`bench/products_api.py`).",
+            f"{ROWS:,} products; gunicorn with `inventory_project/gunicorn.conf.py` under the "
+            "production settings, rate limits off; wrk -t1 -c16 on the same machine. "
+            "Each figure is divided by the floor (a bare Django view returning constant JSON, "
+            "`/healthz`) measured by the same server in the same run; the uncached rows "
+            "(`PRODUCT_CACHE_ENABLED=false`) use their own server's floor.",
+            "",
+            *rows,
+            "",
+            f"Stale-read check: {writes:,} acknowledged writes, {reads:,} reads, "
+            f"**{stale_reads} stale reads**.",
+            END,
+        ]
+    )
+
+
+def write_doc(table: str) -> None:
+    DOC.parent.mkdir(exist_ok=True)
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nWritten by `make bench`.\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        text = head + table + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + table + "\n"
+    DOC.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=8, help="measured seconds per scenario")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)  # noqa: S607
+
+    token = prepare_database(base_env(cache_enabled=True))
+    print("cached server:", flush=True)
+    with Server(base_env(cache_enabled=True)):
+        cached = scenarios(token, args.seconds, cached=True)
+        stale = stale_read_check(token, seconds=15)
+        print(f"  stale-read check: writes={stale[0]} reads={stale[1]} stale={stale[2]}")
+    print("uncached server:", flush=True)
+    with Server(base_env(cache_enabled=False)):
+        uncached = scenarios(token, args.seconds, cached=False)
+
+    table = render(cached, uncached, stale)
+    print(table)
+    write_doc(table)
+    return 1 if stale[2] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

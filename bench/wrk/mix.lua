@@ -1,0 +1,27 @@
+-- 80% GET / 20% PUT on /api/products/{id}, ids from [1, ID_MAX], token auth from TOKEN.
+local id_max = tonumber(os.getenv("ID_MAX"))
+local token = os.getenv("TOKEN")
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("seed", counter)
+end
+function init(args)
+  math.randomseed(os.time() * 1000 + seed)
+end
+function request()
+  local id = math.random(1, id_max)
+  local path = "/api/products/" .. id
+  if math.random() < 0.2 then
+    local body = string.format('{"price": "%d.%02d", "stock_level": %d}',
+      math.random(1, 500), math.random(0, 99), math.random(0, 1000))
+    return wrk.format("PUT", path, {
+      ["X-Forwarded-Proto"] = "https",
+      ["Accept"] = "application/json",
+      ["Content-Type"] = "application/json",
+      ["Authorization"] = "Token " .. token,
+    }, body)
+  end
+  return wrk.format("GET", path, {["X-Forwarded-Proto"] = "https", ["Accept"] = "application/json"})
+end
+dofile(os.getenv("WRK_LUA_DIR") .. "/report.lua")

@@ -1,0 +1,313 @@
+"""The product read cache, against the real Redis and PostgreSQL.
+
+Writes are committed for real (`transaction=True`), since invalidation runs after commit.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
+from django.test import RequestFactory, override_settings
+from rest_framework.test import APIClient
+
+from products import cache, services
+from products.api.fast_path import ProductCacheMiddleware
+from products.api.views import ProductDetailView
+from products.models import Product
+from tests.products.conftest import ProductFactory, make_user, token_client
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache_state(monkeypatch) -> Iterator[None]:
+    monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 0.0)
+    cache._state.suspect = False
+    cache._state.scripts.clear()
+    yield
+    cache._state.suspect = False
+    cache._state.scripts.clear()
+
+
+def stock_of(client: APIClient, product_id: int) -> int:
+    response = client.get(f"/api/products/{product_id}")
+    assert response.status_code == 200, response.content
+    return response.json()["stock_level"]
+
+
+def test_a_repeated_detail_read_is_served_without_the_database(django_assert_num_queries) -> None:
+    product = ProductFactory(stock_level=7)
+    client = APIClient()
+    first = client.get(f"/api/products/{product.pk}")
+    with django_assert_num_queries(0):
+        second = client.get(f"/api/products/{product.pk}")
+    assert second.status_code == 200
+    assert second.content == first.content
+    assert second["ETag"] == first["ETag"] == f'"{product.pk}-1"'
+    assert second["Content-Type"] == "application/json"
+
+
+def test_if_none_match_is_answered_304_from_the_cache(django_assert_num_queries) -> None:
+    product = ProductFactory()
+    client = APIClient()
+    etag = client.get(f"/api/products/{product.pk}")["ETag"]
+    with django_assert_num_queries(0):
+        response = client.get(f"/api/products/{product.pk}", HTTP_IF_NONE_MATCH=etag)
+    assert response.status_code == 304
+    assert response["ETag"] == etag
+
+
+def test_a_repeated_list_page_is_served_without_the_database(django_assert_num_queries) -> None:
+    ProductFactory.create_batch(3)
+    client = APIClient()
+    first = client.get("/api/products?page=1&limit=2")
+    with django_assert_num_queries(0):
+        second = client.get("/api/products?limit=2&page=1")
+    assert second.content == first.content
+
+
+def test_switched_off_every_read_goes_to_the_database(django_assert_num_queries) -> None:
+    product = ProductFactory()
+    client = APIClient()
+    with override_settings(PRODUCT_CACHE_ENABLED=False):
+        client.get(f"/api/products/{product.pk}")
+        with django_assert_num_queries(1):
+            client.get(f"/api/products/{product.pk}")
+
+
+def test_an_api_write_is_visible_to_the_next_read() -> None:
+    product = ProductFactory(stock_level=5)
+    anon = APIClient()
+    clerk = token_client(make_user("clerk", "change_product"))
+    assert stock_of(anon, product.pk) == 5
+    response = clerk.put(
+        f"/api/products/{product.pk}", {"price": "1.00", "stock_level": 4}, format="json"
+    )
+    assert response.status_code == 200
+    assert stock_of(anon, product.pk) == 4
+
+
+def test_a_model_save_outside_the_api_is_visible_to_the_next_read() -> None:
+    product = ProductFactory(stock_level=5)
+    anon = APIClient()
+    assert stock_of(anon, product.pk) == 5
+    product.stock_level = 3  # as the admin or a shell would
+    product.save()
+    assert stock_of(anon, product.pk) == 3
+
+
+def test_a_delete_is_visible_to_the_next_read_and_list() -> None:
+    product = ProductFactory()
+    anon = APIClient()
+    assert anon.get(f"/api/products/{product.pk}").status_code == 200
+    assert anon.get("/api/products").json()["count"] == 1
+    product.delete()
+    assert anon.get(f"/api/products/{product.pk}").status_code == 404
+    assert anon.get("/api/products").json()["count"] == 0
+
+
+def test_a_create_invalidates_every_cached_list_and_search_page() -> None:
+    ProductFactory(name="steel bolt", price=Decimal("5.00"))
+    anon = APIClient()
+    assert anon.get("/api/products").json()["count"] == 1
+    assert anon.get("/api/products/search?name=steel").json()["count"] == 1
+    services.product_create(name="steel nut", price=Decimal("6.00"), stock_level=1)
+    assert anon.get("/api/products").json()["count"] == 2
+    assert anon.get("/api/products/search?name=steel").json()["count"] == 2
+
+
+def test_seeding_invalidates_cached_pages() -> None:
+    anon = APIClient()
+    assert anon.get("/api/products").json()["count"] == 0
+    call_command("seed_products", "--count", "30")
+    assert anon.get("/api/products").json()["count"] == 30
+
+
+def test_a_late_store_of_a_row_read_before_a_write_is_never_served() -> None:
+    """Reader reads the old row, the write commits and invalidates, then the reader stores."""
+    product = ProductFactory(stock_level=10)
+    read_done = threading.Barrier(2, timeout=10)
+    write_done = threading.Barrier(2, timeout=10)
+    view = ProductDetailView.as_view()
+
+    def slow_view(request):
+        response = view(request, pk=product.pk)
+        response.render()
+        read_done.wait()  # the old row is in hand
+        write_done.wait()  # ... and the write has committed and invalidated
+        return response
+
+    middleware = ProductCacheMiddleware(slow_view)
+    results = {}
+
+    def reader() -> None:
+        request = RequestFactory().get(f"/api/products/{product.pk}")
+        results["late"] = middleware(request)
+        connection.close()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    read_done.wait()
+    services.product_update(product_id=product.pk, stock_level=9)
+    write_done.wait()
+    thread.join(timeout=10)
+
+    assert b'"stock_level":10' in results["late"].content  # the late reader did read the old row
+    assert stock_of(APIClient(), product.pk) == 9
+    assert stock_of(APIClient(), product.pk) == 9
+
+
+def test_a_hundred_concurrent_misses_on_one_key_cost_one_database_read() -> None:
+    product = ProductFactory()
+    view = ProductDetailView.as_view()
+    loads = []
+    lock = threading.Lock()
+
+    def counting_view(request):
+        with lock:
+            loads.append(1)
+        time.sleep(0.05)  # a slow query widens the window in which the others miss too
+        response = view(request, pk=product.pk)
+        response.render()
+        return response
+
+    middleware = ProductCacheMiddleware(counting_view)
+    start = threading.Barrier(100, timeout=10)
+    bodies = []
+
+    def request_once() -> None:
+        start.wait()
+        response = middleware(RequestFactory().get(f"/api/products/{product.pk}"))
+        with lock:
+            bodies.append((response.status_code, response.content))
+        connection.close()
+
+    threads = [threading.Thread(target=request_once) for _ in range(100)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+
+    assert len(bodies) == 100
+    assert {status for status, _ in bodies} == {200}
+    assert len({body for _, body in bodies}) == 1
+    assert len(loads) == 1
+
+
+class BlackHole:
+    """A TCP port that accepts connections and never answers: a hung Redis."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("outage", ["refused", "black-holed"])
+def test_redis_outage_serves_from_postgresql_and_drops_older_entries_after(
+    outage, django_assert_num_queries
+) -> None:
+    product = ProductFactory(stock_level=5)
+    anon = APIClient()
+    clerk = token_client(make_user("clerk", "change_product"))
+    assert stock_of(anon, product.pk) == 5
+    assert stock_of(anon, product.pk) == 5  # cached now
+
+    hole = BlackHole() if outage == "black-holed" else None
+    port = hole.port if hole else closed_port()
+    caches = {"default": {**settings.CACHES["default"]}}
+    caches["default"]["LOCATION"] = f"redis://127.0.0.1:{port}/0"
+    try:
+        with override_settings(CACHES=caches):
+            response = clerk.put(
+                f"/api/products/{product.pk}", {"price": "1.00", "stock_level": 4}, format="json"
+            )
+            assert response.status_code == 200  # the invalidation was lost
+            assert stock_of(anon, product.pk) == 4
+    finally:
+        if hole:
+            hole.close()
+
+    # Redis is back with the entry written before the outage still in it: it is never served,
+    # and the cache is in use again.
+    assert stock_of(anon, product.pk) == 4
+    with django_assert_num_queries(0):
+        assert stock_of(anon, product.pk) == 4
+
+
+def test_writes_that_bypass_django_are_invalidated_by_the_listener() -> None:
+    product = ProductFactory(stock_level=5)
+    anon = APIClient()
+    assert stock_of(anon, product.pk) == 5
+    assert stock_of(anon, product.pk) == 5  # cached now
+
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
+    }
+    listener = subprocess.Popen(
+        [sys.executable, "manage.py", "listen_product_changes"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listener.stdout is not None
+        assert "listening" in listener.stdout.readline()
+        assert stock_of(anon, product.pk) == 5  # cached again after the listener's start
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE products_product SET stock_level = 2 WHERE id = %s", [product.pk]
+            )
+        deadline = time.monotonic() + 15
+        while stock_of(anon, product.pk) != 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stock_of(anon, product.pk) == 2
+    finally:
+        listener.terminate()
+        listener.wait(timeout=10)
+
+
+def test_queryset_update_is_invalidated_through_the_listener_notification() -> None:
+    """The trigger announces bulk updates too; applying the notification invalidates them."""
+    from products.management.commands.listen_product_changes import apply_notification
+
+    products = ProductFactory.create_batch(2, stock_level=5)
+    anon = APIClient()
+    for product in products:
+        assert stock_of(anon, product.pk) == 5
+    with connection.cursor() as cursor:
+        cursor.execute("LISTEN product_changes")
+    Product.objects.filter(pk__in=[p.pk for p in products]).update(stock_level=1)
+    notifies = list(connection.connection.notifies(timeout=5, stop_after=1))
+    assert sorted(int(i) for i in notifies[0].payload.split(",")) == sorted(p.pk for p in products)
+    apply_notification(notifies[0].payload)
+    for product in products:
+        assert stock_of(anon, product.pk) == 1
