@@ -19,6 +19,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from ads_sync import selectors, tasks
+from ads_sync.management.commands import backfill_ads
 from ads_sync.models import SyncDay, SyncRun
 from inventory_project.celery import app as celery_app
 
@@ -65,6 +66,39 @@ def test_without_a_worker_backfill_says_so_instead_of_waiting(ads_sandbox, tmp_p
     assert SyncRun.objects.count() == 0
 
 
+def test_a_queue_nobody_declared_has_no_consumer() -> None:
+    assert backfill_ads.queue_has_consumers("ads-sync-tests-no-such-queue") is False
+
+
+@pytest.mark.usefixtures("empty_queue")
+@pytest.mark.parametrize(("pool", "processes"), [("prefork", 2), ("threads", 1)])
+def test_a_starting_worker_takes_its_google_ads_token_before_any_task(
+    ads_sandbox, tmp_path: Path, pool: str, processes: int
+) -> None:
+    queue = django_settings.CELERY_TASK_DEFAULT_QUEUE
+    log = tmp_path / "worker.log"
+    worker = _worker_process(ads_sandbox, log, "--pool", pool)
+    try:
+        deadline = time.monotonic() + 60
+        while not (
+            len(ads_sandbox.calls(method="token")) >= processes
+            and backfill_ads.queue_has_consumers(queue)
+        ):
+            assert time.monotonic() < deadline, log.read_text()
+            assert worker.poll() is None, log.read_text()
+            time.sleep(0.1)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+
+    # One grant per process that runs tasks (--concurrency 2), and no task was needed for it.
+    assert [c["outcome"] for c in ads_sandbox.calls(method="token")] == ["ok"] * processes
+    assert ads_sandbox.calls() == []
+
+
 @pytest.mark.usefixtures("empty_queue")
 def test_no_wait_prints_the_run_id_and_returns(ads_sandbox, tmp_path: Path) -> None:
     out = io.StringIO()
@@ -77,7 +111,7 @@ def test_no_wait_prints_the_run_id_and_returns(ads_sandbox, tmp_path: Path) -> N
     assert run.finished_at is None
 
 
-def _worker_process(ads_sandbox, log: Path) -> subprocess.Popen[bytes]:
+def _worker_process(ads_sandbox, log: Path, *options: str) -> subprocess.Popen[bytes]:
     db = connection.settings_dict
     env = {
         **os.environ,
@@ -103,6 +137,7 @@ def _worker_process(ads_sandbox, log: Path) -> subprocess.Popen[bytes]:
             "--without-gossip",
             "-Q",
             django_settings.CELERY_TASK_DEFAULT_QUEUE,
+            *options,
         ],
         cwd=ROOT,
         env=env,
