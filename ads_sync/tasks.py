@@ -7,9 +7,11 @@ import logging
 from pathlib import Path
 
 from celery import group, shared_task
+from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 
 from ads_sync import services
+from ads_sync.integrations import google_ads
 
 logger = logging.getLogger(__name__)
 
@@ -81,3 +83,23 @@ def sync_day(customer_id: str, date_iso: str, run_id: int) -> str:
             customer_id=customer_id, day=day, run_id=run_id, error=f"{type(exc).__name__}: {exc}"
         )
         return "failed"
+
+
+# --- Worker start ---------------------------------------------------------------------------
+# Each process that runs tasks builds its Google Ads client as it starts, not in its first
+# sync_day: a fresh worker then starts fetching at once when a backfill is fanned out to it.
+
+
+@worker_process_init.connect
+def _warm_up_pool_process(**_: object) -> None:
+    # Prefork children (after the fork: a gRPC channel must not cross one) and the solo pool.
+    google_ads.warm_up_in_background()
+
+
+@worker_ready.connect
+def _warm_up_thread_pool(sender: object = None, **_: object) -> None:
+    # The threads pool runs tasks in the worker's own process and sends no process_init.
+    from celery.concurrency.thread import TaskPool as ThreadPool
+
+    if isinstance(getattr(sender, "pool", None), ThreadPool):
+        google_ads.warm_up_in_background()

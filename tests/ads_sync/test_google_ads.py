@@ -217,6 +217,26 @@ def test_missing_refresh_token_is_a_credentials_error_before_any_call(ads_sandbo
     assert ads_sandbox.calls(method=None) == []
 
 
+def test_warm_up_takes_the_token_so_the_first_fetch_needs_no_grant(ads_sandbox, settings):
+    # Another configuration, so that this process builds a new client rather than reusing one.
+    settings.GOOGLE_ADS_DEVELOPER_TOKEN = "warm-up-developer-token"
+
+    assert google_ads.warm_up() is True
+    grants_after_warm_up = len(ads_sandbox.calls(method="token"))
+    google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert grants_after_warm_up == 1
+    assert len(ads_sandbox.calls(method="token")) == 1
+    assert _outcomes(ads_sandbox) == ["ok"]
+
+
+def test_warm_up_without_credentials_calls_nothing_and_says_so(ads_sandbox, settings):
+    settings.GOOGLE_ADS_REFRESH_TOKEN = ""
+
+    assert google_ads.warm_up() is False
+    assert ads_sandbox.calls(method=None) == []
+
+
 def _fetch_in_forked_child(customer_id: str, day: dt.date, queue) -> None:
     queue.put(len(google_ads.fetch_data(customer_id, day)))
 
