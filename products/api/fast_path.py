@@ -1,23 +1,32 @@
 """Serve cached product reads ahead of the framework.
 
-A cache hit is answered here, right after the security middleware: no session, CSRF, auth,
-URL resolution or DRF work, and no PostgreSQL. Everything else (a miss, a write, an
-authenticated or browsable-API request) falls through to the normal DRF view; on the way back
-a cacheable 200 is stored under the key that was current *before* the view read the database
-(see products/cache.py for why that makes late stores harmless).
+Two layers, both keyed only through products/cache.py:
 
-Only anonymous JSON reads take the fast path, so rate limiting them here by client IP (the same
-django-ratelimit counter the DRF throttle uses) is exact; over the limit, the request falls
-through and the normal path answers 429.
+- `CachedReadsApp` wraps the WSGI application (inventory_project/wsgi.py). A cache hit for an
+  anonymous JSON read is answered there, before Django builds a request: no middleware, URL
+  resolution, DRF or PostgreSQL. It sends the headers Django's security middleware would.
+- `ProductCacheMiddleware` sits right after the security middleware. It answers hits for
+  requests that did not come through the WSGI layer (the test client, runserver) and, on a miss,
+  lets the normal DRF view answer and stores a cacheable 200 under the key that was current
+  *before* the view read the database (products/cache.py explains why that makes late stores
+  harmless). It also makes concurrent misses of one key wait for a single loader.
+
+Everything else (a write, an authenticated or browsable-API request) falls through untouched.
+Anonymous reads are rate limited here by client IP on the same django-ratelimit counter the
+DRF throttle uses; over the limit, the request falls through and the normal path answers 429.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import parse_qsl
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotModified
+from django.http.request import split_domain_port, validate_host
 from django_ratelimit.core import get_usage
 
 from products import cache
@@ -28,6 +37,136 @@ _DETAIL = re.compile(r"^/api/products/(\d{1,18})/?$")
 _PAGES = {"/api/products": "list", "/api/products/": "list"}
 _PAGES.update({"/api/products/search": "search", "/api/products/search/": "search"})
 STORED_HEADERS = ("Content-Type", "ETag", "Vary", "Allow")
+LOOKUP_ENVIRON_KEY = "products.cache_lookup"
+
+
+def _lookup(path: str, query_string: str, host: str, scheme: str) -> cache.Lookup | None:
+    match = _DETAIL.match(path)
+    if match:
+        return cache.detail_lookup(int(match[1]))
+    kind = _PAGES.get(path)
+    if kind is None:
+        return None
+    # Pages carry absolute next/previous links: the host and scheme are part of the query.
+    params: dict[str, object] = {"_host": host, "_scheme": scheme}
+    for key, value in parse_qsl(query_string, keep_blank_values=True):
+        params[key] = f"{params[key]},{value}" if key in params else value
+    return cache.page_lookup(kind, params)
+
+
+def _anonymous_json_get(method: str, meta: dict[str, Any], query_string: str) -> bool:
+    """GETs without credentials that DRF would answer in JSON."""
+    if method != "GET" or not cache.enabled():
+        return False
+    if "HTTP_AUTHORIZATION" in meta:
+        return False
+    cookies = meta.get("HTTP_COOKIE")
+    if cookies and settings.SESSION_COOKIE_NAME in SimpleCookie(cookies):
+        return False
+    if "format=" in query_string:
+        return False
+    return "text/html" not in meta.get("HTTP_ACCEPT", "*/*")
+
+
+def _over_read_limit(request: Any) -> bool:
+    if not settings.RATELIMIT_ENABLE:
+        return False
+    usage = get_usage(
+        request, group=READ_GROUP, key=client_key, rate=settings.RATELIMIT_READS, increment=True
+    )
+    return usage is not None and bool(usage["should_limit"])
+
+
+class _EnvironRequest:
+    """Just enough of a request for django-ratelimit's counter and our client key."""
+
+    method = "GET"
+    user = None
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self.META = environ
+
+
+class CachedReadsApp:
+    """WSGI wrapper: answer cache hits before Django sees the request."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self._security_headers: list[tuple[str, str]] | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        query_string = environ.get("QUERY_STRING", "")
+        if not _anonymous_json_get(environ["REQUEST_METHOD"], environ, query_string):
+            return self.app(environ, start_response)
+        secure = self._is_secure(environ)
+        if settings.SECURE_SSL_REDIRECT and not secure:
+            return self.app(environ, start_response)  # Django redirects it
+        host = self._host(environ)
+        if host is None:
+            return self.app(environ, start_response)  # Django answers 400
+        lookup = _lookup(
+            environ.get("PATH_INFO", ""), query_string, host, "https" if secure else "http"
+        )
+        if lookup is None:
+            return self.app(environ, start_response)
+        entry = lookup.entry
+        if entry is None or _over_read_limit(_EnvironRequest(environ)):
+            environ[LOOKUP_ENVIRON_KEY] = lookup
+            return self.app(environ, start_response)
+        headers = self._headers(secure)
+        etag = entry.etag
+        if etag and etag in environ.get("HTTP_IF_NONE_MATCH", ""):
+            request = HttpRequest()
+            request.META = environ
+            if if_none_match_fails(request, etag):
+                start_response("304 Not Modified", [("ETag", etag), *headers])
+                return [b""]
+        headers.extend(entry.headers.items())
+        headers.append(("Content-Length", str(len(entry.body))))
+        start_response("200 OK", headers)
+        return [entry.body]
+
+    @staticmethod
+    def _is_secure(environ: dict[str, Any]) -> bool:
+        proxy = settings.SECURE_PROXY_SSL_HEADER
+        if proxy:
+            header, value = proxy
+            forwarded = environ.get(header)
+            if forwarded is not None:
+                return str(forwarded).split(",", 1)[0].strip() == value
+        return environ.get("wsgi.url_scheme") == "https"
+
+    @staticmethod
+    def _host(environ: dict[str, Any]) -> str | None:
+        host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+        domain, _port = split_domain_port(host)
+        allowed = settings.ALLOWED_HOSTS
+        if settings.DEBUG and not allowed:
+            allowed = [".localhost", "127.0.0.1", "[::1]"]
+        return host if domain and validate_host(domain, allowed) else None
+
+    def _headers(self, secure: bool) -> list[tuple[str, str]]:
+        """What SecurityMiddleware and XFrameOptionsMiddleware add to every response."""
+        if self._security_headers is None:
+            headers = []
+            if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+                headers.append(("X-Content-Type-Options", "nosniff"))
+            if settings.SECURE_REFERRER_POLICY:
+                headers.append(("Referrer-Policy", str(settings.SECURE_REFERRER_POLICY)))
+            if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+                coop = str(settings.SECURE_CROSS_ORIGIN_OPENER_POLICY)
+                headers.append(("Cross-Origin-Opener-Policy", coop))
+            headers.append(("X-Frame-Options", str(settings.X_FRAME_OPTIONS)))
+            self._security_headers = headers
+        headers = list(self._security_headers)
+        if secure and settings.SECURE_HSTS_SECONDS:
+            hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
+            if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+                hsts += "; includeSubDomains"
+            if settings.SECURE_HSTS_PRELOAD:
+                hsts += "; preload"
+            headers.append(("Strict-Transport-Security", hsts))
+        return headers
 
 
 class ProductCacheMiddleware:
@@ -35,7 +174,7 @@ class ProductCacheMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        lookup = self._lookup(request) if _eligible(request) else None
+        lookup = self._lookup(request)
         if lookup is None:
             return self.get_response(request)
         if lookup.entry is not None:
@@ -55,51 +194,27 @@ class ProductCacheMiddleware:
 
     @staticmethod
     def _lookup(request: HttpRequest) -> cache.Lookup | None:
-        path = request.path_info
-        match = _DETAIL.match(path)
-        if match:
-            return cache.detail_lookup(int(match[1]))
-        kind = _PAGES.get(path)
-        if kind is None:
+        query_string = request.META.get("QUERY_STRING", "")
+        if not _anonymous_json_get(str(request.method), request.META, query_string):
             return None
-        # Pages carry absolute next/previous links: the host and scheme are part of the query.
-        params = {
-            "_host": request.get_host(),
-            "_scheme": request.scheme,
-            **{key: ",".join(values) for key, values in request.GET.lists()},
-        }
-        return cache.page_lookup(kind, params)
-
-
-def _eligible(request: HttpRequest) -> bool:
-    """Anonymous GETs that DRF would answer in JSON."""
-    if request.method != "GET" or not cache.enabled():
-        return False
-    if "HTTP_AUTHORIZATION" in request.META or settings.SESSION_COOKIE_NAME in request.COOKIES:
-        return False
-    if "format" in request.GET:
-        return False
-    accept = request.META.get("HTTP_ACCEPT", "*/*")
-    return "text/html" not in accept
+        # The WSGI layer looked already and missed (or the client is over its limit).
+        looked: cache.Lookup | None = request.META.pop(LOOKUP_ENVIRON_KEY, None)
+        if looked is not None:
+            return looked
+        return _lookup(
+            request.path_info, query_string, request.get_host(), request.scheme or "http"
+        )
 
 
 def _hit(request: HttpRequest, entry: cache.Entry) -> HttpResponseBase | None:
     """The cached answer, or None when the client is over its rate limit (normal path: 429)."""
-    if settings.RATELIMIT_ENABLE:
-        usage = get_usage(
-            request,
-            group=READ_GROUP,
-            key=client_key,
-            rate=settings.RATELIMIT_READS,
-            increment=True,
-        )
-        if usage is not None and usage["should_limit"]:
-            return None
+    if _over_read_limit(request):
+        return None
     etag = entry.etag
     if etag and if_none_match_fails(request, etag):
-        response: HttpResponseBase = HttpResponseNotModified()
-        response["ETag"] = etag
-        return response
+        not_modified = HttpResponseNotModified()
+        not_modified["ETag"] = etag
+        return not_modified
     response = HttpResponse(entry.body)
     for name, value in entry.headers.items():
         response[name] = value

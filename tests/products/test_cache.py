@@ -311,3 +311,98 @@ def test_queryset_update_is_invalidated_through_the_listener_notification() -> N
     apply_notification(notifies[0].payload)
     for product in products:
         assert stock_of(anon, product.pk) == 1
+
+
+def _wsgi_get(app, path: str, **environ: str) -> tuple[str, dict[str, str], bytes]:
+    from wsgiref.util import setup_testing_defaults
+
+    env: dict[str, object] = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "HTTP_HOST": "testserver"}
+    env.update(environ)
+    setup_testing_defaults(env)
+    captured = {}
+
+    def start_response(status, headers):
+        captured["status"], captured["headers"] = status, dict(headers)
+
+    body = b"".join(app(env, start_response))
+    return captured["status"], captured["headers"], body
+
+
+class CountingApp:
+    """Stands in for Django behind the WSGI layer: counts what reaches it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, environ, start_response):
+        self.calls += 1
+        start_response("204 No Content", [])
+        return [b""]
+
+
+@pytest.fixture
+def wsgi_layer():
+    from products.api.fast_path import CachedReadsApp
+
+    inner = CountingApp()
+    return CachedReadsApp(inner), inner
+
+
+def test_the_wsgi_layer_answers_a_hit_before_django_with_security_headers(wsgi_layer) -> None:
+    app, inner = wsgi_layer
+    product = ProductFactory()
+    cached = APIClient().get(f"/api/products/{product.pk}")  # fills the cache
+    status, headers, body = _wsgi_get(app, f"/api/products/{product.pk}")
+    assert inner.calls == 0
+    assert status == "200 OK"
+    assert body == cached.content
+    assert headers["ETag"] == cached["ETag"]
+    assert headers["Content-Type"] == "application/json"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == cached["X-Frame-Options"]
+
+
+def test_the_wsgi_layer_answers_if_none_match_with_304(wsgi_layer) -> None:
+    app, inner = wsgi_layer
+    product = ProductFactory()
+    etag = APIClient().get(f"/api/products/{product.pk}")["ETag"]
+    status, headers, _ = _wsgi_get(app, f"/api/products/{product.pk}", HTTP_IF_NONE_MATCH=etag)
+    assert (status, headers["ETag"], inner.calls) == ("304 Not Modified", etag, 0)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"HTTP_AUTHORIZATION": "Token abc"},
+        {"HTTP_COOKIE": "sessionid=abc"},
+        {"HTTP_ACCEPT": "text/html,application/xhtml+xml"},
+        {"QUERY_STRING": "format=api"},
+        {"HTTP_HOST": "evil.example"},
+        {"REQUEST_METHOD": "HEAD"},
+    ],
+    ids=["token", "session", "browser", "browsable-format", "unknown-host", "head"],
+)
+def test_the_wsgi_layer_leaves_everything_but_anonymous_json_reads_to_django(
+    wsgi_layer, environ
+) -> None:
+    app, inner = wsgi_layer
+    product = ProductFactory()
+    APIClient().get(f"/api/products/{product.pk}")  # cached
+    _wsgi_get(app, f"/api/products/{product.pk}", **environ)
+    assert inner.calls == 1
+
+
+def test_the_wsgi_layer_counts_reads_against_the_rate_limit(wsgi_layer, settings) -> None:
+    settings.RATELIMIT_ENABLE = True
+    settings.RATELIMIT_READS = "3/m"
+    app, inner = wsgi_layer
+    product = ProductFactory()
+    client = APIClient(REMOTE_ADDR="10.9.8.7")
+    client.get(f"/api/products/{product.pk}")  # 1 (fills the cache)
+    for _ in range(2):  # 2 and 3 are served from the cache
+        status, _, _ = _wsgi_get(app, f"/api/products/{product.pk}", REMOTE_ADDR="10.9.8.7")
+        assert status == "200 OK"
+    _wsgi_get(app, f"/api/products/{product.pk}", REMOTE_ADDR="10.9.8.7")
+    assert inner.calls == 1  # the 4th goes to Django, which answers 429
+    response = client.get(f"/api/products/{product.pk}")
+    assert response.status_code == 429
