@@ -1,8 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from inventory_project import health
+from products.api import errors
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -11,6 +12,9 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include("products.api.urls")),
+    # Unknown /api/ URLs get the JSON error shape even with DEBUG on, where Django would
+    # otherwise answer with its HTML debug page instead of calling handler404.
+    re_path(r"^api/", errors.handler404),
 ]
 
 # Django's own errors answer in the API's JSON shape for /api/ paths, and as usual elsewhere.

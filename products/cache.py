@@ -175,6 +175,16 @@ def _healthy() -> bool:
     return True
 
 
+def recover() -> bool:
+    """For long-running processes: if Redis failed on us, drop every entry once it answers.
+
+    Returns whether the cache is usable. The invalidation listener calls this every second, so
+    entries cached before an outage stop being served soon after Redis returns, even by processes
+    that never saw it fail.
+    """
+    return _healthy()
+
+
 def bump_epoch() -> None:
     """Make every existing entry unreachable (raises when Redis is unreachable)."""
     redis = _redis()

@@ -54,6 +54,7 @@ class Command(BaseCommand):
             while self._running:
                 for notify in conn.notifies(timeout=1.0, stop_after=500):
                     apply_notification(notify.payload)
+                cache.recover()
 
 
 def apply_notification(payload: str) -> None:
