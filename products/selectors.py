@@ -12,13 +12,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import connection
-from django.db.models import QuerySet, Subquery
+from django.db.models import QuerySet
 
 from products.models import Product
-
-# Above this many rows (by the planner's estimate) the unfiltered list reports the estimate
-# instead of running count(*) on every request; the page itself is still exact.
-EXACT_COUNT_MAX_ROWS = 100_000
 
 
 class PageOutOfRange(Exception):
@@ -39,7 +35,6 @@ class ProductFilters:
 class OffsetPage:
     products: list[Product]
     count: int
-    count_is_estimate: bool
     page: int
     limit: int
 
@@ -71,19 +66,19 @@ def product_get(*, product_id: int) -> Product:
 
 def product_list(*, page: int, limit: int) -> OffsetPage:
     """Page `page` (1-based) of the whole catalogue in id order."""
-    count, estimated = _catalogue_count()
-    if not estimated and page > max(1, math.ceil(count / limit)):
+    count = _catalogue_count()
+    if page > max(1, math.ceil(count / limit)):
         raise PageOutOfRange(f"page {page} is past the last page")
     offset = (page - 1) * limit
     queryset = Product.objects.order_by("id")
     if offset:
-        # Skip the offset on the primary-key index alone (an index-only scan), then read just
-        # `limit` rows, instead of fetching and discarding `offset` full rows.
-        boundary = Product.objects.order_by("id").values("id")[offset : offset + 1]
-        queryset = queryset.filter(id__gte=Subquery(boundary))
-    products = list(queryset[:limit])
+        # The per-bucket counts say which block of ids holds row number `offset` and how many
+        # rows come before it: only the remainder (< 1,024 rows) is skipped the slow way.
+        first_id, offset = _bucket_start(offset)
+        queryset = queryset.filter(id__gte=first_id)
+    products = list(queryset[offset : offset + limit])
     _ensure_in_range(page, products)
-    return OffsetPage(products, count, estimated, page, limit)
+    return OffsetPage(products, count, page, limit)
 
 
 def product_list_after(*, after_id: int, limit: int) -> KeysetPage:
@@ -98,7 +93,7 @@ def product_search(*, filters: ProductFilters, page: int, limit: int) -> OffsetP
     offset = (page - 1) * limit
     products = list(queryset[offset : offset + limit])
     _ensure_in_range(page, products)
-    return OffsetPage(products, count, False, page, limit)
+    return OffsetPage(products, count, page, limit)
 
 
 def product_search_after(*, filters: ProductFilters, after_id: int, limit: int) -> KeysetPage:
@@ -131,15 +126,30 @@ def _ensure_in_range(page: int, products: list[Product]) -> None:
     raise PageOutOfRange(f"page {page} is past the last page")
 
 
-def _catalogue_count() -> tuple[int, bool]:
-    """(count, is_estimate): exact for small tables, the planner's estimate for large ones."""
+def _catalogue_count() -> int:
+    """Exact, from the per-bucket counts the triggers of migration 0004 keep."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-            [Product._meta.db_table],
-        )
+        cursor.execute("SELECT COALESCE(sum(n), 0)::bigint FROM products_id_bucket")
         row = cursor.fetchone()
-    estimate = int(row[0]) if row else -1
-    if estimate > EXACT_COUNT_MAX_ROWS:
-        return estimate, True
-    return Product.objects.count(), False
+    return int(row[0])
+
+
+_BUCKET_START_SQL = """
+WITH b AS (
+    SELECT bucket, n, sum(n) OVER (ORDER BY bucket) AS upto
+    FROM products_id_bucket WHERE n > 0
+)
+SELECT bucket, upto - n FROM b WHERE upto > %s ORDER BY bucket LIMIT 1
+"""
+BUCKET_BITS = 10  # migration 0004: bucket = id >> 10
+
+
+def _bucket_start(offset: int) -> tuple[int, int]:
+    """(first id of the bucket holding row `offset`, offset left within that bucket)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_BUCKET_START_SQL, [offset])
+        row = cursor.fetchone()
+    if row is None:  # past the end: an empty page
+        return 0, offset
+    bucket, before = row
+    return int(bucket) << BUCKET_BITS, offset - int(before)

@@ -23,7 +23,6 @@ def offset_page_data(request: Request, page: OffsetPage) -> dict[str, Any]:
         )
     return {
         "count": page.count,
-        "count_is_estimate": page.count_is_estimate,
         "page": page.page,
         "limit": page.limit,
         "total_pages": page.total_pages,
@@ -41,7 +40,6 @@ def keyset_page_data(request: Request, page: KeysetPage) -> dict[str, Any]:
         next_url = replace_query_param(url, "after_id", page.next_after_id)
     return {
         "count": None,
-        "count_is_estimate": False,
         "page": None,
         "limit": page.limit,
         "total_pages": None,

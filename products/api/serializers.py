@@ -200,9 +200,6 @@ class ProductPageSerializer(serializers.Serializer):
     count = serializers.IntegerField(
         allow_null=True, help_text="Matching products; null in keyset mode."
     )
-    count_is_estimate = serializers.BooleanField(
-        help_text="True when count is the planner's estimate (very large unfiltered catalogue)."
-    )
     page = serializers.IntegerField(allow_null=True)
     limit = serializers.IntegerField()
     total_pages = serializers.IntegerField(allow_null=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection
 
 from products import selectors
 from products.models import Product
@@ -11,14 +11,36 @@ from tests.products.conftest import ProductFactory
 
 
 @pytest.mark.django_db
-def test_count_switches_to_the_planner_estimate_on_a_large_table(monkeypatch) -> None:
-    ProductFactory.create_batch(3)
+def test_count_is_exact_after_inserts_deletes_and_truncate() -> None:
+    products = ProductFactory.create_batch(5)
+    assert selectors.product_list(page=1, limit=20).count == 5
+    Product.objects.filter(pk__in=[p.pk for p in products[:2]]).delete()
+    assert selectors.product_list(page=1, limit=20).count == 3
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE products_product")
-    monkeypatch.setattr(selectors, "EXACT_COUNT_MAX_ROWS", 1)
-    page = selectors.product_list(page=1, limit=20)
-    assert page.count_is_estimate is True
-    assert page.count == 3
+        cursor.execute("TRUNCATE products_product")
+    assert selectors.product_list(page=1, limit=20).count == 0
+
+
+@pytest.mark.django_db
+def test_deep_pages_are_exact_across_buckets_with_gaps() -> None:
+    with connection.cursor() as cursor:
+        # ids 1..3000 with every third one missing and a hole over a whole bucket (1024-2047)
+        cursor.execute(
+            "INSERT INTO products_product (id, name, price, stock_level, created_at, updated_at,"
+            " version) SELECT i, 'p' || i, 1, 1, now(), now(), 1 FROM generate_series(1, 3000) i"
+            " WHERE i % 3 <> 0 AND i NOT BETWEEN 1024 AND 2047"
+        )
+    expected = [i for i in range(1, 3001) if i % 3 and not 1024 <= i <= 2047]
+    for page in (1, 2, 34, 35, 36, 70, 71):
+        ids = [p.id for p in selectors.product_list(page=page, limit=10).products]
+        assert ids == expected[(page - 1) * 10 : page * 10], page
+
+
+@pytest.mark.django_db
+def test_a_product_id_never_changes() -> None:
+    product = ProductFactory()
+    with pytest.raises(IntegrityError):
+        Product.objects.filter(pk=product.pk).update(id=product.pk + 1000)
 
 
 @pytest.mark.django_db
