@@ -242,7 +242,12 @@ def claim(lookup: Lookup) -> tuple[Entry | None, bool]:
     try:
         redis = _redis()
         if redis.set(lookup.lock_key, b"1", nx=True, px=LOCK_TTL_MS):
-            return None, True
+            # A leader may have stored and released between our lookup and our lock.
+            raw = redis.get(lookup.slot.key)
+            if raw is None:
+                return None, True
+            redis.delete(lookup.lock_key)
+            return Entry.decode(raw), False
         deadline = time.monotonic() + FILL_WAIT_S
         delay = 0.002
         while time.monotonic() < deadline:

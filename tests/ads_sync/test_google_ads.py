@@ -308,9 +308,11 @@ def test_rate_limit_is_shared_by_two_processes(ads_sandbox, tmp_path):
     assert all(c["outcome"] == "ok" for c in calls)
     times = sorted(c["t"] for c in calls)
     busiest_second = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
-    # One bucket of `qps` per second with a burst of one: at most qps (+1 at the window's edges),
-    # where two per-process limiters would let about 2 x qps through.
-    assert busiest_second <= qps + 1
+    # One bucket of `qps` per second with a burst of one: about qps per second (+2 for arrival
+    # jitter on a loaded machine), where two per-process limiters would let 2 x qps through;
+    # and the 16 calls are spread over (16 - 1) / qps seconds, not half of that.
+    assert busiest_second <= qps + 2
+    assert times[-1] - times[0] >= 0.9 * (len(times) - 1) / qps
     first_ends = min(
         max(c["t"] for c in calls if c["customer_id"] == cid) for cid in data.DEFAULT_CUSTOMERS
     )
