@@ -27,13 +27,15 @@ if [[ -f .env ]] && grep -q '^GOOGLE_ADS_REFRESH_TOKEN=' .env; then
 fi
 # Catch up now rather than at the next 03:00 UTC beat: the worker picks this up once it starts,
 # and gap detection plans only the days still missing.
-.venv/bin/python manage.py shell -c \
+.venv/bin/python manage.py shell --no-imports -c \
   "from ads_sync.tasks import detect_gaps; detect_gaps.delay(trigger='beat')"
 echo "  Google Ads: gap detection queued; progress in the admin (Sync runs) and ./output"
 if [[ -z "$refresh_token" ]]; then
   .venv/bin/python manage.py google_ads_sandbox --state-dir .sandbox --env-only \
     --env-file .sandbox/env >/dev/null
   echo "  Google Ads: no GOOGLE_ADS_REFRESH_TOKEN, using the local sandbox API (.sandbox/env)"
+  # The sandbox has no Google quota to protect: backfill two years in about a minute.
+  export ADS_SYNC_MAX_QPS="${ADS_SYNC_MAX_QPS:-25}"
   echo
   exec .venv/bin/honcho start -f Procfile -e .env,.sandbox/env web worker beat listener sandbox
 fi
