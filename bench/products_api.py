@@ -154,7 +154,7 @@ def http_get(path: str) -> tuple[int, bytes]:
 def wrk(name: str, script: str, path: str, seconds: int, extra_env: dict[str, str]) -> Result:
     env = dict(os.environ, WRK_LUA_DIR=str(WRK_DIR), **extra_env)
     url = f"http://127.0.0.1:{PORT}{path}"
-    cmd = ["wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", "-s", str(WRK_DIR / script), url]
+    cmd = ["wrk", "-t1", "-c64", f"-d{seconds}s", "--latency", "-s", str(WRK_DIR / script), url]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout  # noqa: S603
     line = next(line for line in out.splitlines() if line.startswith("WRK_JSON "))
     data = json.loads(line.removeprefix("WRK_JSON "))
@@ -307,7 +307,8 @@ def render(cached: list[Result], uncached: list[Result], stale: tuple[int, int, 
             "",
             f"Machine: {machine}. Command: `make bench` (`bench/products_api.py`).",
             f"{ROWS:,} products; gunicorn with `inventory_project/gunicorn.conf.py` under the "
-            "production settings, rate limits off; wrk -t1 -c16 on the same machine. "
+            "production settings, rate limits off; wrk -t1 -c64 on the same machine "
+            "(with 16 connections gunicorn could hand most to one of its two processes). "
             "Each figure is divided by the floor (a bare Django view returning constant JSON, "
             "`/healthz`) measured by the same server in the same run; the uncached rows "
             "(`PRODUCT_CACHE_ENABLED=false`) use their own server's floor.",
