@@ -118,6 +118,7 @@ class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.suspect = False
+        self.failures = 0  # counts failures, so a recovery cannot clear a newer one
         self.retry_at = 0.0
         self.scripts: dict[str, Callable[..., object]] = {}
 
@@ -152,6 +153,7 @@ def _fail(exc: Exception) -> None:
     with _state.lock:
         first = not _state.suspect
         _state.suspect = True
+        _state.failures += 1
         _state.retry_at = time.monotonic() + RETRY_AFTER_FAILURE_S
     if first:
         logger.warning("product cache unavailable, serving from PostgreSQL: %s", exc)
@@ -163,6 +165,7 @@ def _healthy() -> bool:
         return True
     if time.monotonic() < _state.retry_at:
         return False
+    failures = _state.failures
     try:
         bump_epoch()
     except Exception:
@@ -170,6 +173,8 @@ def _healthy() -> bool:
             _state.retry_at = time.monotonic() + RETRY_AFTER_FAILURE_S
         return False
     with _state.lock:
+        if _state.failures != failures:
+            return False  # Redis failed again while we bumped: bump again next time
         _state.suspect = False
     logger.warning("product cache reachable again; epoch bumped, older entries dropped")
     return True
