@@ -59,12 +59,17 @@ def micros_to_currency(micros: int) -> Decimal:
 # --- CSV files ------------------------------------------------------------------------------
 
 
+CSV_FILE_MODE = 0o644
+
+
 @contextlib.contextmanager
 def _atomic_csv(path: Path) -> Iterator[Any]:
     """Write to a temporary file next to `path`, then os.replace it: readers never see half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600 and os.replace keeps it: give readers the usual 0644.
+        os.fchmod(fd, CSV_FILE_MODE)
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
             yield csv.writer(handle)
             handle.flush()
@@ -352,7 +357,14 @@ def run_finish_if_settled(*, run_id: int) -> bool:
     return True
 
 
-def _settle(*, entry_id: int, run_id: int, state: str, **fields: object) -> bool:
+def _settle(
+    *,
+    entry_id: int,
+    run_id: int,
+    state: str,
+    from_states: tuple[str, ...] = (SyncDay.State.RUNNING,),
+    **fields: object,
+) -> bool:
     """Move a running ledger entry of this run to a final state and count it, atomically."""
     counter = {
         SyncDay.State.DONE: "done",
@@ -361,9 +373,9 @@ def _settle(*, entry_id: int, run_id: int, state: str, **fields: object) -> bool
     }[SyncDay.State(state)]
     rows = int(fields.get("rows", 0) or 0)  # type: ignore[call-overload]
     with transaction.atomic():
-        moved = SyncDay.objects.filter(
-            pk=entry_id, run_id=run_id, state=SyncDay.State.RUNNING
-        ).update(state=state, updated_at=timezone.now(), **fields)
+        moved = SyncDay.objects.filter(pk=entry_id, run_id=run_id, state__in=from_states).update(
+            state=state, updated_at=timezone.now(), **fields
+        )
         if moved:
             increments: dict[str, object] = {counter: F(counter) + 1}
             if state == SyncDay.State.DONE:
@@ -395,8 +407,13 @@ def day_fail(*, customer_id: str, day: dt.date, run_id: int, error: str) -> bool
     entry = SyncDay.objects.filter(customer_id=customer_id, date=day).first()
     if entry is None:
         return False
+    # It may have escaped before the day was started: pending counts too, or the run never ends.
     settled = _settle(
-        entry_id=entry.pk, run_id=run_id, state=SyncDay.State.FAILED, last_error=error
+        entry_id=entry.pk,
+        run_id=run_id,
+        state=SyncDay.State.FAILED,
+        from_states=(SyncDay.State.PENDING, SyncDay.State.RUNNING),
+        last_error=error,
     )
     run_finish_if_settled(run_id=run_id)
     return settled
@@ -418,9 +435,11 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
     )
     if entry.run_id == run_id and entry.state in FINAL_STATES:
         return DayOutcome(state="skipped")
+    # Only the run that planned the day may start it (again, after a lost worker): a task of an
+    # older run whose day was planned anew must not take it over and leave either run unsettled.
     started = (
-        SyncDay.objects.filter(pk=entry.pk)
-        .exclude(run_id=run_id, state__in=FINAL_STATES)
+        SyncDay.objects.filter(pk=entry.pk, run_id=run_id)
+        .exclude(state__in=FINAL_STATES)
         .update(state=SyncDay.State.RUNNING, run=run, attempts=F("attempts") + 1, updated_at=now)
     )
     if not started:

@@ -26,7 +26,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,10 +224,16 @@ def detail_lookup(product_id: int) -> Lookup:
     return _lookup("detail", _LOOKUP_DETAIL, _key(f"ver:{product_id}"), _key("d:"), str(product_id))
 
 
-def page_lookup(kind: str, params: Mapping[str, object]) -> Lookup:
-    """The cached list/search page for a normalized query (`kind` plus sorted parameters)."""
-    normalized = kind + "?" + "&".join(f"{k}={params[k]}" for k in sorted(params))
-    digest = hashlib.blake2b(normalized.encode(), digest_size=16).hexdigest()
+def page_lookup(kind: str, *, host: str, scheme: str, params: Sequence[tuple[str, str]]) -> Lookup:
+    """The cached list/search page for a normalized query.
+
+    Parameters are ordered by name only (a stable sort keeps repeated names in their order,
+    which decides the value DRF reads) and encoded losslessly, so no two different queries
+    share a key: `name=a%26page%3D3` and `name=a&page=3` stay apart.
+    """
+    ordered = sorted(params, key=lambda pair: pair[0])
+    normalized = orjson.dumps([kind, host, scheme, ordered])
+    digest = hashlib.blake2b(normalized, digest_size=16).hexdigest()
     return _lookup("page", _LOOKUP_PAGE, _key("gen"), _key("l:"), digest)
 
 

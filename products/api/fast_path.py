@@ -48,10 +48,8 @@ def _lookup(path: str, query_string: str, host: str, scheme: str) -> cache.Looku
     if kind is None:
         return None
     # Pages carry absolute next/previous links: the host and scheme are part of the query.
-    params: dict[str, object] = {"_host": host, "_scheme": scheme}
-    for key, value in parse_qsl(query_string, keep_blank_values=True):
-        params[key] = f"{params[key]},{value}" if key in params else value
-    return cache.page_lookup(kind, params)
+    params = parse_qsl(query_string, keep_blank_values=True)
+    return cache.page_lookup(kind, host=host, scheme=scheme, params=params)
 
 
 def _anonymous_json_get(method: str, meta: dict[str, Any], query_string: str) -> bool:
@@ -115,7 +113,7 @@ class CachedReadsApp:
             return self.app(environ, start_response)
         headers = self._headers(secure)
         etag = entry.etag
-        if etag and etag in environ.get("HTTP_IF_NONE_MATCH", ""):
+        if etag and "HTTP_IF_NONE_MATCH" in environ:
             request = HttpRequest()
             request.META = environ
             if if_none_match_fails(request, etag):

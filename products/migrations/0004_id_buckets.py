@@ -9,6 +9,8 @@ newest bucket queue on its row until they commit: fine for a catalogue's write r
 from django.db import migrations
 
 FORWARD = """
+-- No insert or delete may commit between the initial count and the triggers' creation.
+LOCK TABLE products_product IN SHARE ROW EXCLUSIVE MODE;
 CREATE TABLE products_id_bucket (
     bucket bigint PRIMARY KEY,
     n bigint NOT NULL CHECK (n >= 0)

@@ -148,3 +148,34 @@ def test_a_day_this_run_already_settled_is_not_synced_again(tmp_path: Path) -> N
     outcome = services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
     assert outcome.state == "skipped"
     assert SyncDay.objects.get(customer_id=CUSTOMER, date=DAY).attempts == 0
+
+
+def test_day_csv_files_are_readable_by_other_users(tmp_path: Path) -> None:
+    path = services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def _run(tmp_path: Path, planned: int = 1) -> SyncRun:
+    return SyncRun.objects.create(
+        trigger=SyncRun.Trigger.BACKFILL, output_dir=str(tmp_path), planned=planned
+    )
+
+
+def test_a_task_of_an_older_run_does_not_take_over_a_day_planned_by_a_newer_one(
+    tmp_path: Path,
+) -> None:
+    old, new = _run(tmp_path), _run(tmp_path)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=new, state=SyncDay.State.RUNNING)
+    outcome = services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=old.pk)
+    assert outcome.state == "skipped"
+    entry = SyncDay.objects.get(customer_id=CUSTOMER, date=DAY)
+    assert (entry.run_id, entry.state) == (new.pk, SyncDay.State.RUNNING)
+
+
+def test_a_failure_before_the_day_started_still_settles_the_run(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
+    assert services.day_fail(customer_id=CUSTOMER, day=DAY, run_id=run.pk, error="boom")
+    run.refresh_from_db()
+    assert run.failed == 1
+    assert run.finished_at is not None

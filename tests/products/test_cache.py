@@ -420,3 +420,19 @@ def test_recover_drops_entries_cached_before_an_outage_it_saw() -> None:
     Product.objects.filter(pk=product.pk).update(stock_level=1)  # its invalidation was lost
     assert cache.recover() is True  # Redis is back: the epoch moves on
     assert stock_of(anon, product.pk) == 1
+
+
+def test_a_query_with_escaped_separators_never_shares_a_cached_page_with_another() -> None:
+    ProductFactory(name="a bolt")
+    anon = APIClient()
+    crafted = anon.get("/api/products/search?name=a%26page%3D1")
+    assert crafted.json()["count"] == 0  # searched for the literal text "a&page=1"
+    real = anon.get("/api/products/search?name=a&page=1")
+    assert real.json()["count"] == 1
+
+
+def test_repeated_parameters_in_another_order_are_another_page() -> None:
+    ProductFactory.create_batch(3)
+    anon = APIClient()
+    assert anon.get("/api/products?limit=1&limit=2").json()["limit"] == 2
+    assert anon.get("/api/products?limit=2&limit=1").json()["limit"] == 1

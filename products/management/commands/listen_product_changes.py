@@ -62,6 +62,11 @@ def apply_notification(payload: str) -> None:
     if payload == "*":
         cache.invalidate_all()
         return
-    ids = [int(part) for part in payload.split(",") if part]
+    try:
+        ids = [int(part) for part in payload.split(",") if part]
+    except ValueError:
+        logger.warning("unexpected %s payload %r: dropping every cached product", CHANNEL, payload)
+        cache.invalidate_all()
+        return
     if ids:
         cache.invalidate(ids)
