@@ -62,6 +62,22 @@ def micros_to_currency(micros: int) -> Decimal:
 CSV_FILE_MODE = 0o644
 
 
+def _campaign_row(row: CampaignDayMetric) -> list[object]:
+    """One metric row in DAY_CSV_HEADER's columns: money in currency, the micros kept."""
+    return [
+        row.customer_id,
+        row.date.isoformat(),
+        row.campaign_id,
+        row.campaign_name,
+        row.impressions,
+        row.clicks,
+        micros_to_currency(row.cost_micros),
+        row.cost_micros,
+        row.currency_code,
+        row.conversions,
+    ]
+
+
 @contextlib.contextmanager
 def _atomic_csv(path: Path) -> Iterator[Any]:
     """Write to a temporary file next to `path`, then os.replace it: readers never see half."""
@@ -90,20 +106,7 @@ def day_csv_write(*, customer_id: str, day: dt.date, output_dir: str | Path) -> 
     with _atomic_csv(path) as writer:
         writer.writerow(DAY_CSV_HEADER)
         for row in rows:
-            writer.writerow(
-                [
-                    row.customer_id,
-                    row.date.isoformat(),
-                    row.campaign_id,
-                    row.campaign_name,
-                    row.impressions,
-                    row.clicks,
-                    micros_to_currency(row.cost_micros),
-                    row.cost_micros,
-                    row.currency_code,
-                    row.conversions,
-                ]
-            )
+            writer.writerow(_campaign_row(row))
     return path
 
 
@@ -172,20 +175,7 @@ def combined_csv_write(
         if end:
             qs = qs.filter(date__lte=end)
         for row in qs.iterator(chunk_size=5000):
-            writer.writerow(
-                [
-                    row.customer_id,
-                    row.date.isoformat(),
-                    row.campaign_id,
-                    row.campaign_name,
-                    row.impressions,
-                    row.clicks,
-                    micros_to_currency(row.cost_micros),
-                    row.cost_micros,
-                    row.currency_code,
-                    row.conversions,
-                ]
-            )
+            writer.writerow(_campaign_row(row))
             count += 1
     return count
 

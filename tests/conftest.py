@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from celery.contrib.testing.worker import start_worker
 from django.core.cache import cache
 from django_redis import get_redis_connection
 
-from inventory_project.celery import app as celery_app
+from tests.workers import running_worker
 
 
 @pytest.fixture(autouse=True)
@@ -39,19 +38,5 @@ def celery_worker() -> Iterator[object]:
     Tests using it need `transaction=True` database access: the worker's threads use their own
     database connections and see only committed data.
     """
-    queue = celery_app.conf.task_default_queue
-    with celery_app.connection_for_write() as conn:
-        # Declared exactly as the worker declares it, then emptied of earlier runs' leftovers.
-        bound = celery_app.amqp.queues[queue](conn.default_channel)
-        bound.declare()
-        bound.purge()
-    with start_worker(
-        celery_app,
-        pool="threads",
-        concurrency=2,
-        perform_ping_check=False,
-        loglevel="WARNING",
-        queues=[queue],
-        shutdown_timeout=30,
-    ) as worker:
+    with running_worker() as worker:
         yield worker

@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from celery.contrib.testing.worker import start_worker
 from django.db import close_old_connections
 
 from ads_sync import selectors
-from ads_sync.models import CampaignDayMetric, SyncRun
+from ads_sync.models import CampaignDayMetric, SyncDay, SyncRun
 from ads_sync.sandbox import data
-from inventory_project.celery import app as celery_app
+from tests.workers import running_worker
 
 
 def wait_for_run(run_id: int, timeout_s: float = 120.0) -> SyncRun:
@@ -87,18 +86,17 @@ def fetched_days(calls: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
 def sync_worker() -> Iterator[object]:
     """A real in-process Celery worker for a whole module: the per-test worker's shutdown costs
     seconds each time, and these tests need one in almost every case."""
-    queue = celery_app.conf.task_default_queue
-    with celery_app.connection_for_write() as conn:
-        bound = celery_app.amqp.queues[queue](conn.default_channel)
-        bound.declare()
-        bound.purge()
-    with start_worker(
-        celery_app,
-        pool="threads",
-        concurrency=2,
-        perform_ping_check=False,
-        loglevel="WARNING",
-        queues=[queue],
-        shutdown_timeout=30,
-    ) as worker:
+    with running_worker() as worker:
         yield worker
+
+
+def assert_complete(customers: tuple[str, ...], output_dir: Path, days: int) -> None:
+    """Every day of every account's window is done, with the sandbox's rows in the ORM and CSV."""
+    windows = selectors.sync_windows(customer_ids=list(customers), days=days)
+    for window in windows:
+        for day in days_between(window.start, window.end):
+            expected = expected_rows(window.customer_id, day)
+            assert orm_rows(window.customer_id, day) == expected, (window.customer_id, day)
+            assert csv_rows(output_dir, window.customer_id, day) == expected
+    assert SyncDay.objects.exclude(state=SyncDay.State.DONE).count() == 0
+    assert SyncDay.objects.count() == len(customers) * days

@@ -15,11 +15,10 @@ from ads_sync import locks, selectors, tasks
 from ads_sync.models import CampaignDayMetric, SyncDay, SyncRun
 
 from .helpers import (
-    csv_rows,
+    assert_complete,
     days_between,
     expected_rows,
     fetched_days,
-    orm_rows,
     sync_worker,  # noqa: F401 (a fixture)
     wait_for_run,
 )
@@ -44,17 +43,6 @@ def _detect() -> SyncRun:
     return wait_for_run(run_id)
 
 
-def _assert_complete(customers: tuple[str, ...], output_dir: Path, days: int) -> None:
-    windows = selectors.sync_windows(customer_ids=list(customers), days=days)
-    for window in windows:
-        for day in days_between(window.start, window.end):
-            expected = expected_rows(window.customer_id, day)
-            assert orm_rows(window.customer_id, day) == expected, (window.customer_id, day)
-            assert csv_rows(output_dir, window.customer_id, day) == expected
-    assert SyncDay.objects.exclude(state=SyncDay.State.DONE).count() == 0
-    assert SyncDay.objects.count() == len(customers) * days
-
-
 @pytest.mark.usefixtures("sync_worker")
 def test_gap_detection_fetches_exactly_the_deleted_days_and_the_lookback(
     ads_sandbox, short_history: Path
@@ -77,7 +65,7 @@ def test_gap_detection_fetches_exactly_the_deleted_days_and_the_lookback(
     assert set(fetched) == {(c, d.isoformat()) for c, d in removed | lookback}
     assert set(fetched.values()) == {1}
     assert run.planned == run.done == len(removed | lookback)
-    _assert_complete(ads_sandbox.customers, short_history, 8)
+    assert_complete(ads_sandbox.customers, short_history, 8)
 
 
 @pytest.mark.usefixtures("sync_worker")
@@ -131,7 +119,7 @@ def test_transient_faults_and_an_expiring_token_still_finish_every_day_once(
     run = _detect()
 
     assert (run.done, run.failed, run.deferred) == (16, 0, 0)
-    _assert_complete(ads_sandbox.customers, short_history, 8)
+    assert_complete(ads_sandbox.customers, short_history, 8)
     outcomes = [c["outcome"] for c in ads_sandbox.calls() if c.get("query") == "campaign"]
     assert outcomes.count("ok") == 16
 
@@ -152,7 +140,7 @@ def test_a_daily_quota_defers_the_rest_of_the_run_and_the_next_detection_complet
     second = _detect()
 
     assert second.failed == second.deferred == 0
-    _assert_complete(ads_sandbox.customers, short_history, 8)
+    assert_complete(ads_sandbox.customers, short_history, 8)
     assert CampaignDayMetric.objects.count() == sum(
         len(expected_rows(c, d))
         for w in selectors.sync_windows(customer_ids=list(ads_sandbox.customers))

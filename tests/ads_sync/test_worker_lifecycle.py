@@ -18,12 +18,12 @@ from django.conf import settings as django_settings
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from ads_sync import selectors, tasks
+from ads_sync import tasks
 from ads_sync.management.commands import backfill_ads
-from ads_sync.models import SyncDay, SyncRun
-from inventory_project.celery import app as celery_app
+from ads_sync.models import SyncRun
+from tests.workers import purge_test_queue
 
-from .helpers import csv_rows, days_between, expected_rows, orm_rows, wait_for_run
+from .helpers import assert_complete, wait_for_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,22 +40,7 @@ def short_history(settings, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def empty_queue() -> None:
-    queue = django_settings.CELERY_TASK_DEFAULT_QUEUE
-    with celery_app.connection_for_write() as conn:
-        bound = celery_app.amqp.queues[queue](conn.default_channel)
-        bound.declare()
-        bound.purge()
-
-
-def _assert_complete(customers: tuple[str, ...], output_dir: Path, days: int) -> None:
-    windows = selectors.sync_windows(customer_ids=list(customers), days=days)
-    for window in windows:
-        for day in days_between(window.start, window.end):
-            expected = expected_rows(window.customer_id, day)
-            assert orm_rows(window.customer_id, day) == expected, (window.customer_id, day)
-            assert csv_rows(output_dir, window.customer_id, day) == expected
-    assert SyncDay.objects.exclude(state=SyncDay.State.DONE).count() == 0
-    assert SyncDay.objects.count() == len(customers) * days
+    purge_test_queue()
 
 
 @pytest.mark.usefixtures("empty_queue")
@@ -177,6 +162,6 @@ def test_a_worker_killed_mid_backfill_then_restarted_leaves_every_day_done_once(
                 os.killpg(worker.pid, signal.SIGKILL)
 
     assert (run.planned, run.done, run.failed) == (40, 40, 0)
-    _assert_complete(ads_sandbox.customers, short_history, 20)
+    assert_complete(ads_sandbox.customers, short_history, 20)
     # Days in flight at the kill were fetched again: redelivered, not lost.
     assert len(ads_sandbox.calls()) >= 40
