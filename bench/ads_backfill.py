@@ -35,10 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _doc import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv" / "bin" / "python")
 CELERY = str(ROOT / ".venv" / "bin" / "celery")
-DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- ads-bench:begin -->", "<!-- ads-bench:end -->"
 
 DB_NAME = "inventory_bench_ads"
@@ -471,18 +472,6 @@ def render(
     )
 
 
-def write_doc(table: str) -> None:
-    DOC.parent.mkdir(exist_ok=True)
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nWritten by `make bench`.\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + table + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + table + "\n"
-    DOC.write_text(text)
-
-
 def _terminated(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -525,7 +514,7 @@ def main() -> int:
         )
         print(table)
         if not args.no_doc:
-            write_doc(table)
+            write_section(table, BEGIN, END)
         return 0
     finally:
         stop(procs)

@@ -26,10 +26,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from _doc import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv" / "bin" / "python")
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
-DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- products-bench:begin -->", "<!-- products-bench:end -->"
 
 DB_NAME = "inventory_bench"
@@ -322,18 +323,6 @@ def render(cached: list[Result], uncached: list[Result], stale: tuple[int, int, 
     )
 
 
-def write_doc(table: str) -> None:
-    DOC.parent.mkdir(exist_ok=True)
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nWritten by `make bench`.\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + table + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + table + "\n"
-    DOC.write_text(text)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=8, help="measured seconds per scenario")
@@ -353,7 +342,7 @@ def main() -> int:
 
     table = render(cached, uncached, stale)
     print(table)
-    write_doc(table)
+    write_section(table, BEGIN, END)
     return 1 if stale[2] else 0
 
 

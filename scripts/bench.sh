@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shopt -s nullglob
-benches=(bench/*.py)
+benches=(bench/[!_]*.py)
 if [ ${#benches[@]} -eq 0 ]; then
   echo "no benchmarks yet"
   exit 0
