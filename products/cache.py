@@ -11,9 +11,13 @@ Layout in Redis (every key carries the django-redis KEY_PREFIX and has a TTL):
 
 Readers look up the counters and the entry in one round trip (a Lua script) and, on a miss,
 store what they read from PostgreSQL under the key built from the counters they saw *before*
-reading the database. A write bumps the counters after its commit (`transaction.on_commit`), so a
-reader that read the old row and stores it late stores it under a key nobody looks up any more:
-the race between a slow reader and an invalidation cannot put a stale entry in front of readers.
+reading the database. Each process also keeps the counters and entries it has seen
+(products/near_cache.py, kept coherent by Redis's invalidation pushes), so a hit on a hot key
+costs no round trip at all.
+
+A write bumps the counters after its commit (`transaction.on_commit`), so a reader that read the
+old row and stores it late stores it under a key nobody looks up any more: the race between a
+slow reader and an invalidation cannot put a stale entry in front of readers.
 
 Redis trouble never fails a request: every call here degrades to "no cache". A process that saw
 Redis fail (and so may have lost an invalidation) bumps the epoch on its next successful contact,
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -33,7 +38,13 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.core.cache import cache as django_cache
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django_redis import get_redis_connection
+from redis.connection import Connection, UnixDomainSocketConnection
+
+from products.near_cache import NearCache
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +53,8 @@ logger = logging.getLogger(__name__)
 COUNTER_TTL_S = 7 * 24 * 3600
 LOCK_TTL_MS = 5000
 FILL_WAIT_S = 2.0
+# The near cache's lease, at most: shorter than the Redis socket timeout (see near_cache.py).
+NEAR_LEASE_S = 0.1
 # After a failure, leave Redis alone this long: a black-holed Redis costs one socket timeout
 # per interval per process, not one per request.
 RETRY_AFTER_FAILURE_S = 1.0
@@ -96,6 +109,9 @@ class Slot:
     """Where a reader that missed may store what it read: the key current when it looked."""
 
     key: str
+    # For the near cache: its token when the reader looked, and the counters Redis returned.
+    near_token: int | None = None
+    counters: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,17 +129,67 @@ _MISS_NO_CACHE = Lookup(entry=None, slot=None)
 
 
 class _State:
-    """Per-process: scripts registered on the client, and whether Redis failed on us."""
+    """Per-process: the Redis client and what hangs off it, and whether Redis failed on us."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.suspect = False
         self.failures = 0  # counts failures, so a recovery cannot clear a newer one
         self.retry_at = 0.0
+        self.context: _Context | None = None
+
+
+class _Context:
+    """Built once per process from the settings (again when they change, in tests).
+
+    django-redis hands each thread a client of its own; one shared client (redis-py clients are
+    thread-safe, and share the pool anyway) keeps one near cache and one set of scripts.
+    """
+
+    def __init__(self) -> None:
+        self.redis: Any = get_redis_connection("default")
+        self.prefix = django_cache.make_key("products:")
+        if django_cache.make_key("products:x") != self.prefix + "x":
+            raise ImproperlyConfigured("products.cache needs the default cache KEY_FUNCTION")
         self.scripts: dict[str, Callable[..., object]] = {}
+        self.near = _build_near(self.redis, self.prefix)
+
+    def script(self, name: str, source: str) -> Callable[..., object]:
+        script = self.scripts.get(name)
+        if script is None:
+            script = self.scripts[name] = self.redis.register_script(source)
+        return script
+
+    def close(self) -> None:
+        if self.near is not None:
+            self.near.close()
 
 
 _state = _State()
+
+
+def _context() -> _Context:
+    context = _state.context
+    if context is None:
+        with _state.lock:
+            if _state.context is None:
+                _state.context = _Context()
+            context = _state.context
+    return context
+
+
+def reset() -> None:
+    """Drop this process's client, scripts and near cache; the next call builds them anew."""
+    with _state.lock:
+        context, _state.context = _state.context, None
+    if context is not None:
+        context.close()
+
+
+@receiver(setting_changed)
+def _settings_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("CACHES", "PRODUCT_NEAR_CACHE_MAX_BYTES"):
+        reset()
 
 
 def enabled() -> bool:
@@ -131,21 +197,50 @@ def enabled() -> bool:
 
 
 def _key(suffix: str) -> str:
-    return django_cache.make_key(f"products:{suffix}")
+    return _context().prefix + suffix
 
 
 def _redis() -> Any:
-    return get_redis_connection("default")
+    return _context().redis
 
 
 def _script(name: str, source: str) -> Callable[..., object]:
-    redis = _redis()
-    script = _state.scripts.get(name)
-    # A script is bound to the client it was registered on; settings changes make a new client.
-    if script is None or script.registered_client is not redis:  # type: ignore[attr-defined]
-        script = redis.register_script(source)
-        _state.scripts[name] = script
-    return script
+    return _context().script(name, source)
+
+
+def _build_near(redis: Any, prefix: str) -> NearCache | None:
+    if settings.PRODUCT_NEAR_CACHE_MAX_BYTES <= 0:
+        return None
+    pool = redis.connection_pool
+    kwargs = pool.connection_kwargs
+    timeout = kwargs.get("socket_timeout")
+    connect_timeout = kwargs.get("socket_connect_timeout") or timeout
+
+    def connect() -> socket.socket:
+        if pool.connection_class is UnixDomainSocketConnection:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(connect_timeout)
+            sock.connect(kwargs["path"])
+        else:
+            sock = socket.create_connection((kwargs["host"], kwargs["port"]), connect_timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(timeout)
+        return sock
+
+    if pool.connection_class not in (Connection, UnixDomainSocketConnection):
+        logger.info("near cache off: %s is not supported", pool.connection_class.__name__)
+        return None
+    password = kwargs.get("password")
+    auth = (kwargs.get("username") or "default", password) if password else None
+    lease = min(NEAR_LEASE_S, timeout / 2.5) if timeout else NEAR_LEASE_S
+    prefixes = [prefix + "epoch", prefix + "gen", prefix + "ver:"]
+    return NearCache(
+        connect,
+        prefixes,
+        auth=auth,
+        lease_s=lease,
+        max_bytes=settings.PRODUCT_NEAR_CACHE_MAX_BYTES,
+    )
 
 
 def _fail(exc: Exception) -> None:
@@ -155,6 +250,9 @@ def _fail(exc: Exception) -> None:
         _state.suspect = True
         _state.failures += 1
         _state.retry_at = time.monotonic() + RETRY_AFTER_FAILURE_S
+        context = _state.context
+    if context is not None and context.near is not None:
+        context.near.forget()
     if first:
         logger.warning("product cache unavailable, serving from PostgreSQL: %s", exc)
 
@@ -192,31 +290,59 @@ def recover() -> bool:
 
 def bump_epoch() -> None:
     """Make every existing entry unreachable (raises when Redis is unreachable)."""
-    redis = _redis()
-    key = _key("epoch")
-    pipe = redis.pipeline()
-    pipe.incr(key)
-    pipe.expire(key, COUNTER_TTL_S)
-    pipe.execute()
+    _bump([_key("epoch")])
+
+
+def _bump(keys: list[str]) -> None:
+    """Increment counters, then wait for one more round trip (raises when Redis fails).
+
+    Redis sends the invalidation pushes of a command before it reads the next one, so once the
+    PING is answered every process's near cache has the push in its socket: a read that starts
+    after this write is acknowledged cannot be answered from an old copy.
+    """
+    _script("invalidate", _INVALIDATE)(keys=keys, args=[COUNTER_TTL_S])
+    _redis().ping()
+
+
+def _entry_key(name: str, prefix: str, epoch: str, count: str, tail: str) -> str:
+    if name == "detail":
+        return f"{prefix}{epoch}:{tail}:{count}"
+    return f"{prefix}{epoch}:{count}:{tail}"
 
 
 def _lookup(name: str, source: str, counter: str, prefix: str, tail: str) -> Lookup:
-    """Run a lookup script; the entry key is `<prefix><epoch>:...` as the script builds it."""
+    """Look in the near cache, then run a lookup script (which builds the key as _entry_key)."""
     if not enabled() or not _healthy():
         return _MISS_NO_CACHE
+    context = _context()
+    near = context.near
+    token = near.open() if near is not None else None
+    epoch_key = context.prefix + "epoch"
+    if token is not None:
+        assert near is not None
+        epoch, count = near.counter(epoch_key), near.counter(counter)
+        if epoch is not None and count is not None:
+            key = _entry_key(name, prefix, epoch.decode(), count.decode(), tail)
+            entry = near.entry(key)
+            if entry is not None:
+                return Lookup(entry=entry, slot=Slot(key=key))
     try:
-        result: list[bytes | None] = _script(name, source)(  # type: ignore[assignment]
-            keys=[_key("epoch"), counter], args=[prefix, tail]
+        result: list[bytes | None] = context.script(name, source)(  # type: ignore[assignment]
+            keys=[epoch_key, counter], args=[prefix, tail]
         )
     except Exception as exc:
         _fail(exc)
         return _MISS_NO_CACHE
     # A Lua table ends at its first nil: a miss comes back as [epoch, counter].
-    epoch, count = (bytes(value or b"0").decode() for value in result[:2])
+    epoch, count = (bytes(value or b"0") for value in result[:2])
     raw = result[2] if len(result) > 2 else None
-    middle = (tail, count) if name == "detail" else (count, tail)
-    slot = Slot(key=f"{prefix}{epoch}:{middle[0]}:{middle[1]}")
-    return Lookup(entry=Entry.decode(raw) if raw is not None else None, slot=slot)
+    key = _entry_key(name, prefix, epoch.decode(), count.decode(), tail)
+    counters = ((epoch_key, epoch), (counter, count))
+    entry = Entry.decode(raw) if raw is not None else None
+    if token is not None:
+        assert near is not None
+        near.remember(token, dict(counters), key if raw else None, entry, len(raw or b""))
+    return Lookup(entry=entry, slot=Slot(key=key, near_token=token, counters=counters))
 
 
 def detail_lookup(product_id: int) -> Lookup:
@@ -284,12 +410,18 @@ def release(lookup: Lookup) -> None:
 
 def store(lookup: Lookup, entry: Entry) -> None:
     """Store under the key that was current when the reader looked, before it read PostgreSQL."""
-    if lookup.slot is None:
+    slot = lookup.slot
+    if slot is None:
         return
+    raw = entry.encode()
     try:
-        _redis().set(lookup.slot.key, entry.encode(), ex=settings.PRODUCT_CACHE_TTL_S)
+        _redis().set(slot.key, raw, ex=settings.PRODUCT_CACHE_TTL_S)
     except Exception as exc:
         _fail(exc)
+        return
+    near = _context().near
+    if slot.near_token is not None and near is not None:
+        near.remember(slot.near_token, dict(slot.counters), slot.key, entry, len(raw))
 
 
 def invalidate(product_ids: Iterable[int]) -> None:
@@ -302,7 +434,7 @@ def invalidate(product_ids: Iterable[int]) -> None:
     keys = [_key(f"ver:{pid}") for pid in product_ids]
     keys.append(_key("gen"))
     try:
-        _script("invalidate", _INVALIDATE)(keys=keys, args=[COUNTER_TTL_S])
+        _bump(keys)
     except Exception as exc:
         _fail(exc)
 

@@ -264,6 +264,8 @@ TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 
 PRODUCT_CACHE_ENABLED = env_bool("PRODUCT_CACHE_ENABLED", True)
 PRODUCT_CACHE_TTL_S = env_int("PRODUCT_CACHE_TTL_S", 300)
+# Per-process copy of hot entries, kept coherent by Redis invalidation pushes; 0 turns it off.
+PRODUCT_NEAR_CACHE_MAX_BYTES = env_int("PRODUCT_NEAR_CACHE_MAX_BYTES", 64 * 1024 * 1024)
 
 # --- Google Ads sync --------------------------------------------------------------------------
 

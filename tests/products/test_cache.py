@@ -36,10 +36,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _fresh_cache_state(monkeypatch) -> Iterator[None]:
     monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 0.0)
     cache._state.suspect = False
-    cache._state.scripts.clear()
+    cache.reset()
     yield
     cache._state.suspect = False
-    cache._state.scripts.clear()
+    cache.reset()
 
 
 def stock_of(client: APIClient, product_id: int) -> int:

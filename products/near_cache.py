@@ -1,0 +1,252 @@
+"""A per-process copy of hot product cache keys, kept coherent by Redis itself.
+
+A cache hit that still goes to Redis costs a round trip and a Lua script, which on a small
+machine is about what a whole bare Django view costs. This module keeps the counters (epoch,
+generation, product versions) and the entries built from them in the process, so a hit is two
+dictionary lookups. products/cache.py decides what goes in; keys are opaque strings here.
+
+Why a local copy cannot serve a stale read:
+
+- **Invalidation.** One socket per process asks Redis for broadcast client-side tracking of the
+  counter prefixes (`CLIENT TRACKING ON BCAST PREFIX ...`, RESP3): every change to a counter,
+  by any process, INCR, expiry or eviction alike, is pushed to every process. Entries need no
+  tracking: their keys carry the counters, so a changed counter makes a new key.
+- **Ordering.** Every read drains that socket before it looks here. A writer waits for one more
+  Redis round trip after bumping a counter (`cache.fence`): Redis flushes the pushes of a
+  command before it reads the next one, so by the time a write is acknowledged, its push sits in
+  every process's socket, and any read that starts later sees it.
+- **Late fills.** A value fetched from Redis is kept only if no invalidation was processed
+  since the read began draining (`open()` returns a token, `remember()` checks it), so a thread
+  that read a counter just before a write cannot put it back after another thread dropped it.
+- **Losing Redis.** Each use needs a lease: a PING answered within LEASE, sent at most that long
+  ago. The lease is shorter than the Redis socket timeout, so when Redis hangs, this copy stops
+  being used before any writer could have given up on its invalidation and answered. A closed
+  or broken socket, or a backlog so large that Redis may still be holding pushes back, drops
+  everything and reconnects; nothing is kept until the new subscription is in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import hiredis
+
+logger = logging.getLogger(__name__)
+
+# A drain that reads this much at once may have found the socket full, in which case Redis can
+# be holding pushes back: start over rather than trust the copy.
+BACKLOG_LIMIT = 16 * 1024
+ENTRY_OVERHEAD = 200  # bytes counted per entry on top of its body, for the memory bound
+
+
+def _command(*parts: str | bytes) -> bytes:
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+_PING = _command("PING")
+
+
+class NearCache:
+    """Counters and entries of one process, valid while `open()` says so."""
+
+    def __init__(
+        self,
+        connect: Callable[[], socket.socket],
+        prefixes: Iterable[str],
+        *,
+        auth: tuple[str, str] | None,
+        lease_s: float,
+        max_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._connect = connect
+        self._prefixes = list(prefixes)
+        self._auth = auth
+        self._lease_s = lease_s
+        self._max_bytes = max_bytes
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._reader: Any = None
+        self._pid = 0
+        self._counters: dict[str, bytes] = {}
+        self._entries: dict[str, tuple[Any, int]] = {}
+        self._bytes = 0
+        self._token = 0  # bumped by every invalidation processed and every reset
+        self._pings: deque[float] = deque()  # send times of unanswered PINGs, oldest first
+        self._valid_until = 0.0
+        self._retry_at = 0.0
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def open(self) -> int | None:
+        """Apply every invalidation Redis has sent; a token for `remember`, or None if unusable."""
+        with self._lock:
+            now = self._clock()
+            if self._sock is None or self._pid != os.getpid():
+                if now < self._retry_at or not self._subscribe(now):
+                    return None
+            elif not self._drain():
+                return None
+            if not self._pings and now >= self._valid_until - self._lease_s / 2:
+                self._ping(now)
+            return self._token if now < self._valid_until else None
+
+    def counter(self, key: str) -> bytes | None:
+        return self._counters.get(key)
+
+    def entry(self, key: str) -> Any:
+        found = self._entries.get(key)
+        return found[0] if found is not None else None
+
+    def remember(
+        self, token: int, counters: dict[str, bytes], entry_key: str | None, entry: Any, size: int
+    ) -> None:
+        """Keep what a read fetched from Redis, unless an invalidation arrived since `open`."""
+        with self._lock:
+            if token != self._token or self._sock is None:
+                return
+            self._counters.update(counters)
+            if entry_key is not None and entry_key not in self._entries:
+                cost = size + ENTRY_OVERHEAD
+                self._entries[entry_key] = (entry, cost)
+                self._bytes += cost
+                self._evict()
+
+    def forget(self) -> None:
+        """Drop everything (this process saw Redis fail and may have missed a push)."""
+        with self._lock:
+            self._reset()
+
+    def close(self) -> None:
+        with self._lock:
+            self._reset()
+
+    # --- internals (called with the lock held) --------------------------------------------
+
+    def _evict(self) -> None:
+        # Oldest first (dicts keep insertion order); counters are small and bounded alike.
+        while self._bytes > self._max_bytes and self._entries:
+            _key, (_entry, cost) = _pop_oldest(self._entries)
+            self._bytes -= cost
+        while len(self._counters) > self._max_bytes // ENTRY_OVERHEAD:
+            _pop_oldest(self._counters)
+
+    def _reset(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+        self._sock = None
+        self._reader = None
+        self._counters.clear()
+        self._entries.clear()
+        self._bytes = 0
+        self._token += 1
+        self._pings.clear()
+        self._valid_until = 0.0
+
+    def _subscribe(self, now: float) -> bool:
+        self._reset()
+        try:
+            sock = self._connect()
+            hello: list[str] = ["HELLO", "3"]
+            if self._auth is not None:
+                hello += ["AUTH", *self._auth]
+            tracking = ["CLIENT", "TRACKING", "ON", "BCAST"]
+            for prefix in self._prefixes:
+                tracking += ["PREFIX", prefix]
+            sock.sendall(_command(*hello) + _command(*tracking))
+            reader = hiredis.Reader()
+            replies: list[Any] = []
+            while len(replies) < 2:
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError("Redis closed the tracking connection")
+                reader.feed(data)
+                while (reply := reader.gets()) is not False:
+                    if isinstance(reply, hiredis.ReplyError):
+                        raise reply
+                    replies.append(reply)
+            sock.setblocking(False)
+        except Exception as exc:
+            self._retry_at = now + 1.0
+            logger.warning("near cache off: cannot subscribe to invalidations: %s", exc)
+            return False
+        self._sock, self._reader, self._pid = sock, reader, os.getpid()
+        # Redis answered after tracking was on: from `now`, every change reaches this socket.
+        self._valid_until = now + self._lease_s
+        return True
+
+    def _ping(self, now: float) -> None:
+        assert self._sock is not None
+        try:
+            self._sock.send(_PING)
+        except OSError:
+            self._reset()
+            return
+        self._pings.append(now)
+
+    def _drain(self) -> bool:
+        assert self._sock is not None
+        received = 0
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                logger.warning("near cache reset: %s", exc)
+                self._reset()
+                return False
+            if not data:
+                self._reset()
+                return False
+            received += len(data)
+            if received >= BACKLOG_LIMIT:
+                self._reset()
+                return False
+            self._reader.feed(data)
+        if not received:
+            return True
+        try:
+            while self._sock is not None and (message := self._reader.gets()) is not False:
+                self._handle(message)
+        except Exception as exc:
+            logger.warning("near cache reset: unreadable message from Redis: %s", exc)
+            self._reset()
+            return False
+        return self._sock is not None
+
+    def _handle(self, message: Any) -> None:
+        if isinstance(message, hiredis.PushNotification):
+            kind, keys = message[0], message[1] if len(message) > 1 else None
+            if kind != b"invalidate":
+                return
+            self._token += 1
+            if keys is None:  # FLUSHALL / FLUSHDB
+                self._counters.clear()
+                return
+            for key in keys:
+                self._counters.pop(key.decode(), None)
+        elif message == b"PONG" and self._pings:
+            sent = self._pings.popleft()
+            self._valid_until = max(self._valid_until, sent + self._lease_s)
+        elif isinstance(message, hiredis.ReplyError):
+            self._reset()
+
+
+def _pop_oldest(mapping: dict[str, Any]) -> tuple[str, Any]:
+    key = next(iter(mapping))
+    return key, mapping.pop(key)

@@ -1,0 +1,216 @@
+"""The per-process near cache (products/near_cache.py), against the real Redis.
+
+"Another process" is played by a Redis client of its own doing what `cache.invalidate` does in
+another process: bump a counter, then wait one more round trip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from django.conf import settings
+from django.test import override_settings
+
+from products import cache
+from products.near_cache import BACKLOG_LIMIT
+
+DETAIL_ID = 4242
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache_state(monkeypatch) -> Iterator[None]:
+    monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 0.0)
+    cache._state.suspect = False
+    cache.reset()
+    yield
+    cache._state.suspect = False
+    cache.reset()
+
+
+def other_process() -> redis.Redis:
+    kwargs = cache._redis().connection_pool.connection_kwargs
+    return redis.Redis(host=kwargs["host"], port=kwargs["port"], db=kwargs["db"])
+
+
+def bump_elsewhere(client: redis.Redis, *suffixes: str) -> None:
+    for suffix in suffixes:
+        client.incr(cache._key(suffix))
+    client.ping()
+
+
+def cached_detail(product_id: int = DETAIL_ID, body: bytes = b'{"v":1}') -> cache.Lookup:
+    """Look the detail up, store it if missing; returns the lookup that finds it."""
+    lookup = cache.detail_lookup(product_id)
+    if lookup.entry is None:
+        cache.store(lookup, cache.Entry(headers={"ETag": '"x"'}, body=body))
+        lookup = cache.detail_lookup(product_id)
+    assert lookup.entry is not None
+    return lookup
+
+
+def lua_calls() -> int:
+    stats = cache._redis().info("commandstats")
+    return sum(stats.get(name, {}).get("calls", 0) for name in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+def near() -> cache.NearCache:
+    found = cache._context().near
+    assert found is not None
+    return found
+
+
+def test_a_hot_read_is_answered_from_process_memory_without_asking_redis() -> None:
+    cached_detail()
+    before = lua_calls()
+    for _ in range(50):
+        assert cache.detail_lookup(DETAIL_ID).entry is not None
+    assert lua_calls() == before
+
+
+def test_a_write_elsewhere_is_seen_by_the_very_next_read() -> None:
+    client = other_process()
+    for round_ in range(200):
+        cached_detail(body=b'{"round":%d}' % round_)
+        bump_elsewhere(client, f"ver:{DETAIL_ID}")
+        assert cache.detail_lookup(DETAIL_ID).entry is None, f"stale in round {round_}"
+
+
+def test_a_catalogue_write_elsewhere_drops_every_cached_page_at_once() -> None:
+    client = other_process()
+    params = [("page", "1"), ("limit", "20")]
+    lookup = cache.page_lookup("list", host="h", scheme="https", params=params)
+    cache.store(lookup, cache.Entry(headers={}, body=b"[]"))
+    assert cache.page_lookup("list", host="h", scheme="https", params=params).entry is not None
+    bump_elsewhere(client, "gen")
+    assert cache.page_lookup("list", host="h", scheme="https", params=params).entry is None
+
+
+def test_a_counter_read_just_before_an_invalidation_is_not_kept_after_it(monkeypatch) -> None:
+    """A reader fetches the counters, a write lands and another thread drains its push, then the
+    reader tries to keep what it fetched: it must not be kept."""
+    cached_detail()
+    client = other_process()
+    context = cache._context()
+    fetched, resume = threading.Barrier(2, timeout=10), threading.Barrier(2, timeout=10)
+    real_script = context.script
+
+    def script_then_pause(name, source):
+        run = real_script(name, source)
+
+        def paused(**kwargs):
+            result = run(**kwargs)
+            if threading.current_thread().name == "slow-reader":
+                fetched.wait()
+                resume.wait()
+            return result
+
+        return paused
+
+    # Make the slow reader go to Redis: drop the counter it would otherwise find in memory.
+    near()._counters.pop(cache._key(f"ver:{DETAIL_ID}"))
+    monkeypatch.setattr(context, "script", script_then_pause)
+    slow = threading.Thread(target=cache.detail_lookup, args=(DETAIL_ID,), name="slow-reader")
+    slow.start()
+    fetched.wait()  # the slow reader holds the old version
+    bump_elsewhere(client, f"ver:{DETAIL_ID}")
+    assert near().open() is not None  # this thread drains the push
+    resume.wait()
+    slow.join(timeout=10)
+    monkeypatch.setattr(context, "script", real_script)
+
+    assert cache.detail_lookup(DETAIL_ID).entry is None
+
+
+def test_a_backlog_too_large_to_trust_empties_the_near_cache() -> None:
+    cached_detail()
+    client = other_process()
+    pipe = client.pipeline(transaction=False)
+    for n in range(BACKLOG_LIMIT // 20):  # each push carries a key of more than 20 bytes
+        pipe.incr(cache._key(f"ver:{10_000_000 + n}"))
+    pipe.execute()
+    client.ping()
+
+    assert near().open() is None  # not trusted: everything dropped, subscribed anew
+    assert not near()._entries
+    assert near().open() is not None
+    assert cache.detail_lookup(DETAIL_ID).entry is not None  # from Redis again
+
+
+def test_a_lost_invalidation_connection_empties_the_near_cache() -> None:
+    cached_detail()
+    sock = near()._sock
+    assert sock is not None
+    host, port = sock.getsockname()[:2]
+    cache._redis().execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}")
+
+    deadline = time.monotonic() + 5
+    while near().open() is not None and time.monotonic() < deadline:
+        pass  # the kill arrives as the socket closing
+    assert not near()._entries
+    assert near().open() is not None  # subscribed again
+
+
+@pytest.fixture
+def own_redis() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """A Redis server of this test's own, which it may stop and resume."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    workdir = tempfile.mkdtemp(prefix="near-cache-redis-")
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir]
+    proc = subprocess.Popen([*args, "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=port).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield port, proc
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_a_hung_redis_stops_the_near_cache_before_a_writer_could_give_up(own_redis) -> None:
+    port, proc = own_redis
+    caches = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}
+    with override_settings(CACHES=caches):
+        cached_detail()
+        now = [time.monotonic()]
+        near()._clock = lambda: now[0]
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            # A writer gives up on a hung Redis after the socket timeout; by then the lease
+            # (shorter) has run out, so the read goes to Redis, times out and uses PostgreSQL.
+            now[0] += settings.REDIS_SOCKET_TIMEOUT_S
+            assert near().open() is None
+            assert cache.detail_lookup(DETAIL_ID).entry is None
+            assert cache._state.suspect
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+
+
+def test_an_invalidation_in_this_process_is_seen_by_its_next_read() -> None:
+    for round_ in range(200):
+        cached_detail(body=b'{"round":%d}' % round_)
+        cache.invalidate([DETAIL_ID])
+        assert cache.detail_lookup(DETAIL_ID).entry is None, f"stale in round {round_}"
