@@ -424,6 +424,21 @@ def store(lookup: Lookup, entry: Entry) -> None:
         near.remember(slot.near_token, dict(slot.counters), slot.key, entry, len(raw))
 
 
+def detail_write_through(product_id: int, entry: Entry, is_current: Callable[[], bool]) -> None:
+    """After an acknowledged write of one product: keep its response as the detail entry.
+
+    Saves every process a database read on the next GET of a product just written. Called after
+    the write's own invalidation, so the key read here is at least as new as that bump; then
+    `is_current` checks in PostgreSQL that no later write has committed. A write that commits
+    after the check bumps the counter after it too, past this key, so the entry stored here can
+    never stand in front of a newer row.
+    """
+    lookup = detail_lookup(product_id)
+    if lookup.slot is None or lookup.entry is not None or not is_current():
+        return
+    store(lookup, entry)
+
+
 def invalidate(product_ids: Iterable[int]) -> None:
     """Make the next read of these products, and of every list/search page, miss.
 

@@ -64,6 +64,14 @@ def product_get(*, product_id: int) -> Product:
     return Product.objects.get(pk=product_id)
 
 
+def product_version(*, product_id: int) -> int | None:
+    """The product's current version (bumped by a trigger on every update), None if gone."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT version FROM products_product WHERE id = %s", [product_id])
+        row = cursor.fetchone()
+    return int(row[0]) if row else None
+
+
 def product_list(*, page: int, limit: int) -> OffsetPage:
     """Page `page` (1-based) of the whole catalogue in id order."""
     count = _catalogue_count()

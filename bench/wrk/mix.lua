@@ -1,6 +1,7 @@
 -- 80% GET / 20% PUT on /api/products/{id}, ids from [1, ID_MAX], token auth from TOKEN.
 local id_max = tonumber(os.getenv("ID_MAX"))
 local token = os.getenv("TOKEN")
+local put_ratio = tonumber(os.getenv("PUT_RATIO") or "0.2")
 local counter = 0
 function setup(thread)
   counter = counter + 1
@@ -12,7 +13,7 @@ end
 function request()
   local id = math.random(1, id_max)
   local path = "/api/products/" .. id
-  if math.random() < 0.2 then
+  if math.random() < put_ratio then
     local body = string.format('{"price": "%d.%02d", "stock_level": %d}',
       math.random(1, 500), math.random(0, 99), math.random(0, 1000))
     return wrk.format("PUT", path, {

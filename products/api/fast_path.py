@@ -11,7 +11,9 @@ Two layers, both keyed only through products/cache.py:
   *before* the view read the database (products/cache.py explains why that makes late stores
   harmless). It also makes concurrent misses of one key wait for a single loader.
 
-Everything else (a write, an authenticated or browsable-API request) falls through untouched.
+Everything else (a write, an authenticated or browsable-API request) falls through untouched,
+except that a successful product update leaves its response as the product's cached detail
+(`cache.detail_write_through`), so the reads after a write need not go to PostgreSQL.
 Anonymous reads are rate limited here by client IP on the same django-ratelimit counter the
 DRF throttle uses; over the limit, the request falls through and the normal path answers 429.
 """
@@ -29,9 +31,9 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpRespons
 from django.http.request import split_domain_port, validate_host
 from django_ratelimit.core import get_usage
 
-from products import cache
+from products import cache, selectors
 from products.api.throttling import READ_GROUP, client_key
-from products.api.views import if_none_match_fails
+from products.api.views import etag_version, if_none_match_fails
 
 _DETAIL = re.compile(r"^/api/products/(\d{1,18})/?$")
 _PAGES = {"/api/products": "list", "/api/products/": "list"}
@@ -174,7 +176,10 @@ class ProductCacheMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         lookup = self._lookup(request)
         if lookup is None:
-            return self.get_response(request)
+            response = self.get_response(request)
+            if request.method in ("PUT", "PATCH") and response.status_code == 200:
+                _write_through(request, response)
+            return response
         if lookup.entry is not None:
             return _hit(request, lookup.entry) or self.get_response(request)
         entry, leader = cache.claim(lookup)
@@ -217,6 +222,29 @@ def _hit(request: HttpRequest, entry: cache.Entry) -> HttpResponseBase | None:
     for name, value in entry.headers.items():
         response[name] = value
     return response
+
+
+def _write_through(request: HttpRequest, response: HttpResponseBase) -> None:
+    """A product update answered 200 with the product: what the next GET would answer too."""
+    match = _DETAIL.match(request.path_info)
+    entry = _storable(response) if match and cache.enabled() else None
+    if entry is None:
+        return
+    product_id = int(match[1])  # type: ignore[index]
+    version = etag_version(entry.etag, product_id)
+    if version is None:
+        return
+    # An anonymous GET answers `Vary: Accept, Cookie` (session authentication looked for a
+    # session); a token-authenticated write did not look. Store what the GET would send.
+    vary = [name.strip() for name in entry.headers.get("Vary", "").split(",") if name.strip()]
+    if "cookie" not in {name.lower() for name in vary}:
+        vary.append("Cookie")
+    entry = cache.Entry(headers={**entry.headers, "Vary": ", ".join(vary)}, body=entry.body)
+    cache.detail_write_through(
+        product_id,
+        entry,
+        is_current=lambda: selectors.product_version(product_id=product_id) == version,
+    )
 
 
 def _storable(response: HttpResponseBase) -> cache.Entry | None:

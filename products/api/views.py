@@ -238,6 +238,12 @@ def _product_response(product: Product, code: int, *, location: bool = False) ->
     return Response(ProductOutputSerializer(product).data, status=code, headers=headers)
 
 
+def etag_version(etag: str, pk: int) -> int | None:
+    """The version a product ETag names, if it is this product's strong ETag."""
+    match = _ETAG.match(etag)
+    return int(match[2]) if match and int(match[1]) == pk else None
+
+
 def _if_match(request: Request, pk: int) -> Collection[int] | None:
     """The versions If-Match allows; None when absent or `*`; empty (always 412) when foreign."""
     header = request.headers.get("If-Match")
@@ -246,12 +252,7 @@ def _if_match(request: Request, pk: int) -> Collection[int] | None:
     etags = parse_etags(header)
     if etags == ["*"]:
         return None
-    versions = set()
-    for etag in etags:
-        match = _ETAG.match(etag)
-        if match and int(match[1]) == pk:
-            versions.add(int(match[2]))
-    return versions
+    return {v for etag in etags if (v := etag_version(etag, pk)) is not None}
 
 
 def if_none_match_fails(request: HttpRequest, etag: str) -> bool:

@@ -22,7 +22,7 @@ from django.db import connection
 from django.test import RequestFactory, override_settings
 from rest_framework.test import APIClient
 
-from products import cache, services
+from products import cache, selectors, services
 from products.api.fast_path import ProductCacheMiddleware
 from products.api.views import ProductDetailView
 from products.models import Product
@@ -98,6 +98,43 @@ def test_an_api_write_is_visible_to_the_next_read() -> None:
     )
     assert response.status_code == 200
     assert stock_of(anon, product.pk) == 4
+
+
+@pytest.mark.parametrize("method", ["put", "patch"])
+def test_an_api_update_leaves_what_the_next_read_answers_in_the_cache(
+    method, django_assert_num_queries
+) -> None:
+    product = ProductFactory(stock_level=5)
+    anon = APIClient()
+    clerk = token_client(make_user("clerk", "change_product"))
+    write = getattr(clerk, method)
+    response = write(
+        f"/api/products/{product.pk}", {"price": "1.5", "stock_level": 4}, format="json"
+    )
+    assert response.status_code == 200
+
+    with django_assert_num_queries(0):
+        cached = anon.get(f"/api/products/{product.pk}")
+    with override_settings(PRODUCT_CACHE_ENABLED=False):
+        fresh = anon.get(f"/api/products/{product.pk}")
+    assert cached.content == fresh.content
+    assert {name: cached[name] for name in ("Content-Type", "ETag", "Vary", "Allow")} == {
+        name: fresh[name] for name in ("Content-Type", "ETag", "Vary", "Allow")
+    }
+
+
+def test_an_update_answered_after_a_newer_write_committed_is_not_cached() -> None:
+    """Two writers of one product: the older answer must not become the cached detail."""
+    product = ProductFactory(stock_level=5)
+    older = services.product_update(product_id=product.pk, stock_level=4)
+    services.product_update(product_id=product.pk, stock_level=3)  # newer, committed
+    body = cache.Entry(headers={"ETag": older.etag}, body=b'{"stock_level":4}')
+    cache.detail_write_through(
+        product.pk,
+        body,
+        is_current=lambda: selectors.product_version(product_id=product.pk) == older.version,
+    )
+    assert stock_of(APIClient(), product.pk) == 3
 
 
 def test_a_model_save_outside_the_api_is_visible_to_the_next_read() -> None:
