@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime, tzinfo
 from decimal import Decimal
 from typing import Any
 
 from django.http import QueryDict
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -128,6 +130,32 @@ class ProductOutputSerializer(serializers.Serializer):
     version = serializers.IntegerField(help_text="Bumped on every write; the ETag carries it.")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        """What the declared fields produce, without DRF's per-field machinery.
+
+        A page renders 20 of these, and the generic path (field lookup, deepcopy, per-field
+        timezone and decimal contexts) was a third of an uncached list request. The declared
+        fields still document the shape (OpenAPI); a test holds both to the same output.
+        """
+        zone = timezone.get_current_timezone()
+        return {
+            "id": instance.id,
+            "name": instance.name,
+            "price": f"{instance.price.quantize(_CENT):f}",
+            "stock_level": instance.stock_level,
+            "version": instance.version,
+            "created_at": _iso(instance.created_at, zone),
+            "updated_at": _iso(instance.updated_at, zone),
+        }
+
+
+_CENT = Decimal(1).scaleb(-PRICE_DECIMAL_PLACES)
+
+
+def _iso(value: datetime, zone: tzinfo) -> str:
+    text = value.astimezone(zone).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 class ListQuerySerializer(StrictInputSerializer):

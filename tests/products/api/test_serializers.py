@@ -1,0 +1,50 @@
+"""The output serializer's hand-written representation matches its declared fields."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from django.test import override_settings
+from rest_framework import serializers
+
+from products.api.serializers import ProductOutputSerializer
+from products.models import Product
+
+
+def by_declared_fields(product: Product) -> dict[str, object]:
+    """DRF's generic path over the same declared fields."""
+    return dict(serializers.Serializer.to_representation(ProductOutputSerializer(), product))
+
+
+@pytest.mark.parametrize(
+    "price",
+    [Decimal("0"), Decimal("0.5"), Decimal("1.5"), Decimal("19.99"), Decimal("9999999999.99")],
+)
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC),
+        datetime(2026, 6, 30, 23, 59, 59, 1, tzinfo=timezone(timedelta(hours=-7))),
+    ],
+)
+def test_the_fast_representation_equals_the_declared_fields(price, stamp) -> None:
+    product = Product(
+        id=7, name="Steel bolt", price=price, stock_level=3, version=2, created_at=stamp
+    )
+    product.updated_at = stamp + timedelta(microseconds=250)
+    assert ProductOutputSerializer(product).data == by_declared_fields(product)
+
+
+@override_settings(TIME_ZONE="Europe/Berlin")
+def test_the_fast_representation_follows_the_current_time_zone_as_drf_does() -> None:
+    stamp = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+    product = Product(
+        id=1, name="x", price=Decimal("1"), stock_level=0, version=1, created_at=stamp
+    )
+    product.updated_at = stamp
+    data = ProductOutputSerializer(product).data
+    assert data == by_declared_fields(product)
+    assert data["created_at"] == "2026-07-01T14:00:00+02:00"
