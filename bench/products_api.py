@@ -19,6 +19,7 @@ import os
 import platform
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -46,6 +47,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    ratio: float = 1.0  # to the floor of the same round; the median over rounds in the table
 
 
 def base_env(cache_enabled: bool) -> dict[str, str]:
@@ -168,7 +170,13 @@ def wrk(name: str, script: str, path: str, seconds: int, extra_env: dict[str, st
     )
 
 
-def scenarios(token: str, seconds: int, cached: bool, only: list[str]) -> list[Result]:
+def scenarios(token: str, seconds: int, rounds: int, cached: bool, only: list[str]) -> list[Result]:
+    """Run every scenario `rounds` times, interleaved, each round with its own floor.
+
+    The machine is shared and its speed drifts by tens of percent within minutes: a figure is
+    the median over rounds, and its ratio the median of the per-round ratios to the floor
+    measured minutes, not a whole run, before it.
+    """
     suffix = "" if cached else " (uncached)"
     hot = {"ID_MAX": str(HOT_SET)}
     plan = [
@@ -190,18 +198,33 @@ def scenarios(token: str, seconds: int, cached: bool, only: list[str]) -> list[R
         plan = plan[:1] + [step for step in plan[1:] if any(part in step[0] for part in only)]
     if cached:
         warm_hot_set()
-    results = []
-    for name, script, path, extra in plan:
-        # A short warm-up fills caches and connection pools so the run measures steady state.
-        wrk(name, script, path, 2, extra)
-        result = wrk(name + suffix, script, path, seconds, extra)
-        print(
-            f"  {result.name:<42} {result.rps:>9.0f} req/s  p50 {result.p50_ms:7.2f} ms"
-            f"  p99 {result.p99_ms:7.2f} ms  errors {result.errors}",
-            flush=True,
-        )
-        results.append(result)
-    return results
+    runs: dict[str, list[tuple[Result, float]]] = {name: [] for name, *_ in plan}
+    for round_ in range(rounds):
+        floor = 0.0
+        for name, script, path, extra in plan:
+            if round_ == 0:  # fills caches and connection pools: measure steady state
+                wrk(name, script, path, 2, extra)
+            result = wrk(name + suffix, script, path, seconds, extra)
+            floor = floor or result.rps
+            runs[name].append((result, result.rps / floor))
+            print(
+                f"  [{round_ + 1}/{rounds}] {result.name:<42} {result.rps:>9.0f} req/s"
+                f"  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms"
+                f"  errors {result.errors}  x{result.rps / floor:.3f}",
+                flush=True,
+            )
+    return [_median(name + suffix, runs[name]) for name, *_ in plan]
+
+
+def _median(name: str, runs: list[tuple[Result, float]]) -> Result:
+    return Result(
+        name=name,
+        rps=statistics.median(r.rps for r, _ in runs),
+        p50_ms=statistics.median(r.p50_ms for r, _ in runs),
+        p99_ms=statistics.median(r.p99_ms for r, _ in runs),
+        errors=sum(r.errors for r, _ in runs),
+        ratio=statistics.median(ratio for _, ratio in runs),
+    )
 
 
 def warm_hot_set(passes: int = 3) -> None:
@@ -292,19 +315,40 @@ def stale_read_check(token: str, seconds: float) -> tuple[int, int, int]:
     return counts["writes"], counts["reads"], counts["stale"]
 
 
-def render(cached: list[Result], uncached: list[Result], stale: tuple[int, int, int]) -> str:
-    floor_c = cached[0].rps
-    floor_u = uncached[0].rps if uncached else 1.0
+# Issue #5's targets, as ratios to the floor: (scenario, minimum, how it reads in the table).
+TARGETS = {
+    "detail, 10k hot set": (1.5, ">= 1.5"),
+    "list page 1": (1.5, ">= 1.5"),
+    "80% GET / 20% PUT, hot set": (0.8, ">= 0.8"),
+    "list page 45,000 (uncached)": (0.05, ">= 0.05"),
+    "search steel 100-200 (uncached)": (0.25, ">= 0.25"),
+}
+KEYSET, LIST_1 = "keyset page at 900,000 (uncached)", "list page 1 (uncached)"
+
+
+def _target(result: Result, by_name: dict[str, Result]) -> str:
+    if result.name == KEYSET and LIST_1 in by_name:
+        minimum, text = by_name[LIST_1].ratio / 2, "within 2x of list page 1"
+    elif result.name in TARGETS:
+        minimum, text = TARGETS[result.name]
+    else:
+        return ""
+    return f"{text}: {'met' if result.ratio >= minimum else '**not met**'}"
+
+
+def render(
+    cached: list[Result], uncached: list[Result], stale: tuple[int, int, int], rounds: int
+) -> str:
     rows = [
-        "| scenario | req/s | p50 ms | p99 ms | errors | x floor |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| scenario | req/s | p50 ms | p99 ms | errors | x floor | target |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for results, floor in ((cached, floor_c), (uncached, floor_u)):
-        for r in results:
-            rows.append(
-                f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} "
-                f"| {r.rps / floor:.3f} |"
-            )
+    by_name = {r.name: r for r in cached + uncached}
+    for r in cached + uncached:
+        rows.append(
+            f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} "
+            f"| {r.ratio:.3f} | {_target(r, by_name)} |"
+        )
     writes, reads, stale_reads = stale
     machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python " + (
         platform.python_version()
@@ -318,9 +362,11 @@ def render(cached: list[Result], uncached: list[Result], stale: tuple[int, int, 
             f"{ROWS:,} products; gunicorn with `inventory_project/gunicorn.conf.py` under the "
             "production settings, rate limits off; wrk -t1 -c64 on the same machine "
             "(with 16 connections gunicorn could hand most to one of its two processes). "
-            "Each figure is divided by the floor (a bare Django view returning constant JSON, "
-            "`/healthz`) measured by the same server in the same run; the uncached rows "
-            "(`PRODUCT_CACHE_ENABLED=false`) use their own server's floor.",
+            "The floor is a bare Django view returning constant JSON (`/healthz`) on the same "
+            f"server. Every scenario ran {rounds} times, interleaved, each round starting with "
+            "its own floor: req/s and latencies are medians over the rounds, `x floor` the "
+            "median of the per-round ratios. The uncached rows (`PRODUCT_CACHE_ENABLED=false`) "
+            "come from a second server with its own floors.",
             "",
             *rows,
             "",
@@ -333,7 +379,8 @@ def render(cached: list[Result], uncached: list[Result], stale: tuple[int, int, 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=8, help="measured seconds per scenario")
+    parser.add_argument("--seconds", type=int, default=5, help="measured seconds per run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every scenario")
     parser.add_argument(
         "--only",
         action="append",
@@ -348,16 +395,16 @@ def main() -> int:
     token = prepare_database(base_env(cache_enabled=True))
     print("cached server:", flush=True)
     with Server(base_env(cache_enabled=True)):
-        cached = scenarios(token, args.seconds, cached=True, only=args.only)
+        cached = scenarios(token, args.seconds, args.rounds, cached=True, only=args.only)
         stale = stale_read_check(token, seconds=15)
         print(f"  stale-read check: writes={stale[0]} reads={stale[1]} stale={stale[2]}")
     uncached: list[Result] = []
     if not args.cached_only:
         print("uncached server:", flush=True)
         with Server(base_env(cache_enabled=False)):
-            uncached = scenarios(token, args.seconds, cached=False, only=args.only)
+            uncached = scenarios(token, args.seconds, args.rounds, cached=False, only=args.only)
 
-    table = render(cached, uncached, stale)
+    table = render(cached, uncached, stale, args.rounds)
     print(table)
     if not args.only and not args.cached_only:
         write_section(table, BEGIN, END)
