@@ -18,6 +18,7 @@ from functools import cache
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group, Permission
 from django.contrib.contenttypes.models import ContentType
+from django.db import connection
 from django.db.models import ManyToManyField, Model
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
@@ -52,9 +53,10 @@ def _sql() -> str:
         f" ON ug.{user_groups.m2m_reverse_name()} = gp.{group_perms.m2m_column_name()}"
         f" WHERE ug.{user_groups.m2m_column_name()} = u.{user_pk}"
     )
+    columns = ", ".join(f"u.{field.column}" for field in user_model._meta.concrete_fields)
     return (
-        f"SELECT u.*, t.created AS token_created,"  # noqa: S608
-        f" ARRAY({own}) AS user_perms, ARRAY({through_groups}) AS group_perms"
+        f"SELECT {columns}, t.created,"  # noqa: S608
+        f" ARRAY({own}), ARRAY({through_groups})"
         f" FROM {Token._meta.db_table} t JOIN {user} u ON u.{user_pk} = t.user_id"
         " WHERE t.key = %s"
     )
@@ -62,14 +64,18 @@ def _sql() -> str:
 
 class TokenAuthentication(authentication.TokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[AbstractBaseUser, Token]:
-        found = list(get_user_model().objects.raw(_sql(), [key]))
-        if not found:
+        with connection.cursor() as cursor:
+            cursor.execute(_sql(), [key])
+            row = cursor.fetchone()
+        if row is None:
             raise exceptions.AuthenticationFailed("Invalid token.")
-        user: AbstractBaseUser = found[0]
+        user_model = get_user_model()
+        fields = [field.attname for field in user_model._meta.concrete_fields]
+        *values, created, user_perms, group_perms = row
+        user = user_model.from_db(connection.alias, fields, values)
         if not user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
         # The names and format django.contrib.auth.backends.ModelBackend caches them under.
-        user._user_perm_cache = set(user.user_perms)  # type: ignore[attr-defined]
-        user._group_perm_cache = set(user.group_perms)  # type: ignore[attr-defined]
-        token = Token(key=key, user=user, created=user.token_created)  # type: ignore[attr-defined,misc]
-        return user, token
+        user._user_perm_cache = set(user_perms)  # type: ignore[attr-defined]
+        user._group_perm_cache = set(group_perms)  # type: ignore[attr-defined]
+        return user, Token(key=key, user=user, created=created)
