@@ -193,6 +193,8 @@ def scenarios(token: str, seconds: int, rounds: int, cached: bool, only: list[st
             {},
         ),
         ("80% GET / 20% PUT, hot set", "mix.lua", "/", {**hot, "TOKEN": token}),
+        # Not a target: what one write costs, which bounds the mix above.
+        ("PUT only, hot set", "mix.lua", "/", {**hot, "TOKEN": token, "PUT_RATIO": "1"}),
     ]
     if only:  # the floor always runs: every figure is a ratio to it
         plan = plan[:1] + [step for step in plan[1:] if any(part in step[0] for part in only)]

@@ -1,4 +1,5 @@
--- 80% GET / 20% PUT on /api/products/{id}, ids from [1, ID_MAX], token auth from TOKEN.
+-- GETs and PUTs (PUT_RATIO of them, default 0.2) on /api/products/{id}, ids from [1, ID_MAX],
+-- token auth from TOKEN.
 local id_max = tonumber(os.getenv("ID_MAX"))
 local token = os.getenv("TOKEN")
 local put_ratio = tonumber(os.getenv("PUT_RATIO") or "0.2")
