@@ -75,7 +75,10 @@ class TokenAuthentication(authentication.TokenAuthentication):
         user = user_model.from_db(connection.alias, fields, values)
         if not user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
-        # The names and format django.contrib.auth.backends.ModelBackend caches them under.
-        user._user_perm_cache = set(user_perms)  # type: ignore[attr-defined]
-        user._group_perm_cache = set(group_perms)  # type: ignore[attr-defined]
+        # The names and format django.contrib.auth.backends.ModelBackend caches them under. A
+        # superuser has every permission: has_perm() says so without these, and
+        # get_all_permissions() must list all of them, so leave it to ModelBackend.
+        if not getattr(user, "is_superuser", False):
+            user._user_perm_cache = set(user_perms)  # type: ignore[attr-defined]
+            user._group_perm_cache = set(group_perms)  # type: ignore[attr-defined]
         return user, Token(key=key, user=user, created=created)

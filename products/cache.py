@@ -239,7 +239,9 @@ def _build_near(redis: Any, prefix: str) -> NearCache | None:
         prefixes,
         auth=auth,
         lease_s=lease,
+        ping_timeout_s=max(1.0, timeout or 0.0),
         max_bytes=settings.PRODUCT_NEAR_CACHE_MAX_BYTES,
+        ttl_s=settings.PRODUCT_CACHE_TTL_S,
     )
 
 

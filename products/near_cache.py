@@ -9,8 +9,10 @@ Why a local copy cannot serve a stale read:
 
 - **Invalidation.** One socket per process asks Redis for broadcast client-side tracking of the
   counter prefixes (`CLIENT TRACKING ON BCAST PREFIX ...`, RESP3): every change to a counter,
-  by any process, INCR, expiry or eviction alike, is pushed to every process. Entries need no
-  tracking: their keys carry the counters, so a changed counter makes a new key.
+  by any process, INCR, expiry or eviction alike, is pushed to every process. Entries are not
+  tracked (their keys carry the counters) but go with the counters they were built from, so a
+  counter that expires or is flushed and counts up again cannot find an entry from before; they
+  also expire after the cache TTL, as their Redis copies do.
 - **Ordering.** Every read drains that socket before it looks here. A writer waits for one more
   Redis round trip after bumping a counter (`cache.fence`): Redis flushes the pushes of a
   command before it reads the next one, so by the time a write is acknowledged, its push sits in
@@ -21,8 +23,17 @@ Why a local copy cannot serve a stale read:
 - **Losing Redis.** Each use needs a lease: a PING answered within LEASE, sent at most that long
   ago. The lease is shorter than the Redis socket timeout, so when Redis hangs, this copy stops
   being used before any writer could have given up on its invalidation and answered. A closed
-  or broken socket, or a backlog so large that Redis may still be holding pushes back, drops
-  everything and reconnects; nothing is kept until the new subscription is in place.
+  or broken socket, a PING unanswered for long, or a backlog so large that Redis may still be
+  holding pushes back, drops everything and reconnects; nothing is kept until the new
+  subscription is in place. A background thread drains the socket of a process that serves no
+  reads, since Redis buffers pushes without limit for a client that does not read them.
+
+What this relies on: Redis writes a command's pushes before it reads the next command (true of
+Redis 7, which this project runs; check it before enabling I/O threads), and a push that Redis
+has written reaches this host's socket before the writer's next reply reaches the writer: true
+when Redis and the web processes share a host, as in this project's deployment. Across a lossy
+network a retransmitted push can arrive up to one lease late; set PRODUCT_NEAR_CACHE_MAX_BYTES=0
+where that matters.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -44,7 +56,9 @@ logger = logging.getLogger(__name__)
 # A drain that reads this much at once may have found the socket full, in which case Redis can
 # be holding pushes back: start over rather than trust the copy.
 BACKLOG_LIMIT = 16 * 1024
-ENTRY_OVERHEAD = 200  # bytes counted per entry on top of its body, for the memory bound
+# Bytes counted per entry on top of its body, for the memory bound (measured: a detail entry's
+# objects, keys and bookkeeping take about 600 bytes besides the body).
+ENTRY_OVERHEAD = 600
 
 
 def _command(*parts: str | bytes) -> bytes:
@@ -58,6 +72,13 @@ def _command(*parts: str | bytes) -> bytes:
 _PING = _command("PING")
 
 
+class _Entry:
+    __slots__ = ("cost", "counters", "expires", "value")
+
+    def __init__(self, value: Any, cost: int, expires: float, counters: tuple[str, ...]) -> None:
+        self.value, self.cost, self.expires, self.counters = value, cost, expires, counters
+
+
 class NearCache:
     """Counters and entries of one process, valid while `open()` says so."""
 
@@ -68,37 +89,47 @@ class NearCache:
         *,
         auth: tuple[str, str] | None,
         lease_s: float,
+        ping_timeout_s: float,
         max_bytes: int,
+        ttl_s: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._connect = connect
         self._prefixes = list(prefixes)
         self._auth = auth
         self._lease_s = lease_s
+        self._ping_timeout_s = ping_timeout_s
         self._max_bytes = max_bytes
+        self._ttl_s = ttl_s
         self._clock = clock
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._reader: Any = None
         self._pid = 0
         self._counters: dict[str, bytes] = {}
-        self._entries: dict[str, tuple[Any, int]] = {}
+        self._entries: dict[str, _Entry] = {}
+        # Counter key -> keys of the entries built from it: when a counter changes, so much as
+        # expires and restarts from 0, what was built from its old values goes too, or a value
+        # the counter reaches again would find an entry from before.
+        self._dependents: dict[str, set[str]] = {}
         self._bytes = 0
         self._token = 0  # bumped by every invalidation processed and every reset
         self._pings: deque[float] = deque()  # send times of unanswered PINGs, oldest first
         self._valid_until = 0.0
         self._retry_at = 0.0
+        self._last_open = 0.0
+        self._drainer_pid = 0
 
     # --- reads ---------------------------------------------------------------------------
 
     def open(self) -> int | None:
         """Apply every invalidation Redis has sent; a token for `remember`, or None if unusable."""
         with self._lock:
-            now = self._clock()
+            now = self._last_open = self._clock()
             if self._sock is None or self._pid != os.getpid():
                 if now < self._retry_at or not self._subscribe(now):
                     return None
-            elif not self._drain():
+            elif not self._drain() or not self._pings_answered(now):
                 return None
             if not self._pings and now >= self._valid_until - self._lease_s / 2:
                 self._ping(now)
@@ -109,21 +140,31 @@ class NearCache:
 
     def entry(self, key: str) -> Any:
         found = self._entries.get(key)
-        return found[0] if found is not None else None
+        if found is None or found.expires <= self._clock():
+            return None
+        return found.value
 
     def remember(
         self, token: int, counters: dict[str, bytes], entry_key: str | None, entry: Any, size: int
     ) -> None:
-        """Keep what a read fetched from Redis, unless an invalidation arrived since `open`."""
+        """Keep what a read fetched from Redis, unless an invalidation arrived since `open`.
+
+        `counters` are the counter values the entry's key was built from.
+        """
         with self._lock:
             if token != self._token or self._sock is None:
                 return
             self._counters.update(counters)
-            if entry_key is not None and entry_key not in self._entries:
-                cost = size + ENTRY_OVERHEAD
-                self._entries[entry_key] = (entry, cost)
-                self._bytes += cost
-                self._evict()
+            if entry_key is None:
+                return
+            self._drop_entry(entry_key)  # an expired copy, or one built from equal counters
+            cost = size + ENTRY_OVERHEAD
+            expires = self._clock() + self._ttl_s
+            self._entries[entry_key] = _Entry(entry, cost, expires, tuple(counters))
+            for counter in counters:
+                self._dependents.setdefault(counter, set()).add(entry_key)
+            self._bytes += cost
+            self._evict()
 
     def forget(self) -> None:
         """Drop everything (this process saw Redis fail and may have missed a push)."""
@@ -134,15 +175,50 @@ class NearCache:
         with self._lock:
             self._reset()
 
+    def tick(self) -> None:
+        """Called about once a second by a background thread: keep an idle process's socket
+        drained (Redis buffers pushes without limit for a client that does not read) and notice
+        a connection that stopped answering."""
+        with self._lock:
+            now = self._clock()
+            if self._sock is None or self._pid != os.getpid():
+                return
+            if now - self._last_open < 1.0:
+                return  # requests are draining it
+            if self._drain():
+                self._pings_answered(now)
+
     # --- internals (called with the lock held) --------------------------------------------
 
+    def _drop_entry(self, key: str) -> None:
+        found = self._entries.pop(key, None)
+        if found is None:
+            return
+        self._bytes -= found.cost
+        for counter in found.counters:
+            dependents = self._dependents.get(counter)
+            if dependents is not None:
+                dependents.discard(key)
+                if not dependents:
+                    del self._dependents[counter]
+
+    def _invalidate(self, counter: str) -> None:
+        self._counters.pop(counter, None)
+        for key in self._dependents.pop(counter, ()):
+            self._drop_entry(key)
+
+    def _clear(self) -> None:
+        self._counters.clear()
+        self._entries.clear()
+        self._dependents.clear()
+        self._bytes = 0
+
     def _evict(self) -> None:
-        # Oldest first (dicts keep insertion order); counters are small and bounded alike.
+        # Oldest first (dicts keep insertion order).
         while self._bytes > self._max_bytes and self._entries:
-            _key, (_entry, cost) = _pop_oldest(self._entries)
-            self._bytes -= cost
-        while len(self._counters) > self._max_bytes // ENTRY_OVERHEAD:
-            _pop_oldest(self._counters)
+            self._drop_entry(next(iter(self._entries)))
+        if len(self._counters) > self._max_bytes // ENTRY_OVERHEAD:
+            self._clear()  # rare: far more products than entries fit; start over
 
     def _reset(self) -> None:
         if self._sock is not None:
@@ -150,12 +226,31 @@ class NearCache:
                 self._sock.close()
         self._sock = None
         self._reader = None
-        self._counters.clear()
-        self._entries.clear()
-        self._bytes = 0
+        self._clear()
         self._token += 1
         self._pings.clear()
         self._valid_until = 0.0
+
+    def _pings_answered(self, now: float) -> bool:
+        if self._pings and now - self._pings[0] > self._ping_timeout_s:
+            logger.warning("near cache reset: Redis stopped answering on the tracking connection")
+            self._reset()
+            return False
+        return True
+
+    def _start_drainer(self) -> None:
+        if self._drainer_pid == os.getpid():
+            return
+        self._drainer_pid = os.getpid()
+        ref = weakref.ref(self)
+
+        def run() -> None:
+            while (near := ref()) is not None and near._drainer_pid == os.getpid():
+                near.tick()
+                del near
+                time.sleep(1.0)
+
+        threading.Thread(target=run, name="near-cache-drainer", daemon=True).start()
 
     def _subscribe(self, now: float) -> bool:
         self._reset()
@@ -187,6 +282,7 @@ class NearCache:
         self._sock, self._reader, self._pid = sock, reader, os.getpid()
         # Redis answered after tracking was on: from `now`, every change reaches this socket.
         self._valid_until = now + self._lease_s
+        self._start_drainer()
         return True
 
     def _ping(self, now: float) -> None:
@@ -235,18 +331,13 @@ class NearCache:
             if kind != b"invalidate":
                 return
             self._token += 1
-            if keys is None:  # FLUSHALL / FLUSHDB
-                self._counters.clear()
+            if keys is None:  # FLUSHALL / FLUSHDB: every counter restarts from 0
+                self._clear()
                 return
             for key in keys:
-                self._counters.pop(key.decode(), None)
+                self._invalidate(key.decode())
         elif message == b"PONG" and self._pings:
             sent = self._pings.popleft()
             self._valid_until = max(self._valid_until, sent + self._lease_s)
         elif isinstance(message, hiredis.ReplyError):
             self._reset()
-
-
-def _pop_oldest(mapping: dict[str, Any]) -> tuple[str, Any]:
-    key = next(iter(mapping))
-    return key, mapping.pop(key)

@@ -20,6 +20,7 @@ DRF throttle uses; over the limit, the request falls through and the normal path
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable
 from http.cookies import SimpleCookie
@@ -34,6 +35,8 @@ from django_ratelimit.core import get_usage
 from products import cache, selectors
 from products.api.throttling import READ_GROUP, client_key
 from products.api.views import etag_version, if_none_match_fails
+
+logger = logging.getLogger(__name__)
 
 _DETAIL = re.compile(r"^/api/products/(\d{1,18})/?$")
 _PAGES = {"/api/products": "list", "/api/products/": "list"}
@@ -65,7 +68,9 @@ def _anonymous_json_get(method: str, meta: dict[str, Any], query_string: str) ->
         return False
     if "format=" in query_string:
         return False
-    return "text/html" not in meta.get("HTTP_ACCEPT", "*/*")
+    accept = meta.get("HTTP_ACCEPT", "*/*")
+    # The browsable API, and JSON indented on request, are not what the cache holds.
+    return "text/html" not in accept and "indent" not in accept
 
 
 def _over_read_limit(request: Any) -> bool:
@@ -225,12 +230,18 @@ def _hit(request: HttpRequest, entry: cache.Entry) -> HttpResponseBase | None:
 
 
 def _write_through(request: HttpRequest, response: HttpResponseBase) -> None:
-    """A product update answered 200 with the product: what the next GET would answer too."""
+    """A product update answered 200 with the product: what the next GET would answer too.
+
+    Best effort: the write is committed and invalidated by now, so trouble here (PostgreSQL
+    failing over, say) must not turn its answer into an error.
+    """
     match = _DETAIL.match(request.path_info)
-    entry = _storable(response) if match and cache.enabled() else None
+    if match is None or not cache.enabled():
+        return
+    entry = _storable(response)  # only the representation a plain GET gets
     if entry is None:
         return
-    product_id = int(match[1])  # type: ignore[index]
+    product_id = int(match[1])
     version = etag_version(entry.etag, product_id)
     if version is None:
         return
@@ -240,17 +251,21 @@ def _write_through(request: HttpRequest, response: HttpResponseBase) -> None:
     if "cookie" not in {name.lower() for name in vary}:
         vary.append("Cookie")
     entry = cache.Entry(headers={**entry.headers, "Vary": ", ".join(vary)}, body=entry.body)
-    cache.detail_write_through(
-        product_id,
-        entry,
-        is_current=lambda: selectors.product_version(product_id=product_id) == version,
-    )
+    try:
+        cache.detail_write_through(
+            product_id,
+            entry,
+            is_current=lambda: selectors.product_version(product_id=product_id) == version,
+        )
+    except Exception:
+        logger.warning("write-through of product %s skipped", product_id, exc_info=True)
 
 
 def _storable(response: HttpResponseBase) -> cache.Entry | None:
     if response.status_code != 200 or response.streaming:
         return None
-    if not response.get("Content-Type", "").startswith("application/json"):
+    # What DRF negotiated, not the Content-Type: `indent=4` is answered as `application/json`.
+    if getattr(response, "accepted_media_type", None) != "application/json":
         return None
     headers = {name: response[name] for name in STORED_HEADERS if response.has_header(name)}
     return cache.Entry(headers=headers, body=response.content)  # type: ignore[attr-defined]

@@ -61,3 +61,19 @@ def test_an_unknown_token_or_an_inactive_user_is_refused_with_401() -> None:
     user.is_active = False
     user.save()
     assert client.put(f"/api/products/{product.pk}", CHANGE, format="json").status_code == 401
+
+
+def test_a_superuser_authenticated_by_token_has_every_permission() -> None:
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from inventory_project.authentication import TokenAuthentication
+
+    admin = get_user_model().objects.create_superuser("root", password="pw-root")
+    token = Token.objects.create(user=admin)
+    user, _ = TokenAuthentication().authenticate_credentials(token.key)
+    everything = {
+        f"{app}.{codename}"
+        for app, codename in Permission.objects.values_list("content_type__app_label", "codename")
+    }
+    assert user.get_all_permissions() == everything

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test import RequestFactory, override_settings
 from rest_framework.test import APIClient
 
@@ -121,6 +121,49 @@ def test_an_api_update_leaves_what_the_next_read_answers_in_the_cache(
     assert {name: cached[name] for name in ("Content-Type", "ETag", "Vary", "Allow")} == {
         name: fresh[name] for name in ("Content-Type", "ETag", "Vary", "Allow")
     }
+
+
+def test_an_update_is_answered_even_if_its_write_through_fails(monkeypatch) -> None:
+    product = ProductFactory(stock_level=5)
+    clerk = token_client(make_user("clerk", "change_product"))
+
+    def failing_version(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(selectors, "product_version", failing_version)
+    response = clerk.put(
+        f"/api/products/{product.pk}", {"price": "1", "stock_level": 4}, format="json"
+    )
+    assert response.status_code == 200
+    assert stock_of(APIClient(), product.pk) == 4
+
+
+def test_an_update_asking_for_another_json_format_is_not_written_through() -> None:
+    product = ProductFactory(stock_level=5)
+    clerk = token_client(make_user("clerk", "change_product"))
+    response = clerk.put(
+        f"/api/products/{product.pk}",
+        {"price": "1", "stock_level": 4},
+        format="json",
+        HTTP_ACCEPT="application/json; indent=4",
+    )
+    assert response.status_code == 200
+    assert b"\n" in response.content  # indented, as asked
+    cached = APIClient().get(f"/api/products/{product.pk}")
+    assert cached["Content-Type"] == "application/json"
+    assert b"\n" not in cached.content
+
+
+def test_a_read_asking_for_indented_json_neither_gets_nor_leaves_a_cached_page() -> None:
+    product = ProductFactory()
+    anon = APIClient()
+    indented = anon.get(f"/api/products/{product.pk}", HTTP_ACCEPT="application/json; indent=4")
+    assert b"\n" in indented.content
+    assert b"\n" not in anon.get(f"/api/products/{product.pk}").content
+    assert (
+        b"\n"
+        in anon.get(f"/api/products/{product.pk}", HTTP_ACCEPT="application/json; indent=4").content
+    )
 
 
 def test_an_update_answered_after_a_newer_write_committed_is_not_cached() -> None:

@@ -214,3 +214,56 @@ def test_an_invalidation_in_this_process_is_seen_by_its_next_read() -> None:
         cached_detail(body=b'{"round":%d}' % round_)
         cache.invalidate([DETAIL_ID])
         assert cache.detail_lookup(DETAIL_ID).entry is None, f"stale in round {round_}"
+
+
+def test_an_entry_goes_with_its_counter_so_a_counter_that_restarts_cannot_find_it() -> None:
+    """A counter expires (7 days) long after its entries (300 s), then counts up again."""
+    client = other_process()
+    bump_elsewhere(client, f"ver:{DETAIL_ID}", f"ver:{DETAIL_ID}")  # version 2
+    old = cached_detail(body=b'{"old":true}')
+    client.delete(old.slot.key)  # the entry's Redis copy expired
+    client.delete(cache._key(f"ver:{DETAIL_ID}"))  # ... and, much later, the counter
+    client.ping()
+    bump_elsewhere(client, f"ver:{DETAIL_ID}")
+    bump_elsewhere(client, f"ver:{DETAIL_ID}")  # version 2 again, after two new writes
+
+    for _ in range(2):  # the second read finds the counter in memory
+        lookup = cache.detail_lookup(DETAIL_ID)
+        assert lookup.slot.key == old.slot.key
+        assert lookup.entry is None
+
+
+def test_near_entries_expire_with_the_cache_ttl(settings) -> None:
+    lookup = cached_detail()
+    now = [time.monotonic()]
+    near()._clock = lambda: now[0]
+    assert near().entry(lookup.slot.key) is not None
+    now[0] += settings.PRODUCT_CACHE_TTL_S + 1
+    assert near().entry(lookup.slot.key) is None
+
+
+def test_an_idle_process_keeps_its_socket_drained() -> None:
+    cached_detail()
+    assert any(t.name == "near-cache-drainer" for t in threading.enumerate())
+    now = [time.monotonic() + 5]  # no request for five seconds
+    near()._clock = lambda: now[0]
+    bump_elsewhere(other_process(), f"ver:{DETAIL_ID}")
+    near().tick()
+    assert near().counter(cache._key(f"ver:{DETAIL_ID}")) is None
+
+
+def test_a_tracking_connection_that_stops_answering_pings_is_dropped(own_redis) -> None:
+    port, proc = own_redis
+    caches = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}
+    with override_settings(CACHES=caches):
+        cached_detail()
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            now = [time.monotonic()]
+            near()._clock = lambda: now[0]
+            near()._pings.append(now[0])  # a PING that will not be answered
+            now[0] += 2.0
+            assert near().open() is None
+            assert near()._sock is None  # reset: reconnects when Redis answers again
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
