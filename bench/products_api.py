@@ -157,7 +157,9 @@ def http_get(path: str) -> tuple[int, bytes]:
 def wrk(name: str, script: str, path: str, seconds: int, extra_env: dict[str, str]) -> Result:
     env = dict(os.environ, WRK_LUA_DIR=str(WRK_DIR), **extra_env)
     url = f"http://127.0.0.1:{PORT}{path}"
-    cmd = ["wrk", "-t1", "-c64", f"-d{seconds}s", "--latency", "-s", str(WRK_DIR / script), url]
+    # A 10 s timeout (wrk's default is 2 s), so slow scenarios show their latency, not errors.
+    cmd = ["wrk", "-t1", "-c64", f"-d{seconds}s", "--timeout", "10s", "--latency"]
+    cmd += ["-s", str(WRK_DIR / script), url]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout  # noqa: S603
     line = next(line for line in out.splitlines() if line.startswith("WRK_JSON "))
     data = json.loads(line.removeprefix("WRK_JSON "))

@@ -217,8 +217,9 @@ class NearCache:
         # Oldest first (dicts keep insertion order).
         while self._bytes > self._max_bytes and self._entries:
             self._drop_entry(next(iter(self._entries)))
-        if len(self._counters) > self._max_bytes // ENTRY_OVERHEAD:
-            self._clear()  # rare: far more products than entries fit; start over
+        # A counter dropped here is only not known locally: its pushes still drop its entries.
+        while len(self._counters) > self._max_bytes // ENTRY_OVERHEAD:
+            del self._counters[next(iter(self._counters))]
 
     def _reset(self) -> None:
         if self._sock is not None:
