@@ -1,16 +1,8 @@
 -- GETs and PUTs (PUT_RATIO of them, default 0.2) on /api/products/{id}, ids from [1, ID_MAX],
 -- token auth from TOKEN.
-local id_max = tonumber(os.getenv("ID_MAX"))
+dofile(os.getenv("WRK_LUA_DIR") .. "/random_ids.lua")
 local token = os.getenv("TOKEN")
 local put_ratio = tonumber(os.getenv("PUT_RATIO") or "0.2")
-local counter = 0
-function setup(thread)
-  counter = counter + 1
-  thread:set("seed", counter)
-end
-function init(args)
-  math.randomseed(os.time() * 1000 + seed)
-end
 function request()
   local id = math.random(1, id_max)
   local path = "/api/products/" .. id

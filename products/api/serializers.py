@@ -186,6 +186,17 @@ class ListQuerySerializer(StrictInputSerializer):
         return attrs
 
 
+def _price_bound(help_text: str) -> serializers.DecimalField:
+    """An optional price bound in a query string, held to the prices the model accepts."""
+    return serializers.DecimalField(
+        required=False,
+        max_digits=PRICE_MAX_DIGITS,
+        decimal_places=PRICE_DECIMAL_PLACES,
+        min_value=Decimal("0"),
+        help_text=help_text,
+    )
+
+
 class SearchQuerySerializer(ListQuerySerializer):
     name = StrictCharField(
         required=False,
@@ -193,20 +204,8 @@ class SearchQuerySerializer(ListQuerySerializer):
         trim_whitespace=False,
         help_text="Case-insensitive substring of the name.",
     )
-    min_price = serializers.DecimalField(
-        required=False,
-        max_digits=PRICE_MAX_DIGITS,
-        decimal_places=PRICE_DECIMAL_PLACES,
-        min_value=Decimal("0"),
-        help_text="Inclusive lower bound.",
-    )
-    max_price = serializers.DecimalField(
-        required=False,
-        max_digits=PRICE_MAX_DIGITS,
-        decimal_places=PRICE_DECIMAL_PLACES,
-        min_value=Decimal("0"),
-        help_text="Inclusive upper bound.",
-    )
+    min_price = _price_bound("Inclusive lower bound.")
+    max_price = _price_bound("Inclusive upper bound.")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)

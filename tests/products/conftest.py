@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 
 import factory
@@ -11,6 +12,7 @@ from django.contrib.auth.models import Permission
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from products import cache
 from products.models import Product
 
 
@@ -59,3 +61,14 @@ def reader(db) -> APIClient:
 @pytest.fixture
 def product(db) -> Product:
     return ProductFactory(name="Steel Hammer", price=Decimal("12.50"), stock_level=7)
+
+
+@pytest.fixture
+def fresh_cache_state(monkeypatch) -> Iterator[None]:
+    """A cache client, near cache and outage state of the test's own; no wait after a failure."""
+    monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 0.0)
+    cache._state.suspect = False
+    cache.reset()
+    yield
+    cache._state.suspect = False
+    cache.reset()

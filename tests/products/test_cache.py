@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -29,17 +28,7 @@ from products.models import Product
 from tests.products.conftest import ProductFactory, make_user, token_client
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache_state(monkeypatch) -> Iterator[None]:
-    monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 0.0)
-    cache._state.suspect = False
-    cache.reset()
-    yield
-    cache._state.suspect = False
-    cache.reset()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache_state")]
 
 
 def stock_of(client: APIClient, product_id: int) -> int:

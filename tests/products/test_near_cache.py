@@ -27,14 +27,7 @@ from products.near_cache import BACKLOG_LIMIT
 DETAIL_ID = 4242
 
 
-@pytest.fixture(autouse=True)
-def _fresh_cache_state(monkeypatch) -> Iterator[None]:
-    monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 0.0)
-    cache._state.suspect = False
-    cache.reset()
-    yield
-    cache._state.suspect = False
-    cache.reset()
+pytestmark = pytest.mark.usefixtures("fresh_cache_state")
 
 
 def other_process() -> redis.Redis:
