@@ -6,8 +6,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inventory_project.settings.loca
 
 django_application = get_wsgi_application()
 
-# Imported after setup: it reads settings and the cache configuration.
+# Imported after setup: they read settings and the cache configuration.
 from products.api.fast_path import CachedReadsApp  # noqa: E402
+from products.api.fast_writes import ProductUpdateApp  # noqa: E402
 
-# Cached anonymous product reads are answered before Django builds a request.
-application = CachedReadsApp(django_application)
+# Cached anonymous product reads, and plain token updates of one product, are answered before
+# Django builds a request; everything else goes to Django.
+application = CachedReadsApp(ProductUpdateApp(django_application))

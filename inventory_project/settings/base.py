@@ -274,6 +274,9 @@ PRODUCT_CACHE_ENABLED = env_bool("PRODUCT_CACHE_ENABLED", True)
 PRODUCT_CACHE_TTL_S = env_int("PRODUCT_CACHE_TTL_S", 300)
 # Per-process copy of hot entries, kept coherent by Redis invalidation pushes; 0 turns it off.
 PRODUCT_NEAR_CACHE_MAX_BYTES = env_int("PRODUCT_NEAR_CACHE_MAX_BYTES", 64 * 1024 * 1024)
+# Token-authenticated JSON updates of one product answered ahead of Django's request cycle
+# (products/api/fast_writes.py); false sends every write through the DRF view.
+PRODUCT_FAST_WRITES = env_bool("PRODUCT_FAST_WRITES", True)
 
 # --- Google Ads sync --------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from products.api.views import etag_version, if_none_match_fails
 
 logger = logging.getLogger(__name__)
 
-_DETAIL = re.compile(r"^/api/products/(\d{1,18})/?$")
+DETAIL = re.compile(r"^/api/products/(\d{1,18})/?$")
 _PAGES = {"/api/products": "list", "/api/products/": "list"}
 _PAGES.update({"/api/products/search": "search", "/api/products/search/": "search"})
 STORED_HEADERS = ("Content-Type", "ETag", "Vary", "Allow")
@@ -46,7 +46,7 @@ LOOKUP_ENVIRON_KEY = "products.cache_lookup"
 
 
 def _lookup(path: str, query_string: str, host: str, scheme: str) -> cache.Lookup | None:
-    match = _DETAIL.match(path)
+    match = DETAIL.match(path)
     if match:
         return cache.detail_lookup(int(match[1]))
     kind = _PAGES.get(path)
@@ -97,16 +97,15 @@ class CachedReadsApp:
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
-        self._security_headers: list[tuple[str, str]] | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         query_string = environ.get("QUERY_STRING", "")
         if not _anonymous_json_get(environ["REQUEST_METHOD"], environ, query_string):
             return self.app(environ, start_response)
-        secure = self._is_secure(environ)
+        secure = is_secure(environ)
         if settings.SECURE_SSL_REDIRECT and not secure:
             return self.app(environ, start_response)  # Django redirects it
-        host = self._host(environ)
+        host = allowed_host(environ)
         if host is None:
             return self.app(environ, start_response)  # Django answers 400
         lookup = _lookup(
@@ -118,7 +117,7 @@ class CachedReadsApp:
         if entry is None or _over_read_limit(_EnvironRequest(environ)):
             environ[LOOKUP_ENVIRON_KEY] = lookup
             return self.app(environ, start_response)
-        headers = self._headers(secure)
+        headers = security_headers(secure)
         etag = entry.etag
         if etag and "HTTP_IF_NONE_MATCH" in environ:
             request = HttpRequest()
@@ -131,47 +130,47 @@ class CachedReadsApp:
         start_response("200 OK", headers)
         return [entry.body]
 
-    @staticmethod
-    def _is_secure(environ: dict[str, Any]) -> bool:
-        proxy = settings.SECURE_PROXY_SSL_HEADER
-        if proxy:
-            header, value = proxy
-            forwarded = environ.get(header)
-            if forwarded is not None:
-                return str(forwarded).split(",", 1)[0].strip() == value
-        return environ.get("wsgi.url_scheme") == "https"
 
-    @staticmethod
-    def _host(environ: dict[str, Any]) -> str | None:
-        host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
-        domain, _port = split_domain_port(host)
-        allowed = settings.ALLOWED_HOSTS
-        if settings.DEBUG and not allowed:
-            allowed = [".localhost", "127.0.0.1", "[::1]"]
-        return host if domain and validate_host(domain, allowed) else None
+def is_secure(environ: dict[str, Any]) -> bool:
+    """What `HttpRequest.is_secure()` would say, from the WSGI environ."""
+    proxy = settings.SECURE_PROXY_SSL_HEADER
+    if proxy:
+        header, value = proxy
+        forwarded = environ.get(header)
+        if forwarded is not None:
+            return str(forwarded).split(",", 1)[0].strip() == value
+    return environ.get("wsgi.url_scheme") == "https"
 
-    def _headers(self, secure: bool) -> list[tuple[str, str]]:
-        """What SecurityMiddleware and XFrameOptionsMiddleware add to every response."""
-        if self._security_headers is None:
-            headers = []
-            if settings.SECURE_CONTENT_TYPE_NOSNIFF:
-                headers.append(("X-Content-Type-Options", "nosniff"))
-            if settings.SECURE_REFERRER_POLICY:
-                headers.append(("Referrer-Policy", str(settings.SECURE_REFERRER_POLICY)))
-            if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
-                coop = str(settings.SECURE_CROSS_ORIGIN_OPENER_POLICY)
-                headers.append(("Cross-Origin-Opener-Policy", coop))
-            headers.append(("X-Frame-Options", str(settings.X_FRAME_OPTIONS)))
-            self._security_headers = headers
-        headers = list(self._security_headers)
-        if secure and settings.SECURE_HSTS_SECONDS:
-            hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
-            if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
-                hsts += "; includeSubDomains"
-            if settings.SECURE_HSTS_PRELOAD:
-                hsts += "; preload"
-            headers.append(("Strict-Transport-Security", hsts))
-        return headers
+
+def allowed_host(environ: dict[str, Any]) -> str | None:
+    """The Host, if ALLOWED_HOSTS allows it (else Django would answer 400)."""
+    host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+    domain, _port = split_domain_port(host)
+    allowed = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    return host if domain and validate_host(domain, allowed) else None
+
+
+def security_headers(secure: bool) -> list[tuple[str, str]]:
+    """What SecurityMiddleware and XFrameOptionsMiddleware add to every response."""
+    headers = []
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        headers.append(("X-Content-Type-Options", "nosniff"))
+    if settings.SECURE_REFERRER_POLICY:
+        headers.append(("Referrer-Policy", str(settings.SECURE_REFERRER_POLICY)))
+    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        coop = str(settings.SECURE_CROSS_ORIGIN_OPENER_POLICY)
+        headers.append(("Cross-Origin-Opener-Policy", coop))
+    headers.append(("X-Frame-Options", str(settings.X_FRAME_OPTIONS)))
+    if secure and settings.SECURE_HSTS_SECONDS:
+        hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
+        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+            hsts += "; includeSubDomains"
+        if settings.SECURE_HSTS_PRELOAD:
+            hsts += "; preload"
+        headers.append(("Strict-Transport-Security", hsts))
+    return headers
 
 
 class ProductCacheMiddleware:
@@ -230,18 +229,23 @@ def _hit(request: HttpRequest, entry: cache.Entry) -> HttpResponseBase | None:
 
 
 def _write_through(request: HttpRequest, response: HttpResponseBase) -> None:
-    """A product update answered 200 with the product: what the next GET would answer too.
+    """A product update answered 200 with the product: what the next GET would answer too."""
+    match = DETAIL.match(request.path_info)
+    if match is None:
+        return
+    entry = _storable(response)  # only the representation a plain GET gets
+    if entry is not None:
+        keep_as_detail(int(match[1]), entry)
+
+
+def keep_as_detail(product_id: int, entry: cache.Entry) -> None:
+    """Keep a 200 answer to an update of this product as its cached detail.
 
     Best effort: the write is committed and invalidated by now, so trouble here (PostgreSQL
     failing over, say) must not turn its answer into an error.
     """
-    match = _DETAIL.match(request.path_info)
-    if match is None or not cache.enabled():
+    if not cache.enabled():
         return
-    entry = _storable(response)  # only the representation a plain GET gets
-    if entry is None:
-        return
-    product_id = int(match[1])
     version = etag_version(entry.etag, product_id)
     if version is None:
         return

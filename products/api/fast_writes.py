@@ -1,0 +1,198 @@
+"""Answer the common product update ahead of the framework.
+
+`ProductUpdateApp` wraps the WSGI application (inventory_project/wsgi.py), like
+`fast_path.CachedReadsApp` does for cache hits. It answers one shape of request: a PUT or
+PATCH of `/api/products/<id>` with a token, a JSON body and nothing unusual (no query string,
+preconditions, cookies or content negotiation). For those it does what `ProductDetailView` does,
+with the same parts, in the same order of checks: the view's authenticators, permission classes
+and throttle, the same input serializer, `services.product_update`, the same output serializer
+and renderer, and the headers the view and Django's middleware would send.
+
+What it leaves out is the generic machinery around those parts (building Django's and DRF's
+request objects, nine middlewares, URL resolution, content negotiation, parser selection,
+exception handling): about half the CPU of a write, which bounds a mixed read/write load.
+
+Everything else falls through to Django untouched, and so does every request that would not
+get a 200: a bad token, a missing permission, invalid input, an unknown product, a client over
+its rate limit, a database error. The normal view then answers it with the usual error, so error
+responses have one implementation. Nothing is written before the last of those checks, except
+the rate-limit counter (see `_over_write_limit`). `PRODUCT_FAST_WRITES=false` switches it off.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.conf import settings
+from django.core import signals
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError
+from django.http import HttpRequest
+from django.http.cookie import parse_cookie
+from django.http.request import HttpHeaders
+from django.utils.functional import cached_property
+from rest_framework.exceptions import APIException
+from rest_framework.renderers import JSONRenderer
+
+from products import cache, services
+from products.api import fast_path
+from products.api.serializers import BIGINT_MAX, ProductOutputSerializer, ProductUpdateSerializer
+from products.api.views import ProductDetailView
+from products.models import Product
+
+logger = logging.getLogger(__name__)
+
+_TOKEN = re.compile(r"^Token ([^\s]+)$")
+_JSON = {"application/json", "application/json; charset=utf-8", "application/json;charset=utf-8"}
+_ACCEPT = {"", "*/*", "application/json"}
+# Headers that ask for what this path does not do: preconditions (the view turns If-Match into
+# a compare-and-set), and Origin, which a CORS middleware, once there is one, would answer.
+_DECLINED = ("HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_UNMODIFIED_SINCE", "HTTP_ORIGIN")
+_MAX_BODY = 4096
+
+
+class _Request:
+    """What DRF's authenticators, permissions and our throttle read of a request."""
+
+    def __init__(self, environ: dict[str, Any], method: str) -> None:
+        self.META = environ
+        self.method = method
+        self.user: Any = None
+        self.auth: Any = None
+        self._request = self  # DRF's authenticators look through `_request`
+
+    @cached_property
+    def headers(self) -> HttpHeaders:
+        return HttpHeaders(self.META)
+
+
+class ProductUpdateApp:
+    """WSGI wrapper: PUT/PATCH of one product by token, answered without Django's request cycle."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        # Read only, shared by every request: its authenticators, permissions, throttles and
+        # allowed methods (set up as Django sets up a view, which adds HEAD to them).
+        self.view = ProductDetailView()
+        self.view.setup(HttpRequest())
+        self.renderer = JSONRenderer()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        product_id = _eligible(environ)
+        if product_id is None:
+            return self.app(environ, start_response)
+        body = _read_body(environ)
+        # Whatever happens next, the view may need to read the body again.
+        environ["wsgi.input"] = io.BytesIO(body)
+        signals.request_started.send(sender=self.__class__, environ=environ)
+        try:
+            answer = self._update(environ, product_id, body)
+        finally:
+            signals.request_finished.send(sender=self.__class__)
+        if answer is None:
+            environ["wsgi.input"] = io.BytesIO(body)
+            return self.app(environ, start_response)
+        headers, content = answer
+        start_response("200 OK", headers)
+        return [content]
+
+    def _update(
+        self, environ: dict[str, Any], product_id: int, body: bytes
+    ) -> tuple[list[tuple[str, str]], bytes] | None:
+        method = environ["REQUEST_METHOD"]
+        request = _Request(environ, method)
+        try:
+            data = json.loads(body)
+            if not isinstance(data, dict) or not self._authorized(request):
+                return None
+            serializer = ProductUpdateSerializer(data=data, partial=method == "PATCH")
+            if not serializer.is_valid() or _over_write_limit(request, self.view):
+                return None
+            product = services.product_update(product_id=product_id, **serializer.validated_data)
+        except (ValueError, APIException, ValidationError, Product.DoesNotExist, DatabaseError):
+            return None  # the view answers: 400, 401, 403, 404, 503 ...
+        # Committed: from here on the answer is a 200, whatever else goes wrong.
+        content = self.renderer.render(ProductOutputSerializer(product).data)
+        entry = cache.Entry(
+            headers={
+                "Content-Type": "application/json",
+                "ETag": product.etag,
+                "Vary": "Accept",
+                "Allow": ", ".join(self.view.allowed_methods),
+            },
+            body=content,
+        )
+        fast_path.keep_as_detail(product_id, entry)
+        headers = list(entry.headers.items())
+        headers.append(("Content-Length", str(len(content))))
+        headers.extend(fast_path.security_headers(fast_path.is_secure(environ)))
+        return headers, content
+
+    def _authorized(self, request: _Request) -> bool:
+        """The view's authenticators, then its permission classes, as DRF runs them."""
+        for authenticator in self.view.get_authenticators():
+            found = authenticator.authenticate(request)  # type: ignore[arg-type]
+            if found is not None:
+                request.user, request.auth = found
+                break
+        else:
+            return False
+        return all(
+            permission.has_permission(request, self.view)  # type: ignore[arg-type]
+            for permission in self.view.get_permissions()
+        )
+
+
+def _eligible(environ: dict[str, Any]) -> int | None:
+    """The product id, if this is the one request shape this path answers."""
+    if environ["REQUEST_METHOD"] not in ("PUT", "PATCH") or not settings.PRODUCT_FAST_WRITES:
+        return None
+    match = fast_path.DETAIL.match(environ.get("PATH_INFO", ""))
+    if match is None or int(match[1]) > BIGINT_MAX or environ.get("QUERY_STRING"):
+        return None
+    if not _TOKEN.match(environ.get("HTTP_AUTHORIZATION", "")):
+        return None
+    if environ.get("CONTENT_TYPE", "").lower() not in _JSON:
+        return None
+    if environ.get("HTTP_ACCEPT", "").strip() not in _ACCEPT:
+        return None
+    if any(name in environ for name in _DECLINED):
+        return None
+    # A session cookie brings SessionAuthentication and its CSRF check into play.
+    cookies = environ.get("HTTP_COOKIE")
+    if cookies and settings.SESSION_COOKIE_NAME in parse_cookie(cookies):
+        return None
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None
+    if not 0 < length <= _MAX_BODY:
+        return None
+    secure = fast_path.is_secure(environ)
+    if settings.SECURE_SSL_REDIRECT and not secure:
+        return None  # Django redirects it
+    if fast_path.allowed_host(environ) is None:
+        return None  # Django answers 400
+    return int(match[1])
+
+
+def _read_body(environ: dict[str, Any]) -> bytes:
+    return bytes(environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])))
+
+
+def _over_write_limit(request: _Request, view: ProductDetailView) -> bool:
+    """The view's throttles, counted once here for a request this path answers.
+
+    Run last, after every check that sends a request to the view, so that the view counts
+    those requests itself and they are counted once. Only a request over the limit, or for a
+    product that no longer exists, is counted by both.
+    """
+    return not all(
+        throttle.allow_request(request, view)  # type: ignore[arg-type]
+        for throttle in view.get_throttles()
+    )

@@ -1,0 +1,224 @@
+"""The WSGI fast path for product updates: the same answers as the DRF view, or the view itself.
+
+Each test sends raw WSGI requests to `ProductUpdateApp` wrapped around Django's own WSGI
+handler, and counts which requests reach Django. Writes are committed for real
+(`transaction=True`): invalidation runs after commit, and the fast path returns its database
+connection the way Django's request cycle does.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from decimal import Decimal
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+from django.core.handlers.wsgi import WSGIHandler
+from django.db import connection
+from django.test import override_settings
+from rest_framework.authtoken.models import Token
+
+from products.api.fast_path import CachedReadsApp
+from products.api.fast_writes import ProductUpdateApp
+from products.models import Product
+from tests.products.conftest import ProductFactory, make_user
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache_state")]
+
+
+class CountingDjango:
+    """Django's WSGI handler, counting the requests that reach it."""
+
+    def __init__(self) -> None:
+        self.django = WSGIHandler()
+        self.calls = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        self.calls += 1
+        return self.django(environ, start_response)
+
+
+@pytest.fixture
+def stack() -> tuple[CachedReadsApp, CountingDjango]:
+    django = CountingDjango()
+    return CachedReadsApp(ProductUpdateApp(django)), django
+
+
+@pytest.fixture
+def token() -> str:
+    user = make_user("clerk", "change_product")
+    return Token.objects.create(user=user).key
+
+
+def send(
+    app: Any, method: str, path: str, body: Any = None, **environ: str
+) -> tuple[int, dict[str, str], bytes]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode() if body else b""
+    env: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "HTTP_HOST": "testserver",
+        "wsgi.input": io.BytesIO(raw),
+        "CONTENT_LENGTH": str(len(raw)),
+    }
+    if raw:
+        env["CONTENT_TYPE"] = "application/json"
+    env.update(environ)
+    setup_testing_defaults(env)
+    captured: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        captured["status"], captured["headers"] = int(status[:3]), dict(headers)
+
+    content = b"".join(app(env, start_response))
+    return captured["status"], captured["headers"], content
+
+
+def put(app: Any, product: Product, token: str, body: Any, **environ: str) -> Any:
+    return send(
+        app,
+        "PUT",
+        f"/api/products/{product.pk}",
+        body,
+        HTTP_AUTHORIZATION=f"Token {token}",
+        **environ,
+    )
+
+
+def test_a_plain_token_put_is_answered_without_django(stack, token) -> None:
+    app, django = stack
+    product = ProductFactory(price=Decimal("1.00"), stock_level=1)
+    status, headers, content = put(app, product, token, {"price": "12.50", "stock_level": 7})
+    product.refresh_from_db()
+    assert (status, django.calls) == (200, 0)
+    assert (product.price, product.stock_level, product.version) == (Decimal("12.50"), 7, 2)
+    assert json.loads(content)["stock_level"] == 7
+    assert headers["ETag"] == product.etag
+
+
+def test_it_answers_what_the_view_answers(stack, token) -> None:
+    app, django = stack
+    product = ProductFactory()
+    fast = put(app, product, token, {"price": "3.00", "stock_level": 4})
+    with override_settings(PRODUCT_FAST_WRITES=False):
+        slow = put(app, product, token, {"price": "3.00", "stock_level": 4})
+    assert django.calls == 1
+    assert (fast[0], slow[0]) == (200, 200)
+    fast_body, slow_body = json.loads(fast[2]), json.loads(slow[2])
+    # Only what the second write changed differs: the version, and the time it was written.
+    assert slow_body["version"] == fast_body["version"] + 1
+    for changed in ("version", "updated_at"):
+        fast_body.pop(changed), slow_body.pop(changed)
+    assert fast_body == slow_body
+    assert set(fast[1]) == set(slow[1])
+    for name in set(fast[1]) - {"ETag", "Content-Length"}:
+        assert fast[1][name] == slow[1][name], name
+
+
+def test_a_patch_sets_only_the_fields_it_names(stack, token) -> None:
+    app, django = stack
+    product = ProductFactory(price=Decimal("5.00"), stock_level=3)
+    status, _, _ = send(
+        app,
+        "PATCH",
+        f"/api/products/{product.pk}",
+        {"stock_level": 9},
+        HTTP_AUTHORIZATION=f"Token {token}",
+    )
+    product.refresh_from_db()
+    assert (status, django.calls) == (200, 0)
+    assert (product.price, product.stock_level) == (Decimal("5.00"), 9)
+
+
+def test_the_next_read_sees_the_write(stack, token) -> None:
+    app, django = stack
+    product = ProductFactory(stock_level=1)
+    send(app, "GET", f"/api/products/{product.pk}")  # cached
+    put(app, product, token, {"price": "9.99", "stock_level": 2})
+    calls = django.calls
+    status, _, content = send(app, "GET", f"/api/products/{product.pk}")
+    assert (status, json.loads(content)["stock_level"]) == (200, 2)
+    assert django.calls == calls  # answered by the write's own entry, not PostgreSQL
+
+
+def test_it_gives_its_database_connection_back(stack, token) -> None:
+    app, _ = stack
+    product = ProductFactory()
+    put(app, product, token, {"price": "9.99", "stock_level": 2})
+    assert connection.connection is None
+
+
+@pytest.mark.parametrize(
+    ("body", "environ", "code"),
+    [
+        (b"{not json", {}, 400),
+        ({"price": "-1", "stock_level": 2}, {}, 400),
+        ({"price": "1.00"}, {}, 400),  # PUT needs both
+        ({"price": "1.00", "stock_level": 2, "name": "x"}, {}, 400),
+        ({"price": "1.00", "stock_level": 2}, {"HTTP_AUTHORIZATION": "Token wrong"}, 401),
+        ({"price": "1.00", "stock_level": 2}, {"HTTP_IF_MATCH": '"1-999"'}, 412),
+        ({"price": "1.00", "stock_level": 2}, {"HTTP_ACCEPT": "text/html"}, 200),
+        ({"price": "1.00", "stock_level": 2}, {"QUERY_STRING": "format=json"}, 200),
+        ({"price": "1.00", "stock_level": 2}, {"HTTP_COOKIE": "sessionid=abc"}, 200),
+        ([1, 2], {}, 400),
+    ],
+    ids=[
+        "bad-json",
+        "negative-price",
+        "missing-field",
+        "unknown-field",
+        "bad-token",
+        "if-match",
+        "browsable-api",
+        "query-string",
+        "session-cookie",
+        "not-an-object",
+    ],
+)
+def test_everything_else_is_answered_by_the_view(stack, token, body, environ, code) -> None:
+    app, django = stack
+    product = ProductFactory(price=Decimal("5.00"), stock_level=3)
+    environ = {"HTTP_AUTHORIZATION": f"Token {token}", **environ}
+    status, _, _ = send(app, "PUT", f"/api/products/{product.pk}", body, **environ)
+    assert (status, django.calls) == (code, 1)
+    product.refresh_from_db()
+    if code != 200:
+        assert (product.price, product.stock_level, product.version) == (Decimal("5.00"), 3, 1)
+
+
+def test_a_user_without_the_permission_gets_the_views_403(stack) -> None:
+    app, django = stack
+    product = ProductFactory()
+    key = Token.objects.create(user=make_user("reader")).key
+    status, _, _ = put(app, product, key, {"price": "1.00", "stock_level": 2})
+    assert (status, django.calls) == (403, 1)
+
+
+def test_an_unknown_product_gets_the_views_404(stack, token) -> None:
+    app, django = stack
+    gone = ProductFactory()
+    Product.objects.filter(pk=gone.pk).delete()
+    status, _, content = put(app, gone, token, {"price": "1.00", "stock_level": 2})
+    assert (status, django.calls) == (404, 1)
+    assert json.loads(content)["error"]["code"] == "not_found"
+
+
+def test_switched_off_every_write_goes_to_the_view(stack, token) -> None:
+    app, django = stack
+    product = ProductFactory()
+    with override_settings(PRODUCT_FAST_WRITES=False):
+        status, _, _ = put(app, product, token, {"price": "1.00", "stock_level": 2})
+    assert (status, django.calls) == (200, 1)
+
+
+def test_answered_writes_count_once_against_the_write_limit(stack, token) -> None:
+    app, django = stack
+    product = ProductFactory()
+    with override_settings(RATELIMIT_WRITES="2/m"):
+        codes = [
+            put(app, product, token, {"price": "1.00", "stock_level": n})[0] for n in (1, 2, 3)
+        ]
+    assert codes == [200, 200, 429]
+    assert django.calls == 1  # only the third, which the view refused
