@@ -94,16 +94,37 @@ def product_list_after(*, after_id: int, limit: int) -> KeysetPage:
     return _keyset_page(Product.objects.all(), after_id=after_id, limit=limit)
 
 
+# A search matching at most this many products reads their ids in one query, and counts and
+# pages them here; past it, PostgreSQL counts and pages separately.
+SEARCH_IDS_MAX = 5_000
+
+
 def product_search(*, filters: ProductFilters, page: int, limit: int) -> OffsetPage:
     """Products whose name contains `name` (any case) and whose price is within the bounds."""
-    queryset = _filtered(filters).order_by("id")
-    count = queryset.count()
+    queryset = _filtered(filters)
     offset = (page - 1) * limit
+    # A selective search (the common case) finds its matches once: the count and the page were
+    # two index scans of the same candidates. No ORDER BY, or the planner walks the primary key.
+    ids = list(_match_ids(filters))
+    if len(ids) <= SEARCH_IDS_MAX:
+        ids.sort()
+        wanted = ids[offset : offset + limit]
+        # The filter again: a row changed since the ids were read must still match to be shown.
+        products = list(queryset.filter(id__in=wanted).order_by("id")) if wanted else []
+        _ensure_in_range(page, products)
+        return OffsetPage(products, len(ids), page, limit)
+    queryset = queryset.order_by("id")
+    count = queryset.count()
     # Two queries on purpose: a window count(*) in the page query makes the planner walk the
     # primary key in id order over the whole table (measured: 1 s instead of 25 ms).
     products = list(queryset[offset : offset + limit])
     _ensure_in_range(page, products)
     return OffsetPage(products, count, page, limit)
+
+
+def _match_ids(filters: ProductFilters) -> QuerySet[Product, int]:
+    """Up to SEARCH_IDS_MAX + 1 matching ids, in no particular order."""
+    return _filtered(filters).order_by().values_list("id", flat=True)[: SEARCH_IDS_MAX + 1]
 
 
 def product_search_after(*, filters: ProductFilters, after_id: int, limit: int) -> KeysetPage:

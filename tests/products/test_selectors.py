@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.db import IntegrityError, connection
 
@@ -54,3 +56,32 @@ def test_page_past_the_end_raises_page_out_of_range() -> None:
 def test_product_get_of_missing_id_raises_does_not_exist() -> None:
     with pytest.raises(Product.DoesNotExist):
         selectors.product_get(product_id=1)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("ids_max", [1000, 4, 3], ids=["ids-in-one-query", "at-the-cap", "past-it"])
+def test_search_pages_and_counts_the_same_whichever_way_it_reads(monkeypatch, ids_max) -> None:
+    """Up to SEARCH_IDS_MAX matches are read as ids in one query; past it, counted apart."""
+    monkeypatch.setattr(selectors, "SEARCH_IDS_MAX", ids_max)
+    steel = [ProductFactory(name=f"Steel {n}", price=Decimal(n)) for n in (5, 15, 25, 35)]
+    ProductFactory(name="Steel too dear", price=Decimal("500"))
+    ProductFactory(name="Oak", price=Decimal("15"))
+    filters = selectors.ProductFilters(name="steel", max_price=Decimal("100"))
+    pages = [selectors.product_search(filters=filters, page=n, limit=3) for n in (1, 2)]
+    assert [page.count for page in pages] == [4, 4]
+    assert [[p.pk for p in page.products] for page in pages] == [
+        [p.pk for p in steel[:3]],
+        [steel[3].pk],
+    ]
+    with pytest.raises(selectors.PageOutOfRange):
+        selectors.product_search(filters=filters, page=3, limit=3)
+
+
+@pytest.mark.django_db
+def test_a_selective_search_finds_its_matches_with_one_scan(django_assert_num_queries) -> None:
+    ProductFactory.create_batch(3, name="Steel bar")
+    filters = selectors.ProductFilters(name="steel")
+    with django_assert_num_queries(2) as captured:  # the ids, then the page's rows by id
+        page = selectors.product_search(filters=filters, page=1, limit=2)
+    assert page.count == 3
+    assert "COUNT(" not in " ".join(query["sql"].upper() for query in captured.captured_queries)

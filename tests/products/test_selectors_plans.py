@@ -62,6 +62,20 @@ def test_search_with_name_and_price_uses_the_trigram_index() -> None:
 
 @pytest.mark.django_db
 @pytest.mark.usefixtures("large_catalogue")
+def test_the_one_scan_of_a_search_uses_the_trigram_index() -> None:
+    filters = selectors.ProductFilters(
+        name="steel", min_price=Decimal("100"), max_price=Decimal("200")
+    )
+    sql, params = selectors._match_ids(filters).query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+        plan = cursor_plan(cursor)
+    assert "product_name_upper_trgm" in {node.get("Index Name") for node in nodes(plan)}, plan
+    assert not any(node["Node Type"] == "Seq Scan" for node in nodes(plan)), plan
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("large_catalogue")
 def test_deep_keyset_page_reads_only_the_page_rows() -> None:
     after_id = 59_000
     queryset = Product.objects.filter(id__gt=after_id).order_by("id")[:21]
