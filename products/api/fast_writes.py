@@ -117,7 +117,7 @@ class ProductUpdateApp:
             product = services.product_update(product_id=product_id, **serializer.validated_data)
         except (ValueError, APIException, ValidationError, Product.DoesNotExist, DatabaseError):
             return None  # the view answers: 400, 401, 403, 404, 503 ...
-        # Committed: from here on the answer is a 200, whatever else goes wrong.
+        # Committed. What follows renders the answer; the write-through never raises.
         content = self.renderer.render(ProductOutputSerializer(product).data)
         entry = cache.Entry(
             headers={
