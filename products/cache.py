@@ -477,11 +477,11 @@ def detail_write_through(product_id: int, entry: Entry, is_current: Callable[[],
     """After an acknowledged write of one product: keep its response as the detail entry.
 
     Saves every process a database read on the next GET of a product just written. Called after
-    the write's own invalidation, so the key read here (inside `write_scope`: the counters that
-    bump returned) is at least as new as that bump; then
-    `is_current` checks in PostgreSQL that no later write has committed. A write that commits
-    after the check bumps the counter after it too, past this key, so the entry stored here can
-    never stand in front of a newer row.
+    the write's own invalidation, so the key read here (inside `write_scope`, built from the
+    counters that bump returned) is at least as new as that bump; then `is_current` checks in
+    PostgreSQL that no later write has committed. A write that commits after the check bumps
+    the counter after it too, past this key, so the entry stored here can never stand in front
+    of a newer row.
     """
     counter = _key(f"ver:{product_id}")
     scope = _scope.get()
