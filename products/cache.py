@@ -497,7 +497,8 @@ def detail_write_through(product_id: int, entry: Entry, is_current: Callable[[],
         return
     key = _entry_key("detail", _key("d:"), epoch, count, str(product_id))
     try:
-        _redis().set(key, entry.encode(), ex=settings.PRODUCT_CACHE_TTL_S)
+        # NX: a reader that looked after the bump may have stored this version already.
+        _redis().set(key, entry.encode(), ex=settings.PRODUCT_CACHE_TTL_S, nx=True)
     except Exception as exc:
         _fail(exc)
         return

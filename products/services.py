@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import connection, models, transaction
+from django.db import InterfaceError, OperationalError, connection, models, transaction
 from django.utils import timezone
 
 from products import cache
@@ -66,7 +66,14 @@ def product_update(
     table = Product._meta.db_table
     sql = f"UPDATE {table} SET {sets} WHERE {where} RETURNING {_COLUMNS}"  # noqa: S608
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        try:
+            cursor.execute(sql, params)
+        except (OperationalError, InterfaceError):
+            # The connection failed with the UPDATE in flight: it may have committed, and no
+            # invalidation is registered yet. Invalidating a row that did not change costs a miss.
+            if not connection.in_atomic_block:
+                cache.invalidate([product_id])
+            raise
         row = cursor.fetchone()
     if row is None:
         current = Product.objects.filter(pk=product_id).first()

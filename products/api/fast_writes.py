@@ -14,9 +14,12 @@ exception handling): about half the CPU of a write, which bounds a mixed read/wr
 
 Everything else falls through to Django untouched, and so does every request that would not
 get a 200: a bad token, a missing permission, invalid input, an unknown product, a client over
-its rate limit, a database error. The normal view then answers it with the usual error, so error
-responses have one implementation. Nothing is written before the last of those checks, except
-the rate-limit counter (see `_over_write_limit`). `PRODUCT_FAST_WRITES=false` switches it off.
+its rate limit, an error before the write. The normal view then answers it with the usual
+error, so error responses have one implementation. Nothing is written before the last of those
+checks, except the rate-limit counter (see `_over_write_limit`). One error is answered here: a
+connection that fails during the UPDATE, which may have committed, is a 503 in the view's
+shape, since sending the request on would write it twice. `PRODUCT_FAST_WRITES=false` switches
+the path off.
 """
 
 from __future__ import annotations
@@ -31,17 +34,17 @@ from typing import Any
 from django.conf import settings
 from django.core import signals
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import HttpRequest
 from django.http.cookie import parse_cookie
 from django.http.request import HttpHeaders
 from django.utils.functional import cached_property
-from rest_framework.exceptions import APIException
 from rest_framework.renderers import JSONRenderer
 
 from products import cache, services
 from products.api import fast_path
-from products.api.serializers import BIGINT_MAX, ProductOutputSerializer, ProductUpdateSerializer
+from products.api.errors import ServiceUnavailable, error_body
+from products.api.serializers import ProductOutputSerializer, ProductUpdateSerializer
 from products.api.views import ProductDetailView
 from products.models import Product
 
@@ -49,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"^Token ([^\s]+)$")
 _JSON = {"application/json", "application/json; charset=utf-8", "application/json;charset=utf-8"}
-_ACCEPT = {"", "*/*", "application/json"}
+_ACCEPT = {"*/*", "application/json"}  # absent counts as */*
 # Headers that ask for what this path does not do: preconditions (the view turns If-Match into
 # a compare-and-set), and Origin, which a CORS middleware, once there is one, would answer.
 _DECLINED = ("HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_UNMODIFIED_SINCE", "HTTP_ORIGIN")
@@ -98,41 +101,51 @@ class ProductUpdateApp:
         if answer is None:
             environ["wsgi.input"] = io.BytesIO(body)
             return self.app(environ, start_response)
-        headers, content = answer
-        start_response("200 OK", headers)
+        status, headers, content = answer
+        headers.append(("Content-Length", str(len(content))))
+        headers.extend(fast_path.security_headers(fast_path.is_secure(environ)))
+        start_response(status, headers)
         return [content]
 
     def _update(
         self, environ: dict[str, Any], product_id: int, body: bytes
-    ) -> tuple[list[tuple[str, str]], bytes] | None:
+    ) -> tuple[str, list[tuple[str, str]], bytes] | None:
         method = environ["REQUEST_METHOD"]
         request = _Request(environ, method)
         try:
-            data = json.loads(body)
+            # Strict UTF-8, as DRF's parser reads it (json.loads of bytes would also take UTF-16
+            # and a byte order mark).
+            data = json.loads(body.decode("utf-8"))
             if not isinstance(data, dict) or not self._authorized(request):
                 return None
             serializer = ProductUpdateSerializer(data=data, partial=method == "PATCH")
             if not serializer.is_valid() or _over_write_limit(request, self.view):
                 return None
+        except Exception:
+            # Nothing is written yet: the view answers (400, 401, 403, its JSON 500 or 503)
+            # and logs what it has to.
+            return None
+        try:
             product = services.product_update(product_id=product_id, **serializer.validated_data)
-        except (ValueError, APIException, ValidationError, Product.DoesNotExist, DatabaseError):
-            return None  # the view answers: 400, 401, 403, 404, 503 ...
+        except (Product.DoesNotExist, ValidationError, IntegrityError, DataError):
+            return None  # refused, nothing committed: the view answers 404 or 400
+        except (OperationalError, InterfaceError):
+            # The UPDATE may have committed before the connection failed: running it again
+            # through the view would write twice. Answer as the view would answer this error.
+            logger.exception("database unavailable")
+            return _unavailable(self.view)
         # Committed. What follows renders the answer; the write-through never raises.
         content = self.renderer.render(ProductOutputSerializer(product).data)
         entry = cache.Entry(
             headers={
                 "Content-Type": "application/json",
                 "ETag": product.etag,
-                "Vary": "Accept",
-                "Allow": ", ".join(self.view.allowed_methods),
+                **self.view.default_response_headers,
             },
             body=content,
         )
         fast_path.keep_as_detail(product_id, entry)
-        headers = list(entry.headers.items())
-        headers.append(("Content-Length", str(len(content))))
-        headers.extend(fast_path.security_headers(fast_path.is_secure(environ)))
-        return headers, content
+        return "200 OK", list(entry.headers.items()), content
 
     def _authorized(self, request: _Request) -> bool:
         """The view's authenticators, then its permission classes, as DRF runs them."""
@@ -149,18 +162,28 @@ class ProductUpdateApp:
         )
 
 
+def _unavailable(view: ProductDetailView) -> tuple[str, list[tuple[str, str]], bytes]:
+    """What the view's exception handler answers for a database that is unavailable."""
+    body = json.dumps(
+        error_body("service_unavailable", str(ServiceUnavailable.default_detail)),
+        separators=(",", ":"),
+    ).encode()
+    headers = [("Content-Type", "application/json"), *view.default_response_headers.items()]
+    return "503 Service Unavailable", headers, body
+
+
 def _eligible(environ: dict[str, Any]) -> int | None:
     """The product id, if this is the one request shape this path answers."""
     if environ["REQUEST_METHOD"] not in ("PUT", "PATCH") or not settings.PRODUCT_FAST_WRITES:
         return None
     match = fast_path.DETAIL.match(environ.get("PATH_INFO", ""))
-    if match is None or int(match[1]) > BIGINT_MAX or environ.get("QUERY_STRING"):
+    if match is None or environ.get("QUERY_STRING"):
         return None
     if not _TOKEN.match(environ.get("HTTP_AUTHORIZATION", "")):
         return None
     if environ.get("CONTENT_TYPE", "").lower() not in _JSON:
         return None
-    if environ.get("HTTP_ACCEPT", "").strip() not in _ACCEPT:
+    if environ.get("HTTP_ACCEPT", "*/*").strip() not in _ACCEPT:
         return None
     if any(name in environ for name in _DECLINED):
         return None
@@ -190,8 +213,9 @@ def _over_write_limit(request: _Request, view: ProductDetailView) -> bool:
     """The view's throttles, counted once here for a request this path answers.
 
     Run last, after every check that sends a request to the view, so that the view counts
-    those requests itself and they are counted once. Only a request over the limit, or for a
-    product that no longer exists, is counted by both.
+    those requests itself and they are counted once. A request that falls through after it
+    (over the limit, a product that no longer exists, a value the database refuses) is counted
+    by both.
     """
     return not all(
         throttle.allow_request(request, view)  # type: ignore[arg-type]

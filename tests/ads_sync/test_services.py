@@ -40,6 +40,17 @@ def test_replacing_a_day_upserts_rows_and_drops_campaigns_no_longer_returned() -
     assert [(r.campaign_id, r.clicks) for r in rows] == [(1, 99)]
 
 
+def test_a_day_with_more_campaigns_than_one_statement_can_bind_is_stored() -> None:
+    """Server-side binding allows 65,535 parameters a statement; 10,000 campaigns (Google Ads'
+    limit per account) x 10 columns is past that one value at a time. Django 5.2 sends the
+    upsert as one array per column (UNNEST); this keeps it that way for the largest account."""
+    rows = [campaign_day(campaign_id=n) for n in range(1, 10_001)]
+    assert services.day_rows_replace(
+        customer_id=CUSTOMER, day=DAY, rows=rows, currency_code="EUR"
+    ) == len(rows)
+    assert CampaignDayMetric.objects.filter(customer_id=CUSTOMER, date=DAY).count() == len(rows)
+
+
 def test_replacing_a_day_leaves_other_days_and_accounts_alone() -> None:
     services.day_rows_replace(
         customer_id=CUSTOMER, day=DAY, rows=[campaign_day()], currency_code="EUR"

@@ -226,6 +226,23 @@ def test_a_write_through_after_a_later_bump_is_not_stored() -> None:
     assert cache.detail_lookup(product.pk).entry is None
 
 
+def test_an_update_whose_connection_fails_in_flight_still_invalidates() -> None:
+    """It may have committed: the next read must not be the cached old row."""
+    product = ProductFactory(stock_level=5)
+    anon = APIClient()
+    assert stock_of(anon, product.pk) == 5  # cached
+
+    def lost_after_commit(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.startswith("UPDATE"):
+            raise OperationalError("server closed the connection unexpectedly")
+        return result
+
+    with connection.execute_wrapper(lost_after_commit), pytest.raises(OperationalError):
+        services.product_update(product_id=product.pk, stock_level=4)
+    assert stock_of(anon, product.pk) == 4
+
+
 def test_a_model_save_outside_the_api_is_visible_to_the_next_read() -> None:
     product = ProductFactory(stock_level=5)
     anon = APIClient()

@@ -16,10 +16,11 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test import override_settings
 from rest_framework.authtoken.models import Token
 
+from products import services
 from products.api.fast_path import CachedReadsApp
 from products.api.fast_writes import ProductUpdateApp
 from products.models import Product
@@ -163,6 +164,10 @@ def test_it_gives_its_database_connection_back(stack, token) -> None:
         ({"price": "1.00", "stock_level": 2}, {"QUERY_STRING": "format=json"}, 200),
         ({"price": "1.00", "stock_level": 2}, {"HTTP_COOKIE": "sessionid=abc"}, 200),
         ([1, 2], {}, 400),
+        ({"price": "1.00", "stock_level": 2}, {"HTTP_ACCEPT": ""}, 406),
+        ('{"price": "1.00", "stock_level": 2}'.encode("utf-16"), {}, 400),
+        (b'\xef\xbb\xbf{"price": "1.00", "stock_level": 2}', {}, 400),
+        (b"[" * 1100 + b"]" * 1100, {}, 400),
     ],
     ids=[
         "bad-json",
@@ -175,6 +180,10 @@ def test_it_gives_its_database_connection_back(stack, token) -> None:
         "query-string",
         "session-cookie",
         "not-an-object",
+        "empty-accept",
+        "utf-16",
+        "byte-order-mark",
+        "nested-too-deeply",
     ],
 )
 def test_everything_else_is_answered_by_the_view(stack, token, body, environ, code) -> None:
@@ -222,3 +231,23 @@ def test_answered_writes_count_once_against_the_write_limit(stack, token) -> Non
         ]
     assert codes == [200, 200, 429]
     assert django.calls == 1  # only the third, which the view refused
+
+
+def test_a_connection_lost_during_the_update_is_a_503_not_a_second_write(
+    stack, token, monkeypatch
+) -> None:
+    """The UPDATE may have committed: sending the request on to the view would write it twice."""
+    app, django = stack
+    product = ProductFactory(stock_level=1)
+    update = services.product_update
+
+    def committed_then_lost(**kwargs):
+        update(**kwargs)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(services, "product_update", committed_then_lost)
+    status, headers, content = put(app, product, token, {"price": "1.00", "stock_level": 2})
+    product.refresh_from_db()
+    assert (status, django.calls, product.version) == (503, 0, 2)
+    assert json.loads(content)["error"]["code"] == "service_unavailable"
+    assert headers["Content-Type"] == "application/json"
