@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import IntegrityError, connection
+from django.test.utils import CaptureQueriesContext
 
 from products import selectors
 from products.models import Product
@@ -78,10 +79,12 @@ def test_search_pages_and_counts_the_same_whichever_way_it_reads(monkeypatch, id
 
 
 @pytest.mark.django_db
-def test_a_selective_search_finds_its_matches_with_one_scan(django_assert_num_queries) -> None:
+def test_a_selective_search_finds_its_matches_with_one_scan() -> None:
     ProductFactory.create_batch(3, name="Steel bar")
     filters = selectors.ProductFilters(name="steel")
-    with django_assert_num_queries(2) as captured:  # the ids, then the page's rows by id
+    with CaptureQueriesContext(connection) as captured:
         page = selectors.product_search(filters=filters, page=1, limit=2)
+    selects = [q["sql"].upper() for q in captured.captured_queries if q["sql"].startswith("SELECT")]
     assert page.count == 3
-    assert "COUNT(" not in " ".join(query["sql"].upper() for query in captured.captured_queries)
+    assert len(selects) == 2  # the ids, then the page's rows by id
+    assert not any("COUNT(" in sql for sql in selects)
