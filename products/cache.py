@@ -31,10 +31,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -76,15 +74,13 @@ return {epoch, gen, redis.call('GET', key)}
 """
 
 # Bump each product's version and the catalogue generation, keeping every counter's TTL.
-# Returns the epoch (named by ARGV[2]; '' for none) and each counter's new value.
 _INVALIDATE = """
 local ttl = tonumber(ARGV[1])
-local out = {ARGV[2] ~= '' and redis.call('GET', ARGV[2]) or '0'}
 for i = 1, #KEYS do
-  out[i + 1] = redis.call('INCR', KEYS[i])
+  redis.call('INCR', KEYS[i])
   redis.call('EXPIRE', KEYS[i], ttl)
 end
-return out
+return #KEYS
 """
 
 
@@ -304,53 +300,10 @@ def _bump(keys: list[str]) -> None:
 
     Redis sends the invalidation pushes of a command before it reads the next one, so once the
     PING is answered every process's near cache has the push in its socket: a read that starts
-    after this write is acknowledged cannot be answered from an old copy. Inside `write_scope`
-    that round trip is left to the end of the scope, or to the write-through's store.
+    after this write is acknowledged cannot be answered from an old copy.
     """
-    scope = _scope.get()
-    epoch_key = _key("epoch")
-    values = _script("invalidate", _INVALIDATE)(
-        keys=keys, args=[COUNTER_TTL_S, epoch_key if scope is not None else ""]
-    )
-    if scope is None:
-        _redis().ping()
-        return
-    epoch, *counts = (str(int(value)) for value in values)  # type: ignore[attr-defined]
-    scope.epoch = str(int(counts[keys.index(epoch_key)])) if epoch_key in keys else epoch
-    scope.counters.update(zip(keys, counts, strict=True))
-    scope.unfenced = True
-
-
-@dataclass(slots=True)
-class _Scope:
-    epoch: str | None = None
-    counters: dict[str, str] = field(default_factory=dict)
-    unfenced: bool = False
-
-
-_scope: ContextVar[_Scope | None] = ContextVar("products_cache_write_scope", default=None)
-
-
-@contextmanager
-def write_scope() -> Iterator[None]:
-    """Around a request that may write products, up to (not including) sending its answer.
-
-    Invalidations inside it skip their fencing round trip; the scope's write-through store, or a
-    PING as the scope closes, takes it instead, still before the write is acknowledged. A
-    write-through also reuses the counters its own bump returned instead of looking them up.
-    Together that is two Redis round trips per update instead of four.
-    """
-    scope = _Scope()
-    reset_to = _scope.set(scope)
-    try:
-        yield
-    finally:
-        _scope.reset(reset_to)
-        if scope.unfenced:
-            try:
-                _redis().ping()
-            except Exception as exc:
-                _fail(exc)
+    _script("invalidate", _INVALIDATE)(keys=keys, args=[COUNTER_TTL_S])
+    _redis().ping()
 
 
 def _entry_key(name: str, prefix: str, epoch: str, count: str, tail: str) -> str:
@@ -477,32 +430,15 @@ def detail_write_through(product_id: int, entry: Entry, is_current: Callable[[],
     """After an acknowledged write of one product: keep its response as the detail entry.
 
     Saves every process a database read on the next GET of a product just written. Called after
-    the write's own invalidation, so the key read here (inside `write_scope`, built from the
-    counters that bump returned) is at least as new as that bump; then `is_current` checks in
-    PostgreSQL that no later write has committed. A write that commits after the check bumps
-    the counter after it too, past this key, so the entry stored here can never stand in front
-    of a newer row.
+    the write's own invalidation, so the key read here is at least as new as that bump; then
+    `is_current` checks in PostgreSQL that no later write has committed. A write that commits
+    after the check bumps the counter after it too, past this key, so the entry stored here can
+    never stand in front of a newer row.
     """
-    counter = _key(f"ver:{product_id}")
-    scope = _scope.get()
-    if scope is None or scope.epoch is None or counter not in scope.counters:
-        lookup = detail_lookup(product_id)
-        if lookup.slot is None or lookup.entry is not None or not is_current():
-            return
-        store(lookup, entry)
+    lookup = detail_lookup(product_id)
+    if lookup.slot is None or lookup.entry is not None or not is_current():
         return
-    # The counters this write's own bump returned: read before the check, as the lookup would.
-    epoch, count = scope.epoch, scope.counters[counter]
-    if not enabled() or not _healthy() or not is_current():
-        return
-    key = _entry_key("detail", _key("d:"), epoch, count, str(product_id))
-    try:
-        # NX: a reader that looked after the bump may have stored this version already.
-        _redis().set(key, entry.encode(), ex=settings.PRODUCT_CACHE_TTL_S, nx=True)
-    except Exception as exc:
-        _fail(exc)
-        return
-    scope.unfenced = False  # the store was a later round trip: the fence
+    store(lookup, entry)
 
 
 def invalidate(product_ids: Iterable[int]) -> None:

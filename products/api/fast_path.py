@@ -31,7 +31,6 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotModified
 from django.http.request import split_domain_port, validate_host
 from django_ratelimit.core import get_usage
-from rest_framework.permissions import SAFE_METHODS
 
 from products import cache, selectors
 from products.api.throttling import READ_GROUP, client_key
@@ -181,12 +180,9 @@ class ProductCacheMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         lookup = self._lookup(request)
         if lookup is None:
-            if request.method in SAFE_METHODS:
-                return self.get_response(request)
-            with cache.write_scope():
-                response = self.get_response(request)
-                if request.method in ("PUT", "PATCH") and response.status_code == 200:
-                    _write_through(request, response)
+            response = self.get_response(request)
+            if request.method in ("PUT", "PATCH") and response.status_code == 200:
+                _write_through(request, response)
             return response
         if lookup.entry is not None:
             return _hit(request, lookup.entry) or self.get_response(request)

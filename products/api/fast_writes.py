@@ -94,8 +94,7 @@ class ProductUpdateApp:
         environ["wsgi.input"] = io.BytesIO(body)
         signals.request_started.send(sender=self.__class__, environ=environ)
         try:
-            with cache.write_scope():
-                answer = self._update(environ, product_id, body)
+            answer = self._update(environ, product_id, body)
         finally:
             signals.request_finished.send(sender=self.__class__)
         if answer is None:

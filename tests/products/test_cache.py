@@ -169,63 +169,6 @@ def test_an_update_answered_after_a_newer_write_committed_is_not_cached() -> Non
     assert stock_of(APIClient(), product.pk) == 3
 
 
-class CountingPings:
-    """Counts the PINGs sent by the products cache's Redis client."""
-
-    def __init__(self, monkeypatch) -> None:
-        self.count = 0
-        redis = cache._redis()
-        ping = redis.ping
-
-        def counted(*args, **kwargs):
-            self.count += 1
-            return ping(*args, **kwargs)
-
-        monkeypatch.setattr(redis, "ping", counted)
-
-
-def test_in_a_write_scope_the_write_through_store_is_the_fence(monkeypatch) -> None:
-    product = ProductFactory(stock_level=5)
-    pings = CountingPings(monkeypatch)
-    with cache.write_scope():
-        written = services.product_update(product_id=product.pk, stock_level=4)
-        assert pings.count == 0  # deferred
-        cache.detail_write_through(
-            product.pk,
-            cache.Entry(headers={"ETag": written.etag}, body=b'{"stock_level":4}'),
-            is_current=lambda: True,
-        )
-    assert pings.count == 0  # the store was the later round trip
-    assert cache.detail_lookup(product.pk).entry is not None
-
-
-def test_a_write_scope_without_a_write_through_fences_as_it_closes(monkeypatch) -> None:
-    product = ProductFactory(stock_level=5)
-    pings = CountingPings(monkeypatch)
-    with cache.write_scope():
-        services.product_update(product_id=product.pk, stock_level=4)
-    assert pings.count == 1
-    with cache.write_scope():
-        pass  # nothing written: nothing to fence
-    assert pings.count == 1
-
-
-def test_a_write_through_after_a_later_bump_is_not_stored() -> None:
-    """The scope's counters are its own bump's: a bump after them must win."""
-    product = ProductFactory(stock_level=5)
-    with cache.write_scope():
-        written = services.product_update(product_id=product.pk, stock_level=4)
-        other = threading.Thread(target=cache.invalidate, args=([product.pk],))  # another writer
-        other.start()
-        other.join()
-        cache.detail_write_through(
-            product.pk,
-            cache.Entry(headers={"ETag": written.etag}, body=b'{"stock_level":4}'),
-            is_current=lambda: True,
-        )
-    assert cache.detail_lookup(product.pk).entry is None
-
-
 def test_an_update_whose_connection_fails_in_flight_still_invalidates() -> None:
     """It may have committed: the next read must not be the cached old row."""
     product = ProductFactory(stock_level=5)
