@@ -112,7 +112,7 @@ def _search(filters: ProductFilters, page: int, limit: int) -> OffsetPage:
     offset = (page - 1) * limit
     # A selective search (the common case) finds its matches once: the count and the page were
     # two index scans of the same candidates. No ORDER BY, or the planner walks the primary key.
-    ids = list(_match_ids(filters))
+    ids = list(_match_ids(queryset))
     if len(ids) <= SEARCH_IDS_MAX:
         ids.sort()
         wanted = ids[offset : offset + limit]
@@ -129,9 +129,9 @@ def _search(filters: ProductFilters, page: int, limit: int) -> OffsetPage:
     return OffsetPage(products, count, page, limit)
 
 
-def _match_ids(filters: ProductFilters) -> QuerySet[Product, int]:
-    """Up to SEARCH_IDS_MAX + 1 matching ids, in no particular order."""
-    return _filtered(filters).order_by().values_list("id", flat=True)[: SEARCH_IDS_MAX + 1]
+def _match_ids(queryset: QuerySet[Product]) -> QuerySet[Product, int]:
+    """Up to SEARCH_IDS_MAX + 1 ids of the queryset's rows, in no particular order."""
+    return queryset.order_by().values_list("id", flat=True)[: SEARCH_IDS_MAX + 1]
 
 
 def product_search_after(*, filters: ProductFilters, after_id: int, limit: int) -> KeysetPage:

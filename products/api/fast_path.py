@@ -23,12 +23,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
-from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotModified
+from django.http.cookie import parse_cookie
 from django.http.request import split_domain_port, validate_host
 from django_ratelimit.core import get_usage
 
@@ -63,8 +63,7 @@ def _anonymous_json_get(method: str, meta: dict[str, Any], query_string: str) ->
         return False
     if "HTTP_AUTHORIZATION" in meta:
         return False
-    cookies = meta.get("HTTP_COOKIE")
-    if cookies and settings.SESSION_COOKIE_NAME in SimpleCookie(cookies):
+    if sends_session_cookie(meta):
         return False
     if "format=" in query_string:
         return False
@@ -129,6 +128,12 @@ class CachedReadsApp:
         headers.append(("Content-Length", str(len(entry.body))))
         start_response("200 OK", headers)
         return [entry.body]
+
+
+def sends_session_cookie(environ: dict[str, Any]) -> bool:
+    """Whether the request carries a session cookie, parsed as Django parses cookies."""
+    cookies = environ.get("HTTP_COOKIE", "")
+    return bool(cookies) and settings.SESSION_COOKIE_NAME in parse_cookie(cookies)
 
 
 def is_secure(environ: dict[str, Any]) -> bool:

@@ -36,7 +36,6 @@ from django.core import signals
 from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import HttpRequest
-from django.http.cookie import parse_cookie
 from django.http.request import HttpHeaders
 from django.utils.functional import cached_property
 from rest_framework.renderers import JSONRenderer
@@ -132,7 +131,7 @@ class ProductUpdateApp:
             # The UPDATE may have committed before the connection failed: running it again
             # through the view would write twice. Answer as the view would answer this error.
             logger.exception("database unavailable")
-            return _unavailable(self.view)
+            return self._unavailable()
         # Committed. What follows renders the answer; the write-through never raises.
         content = self.renderer.render(ProductOutputSerializer(product).data)
         entry = cache.Entry(
@@ -145,6 +144,13 @@ class ProductUpdateApp:
         )
         fast_path.keep_as_detail(product_id, entry)
         return "200 OK", list(entry.headers.items()), content
+
+    def _unavailable(self) -> tuple[str, list[tuple[str, str]], bytes]:
+        """What the view's exception handler answers for a database that is unavailable."""
+        detail = str(ServiceUnavailable.default_detail)
+        body = self.renderer.render(error_body("service_unavailable", detail))
+        headers = {"Content-Type": "application/json", **self.view.default_response_headers}
+        return "503 Service Unavailable", list(headers.items()), body
 
     def _authorized(self, request: _Request) -> bool:
         """The view's authenticators, then its permission classes, as DRF runs them."""
@@ -159,16 +165,6 @@ class ProductUpdateApp:
             permission.has_permission(request, self.view)  # type: ignore[arg-type]
             for permission in self.view.get_permissions()
         )
-
-
-def _unavailable(view: ProductDetailView) -> tuple[str, list[tuple[str, str]], bytes]:
-    """What the view's exception handler answers for a database that is unavailable."""
-    body = json.dumps(
-        error_body("service_unavailable", str(ServiceUnavailable.default_detail)),
-        separators=(",", ":"),
-    ).encode()
-    headers = [("Content-Type", "application/json"), *view.default_response_headers.items()]
-    return "503 Service Unavailable", headers, body
 
 
 def _eligible(environ: dict[str, Any]) -> int | None:
@@ -187,8 +183,7 @@ def _eligible(environ: dict[str, Any]) -> int | None:
     if any(name in environ for name in _DECLINED):
         return None
     # A session cookie brings SessionAuthentication and its CSRF check into play.
-    cookies = environ.get("HTTP_COOKIE")
-    if cookies and settings.SESSION_COOKIE_NAME in parse_cookie(cookies):
+    if fast_path.sends_session_cookie(environ):
         return None
     try:
         length = int(environ.get("CONTENT_LENGTH") or "")

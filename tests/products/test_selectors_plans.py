@@ -13,8 +13,13 @@ from products import selectors
 from products.models import Product
 
 
-def cursor_plan(cursor) -> dict:
-    raw = cursor.fetchone()[0]
+def explain(queryset, *, analyze: bool = False) -> dict:
+    """PostgreSQL's plan for the queryset's query (run, with ANALYZE)."""
+    sql, params = queryset.query.sql_with_params()
+    options = "ANALYZE, FORMAT JSON" if analyze else "FORMAT JSON"
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN ({options}) " + sql, params)
+        raw = cursor.fetchone()[0]
     return (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
 
 
@@ -37,11 +42,7 @@ def large_catalogue(django_db_setup, django_db_blocker):
 @pytest.mark.django_db
 @pytest.mark.usefixtures("large_catalogue")
 def test_name_search_uses_the_trigram_index_on_upper_name() -> None:
-    queryset = selectors._filtered(selectors.ProductFilters(name="steel"))
-    sql, params = queryset.query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
-        plan = cursor_plan(cursor)
+    plan = explain(selectors._filtered(selectors.ProductFilters(name="steel")))
     index_names = {node.get("Index Name") for node in nodes(plan)}
     assert "product_name_upper_trgm" in index_names, plan
     assert not any(node["Node Type"] == "Seq Scan" for node in nodes(plan)), plan
@@ -53,10 +54,7 @@ def test_search_with_name_and_price_uses_the_trigram_index() -> None:
     filters = selectors.ProductFilters(
         name="steel", min_price=Decimal("100"), max_price=Decimal("200")
     )
-    sql, params = selectors._filtered(filters).query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
-        plan = cursor_plan(cursor)
+    plan = explain(selectors._filtered(filters))
     assert "product_name_upper_trgm" in {node.get("Index Name") for node in nodes(plan)}, plan
 
 
@@ -66,10 +64,7 @@ def test_the_one_scan_of_a_search_uses_the_trigram_index() -> None:
     filters = selectors.ProductFilters(
         name="steel", min_price=Decimal("100"), max_price=Decimal("200")
     )
-    sql, params = selectors._match_ids(filters).query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
-        plan = cursor_plan(cursor)
+    plan = explain(selectors._match_ids(selectors._filtered(filters)))
     assert "product_name_upper_trgm" in {node.get("Index Name") for node in nodes(plan)}, plan
     assert not any(node["Node Type"] == "Seq Scan" for node in nodes(plan)), plan
 
@@ -78,11 +73,7 @@ def test_the_one_scan_of_a_search_uses_the_trigram_index() -> None:
 @pytest.mark.usefixtures("large_catalogue")
 def test_deep_keyset_page_reads_only_the_page_rows() -> None:
     after_id = 59_000
-    queryset = Product.objects.filter(id__gt=after_id).order_by("id")[:21]
-    sql, params = queryset.query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
-        plan = cursor_plan(cursor)
+    plan = explain(Product.objects.filter(id__gt=after_id).order_by("id")[:21], analyze=True)
     scans = [node for node in nodes(plan) if "Scan" in node["Node Type"]]
     assert [node["Index Name"] for node in scans] == ["products_product_pkey"], plan
     assert all(node["Actual Rows"] <= 21 for node in scans), plan
