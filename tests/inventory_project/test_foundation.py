@@ -24,7 +24,9 @@ CLOSED_PORT = 1  # nothing listens on tcpmux here; connections are refused at on
 
 
 def test_settings_use_postgresql_and_redis_never_sqlite_or_local_memory() -> None:
-    assert settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+    # Django's PostgreSQL backend with a cheaper check of pooled connections.
+    assert settings.DATABASES["default"]["ENGINE"] == "inventory_project.postgresql"
+    assert connection.vendor == "postgresql"
     assert settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"] >= 8
     assert settings.CACHES["default"]["BACKEND"] == "django_redis.cache.RedisCache"
     assert settings.CELERY_BROKER_URL.startswith("amqp://")

@@ -1,0 +1,55 @@
+"""Django's PostgreSQL backend, with pooled connections checked without a round trip.
+
+With Django's pool, `CONN_HEALTH_CHECKS = True` hands psycopg_pool its `check_connection`,
+which sends an empty query on every checkout: one more round trip to PostgreSQL on every
+request that uses the database, for an answer the socket already has. A connection the server
+closed (a restart or failover, `pg_terminate_backend`, `idle_session_timeout`) has something
+to read on its socket: PostgreSQL's error message, then the end of the stream. A healthy idle
+connection has nothing to read. So this backend looks at the socket on every checkout, runs the
+query only when there is something to read, and swaps a connection the server closed for
+another. The settings turn `CONN_HEALTH_CHECKS` off, so the pool does not check as well.
+
+What neither check catches in time is a peer that vanished without a word (a host gone, a
+network cut): the empty query would wait for TCP to give up too.
+"""
+
+from __future__ import annotations
+
+import select
+from typing import Any
+
+import psycopg
+from django.db.backends.postgresql import base
+from psycopg_pool import ConnectionPool
+
+
+def closed_by_server(connection: psycopg.Connection[Any]) -> bool:
+    """Whether a pooled connection is unusable, asking PostgreSQL only if it said something."""
+    if connection.closed:
+        return True
+    poller = select.poll()
+    poller.register(connection.fileno(), select.POLLIN)
+    if not poller.poll(0):
+        return False
+    try:
+        # Reads what arrived: a notice or parameter change is consumed, an error raises.
+        ConnectionPool.check_connection(connection)
+    except psycopg.Error:
+        return True
+    return False
+
+
+class DatabaseWrapper(base.DatabaseWrapper):
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        connection = super().get_new_connection(conn_params)
+        pool = self.pool
+        if pool is None:
+            return connection
+        # After a restart every pooled connection is dead: each is handed back (the pool opens
+        # a replacement) and the next one is looked at.
+        for _ in range(pool.max_size):
+            if not closed_by_server(connection):
+                break
+            pool.putconn(connection)
+            connection = super().get_new_connection(conn_params)
+        return connection

@@ -1,0 +1,94 @@
+"""The backend checks pooled connections on checkout without a round trip (postgresql/base.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import select
+from typing import Any
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from inventory_project.postgresql.base import closed_by_server
+from products.models import Product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _pooled_backend_pids() -> list[int]:
+    """The server pids of every connection in the pool, all alive and handed back."""
+    connection.close()  # Django hands its connection back to the pool
+    pool = connection.pool
+    assert pool is not None
+    taken = [pool.getconn() for _ in range(pool.get_stats()["pool_available"])]
+    pids = []
+    for conn in taken:
+        # An earlier test may have ended a pooled connection's backend: the pool drops it.
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("SELECT 1")
+            pids.append(conn.info.backend_pid)
+        pool.putconn(conn)
+    return pids
+
+
+def _terminate(pids: list[int]) -> None:
+    """End these backends and wait until PostgreSQL has let them go."""
+    params = dict(settings.DATABASES["default"])
+    dsn = f"host={params['HOST']} port={params['PORT'] or 5432} user={params['USER']}"
+    with psycopg.connect(f"{dsn} dbname={connection.settings_dict['NAME']}") as admin:
+        admin.autocommit = True
+        admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [pids])
+        while admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [pids]
+        ).fetchone() != (0,):
+            admin.execute("SELECT pg_sleep(0.01)")
+
+
+def test_a_checkout_of_a_healthy_connection_sends_nothing_extra(monkeypatch: Any) -> None:
+    sent: list[str] = []
+    execute = psycopg.Connection.execute
+
+    def spy(self: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return execute(self, query, *args, **kwargs)
+
+    _pooled_backend_pids()
+    monkeypatch.setattr(psycopg.Connection, "execute", spy)
+    for _ in range(3):
+        assert Product.objects.count() == 0
+        connection.close()
+    assert sent == []  # psycopg_pool's check would send "" on each checkout
+
+
+def test_connections_the_server_closed_are_replaced_on_checkout() -> None:
+    pids = _pooled_backend_pids()
+    assert pids
+    _terminate(pids)
+    # Without the check, the first query would fail on a dead pooled connection.
+    for _ in range(len(pids) + 1):
+        assert Product.objects.count() == 0
+        assert connection.connection.info.backend_pid not in pids
+        connection.close()
+
+
+def test_closed_by_server_reads_a_notice_without_discarding_the_connection() -> None:
+    pool = connection.pool
+    assert pool is not None
+    conn = pool.getconn()
+    try:
+        conn.execute("LISTEN product_test_channel")
+        with psycopg.connect(conn.info.dsn, autocommit=True) as other:
+            other.execute("NOTIFY product_test_channel")
+        poll_until_readable(conn)
+        assert not closed_by_server(conn)
+        conn.execute("UNLISTEN *")
+    finally:
+        pool.putconn(conn)
+
+
+def poll_until_readable(conn: psycopg.Connection[Any]) -> None:
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    assert poller.poll(5000), "the notification never arrived"
