@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 import socket
 import threading
 import time
@@ -71,6 +72,15 @@ local epoch = redis.call('GET', KEYS[1]) or '0'
 local gen = redis.call('GET', KEYS[2]) or '0'
 local key = ARGV[1] .. epoch .. ':' .. gen .. ':' .. ARGV[2]
 return {epoch, gen, redis.call('GET', key)}
+"""
+
+# Delete a stampede lock only if it is still ours: a leader slower than LOCK_TTL_MS must not
+# release the lock of the leader that came after it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 """
 
 # Bump each product's version and the catalogue generation, keeping every counter's TTL.
@@ -365,28 +375,30 @@ def page_lookup(kind: str, *, host: str, scheme: str, params: Sequence[tuple[str
     return _lookup("page", _LOOKUP_PAGE, _key("gen"), _key("l:"), digest)
 
 
-def claim(lookup: Lookup) -> tuple[Entry | None, bool]:
-    """On a miss, decide who loads: returns (entry, leader).
+def claim(lookup: Lookup) -> tuple[Entry | None, bytes | None]:
+    """On a miss, decide who loads: returns (entry, lease).
 
-    The first reader to miss a key takes a short lock and is the leader: it loads from
-    PostgreSQL, stores, then calls `release`. The others wait for the leader's entry (up to
-    FILL_WAIT_S) instead of sending the same query, and load themselves only if none arrives, so
-    a hot key that expires under a hundred concurrent requests costs PostgreSQL one query.
-    With no cache, everyone loads and nobody leads.
+    The first reader to miss a key takes a short lock and is the leader: it gets a lease (the
+    lock's value, its own), loads from PostgreSQL, stores, then calls `release` with the lease.
+    The others wait for the leader's entry (up to FILL_WAIT_S) instead of sending the same
+    query, and load themselves only if none arrives, so a hot key that expires under a hundred
+    concurrent requests costs PostgreSQL one query. With no cache, everyone loads and nobody
+    leads.
     """
     if lookup.entry is not None:
-        return lookup.entry, False
+        return lookup.entry, None
     if lookup.slot is None:
-        return None, False
+        return None, None
     try:
         redis = _redis()
-        if redis.set(lookup.lock_key, b"1", nx=True, px=LOCK_TTL_MS):
+        lease = secrets.token_bytes(8)
+        if redis.set(lookup.lock_key, lease, nx=True, px=LOCK_TTL_MS):
             # A leader may have stored and released between our lookup and our lock.
             raw = redis.get(lookup.slot.key)
             if raw is None:
-                return None, True
-            redis.delete(lookup.lock_key)
-            return Entry.decode(raw), False
+                return None, lease
+            release(lookup, lease)
+            return Entry.decode(raw), None
         deadline = time.monotonic() + FILL_WAIT_S
         delay = 0.002
         while time.monotonic() < deadline:
@@ -394,18 +406,22 @@ def claim(lookup: Lookup) -> tuple[Entry | None, bool]:
             delay = min(delay * 2, 0.05)
             raw, locked = redis.pipeline().get(lookup.slot.key).exists(lookup.lock_key).execute()
             if raw is not None:
-                return Entry.decode(raw), False
+                return Entry.decode(raw), None
             if not locked:
                 break  # the leader found nothing to cache (a 404, an error): load ourselves
     except Exception as exc:
         _fail(exc)
-    return None, False
+    return None, None
 
 
-def release(lookup: Lookup) -> None:
-    """The leader is done (stored or not): waiting readers stop waiting."""
+def release(lookup: Lookup, lease: bytes) -> None:
+    """The leader is done (stored or not): waiting readers stop waiting.
+
+    Only its own lock goes: if it took longer than the lock's TTL, another reader may hold the
+    lock by now, and that reader's waiters must go on waiting for it.
+    """
     try:
-        _redis().delete(lookup.lock_key)
+        _script("release", _RELEASE)(keys=[lookup.lock_key], args=[lease])
     except Exception as exc:
         _fail(exc)
 

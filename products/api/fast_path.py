@@ -191,7 +191,7 @@ class ProductCacheMiddleware:
             return response
         if lookup.entry is not None:
             return _hit(request, lookup.entry) or self.get_response(request)
-        entry, leader = cache.claim(lookup)
+        entry, lease = cache.claim(lookup)
         if entry is not None:
             return _hit(request, entry) or self.get_response(request)
         try:
@@ -201,8 +201,8 @@ class ProductCacheMiddleware:
                 cache.store(lookup, stored)
             return response
         finally:
-            if leader:
-                cache.release(lookup)
+            if lease is not None:
+                cache.release(lookup, lease)
 
     @staticmethod
     def _lookup(request: HttpRequest) -> cache.Lookup | None:

@@ -49,6 +49,22 @@ def test_a_repeated_detail_read_is_served_without_the_database(django_assert_num
     assert second["Content-Type"] == "application/json"
 
 
+def test_a_leader_slower_than_its_lock_does_not_release_the_next_leaders_lock() -> None:
+    product = ProductFactory()
+    lookup = cache.detail_lookup(product.pk)
+    redis = cache._redis()
+    _, first = cache.claim(lookup)
+    assert first is not None
+    redis.delete(lookup.lock_key)  # the first leader's lock expired: it is still loading
+    _, second = cache.claim(lookup)  # the next reader to miss leads now
+    assert second is not None
+    assert second != first
+    cache.release(lookup, first)  # the first leader is done at last
+    assert redis.get(lookup.lock_key) == second  # later readers still wait for the second
+    cache.release(lookup, second)
+    assert not redis.exists(lookup.lock_key)
+
+
 def test_if_none_match_is_answered_304_from_the_cache(django_assert_num_queries) -> None:
     product = ProductFactory()
     client = APIClient()
