@@ -131,9 +131,18 @@ class ProductUpdateApp:
             # The UPDATE may have committed before the connection failed: running it again
             # through the view would write twice. Answer as the view would answer this error.
             logger.exception("database unavailable")
-            return self._unavailable()
+            detail = str(ServiceUnavailable.default_detail)
+            return self._error("503 Service Unavailable", "service_unavailable", detail)
         # Committed. What follows renders the answer; the write-through never raises.
-        content = self.renderer.render(ProductOutputSerializer(product).data)
+        try:
+            content = self.renderer.render(ProductOutputSerializer(product).data)
+        except Exception:
+            # Too late to fall through (the view would write again): answer as Django's
+            # handler500 answers an API request, not with the server's bare 500.
+            logger.exception("rendering the answer to a committed update of product %s", product_id)
+            return self._error(
+                "500 Internal Server Error", "server_error", "Internal server error."
+            )
         entry = cache.Entry(
             headers={
                 "Content-Type": "application/json",
@@ -145,12 +154,13 @@ class ProductUpdateApp:
         fast_path.keep_as_detail(product_id, entry)
         return "200 OK", list(entry.headers.items()), content
 
-    def _unavailable(self) -> tuple[str, list[tuple[str, str]], bytes]:
-        """What the view's exception handler answers for a database that is unavailable."""
-        detail = str(ServiceUnavailable.default_detail)
-        body = self.renderer.render(error_body("service_unavailable", detail))
+    def _error(
+        self, status: str, code: str, detail: str
+    ) -> tuple[str, list[tuple[str, str]], bytes]:
+        """An error in the shape the view's exception handler answers it."""
+        body = self.renderer.render(error_body(code, detail))
         headers = {"Content-Type": "application/json", **self.view.default_response_headers}
-        return "503 Service Unavailable", list(headers.items()), body
+        return status, list(headers.items()), body
 
     def _authorized(self, request: _Request) -> bool:
         """The view's authenticators, then its permission classes, as DRF runs them."""

@@ -23,6 +23,7 @@ from rest_framework.authtoken.models import Token
 from products import services
 from products.api.fast_path import CachedReadsApp
 from products.api.fast_writes import ProductUpdateApp
+from products.api.serializers import ProductOutputSerializer
 from products.models import Product
 from tests.products.conftest import ProductFactory, make_user
 
@@ -250,4 +251,22 @@ def test_a_connection_lost_during_the_update_is_a_503_not_a_second_write(
     product.refresh_from_db()
     assert (status, django.calls, product.version) == (503, 0, 2)
     assert json.loads(content)["error"]["code"] == "service_unavailable"
+    assert headers["Content-Type"] == "application/json"
+
+
+def test_a_failure_after_the_commit_is_a_json_500_not_a_second_write(
+    stack, token, monkeypatch
+) -> None:
+    """Falling through to the view would write again; the server's bare 500 is not JSON."""
+    app, django = stack
+    product = ProductFactory(stock_level=1)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the renderer broke")
+
+    monkeypatch.setattr(ProductOutputSerializer, "data", property(broken))
+    status, headers, content = put(app, product, token, {"price": "1.00", "stock_level": 2})
+    product.refresh_from_db()
+    assert (status, django.calls, product.version) == (500, 0, 2)
+    assert json.loads(content)["error"]["code"] == "server_error"
     assert headers["Content-Type"] == "application/json"
