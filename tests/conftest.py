@@ -8,15 +8,23 @@ import pytest
 from django.core.cache import cache
 from django_redis import get_redis_connection
 
+from products import cache as product_cache
 from tests.workers import running_worker
 
 
 @pytest.fixture(autouse=True)
 def _clean_cache() -> Iterator[None]:
-    """Each test starts with an empty cache (only this project's test prefix is touched)."""
+    """Each test starts with an empty cache (only this project's test prefix is touched).
+
+    The product near cache goes too. A test's writes are rolled back, never committed, so they
+    bump no counter, and deleting a counter that was never set sends no invalidation: a page
+    the test client cached from rows that were rolled back would outlive the test.
+    """
     _delete_test_keys()
+    product_cache.reset()
     yield
     _delete_test_keys()
+    product_cache.reset()
 
 
 def _delete_test_keys() -> None:
