@@ -38,6 +38,7 @@ DB_NAME = "inventory_bench"
 PORT = 18510
 ROWS = 1_000_000
 HOT_SET = 10_000
+CONNECTIONS = 64  # wrk's
 
 
 @dataclass
@@ -52,6 +53,13 @@ class Result:
 
 def base_env(cache_enabled: bool) -> dict[str, str]:
     env = dict(os.environ)
+    # Each worker takes at most its share of wrk's connections (plus its threads, which gthread
+    # keeps out of the keep-alive count), so every run spreads them over every worker. Uncapped,
+    # a run's 64 new connections could all land on one worker: a floor run measured 817 req/s,
+    # one worker busy and one idle, between runs at 1,950-2,400.
+    workers = int(env.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
+    threads = int(env.get("GUNICORN_THREADS") or 4)
+    worker_connections = -(-CONNECTIONS // workers) + threads
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "inventory_project.settings.production",
@@ -65,6 +73,7 @@ def base_env(cache_enabled: bool) -> dict[str, str]:
             "HOST": "127.0.0.1",
             "GUNICORN_ACCESSLOG": "",
             "LOG_LEVEL": "WARNING",
+            "GUNICORN_WORKER_CONNECTIONS": str(worker_connections),
         }
     )
     return env
@@ -158,7 +167,7 @@ def wrk(name: str, script: str, path: str, seconds: int, extra_env: dict[str, st
     env = dict(os.environ, WRK_LUA_DIR=str(WRK_DIR), **extra_env)
     url = f"http://127.0.0.1:{PORT}{path}"
     # A 10 s timeout (wrk's default is 2 s), so slow scenarios show their latency, not errors.
-    cmd = ["wrk", "-t1", "-c64", f"-d{seconds}s", "--timeout", "10s", "--latency"]
+    cmd = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s", "--latency"]
     cmd += ["-s", str(WRK_DIR / script), url]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout  # noqa: S603
     line = next(line for line in out.splitlines() if line.startswith("WRK_JSON "))
@@ -364,8 +373,9 @@ def render(
             "",
             f"Machine: {machine}. Command: `make bench` (`bench/products_api.py`).",
             f"{ROWS:,} products; gunicorn with `inventory_project/gunicorn.conf.py` under the "
-            "production settings, rate limits off; wrk -t1 -c64 on the same machine "
-            "(with 16 connections gunicorn could hand most to one of its two processes). "
+            f"production settings, rate limits off; wrk -t1 -c{CONNECTIONS} on the same machine, "
+            "each gunicorn worker taking at most its share of the connections (plus its threads: "
+            "`GUNICORN_WORKER_CONNECTIONS`), so that no run leaves a worker idle. "
             "The floor is a bare Django view returning constant JSON (`/healthz`) on the same "
             f"server. Every scenario ran {rounds} times, interleaved, each round starting with "
             "its own floor: req/s and latencies are medians over the rounds, `x floor` the "

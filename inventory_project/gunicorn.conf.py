@@ -7,6 +7,11 @@ bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  
 workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count())
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# Open connections one worker takes at most (gunicorn's default: 1000). A worker that has its
+# share stops accepting, so the others get the rest: without a cap, a burst of new keep-alive
+# connections can all land on the one worker that was awake, and wait on its GIL while the
+# other workers idle. gthread keeps at most this minus `threads` connections alive.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20
