@@ -19,7 +19,7 @@ help:
 install:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	@$(UV) sync --frozen --quiet --compile-bytecode
-	@$(PY) -m compileall -q inventory_project products ads_sync >/dev/null
+	@$(PY) -m compileall -q inventory_project products ads_sync
 
 services:
 	@scripts/ensure_services.sh

@@ -48,7 +48,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
         # After a restart every pooled connection is dead: each is handed back (the pool opens
         # a replacement) and the next one is looked at.
         for _ in range(pool.max_size):
-            if not closed_by_server(connection):
+            try:
+                closed = closed_by_server(connection)
+            except BaseException:
+                pool.putconn(connection)  # as psycopg_pool's own check does: never leak it
+                raise
+            if not closed:
                 break
             pool.putconn(connection)
             connection = super().get_new_connection(conn_params)

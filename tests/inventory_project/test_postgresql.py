@@ -8,7 +8,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.conf import settings
 from django.db import connection
 
 from inventory_project.postgresql.base import closed_by_server
@@ -35,10 +34,15 @@ def _pooled_backend_pids() -> list[int]:
 
 def _terminate(pids: list[int]) -> None:
     """End these backends and wait until PostgreSQL has let them go."""
-    params = dict(settings.DATABASES["default"])
-    dsn = f"host={params['HOST']} port={params['PORT'] or 5432} user={params['USER']}"
-    with psycopg.connect(f"{dsn} dbname={connection.settings_dict['NAME']}") as admin:
-        admin.autocommit = True
+    params = connection.settings_dict
+    with psycopg.connect(
+        host=params["HOST"],
+        port=params["PORT"] or 5432,
+        user=params["USER"],
+        password=params["PASSWORD"],
+        dbname=params["NAME"],
+        autocommit=True,
+    ) as admin:
         admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [pids])
         while admin.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [pids]
@@ -71,6 +75,9 @@ def test_connections_the_server_closed_are_replaced_on_checkout() -> None:
         assert Product.objects.count() == 0
         assert connection.connection.info.backend_pid not in pids
         connection.close()
+    pool = connection.pool
+    assert pool is not None
+    assert pool.get_stats()["pool_size"] <= pool.max_size  # each dead one handed back once
 
 
 def test_closed_by_server_reads_a_notice_without_discarding_the_connection() -> None:
@@ -79,7 +86,8 @@ def test_closed_by_server_reads_a_notice_without_discarding_the_connection() -> 
     conn = pool.getconn()
     try:
         conn.execute("LISTEN product_test_channel")
-        with psycopg.connect(conn.info.dsn, autocommit=True) as other:
+        # The DSN psycopg reports leaves the password out.
+        with psycopg.connect(conn.info.dsn, password=conn.info.password, autocommit=True) as other:
             other.execute("NOTIFY product_test_channel")
         poll_until_readable(conn)
         assert not closed_by_server(conn)
