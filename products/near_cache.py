@@ -17,9 +17,12 @@ Why a local copy cannot serve a stale read:
   Redis round trip after bumping a counter (`cache.fence`): Redis flushes the pushes of a
   command before it reads the next one, so by the time a write is acknowledged, its push sits in
   every process's socket, and any read that starts later sees it.
-- **Late fills.** A value fetched from Redis is kept only if no invalidation was processed
-  since the read began draining (`open()` returns a token, `remember()` checks it), so a thread
-  that read a counter just before a write cannot put it back after another thread dropped it.
+- **Late fills.** A value fetched from Redis is kept only if none of the counters it was read
+  with was invalidated since the read began draining (`open()` returns a token, `remember()`
+  checks the invalidations processed after it), so a thread that read a counter just before a
+  write cannot put it back after another thread dropped it. Invalidations of other counters do
+  not stop a fill: under a steady write load one arrives every few milliseconds, and refusing
+  every fill that overlapped one left a quarter of hot reads going to Redis.
 - **Losing Redis.** Each use needs a lease: a PING answered within LEASE, sent at most that long
   ago. The lease is shorter than the Redis socket timeout, so when Redis hangs, this copy stops
   being used before any writer could have given up on its invalidation and answered. A closed
@@ -59,6 +62,9 @@ BACKLOG_LIMIT = 16 * 1024
 # Bytes counted per entry on top of its body, for the memory bound (measured: a detail entry's
 # objects, keys and bookkeeping take about 600 bytes besides the body).
 ENTRY_OVERHEAD = 600
+# Invalidations remembered for `remember()` to look back through; a fill that began before the
+# oldest of them is refused, as every fill was before.
+RECENT_INVALIDATIONS = 4096
 
 
 def _command(*parts: str | bytes) -> bytes:
@@ -114,6 +120,11 @@ class NearCache:
         self._dependents: dict[str, set[str]] = {}
         self._bytes = 0
         self._token = 0  # bumped by every invalidation processed and every reset
+        # (token, counter) of the invalidations processed lately, oldest first; a fill opened
+        # before `_refuse_before` is refused whatever it holds (a reset, a flush, or history
+        # that has been dropped).
+        self._recent: deque[tuple[int, str]] = deque()
+        self._refuse_before = 0
         self._pings: deque[float] = deque()  # send times of unanswered PINGs, oldest first
         self._valid_until = 0.0
         self._retry_at = 0.0
@@ -147,12 +158,13 @@ class NearCache:
     def remember(
         self, token: int, counters: dict[str, bytes], entry_key: str | None, entry: Any, size: int
     ) -> None:
-        """Keep what a read fetched from Redis, unless an invalidation arrived since `open`.
+        """Keep what a read fetched from Redis, unless one of its counters was invalidated since
+        `open` (by a push another thread drained meanwhile).
 
         `counters` are the counter values the entry's key was built from.
         """
         with self._lock:
-            if token != self._token or self._sock is None:
+            if self._sock is None or not self._untouched_since(token, counters):
                 return
             self._counters.update(counters)
             if entry_key is None:
@@ -190,6 +202,27 @@ class NearCache:
 
     # --- internals (called with the lock held) --------------------------------------------
 
+    def _untouched_since(self, token: int, counters: Iterable[str]) -> bool:
+        """Whether no invalidation processed after `token` was taken touched these counters."""
+        if token == self._token:
+            return True
+        if token < self._refuse_before:
+            return False
+        keys = set(counters)
+        # Newest first: the ones after `token` are at the right-hand end.
+        for processed_at, counter in reversed(self._recent):
+            if processed_at <= token:
+                return True
+            if counter in keys:
+                return False
+        return True
+
+    def _invalidated(self, counter: str) -> None:
+        if len(self._recent) >= RECENT_INVALIDATIONS:
+            dropped, _ = self._recent.popleft()
+            self._refuse_before = max(self._refuse_before, dropped)
+        self._recent.append((self._token, counter))
+
     def _drop_entry(self, key: str) -> None:
         found = self._entries.pop(key, None)
         if found is None:
@@ -213,6 +246,11 @@ class NearCache:
         self._dependents.clear()
         self._bytes = 0
 
+    def _refuse_all_before_now(self) -> None:
+        """No fill opened before this point may be kept, whatever counters it holds."""
+        self._refuse_before = self._token
+        self._recent.clear()
+
     def _evict(self) -> None:
         # Oldest first (dicts keep insertion order).
         while self._bytes > self._max_bytes and self._entries:
@@ -229,6 +267,7 @@ class NearCache:
         self._reader = None
         self._clear()
         self._token += 1
+        self._refuse_all_before_now()
         self._pings.clear()
         self._valid_until = 0.0
 
@@ -334,9 +373,12 @@ class NearCache:
             self._token += 1
             if keys is None:  # FLUSHALL / FLUSHDB: every counter restarts from 0
                 self._clear()
+                self._refuse_all_before_now()
                 return
             for key in keys:
-                self._invalidate(key.decode())
+                counter = key.decode()
+                self._invalidated(counter)
+                self._invalidate(counter)
         elif message == b"PONG" and self._pings:
             sent = self._pings.popleft()
             self._valid_until = max(self._valid_until, sent + self._lease_s)

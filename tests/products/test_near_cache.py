@@ -21,7 +21,7 @@ import redis
 from django.conf import settings
 from django.test import override_settings
 
-from products import cache
+from products import cache, near_cache
 from products.near_cache import BACKLOG_LIMIT
 
 DETAIL_ID = 4242
@@ -88,9 +88,9 @@ def test_a_catalogue_write_elsewhere_drops_every_cached_page_at_once() -> None:
     assert cache.page_lookup("list", host="h", scheme="https", params=params).entry is None
 
 
-def test_a_counter_read_just_before_an_invalidation_is_not_kept_after_it(monkeypatch) -> None:
-    """A reader fetches the counters, a write lands and another thread drains its push, then the
-    reader tries to keep what it fetched: it must not be kept."""
+def read_while_another_thread_drains(monkeypatch, *written: str) -> None:
+    """A reader fetches the detail's counters from Redis; before it keeps them, `written` counters
+    are bumped elsewhere and this thread drains the push."""
     cached_detail()
     client = other_process()
     context = cache._context()
@@ -114,14 +114,26 @@ def test_a_counter_read_just_before_an_invalidation_is_not_kept_after_it(monkeyp
     monkeypatch.setattr(context, "script", script_then_pause)
     slow = threading.Thread(target=cache.detail_lookup, args=(DETAIL_ID,), name="slow-reader")
     slow.start()
-    fetched.wait()  # the slow reader holds the old version
-    bump_elsewhere(client, f"ver:{DETAIL_ID}")
+    fetched.wait()  # the slow reader holds what it read
+    bump_elsewhere(client, *written)
     assert near().open() is not None  # this thread drains the push
     resume.wait()
     slow.join(timeout=10)
     monkeypatch.setattr(context, "script", real_script)
 
+
+def test_a_counter_read_just_before_an_invalidation_is_not_kept_after_it(monkeypatch) -> None:
+    """A write lands between the reader's fetch and its fill: what it fetched must not be kept."""
+    read_while_another_thread_drains(monkeypatch, f"ver:{DETAIL_ID}")
     assert cache.detail_lookup(DETAIL_ID).entry is None
+
+
+def test_a_write_to_another_product_does_not_stop_a_fill(monkeypatch) -> None:
+    """Under writes a push arrives every few ms: only the entry's own counters may stop a fill."""
+    read_while_another_thread_drains(monkeypatch, f"ver:{DETAIL_ID + 1}", "gen")
+    before = lua_calls()
+    assert cache.detail_lookup(DETAIL_ID).entry is not None
+    assert lua_calls() == before  # kept in process memory by the slow reader
 
 
 def test_a_backlog_too_large_to_trust_empties_the_near_cache() -> None:
@@ -260,3 +272,14 @@ def test_a_tracking_connection_that_stops_answering_pings_is_dropped(own_redis) 
             assert near()._sock is None  # reset: reconnects when Redis answers again
         finally:
             os.kill(proc.pid, signal.SIGCONT)
+
+
+def test_a_fill_older_than_the_invalidations_remembered_is_refused(monkeypatch) -> None:
+    """Past the history `remember` can look back through, it refuses, as it did before."""
+    monkeypatch.setattr(near_cache, "RECENT_INVALIDATIONS", 2)
+    read_while_another_thread_drains(
+        monkeypatch, f"ver:{DETAIL_ID + 1}", f"ver:{DETAIL_ID + 2}", f"ver:{DETAIL_ID + 3}"
+    )
+    before = lua_calls()
+    assert cache.detail_lookup(DETAIL_ID).entry is not None
+    assert lua_calls() == before + 1  # not kept: asked Redis again
