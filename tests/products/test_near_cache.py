@@ -119,6 +119,7 @@ def read_while_another_thread_drains(monkeypatch, *written: str) -> None:
     assert near().open() is not None  # this thread drains the push
     resume.wait()
     slow.join(timeout=10)
+    assert not slow.is_alive()
     monkeypatch.setattr(context, "script", real_script)
 
 
