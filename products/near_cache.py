@@ -217,12 +217,6 @@ class NearCache:
                 return False
         return True
 
-    def _invalidated(self, counter: str) -> None:
-        if len(self._recent) >= RECENT_INVALIDATIONS:
-            dropped, _ = self._recent.popleft()
-            self._refuse_before = max(self._refuse_before, dropped)
-        self._recent.append((self._token, counter))
-
     def _drop_entry(self, key: str) -> None:
         found = self._entries.pop(key, None)
         if found is None:
@@ -236,6 +230,11 @@ class NearCache:
                     del self._dependents[counter]
 
     def _invalidate(self, counter: str) -> None:
+        """Drop a counter and what was built from it, and note it for `_untouched_since`."""
+        if len(self._recent) >= RECENT_INVALIDATIONS:
+            dropped, _ = self._recent.popleft()
+            self._refuse_before = max(self._refuse_before, dropped)
+        self._recent.append((self._token, counter))
         self._counters.pop(counter, None)
         for key in self._dependents.pop(counter, ()):
             self._drop_entry(key)
@@ -376,9 +375,7 @@ class NearCache:
                 self._refuse_all_before_now()
                 return
             for key in keys:
-                counter = key.decode()
-                self._invalidated(counter)
-                self._invalidate(counter)
+                self._invalidate(key.decode())
         elif message == b"PONG" and self._pings:
             sent = self._pings.popleft()
             self._valid_until = max(self._valid_until, sent + self._lease_s)
