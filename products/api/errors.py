@@ -155,7 +155,10 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
     return defaults.page_not_found(request, exception)
 
 
+SERVER_ERROR_DETAIL = "Internal server error."
+
+
 def handler500(request: HttpRequest) -> HttpResponse:
     if _is_api(request):
-        return JsonResponse(error_body("server_error", "Internal server error."), status=500)
+        return JsonResponse(error_body("server_error", SERVER_ERROR_DETAIL), status=500)
     return defaults.server_error(request)

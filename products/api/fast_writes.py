@@ -42,7 +42,7 @@ from rest_framework.renderers import JSONRenderer
 
 from products import cache, services
 from products.api import fast_path
-from products.api.errors import ServiceUnavailable, error_body
+from products.api.errors import SERVER_ERROR_DETAIL, ServiceUnavailable, error_body
 from products.api.serializers import ProductOutputSerializer, ProductUpdateSerializer
 from products.api.views import ProductDetailView
 from products.models import Product
@@ -140,9 +140,7 @@ class ProductUpdateApp:
             # Too late to fall through (the view would write again): answer as Django's
             # handler500 answers an API request, not with the server's bare 500.
             logger.exception("rendering the answer to a committed update of product %s", product_id)
-            return self._error(
-                "500 Internal Server Error", "server_error", "Internal server error."
-            )
+            return self._error("500 Internal Server Error", "server_error", SERVER_ERROR_DETAIL)
         entry = cache.Entry(
             headers={
                 "Content-Type": "application/json",
