@@ -65,10 +65,12 @@ def product(db) -> Product:
 
 @pytest.fixture
 def fresh_cache_state(monkeypatch) -> Iterator[None]:
-    """A cache client, near cache and outage state of the test's own; no wait after a failure."""
+    """Outage state of the test's own, and no wait after a failure.
+
+    The cache client and near cache are the test's own already: the autouse `_clean_cache`
+    (tests/conftest.py) resets them around every test.
+    """
     monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 0.0)
     cache._state.suspect = False
-    cache.reset()
     yield
     cache._state.suspect = False
-    cache.reset()
