@@ -5,7 +5,9 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.text import smart_split, unescape_string_literal
 
+from products import selectors
 from products.models import Product
 
 LOW_STOCK_THRESHOLD = 10
@@ -45,3 +47,14 @@ class ProductAdmin(admin.ModelAdmin):
     fields = ["name", "price", "stock_level", "version", "created_at", "updated_at"]
     show_full_result_count = False
     list_per_page = 50
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Product], search_term: str
+    ) -> tuple[QuerySet[Product], bool]:
+        """What the admin's own search finds (every word, anywhere in the name, in any case),
+        through the search keys index: the admin's icontains would read every name."""
+        for word in smart_split(search_term):
+            if word.startswith(('"', "'")) and word[0] == word[-1]:
+                word = unescape_string_literal(word)
+            queryset = selectors.name_contains(queryset, word)
+        return queryset, False

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.contrib.postgres.indexes import GinIndex, OpClass
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models.functions import Upper
 
 PRICE_MAX_DIGITS = 12
 PRICE_DECIMAL_PLACES = 2
 NAME_MAX_LENGTH = 255
 STOCK_MAX = 2_147_483_647  # PostgreSQL integer
+
+
+def search_keys() -> models.Func:
+    """A product's search keys (migration 0005): its name's 3-character pieces and price buckets."""
+    return models.Func(
+        models.F("name"),
+        models.F("price"),
+        function="products_search_keys",
+        output_field=ArrayField(models.IntegerField()),
+    )
 
 
 class Product(models.Model):
@@ -46,12 +56,8 @@ class Product(models.Model):
         ]
         indexes = [
             models.Index(fields=["price"], name="product_price_idx"),
-            # Django compiles `name__icontains` to UPPER("name"::text) LIKE UPPER(%s): the index
-            # must be on that expression, or PostgreSQL never uses it.
-            GinIndex(
-                OpClass(Upper("name"), name="gin_trgm_ops"),
-                name="product_name_upper_trgm",
-            ),
+            # Name and price-range searches (products/selectors.py, migration 0005).
+            GinIndex(search_keys(), name="product_search_keys"),
         ]
 
     def __str__(self) -> str:

@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
-from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db import connection
+from django.db.models import BooleanField, QuerySet
+from django.db.models.expressions import RawSQL
 
 from products.models import Product
 
@@ -96,8 +98,8 @@ def product_list_after(*, after_id: int, limit: int) -> KeysetPage:
     return _keyset_page(Product.objects.all(), after_id=after_id, limit=limit)
 
 
-# A search matching at most this many products reads their ids in one query, and counts and
-# pages them here; past it, PostgreSQL counts and pages separately.
+# A search matching at most this many products is counted and paged in one statement; past
+# it, the count and the page are two (see _search).
 SEARCH_IDS_MAX = 5_000
 
 
@@ -108,19 +110,15 @@ def product_search(*, filters: ProductFilters, page: int, limit: int) -> OffsetP
 
 
 def _search(filters: ProductFilters, page: int, limit: int) -> OffsetPage:
-    queryset = _filtered(filters)
     offset = (page - 1) * limit
-    # A selective search (the common case) finds its matches once: the count and the page were
-    # two index scans of the same candidates. No ORDER BY, or the planner walks the primary key.
-    ids = list(_match_ids(queryset))
-    if len(ids) <= SEARCH_IDS_MAX:
-        ids.sort()
-        wanted = ids[offset : offset + limit]
-        # The filter again: a row changed since the ids were read must still match to be shown.
-        products = list(queryset.filter(id__in=wanted).order_by("id")) if wanted else []
+    # A selective search (the common case) is one statement: it finds the matches once, and
+    # counts them, picks the page's ids and reads those rows from the same snapshot.
+    found = _count_and_page(filters, offset, limit)
+    if found is not None:
+        count, products = found
         _ensure_in_range(page, products)
-        return OffsetPage(products, len(ids), page, limit)
-    queryset = queryset.order_by("id")
+        return OffsetPage(products, count, page, limit)
+    queryset = _filtered(filters).order_by("id")
     count = queryset.count()
     # Two queries on purpose: a window count(*) in the page query makes the planner walk the
     # primary key in id order over the whole table (measured: 1 s instead of 25 ms).
@@ -129,9 +127,68 @@ def _search(filters: ProductFilters, page: int, limit: int) -> OffsetPage:
     return OffsetPage(products, count, page, limit)
 
 
-def _match_ids(queryset: QuerySet[Product]) -> QuerySet[Product, int]:
-    """Up to SEARCH_IDS_MAX + 1 ids of the queryset's rows, in no particular order."""
-    return queryset.order_by().values_list("id", flat=True)[: SEARCH_IDS_MAX + 1]
+_FIELDS = [field.attname for field in Product._meta.concrete_fields]
+_COLUMNS = ", ".join(f"p.{field.column}" for field in Product._meta.concrete_fields)
+# No ORDER BY in the matches, or the planner walks the primary key: array_agg sorts the ids.
+# Array slices are 1-based and inclusive. An empty page still returns the count, with no row.
+_COUNT_AND_PAGE_SQL = f"""
+WITH matches AS (SELECT id FROM products_product WHERE {{where}} LIMIT %s),
+found AS (SELECT count(*) AS n, (array_agg(id ORDER BY id))[%s:%s] AS ids FROM matches)
+SELECT found.n, {_COLUMNS}
+FROM found LEFT JOIN products_product AS p ON p.id = ANY(found.ids)
+ORDER BY p.id
+"""  # noqa: S608 (only the conditions of _search_conditions are interpolated)
+
+
+def _count_and_page(
+    filters: ProductFilters, offset: int, limit: int
+) -> tuple[int, list[Product]] | None:
+    """The match count and one page of products, or None past SEARCH_IDS_MAX matches."""
+    where, params = _search_conditions(filters)
+    sql = _COUNT_AND_PAGE_SQL.format(where=where)
+    with connection.cursor() as cursor:
+        # Slice bounds are integers: clamped, since no page past SEARCH_IDS_MAX is read here.
+        first, last = (min(n, SEARCH_IDS_MAX + 2) for n in (offset + 1, offset + limit))
+        cursor.execute(sql, [*params, SEARCH_IDS_MAX + 1, first, last])
+        rows = cursor.fetchall()
+    count = int(rows[0][0])
+    if count > SEARCH_IDS_MAX:
+        return None
+    products = [Product.from_db(connection.alias, _FIELDS, row[1:]) for row in rows]
+    return count, [product for product in products if product.pk is not None]
+
+
+def _search_conditions(filters: ProductFilters) -> tuple[str, list[Any]]:
+    """The search as a WHERE clause on products_product, and its parameters.
+
+    The name matches as Django's icontains compiles it: UPPER(name) LIKE UPPER(%s), with LIKE's
+    wildcards escaped. That decides what matches; the keys (migration 0005) are what lets
+    PostgreSQL find it through product_search_keys instead of reading every name: every
+    three-character piece of the upper-cased term, which any name containing it also has, and
+    the price buckets that tile the range, in the same index scan.
+    """
+    conditions: list[str] = []
+    params: list[Any] = []
+    if filters.name is not None:
+        conditions.append("UPPER(name::text) LIKE UPPER(%s)")
+        params.append(f"%{connection.ops.prep_for_like_query(filters.name)}%")
+        if _has_name_keys(filters.name):
+            conditions.append("products_search_keys(name, price) @> products_name_keys(%s)")
+            params.append(filters.name)
+            # Without name keys, the price index serves a range better.
+            labels = _price_labels(filters.min_price, filters.max_price)
+            if labels is not None:
+                conditions.append(
+                    "products_search_keys(name, price) && products_price_keys(%s::text[])"
+                )
+                params.append(labels)
+    if filters.min_price is not None:
+        conditions.append("price >= %s")
+        params.append(filters.min_price)
+    if filters.max_price is not None:
+        conditions.append("price <= %s")
+        params.append(filters.max_price)
+    return " AND ".join(conditions) or "TRUE", params
 
 
 def product_search_after(*, filters: ProductFilters, after_id: int, limit: int) -> KeysetPage:
@@ -142,30 +199,87 @@ def product_search_after(*, filters: ProductFilters, after_id: int, limit: int) 
 
 @contextmanager
 def _planned_for_values() -> Iterator[None]:
-    """Plan the statements inside for the values they run with, even once prepared.
+    """Plan the statements inside for the values they run with: do not prepare them.
 
-    Statements are prepared (DB_PREPARE_THRESHOLD), and PostgreSQL then settles on a generic
-    plan, one for any values. That suits lookups by key; for a search the right plan depends
-    on the values: a generic plan measured on the bench database ANDed the price index in for
-    a price range covering every product (200 ms, against 20 ms planned for the values).
-    SET LOCAL ends with the transaction, so the pooled connection goes back as it came.
+    Other statements are prepared (DB_PREPARE_THRESHOLD), and PostgreSQL then settles on a
+    generic plan, one for any values. That suits lookups by key; for a search the right plan
+    depends on the values: a generic plan measured on the bench database ANDed the price index
+    in for a price range covering every product (200 ms, against 20 ms planned for the values).
+    Unprepared, each statement is planned for its values. This replaces `SET LOCAL
+    plan_cache_mode`, whose transaction cost three more round trips per search.
     """
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+    connection.ensure_connection()
+    raw = connection.connection
+    threshold = raw.prepare_threshold
+    raw.prepare_threshold = None
+    try:
         yield
+    finally:
+        raw.prepare_threshold = threshold
 
 
 def _filtered(filters: ProductFilters) -> QuerySet[Product]:
-    queryset = Product.objects.all()
-    if filters.name is not None:
-        # icontains compiles to UPPER(name) LIKE UPPER(%s): served by product_name_upper_trgm.
-        queryset = queryset.filter(name__icontains=filters.name)
-    if filters.min_price is not None:
-        queryset = queryset.filter(price__gte=filters.min_price)
-    if filters.max_price is not None:
-        queryset = queryset.filter(price__lte=filters.max_price)
-    return queryset
+    return Product.objects.filter(_condition(filters))
+
+
+def _condition(filters: ProductFilters) -> RawSQL:
+    """_search_conditions as an ORM filter."""
+    where, params = _search_conditions(filters)
+    # Only the fixed SQL of _search_conditions is interpolated; every value is a parameter.
+    return RawSQL(where, params, output_field=BooleanField())  # noqa: S611
+
+
+# The bucket sizes products_search_keys indexes: 10**0 to 10**5 dollars (migration 0005).
+PRICE_LEVELS = 6
+# A range that needs more buckets than this is widened to coarser ones (more candidates, each
+# rechecked), and past the coarsest, searched without them.
+PRICE_LABELS_MAX = 24
+
+
+def name_contains(queryset: QuerySet[Product], term: str) -> QuerySet[Product]:
+    """The products whose name contains `term`, in any case, found through the search keys."""
+    return queryset.filter(_condition(ProductFilters(name=term)))
+
+
+def _has_name_keys(term: str) -> bool:
+    """Whether the term has a key: a three-character piece (products_name_keys)."""
+    return len(term) >= 3
+
+
+def _price_labels(low: Decimal | None, high: Decimal | None) -> list[str] | None:
+    """Dollar buckets (`p<level>:<bucket>`) that tile [low, high], or None to not use them.
+
+    A price p lies in bucket floor(p) // 10**level of each level. The range's whole dollars are
+    tiled with the fewest aligned buckets; if that takes more than PRICE_LABELS_MAX, the range is
+    widened to whole tens, hundreds, ... first. The tiling may cover more than the range (the
+    price bounds are checked on every row anyway), never less.
+    """
+    if low is None or high is None or low > high:
+        return None
+    first, last = int(low), int(high)  # floors: prices are never negative
+    for unit_level in range(PRICE_LEVELS):
+        unit = 10**unit_level
+        labels = _tiling(first // unit * unit, (last // unit + 1) * unit - 1, unit_level)
+        if labels is not None:
+            return labels
+    return None
+
+
+def _tiling(first: int, last: int, min_level: int) -> list[str] | None:
+    labels: list[str] = []
+    while first <= last:
+        level = min_level
+        while (
+            level + 1 < PRICE_LEVELS
+            and first % 10 ** (level + 1) == 0
+            and first + 10 ** (level + 1) - 1 <= last
+        ):
+            level += 1
+        labels.append(f"p{level}:{first // 10**level}")
+        if len(labels) > PRICE_LABELS_MAX:
+            return None
+        first += 10**level
+    return labels
 
 
 def _keyset_page(queryset: QuerySet[Product], *, after_id: int, limit: int) -> KeysetPage:

@@ -6,6 +6,8 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from products.models import Product
 from tests.products.conftest import ProductFactory
@@ -68,6 +70,23 @@ def test_search_by_name(admin_client) -> None:
     page = admin_client.get("/admin/products/product/?q=hammer").content.decode()
     assert "Steel Hammer" in page
     assert "Oak Desk" not in page
+
+
+def test_search_matches_every_word_or_a_quoted_phrase_through_the_search_keys(
+    admin_client,
+) -> None:
+    ProductFactory(name="Steel Hammer")
+    ProductFactory(name="Hammer of steel")
+    ProductFactory(name="Oak Desk")
+    with CaptureQueriesContext(connection) as captured:
+        page = admin_client.get("/admin/products/product/?q=ham+STEEL").content.decode()
+    assert "Steel Hammer" in page
+    assert "Hammer of steel" in page
+    assert "Oak Desk" not in page
+    assert any("products_search_keys" in q["sql"] for q in captured.captured_queries)
+    page = admin_client.get("/admin/products/product/?q=%22steel+ham%22").content.decode()
+    assert "Steel Hammer" in page
+    assert "Hammer of steel" not in page
 
 
 @pytest.mark.parametrize(("stock", "shown"), [("out", "Empty Box"), ("low", "Few Left")])
