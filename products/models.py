@@ -57,7 +57,7 @@ class Product(models.Model):
         indexes = [
             models.Index(fields=["price"], name="product_price_idx"),
             # Name and price-range searches (products/selectors.py, migration 0005).
-            GinIndex(search_keys(), name="product_search_keys"),
+            GinIndex(search_keys(), name="product_search_keys", gin_pending_list_limit=256),
         ]
 
     def __str__(self) -> str:

@@ -15,6 +15,10 @@ range (`&&`). GIN intersects the posting lists as it reads them, so the
 scan costs about what it returns. The keys only narrow: the query keeps `UPPER(name) LIKE` and
 the price bounds, so a hash collision or a widened bucket can add a candidate, never a result.
 
+Updates go to GIN's pending list, which every search reads in full until it is merged into
+the index: at the default 4 MB a search took 15 ms instead of 11 ms in-process after a few
+thousand price updates. A 256 kB list is merged more often, at no cost measurable per update.
+
 The three functions are the only definition of the keys; products/selectors.py builds the
 bucket labels (`p<level>:<bucket>`) of a query's range and the functions hash them. The index
 replaces product_name_upper_trgm: two GIN indexes would double the entries every price update
@@ -86,6 +90,7 @@ class Migration(migrations.Migration):
                     output_field=ArrayField(models.IntegerField()),
                 ),
                 name="product_search_keys",
+                gin_pending_list_limit=256,
             ),
         ),
         RemoveIndexConcurrently(model_name="product", name="product_name_upper_trgm"),
