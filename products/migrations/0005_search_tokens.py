@@ -23,12 +23,22 @@ The three functions are the only definition of the keys; products/selectors.py b
 bucket labels (`p<level>:<bucket>`) of a query's range and the functions hash them. The index
 replaces product_name_upper_trgm: two GIN indexes would double the entries every price update
 writes.
+
+PostgreSQL evaluates the index expression where no schema but pg_catalog is searched
+(autovacuum's ANALYZE, a restore of a dump, logical replication, REINDEX from PostgreSQL 17), so
+products_search_keys calls products_name_keys by its schema, the one the migration creates it in.
+The keys are hashtext() values: should a PostgreSQL upgrade ever change hashtext, REINDEX
+INDEX product_search_keys (the README says so too).
 """
 
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
+from django.apps.registry import Apps
 from django.db import migrations, models
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+
+SEARCH_INDEX = "product_search_keys"
 
 FUNCTIONS = """
 CREATE OR REPLACE FUNCTION products_price_keys(labels text[]) RETURNS integer[]
@@ -54,7 +64,7 @@ $$;
 CREATE OR REPLACE FUNCTION products_search_keys(name text, price numeric) RETURNS integer[]
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
 DECLARE
-    keys integer[] := products_name_keys(name);
+    keys integer[] := {schema}.products_name_keys(name);
     dollars bigint := floor(price)::bigint;
 BEGIN
     FOR level IN 0 .. 5 LOOP
@@ -72,6 +82,31 @@ DROP FUNCTION IF EXISTS products_price_keys(text[]);
 """
 
 
+def create_functions(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute("SELECT current_schema()")
+        (schema,) = cursor.fetchone()
+    schema_editor.execute(FUNCTIONS.replace("{schema}", schema_editor.quote_name(schema)))
+
+
+def drop_functions(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    schema_editor.execute(DROP_FUNCTIONS)
+
+
+def drop_invalid_index(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    """A concurrent build that failed (a lock timeout, a cancel) leaves its index behind, invalid:
+    drop it, or running the migration again stops at "relation already exists"."""
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM pg_index WHERE indexrelid = to_regclass(%s) AND NOT indisvalid",
+            [SEARCH_INDEX],
+        )
+        if cursor.fetchone():
+            schema_editor.execute(
+                f"DROP INDEX CONCURRENTLY {schema_editor.quote_name(SEARCH_INDEX)}"
+            )
+
+
 class Migration(migrations.Migration):
     # Concurrent index builds keep a live catalogue writable; they cannot run in a transaction.
     atomic = False
@@ -79,7 +114,8 @@ class Migration(migrations.Migration):
     dependencies = [("products", "0004_id_buckets")]
 
     operations = [
-        migrations.RunSQL(FUNCTIONS, DROP_FUNCTIONS),
+        migrations.RunPython(create_functions, drop_functions),
+        migrations.RunPython(drop_invalid_index, migrations.RunPython.noop),
         AddIndexConcurrently(
             model_name="product",
             index=GinIndex(
@@ -89,7 +125,7 @@ class Migration(migrations.Migration):
                     function="products_search_keys",
                     output_field=ArrayField(models.IntegerField()),
                 ),
-                name="product_search_keys",
+                name=SEARCH_INDEX,
                 gin_pending_list_limit=256,
             ),
         ),

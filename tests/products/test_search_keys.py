@@ -83,9 +83,11 @@ def test_price_labels_tile_the_range_and_no_more_than_widened(low: int, high: in
         assert 0 <= level < selectors.PRICE_LEVELS
         covered.append((bucket * 10**level, (bucket + 1) * 10**level - 1))
     covered.sort()
-    assert covered[0][0] <= low
-    assert covered[-1][1] >= high
     assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(covered))  # no gaps
+    # Exactly the range widened to whole units of the finest bucket used: never less, no more.
+    unit = 10 ** min(int(label[1]) for label in labels)
+    assert covered[0][0] == low // unit * unit
+    assert covered[-1][1] == (high // unit + 1) * unit - 1
 
 
 def test_the_fewest_buckets_tile_an_aligned_range() -> None:
@@ -110,3 +112,21 @@ def test_the_database_and_the_selectors_name_price_buckets_alike() -> None:
             assert cursor.fetchone() == (True,), label
         cursor.execute(sql, [["p0:1235"], product.pk])
         assert cursor.fetchone() == (False,)
+
+
+@pytest.mark.django_db
+def test_the_index_expression_needs_no_search_path() -> None:
+    """Autovacuum's ANALYZE, a dump's restore and logical replication evaluate the index
+    expression with only pg_catalog on the search path: the key functions must still resolve."""
+    product = ProductFactory(name="Oak shelf", price=Decimal("12.00"))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_schema()")
+        table = f"{connection.ops.quote_name(cursor.fetchone()[0])}.products_product"
+        cursor.execute("SET LOCAL search_path = ''")
+        cursor.execute(f"UPDATE {table} SET name = 'Steel shelf' WHERE id = %s", [product.pk])
+        cursor.execute(f"ANALYZE {table}")
+        cursor.execute("RESET search_path")
+    filters = selectors.ProductFilters(name="steel", min_price=None, max_price=None)
+    assert [p.pk for p in selectors.product_search(filters=filters, page=1, limit=10).products] == [
+        product.pk
+    ]
