@@ -31,10 +31,10 @@ The keys are hashtext() values: should a PostgreSQL upgrade ever change hashtext
 INDEX product_search_keys (the README says so too).
 """
 
+from django.apps.registry import Apps
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
-from django.apps.registry import Apps
 from django.db import migrations, models
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
