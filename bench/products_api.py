@@ -163,6 +163,11 @@ def http_get(path: str) -> tuple[int, bytes]:
         conn.close()
 
 
+def ensure_wrk() -> None:
+    if shutil.which("wrk") is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)  # noqa: S607
+
+
 def wrk(name: str, script: str, path: str, seconds: int, extra_env: dict[str, str]) -> Result:
     env = dict(os.environ, WRK_LUA_DIR=str(WRK_DIR), **extra_env)
     url = f"http://127.0.0.1:{PORT}{path}"
@@ -403,9 +408,7 @@ def main() -> int:
     )
     parser.add_argument("--cached-only", action="store_true", help="skip the uncached server")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)  # noqa: S607
-
+    ensure_wrk()
     token = prepare_database(base_env(cache_enabled=True))
     print("cached server:", flush=True)
     with Server(base_env(cache_enabled=True)):
