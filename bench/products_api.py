@@ -49,6 +49,7 @@ class Result:
     p99_ms: float
     errors: int
     ratio: float = 1.0  # to the floor of the same round; the median over rounds in the table
+    requests: int = 0
 
 
 def base_env(cache_enabled: bool) -> dict[str, str]:
@@ -183,6 +184,7 @@ def wrk(name: str, script: str, path: str, seconds: int, extra_env: dict[str, st
         p50_ms=data["p50_us"] / 1000,
         p99_ms=data["p99_us"] / 1000,
         errors=data["errors"],
+        requests=data["requests"],
     )
 
 

@@ -2,24 +2,28 @@
 
 Issue #5 asks for the uncached search at 0.25x the floor and the 80/20 mix at 0.8x. This
 measures, beside the floor and in the same run, what bounds each. Every round runs wrk against
-the cached server (`bench/products_api.py`'s setup) for the floor, hot detail and PUT only, then
-two loops in this process, with the server idle:
+the cached server (`bench/products_api.py`'s setup) for the floor, the mix's reads (`mix.lua`
+with no PUT) and PUT only, then two loops in this process, with the server idle:
 
-- The search's PostgreSQL work. `selectors.product_search` sends the statements the view sends
-  for `name=steel&min_price=100&max_price=200`, and the PostgreSQL processes' CPU (`/proc`) is
-  divided by the searches. Two cores cannot answer more searches per second than they can run
-  that work, whatever the Python side costs: cores / (PostgreSQL CPU per search) is the most
-  the uncached search can reach, printed as a ratio to the floor.
-- The write's round trips. What every acknowledged write must send, from raw psycopg and
-  redis-py with no framework: the token query of `inventory_project/authentication.py`, the
+- The search's PostgreSQL work. `selectors.product_search` sends the statement the view sends
+  for `name=steel&min_price=100&max_price=200`, and the CPU of the PostgreSQL backend serving
+  it (`/proc`, that one process) is divided by the searches. Two cores cannot answer more
+  searches per second than they can run that work, whatever the Python side costs:
+  cores / (PostgreSQL CPU per search) is the most the uncached search can reach, printed as a
+  ratio to the floor.
+- The write's round trips. What every acknowledged write sends, from raw psycopg and redis-py
+  with no framework: the token query of `inventory_project/authentication.py`, the
   `UPDATE ... RETURNING` of `services.product_update`, the cache's invalidation script and the
-  PING that fences it. The script bumps counters of its own: bumping the real ones this fast
-  would send the idle servers' near caches pushes faster than they drain them, and they would
-  start over empty. Its CPU (this process, PostgreSQL, Redis) sits beside the API's PUT
-  (gunicorn, PostgreSQL, Redis during wrk's PUT-only run) and beside the most a PUT may cost
-  for the mix to reach 0.8x: from the floor and hot-detail rates, if each request costs what
-  it costs alone, 0.8 x floor = 1 / (0.8 / hot + 0.2 / put) gives the PUT rate needed, and the
-  cores give its CPU.
+  PING that fences it. Counted: this process, the PostgreSQL backend serving it, Redis. The
+  script bumps counters of its own: bumping the real ones this fast would send the idle
+  servers' near caches pushes faster than they drain them, and they would start over empty; so
+  the pushes a real write sends are not counted. The products written (outside the hot set)
+  are invalidated for real once every round is done.
+
+The mix's budget: if each request costs what it costs alone, 0.8 x floor = 1 / (0.8 / reads +
+0.2 / puts) gives the PUT rate the mix needs, and cores / that rate the share of the cores one
+PUT may take (wrk's part included, as in every rate here). The API's PUT is shown the same way
+(cores / its rate), with the CPU of the server's processes during its run beside it.
 
 The table is printed and written into docs/benchmarks.md between markers.
 """
@@ -41,18 +45,22 @@ from _doc import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- products-bounds:begin -->", "<!-- products-bounds:end -->"
-CORES = os.cpu_count() or 1
+CORES = len(os.sched_getaffinity(0))
 MIX_TARGET, PUT_SHARE = 0.8, 0.2
 GROUPS: dict[str, Callable[[str], bool]] = {
     "gunicorn": lambda cmd: "bin/gunicorn" in cmd,
     "PostgreSQL": lambda cmd: cmd.startswith("postgres"),
     "Redis": lambda cmd: cmd.startswith("redis-server"),
 }
+# /proc/<pid>/stat after the command name: state is field 0, utime 11, stime 12, starttime 19.
+UTIME, STIME, STARTTIME = 11, 12, 19
+
+Snapshot = dict[int, tuple[str, str, int]]  # pid -> (start time, group, CPU ticks)
 
 
-def cpu_seconds() -> dict[str, float]:
-    """User + system CPU of every process in each group, from /proc."""
-    ticks = dict.fromkeys(GROUPS, 0)
+def snapshot() -> Snapshot:
+    """Each grouped process's CPU (user + system), from /proc."""
+    found: Snapshot = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -61,24 +69,39 @@ def cpu_seconds() -> dict[str, float]:
             continue  # gone meanwhile
         for group, matches in GROUPS.items():
             if matches(cmd):
-                ticks[group] += int(fields[11]) + int(fields[12])
+                ticks = int(fields[UTIME]) + int(fields[STIME])
+                found[int(pid)] = (fields[STARTTIME], group, ticks)
+    return found
+
+
+def cpu_ms(
+    before: Snapshot, after: Snapshot, ops: float, only_pids: set[int] | None = None
+) -> dict[str, float]:
+    """CPU ms per operation by group, process by process (a process that ended is missed).
+
+    With `only_pids`, PostgreSQL counts just those backends: the one serving this process.
+    """
+    used = dict.fromkeys(GROUPS, 0)
+    for pid, (started, group, ticks) in after.items():
+        if group == "PostgreSQL" and only_pids is not None and pid not in only_pids:
+            continue
+        then = before.get(pid)
+        used[group] += ticks - (then[2] if then is not None and then[0] == started else 0)
     hz = os.sysconf("SC_CLK_TCK")
-    return {group: n / hz for group, n in ticks.items()}
+    return {group: n / hz / ops * 1000 for group, n in used.items()}
 
 
-def per_op(before: dict[str, float], after: dict[str, float], ops: float) -> dict[str, float]:
-    return {group: (after[group] - before[group]) / ops * 1000 for group in GROUPS}
-
-
-def timed_loop(step: Callable[[], object], count: int) -> tuple[float, dict[str, float]]:
+def timed_loop(
+    step: Callable[[], object], count: int, backend: int
+) -> tuple[float, dict[str, float]]:
     """(this process's CPU ms per step, each group's CPU ms per step)."""
     for _ in range(count // 10):
         step()  # prepared statements, warm caches
-    before, mine = cpu_seconds(), time.process_time()
+    before, mine = snapshot(), time.process_time()
     for _ in range(count):
         step()
     own = (time.process_time() - mine) / count * 1000
-    return own, per_op(before, cpu_seconds(), count)
+    return own, cpu_ms(before, snapshot(), count, only_pids={backend})
 
 
 def django_setup(env: dict[str, str]) -> None:
@@ -89,134 +112,156 @@ def django_setup(env: dict[str, str]) -> None:
     django.setup()
 
 
-def search_step() -> Callable[[], object]:
-    from products import selectors
+class Search:
+    def __init__(self) -> None:
+        from django.db import connection
 
-    filters = selectors.ProductFilters(
-        name="steel", min_price=Decimal("100"), max_price=Decimal("200")
-    )
-    return lambda: selectors.product_search(filters=filters, page=1, limit=20)
+        from products import selectors
+
+        filters = selectors.ProductFilters(
+            name="steel", min_price=Decimal("100"), max_price=Decimal("200")
+        )
+        self.step = lambda: selectors.product_search(filters=filters, page=1, limit=20)
+        self.connection = connection
+
+    def backend(self) -> int:
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            return int(cursor.fetchone()[0])
 
 
-def write_step(token: str) -> Callable[[], object]:
+class Write:
     """The round trips of one acknowledged write, nothing else."""
-    import psycopg
-    import redis
 
-    from inventory_project import authentication
-    from products import cache
-    from products.models import Product
+    def __init__(self, token: str) -> None:
+        import psycopg
+        import redis
 
-    columns = ", ".join(str(field.column) for field in Product._meta.concrete_fields)
-    update = (
-        f"UPDATE {Product._meta.db_table} SET price = %s, stock_level = %s, updated_at = now()"  # noqa: S608
-        f" WHERE id = %s RETURNING {columns}"
-    )
-    database = psycopg.connect(
-        f"postgresql://postgres@127.0.0.1:5432/{api.DB_NAME}", autocommit=True, prepare_threshold=5
-    )
-    client = redis.Redis(host="127.0.0.1", port=6379)
-    invalidate = client.register_script(cache._INVALIDATE)
-    rng = random.Random(5)  # noqa: S311 - which product to write, not a secret
+        from inventory_project import authentication
+        from products import cache
+        from products.models import Product
 
-    def step() -> None:
-        # Products outside the hot set: the next round's hot detail must find its cache warm.
-        product_id = rng.randint(api.ROWS // 2, api.ROWS // 2 + api.HOT_SET)
-        database.execute(authentication._sql(), [token]).fetchone()
-        price = Decimal(rng.randint(100, 50_000)) / 100
-        database.execute(update, [price, rng.randint(0, 500), product_id]).fetchone()
-        keys = [cache._key(f"bounds:ver:{product_id}"), cache._key("bounds:gen")]
-        invalidate(keys=keys, args=[cache.COUNTER_TTL_S])
-        client.ping()
+        columns = ", ".join(str(field.column) for field in Product._meta.concrete_fields)
+        update = (
+            f"UPDATE {Product._meta.db_table} SET price = %s, stock_level = %s,"  # noqa: S608
+            f" updated_at = now() WHERE id = %s RETURNING {columns}"
+        )
+        self.database = psycopg.connect(
+            f"postgresql://postgres@127.0.0.1:5432/{api.DB_NAME}",
+            autocommit=True,
+            prepare_threshold=5,
+        )
+        client = redis.Redis(host="127.0.0.1", port=6379)
+        invalidate = client.register_script(cache._INVALIDATE)
+        rng = random.Random(5)  # noqa: S311 - which product to write, not a secret
+        self.written: set[int] = set()
 
-    return step
+        def step() -> None:
+            # Products outside the hot set: the next round's reads must find their cache warm.
+            product_id = rng.randint(api.ROWS // 2, api.ROWS // 2 + api.HOT_SET)
+            self.database.execute(authentication._sql(), [token]).fetchone()
+            price = Decimal(rng.randint(100, 50_000)) / 100
+            self.database.execute(update, [price, rng.randint(0, 500), product_id]).fetchone()
+            keys = [cache._key(f"bounds:ver:{product_id}"), cache._key("bounds:gen")]
+            invalidate(keys=keys, args=[cache.COUNTER_TTL_S])
+            client.ping()
+            self.written.add(product_id)
 
+        self.step = step
+        self.invalidate_written = lambda: cache.invalidate(sorted(self.written))
 
-def fmt(cpu: dict[str, float], own: float | None = None) -> str:
-    parts = [f"{own:.2f} this process"] if own is not None else []
-    parts += [f"{value:.2f} {group}" for group, value in cpu.items() if value >= 0.005]
-    return f"{(own or 0) + sum(cpu.values()):.2f} ms ({', '.join(parts)})"
+    def backend(self) -> int:
+        row = self.database.execute("SELECT pg_backend_pid()").fetchone()
+        assert row is not None
+        return int(row[0])
 
 
 def measure_round(
-    token: str, seconds: int, first: bool, search: Callable[[], object], write: Callable[[], object]
-) -> dict[str, float | str]:
+    token: str, seconds: int, first: bool, search: Search, write: Write
+) -> dict[str, float]:
+    hot = {"ID_MAX": str(api.HOT_SET), "TOKEN": token}
     plans = {
         "floor": ("get.lua", "/healthz", {}),
-        "hot": ("detail.lua", "/", {"ID_MAX": str(api.HOT_SET)}),
-        "put": ("mix.lua", "/", {"ID_MAX": str(api.HOT_SET), "TOKEN": token, "PUT_RATIO": "1"}),
+        "reads": ("mix.lua", "/", {**hot, "PUT_RATIO": "0"}),
+        "put": ("mix.lua", "/", {**hot, "PUT_RATIO": "1"}),
     }
     rates: dict[str, float] = {}
     put_cpu: dict[str, float] = {}
     for name, (script, path, extra) in plans.items():
         if first:
             api.wrk(name, script, path, 2, extra)
-        before = cpu_seconds()
+        before = snapshot()
         result = api.wrk(name, script, path, seconds, extra)
+        if result.errors:
+            raise RuntimeError(f"{name}: {result.errors} errors or non-2xx answers")
         rates[name] = result.rps
         if name == "put":
-            put_cpu = per_op(before, cpu_seconds(), result.rps * seconds)
-    search_own, search_cpu = timed_loop(search, 1500)
-    write_own, write_cpu = timed_loop(write, 3000)
-    floor, hot = rates["floor"], rates["hot"]
-    # 0.8 x floor = 1 / (0.8 / hot + 0.2 / put), each request costing what it costs alone.
-    spare = 1 / (MIX_TARGET * floor) - (1 - PUT_SHARE) / hot
-    put_needed = PUT_SHARE / spare if spare > 0 else float("inf")
-    search_max = CORES / (search_cpu["PostgreSQL"] / 1000)
+            put_cpu = cpu_ms(before, snapshot(), result.requests)
+    time.sleep(1)  # the PUTs' checkpoint and WAL work is not the loops'
+    search_own, search_cpu = timed_loop(search.step, 1500, search.backend())
+    write_own, write_cpu = timed_loop(write.step, 3000, write.backend())
     print(
-        f"  floor {floor:,.0f} req/s, hot {hot:,.0f} ({hot / floor:.3f}x), PUT {rates['put']:,.0f}"
-        f" ({rates['put'] / floor:.3f}x, {fmt(put_cpu)}); search PostgreSQL"
-        f" {search_cpu['PostgreSQL']:.2f} ms -> at most {search_max / floor:.3f}x; PUT needed"
-        f" {put_needed:,.0f} req/s; write round trips {fmt(write_cpu, write_own)}",
+        f"  floor {rates['floor']:,.0f} req/s, reads {rates['reads']:,.0f}, PUT"
+        f" {rates['put']:,.0f} ({sum(put_cpu.values()):.2f} ms CPU); search: PostgreSQL"
+        f" {search_cpu['PostgreSQL']:.2f} ms; write round trips"
+        f" {write_own + sum(write_cpu.values()):.2f} ms",
         flush=True,
     )
     return {
-        "floor": floor,
-        "hot": hot / floor,
-        "put": rates["put"] / floor,
-        "put_cpu": sum(put_cpu.values()),
-        "put_cpu_text": fmt(put_cpu),
+        "floor": rates["floor"],
+        "reads": rates["reads"],
+        "put": rates["put"],
+        **{f"put_{group}": value for group, value in put_cpu.items()},
         "search_pg": search_cpu["PostgreSQL"],
         "search_py": search_own,
-        "search_max": search_max / floor,
-        "put_needed": put_needed / floor,
-        "put_budget": CORES / put_needed * 1000,
-        "write_cpu": write_own + sum(write_cpu.values()),
-        "write_cpu_text": fmt(write_cpu, write_own),
+        "write_py": write_own,
+        **{f"write_{group}": value for group, value in write_cpu.items()},
     }
 
 
-def render(rounds: list[dict[str, float | str]]) -> str:
-    def median(key: str) -> float:
-        return statistics.median(float(r[key]) for r in rounds)
+def render(rounds: list[dict[str, float]]) -> str:
+    """Medians of what was measured; every derived figure is computed from those medians."""
+    m = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    floor = m["floor"]
+    search_max = CORES / (m["search_pg"] / 1000) / floor if m["search_pg"] > 0 else float("inf")
+    # 0.8 x floor = 1 / (0.8 / reads + 0.2 / puts), each request costing what it costs alone.
+    spare = 1 / (MIX_TARGET * floor) - (1 - PUT_SHARE) / m["reads"]
+    if spare > 0:
+        needed = PUT_SHARE / spare
+        mix = (f"{needed / floor:.3f}x", f"at most {CORES / needed * 1000:.2f} ms of the cores")
+    else:
+        mix = ("unreachable", "even with PUTs costing nothing")
+    put_cpu = {group: m[f"put_{group}"] for group in GROUPS}
+    write_cpu = {"this process": m["write_py"], **{g: m[f"write_{g}"] for g in GROUPS}}
 
-    def at_median(key: str, text_key: str) -> str:
-        ordered = sorted(rounds, key=lambda r: float(r[key]))
-        return str(ordered[len(ordered) // 2][text_key])
+    def parts(cpu: dict[str, float]) -> str:
+        shown = [f"{value:.2f} {name}" for name, value in cpu.items() if value >= 0.005]
+        return f"{sum(cpu.values()):.2f} ms of CPU ({', '.join(shown)})"
 
     rows = [
-        ("floor: bare Django view", f"{median('floor'):,.0f} req/s", ""),
-        ("detail, 10k hot set", f"{median('hot'):.3f}x", "wrk, cached server"),
-        ("PUT only, hot set", f"{median('put'):.3f}x", at_median("put_cpu", "put_cpu_text")),
+        ("floor: bare Django view", f"{floor:,.0f} req/s", ""),
+        ("reads of the mix (`mix.lua`, no PUT)", f"{m['reads'] / floor:.3f}x", ""),
+        (
+            "PUT only, hot set",
+            f"{m['put'] / floor:.3f}x",
+            f"{CORES / m['put'] * 1000:.2f} ms of the cores per PUT; {parts(put_cpu)}",
+        ),
         (
             "search: PostgreSQL CPU per search",
-            f"{median('search_pg'):.2f} ms",
-            f"`selectors.product_search` in-process ({median('search_py'):.2f} ms of Python)",
+            f"{m['search_pg']:.2f} ms",
+            f"its backend, `selectors.product_search` in-process ({m['search_py']:.2f} ms of"
+            " Python)",
         ),
         (
             "search uncached: the most it can reach",
-            f"**{median('search_max'):.3f}x**",
-            f"{CORES} cores / PostgreSQL's CPU per search, against a target of 0.25x",
+            f"**{search_max:.3f}x**",
+            f"{CORES} cores / PostgreSQL's CPU per search; the target is 0.25x",
         ),
-        (
-            "mix at 0.8x: the PUT rate it needs",
-            f"{median('put_needed'):.3f}x" if median("put_budget") else "unreachable",
-            f"at most {median('put_budget'):.2f} ms of CPU per PUT on {CORES} cores",
-        ),
+        ("mix at 0.8x: the PUT rate it needs", *mix),
         (
             "a write's round trips, no framework",
-            f"{median('write_cpu'):.2f} ms",
-            at_median("write_cpu", "write_cpu_text"),
+            f"{sum(write_cpu.values()):.2f} ms",
+            parts(write_cpu),
         ),
     ]
     lines = ["| measure | value | how |", "| --- | ---: | --- |"]
@@ -226,8 +271,9 @@ def render(rounds: list[dict[str, float | str]]) -> str:
             BEGIN,
             "### Products: what the unmet targets would take",
             "",
-            f"Command: `make bench` (`bench/products_bounds.py`), {len(rounds)} rounds, medians;"
-            " CPU from `/proc` (user + system) of the gunicorn, PostgreSQL and Redis processes.",
+            f"Command: `make bench` (`bench/products_bounds.py`), {len(rounds)} rounds: medians of"
+            " each measurement, and figures derived from those medians. CPU from `/proc` (user +"
+            " system); the docstring says which processes each figure counts.",
             "",
             *lines,
             END,
@@ -245,12 +291,15 @@ def main() -> int:
     env = api.base_env(cache_enabled=True)
     token = api.prepare_database(env)
     django_setup(env)
-    search, write = search_step(), write_step(token)
+    search, write = Search(), Write(token)
     rounds = []
-    with api.Server(env):
-        api.warm_hot_set()
-        for n in range(args.rounds):
-            rounds.append(measure_round(token, args.seconds, n == 0, search, write))
+    try:
+        with api.Server(env):
+            api.warm_hot_set()
+            for n in range(args.rounds):
+                rounds.append(measure_round(token, args.seconds, n == 0, search, write))
+    finally:
+        write.invalidate_written()  # the loop wrote them with counters of its own
     table = render(rounds)
     print(table)
     if not args.no_docs:
