@@ -11,8 +11,8 @@ with no PUT) and PUT only, then two loops in this process, with the server idle:
   searches per second than they can run that work, whatever the Python side costs:
   cores / (PostgreSQL CPU per search) is the most the uncached search can reach, printed as a
   ratio to the floor.
-- The write's round trips. What every acknowledged write sends, from raw psycopg and redis-py
-  with no framework: the token query of `inventory_project/authentication.py`, the
+- The write's round trips. What every acknowledged write sends, from raw psycopg and the
+  app's redis-py client, with no framework around them: the token query of `inventory_project/authentication.py`, the
   `UPDATE ... RETURNING` of `services.product_update`, the cache's invalidation script and the
   PING that fences it. Counted: this process, the PostgreSQL backend serving it, Redis. The
   script bumps counters of its own: bumping the real ones this fast would send the idle
@@ -135,7 +135,6 @@ class Write:
 
     def __init__(self, token: str) -> None:
         import psycopg
-        import redis
 
         from inventory_project import authentication
         from products import cache
@@ -146,13 +145,12 @@ class Write:
             f"UPDATE {Product._meta.db_table} SET price = %s, stock_level = %s,"  # noqa: S608
             f" updated_at = now() WHERE id = %s RETURNING {columns}"
         )
+        # The bench's own database and the app's Redis client and script, as the server has them.
         self.database = psycopg.connect(
-            f"postgresql://postgres@127.0.0.1:5432/{api.DB_NAME}",
-            autocommit=True,
-            prepare_threshold=5,
+            os.environ["DATABASE_URL"], autocommit=True, prepare_threshold=5
         )
-        client = redis.Redis(host="127.0.0.1", port=6379)
-        invalidate = client.register_script(cache._INVALIDATE)
+        client = cache._redis()
+        invalidate = cache._script("invalidate", cache._INVALIDATE)
         rng = random.Random(5)  # noqa: S311 - which product to write, not a secret
         self.written: set[int] = set()
 
