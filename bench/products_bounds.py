@@ -12,8 +12,9 @@ with no PUT) and PUT only, then two loops in this process, with the server idle:
   cores / (PostgreSQL CPU per search) is the most the uncached search can reach, printed as a
   ratio to the floor.
 - The write's round trips. What every acknowledged write sends, from raw psycopg and the
-  app's redis-py client, with no framework around them: the token query of `inventory_project/authentication.py`, the
-  `UPDATE ... RETURNING` of `services.product_update`, the cache's invalidation script and the
+  app's redis-py client, with no framework around them: the token query of
+  `inventory_project/authentication.py`, the `UPDATE ... RETURNING` of
+  `services.product_update`, the cache's invalidation script and the
   PING that fences it. Counted: this process, the PostgreSQL backend serving it, Redis. The
   script bumps counters of its own: bumping the real ones this fast would send the idle
   servers' near caches pushes faster than they drain them, and they would start over empty; so
