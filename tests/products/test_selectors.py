@@ -25,6 +25,24 @@ def test_count_is_exact_after_inserts_deletes_and_truncate() -> None:
 
 
 @pytest.mark.django_db
+def test_count_is_exact_after_writes_under_another_search_path() -> None:
+    """Another service may write the table by its schema, with none of ours on its path."""
+    ProductFactory.create_batch(2)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_schema()")
+        schema = connection.ops.quote_name(cursor.fetchone()[0])
+        table = f"{schema}.{connection.ops.quote_name(Product._meta.db_table)}"
+        cursor.execute("SET LOCAL search_path = ''")
+        cursor.execute(
+            f"INSERT INTO {table} (name, price, stock_level, created_at, updated_at, version)"
+            " SELECT 'p' || i, 1, 1, now(), now(), 1 FROM generate_series(1, 3) AS i"
+        )
+        cursor.execute(f"DELETE FROM {table} WHERE name = 'p1'")
+        cursor.execute("RESET search_path")
+    assert selectors.product_list(page=1, limit=20).count == 4
+
+
+@pytest.mark.django_db
 def test_deep_pages_are_exact_across_buckets_with_gaps() -> None:
     with connection.cursor() as cursor:
         # ids 1..3000 with every third one missing and a hole over a whole bucket (1024-2047)
