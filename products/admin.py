@@ -2,9 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.db import router, transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.utils.text import smart_split, unescape_string_literal
 
 from products import selectors
@@ -34,6 +37,75 @@ class StockLevelFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ProductAdminForm(forms.ModelForm):
+    """Writes only what the editor changed, and not over a change made since the page loaded.
+
+    A stock level is also changed by the API while an editor has the page open. A ModelForm
+    saves every field it shows, so saving a new price would also write back the stock level the
+    page was loaded with, undoing the API's change. Here each field also sends the value the
+    page showed (`show_hidden_initial`), and the save writes only the fields whose value the
+    editor changed. If one of those was changed by someone else in the meantime, the form
+    shows the value it has now instead of saving over it; saving again writes the editor's
+    value, since the page now holds the current one. The row is locked from that check to the
+    save (both admin views run them in one transaction). A post without the values the page
+    showed (a script) writes what differs from the row, as a plain ModelForm would.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in self._editable():
+            self.fields[name].show_hidden_initial = True
+        self.edited: list[str] = []
+
+    def _editable(self) -> list[str]:
+        return [name for name in self._meta.fields or () if name in self.fields]
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
+        names = [name for name in self._editable() if name in cleaned]
+        if self.instance.pk is None or not names:
+            return cleaned
+        current = (
+            Product.objects.select_for_update().filter(pk=self.instance.pk).values(*names).first()
+        )
+        if current is None:
+            raise ValidationError("This product was deleted after the page was loaded.")
+        for name in names:
+            new, now = cleaned[name], current[name]
+            seen = self._seen(name, default=now)
+            if new in (seen, now):
+                continue
+            if now != seen:
+                self.add_error(
+                    name,
+                    f"Changed to {now} by someone else after the page was loaded. Save again "
+                    "to replace it with this value, or reload the page.",
+                )
+                # The page shown with this error holds the value as it is now, so that saving
+                # again is not refused the same way (Django sends back the posted one).
+                data = QueryDict(mutable=True)
+                data.update(self.data)
+                data[self[name].html_initial_name] = str(now)
+                self.data = data
+            else:
+                self.edited.append(name)
+        return cleaned
+
+    def _seen(self, name: str, default: Any) -> Any:
+        """The value the page showed, as the field reads it; `default` if it was not sent."""
+        field = self.fields[name]
+        raw = field.hidden_widget().value_from_datadict(
+            self.data, self.files, self[name].html_initial_name
+        )
+        if raw is None:
+            return default
+        try:
+            return field.to_python(raw)
+        except ValidationError:
+            return default
+
+
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
     # The change form and list_editable both run the model's validators (full_clean through the
@@ -47,6 +119,29 @@ class ProductAdmin(admin.ModelAdmin):
     fields = ["name", "price", "stock_level", "version", "created_at", "updated_at"]
     show_full_result_count = False
     list_per_page = 50
+    form = ProductAdminForm
+
+    def get_changelist_form(self, request: HttpRequest, **kwargs: Any) -> type[forms.ModelForm]:
+        return super().get_changelist_form(request, form=ProductAdminForm, **kwargs)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if request.method != "POST":
+            return super().changelist_view(request, extra_context)
+        # Django validates list_editable's forms before its own transaction: one around both
+        # keeps the rows ProductAdminForm locked until they are saved.
+        with transaction.atomic(using=router.db_for_write(self.model)):
+            return super().changelist_view(request, extra_context)
+
+    def save_model(
+        self, request: HttpRequest, obj: Product, form: ProductAdminForm, change: bool
+    ) -> None:
+        if change:
+            # No field edited: no write, no version bump, no invalidation.
+            obj.save(update_fields=form.edited)
+        else:
+            super().save_model(request, obj, form, change)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Product], search_term: str
