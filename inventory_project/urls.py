@@ -12,6 +12,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include("products.api.urls")),
+    # The browsable API's "Log in" and "Log out": a session for its forms (writes need CSRF).
+    path("api-auth/", include("rest_framework.urls")),
     # Unknown /api/ URLs get the JSON error shape even with DEBUG on, where Django would
     # otherwise answer with its HTML debug page instead of calling handler404.
     re_path(r"^api/", errors.handler404),

@@ -95,3 +95,41 @@ def test_browsable_api_shows_a_put_form_with_price_and_stock(product) -> None:
     page = client.get(f"/api/products/{product.id}", HTTP_ACCEPT="text/html").content.decode()
     assert 'name="price"' in page
     assert 'name="stock_level"' in page
+
+
+def test_browsable_api_carries_the_project_name_and_its_links(product) -> None:
+    page = APIClient().get("/api/products", HTTP_ACCEPT="text/html").content.decode()
+    assert "<title>Product List \u2013 Inventory API</title>" in page
+    assert 'href="/api/docs/"' in page
+    assert 'href="/admin/"' in page
+    assert "href='/api-auth/login/?next=/api/products'>Log in<" in page
+
+
+def test_browsable_api_login_gives_a_session_that_writes_through_its_forms(product) -> None:
+    make_user("sess", "change_product")
+    client = APIClient(enforce_csrf_checks=True)
+    login_page = client.get("/api-auth/login/?next=/api/products")
+    assert login_page.status_code == 200
+    response = client.post(
+        "/api-auth/login/",
+        {
+            "username": "sess",
+            "password": "pw-sess",
+            "next": "/api/products",
+            "csrfmiddlewaretoken": client.cookies["csrftoken"].value,
+        },
+    )
+    assert response.status_code == 302
+    assert response["Location"] == "/api/products"
+    page = client.get(f"/api/products/{product.id}", HTTP_ACCEPT="text/html").content.decode()
+    assert "sess" in page
+    assert 'name="stock_level"' in page
+    # The form posts with the session and the CSRF token it renders, as the browser would.
+    response = client.patch(
+        f"/api/products/{product.id}",
+        {"stock_level": 7},
+        format="json",
+        HTTP_X_CSRFTOKEN=client.cookies["csrftoken"].value,
+    )
+    assert response.status_code == 200
+    assert response.json()["stock_level"] == 7
