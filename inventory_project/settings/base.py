@@ -109,6 +109,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
+    "inventory_project.logins.LoginRateLimitMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
@@ -268,6 +269,8 @@ RATELIMIT_USE_CACHE = "default"
 RATELIMIT_FAIL_OPEN = True
 RATELIMIT_READS = env_str("RATELIMIT_READS", "100/m")
 RATELIMIT_WRITES = env_str("RATELIMIT_WRITES", "50/m")
+# Login POSTs (admin, browsable API), counted per client IP and per username.
+RATELIMIT_LOGINS = env_str("RATELIMIT_LOGINS", "10/m")
 # Clients are keyed by REMOTE_ADDR unless this many proxies in front append X-Forwarded-For.
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 

@@ -1,0 +1,77 @@
+"""Login POSTs are limited per client IP and per username (inventory_project/logins.py)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.conf import settings as django_settings
+from django.contrib.auth import get_user_model
+from django.test import Client, override_settings
+
+pytestmark = pytest.mark.django_db
+
+CLOSED_PORT = 1
+ADMIN_LOGIN = "/admin/login/"
+API_LOGIN = "/api-auth/login/"
+
+
+@pytest.fixture(autouse=True)
+def three_per_hour(settings) -> None:
+    # An hour's window: a minute's could roll over in the middle of a test.
+    settings.RATELIMIT_LOGINS = "3/h"
+    get_user_model().objects.create_superuser("boss", "", "right")
+
+
+def guess(client: Client, url: str = ADMIN_LOGIN, username: str = "boss", **extra):
+    return client.post(url, {"username": username, "password": "wrong"}, **extra)
+
+
+@pytest.mark.parametrize("url", [ADMIN_LOGIN, API_LOGIN])
+def test_the_fourth_guess_from_one_client_gets_429_before_any_password_check(url) -> None:
+    client = Client()
+    for n in range(3):
+        assert guess(client, url, username=f"user{n}").status_code == 200  # the form, again
+    response = client.post(url, {"username": "boss", "password": "right"})
+    assert response.status_code == 429
+    assert int(response["Retry-After"]) >= 1
+    assert "Too many login attempts" in response.content.decode()
+    assert "_auth_user_id" not in client.session
+    assert client.get(url).status_code == 200  # the page itself is not limited
+
+
+def test_guesses_at_one_username_from_many_addresses_are_limited() -> None:
+    client = Client()
+    for n in range(3):
+        assert guess(client, REMOTE_ADDR=f"10.0.0.{n + 1}").status_code == 200
+    assert guess(client, REMOTE_ADDR="10.0.0.9").status_code == 429
+    assert guess(client, username="someone", REMOTE_ADDR="10.0.0.10").status_code == 200
+
+
+def test_posts_refused_for_their_csrf_token_do_not_count() -> None:
+    client = Client(enforce_csrf_checks=True)
+    for _ in range(5):
+        assert guess(client).status_code == 403
+    client.get(ADMIN_LOGIN)
+    token = client.cookies["csrftoken"].value
+    response = client.post(
+        ADMIN_LOGIN, {"username": "boss", "password": "right", "csrfmiddlewaretoken": token}
+    )
+    assert response.status_code == 302
+
+
+def test_no_limit_with_rate_limits_off(settings) -> None:
+    settings.RATELIMIT_ENABLE = False
+    client = Client()
+    for _ in range(5):
+        assert guess(client).status_code == 200
+
+
+def test_with_redis_down_logins_are_not_limited_and_the_outage_is_logged(caplog) -> None:
+    caches = {"default": {**django_settings.CACHES["default"]}}
+    caches["default"]["LOCATION"] = f"redis://127.0.0.1:{CLOSED_PORT}/0"
+    client = Client()
+    with override_settings(CACHES=caches), caplog.at_level(logging.WARNING):
+        statuses = {guess(client).status_code for _ in range(5)}
+    assert statuses == {200}
+    assert "logins unlimited" in caplog.text
