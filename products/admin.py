@@ -4,6 +4,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
 from django.db import router, transaction
 from django.db.models import QuerySet
@@ -49,13 +50,22 @@ class ProductAdminForm(forms.ModelForm):
     value, since the page now holds the current one. The row is locked from that check to the
     save (both admin views run them in one transaction). A post without the values the page
     showed (a script) writes what differs from the row, as a plain ModelForm would.
+
+    Once validated, `changed_data` is what will be written, so the admin's history and its
+    "N products were changed" count what was saved.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for name in self._editable():
             self.fields[name].show_hidden_initial = True
-        self.edited: list[str] = []
+        self.edited: list[str] | None = None  # known after clean() of an existing product
+
+    @property
+    def changed_data(self) -> list[str]:
+        if self.edited is not None:
+            return self.edited
+        return super().changed_data
 
     def _editable(self) -> list[str]:
         return [name for name in self._meta.fields or () if name in self.fields]
@@ -71,17 +81,17 @@ class ProductAdminForm(forms.ModelForm):
         )
         if current is None:
             raise ValidationError("This product was deleted after the page was loaded.")
+        self.edited = []
         for name in names:
-            new, now = cleaned[name], current[name]
+            # The stored value as the field reads input (a name's outer spaces stripped), or a
+            # row written outside the admin would never match what the page sent back.
+            new, now = cleaned[name], self.fields[name].to_python(current[name])
             seen = self._seen(name, default=now)
             if new in (seen, now):
                 continue
             if now != seen:
-                self.add_error(
-                    name,
-                    f"Changed to {now} by someone else after the page was loaded. Save again "
-                    "to replace it with this value, or reload the page.",
-                )
+                # Short: in the list it fills a narrow column.
+                self.add_error(name, f"Changed to {now} by someone else. Save again to overwrite.")
                 # The page shown with this error holds the value as it is now, so that saving
                 # again is not refused the same way (Django sends back the posted one).
                 data = QueryDict(mutable=True)
@@ -124,6 +134,9 @@ class ProductAdmin(admin.ModelAdmin):
     def get_changelist_form(self, request: HttpRequest, **kwargs: Any) -> type[forms.ModelForm]:
         return super().get_changelist_form(request, form=ProductAdminForm, **kwargs)
 
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return PostedOrderChangeList
+
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
@@ -132,6 +145,13 @@ class ProductAdmin(admin.ModelAdmin):
         # Django validates list_editable's forms before its own transaction: one around both
         # keeps the rows ProductAdminForm locked until they are saved.
         with transaction.atomic(using=router.db_for_write(self.model)):
+            posted = posted_ids(request)
+            if posted:
+                # Every posted row at once, in id order: the forms lock theirs one by one in the
+                # page's order, and two editors saving one page under different sort orders
+                # would otherwise each hold a row the other waits for.
+                rows = Product.objects.select_for_update().filter(pk__in=posted).order_by("pk")
+                list(rows.values_list("pk", flat=True))
             return super().changelist_view(request, extra_context)
 
     def save_model(
@@ -139,7 +159,7 @@ class ProductAdmin(admin.ModelAdmin):
     ) -> None:
         if change:
             # No field edited: no write, no version bump, no invalidation.
-            obj.save(update_fields=form.edited)
+            obj.save(update_fields=form.changed_data)
         else:
             super().save_model(request, obj, form, change)
 
@@ -153,3 +173,33 @@ class ProductAdmin(admin.ModelAdmin):
                 word = unescape_string_literal(word)
             queryset = selectors.name_contains(queryset, word)
         return queryset, False
+
+
+def posted_ids(request: HttpRequest) -> list[int] | None:
+    """The product ids of a list_editable save, in the order of its forms; None if malformed."""
+    if request.method != "POST" or "_save" not in request.POST:
+        return None
+    try:
+        total = int(request.POST.get("form-TOTAL_FORMS", ""))
+        return [int(request.POST[f"form-{n}-id"]) for n in range(min(total, 1000))]
+    except (KeyError, ValueError):
+        return None
+
+
+class PostedOrderChangeList(ChangeList):
+    """The list shown again with a save's errors has the posted rows, in the posted order.
+
+    Django pairs the list's rows with the posted forms by position. A save refused for a
+    concurrent change is refused because a price or stock level changed, which can move a row
+    in a list sorted by that column or drop it from a stock filter: the errors and the values
+    would then be shown on other products' rows, and saving again would fail.
+    """
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        posted = posted_ids(request)
+        if not posted:
+            return
+        rows = self.root_queryset.in_bulk(posted)
+        if len(rows) == len(set(posted)):  # else a row was deleted: Django's own pairing
+            self.result_list = [rows[pk] for pk in posted]

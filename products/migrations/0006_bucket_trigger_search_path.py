@@ -5,8 +5,8 @@ PostgreSQL looked for it on the search path of whoever wrote to products_product
 search path does not hold that schema (another service writing `public.products_product`
 under its own search path, a trigger that PostgreSQL fires with an empty one) could not insert
 or delete a product: "relation products_id_bucket does not exist". A schema earlier on its path
-with a table of that name would have had its counts changed instead. `pg_temp` goes last, so that a temporary
-table cannot stand in for it either.
+with a table of that name would have had its counts changed instead. `pg_temp` goes last, so
+that a temporary table cannot stand in for it either.
 
 The trigger is per statement: the setting costs one save and restore per INSERT or DELETE, not
 per row. The other trigger functions (0002-0004) name no table.

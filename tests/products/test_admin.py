@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from decimal import Decimal
 from html.parser import HTMLParser
 
 import psycopg
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from products.admin import ProductAdmin
+from products.admin import ProductAdmin, ProductAdminForm
 from products.models import Product
 from tests.products.conftest import ProductFactory
 
@@ -238,3 +242,128 @@ def test_the_row_stays_locked_from_the_check_to_the_save(admin_client, monkeypat
     assert locked == [True]
     product.refresh_from_db()
     assert product.price == Decimal("12.00")
+
+
+def test_a_name_stored_with_outer_spaces_can_be_changed(admin_client) -> None:
+    product = ProductFactory(name="  Oak Desk ")  # written outside the admin
+    form = page_inputs(admin_client, change_url(product))
+    response = admin_client.post(change_url(product), {**form, "name": "Pine Desk", "_save": "1"})
+    assert response.status_code == 302
+    product.refresh_from_db()
+    assert product.name == "Pine Desk"
+
+
+def test_a_refused_list_save_shows_each_error_on_its_own_row(admin_client) -> None:
+    """The refused change can move rows out of the filtered list: the page keeps the posted ones."""
+    a = ProductFactory(name="Alpha", stock_level=3)
+    b = ProductFactory(name="Bravo", stock_level=5)
+    c = ProductFactory(name="Charlie", stock_level=7)
+    url = "/admin/products/product/?stock=low"
+    form = page_inputs(admin_client, url)
+    n = {form[f"form-{i}-id"]: i for i in range(3)}
+    Product.objects.filter(pk=a.pk).update(stock_level=50)  # leaves the filter
+    Product.objects.filter(pk=b.pk).update(stock_level=6)
+    response = admin_client.post(
+        url, {**form, f"form-{n[str(b.pk)]}-stock_level": "7", "_save": "1"}
+    )
+    assert response.status_code == 200
+    rows = response.content.decode().split("<tr")
+    (row,) = [row for row in rows if "Changed to 6 by someone else" in row]
+    assert f"/admin/products/product/{b.pk}/change/" in row
+    again = page_inputs_from(response)
+    assert admin_client.post(url, {**again, "_save": "1"}).status_code == 302
+    stock = dict(Product.objects.values_list("pk", "stock_level"))
+    assert stock == {a.pk: 50, b.pk: 7, c.pk: 7}
+
+
+def test_history_names_only_the_fields_written(admin_client) -> None:
+    product = ProductFactory(price=Decimal("10.00"), stock_level=10)
+    other = ProductFactory(price=Decimal("3.00"), stock_level=3)
+    form = page_inputs(admin_client, "/admin/products/product/")
+    n = {form[f"form-{i}-id"]: i for i in range(2)}
+    Product.objects.filter(pk=product.pk).update(stock_level=4)
+    response = admin_client.post(
+        "/admin/products/product/",
+        {**form, f"form-{n[str(product.pk)]}-price": "12.00", "_save": "1"},
+        follow=True,
+    )
+    assert "1 product was changed successfully." in response.content.decode()
+    entries = LogEntry.objects.all()
+    assert [(int(e.object_id), e.get_change_message()) for e in entries] == [
+        (product.pk, "Changed Price.")
+    ]
+    assert other.pk not in [int(e.object_id) for e in entries]
+
+
+def test_history_of_a_post_without_the_shown_values_names_only_the_fields_written(
+    admin_client,
+) -> None:
+    """A script posts the list without the values the page showed."""
+    product = ProductFactory(price=Decimal("10.00"), stock_level=10)
+    unchanged = ProductFactory(price=Decimal("3.00"), stock_level=3)
+    post = changelist_post([product, unchanged])
+    post["form-0-price"] = "12.00"
+    response = admin_client.post("/admin/products/product/", post, follow=True)
+    assert "1 product was changed successfully." in response.content.decode()
+    assert [(int(e.object_id), e.get_change_message()) for e in LogEntry.objects.all()] == [
+        (product.pk, "Changed Price.")
+    ]
+    unchanged.refresh_from_db()
+    assert unchanged.version == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_editors_saving_one_list_in_opposite_orders_do_not_deadlock(monkeypatch) -> None:
+    """Each editor's first form has locked its row when both meet at the barrier: without the
+    list's rows locked up front in id order, each would then wait for the other's row."""
+    editor = get_user_model().objects.create_superuser("boss", "", "pw")
+    first = ProductFactory(price=Decimal("10.00"), stock_level=10)
+    second = ProductFactory(price=Decimal("20.00"), stock_level=20)
+    pages = {"?o=1": Client(), "?o=-1": Client()}  # ids ascending, ids descending
+    posts = {}
+    for order, client in pages.items():
+        client.force_login(editor)
+        form = page_inputs(client, f"/admin/products/product/{order}")
+        field = "price" if order == "?o=1" else "stock_level"
+        posts[order] = {
+            **form,
+            **{
+                f"form-{n}-{field}": str(int(Decimal(form[f"form-{n}-{field}"])) + 1)
+                for n in (0, 1)
+            },
+            "_save": "1",
+        }
+    barrier = threading.Barrier(2)
+    met = threading.local()
+    clean = ProductAdminForm.clean
+
+    def clean_then_meet(self):
+        cleaned = clean(self)
+        if not getattr(met, "done", False):
+            met.done = True
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait(timeout=3)  # with the fix, the other editor waits for our locks
+        return cleaned
+
+    monkeypatch.setattr(ProductAdminForm, "clean", clean_then_meet)
+    outcomes: dict[str, object] = {}
+
+    def save(order: str) -> None:
+        try:
+            response = pages[order].post(f"/admin/products/product/{order}", posts[order])
+            outcomes[order] = response.status_code
+        except Exception as exc:  # a deadlock reaches the test client as the view's exception
+            outcomes[order] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=save, args=(order,)) for order in pages]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert outcomes == {"?o=1": 302, "?o=-1": 302}
+    prices = dict(Product.objects.values_list("pk", "price"))
+    assert prices == {first.pk: Decimal("11.00"), second.pk: Decimal("21.00")}
+    stock = dict(Product.objects.values_list("pk", "stock_level"))
+    assert stock == {first.pk: 11, second.pk: 21}
