@@ -9,6 +9,7 @@ import logging
 import os
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -252,6 +253,7 @@ def account_ensure(*, customer_id: str) -> tuple[AdsAccount, bool]:
 class Plan:
     run: SyncRun
     days: list[tuple[str, dt.date]]
+    failed_accounts: tuple[str, ...] = ()
 
 
 def run_plan(
@@ -296,6 +298,7 @@ def run_plan(
         total_days = sum((w.end - w.start).days + 1 for w in windows if w.end >= w.start)
         now = timezone.now()
         with transaction.atomic():
+            taken_over = _take_over(known=known, planned=planned)
             run = SyncRun.objects.create(
                 trigger=trigger,
                 range_start=min((w.start for w in windows), default=None),
@@ -321,11 +324,41 @@ def run_plan(
             )
             # bulk_create with update_conflicts does not refresh auto_now on the update branch.
             SyncDay.objects.filter(run=run).update(updated_at=now)
+    for old_run_id in taken_over:
+        run_finish_if_settled(run_id=old_run_id)
     for customer_id, day in gone:
         day_csv_write(customer_id=customer_id, day=day, output_dir=out)
     if not planned:
         run_finish_if_settled(run_id=run.pk)
-    return Plan(run=run, days=planned)
+    failed = tuple(c for c in customer_ids if c not in known)
+    return Plan(run=run, days=planned, failed_accounts=failed)
+
+
+def _take_over(*, known: list[str], planned: list[tuple[str, dt.date]]) -> set[int]:
+    """Settle, for the unfinished runs that planned them, the days this plan takes over.
+
+    A pending or running day of an unfinished run is planned again once it has not moved for
+    IN_FLIGHT_STALE_AFTER (its message was lost). Its old run no longer owns it, so none of the
+    old run's tasks will settle it: count it there as deferred, or that run never finishes and
+    a `backfill_ads` waiting on it waits forever. The rows are locked first, so a task of the old
+    run settling the day at this moment either went first (the day is not counted twice) or
+    finds it moved on. Returns the old runs, to be closed if this settled them.
+    """
+    wanted = set(planned)
+    in_flight = (
+        SyncDay.objects.select_for_update(of=("self",))
+        .filter(
+            customer_id__in=known,
+            state__in=(SyncDay.State.PENDING, SyncDay.State.RUNNING),
+            run__isnull=False,
+            run__finished_at__isnull=True,
+        )
+        .values_list("customer_id", "date", "run_id")
+    )
+    counts = Counter(run_id for c, d, run_id in in_flight if (c, d) in wanted)
+    for run_id, taken in counts.items():
+        SyncRun.objects.filter(pk=run_id).update(deferred=F("deferred") + taken)
+    return set(counts)
 
 
 def run_finish_if_settled(*, run_id: int) -> bool:
@@ -372,6 +405,19 @@ def _settle(
                 increments["rows"] = F("rows") + rows
             SyncRun.objects.filter(pk=run_id).update(**increments)
     return bool(moved)
+
+
+def run_fail_pending(*, run_id: int, reason: str) -> int:
+    """The run's tasks could not all be sent: its days not started yet fail now, so that the
+    next gap detection plans them at once instead of waiting for them as in flight."""
+    with transaction.atomic():
+        moved = SyncDay.objects.filter(run_id=run_id, state=SyncDay.State.PENDING).update(
+            state=SyncDay.State.FAILED, last_error=reason, updated_at=timezone.now()
+        )
+        if moved:
+            SyncRun.objects.filter(pk=run_id).update(failed=F("failed") + moved)
+    run_finish_if_settled(run_id=run_id)
+    return moved
 
 
 def run_defer_pending(*, run_id: int, reason: str) -> int:

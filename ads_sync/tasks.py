@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from pathlib import Path
+from typing import Any
 
 from celery import group, shared_task
 from celery.signals import worker_process_init, worker_ready
@@ -46,23 +47,46 @@ def run_start(
         logger.info("ads sync: another planning holds the lock; no second fan-out")
         return None
     if plan.days:
-        group(
-            sync_day.s(customer_id, day.isoformat(), plan.run.pk) for customer_id, day in plan.days
-        ).apply_async()
+        try:
+            group(
+                sync_day.s(customer_id, day.isoformat(), plan.run.pk)
+                for customer_id, day in plan.days
+            ).apply_async()
+        except Exception as exc:
+            # Some or none of the tasks reached the broker. Fail the days that have not started
+            # (a task that did arrive finds its day settled and skips it), so that the next
+            # detection or backfill plans them again instead of waiting on them as in flight.
+            reason = f"fan-out failed: {type(exc).__name__}: {exc}"
+            logger.exception("ads sync: run %s: %s", plan.run.pk, reason)
+            services.run_fail_pending(run_id=plan.run.pk, reason=reason)
+            raise
     logger.info("ads sync: run %s planned %s day(s)", plan.run.pk, len(plan.days))
     return plan
 
 
+# A backfill planning two years for many accounts holds the planning lock for seconds, not
+# minutes; the daily detection waits for it rather than skipping the day.
+DETECT_GAPS_RETRY_S = 60
+DETECT_GAPS_MAX_RETRIES = 30
+
+
 @shared_task(
     name="ads_sync.detect_gaps",
+    bind=True,
     acks_late=True,
     soft_time_limit=240,
     time_limit=300,
+    max_retries=DETECT_GAPS_MAX_RETRIES,
 )
-def detect_gaps(trigger: str = "beat") -> int | None:
-    """Plan the missing days of every configured account and fan them out; returns the run id."""
+def detect_gaps(self: Any, trigger: str = "beat") -> int | None:
+    """Plan the missing days of every configured account and fan them out; returns the run id.
+
+    If another planning (a backfill) holds the lock, try again a minute later: its run may not
+    cover every account or every day this one would plan."""
     plan = run_start(trigger=trigger)
-    return plan.run.pk if plan else None
+    if plan is None:
+        raise self.retry(countdown=DETECT_GAPS_RETRY_S)
+    return plan.run.pk
 
 
 @shared_task(

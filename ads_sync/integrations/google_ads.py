@@ -26,6 +26,7 @@ import datetime as dt
 import logging
 import os
 import random
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -213,6 +214,18 @@ def _forget_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+_CUSTOMER_ID = re.compile(r"^\d{10}$")
+
+
+def normalize_customer_id(customer_id: str) -> str:
+    """A customer id as the ledger and the files key it: ten digits, without the dashes Google's
+    interface shows (123-456-7890). ValueError for anything else."""
+    normalized = str(customer_id).strip().replace("-", "")
+    if not _CUSTOMER_ID.match(normalized):
+        raise ValueError(f"a customer id is ten digits, dashes allowed: {customer_id!r}")
+    return normalized
 
 
 def _normalize(customer_id: str) -> str:

@@ -142,3 +142,39 @@ def test_bad_arguments_are_refused_with_a_message() -> None:
         call_command("backfill_ads", "--start", "2025-02-02", "--end", "2025-02-01")
     with pytest.raises(CommandError, match="not a date"):
         call_command("backfill_ads", "--start", "2025-13-01")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--customer", "12345"], "ten digits"),
+        (["--days", "1000000"], "before 2000-01-01"),
+        (["--start", "2099-01-01", "--end", "2099-01-05"], "in the future"),
+    ],
+)
+def test_arguments_that_cannot_name_a_day_or_an_account_are_refused(args, message) -> None:
+    with pytest.raises(CommandError, match=message):
+        call_command("backfill_ads", *args)
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_an_account_that_cannot_be_looked_up_makes_the_exit_status_non_zero(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    denied, synced = "9876543210", ads_sandbox.customers[0]
+    ads_sandbox.configure(denied_customers=[denied])
+    out = io.StringIO()
+
+    with pytest.raises(CommandError) as excinfo:
+        call_command(
+            "backfill_ads",
+            *("--days", "2", "--customer", "987-654-3210", "--customer", synced),
+            *("--output-dir", str(tmp_path)),
+            stdout=out,
+        )
+
+    assert excinfo.value.returncode == 1
+    assert f"could not be looked up and were not synced: {denied}" in str(excinfo.value)
+    run = SyncRun.objects.get()
+    assert (run.planned, run.done) == (2, 2)
+    assert f"{denied}: account lookup failed" in out.getvalue()

@@ -320,3 +320,10 @@ def test_rate_limit_is_shared_by_two_processes(ads_sandbox, tmp_path):
         min(c["t"] for c in calls if c["customer_id"] == cid) for cid in data.DEFAULT_CUSTOMERS
     )
     assert second_starts < first_ends, "the two processes did not overlap"
+
+
+def test_a_customer_id_is_ten_digits_with_or_without_dashes_and_spaces() -> None:
+    assert google_ads.normalize_customer_id(" 123-456-7890 ") == "1234567890"
+    for bad in ("12345", "123-456-789O", "", "1234567890123"):
+        with pytest.raises(ValueError, match="ten digits"):
+            google_ads.normalize_customer_id(bad)

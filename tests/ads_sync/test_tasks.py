@@ -8,11 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+from celery.exceptions import Retry
 from django.conf import settings as django_settings
 from django.db import connection
+from kombu.exceptions import OperationalError as KombuOperationalError
 
-from ads_sync import locks, selectors, tasks
-from ads_sync.models import CampaignDayMetric, SyncDay, SyncRun
+from ads_sync import locks, selectors, services, tasks
+from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 
 from .helpers import (
     assert_complete,
@@ -147,3 +149,42 @@ def test_a_daily_quota_defers_the_rest_of_the_run_and_the_next_detection_complet
         for c in [w.customer_id]
         for d in days_between(w.start, w.end)
     )
+
+
+class _Unpublishable:
+    """A group whose tasks never reach the broker (it went away during the fan-out)."""
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    def apply_async(self) -> None:
+        raise KombuOperationalError("[Errno 111] Connection refused")
+
+
+def test_a_fan_out_that_cannot_be_sent_fails_its_days_so_the_next_plan_takes_them(
+    monkeypatch, tmp_path: Path
+) -> None:
+    AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
+    monkeypatch.setattr(tasks, "group", _Unpublishable)
+    with pytest.raises(KombuOperationalError):
+        tasks.run_start(
+            trigger="backfill", customer_ids=["1111111111"], days=2, output_dir=tmp_path
+        )
+    run = SyncRun.objects.get()
+    assert (run.planned, run.failed, run.finished_at is not None) == (2, 2, True)
+    assert set(SyncDay.objects.values_list("state", flat=True)) == {SyncDay.State.FAILED}
+    monkeypatch.undo()
+
+    again = services.run_plan(
+        trigger="backfill", customer_ids=["1111111111"], days=2, output_dir=tmp_path
+    )
+    assert again is not None
+    assert len(again.days) == 2
+
+
+def test_the_daily_detection_is_retried_while_a_backfill_holds_the_planning_lock() -> None:
+    with locks.planning_lock() as acquired:
+        assert acquired
+        with pytest.raises(Retry):
+            tasks.detect_gaps()
+    assert not SyncRun.objects.exists()

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ads_sync import selectors, tasks
+from ads_sync.integrations import google_ads
 from ads_sync.models import SyncRun
 from inventory_project.celery import app as celery_app
 
@@ -17,6 +18,8 @@ from inventory_project.celery import app as celery_app
 POLL_S = 0.2
 PLAIN_EVERY_S = 5.0
 STALL_CHECK_S = 30.0
+# Google Ads has no data from before it started (October 2000).
+EARLIEST = dt.date(2000, 1, 1)
 
 
 def _date(value: str) -> dt.date:
@@ -97,9 +100,20 @@ class Command(BaseCommand):
             raise CommandError("--days must be at least 1")
         if start and end and start > end:
             raise CommandError(f"--start {start} is after --end {end}")
-        customers = [c.replace("-", "") for c in options["customers"] or []] or list(
-            settings.GOOGLE_ADS_CUSTOMER_IDS
-        )
+        today = dt.datetime.now(dt.UTC).date()
+        if start and start > today:
+            # Yesterday is the last complete day; in no time zone is it after today in UTC.
+            raise CommandError(f"--start {start} is in the future: no complete day to fetch")
+        if days is not None and days > (today - EARLIEST).days:
+            raise CommandError(f"--days {days} reaches back before {EARLIEST}")
+        if start and start < EARLIEST:
+            raise CommandError(f"--start {start} is before {EARLIEST}")
+        try:
+            customers = [
+                google_ads.normalize_customer_id(c) for c in options["customers"] or []
+            ] or list(settings.GOOGLE_ADS_CUSTOMER_IDS)
+        except ValueError as exc:
+            raise CommandError(f"--customer: {exc}") from exc
         if not customers:
             raise CommandError("no customer: set GOOGLE_ADS_CUSTOMER_IDS or pass --customer")
         if end and not start and days is None:
@@ -135,12 +149,22 @@ class Command(BaseCommand):
         if options["no_wait"]:
             if not workers:
                 self.stdout.write(f"note: no worker is consuming queue {queue!r} right now")
+            for customer_id in plan.failed_accounts:
+                self.stderr.write(f"account {customer_id} could not be looked up: not planned")
             self.stdout.write(str(run.pk))
             return
         run = self._wait(run, queue)
         self._summary(run)
+        problems = []
+        if plan.failed_accounts:
+            problems.append(
+                f"{len(plan.failed_accounts)} account(s) could not be looked up and were not "
+                f"synced: {', '.join(plan.failed_accounts)}"
+            )
         if run.failed:
-            raise CommandError(f"{run.failed} date(s) failed", returncode=1)
+            problems.append(f"{run.failed} date(s) failed")
+        if problems:
+            raise CommandError("; ".join(problems), returncode=1)
 
     def _wait(self, run: SyncRun, queue: str) -> SyncRun:
         tty = self.stdout.isatty()
@@ -200,7 +224,7 @@ class Command(BaseCommand):
             f"Summary of run {run.pk} ({run.trigger}), {run.range_start} .. {run.range_end}",
             f"  dates planned    {run.planned}",
             f"  fetched          {run.done}",
-            f"  skipped          {run.skipped} (already done)",
+            f"  skipped          {run.skipped} (already done, or in flight in another run)",
             f"  csv rewritten    {run.csv_rewritten} (from the database, no API call)",
             f"  failed           {run.failed}",
             f"  deferred         {run.deferred}",
