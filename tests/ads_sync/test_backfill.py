@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from kombu.exceptions import OperationalError as KombuOperationalError
 
-from ads_sync import selectors
+from ads_sync import selectors, tasks
 from ads_sync.models import CampaignDayMetric, SyncDay, SyncRun
 
 from .helpers import (
@@ -178,3 +179,21 @@ def test_an_account_that_cannot_be_looked_up_makes_the_exit_status_non_zero(
     run = SyncRun.objects.get()
     assert (run.planned, run.done) == (2, 2)
     assert f"{denied}: account lookup failed" in out.getvalue()
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_broker_that_refuses_the_fan_out_is_a_clear_error(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    class Unpublishable:
+        def __init__(self, *args: object) -> None:
+            pass
+
+        def apply_async(self) -> None:
+            raise KombuOperationalError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(tasks, "group", Unpublishable)
+    with pytest.raises(CommandError, match="the broker could not take the tasks") as excinfo:
+        call_command("backfill_ads", "--days", "2", "--output-dir", str(tmp_path))
+    assert excinfo.value.returncode == 2
+    assert SyncDay.objects.filter(state=SyncDay.State.FAILED).count() == 4

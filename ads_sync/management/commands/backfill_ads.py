@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from ads_sync import selectors, tasks
 from ads_sync.integrations import google_ads
@@ -129,16 +130,23 @@ class Command(BaseCommand):
                 returncode=2,
             )
 
-        plan = tasks.run_start(
-            trigger=SyncRun.Trigger.BACKFILL,
-            customer_ids=customers,
-            start=start,
-            end=end,
-            days=days,
-            force=options["force"],
-            output_dir=options["output_dir"],
-            lock_wait_s=options["lock_wait"],
-        )
+        try:
+            plan = tasks.run_start(
+                trigger=SyncRun.Trigger.BACKFILL,
+                customer_ids=customers,
+                start=start,
+                end=end,
+                days=days,
+                force=options["force"],
+                output_dir=options["output_dir"],
+                lock_wait_s=options["lock_wait"],
+            )
+        except KombuOperationalError as exc:
+            raise CommandError(
+                f"the broker could not take the tasks ({exc}); the dates not sent are marked "
+                "failed and the next run plans them again",
+                returncode=2,
+            ) from exc
         if plan is None:
             raise CommandError("another planning holds the lock; retry in a minute", returncode=3)
         run = plan.run
