@@ -70,6 +70,6 @@ class LoginRateLimitMiddleware:
                 wait = max(wait, 1, int(usage["time_left"]))
         if not wait:
             return None
-        response = render(request, "429.html", {"retry_after": wait}, status=429)
+        response = render(request, "too_many_logins.html", {"retry_after": wait}, status=429)
         response["Retry-After"] = str(wait)
         return response
