@@ -193,24 +193,24 @@ def test_a_failure_before_the_day_started_still_settles_the_run(tmp_path: Path) 
     assert run.finished_at is not None
 
 
-def _known_account() -> None:
-    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+def _plan_yesterday(tmp_path: Path) -> services.Plan:
+    plan = services.run_plan(trigger="beat", customer_ids=[CUSTOMER], days=1, output_dir=tmp_path)
+    assert plan is not None
+    return plan
 
 
 def test_a_plan_that_takes_over_a_stale_day_settles_it_for_the_run_that_lost_it(
     tmp_path: Path,
 ) -> None:
-    _known_account()
-    old = services.run_plan(trigger="beat", customer_ids=[CUSTOMER], days=1, output_dir=tmp_path)
-    assert old is not None
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    old = _plan_yesterday(tmp_path)
     assert len(old.days) == 1
     # Its message was lost: the day has not moved for longer than the in-flight window.
     stale = timezone.now() - selectors.IN_FLIGHT_STALE_AFTER - dt.timedelta(minutes=1)
     SyncDay.objects.filter(run=old.run).update(updated_at=stale)
 
-    new = services.run_plan(trigger="beat", customer_ids=[CUSTOMER], days=1, output_dir=tmp_path)
+    new = _plan_yesterday(tmp_path)
 
-    assert new is not None
     assert new.days == old.days
     old.run.refresh_from_db()
     assert (old.run.planned, old.run.deferred) == (1, 1)
@@ -221,11 +221,8 @@ def test_a_plan_that_takes_over_a_stale_day_settles_it_for_the_run_that_lost_it(
 def test_a_day_still_in_flight_is_neither_planned_again_nor_settled_for_its_run(
     tmp_path: Path,
 ) -> None:
-    _known_account()
-    old = services.run_plan(trigger="beat", customer_ids=[CUSTOMER], days=1, output_dir=tmp_path)
-    assert old is not None
-    new = services.run_plan(trigger="beat", customer_ids=[CUSTOMER], days=1, output_dir=tmp_path)
-    assert new is not None
-    assert new.days == []
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    old = _plan_yesterday(tmp_path)
+    assert _plan_yesterday(tmp_path).days == []
     old.run.refresh_from_db()
     assert (old.run.deferred, old.run.finished_at) == (0, None)
