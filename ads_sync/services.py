@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, Sum
 from django.utils import timezone
 
@@ -272,7 +272,8 @@ def run_plan(
 
     Returns None when another planning holds the lock (its run is the one fan-out).
     """
-    customer_ids = list(customer_ids or settings.GOOGLE_ADS_CUSTOMER_IDS)
+    # Once each: the ledger's upsert may not name one (customer, date) twice.
+    customer_ids = list(dict.fromkeys(customer_ids or settings.GOOGLE_ADS_CUSTOMER_IDS))
     out = str(output_dir or settings.ADS_SYNC_OUTPUT_DIR)
     with locks.planning_lock(wait_s=lock_wait_s) as acquired:
         if not acquired:
@@ -298,7 +299,7 @@ def run_plan(
         total_days = sum((w.end - w.start).days + 1 for w in windows if w.end >= w.start)
         now = timezone.now()
         with transaction.atomic():
-            taken_over = _take_over(known=known, planned=planned)
+            planned, taken_over = _take_over(planned=planned)
             run = SyncRun.objects.create(
                 trigger=trigger,
                 range_start=min((w.start for w in windows), default=None),
@@ -334,31 +335,43 @@ def run_plan(
     return Plan(run=run, days=planned, failed_accounts=failed)
 
 
-def _take_over(*, known: list[str], planned: list[tuple[str, dt.date]]) -> set[int]:
+_IN_FLIGHT_PLANNED_SQL = """
+SELECT s.customer_id, s.date, s.run_id, s.updated_at
+FROM ads_sync_syncday s
+JOIN unnest(%s::text[], %s::date[]) AS p(customer_id, date)
+  ON p.customer_id = s.customer_id AND p.date = s.date
+JOIN ads_sync_syncrun r ON r.id = s.run_id
+WHERE s.state IN ('pending', 'running') AND r.finished_at IS NULL
+ORDER BY s.id
+FOR UPDATE OF s
+"""
+
+
+def _take_over(*, planned: list[tuple[str, dt.date]]) -> tuple[list[tuple[str, dt.date]], set[int]]:
     """Settle, for the unfinished runs that planned them, the days this plan takes over.
 
     A pending or running day of an unfinished run is planned again once it has not moved for
     IN_FLIGHT_STALE_AFTER (its message was lost). Its old run no longer owns it, so none of the
     old run's tasks will settle it: count it there as deferred, or that run never finishes and
-    a `backfill_ads` waiting on it waits forever. The rows are locked first, so a task of the old
-    run settling the day at this moment either went first (the day is not counted twice) or
-    finds it moved on. Returns the old runs, to be closed if this settled them.
+    a `backfill_ads` waiting on it waits forever.
+
+    Only the planned days that are in flight are locked (in id order), and each is checked again
+    under its lock: a day that moved since it was selected (a task of its run just started it)
+    is in flight again and is left out of this plan. A task settling a locked day waits for this
+    transaction and then finds the day moved on, so nothing is counted twice. Returns the days
+    still to plan and the old runs, to be closed if this settled them.
     """
-    wanted = set(planned)
-    in_flight = (
-        SyncDay.objects.select_for_update(of=("self",))
-        .filter(
-            customer_id__in=known,
-            state__in=(SyncDay.State.PENDING, SyncDay.State.RUNNING),
-            run__isnull=False,
-            run__finished_at__isnull=True,
-        )
-        .values_list("customer_id", "date", "run_id")
-    )
-    counts = Counter(run_id for c, d, run_id in in_flight if (c, d) in wanted)
+    if not planned:
+        return planned, set()
+    stale_before = timezone.now() - selectors.IN_FLIGHT_STALE_AFTER
+    with connection.cursor() as cursor:
+        cursor.execute(_IN_FLIGHT_PLANNED_SQL, [[c for c, _ in planned], [d for _, d in planned]])
+        in_flight = cursor.fetchall()
+    alive = {(c, d) for c, d, _, updated_at in in_flight if updated_at > stale_before}
+    counts = Counter(run_id for c, d, run_id, updated_at in in_flight if (c, d) not in alive)
     for run_id, taken in counts.items():
         SyncRun.objects.filter(pk=run_id).update(deferred=F("deferred") + taken)
-    return set(counts)
+    return [key for key in planned if key not in alive], set(counts)
 
 
 def run_finish_if_settled(*, run_id: int) -> bool:

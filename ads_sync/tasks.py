@@ -10,9 +10,11 @@ from typing import Any
 from celery import group, shared_task
 from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
+from django.utils import timezone
 
 from ads_sync import services
 from ads_sync.integrations import google_ads
+from ads_sync.models import SyncRun
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,8 @@ def run_start(
 # minutes; the daily detection waits for it rather than skipping the day.
 DETECT_GAPS_RETRY_S = 60
 DETECT_GAPS_MAX_RETRIES = 30
+# A detection of the same trigger that planned this recently did this one's work (two beats).
+DETECT_GAPS_SAME_WORK = dt.timedelta(minutes=5)
 
 
 @shared_task(
@@ -78,14 +82,29 @@ DETECT_GAPS_MAX_RETRIES = 30
     time_limit=300,
     max_retries=DETECT_GAPS_MAX_RETRIES,
 )
-def detect_gaps(self: Any, trigger: str = "beat") -> int | None:
+def detect_gaps(self: Any, trigger: str = "beat", since: str | None = None) -> int | None:
     """Plan the missing days of every configured account and fan them out; returns the run id.
 
-    If another planning (a backfill) holds the lock, try again a minute later: its run may not
-    cover every account or every day this one would plan."""
+    If another planning holds the lock, try again a minute later: a backfill's run may not cover
+    every account or day this one would plan. A run of the same trigger that started since
+    shortly before the first try (a second beat's) did this detection's work: then it stops,
+    rather than fetching the lookback days twice.
+    """
+    first_try = dt.datetime.fromisoformat(since) if since else timezone.now()
+    if (
+        since
+        and SyncRun.objects.filter(
+            trigger=trigger, started_at__gte=first_try - DETECT_GAPS_SAME_WORK
+        ).exists()
+    ):
+        logger.info("ads sync: a %s run started meanwhile; this detection stops", trigger)
+        return None
     plan = run_start(trigger=trigger)
     if plan is None:
-        raise self.retry(countdown=DETECT_GAPS_RETRY_S)
+        raise self.retry(
+            countdown=DETECT_GAPS_RETRY_S,
+            kwargs={"trigger": trigger, "since": first_try.isoformat()},
+        )
     return plan.run.pk
 
 

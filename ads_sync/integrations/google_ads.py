@@ -216,7 +216,7 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-_CUSTOMER_ID = re.compile(r"^\d{10}$")
+_CUSTOMER_ID = re.compile(r"^[0-9]{10}$")
 
 
 def normalize_customer_id(customer_id: str) -> str:

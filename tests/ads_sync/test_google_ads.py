@@ -324,6 +324,6 @@ def test_rate_limit_is_shared_by_two_processes(ads_sandbox, tmp_path):
 
 def test_a_customer_id_is_ten_digits_with_or_without_dashes_and_spaces() -> None:
     assert google_ads.normalize_customer_id(" 123-456-7890 ") == "1234567890"
-    for bad in ("12345", "123-456-789O", "", "1234567890123"):
+    for bad in ("12345", "123-456-789O", "", "1234567890123", "\uff11" * 10):
         with pytest.raises(ValueError, match="ten digits"):
             google_ads.normalize_customer_id(bad)

@@ -5,7 +5,9 @@ import datetime as dt
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from ads_sync import selectors, services
@@ -226,3 +228,53 @@ def test_a_day_still_in_flight_is_neither_planned_again_nor_settled_for_its_run(
     assert _plan_yesterday(tmp_path).days == []
     old.run.refresh_from_db()
     assert (old.run.deferred, old.run.finished_at) == (0, None)
+
+
+def test_an_account_named_twice_is_planned_once(tmp_path: Path) -> None:
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    plan = services.run_plan(
+        trigger="backfill", customer_ids=[CUSTOMER, CUSTOMER], days=2, output_dir=tmp_path
+    )
+    assert plan is not None
+    assert len(plan.days) == 2
+    assert plan.run.customer_ids == [CUSTOMER]
+
+
+def test_a_stale_day_that_moved_before_the_plan_locked_it_stays_with_its_run(
+    tmp_path: Path,
+) -> None:
+    old = _run(tmp_path)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=old, state=SyncDay.State.RUNNING)
+    # Selected as stale, then started by its task before the plan's lock: in flight again.
+    planned, taken = services._take_over(planned=[(CUSTOMER, DAY)])
+    assert (planned, taken) == ([], set())
+    old.refresh_from_db()
+    assert old.deferred == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_plan_locks_only_the_in_flight_days_it_takes_over(tmp_path: Path) -> None:
+    old = _run(tmp_path, planned=2)
+    stale = timezone.now() - selectors.IN_FLIGHT_STALE_AFTER - dt.timedelta(minutes=1)
+    taken = SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=old)
+    other = SyncDay.objects.create(customer_id=CUSTOMER, date=DAY + dt.timedelta(days=1), run=old)
+    SyncDay.objects.filter(pk=taken.pk).update(updated_at=stale)
+
+    def lockable(entry_id: int) -> bool:
+        raw = connection.connection
+        with psycopg.connect(raw.info.dsn, password=raw.info.password, autocommit=True) as conn:
+            try:
+                conn.execute(
+                    "SELECT 1 FROM ads_sync_syncday WHERE id = %s FOR UPDATE NOWAIT", [entry_id]
+                )
+            except psycopg.errors.LockNotAvailable:
+                return False
+            return True
+
+    with transaction.atomic():
+        planned, runs = services._take_over(planned=[(CUSTOMER, DAY)])
+        assert (planned, runs) == ([(CUSTOMER, DAY)], {old.pk})
+        assert not lockable(taken.pk)
+        assert lockable(other.pk)
+    old.refresh_from_db()
+    assert old.deferred == 1

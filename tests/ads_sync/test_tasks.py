@@ -11,6 +11,7 @@ import pytest
 from celery.exceptions import Retry
 from django.conf import settings as django_settings
 from django.db import connection
+from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from ads_sync import locks, selectors, services, tasks
@@ -188,3 +189,32 @@ def test_the_daily_detection_is_retried_while_a_backfill_holds_the_planning_lock
         with pytest.raises(Retry):
             tasks.detect_gaps()
     assert not SyncRun.objects.exists()
+
+
+def test_a_retried_detection_stops_if_another_run_of_its_trigger_started_meanwhile() -> None:
+    since = (timezone.now() - dt.timedelta(minutes=1)).isoformat()
+    SyncRun.objects.create(trigger=SyncRun.Trigger.BEAT, output_dir="out")  # the other beat's
+    assert tasks.detect_gaps(trigger="beat", since=since) is None
+    assert SyncRun.objects.count() == 1
+
+
+def test_a_retried_detection_plans_after_a_backfill_released_the_lock(
+    settings, monkeypatch, short_history: Path
+) -> None:
+    settings.GOOGLE_ADS_CUSTOMER_IDS = ["1111111111"]
+    AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
+    since = (timezone.now() - dt.timedelta(minutes=1)).isoformat()
+    SyncRun.objects.create(trigger=SyncRun.Trigger.BACKFILL, output_dir=str(short_history))
+    sent: list[object] = []
+
+    class Recording:
+        def __init__(self, signatures: object) -> None:
+            sent.extend(signatures)  # type: ignore[call-overload]
+
+        def apply_async(self) -> None:
+            pass
+
+    monkeypatch.setattr(tasks, "group", Recording)
+    run_id = tasks.detect_gaps(trigger="beat", since=since)
+    assert run_id is not None
+    assert SyncRun.objects.get(pk=run_id).planned == len(sent) == 8

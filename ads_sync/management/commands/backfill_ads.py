@@ -110,11 +110,10 @@ class Command(BaseCommand):
         if start and start < EARLIEST:
             raise CommandError(f"--start {start} is before {EARLIEST}")
         try:
-            customers = [
-                google_ads.normalize_customer_id(c) for c in options["customers"] or []
-            ] or list(settings.GOOGLE_ADS_CUSTOMER_IDS)
+            given = [google_ads.normalize_customer_id(c) for c in options["customers"] or []]
         except ValueError as exc:
             raise CommandError(f"--customer: {exc}") from exc
+        customers = list(dict.fromkeys(given)) or list(settings.GOOGLE_ADS_CUSTOMER_IDS)
         if not customers:
             raise CommandError("no customer: set GOOGLE_ADS_CUSTOMER_IDS or pass --customer")
         if end and not start and days is None:
@@ -251,6 +250,7 @@ class Command(BaseCommand):
                 lines.append(f"  ... and {len(failures) - 20} more (admin: Sync days, failed)")
         if run.deferred:
             lines.append(
-                "deferred dates wait for the daily quota; the next gap detection runs them"
+                "deferred dates wait for the daily quota, or were taken over by a newer run; "
+                "the next gap detection runs them"
             )
         self.stdout.write("\n".join(lines))
