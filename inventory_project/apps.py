@@ -6,3 +6,10 @@ class InventoryProjectConfig(AppConfig):
 
     name = "inventory_project"
     verbose_name = "Inventory project"
+
+    def ready(self) -> None:
+        from django.contrib.auth.signals import user_login_failed
+
+        from inventory_project import logins
+
+        user_login_failed.connect(logins.count_login_failure, dispatch_uid="count_login_failure")

@@ -3,16 +3,25 @@
 The admin's login and the browsable API's (`api-auth/login/`) check a password on every POST:
 unlimited, they let a client guess passwords as fast as the server hashes them, and each guess
 costs the server a password hash (hundreds of milliseconds of CPU with Django's default
-hasher). Every POST to either counts against RATELIMIT_LOGINS twice: once for the client's IP
-(one client guessing many accounts) and once for the username it names (many clients guessing
-one account). Over either limit the answer is a 429 page with Retry-After, before the password
-is checked. The counters are django-ratelimit's on the shared Redis cache; with Redis down,
-logins are not limited and the outage is logged, as for the API's limits.
+hasher). Two counters, both at RATELIMIT_LOGINS, on django-ratelimit's counters in the shared
+Redis cache:
+
+- per client IP, every login POST (one client guessing many accounts);
+- per username, the failed logins only (many clients guessing one account), so a user's own
+  logins never count. The username is read as the login form reads it (NFKC, which makes
+  a full-width `b` in `boss` log in as `boss`), and case-folded.
+
+Over either limit the answer is a 429 page with Retry-After, before the password is checked,
+and a POST refused for its IP adds nothing to the username's count. The price of the username
+limit: whoever fails on purpose can keep that username from logging in for as long as they keep
+failing, and one window after; its API tokens keep working. With Redis down, logins are not
+limited and the outage is logged, as for the API's limits.
 """
 
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -26,15 +35,27 @@ from products.api.throttling import client_ip
 logger = logging.getLogger(__name__)
 
 LOGIN_VIEWS = frozenset({"admin:login", "rest_framework:login"})
-GROUP = "logins"
+IP_GROUP = "logins:ip"
+FAILURES_GROUP = "logins:failures"
+
+
+def username_key(username: object) -> str:
+    return "user:" + unicodedata.normalize("NFKC", str(username)).strip().casefold()[:150]
 
 
 def _by_ip(group: str, request: HttpRequest) -> str:
     return f"ip:{client_ip(request)}"
 
 
-def _by_username(group: str, request: HttpRequest) -> str:
-    return "user:" + str(request.POST.get("username", "")).strip().casefold()[:150]
+def _usage(
+    request: HttpRequest, group: str, key: Callable[[str, HttpRequest], str], increment: bool
+) -> dict[str, Any] | None:
+    usage: dict[str, Any] | None = get_usage(
+        request, group=group, key=key, rate=settings.RATELIMIT_LOGINS, increment=increment
+    )
+    if usage is None and settings.RATELIMIT_ENABLE:
+        logger.warning("rate limit counters unavailable (Redis down?): logins unlimited")
+    return usage
 
 
 class LoginRateLimitMiddleware:
@@ -56,20 +77,30 @@ class LoginRateLimitMiddleware:
         match = request.resolver_match
         if request.method != "POST" or match is None or match.view_name not in LOGIN_VIEWS:
             return None
-        if not settings.RATELIMIT_ENABLE:
-            return None
-        wait = 0
-        for key in (_by_ip, _by_username):
-            usage = get_usage(
-                request, group=GROUP, key=key, rate=settings.RATELIMIT_LOGINS, increment=True
-            )
-            if usage is None:
-                logger.warning("rate limit counters unavailable (Redis down?): logins unlimited")
-                return None
-            if usage["should_limit"]:
-                wait = max(wait, 1, int(usage["time_left"]))
-        if not wait:
-            return None
-        response = render(request, "too_many_logins.html", {"retry_after": wait}, status=429)
-        response["Retry-After"] = str(wait)
-        return response
+        by_ip = _usage(request, IP_GROUP, _by_ip, increment=True)
+        if by_ip is not None and by_ip["should_limit"]:
+            return _too_many(request, by_ip)
+        user = username_key(request.POST.get("username", ""))
+        failures = _usage(request, FAILURES_GROUP, lambda group, request: user, increment=False)
+        # Not incremented here: `count` is the failures so far, and the limit-th was the last.
+        if failures is not None and failures["count"] >= failures["limit"]:
+            return _too_many(request, failures)
+        return None
+
+
+def _too_many(request: HttpRequest, usage: dict[str, Any]) -> HttpResponse:
+    wait = max(1, int(usage["time_left"]))
+    response = render(request, "too_many_logins.html", {"retry_after": wait}, status=429)
+    response["Retry-After"] = str(wait)
+    return response
+
+
+def count_login_failure(
+    sender: object, credentials: dict[str, Any], request: HttpRequest | None = None, **_: Any
+) -> None:
+    """user_login_failed (connected in apps.py): count a failure against its username, which
+    the form has cleaned (NFKC) already."""
+    if request is None or "username" not in credentials:
+        return
+    user = username_key(credentials["username"])
+    _usage(request, FAILURES_GROUP, lambda group, request: user, increment=True)

@@ -48,6 +48,37 @@ def test_guesses_at_one_username_from_many_addresses_are_limited() -> None:
     assert guess(client, username="someone", REMOTE_ADDR="10.0.0.10").status_code == 200
 
 
+def test_a_users_own_logins_do_not_count_against_the_username() -> None:
+    for n in range(5):
+        response = Client().post(
+            ADMIN_LOGIN, {"username": "boss", "password": "right"}, REMOTE_ADDR=f"10.0.1.{n}"
+        )
+        assert response.status_code == 302
+
+
+def test_a_look_alike_username_counts_as_the_username_it_logs_in_as() -> None:
+    client = Client()
+    for n in range(3):
+        assert guess(client, REMOTE_ADDR=f"10.0.2.{n}").status_code == 200
+    full_width_b = "\uff42oss"  # the login form's NFKC makes it "boss"
+    response = client.post(
+        ADMIN_LOGIN, {"username": full_width_b, "password": "right"}, REMOTE_ADDR="10.0.2.9"
+    )
+    assert response.status_code == 429
+
+
+def test_posts_refused_for_their_ip_add_nothing_to_a_usernames_count() -> None:
+    client = Client()
+    for n in range(3):
+        assert guess(client, username=f"user{n}", REMOTE_ADDR="10.0.3.1").status_code == 200
+    for _ in range(5):
+        assert guess(client, REMOTE_ADDR="10.0.3.1").status_code == 429
+    response = Client().post(
+        ADMIN_LOGIN, {"username": "boss", "password": "right"}, REMOTE_ADDR="10.0.3.2"
+    )
+    assert response.status_code == 302
+
+
 def test_posts_refused_for_their_csrf_token_do_not_count() -> None:
     client = Client(enforce_csrf_checks=True)
     for _ in range(5):
