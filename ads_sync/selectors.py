@@ -114,23 +114,34 @@ def totals_csv_path(*, output_dir: str | Path) -> Path:
     return Path(output_dir) / "ads_daily_totals.csv"
 
 
-def done_days_without_csv(
+# A day file written by the fetch itself is a few milliseconds younger than its fetched_at
+# (taken before the write); the file system's clock may lag the process's by a tick.
+CSV_CLOCK_SLACK = dt.timedelta(seconds=1)
+
+
+def done_days_needing_csv(
     *, windows: list[Window], output_dir: str | Path, exclude: set[tuple[str, dt.date]]
 ) -> list[tuple[str, dt.date]]:
-    """Done days whose CSV file is gone (rewritten from the database, no API call needed)."""
+    """Done days whose CSV file is gone, or older than the day's last fetch (written into
+    another `--output-dir`): rewritten from the database, no API call needed."""
     result = []
     for window in windows:
         done = SyncDay.objects.filter(
             customer_id=window.customer_id,
             date__range=(window.start, window.end),
             state=SyncDay.State.DONE,
-        ).values_list("date", flat=True)
-        for day in done:
+        ).values_list("date", "fetched_at")
+        for day, fetched_at in done:
             key = (window.customer_id, day)
             if key in exclude:
                 continue
             path = day_csv_path(output_dir=output_dir, customer_id=window.customer_id, day=day)
-            if not path.exists():
+            try:
+                written = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+            except FileNotFoundError:
+                result.append(key)
+                continue
+            if fetched_at is not None and written < fetched_at - CSV_CLOCK_SLACK:
                 result.append(key)
     return result
 

@@ -268,7 +268,8 @@ def run_plan(
     lock_wait_s: float = 0.0,
 ) -> Plan | None:
     """Plan one run under the planning lock: select the missing days, put them in the ledger as
-    pending for a new SyncRun, and rewrite from the database the CSVs of done days that are gone.
+    pending for a new SyncRun, and rewrite from the database the CSVs of done days that are gone
+    or older than the day's last fetch.
 
     Returns None when another planning holds the lock (its run is the one fan-out).
     """
@@ -293,7 +294,7 @@ def run_plan(
             known.append(customer_id)
         windows = selectors.sync_windows(customer_ids=known, start=start, end=end, days=days)
         planned = selectors.missing_days(windows=windows, force=force)
-        gone = selectors.done_days_without_csv(
+        gone = selectors.done_days_needing_csv(
             windows=windows, output_dir=out, exclude=set(planned)
         )
         total_days = sum((w.end - w.start).days + 1 for w in windows if w.end >= w.start)
@@ -519,14 +520,16 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
 
     def finish() -> None:
         # After commit: the file reflects committed rows, and the day is done only once the
-        # file is in place.
+        # file is in place. The time is taken before the write: a day file older than it
+        # (another folder's, written at an earlier fetch) is rewritten by the next plan there.
+        fetched_at = timezone.now()
         day_csv_write(customer_id=customer_id, day=day, output_dir=run.output_dir)
         _settle(
             entry_id=entry.pk,
             run_id=run_id,
             state=SyncDay.State.DONE,
             rows=len(rows),
-            fetched_at=timezone.now(),
+            fetched_at=fetched_at,
             duration_ms=int((time.monotonic() - t0) * 1000),
             last_error="",
         )

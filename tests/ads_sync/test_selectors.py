@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
@@ -118,5 +119,21 @@ def test_done_days_whose_csv_is_gone_are_listed(tmp_path: Path) -> None:
     _mark_done(CUSTOMERS[0], days)
     services.day_csv_write(customer_id=CUSTOMERS[0], day=days[0], output_dir=tmp_path)
     windows = _windows(start=days[0], end=days[1])
-    gone = selectors.done_days_without_csv(windows=windows, output_dir=tmp_path, exclude=set())
+    gone = selectors.done_days_needing_csv(windows=windows, output_dir=tmp_path, exclude=set())
     assert gone == [(CUSTOMERS[0], days[1])]
+
+
+def test_done_days_whose_csv_is_older_than_their_last_fetch_are_listed(tmp_path: Path) -> None:
+    """A day fetched again into another --output-dir leaves this folder's file behind."""
+    days = [dt.date(2025, 2, 1), dt.date(2025, 2, 2)]
+    _mark_done(CUSTOMERS[0], days)
+    fetched = timezone.now()
+    SyncDay.objects.filter(customer_id=CUSTOMERS[0]).update(fetched_at=fetched)
+    for day in days:
+        services.day_csv_write(customer_id=CUSTOMERS[0], day=day, output_dir=tmp_path)
+    behind = (fetched - dt.timedelta(minutes=5)).timestamp()
+    path = selectors.day_csv_path(output_dir=tmp_path, customer_id=CUSTOMERS[0], day=days[0])
+    os.utime(path, (behind, behind))
+    windows = _windows(start=days[0], end=days[1])
+    stale = selectors.done_days_needing_csv(windows=windows, output_dir=tmp_path, exclude=set())
+    assert stale == [(CUSTOMERS[0], days[0])]
