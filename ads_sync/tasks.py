@@ -9,7 +9,6 @@ from typing import Any
 
 from celery import group, shared_task
 from celery.signals import worker_process_init, worker_ready
-from django.conf import settings
 from django.utils import timezone
 
 from ads_sync import services
@@ -18,8 +17,9 @@ from ads_sync.models import SyncRun
 
 logger = logging.getLogger(__name__)
 
-# A day may spend every client attempt at the full deadline, plus backoff and the database work.
-SYNC_DAY_SOFT_LIMIT_S = int(settings.ADS_SYNC_TIMEOUT_S * settings.ADS_SYNC_MAX_ATTEMPTS + 120)
+# A day may spend the client's whole budget (every attempt at its deadline and the waits between
+# them), plus a minute for the database work and the CSV file.
+SYNC_DAY_SOFT_LIMIT_S = int(google_ads.fetch_budget_s() + 60)
 
 
 def run_start(

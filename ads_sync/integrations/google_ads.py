@@ -37,7 +37,13 @@ from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
 from google.auth.transport.requests import Request as AuthRequest
 from google.oauth2.credentials import Credentials
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+)
 
 from ads_sync.integrations import rate_limit
 
@@ -544,10 +550,18 @@ def _log_retry(state: RetryCallState) -> None:
     )
 
 
+def fetch_budget_s() -> float:
+    """The longest one call may take with its retries: every attempt at its full deadline, and
+    a minute of waits between them. A wait that would go past it (a server asking for a long
+    retry_delay) is not taken: the call gives up, the day fails, and the next detection tries
+    it again, rather than a worker sleeping into its task's time limit."""
+    return float(settings.ADS_SYNC_TIMEOUT_S) * max(1, int(settings.ADS_SYNC_MAX_ATTEMPTS)) + 60
+
+
 def _search(customer_id: str, query: str, what: str) -> list[Any]:
     max_attempts = max(1, int(settings.ADS_SYNC_MAX_ATTEMPTS))
     retrying = Retrying(
-        stop=stop_after_attempt(max_attempts),
+        stop=stop_after_attempt(max_attempts) | stop_before_delay(fetch_budget_s()),
         wait=_wait,
         retry=retry_if_exception_type(_Transient),
         before_sleep=_log_retry,

@@ -327,3 +327,15 @@ def test_a_customer_id_is_ten_digits_with_or_without_dashes_and_spaces() -> None
     for bad in ("12345", "123-456-789O", "", "1234567890123", "\uff11" * 10):
         with pytest.raises(ValueError, match="ten digits"):
             google_ads.normalize_customer_id(bad)
+
+
+def test_a_retry_delay_past_the_calls_budget_gives_up_instead_of_sleeping(ads_sandbox, settings):
+    settings.ADS_SYNC_TIMEOUT_S = 2.0
+    settings.ADS_SYNC_MAX_ATTEMPTS = 3  # a budget of 2 x 3 + 60 = 66 s
+    ads_sandbox.configure(fail_first={"quota": 5}, quota_retry_delay_s=300)
+
+    with pytest.raises(TransientAdsError) as raised:
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert raised.value.attempts == 1
+    assert _outcomes(ads_sandbox) == ["quota"]
