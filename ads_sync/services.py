@@ -394,6 +394,14 @@ def run_finish_if_settled(*, run_id: int) -> bool:
     return True
 
 
+# The SyncRun counter of each final state.
+_RUN_COUNTER = {
+    SyncDay.State.DONE: "done",
+    SyncDay.State.FAILED: "failed",
+    SyncDay.State.DEFERRED: "deferred",
+}
+
+
 def _settle(
     *,
     entry_id: int,
@@ -403,11 +411,7 @@ def _settle(
     **fields: object,
 ) -> bool:
     """Move a running ledger entry of this run to a final state and count it, atomically."""
-    counter = {
-        SyncDay.State.DONE: "done",
-        SyncDay.State.FAILED: "failed",
-        SyncDay.State.DEFERRED: "deferred",
-    }[SyncDay.State(state)]
+    counter = _RUN_COUNTER[SyncDay.State(state)]
     rows = int(fields.get("rows", 0) or 0)  # type: ignore[call-overload]
     with transaction.atomic():
         moved = SyncDay.objects.filter(pk=entry_id, run_id=run_id, state__in=from_states).update(
@@ -424,24 +428,25 @@ def _settle(
 def run_fail_pending(*, run_id: int, reason: str) -> int:
     """The run's tasks could not all be sent: its days not started yet fail now, so that the
     next gap detection plans them at once instead of waiting for them as in flight."""
-    with transaction.atomic():
-        moved = SyncDay.objects.filter(run_id=run_id, state=SyncDay.State.PENDING).update(
-            state=SyncDay.State.FAILED, last_error=reason, updated_at=timezone.now()
-        )
-        if moved:
-            SyncRun.objects.filter(pk=run_id).update(failed=F("failed") + moved)
+    moved = _settle_pending(run_id=run_id, state=SyncDay.State.FAILED, reason=reason)
     run_finish_if_settled(run_id=run_id)
     return moved
 
 
 def run_defer_pending(*, run_id: int, reason: str) -> int:
     """A daily quota is gone: every day of the run not started yet is deferred, not attempted."""
+    return _settle_pending(run_id=run_id, state=SyncDay.State.DEFERRED, reason=reason)
+
+
+def _settle_pending(*, run_id: int, state: str, reason: str) -> int:
+    """Move every pending day of the run to a final state and count them, atomically."""
+    counter = _RUN_COUNTER[SyncDay.State(state)]
     with transaction.atomic():
         moved = SyncDay.objects.filter(run_id=run_id, state=SyncDay.State.PENDING).update(
-            state=SyncDay.State.DEFERRED, last_error=reason, updated_at=timezone.now()
+            state=state, last_error=reason, updated_at=timezone.now()
         )
         if moved:
-            SyncRun.objects.filter(pk=run_id).update(deferred=F("deferred") + moved)
+            SyncRun.objects.filter(pk=run_id).update(**{counter: F(counter) + moved})
     return moved
 
 

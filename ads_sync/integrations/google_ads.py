@@ -228,7 +228,7 @@ _CUSTOMER_ID = re.compile(r"^[0-9]{10}$")
 def normalize_customer_id(customer_id: str) -> str:
     """A customer id as the ledger and the files key it: ten digits, without the dashes Google's
     interface shows (123-456-7890). ValueError for anything else."""
-    normalized = str(customer_id).strip().replace("-", "")
+    normalized = _normalize(customer_id)
     if not _CUSTOMER_ID.match(normalized):
         raise ValueError(f"a customer id is ten digits, dashes allowed: {customer_id!r}")
     return normalized
