@@ -47,6 +47,8 @@ class SyncDayAdmin(ReadOnlyAdmin):
         "date",
         "state",
         "attempts",
+        "failures",
+        "retry_after",
         "rows",
         "fetched_at",
         "duration_ms",

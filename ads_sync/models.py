@@ -111,6 +111,11 @@ class SyncDay(models.Model):
     date = models.DateField()
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveIntegerField(default=0)
+    # Failed fetches in a row (0 once the day is done) and, after a few, until when the daily
+    # detection leaves the day alone: a day that keeps failing (an account whose access was
+    # revoked) is not fetched again every day for ever.
+    failures = models.PositiveIntegerField(default=0)
+    retry_after = models.DateTimeField(null=True, blank=True)
     rows = models.PositiveIntegerField(default=0)
     fetched_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)

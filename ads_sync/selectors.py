@@ -77,18 +77,25 @@ WHERE NOT COALESCE(
         s.state IN ('pending', 'running') AND r.id IS NOT NULL AND r.finished_at IS NULL
         AND s.updated_at > %(stale_before)s, false)
   AND (%(force)s OR s.id IS NULL OR s.state <> 'done' OR days.date >= days.lookback_from)
+  AND NOT COALESCE(
+        %(backoff)s AND s.state = 'failed' AND s.retry_after > %(now)s, false)
 ORDER BY days.date DESC, days.customer_id
 """
 
 
 def missing_days(
-    *, windows: list[Window], force: bool = False, now: dt.datetime | None = None
+    *,
+    windows: list[Window],
+    force: bool = False,
+    backoff: bool = False,
+    now: dt.datetime | None = None,
 ) -> list[tuple[str, dt.date]]:
     """(customer_id, date) pairs to fetch, newest first, in one set-based query.
 
     Missing means: no `done` ledger entry, or inside the lookback days (Google revises recent
     conversions), or anything in the windows with `force`. Days already in flight in an
-    unfinished run are left to that run.
+    unfinished run are left to that run. With `backoff` (the daily detection), a failed day
+    whose `retry_after` is still ahead is left out too.
     """
     if not windows:
         return []
@@ -100,10 +107,26 @@ def missing_days(
         "lookbacks": [w.lookback_from for w in windows],
         "stale_before": current - IN_FLIGHT_STALE_AFTER,
         "force": force,
+        "backoff": backoff and not force,
+        "now": current,
     }
     with connection.cursor() as cursor:
         cursor.execute(_MISSING_SQL, params)
         return [(customer_id, day) for customer_id, day in cursor.fetchall()]
+
+
+def backed_off_days(*, windows: list[Window], now: dt.datetime | None = None) -> int:
+    """How many failed days of the windows the daily detection waits on (`retry_after` ahead)."""
+    current = now or dt.datetime.now(dt.UTC)
+    total = 0
+    for window in windows:
+        total += SyncDay.objects.filter(
+            customer_id=window.customer_id,
+            date__range=(window.start, window.end),
+            state=SyncDay.State.FAILED,
+            retry_after__gt=current,
+        ).count()
+    return total
 
 
 def day_csv_path(*, output_dir: str | Path, customer_id: str, day: dt.date) -> Path:

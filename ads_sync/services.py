@@ -293,7 +293,16 @@ def run_plan(
             api_calls += int(called)
             known.append(customer_id)
         windows = selectors.sync_windows(customer_ids=known, start=start, end=end, days=days)
-        planned = selectors.missing_days(windows=windows, force=force)
+        # The daily detection waits out a failing day's backoff; a backfill asked for by hand
+        # (after fixing an account's access, say) tries every failed day at once.
+        backoff = trigger == SyncRun.Trigger.BEAT and not force
+        planned = selectors.missing_days(windows=windows, force=force, backoff=backoff)
+        if backoff and (waiting := selectors.backed_off_days(windows=windows)):
+            notes.append(
+                f"{waiting} failed day(s) wait out their backoff (SyncDay.retry_after); "
+                "`backfill_ads` tries them at once"
+            )
+            logger.warning("ads sync: %s failed day(s) left to their backoff", waiting)
         gone = selectors.done_days_needing_csv(
             windows=windows, output_dir=out, exclude=set(planned)
         )
@@ -450,6 +459,27 @@ def _settle_pending(*, run_id: int, state: str, reason: str) -> int:
     return moved
 
 
+# A daily detection may run a little earlier in the day than the one that failed the day.
+_BACKOFF_SLACK = dt.timedelta(hours=1)
+
+
+def _failure_fields(*, failures: int) -> dict[str, Any]:
+    """The ledger fields of one more failure in a row, after `failures` of them.
+
+    The first ADS_SYNC_FAILED_DAILY_RETRIES failures leave the day to the next daily detection;
+    each one after that doubles the wait (2, 4, 8 ... days, at most
+    ADS_SYNC_FAILED_BACKOFF_MAX_DAYS), so that a day that cannot be fetched (an account whose
+    access was revoked) does not cost an API call and a failed task every day for ever.
+    """
+    failures += 1
+    beyond = failures - settings.ADS_SYNC_FAILED_DAILY_RETRIES
+    retry_after = None
+    if beyond > 0:
+        wait_days = min(2 ** min(beyond, 30), settings.ADS_SYNC_FAILED_BACKOFF_MAX_DAYS)
+        retry_after = timezone.now() + dt.timedelta(days=wait_days) - _BACKOFF_SLACK
+    return {"failures": failures, "retry_after": retry_after}
+
+
 @dataclass(frozen=True, slots=True)
 class DayOutcome:
     state: str
@@ -469,6 +499,7 @@ def day_fail(*, customer_id: str, day: dt.date, run_id: int, error: str) -> bool
         state=SyncDay.State.FAILED,
         from_states=(SyncDay.State.PENDING, SyncDay.State.RUNNING),
         last_error=error,
+        **_failure_fields(failures=entry.failures),
     )
     run_finish_if_settled(run_id=run_id)
     return settled
@@ -519,7 +550,13 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
         if request_id and request_id not in error:
             error += f" (request_id {request_id})"
         logger.warning("ads sync: %s %s failed: %s", customer_id, day, error)
-        _settle(entry_id=entry.pk, run_id=run_id, state=SyncDay.State.FAILED, last_error=error)
+        _settle(
+            entry_id=entry.pk,
+            run_id=run_id,
+            state=SyncDay.State.FAILED,
+            last_error=error,
+            **_failure_fields(failures=entry.failures),
+        )
         run_finish_if_settled(run_id=run_id)
         return DayOutcome(state=SyncDay.State.FAILED, error=error)
 
@@ -537,6 +574,8 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
             fetched_at=fetched_at,
             duration_ms=int((time.monotonic() - t0) * 1000),
             last_error="",
+            failures=0,
+            retry_after=None,
         )
         run_finish_if_settled(run_id=run_id)
 

@@ -304,6 +304,10 @@ ADS_SYNC_RETRY_MAX_S = env_float("ADS_SYNC_RETRY_MAX_S", 60.0)
 ADS_SYNC_OUTPUT_DIR = Path(env_str("ADS_SYNC_OUTPUT_DIR", str(BASE_DIR / "output")))
 ADS_SYNC_HISTORY_DAYS = env_int("ADS_SYNC_HISTORY_DAYS", 730)
 ADS_SYNC_LOOKBACK_DAYS = env_int("ADS_SYNC_LOOKBACK_DAYS", 3)
+# A failed day is tried by every daily detection this many times in a row; after that the
+# detection waits 2, 4, 8 ... days between tries, at most the max. `backfill_ads` does not wait.
+ADS_SYNC_FAILED_DAILY_RETRIES = env_int("ADS_SYNC_FAILED_DAILY_RETRIES", 2)
+ADS_SYNC_FAILED_BACKOFF_MAX_DAYS = env_int("ADS_SYNC_FAILED_BACKOFF_MAX_DAYS", 30)
 ADS_SYNC_DAILY_AT = env_str("ADS_SYNC_DAILY_AT", "03:00")
 _ads_hour, _, _ads_minute = ADS_SYNC_DAILY_AT.partition(":")
 PERIODIC_TASKS.append(

@@ -89,6 +89,26 @@ def test_failed_and_deferred_days_are_missing_again() -> None:
     ]
 
 
+def test_the_daily_detection_leaves_a_failed_day_alone_until_its_retry_after() -> None:
+    day = dt.date(2025, 2, 5)
+    SyncDay.objects.create(
+        customer_id=CUSTOMERS[0],
+        date=day,
+        state=SyncDay.State.FAILED,
+        failures=3,
+        retry_after=NOW + dt.timedelta(hours=1),
+    )
+    windows = _windows(start=day, end=day)
+    assert selectors.missing_days(windows=windows, backoff=True, now=NOW) == [(CUSTOMERS[1], day)]
+    assert selectors.backed_off_days(windows=windows, now=NOW) == 1
+    later = NOW + dt.timedelta(hours=2)
+    assert len(selectors.missing_days(windows=windows, backoff=True, now=later)) == 2
+    assert selectors.backed_off_days(windows=windows, now=later) == 0
+    # A backfill asked for by hand, or a forced one, does not wait.
+    assert len(selectors.missing_days(windows=windows, now=NOW)) == 2
+    assert len(selectors.missing_days(windows=windows, backoff=True, force=True, now=NOW)) == 2
+
+
 def test_days_in_flight_in_an_unfinished_run_are_not_planned_twice() -> None:
     day = dt.date(2025, 2, 5)
     run = SyncRun.objects.create(trigger="beat", output_dir="/tmp/x", planned=1)

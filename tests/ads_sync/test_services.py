@@ -278,3 +278,59 @@ def test_a_plan_locks_only_the_in_flight_days_it_takes_over(tmp_path: Path) -> N
         assert lockable(other.pk)
     old.refresh_from_db()
     assert old.deferred == 1
+
+
+def test_a_day_that_keeps_failing_is_backed_off_by_the_daily_detection_only(
+    ads_sandbox, settings, tmp_path: Path, django_capture_on_commit_callbacks
+) -> None:
+    settings.ADS_SYNC_FAILED_DAILY_RETRIES = 2
+    settings.ADS_SYNC_FAILED_BACKOFF_MAX_DAYS = 30
+    customer = ads_sandbox.customers[0]
+    AdsAccount.objects.create(customer_id=customer, time_zone="UTC", currency_code="EUR")
+    ads_sandbox.configure(denied_customers=[customer])  # its access was revoked
+
+    def detect() -> services.Plan:
+        plan = services.run_plan(
+            trigger="beat", customer_ids=[customer], days=1, output_dir=tmp_path
+        )
+        assert plan is not None
+        for c, d in plan.days:
+            services.day_sync(customer_id=c, day=d, run_id=plan.run.pk)
+        return plan
+
+    for _ in range(3):
+        assert len(detect().days) == 1
+    entry = SyncDay.objects.get()
+    assert (entry.state, entry.failures, entry.attempts) == (SyncDay.State.FAILED, 3, 3)
+    assert entry.retry_after is not None
+    waited = entry.retry_after - timezone.now()
+    assert dt.timedelta(days=1) < waited < dt.timedelta(days=2)
+
+    waiting = detect()
+    assert waiting.days == []
+    assert "1 failed day(s) wait out their backoff" in waiting.run.notes
+    assert SyncDay.objects.get().attempts == 3
+
+    # Access restored: a backfill by hand tries the day at once, and success clears the count.
+    ads_sandbox.configure(denied_customers=[])
+    plan = services.run_plan(
+        trigger="backfill", customer_ids=[customer], days=1, output_dir=tmp_path
+    )
+    assert plan is not None
+    assert len(plan.days) == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        services.day_sync(customer_id=customer, day=plan.days[0][1], run_id=plan.run.pk)
+    entry.refresh_from_db()
+    assert (entry.state, entry.failures, entry.retry_after) == (SyncDay.State.DONE, 0, None)
+
+
+def test_the_backoff_doubles_up_to_its_maximum(settings) -> None:
+    settings.ADS_SYNC_FAILED_DAILY_RETRIES = 2
+    settings.ADS_SYNC_FAILED_BACKOFF_MAX_DAYS = 30
+    waits = []
+    for failures in range(9):
+        retry_after = services._failure_fields(failures=failures)["retry_after"]
+        waits.append(
+            None if retry_after is None else round((retry_after - timezone.now()).days + 1)
+        )
+    assert waits == [None, None, 2, 4, 8, 16, 30, 30, 30]
