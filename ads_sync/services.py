@@ -276,22 +276,25 @@ def run_plan(
     # Once each: the ledger's upsert may not name one (customer, date) twice.
     customer_ids = list(dict.fromkeys(customer_ids or settings.GOOGLE_ADS_CUSTOMER_IDS))
     out = str(output_dir or settings.ADS_SYNC_OUTPUT_DIR)
+    # Before the lock: a new account's lookup may take the client's whole retry budget, longer
+    # than the lock's TTL, and a second planner taking the expired lock would plan the same
+    # days. The lookups are idempotent; only the database work below needs the lock.
+    api_calls = 0
+    notes = []
+    known = []
+    for customer_id in customer_ids:
+        try:
+            _, called = account_ensure(customer_id=customer_id)
+        except google_ads.AdsError as exc:
+            notes.append(f"{customer_id}: account lookup failed: {exc}")
+            logger.warning("ads sync: account %s skipped: %s", customer_id, exc)
+            api_calls += 1
+            continue
+        api_calls += int(called)
+        known.append(customer_id)
     with locks.planning_lock(wait_s=lock_wait_s) as acquired:
         if not acquired:
             return None
-        api_calls = 0
-        notes = []
-        known = []
-        for customer_id in customer_ids:
-            try:
-                _, called = account_ensure(customer_id=customer_id)
-            except google_ads.AdsError as exc:
-                notes.append(f"{customer_id}: account lookup failed: {exc}")
-                logger.warning("ads sync: account %s skipped: %s", customer_id, exc)
-                api_calls += 1
-                continue
-            api_calls += int(called)
-            known.append(customer_id)
         windows = selectors.sync_windows(customer_ids=known, start=start, end=end, days=days)
         # The daily detection waits out a failing day's backoff; a backfill asked for by hand
         # (after fixing an account's access, say) tries every failed day at once.

@@ -147,12 +147,12 @@ def fetch_data(customer_id: str, day: dt.date) -> list[CampaignDay]:
 
 
 def get_account(customer_id: str) -> AccountInfo:
-    """Return the account's time zone and currency (one query per account, cached)."""
+    """Return the account's time zone and currency: one query, every time.
+
+    The caller keeps the answer (services.account_ensure, in the database): a cache here as
+    well made a run report API calls that the process answered from memory.
+    """
     customer_id = _normalize(customer_id)
-    key = (_config(), customer_id)
-    cached = _accounts.get(key)
-    if cached is not None:
-        return cached
     rows = _search(customer_id, _ACCOUNT_QUERY, f"{customer_id} account")
     if not rows:
         raise PermanentAdsError(f"customer {customer_id}: the account query returned no row")
@@ -161,7 +161,6 @@ def get_account(customer_id: str) -> AccountInfo:
         time_zone=str(rows[0].customer.time_zone),
         currency_code=str(rows[0].customer.currency_code),
     )
-    _accounts[key] = info
     return info
 
 
@@ -209,7 +208,6 @@ class _Client:
 
 _build_lock = threading.Lock()
 _client: _Client | None = None
-_accounts: dict[tuple[tuple[str, ...], str], AccountInfo] = {}
 
 
 def _forget_after_fork() -> None:

@@ -71,14 +71,12 @@ def test_a_day_without_rows_is_an_empty_list(ads_sandbox):
     assert _outcomes(ads_sandbox) == ["ok"]
 
 
-def test_get_account_reads_time_zone_and_currency_once_per_account(ads_sandbox):
+def test_get_account_reads_time_zone_and_currency(ads_sandbox):
     expected = data.account(CUSTOMER)
-    google_ads._accounts.clear()
 
-    first = google_ads.get_account(CUSTOMER)
-    second = google_ads.get_account(CUSTOMER)
+    info = google_ads.get_account(CUSTOMER)
 
-    assert first == second == AccountInfo(CUSTOMER, expected.time_zone, expected.currency_code)
+    assert info == AccountInfo(CUSTOMER, expected.time_zone, expected.currency_code)
     assert [(c["query"], c["outcome"]) for c in ads_sandbox.calls()] == [("customer", "ok")]
 
 

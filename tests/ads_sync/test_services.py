@@ -10,7 +10,8 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from ads_sync import selectors, services
+from ads_sync import locks, selectors, services
+from ads_sync.integrations import google_ads
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 
 from .factories import campaign_day
@@ -334,3 +335,34 @@ def test_the_backoff_doubles_up_to_its_maximum(settings) -> None:
             None if retry_after is None else round((retry_after - timezone.now()).days + 1)
         )
     assert waits == [None, None, 2, 4, 8, 16, 30, 30, 30]
+
+
+def test_account_lookups_run_before_the_planning_lock_is_taken(
+    ads_sandbox, monkeypatch, tmp_path: Path
+) -> None:
+    # A new account's lookup may take the client's whole retry budget, longer than the lock's
+    # TTL: a second planner must not find the lock expired under a planning still running.
+    lookup = google_ads.get_account
+    lock_free_during_lookup: list[bool] = []
+
+    def spying_lookup(customer_id: str) -> google_ads.AccountInfo:
+        with locks.planning_lock() as free:
+            lock_free_during_lookup.append(free)
+        return lookup(customer_id)
+
+    monkeypatch.setattr(google_ads, "get_account", spying_lookup)
+    customer = ads_sandbox.customers[0]
+    plan = services.run_plan(trigger="beat", customer_ids=[customer], days=1, output_dir=tmp_path)
+    assert plan is not None
+    assert len(plan.days) == 1
+    assert lock_free_during_lookup == [True]
+
+
+def test_an_account_is_looked_up_once_and_then_read_from_the_database(ads_sandbox) -> None:
+    customer = ads_sandbox.customers[0]
+    first, called_first = services.account_ensure(customer_id=customer)
+    second, called_second = services.account_ensure(customer_id=customer)
+    assert (called_first, called_second) == (True, False)
+    assert (second.time_zone, second.currency_code) == (first.time_zone, first.currency_code)
+    # What the run reports as API calls is what the API served.
+    assert [c["query"] for c in ads_sandbox.calls()] == ["customer"]
