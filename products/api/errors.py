@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import ObjectDoesNotExist
+from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig, TooManyFieldsSent
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, InterfaceError, OperationalError
@@ -34,7 +35,9 @@ CODES_BY_STATUS = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    411: "length_required",
     412: "precondition_failed",
+    413: "too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
     500: "server_error",
@@ -133,6 +136,14 @@ def _is_api(request: HttpRequest) -> bool:
 
 def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if _is_api(request):
+        if isinstance(exception, RequestDataTooBig):
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            message = f"The request body is larger than {limit} bytes."
+            return JsonResponse(error_body("too_large", message), status=413)
+        if isinstance(exception, TooManyFieldsSent):
+            limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+            message = f"The request has more than {limit} fields."
+            return JsonResponse(error_body("bad_request", message), status=400)
         return JsonResponse(error_body("bad_request", "Bad request."), status=400)
     return defaults.bad_request(request, exception)  # type: ignore[arg-type]
 

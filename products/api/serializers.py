@@ -16,10 +16,14 @@ from rest_framework import serializers
 from products.models import NAME_MAX_LENGTH, PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS, STOCK_MAX
 
 BIGINT_MAX = 9_223_372_036_854_775_807
-PRICE_PATTERN = r"^\d{1,10}(\.\d{1,2})?$"
+PRICE_PATTERN = r"^[0-9]{1,10}(\.[0-9]{1,2})?$"
 # Form posts from the browsable API carry this; it is not a product field.
 IGNORED_FORM_KEYS = frozenset({"csrfmiddlewaretoken"})
-_DIGITS = re.compile(r"^\d+$")
+# ASCII digits only: `\d` and int() also take other scripts' digits (Arabic-Indic, full-width).
+_DIGITS = re.compile(r"^[0-9]+$")
+# A decimal as a string: ASCII digits, an optional sign and fraction. Decimal() would also take
+# other scripts' digits, underscores ("1_0"), exponents ("1E+1") and a bare fraction (".5").
+_DECIMAL = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 
 
 def _from_form(field: serializers.Field) -> bool:
@@ -59,7 +63,7 @@ class StrictIntegerField(serializers.IntegerField):
     }
 )
 class PriceField(serializers.DecimalField):
-    """A price as a JSON number or a decimal string; never a boolean."""
+    """A price as a JSON number or a plain decimal string; never a boolean."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(
@@ -72,7 +76,11 @@ class PriceField(serializers.DecimalField):
     def to_internal_value(self, data: Any) -> Decimal:
         if isinstance(data, bool) or not isinstance(data, str | int | float | Decimal):
             self.fail("invalid")
-        return super().to_internal_value(data)
+        if isinstance(data, str) and not _DECIMAL.match(data.strip()):
+            self.fail("invalid")
+        value = super().to_internal_value(data)
+        # -0 would be answered as "-0.00" and stored (PostgreSQL has no negative zero) as 0.
+        return abs(value) if value.is_zero() else value
 
 
 class StrictCharField(serializers.CharField):
@@ -114,10 +122,19 @@ class ProductCreateSerializer(StrictInputSerializer):
 
 
 class ProductUpdateSerializer(StrictInputSerializer):
-    """PUT needs both fields; PATCH (partial=True) either."""
+    """PUT needs both fields; PATCH (partial=True) at least one."""
 
     price = PriceField()
     stock_level = StrictIntegerField(min_value=0, max_value=STOCK_MAX)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # An empty PATCH would change nothing and still bump the version, failing other
+        # clients' If-Match; more likely its body was lost on the way.
+        if not attrs:
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Give at least one of price, stock_level."]}
+            )
+        return attrs
 
 
 class ProductOutputSerializer(serializers.Serializer):
@@ -186,9 +203,19 @@ class ListQuerySerializer(StrictInputSerializer):
         return attrs
 
 
+@extend_schema_field({"type": "string", "pattern": PRICE_PATTERN, "example": "100"})
+class PriceBoundField(serializers.DecimalField):
+    """A price bound in a query string, written as a price is."""
+
+    def to_internal_value(self, data: Any) -> Decimal:
+        if isinstance(data, str) and not _DECIMAL.match(data.strip()):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 def _price_bound(help_text: str) -> serializers.DecimalField:
     """An optional price bound in a query string, held to the prices the model accepts."""
-    return serializers.DecimalField(
+    return PriceBoundField(
         required=False,
         max_digits=PRICE_MAX_DIGITS,
         decimal_places=PRICE_DECIMAL_PLACES,

@@ -35,7 +35,9 @@ from products.api.serializers import (
 from products.api.throttling import ProductRateThrottle
 from products.models import Product
 
-_ETAG = re.compile(r'^"(\d+)-(\d+)"$')
+# Ids and versions are bigints: a longer number names no product (and int() of thousands of
+# digits raises).
+_ETAG = re.compile(r'^"([0-9]{1,19})-([0-9]{1,19})"$')
 
 ERROR_DESCRIPTIONS = {
     400: "Invalid input; `fields` names each bad field or parameter.",

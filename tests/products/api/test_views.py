@@ -443,3 +443,68 @@ def test_an_unknown_api_url_is_a_json_404_even_with_debug_on() -> None:
     response = APIClient().get("/api/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+# --- input found by fuzzing the running API (schemathesis and by hand) ---------------------
+
+
+def test_an_if_match_with_a_version_too_long_to_be_one_is_a_412(clerk, product) -> None:
+    etag = f'"{product.id}-{"9" * 4301}"'  # int() of it raises
+    response = clerk.patch(
+        f"/api/products/{product.id}", {"stock_level": 1}, format="json", HTTP_IF_MATCH=etag
+    )
+    assert response.status_code == 412
+    assert error_of(response)["code"] == "precondition_failed"
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_a_write_to_an_unknown_api_url_is_a_json_404_not_a_csrf_page(method: str) -> None:
+    client = APIClient(enforce_csrf_checks=True)
+    response = getattr(client, method)("/api/products/abc", {"price": "1"}, format="json")
+    assert response.status_code == 404
+    assert error_of(response)["code"] == "not_found"
+
+
+def test_an_empty_patch_is_refused_and_changes_nothing(clerk, product) -> None:
+    response = clerk.patch(f"/api/products/{product.id}", {}, format="json")
+    assert response.status_code == 400
+    assert error_of(response)["fields"] == {
+        "non_field_errors": ["Give at least one of price, stock_level."]
+    }
+    product.refresh_from_db()
+    assert product.version == 1
+
+
+@pytest.mark.parametrize("price", ["\u0663", "1_0", "1E+1", "+5", ".5", "\uff11"])
+def test_a_price_string_is_plain_ascii_decimal(clerk, product, price: str) -> None:
+    response = clerk.patch(f"/api/products/{product.id}", {"price": price}, format="json")
+    assert response.status_code == 400
+    assert "price" in error_of(response)["fields"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["page=\uff11", "limit=\u0663", "after_id=\u0661", "min_price=\u0663&name=x", "max_price=1_0"],
+)
+def test_paging_and_price_bounds_take_ascii_digits_only(anon, query: str) -> None:
+    path = "/api/products/search" if "price" in query else "/api/products"
+    response = anon.get(f"{path}?{query}")
+    assert response.status_code == 400
+    assert query.split("=")[0] in error_of(response)["fields"]
+
+
+@pytest.mark.parametrize("price", ["-0", "-0.00", -0.0])
+def test_a_negative_zero_price_is_answered_as_it_is_stored(clerk, price: object) -> None:
+    response = clerk.post(
+        "/api/products", {"name": "Zero", "price": price, "stock_level": 1}, format="json"
+    )
+    assert response.status_code == 201
+    assert response.json()["price"] == "0.00"
+    assert APIClient().get(f"/api/products/{response.json()['id']}").json()["price"] == "0.00"
+
+
+def test_a_form_body_over_the_upload_limit_is_a_413_naming_the_limit(clerk, settings) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    response = clerk.post("/api/products", {"name": "x" * 200, "price": "1", "stock_level": 1})
+    assert response.status_code == 413
+    assert "100 bytes" in error_of(response)["message"]

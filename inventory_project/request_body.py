@@ -1,0 +1,71 @@
+"""Request bodies sent without a Content-Length (`Transfer-Encoding: chunked`).
+
+Django reads a request's body only up to CONTENT_LENGTH, and a chunked request has none: Django
+reads its body as empty. A chunked PATCH was answered 200 having changed nothing, and a chunked
+PUT or POST got a 400 calling every field required.
+
+`ChunkedBodyApp`, the outermost WSGI layer, reads such a body itself when the server has
+decoded the chunks and ends the stream where the body ends (`wsgi.input_terminated`, which
+gunicorn sets), and passes it on with its length, so every layer below sees an ordinary
+request. A body larger than DATA_UPLOAD_MAX_MEMORY_SIZE is refused with 413; under a server
+that does not end the stream (the development server), with 411 Length Required.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.conf import settings
+
+from products.api.errors import API_PREFIX, error_body
+
+StartResponse = Callable[..., Any]
+
+
+class ChunkedBodyApp:
+    """WSGI wrapper: a chunked request body, read and passed on with its Content-Length."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
+        if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            return self.app(environ, start_response)
+        if not environ.get("wsgi.input_terminated"):
+            return _refuse(
+                environ,
+                start_response,
+                "411 Length Required",
+                "length_required",
+                "Send the request body with a Content-Length header.",
+            )
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        stream = environ["wsgi.input"]
+        body = stream.read() if limit is None else stream.read(limit + 1)
+        if limit is not None and len(body) > limit:
+            return _refuse(
+                environ,
+                start_response,
+                "413 Content Too Large",
+                "too_large",
+                f"The request body is larger than {limit} bytes.",
+            )
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        del environ["HTTP_TRANSFER_ENCODING"]
+        return self.app(environ, start_response)
+
+
+def _refuse(
+    environ: dict[str, Any], start_response: StartResponse, status: str, code: str, message: str
+) -> list[bytes]:
+    if environ.get("PATH_INFO", "").startswith(API_PREFIX):
+        content_type, content = "application/json", json.dumps(error_body(code, message)).encode()
+    else:
+        content_type, content = "text/plain; charset=utf-8", message.encode()
+    # What is left of the body is the server's to discard (gunicorn reads past it).
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(content)))])
+    return [content]
