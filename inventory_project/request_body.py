@@ -32,7 +32,8 @@ class ChunkedBodyApp:
         self.app = app
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
-        if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        encoding = environ.get("HTTP_TRANSFER_ENCODING")
+        if encoding is None or "chunked" not in encoding.lower():
             return self.app(environ, start_response)
         if not environ.get("wsgi.input_terminated"):
             return _refuse(
