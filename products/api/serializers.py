@@ -86,6 +86,8 @@ class PriceField(serializers.DecimalField):
 class StrictCharField(serializers.CharField):
     """A string: numbers are not silently turned into names; NUL and lone surrogates refused."""
 
+    default_error_messages = {"not_utf8": "Not valid UTF-8."}
+
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
@@ -93,6 +95,10 @@ class StrictCharField(serializers.CharField):
             data.encode("utf-8")
         except UnicodeEncodeError:
             self.fail("invalid")
+        # Django decodes form fields and query strings with errors="replace": bytes that were
+        # not UTF-8 arrive as U+FFFD, and a name would be stored mangled with a 201.
+        if "\ufffd" in data and _from_form(self):
+            self.fail("not_utf8")
         return super().to_internal_value(data)
 
 

@@ -508,3 +508,20 @@ def test_a_form_body_over_the_upload_limit_is_a_413_naming_the_limit(clerk, sett
     response = clerk.post("/api/products", {"name": "x" * 200, "price": "1", "stock_level": 1})
     assert response.status_code == 413
     assert "100 bytes" in error_of(response)["message"]
+
+
+def test_a_form_name_that_is_not_utf8_is_refused_not_stored_mangled(clerk) -> None:
+    response = clerk.post(
+        "/api/products",
+        b"name=%FF%FE&price=1&stock_level=1",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 400
+    assert error_of(response)["fields"] == {"name": ["Not valid UTF-8."]}
+    assert not Product.objects.exists()
+
+
+def test_a_search_term_that_is_not_utf8_is_refused(anon) -> None:
+    response = anon.get("/api/products/search?name=%FF")
+    assert response.status_code == 400
+    assert error_of(response)["fields"] == {"name": ["Not valid UTF-8."]}
