@@ -98,3 +98,14 @@ def test_operation_conforms_to_its_schema(operation) -> None:
         run()
     print(operation.verbose_name, len(statuses), sorted(set(statuses)))
     assert len(statuses) >= EXAMPLES_PER_OPERATION
+
+
+def test_request_bodies_are_documented_as_refusing_unknown_keys(client) -> None:
+    schemas = client.get("/api/schema/", {"format": "json"}).json()["components"]["schemas"]
+    requests = {name: schema for name, schema in schemas.items() if name.endswith("Request")}
+    assert sorted(requests) == [
+        "PatchedProductUpdateRequest",
+        "ProductCreateRequest",
+        "ProductUpdateRequest",
+    ]
+    assert all(schema["additionalProperties"] is False for schema in requests.values())
