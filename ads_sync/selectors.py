@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Q
 
 from ads_sync.models import AdsAccount, SyncDay
 
@@ -115,18 +116,20 @@ def missing_days(
         return [(customer_id, day) for customer_id, day in cursor.fetchall()]
 
 
+def _in_windows(windows: list[Window]) -> Q:
+    """Ledger entries inside the windows (none for no window)."""
+    condition = Q(pk__in=[])
+    for window in windows:
+        condition |= Q(customer_id=window.customer_id, date__range=(window.start, window.end))
+    return condition
+
+
 def backed_off_days(*, windows: list[Window], now: dt.datetime | None = None) -> int:
     """How many failed days of the windows the daily detection waits on (`retry_after` ahead)."""
     current = now or dt.datetime.now(dt.UTC)
-    total = 0
-    for window in windows:
-        total += SyncDay.objects.filter(
-            customer_id=window.customer_id,
-            date__range=(window.start, window.end),
-            state=SyncDay.State.FAILED,
-            retry_after__gt=current,
-        ).count()
-    return total
+    return SyncDay.objects.filter(
+        _in_windows(windows), state=SyncDay.State.FAILED, retry_after__gt=current
+    ).count()
 
 
 def day_csv_path(*, output_dir: str | Path, customer_id: str, day: dt.date) -> Path:
@@ -170,14 +173,7 @@ def done_days_needing_csv(
 
 
 def done_days_count(*, windows: list[Window]) -> int:
-    total = 0
-    for window in windows:
-        total += SyncDay.objects.filter(
-            customer_id=window.customer_id,
-            date__range=(window.start, window.end),
-            state=SyncDay.State.DONE,
-        ).count()
-    return total
+    return SyncDay.objects.filter(_in_windows(windows), state=SyncDay.State.DONE).count()
 
 
 @dataclass(frozen=True, slots=True)

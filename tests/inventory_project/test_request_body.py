@@ -57,14 +57,20 @@ def send_chunked(body: bytes, *, terminated: bool, **environ: Any) -> tuple[int,
     return captured["status"], json.loads(content)
 
 
-def test_a_chunked_patch_writes_what_it_sends(token: str) -> None:
-    product = ProductFactory(price=Decimal("6.08"))
-    status, body = send_chunked(
-        b'{"price": "77.77"}',
-        terminated=True,
-        PATH_INFO=f"/api/products/{product.pk}",
+def patch_chunked(
+    product_id: int, token: str, body: bytes, *, terminated: bool
+) -> tuple[int, dict[str, Any]]:
+    return send_chunked(
+        body,
+        terminated=terminated,
+        PATH_INFO=f"/api/products/{product_id}",
         HTTP_AUTHORIZATION=f"Token {token}",
     )
+
+
+def test_a_chunked_patch_writes_what_it_sends(token: str) -> None:
+    product = ProductFactory(price=Decimal("6.08"))
+    status, body = patch_chunked(product.pk, token, b'{"price": "77.77"}', terminated=True)
     assert (status, body["price"]) == (200, "77.77")
     product.refresh_from_db()
     assert product.price == Decimal("77.77")
@@ -72,12 +78,7 @@ def test_a_chunked_patch_writes_what_it_sends(token: str) -> None:
 
 def test_a_chunked_body_the_server_does_not_end_is_refused_with_411(token: str) -> None:
     product = ProductFactory(price=Decimal("6.08"))
-    status, body = send_chunked(
-        b'{"price": "77.77"}',
-        terminated=False,
-        PATH_INFO=f"/api/products/{product.pk}",
-        HTTP_AUTHORIZATION=f"Token {token}",
-    )
+    status, body = patch_chunked(product.pk, token, b'{"price": "77.77"}', terminated=False)
     assert (status, body["error"]["code"]) == (411, "length_required")
     product.refresh_from_db()
     assert (product.price, product.version) == (Decimal("6.08"), 1)
@@ -86,12 +87,8 @@ def test_a_chunked_body_the_server_does_not_end_is_refused_with_411(token: str) 
 def test_a_chunked_body_over_the_upload_limit_is_refused_with_413(token: str, settings) -> None:
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
     product = ProductFactory()
-    status, body = send_chunked(
-        json.dumps({"price": "1.00", "padding": "x" * 200}).encode(),
-        terminated=True,
-        PATH_INFO=f"/api/products/{product.pk}",
-        HTTP_AUTHORIZATION=f"Token {token}",
-    )
+    padded = json.dumps({"price": "1.00", "padding": "x" * 200}).encode()
+    status, body = patch_chunked(product.pk, token, padded, terminated=True)
     assert (status, body["error"]["code"]) == (413, "too_large")
     assert "100 bytes" in body["error"]["message"]
 
