@@ -172,10 +172,6 @@ def done_days_needing_csv(
     return result
 
 
-def done_days_count(*, windows: list[Window]) -> int:
-    return SyncDay.objects.filter(_in_windows(windows), state=SyncDay.State.DONE).count()
-
-
 @dataclass(frozen=True, slots=True)
 class RunLatency:
     p50_ms: float | None
