@@ -276,25 +276,25 @@ def run_plan(
     # Once each: the ledger's upsert may not name one (customer, date) twice.
     customer_ids = list(dict.fromkeys(customer_ids or settings.GOOGLE_ADS_CUSTOMER_IDS))
     out = str(output_dir or settings.ADS_SYNC_OUTPUT_DIR)
-    # Before the lock: a new account's lookup may take the client's whole retry budget, longer
-    # than the lock's TTL, and a second planner taking the expired lock would plan the same
-    # days. The lookups are idempotent; only the database work below needs the lock.
-    api_calls = 0
-    notes = []
-    known = []
-    for customer_id in customer_ids:
-        try:
-            _, called = account_ensure(customer_id=customer_id)
-        except google_ads.AdsError as exc:
-            notes.append(f"{customer_id}: account lookup failed: {exc}")
-            logger.warning("ads sync: account %s skipped: %s", customer_id, exc)
-            api_calls += 1
-            continue
-        api_calls += int(called)
-        known.append(customer_id)
-    with locks.planning_lock(wait_s=lock_wait_s) as acquired:
-        if not acquired:
+    with locks.planning_lock(wait_s=lock_wait_s) as lock:
+        if not lock:
             return None
+        api_calls = 0
+        notes = []
+        known = []
+        for customer_id in customer_ids:
+            try:
+                _, called = account_ensure(customer_id=customer_id)
+            except google_ads.AdsError as exc:
+                notes.append(f"{customer_id}: account lookup failed: {exc}")
+                logger.warning("ads sync: account %s skipped: %s", customer_id, exc)
+                api_calls += 1
+                continue
+            finally:
+                # A new account's lookup may take the client's whole retry budget.
+                lock.renew()
+            api_calls += int(called)
+            known.append(customer_id)
         windows = selectors.sync_windows(customer_ids=known, start=start, end=end, days=days)
         # The daily detection waits out a failing day's backoff; a backfill asked for by hand
         # (after fixing an account's access, say) tries every failed day at once.
@@ -310,6 +310,10 @@ def run_plan(
             windows=windows, output_dir=out, exclude=set(planned)
         )
         total_days = sum((w.end - w.start).days + 1 for w in windows if w.end >= w.start)
+        if not lock.still_held():
+            # It expired (a lookup outlasted it): another planner may be planning these days.
+            logger.warning("ads sync: the planning lock expired before the plan was stored")
+            return None
         now = timezone.now()
         with transaction.atomic():
             planned, taken_over = _take_over(planned=planned)
@@ -462,24 +466,26 @@ def _settle_pending(*, run_id: int, state: str, reason: str) -> int:
     return moved
 
 
-# A daily detection may run a little earlier in the day than the one that failed the day.
+# A daily detection may start a little earlier in the day than the one that planned the day.
 _BACKOFF_SLACK = dt.timedelta(hours=1)
 
 
-def _failure_fields(*, failures: int) -> dict[str, Any]:
+def _failure_fields(*, failures: int, planned_at: dt.datetime) -> dict[str, Any]:
     """The ledger fields of one more failure in a row, after `failures` of them.
 
     The first ADS_SYNC_FAILED_DAILY_RETRIES failures leave the day to the next daily detection;
     each one after that doubles the wait (2, 4, 8 ... days, at most
     ADS_SYNC_FAILED_BACKOFF_MAX_DAYS), so that a day that cannot be fetched (an account whose
-    access was revoked) does not cost an API call and a failed task every day for ever.
+    access was revoked) does not cost an API call and a failed task every day for ever. The wait
+    counts from when the run was planned, not from when its task ran: a task that waited hours
+    in the queue behind a backfill must not push the retry past the detection it was meant for.
     """
     failures += 1
     beyond = failures - settings.ADS_SYNC_FAILED_DAILY_RETRIES
     retry_after = None
     if beyond > 0:
         wait_days = min(2 ** min(beyond, 30), settings.ADS_SYNC_FAILED_BACKOFF_MAX_DAYS)
-        retry_after = timezone.now() + dt.timedelta(days=wait_days) - _BACKOFF_SLACK
+        retry_after = planned_at + dt.timedelta(days=wait_days) - _BACKOFF_SLACK
     return {"failures": failures, "retry_after": retry_after}
 
 
@@ -502,10 +508,15 @@ def day_fail(*, customer_id: str, day: dt.date, run_id: int, error: str) -> bool
         state=SyncDay.State.FAILED,
         from_states=(SyncDay.State.PENDING, SyncDay.State.RUNNING),
         last_error=error,
-        **_failure_fields(failures=entry.failures),
+        **_failure_fields(failures=entry.failures, planned_at=_planned_at(run_id)),
     )
     run_finish_if_settled(run_id=run_id)
     return settled
+
+
+def _planned_at(run_id: int) -> dt.datetime:
+    started = SyncRun.objects.filter(pk=run_id).values_list("started_at", flat=True).first()
+    return started or timezone.now()
 
 
 def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
@@ -558,7 +569,7 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
             run_id=run_id,
             state=SyncDay.State.FAILED,
             last_error=error,
-            **_failure_fields(failures=entry.failures),
+            **_failure_fields(failures=entry.failures, planned_at=run.started_at),
         )
         run_finish_if_settled(run_id=run_id)
         return DayOutcome(state=SyncDay.State.FAILED, error=error)

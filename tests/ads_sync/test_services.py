@@ -7,6 +7,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -328,34 +329,81 @@ def test_a_day_that_keeps_failing_is_backed_off_by_the_daily_detection_only(
 def test_the_backoff_doubles_up_to_its_maximum(settings) -> None:
     settings.ADS_SYNC_FAILED_DAILY_RETRIES = 2
     settings.ADS_SYNC_FAILED_BACKOFF_MAX_DAYS = 30
+    planned_at = dt.datetime(2025, 3, 1, 3, 0, tzinfo=dt.UTC)
     waits = []
     for failures in range(9):
-        retry_after = services._failure_fields(failures=failures)["retry_after"]
-        waits.append(
-            None if retry_after is None else round((retry_after - timezone.now()).days + 1)
-        )
-    assert waits == [None, None, 2, 4, 8, 16, 30, 30, 30]
+        fields = services._failure_fields(failures=failures, planned_at=planned_at)
+        retry_after = fields["retry_after"]
+        assert fields["failures"] == failures + 1
+        waits.append(None if retry_after is None else retry_after - planned_at)
+    days = [None if w is None else w + dt.timedelta(hours=1) for w in waits]
+    assert days == [None, None] + [dt.timedelta(days=n) for n in (2, 4, 8, 16, 30, 30, 30)]
 
 
-def test_account_lookups_run_before_the_planning_lock_is_taken(
-    ads_sandbox, monkeypatch, tmp_path: Path
+def test_the_backoff_counts_from_the_runs_planning_not_from_its_tasks_end(
+    ads_sandbox, settings, tmp_path: Path
 ) -> None:
-    # A new account's lookup may take the client's whole retry budget, longer than the lock's
-    # TTL: a second planner must not find the lock expired under a planning still running.
-    lookup = google_ads.get_account
-    lock_free_during_lookup: list[bool] = []
-
-    def spying_lookup(customer_id: str) -> google_ads.AccountInfo:
-        with locks.planning_lock() as free:
-            lock_free_during_lookup.append(free)
-        return lookup(customer_id)
-
-    monkeypatch.setattr(google_ads, "get_account", spying_lookup)
+    # A task that ran hours after its detection (queued behind a backfill) must not make the
+    # detection two days after that one miss the day.
+    settings.ADS_SYNC_FAILED_DAILY_RETRIES = 0
     customer = ads_sandbox.customers[0]
+    AdsAccount.objects.create(customer_id=customer, time_zone="UTC", currency_code="EUR")
+    ads_sandbox.configure(denied_customers=[customer])
     plan = services.run_plan(trigger="beat", customer_ids=[customer], days=1, output_dir=tmp_path)
     assert plan is not None
-    assert len(plan.days) == 1
-    assert lock_free_during_lookup == [True]
+    planned_at = timezone.now() - dt.timedelta(hours=5)
+    SyncRun.objects.filter(pk=plan.run.pk).update(started_at=planned_at)
+    services.day_sync(customer_id=customer, day=plan.days[0][1], run_id=plan.run.pk)
+    entry = SyncDay.objects.get()
+    assert entry.retry_after == planned_at + dt.timedelta(days=2, hours=-1)
+
+
+def _lock_ttl_ms() -> int:
+    key = cache.make_key(locks.PLANNING_LOCK_KEY)
+    return int(cache.client.get_client(write=True).pttl(key))  # type: ignore[attr-defined]
+
+
+def test_a_planning_renews_its_lock_after_each_account_lookup(
+    ads_sandbox, monkeypatch, tmp_path: Path
+) -> None:
+    # A new account's lookup may take the client's whole retry budget: a lock left to expire
+    # over several of them would let a second planner plan the same days.
+    lookup = google_ads.get_account
+    ttls: list[int] = []
+
+    def slow_lookup(customer_id: str) -> google_ads.AccountInfo:
+        ttls.append(_lock_ttl_ms())
+        key = cache.make_key(locks.PLANNING_LOCK_KEY)
+        cache.client.get_client(write=True).pexpire(key, 5_000)  # type: ignore[attr-defined]
+        return lookup(customer_id)
+
+    monkeypatch.setattr(google_ads, "get_account", slow_lookup)
+    plan = services.run_plan(
+        trigger="beat", customer_ids=list(ads_sandbox.customers), days=1, output_dir=tmp_path
+    )
+    assert plan is not None
+    assert len(ttls) == 2
+    # The second lookup found the lock renewed after the first had all but used it up.
+    assert ttls[1] > 60_000
+
+
+def test_a_planning_whose_lock_expired_stores_no_plan(
+    ads_sandbox, monkeypatch, tmp_path: Path
+) -> None:
+    lookup = google_ads.get_account
+
+    def lookup_outlasting_the_lock(customer_id: str) -> google_ads.AccountInfo:
+        cache.delete(locks.PLANNING_LOCK_KEY)  # expired, and now another planner's
+        cache.set(locks.PLANNING_LOCK_KEY, "another planner's token", 60)
+        return lookup(customer_id)
+
+    monkeypatch.setattr(google_ads, "get_account", lookup_outlasting_the_lock)
+    customer = ads_sandbox.customers[0]
+    plan = services.run_plan(trigger="beat", customer_ids=[customer], days=1, output_dir=tmp_path)
+    assert plan is None  # a detection retries; a backfill says another planning is running
+    assert not SyncRun.objects.exists()
+    assert not SyncDay.objects.exists()
+    cache.delete(locks.PLANNING_LOCK_KEY)
 
 
 def test_an_account_is_looked_up_once_and_then_read_from_the_database(ads_sandbox) -> None:

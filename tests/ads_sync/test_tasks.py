@@ -96,17 +96,18 @@ def test_the_planning_lock_falls_back_to_postgresql_when_redis_is_down(settings)
     seen: list[bool] = []
 
     def second_planner() -> None:
-        with locks.planning_lock() as acquired:
-            seen.append(acquired)
+        with locks.planning_lock() as lock:
+            seen.append(bool(lock))
         connection.close()
 
     with locks.planning_lock() as first:
         thread = threading.Thread(target=second_planner)
         thread.start()
         thread.join()
-    assert (first, seen) == (True, [False])
+        assert first.still_held()
+    assert (bool(first), seen) == (True, [False])
     with locks.planning_lock() as again:
-        assert again is True
+        assert again
 
 
 @pytest.mark.usefixtures("sync_worker")
