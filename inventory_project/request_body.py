@@ -8,7 +8,8 @@ PUT or POST got a 400 calling every field required.
 decoded the chunks and ends the stream where the body ends (`wsgi.input_terminated`, which
 gunicorn sets), and passes it on with its length, so every layer below sees an ordinary
 request. A body larger than DATA_UPLOAD_MAX_MEMORY_SIZE is refused with 413; under a server
-that does not end the stream (the development server), with 411 Length Required.
+that does not end the stream (the development server), with 411 Length Required. Other
+transfer codings (gzip) are refused with 501, as HTTP asks of a server that does not know them.
 """
 
 from __future__ import annotations
@@ -33,8 +34,19 @@ class ChunkedBodyApp:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
         encoding = environ.get("HTTP_TRANSFER_ENCODING")
-        if encoding is None or "chunked" not in encoding.lower():
+        if encoding is None:
             return self.app(environ, start_response)
+        if [coding.strip() for coding in encoding.lower().split(",")] != ["chunked"]:
+            # gunicorn undoes only the chunking: a gzip coding would reach the parser as bytes
+            # and be reported as bad JSON.
+            return _refuse(
+                environ,
+                start_response,
+                "501 Not Implemented",
+                "not_implemented",
+                f"Transfer-Encoding {encoding!r} is not supported: send the body as is, with a "
+                "Content-Length or chunked.",
+            )
         if not environ.get("wsgi.input_terminated"):
             return _refuse(
                 environ,

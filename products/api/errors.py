@@ -41,6 +41,7 @@ CODES_BY_STATUS = {
     415: "unsupported_media_type",
     429: "rate_limited",
     500: "server_error",
+    501: "not_implemented",
     503: "service_unavailable",
 }
 

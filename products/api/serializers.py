@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, tzinfo
 from decimal import Decimal
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from django.http import QueryDict
 from django.utils import timezone
@@ -24,6 +25,27 @@ _DIGITS = re.compile(r"^[0-9]+$")
 # A decimal as a string: ASCII digits, an optional sign and fraction. Decimal() would also take
 # other scripts' digits, underscores ("1_0"), exponents ("1E+1") and a bare fraction (".5").
 _DECIMAL = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+
+
+def ensure_utf8(encoded: bytes, names: Collection[str] | None = None) -> None:
+    """Raise a ValidationError naming each field of a URL-encoded string (a query string or a
+    form body) whose name or value is not UTF-8 once percent-decoded; only `names` if given."""
+    if b"%" not in encoded and encoded.isascii():
+        return  # the common case
+    bad: dict[str, list[str]] = {}
+    for pair in encoded.split(b"&"):
+        name, _, value = (
+            unquote_to_bytes(part.replace(b"+", b" ")) for part in pair.partition(b"=")
+        )
+        try:
+            name.decode("utf-8")
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            label = name.decode("utf-8", errors="replace")
+            if names is None or label in names:
+                bad[label] = ["Not valid UTF-8."]
+    if bad:
+        raise serializers.ValidationError(bad)
 
 
 def _from_form(field: serializers.Field) -> bool:
@@ -86,8 +108,6 @@ class PriceField(serializers.DecimalField):
 class StrictCharField(serializers.CharField):
     """A string: numbers are not silently turned into names; NUL and lone surrogates refused."""
 
-    default_error_messages = {"not_utf8": "Not valid UTF-8."}
-
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
@@ -95,10 +115,6 @@ class StrictCharField(serializers.CharField):
             data.encode("utf-8")
         except UnicodeEncodeError:
             self.fail("invalid")
-        # Django decodes form fields and query strings with errors="replace": bytes that were
-        # not UTF-8 arrive as U+FFFD, and a name would be stored mangled with a 201.
-        if "\ufffd" in data and _from_form(self):
-            self.fail("not_utf8")
         return super().to_internal_value(data)
 
 

@@ -84,6 +84,19 @@ def test_a_chunked_body_the_server_does_not_end_is_refused_with_411(token: str) 
     assert (product.price, product.version) == (Decimal("6.08"), 1)
 
 
+def test_a_transfer_coding_other_than_chunked_is_refused_with_501(token: str) -> None:
+    product = ProductFactory(price=Decimal("6.08"))
+    status, body = send_chunked(
+        b"\x1f\x8b...",
+        terminated=True,
+        PATH_INFO=f"/api/products/{product.pk}",
+        HTTP_AUTHORIZATION=f"Token {token}",
+        HTTP_TRANSFER_ENCODING="gzip, chunked",
+    )
+    assert (status, body["error"]["code"]) == (501, "not_implemented")
+    assert "gzip" in body["error"]["message"]
+
+
 def test_a_chunked_body_over_the_upload_limit_is_refused_with_413(token: str, settings) -> None:
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
     product = ProductFactory()

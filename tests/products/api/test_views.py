@@ -525,3 +525,19 @@ def test_a_search_term_that_is_not_utf8_is_refused(anon) -> None:
     response = anon.get("/api/products/search?name=%FF")
     assert response.status_code == 400
     assert error_of(response)["fields"] == {"name": ["Not valid UTF-8."]}
+
+
+def test_a_replacement_character_sent_as_utf8_is_a_name_like_any_other(clerk, anon) -> None:
+    response = clerk.post(
+        "/api/products",
+        b"name=a%EF%BF%BDb&price=1&stock_level=1",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 201
+    assert response.json()["name"] == "a\ufffdb"
+    found = anon.get("/api/products/search?name=%EF%BF%BD")
+    assert (found.status_code, found.json()["count"]) == (200, 1)
+
+
+def test_a_foreign_query_parameter_that_is_not_utf8_is_ignored_like_any_other(anon) -> None:
+    assert anon.get("/api/products?utm_source=%FF").status_code == 200
