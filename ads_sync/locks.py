@@ -57,9 +57,10 @@ class PlanningLock:
         try:
             return bool(self.redis_lock.owned())
         except RedisError as exc:
-            # Redis went away mid-planning: no planner can take this lock meanwhile.
+            # Redis went away mid-planning: another planner now falls back to the advisory
+            # lock, which this one does not hold. Plan again later, under that lock.
             logger.warning("ads sync: the planning lock could not be checked: %s", exc)
-            return True
+            return False
 
 
 @contextlib.contextmanager

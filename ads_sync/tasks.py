@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from celery import group, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_ready
 from django.utils import timezone
 
-from ads_sync import services
+from ads_sync import locks, services
 from ads_sync.integrations import google_ads
 from ads_sync.models import SyncRun
 
@@ -72,21 +73,26 @@ DETECT_GAPS_RETRY_S = 60
 DETECT_GAPS_MAX_RETRIES = 30
 # A detection of the same trigger that planned this recently did this one's work (two beats).
 DETECT_GAPS_SAME_WORK = dt.timedelta(minutes=5)
+# Time for one new account's lookup at the client's whole budget, and the database work. A
+# detection with several slow new accounts is cut short and retried: the accounts it looked up
+# are kept, so the next try gets further.
+DETECT_GAPS_SOFT_LIMIT_S = int(locks.planning_lock_ttl_s() + 120)
 
 
 @shared_task(
     name="ads_sync.detect_gaps",
     bind=True,
     acks_late=True,
-    soft_time_limit=240,
-    time_limit=300,
+    soft_time_limit=DETECT_GAPS_SOFT_LIMIT_S,
+    time_limit=DETECT_GAPS_SOFT_LIMIT_S + 60,
     max_retries=DETECT_GAPS_MAX_RETRIES,
 )
 def detect_gaps(self: Any, trigger: str = "beat", since: str | None = None) -> int | None:
     """Plan the missing days of every configured account and fan them out; returns the run id.
 
     If another planning holds the lock, try again a minute later: a backfill's run may not cover
-    every account or day this one would plan. A run of the same trigger that started since
+    every account or day this one would plan. So too if the planning ran out of time (slow
+    account lookups). A run of the same trigger that started since
     shortly before the first try (a second beat's) did this detection's work: then it stops,
     rather than fetching the lookback days twice.
     """
@@ -99,7 +105,11 @@ def detect_gaps(self: Any, trigger: str = "beat", since: str | None = None) -> i
     ):
         logger.info("ads sync: a %s run started meanwhile; this detection stops", trigger)
         return None
-    plan = run_start(trigger=trigger)
+    try:
+        plan = run_start(trigger=trigger)
+    except SoftTimeLimitExceeded:
+        logger.warning("ads sync: the detection ran out of time planning; it tries again")
+        plan = None
     if plan is None:
         raise self.retry(
             countdown=DETECT_GAPS_RETRY_S,

@@ -235,7 +235,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": [
         "inventory_project.parsers.JSONParser",
         "inventory_project.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "inventory_project.parsers.MultiPartParser",
     ],
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "inventory_project.authentication.TokenAuthentication",

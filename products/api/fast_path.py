@@ -53,7 +53,12 @@ def _lookup(path: str, query_string: str, host: str, scheme: str) -> cache.Looku
     if kind is None:
         return None
     # Pages carry absolute next/previous links: the host and scheme are part of the query.
-    params = parse_qsl(query_string, keep_blank_values=True)
+    try:
+        params = parse_qsl(query_string, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        # Not UTF-8: the view refuses it. Decoded with replacement, it would share the key of
+        # a query for a real U+FFFD.
+        return None
     return cache.page_lookup(kind, host=host, scheme=scheme, params=params)
 
 

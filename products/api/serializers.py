@@ -27,6 +27,9 @@ _DIGITS = re.compile(r"^[0-9]+$")
 _DECIMAL = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 
 
+NOT_UTF8 = "Not valid UTF-8."
+
+
 def ensure_utf8(encoded: bytes, names: Collection[str] | None = None) -> None:
     """Raise a ValidationError naming each field of a URL-encoded string (a query string or a
     form body) whose name or value is not UTF-8 once percent-decoded; only `names` if given."""
@@ -43,7 +46,7 @@ def ensure_utf8(encoded: bytes, names: Collection[str] | None = None) -> None:
         except UnicodeDecodeError:
             label = name.decode("utf-8", errors="replace")
             if names is None or label in names:
-                bad[label] = ["Not valid UTF-8."]
+                bad[label] = [NOT_UTF8]
     if bad:
         raise serializers.ValidationError(bad)
 

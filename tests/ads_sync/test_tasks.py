@@ -8,13 +8,15 @@ import time
 from pathlib import Path
 
 import pytest
-from celery.exceptions import Retry
+import redis
+from celery.exceptions import Retry, SoftTimeLimitExceeded
 from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from ads_sync import locks, selectors, services, tasks
+from ads_sync.integrations import google_ads
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 
 from .helpers import (
@@ -192,6 +194,27 @@ def test_the_daily_detection_is_retried_while_a_backfill_holds_the_planning_lock
         with pytest.raises(Retry):
             tasks.detect_gaps()
     assert not SyncRun.objects.exists()
+
+
+def test_a_lock_that_cannot_be_checked_is_not_taken_as_still_held() -> None:
+    # Redis gone mid-planning: another planner falls back to the advisory lock, which this
+    # planning does not hold, so it must not store its plan.
+    unreachable = redis.Redis(host="127.0.0.1", port=CLOSED_PORT).lock("ads-test-lock")
+    assert not locks.PlanningLock(acquired=True, redis_lock=unreachable).still_held()
+
+
+def test_a_detection_out_of_time_in_an_account_lookup_is_retried(monkeypatch, settings) -> None:
+    settings.GOOGLE_ADS_CUSTOMER_IDS = ["1234567890"]  # a new account: looked up first
+
+    def lookup_cut_short(customer_id: str) -> None:
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(google_ads, "get_account", lookup_cut_short)
+    with pytest.raises(Retry):
+        tasks.detect_gaps()
+    assert not SyncRun.objects.exists()
+    with locks.planning_lock() as lock:  # released on the way out
+        assert lock
 
 
 def test_a_retried_detection_stops_if_another_run_of_its_trigger_started_meanwhile() -> None:

@@ -147,7 +147,11 @@ class Command(BaseCommand):
                 returncode=2,
             ) from exc
         if plan is None:
-            raise CommandError("another planning holds the lock; retry in a minute", returncode=3)
+            raise CommandError(
+                "another planning holds the planning lock (or this one lost it during slow "
+                "account lookups); retry in a minute",
+                returncode=3,
+            )
         run = plan.run
         self.stdout.write(
             f"run {run.pk}: {run.planned} date(s) planned for {len(customers)} account(s), "

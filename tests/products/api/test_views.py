@@ -541,3 +541,44 @@ def test_a_replacement_character_sent_as_utf8_is_a_name_like_any_other(clerk, an
 
 def test_a_foreign_query_parameter_that_is_not_utf8_is_ignored_like_any_other(anon) -> None:
     assert anon.get("/api/products?utm_source=%FF").status_code == 200
+
+
+def test_a_multipart_field_that_is_not_utf8_is_refused(clerk) -> None:
+    boundary = "b0undary"
+    parts = [("name", b"caf\xe9"), ("price", b"1"), ("stock_level", b"1")]
+    body = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+            + value
+            + b"\r\n"
+            for name, value in parts
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    response = clerk.generic(
+        "POST", "/api/products", body, content_type=f"multipart/form-data; boundary={boundary}"
+    )
+    assert response.status_code == 400
+    assert error_of(response)["fields"] == {"name": ["Not valid UTF-8."]}
+    assert not Product.objects.exists()
+
+
+def test_a_form_in_another_spelling_of_utf8_is_checked_too(clerk) -> None:
+    response = clerk.post(
+        "/api/products",
+        b"name=caf%E9&price=1&stock_level=1",
+        content_type="application/x-www-form-urlencoded; charset=utf_8",
+    )
+    assert response.status_code == 400
+    assert error_of(response)["fields"] == {"name": ["Not valid UTF-8."]}
+
+
+def test_a_cached_search_for_a_real_replacement_character_does_not_answer_bad_bytes(
+    anon,
+) -> None:
+    ProductFactory(name="a\ufffdb")
+    assert anon.get("/api/products/search?name=a%EF%BF%BDb").status_code == 200
+    assert anon.get("/api/products/search?name=a%EF%BF%BDb").status_code == 200  # a cache hit
+    response = anon.get("/api/products/search?name=a%FFb")
+    assert response.status_code == 400
+    assert error_of(response)["fields"] == {"name": ["Not valid UTF-8."]}
