@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
 from django.db import router, transaction
@@ -151,7 +151,19 @@ class ProductAdmin(admin.ModelAdmin):
                 # page's order, and two editors saving one page under different sort orders
                 # would otherwise each hold a row the other waits for.
                 rows = Product.objects.select_for_update().filter(pk__in=posted).order_by("pk")
-                list(rows.values_list("pk", flat=True))
+                found = set(rows.values_list("pk", flat=True))
+                gone = [pk for pk in posted if pk not in found]
+                if gone:
+                    # Django would pair the forms with the rows left by position and answer
+                    # "Please correct the errors below" with no error shown: save the others.
+                    # Read-only like Django's own (the stubs type it as such).
+                    request.POST = _without_forms(request.POST, posted, gone)  # type: ignore[assignment]
+                    names = ", ".join(str(pk) for pk in gone)
+                    messages.warning(
+                        request,
+                        f"Product {names} was deleted by someone else after this list was "
+                        "loaded; its row was left out of the save.",
+                    )
             return super().changelist_view(request, extra_context)
 
     def save_model(
@@ -184,6 +196,26 @@ def posted_ids(request: HttpRequest) -> list[int] | None:
         return [int(request.POST[f"form-{n}-id"]) for n in range(min(total, 1000))]
     except (KeyError, ValueError):
         return None
+
+
+def _without_forms(post: QueryDict, posted: list[int], gone: list[int]) -> QueryDict:
+    """A list_editable POST without the forms of the `gone` products, the others renumbered."""
+    data = post.copy()
+    kept = []
+    for n, pk in enumerate(posted):
+        fields = {}
+        for prefix in (f"form-{n}-", f"initial-form-{n}-"):
+            for key in [key for key in data if key.startswith(prefix)]:
+                fields[key.replace(f"form-{n}-", "form-{}-", 1)] = data.getlist(key)
+                del data[key]
+        if pk not in gone:
+            kept.append(fields)
+    for n, fields in enumerate(kept):
+        for template, values in fields.items():
+            data.setlist(template.format(n), values)
+    data["form-TOTAL_FORMS"] = data["form-INITIAL_FORMS"] = str(len(kept))
+    data._mutable = False
+    return data
 
 
 class PostedOrderChangeList(ChangeList):

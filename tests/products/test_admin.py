@@ -367,3 +367,28 @@ def test_two_editors_saving_one_list_in_opposite_orders_do_not_deadlock(monkeypa
     assert prices == {first.pk: Decimal("11.00"), second.pk: Decimal("21.00")}
     stock = dict(Product.objects.values_list("pk", "stock_level"))
     assert stock == {first.pk: 11, second.pk: 21}
+
+
+def test_a_list_save_leaves_out_a_row_deleted_meanwhile_and_saves_the_others(
+    admin_client,
+) -> None:
+    kept = ProductFactory(price=Decimal("10.00"), stock_level=10)
+    deleted = ProductFactory(price=Decimal("3.00"), stock_level=3)
+    later = ProductFactory(price=Decimal("5.00"), stock_level=5)
+    form = page_inputs(admin_client, "/admin/products/product/")
+    rows = {form[f"form-{n}-id"]: n for n in range(3)}
+    deleted_id = deleted.pk
+    deleted.delete()
+    edits = {
+        f"form-{rows[str(kept.pk)]}-price": "12.00",
+        f"form-{rows[str(deleted_id)]}-price": "4.00",
+        f"form-{rows[str(later.pk)]}-stock_level": "6",
+    }
+    response = admin_client.post("/admin/products/product/", {**form, **edits, "_save": "Save"})
+    assert response.status_code == 302
+    kept.refresh_from_db()
+    later.refresh_from_db()
+    assert (kept.price, kept.stock_level) == (Decimal("12.00"), 10)
+    assert (later.price, later.stock_level) == (Decimal("5.00"), 6)
+    shown = [str(m) for m in admin_client.get(response["Location"]).context["messages"]]
+    assert any(f"Product {deleted_id} was deleted by someone else" in m for m in shown)
