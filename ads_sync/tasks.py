@@ -92,9 +92,9 @@ def detect_gaps(self: Any, trigger: str = "beat", since: str | None = None) -> i
 
     If another planning holds the lock, try again a minute later: a backfill's run may not cover
     every account or day this one would plan. So too if the planning ran out of time (slow
-    account lookups). A run of the same trigger that started since
-    shortly before the first try (a second beat's) did this detection's work: then it stops,
-    rather than fetching the lookback days twice.
+    account lookups). A run of the same trigger that started since shortly before the first try
+    (a second beat's) did this detection's work: then it stops, rather than fetching the
+    lookback days twice.
     """
     first_try = dt.datetime.fromisoformat(since) if since else timezone.now()
     if (

@@ -80,8 +80,7 @@ class LoginRateLimitMiddleware:
         by_ip = _usage(request, IP_GROUP, _by_ip, increment=True)
         if by_ip is not None and by_ip["should_limit"]:
             return _too_many(request, by_ip)
-        user = username_key(request.POST.get("username", ""))
-        failures = _usage(request, FAILURES_GROUP, lambda group, request: user, increment=False)
+        failures = _failures(request, request.POST.get("username", ""), increment=False)
         # Not incremented here: `count` is the failures so far, and the limit-th was the last.
         if failures is not None and failures["count"] >= failures["limit"]:
             return _too_many(request, failures)
@@ -102,5 +101,10 @@ def count_login_failure(
     the form has cleaned (NFKC) already."""
     if request is None or "username" not in credentials:
         return
-    user = username_key(credentials["username"])
-    _usage(request, FAILURES_GROUP, lambda group, request: user, increment=True)
+    _failures(request, credentials["username"], increment=True)
+
+
+def _failures(request: HttpRequest, username: object, *, increment: bool) -> dict[str, Any] | None:
+    """The failed-logins counter of this username."""
+    key = username_key(username)
+    return _usage(request, FAILURES_GROUP, lambda group, request: key, increment=increment)

@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 
-from products.api.errors import API_PREFIX, error_body
+from products.api.errors import API_PREFIX, body_too_large, error_body
 
 StartResponse = Callable[..., Any]
 
@@ -60,11 +60,7 @@ class ChunkedBodyApp:
         body = stream.read() if limit is None else stream.read(limit + 1)
         if limit is not None and len(body) > limit:
             return _refuse(
-                environ,
-                start_response,
-                "413 Content Too Large",
-                "too_large",
-                f"The request body is larger than {limit} bytes.",
+                environ, start_response, "413 Content Too Large", "too_large", body_too_large()
             )
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))

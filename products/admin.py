@@ -233,5 +233,7 @@ class PostedOrderChangeList(ChangeList):
         if not posted:
             return
         rows = self.root_queryset.in_bulk(posted)
-        if len(rows) == len(set(posted)):  # else a row was deleted: Django's own pairing
+        # A row deleted before the save locked the list was taken out of the POST by
+        # changelist_view; the check only guards the pairing.
+        if len(rows) == len(set(posted)):
             self.result_list = [rows[pk] for pk in posted]

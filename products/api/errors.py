@@ -135,12 +135,15 @@ def _is_api(request: HttpRequest) -> bool:
     return request.path.startswith(API_PREFIX)
 
 
+def body_too_large() -> str:
+    """The message of a 413, whichever layer finds the body too large."""
+    return f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
+
+
 def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if _is_api(request):
         if isinstance(exception, RequestDataTooBig):
-            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-            message = f"The request body is larger than {limit} bytes."
-            return JsonResponse(error_body("too_large", message), status=413)
+            return JsonResponse(error_body("too_large", body_too_large()), status=413)
         if isinstance(exception, TooManyFieldsSent):
             limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
             message = f"The request has more than {limit} fields."

@@ -78,6 +78,16 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field({"type": "string", "pattern": PRICE_PATTERN, "example": "100"})
+class PlainDecimalField(serializers.DecimalField):
+    """A decimal whose string form is written as a price is (see _DECIMAL)."""
+
+    def to_internal_value(self, data: Any) -> Decimal:
+        if isinstance(data, str) and not _DECIMAL.match(data.strip()):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 @extend_schema_field(
     {
         "oneOf": [
@@ -87,7 +97,7 @@ class StrictIntegerField(serializers.IntegerField):
         "description": "Non-negative, at most 10 integer digits and 2 decimal places.",
     }
 )
-class PriceField(serializers.DecimalField):
+class PriceField(PlainDecimalField):
     """A price as a JSON number or a plain decimal string; never a boolean."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -100,8 +110,6 @@ class PriceField(serializers.DecimalField):
 
     def to_internal_value(self, data: Any) -> Decimal:
         if isinstance(data, bool) or not isinstance(data, str | int | float | Decimal):
-            self.fail("invalid")
-        if isinstance(data, str) and not _DECIMAL.match(data.strip()):
             self.fail("invalid")
         value = super().to_internal_value(data)
         # -0 would be answered as "-0.00" and stored (PostgreSQL has no negative zero) as 0.
@@ -228,19 +236,9 @@ class ListQuerySerializer(StrictInputSerializer):
         return attrs
 
 
-@extend_schema_field({"type": "string", "pattern": PRICE_PATTERN, "example": "100"})
-class PriceBoundField(serializers.DecimalField):
-    """A price bound in a query string, written as a price is."""
-
-    def to_internal_value(self, data: Any) -> Decimal:
-        if isinstance(data, str) and not _DECIMAL.match(data.strip()):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
 def _price_bound(help_text: str) -> serializers.DecimalField:
     """An optional price bound in a query string, held to the prices the model accepts."""
-    return PriceBoundField(
+    return PlainDecimalField(
         required=False,
         max_digits=PRICE_MAX_DIGITS,
         decimal_places=PRICE_DECIMAL_PLACES,

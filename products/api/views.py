@@ -100,7 +100,7 @@ class ProductListView(ProductAPIView):
         responses={200: ProductPageSerializer, **errors(400, 404, 429)},
     )
     def get(self, request: Request) -> Response:
-        query = _validated(ListQuerySerializer, _query_params(request, ListQuerySerializer))
+        query = _validated_query(ListQuerySerializer, request)
         if "after_id" in query:
             keyset = selectors.product_list_after(after_id=query["after_id"], limit=query["limit"])
             return Response(keyset_page_data(request, keyset))
@@ -195,7 +195,7 @@ class ProductSearchView(ProductAPIView):
         responses={200: ProductPageSerializer, **errors(400, 404, 429)},
     )
     def get(self, request: Request) -> Response:
-        query = _validated(SearchQuerySerializer, _query_params(request, SearchQuerySerializer))
+        query = _validated_query(SearchQuerySerializer, request)
         filters = selectors.ProductFilters(
             name=query.get("name"),
             min_price=query.get("min_price"),
@@ -215,14 +215,15 @@ class ProductSearchView(ProductAPIView):
         return Response(offset_page_data(request, page))
 
 
-def _query_params(request: Request, serializer_class: type[ListQuerySerializer]) -> Any:
-    """The query parameters; a 400 naming those of ours that are not UTF-8 (Django decodes
-    them with errors="replace": a search for `%FF` would search for U+FFFD)."""
+def _validated_query(serializer_class: type[ListQuerySerializer], request: Request) -> Any:
+    """The query parameters, validated; a 400 also names those of ours that are not UTF-8
+    (Django decodes them with errors="replace": a search for `%FF` would search for U+FFFD)."""
+    serializer = serializer_class(data=request.query_params)
     # WSGI hands the query string over as Latin-1: this gives back its bytes.
     raw = request.META.get("QUERY_STRING", "").encode("latin-1", errors="replace")
-    if b"%" in raw or not raw.isascii():
-        ensure_utf8(raw, names=serializer_class().fields.keys())
-    return request.query_params
+    ensure_utf8(raw, names=serializer.fields.keys())
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
 
 
 def _validated(serializer_class: type[BaseSerializer], data: Any, **kwargs: Any) -> Any:

@@ -358,9 +358,13 @@ def test_the_backoff_counts_from_the_runs_planning_not_from_its_tasks_end(
     assert entry.retry_after == planned_at + dt.timedelta(days=2, hours=-1)
 
 
-def _lock_ttl_ms() -> int:
+def _lock_ttl_ms(set_to: int | None = None) -> int:
+    """The planning lock's TTL in Redis, after setting it to `set_to` ms if given."""
     key = cache.make_key(locks.PLANNING_LOCK_KEY)
-    return int(cache.client.get_client(write=True).pttl(key))  # type: ignore[attr-defined]
+    redis = cache.client.get_client(write=True)  # type: ignore[attr-defined]
+    if set_to is not None:
+        redis.pexpire(key, set_to)
+    return int(redis.pttl(key))
 
 
 def test_a_planning_renews_its_lock_after_each_account_lookup(
@@ -373,8 +377,7 @@ def test_a_planning_renews_its_lock_after_each_account_lookup(
 
     def slow_lookup(customer_id: str) -> google_ads.AccountInfo:
         ttls.append(_lock_ttl_ms())
-        key = cache.make_key(locks.PLANNING_LOCK_KEY)
-        cache.client.get_client(write=True).pexpire(key, 5_000)  # type: ignore[attr-defined]
+        _lock_ttl_ms(set_to=5_000)
         return lookup(customer_id)
 
     monkeypatch.setattr(google_ads, "get_account", slow_lookup)
