@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from products import selectors, services
-from products.api.errors import PreconditionFailed
+from products.api.errors import PreconditionFailed, ServiceUnavailable
 from products.api.pagination import keyset_page_data, offset_page_data
 from products.api.schema import ProductAutoSchema
 from products.api.serializers import (
@@ -46,16 +46,25 @@ ERROR_DESCRIPTIONS = {
     403: "Authenticated but lacking the model permission.",
     404: "No such product, or a page past the end.",
     412: "If-Match does not name the product's current ETag.",
+    406: "The Accept header names no type this API answers in (JSON, or HTML for the "
+    "browsable API).",
     415: "Unsupported Content-Type.",
     429: "Rate limit exceeded; see Retry-After.",
+    503: str(ServiceUnavailable.default_detail),
 }
+# What any operation may answer, whatever it is asked.
+EVERY_OPERATION = (406, 503)
 
 
 def errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {
         code: OpenApiResponse(ErrorSerializer, description=ERROR_DESCRIPTIONS[code])
-        for code in codes
+        for code in sorted({*codes, *EVERY_OPERATION})
     }
+
+
+# Reads answer 304, with no body, when If-None-Match names the current ETag.
+NOT_MODIFIED = {304: OpenApiResponse(description="If-None-Match names the current ETag.")}
 
 
 IF_MATCH = OpenApiParameter(
@@ -64,6 +73,13 @@ IF_MATCH = OpenApiParameter(
     OpenApiParameter.HEADER,
     required=False,
     description="The product's ETag; the write is refused with 412 if the product has changed.",
+)
+IF_NONE_MATCH = OpenApiParameter(
+    "If-None-Match",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="An ETag of an earlier answer; 304 with no body if it is still current.",
 )
 
 
@@ -96,8 +112,8 @@ class ProductListView(ProductAPIView):
     @extend_schema(
         operation_id="products_list",
         summary="List products",
-        parameters=[ListQuerySerializer],
-        responses={200: ProductPageSerializer, **errors(400, 404, 429)},
+        parameters=[ListQuerySerializer, IF_NONE_MATCH],
+        responses={200: ProductPageSerializer, **NOT_MODIFIED, **errors(400, 404, 429)},
     )
     def get(self, request: Request) -> Response:
         query = _validated_query(ListQuerySerializer, request)
@@ -132,7 +148,8 @@ class ProductDetailView(ProductAPIView):
     @extend_schema(
         operation_id="products_retrieve",
         summary="One product",
-        responses={200: ProductOutputSerializer, **errors(404, 429)},
+        parameters=[IF_NONE_MATCH],
+        responses={200: ProductOutputSerializer, **NOT_MODIFIED, **errors(404, 429)},
     )
     def get(self, request: Request, pk: int) -> Response:
         return _product_response(_get_product(pk), status.HTTP_200_OK)
@@ -191,8 +208,8 @@ class ProductSearchView(ProductAPIView):
     @extend_schema(
         operation_id="products_search",
         summary="Search products by name substring and price range",
-        parameters=[SearchQuerySerializer],
-        responses={200: ProductPageSerializer, **errors(400, 404, 429)},
+        parameters=[SearchQuerySerializer, IF_NONE_MATCH],
+        responses={200: ProductPageSerializer, **NOT_MODIFIED, **errors(400, 404, 429)},
     )
     def get(self, request: Request) -> Response:
         query = _validated_query(SearchQuerySerializer, request)

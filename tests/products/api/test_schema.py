@@ -109,3 +109,19 @@ def test_request_bodies_are_documented_as_refusing_unknown_keys(client) -> None:
         "ProductUpdateRequest",
     ]
     assert all(schema["additionalProperties"] is False for schema in requests.values())
+
+
+def test_reads_document_304_and_every_operation_406_and_503(client) -> None:
+    paths = client.get("/api/schema/", {"format": "json"}).json()["paths"]
+    operations = [
+        (method.upper(), operation)
+        for item in paths.values()
+        for method, operation in item.items()
+        if method in {"get", "put", "patch", "post", "delete"}
+    ]
+    assert len(operations) == 7
+    for method, operation in operations:
+        assert {"406", "503"} <= operation["responses"].keys(), operation["operationId"]
+        has_304 = "304" in operation["responses"]
+        names = {parameter["name"] for parameter in operation.get("parameters", [])}
+        assert has_304 == ("If-None-Match" in names) == (method == "GET"), operation["operationId"]
