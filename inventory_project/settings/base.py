@@ -7,6 +7,7 @@ default in `.env.example`. The override modules (local, test, production) only c
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -53,6 +54,19 @@ def env_float(name: str, default: float) -> float:
 
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_customer_ids(name: str, *, many: bool = True) -> list[str]:
+    """Google Ads customer ids, comma-separated: ten digits each, dashes allowed (123-456-7890)."""
+    given = env_list(name, "")
+    if not many and len(given) > 1:
+        raise ImproperlyConfigured(f"{name} takes one customer id, got {len(given)}")
+    bad = [item for item in given if not re.fullmatch(r"[0-9]{10}", item.replace("-", ""))]
+    if bad:
+        raise ImproperlyConfigured(
+            f"{name}: a customer id is ten digits, dashes allowed; got {', '.join(map(repr, bad))}"
+        )
+    return [item.replace("-", "") for item in given]
 
 
 def database_from_url(url: str) -> dict[str, object]:
@@ -290,8 +304,9 @@ GOOGLE_ADS_CLIENT_ID = env_str("GOOGLE_ADS_CLIENT_ID", "")
 GOOGLE_ADS_CLIENT_SECRET = env_str("GOOGLE_ADS_CLIENT_SECRET", "")
 GOOGLE_ADS_REFRESH_TOKEN = env_str("GOOGLE_ADS_REFRESH_TOKEN", "")
 GOOGLE_ADS_DEVELOPER_TOKEN = env_str("GOOGLE_ADS_DEVELOPER_TOKEN", "")
-GOOGLE_ADS_CUSTOMER_IDS = [cid.replace("-", "") for cid in env_list("GOOGLE_ADS_CUSTOMER_IDS", "")]
-GOOGLE_ADS_LOGIN_CUSTOMER_ID = env_str("GOOGLE_ADS_LOGIN_CUSTOMER_ID", "").replace("-", "")
+GOOGLE_ADS_CUSTOMER_IDS = env_customer_ids("GOOGLE_ADS_CUSTOMER_IDS")
+# The manager account the accounts are reached through, if any.
+GOOGLE_ADS_LOGIN_CUSTOMER_ID = "".join(env_customer_ids("GOOGLE_ADS_LOGIN_CUSTOMER_ID", many=False))
 GOOGLE_ADS_ENDPOINT = env_str("GOOGLE_ADS_ENDPOINT", "googleads.googleapis.com")
 GOOGLE_ADS_TOKEN_URI = env_str("GOOGLE_ADS_TOKEN_URI", "https://oauth2.googleapis.com/token")
 GOOGLE_ADS_CA_FILE = env_str("GOOGLE_ADS_CA_FILE", "")

@@ -155,3 +155,25 @@ def test_production_settings_refuse_to_start_without_a_secret_key() -> None:
     )
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("GOOGLE_ADS_CUSTOMER_IDS", "123-456-7890,12345", "got '12345'"),
+        ("GOOGLE_ADS_CUSTOMER_IDS", "123-456-789O", "got '123-456-789O'"),
+        ("GOOGLE_ADS_LOGIN_CUSTOMER_ID", "1234567890,1234567891", "takes one customer id"),
+    ],
+)
+def test_settings_refuse_a_customer_id_that_is_not_ten_digits(name, value, message) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={**os.environ, name: value},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {name}" in result.stderr
+    assert message in result.stderr
