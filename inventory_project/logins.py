@@ -6,7 +6,8 @@ costs the server a password hash (hundreds of milliseconds of CPU with Django's 
 hasher). Two counters, both at RATELIMIT_LOGINS, on django-ratelimit's counters in the shared
 Redis cache:
 
-- per client IP, every login POST (one client guessing many accounts);
+- per client IP (an IPv6 client is its /64), every login POST (one client guessing many
+  accounts);
 - per username, the failed logins only (many clients guessing one account), so a user's own
   logins never count. The username is read as the login form reads it (NFKC, which makes
   a full-width `b` in `boss` log in as `boss`), and case-folded.

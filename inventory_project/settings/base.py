@@ -287,6 +287,10 @@ RATELIMIT_WRITES = env_str("RATELIMIT_WRITES", "50/m")
 RATELIMIT_LOGINS = env_str("RATELIMIT_LOGINS", "10/m")
 # Clients are keyed by REMOTE_ADDR unless this many proxies in front append X-Forwarded-For.
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+# One client's network, for every limit above (django-ratelimit's names and defaults): an IPv6
+# host commonly holds a whole /64.
+RATELIMIT_IPV6_MASK = env_int("RATELIMIT_IPV6_MASK", 64)
+RATELIMIT_IPV4_MASK = env_int("RATELIMIT_IPV4_MASK", 32)
 
 # --- Products ---------------------------------------------------------------------------------
 

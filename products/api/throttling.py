@@ -8,6 +8,7 @@ read: requests are served unthrottled and the outage is logged (RATELIMIT_FAIL_O
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Any
 
@@ -21,6 +22,25 @@ logger = logging.getLogger(__name__)
 
 
 def client_ip(request: HttpRequest) -> str:
+    """The client's address as its limits count it: the network it is in.
+
+    A client is one IPv6 /64 (RATELIMIT_IPV6_MASK), as django-ratelimit keys its own `ip`:
+    a host is commonly handed a whole /64, and could otherwise take a new address for every
+    request (or every guessed password). IPv4 addresses count one by one (RATELIMIT_IPV4_MASK).
+    """
+    address = _client_address(request)
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # not an address (a proxy's garbage, a unix socket): counted as it is
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    mask = settings.RATELIMIT_IPV6_MASK if ip.version == 6 else settings.RATELIMIT_IPV4_MASK
+    host_bits = ip.max_prefixlen - min(max(mask, 0), ip.max_prefixlen)
+    return str(ipaddress.ip_address(int(ip) >> host_bits << host_bits))
+
+
+def _client_address(request: HttpRequest) -> str:
     """REMOTE_ADDR, or with TRUSTED_PROXY_COUNT = N the address the outermost trusted proxy saw.
 
     Proxies append to X-Forwarded-For, so only the last N entries are trustworthy: a client that

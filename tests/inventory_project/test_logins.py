@@ -48,6 +48,15 @@ def test_guesses_at_one_username_from_many_addresses_are_limited() -> None:
     assert guess(client, username="someone", REMOTE_ADDR="10.0.0.10").status_code == 200
 
 
+def test_guesses_from_one_ipv6_64_count_as_one_client() -> None:
+    client = Client()
+    for n in range(3):
+        address = f"2001:db8:7:1::{n + 1}"
+        assert guess(client, username=f"user{n}", REMOTE_ADDR=address).status_code == 200
+    assert guess(client, username="user9", REMOTE_ADDR="2001:db8:7:1::99").status_code == 429
+    assert guess(client, username="user9", REMOTE_ADDR="2001:db8:7:2::1").status_code == 200
+
+
 def test_a_users_own_logins_do_not_count_against_the_username() -> None:
     for n in range(5):
         response = Client().post(

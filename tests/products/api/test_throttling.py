@@ -77,6 +77,32 @@ def test_behind_a_trusted_proxy_the_proxy_appended_address_is_the_client(product
     assert (limited.status_code, other.status_code) == (429, 200)
 
 
+def test_an_ipv6_client_is_limited_by_its_64_not_by_its_address(product) -> None:
+    with override_settings(RATELIMIT_READS="2/m"):
+        for n in range(2):
+            APIClient(REMOTE_ADDR=f"2001:db8:9:1::{n + 1}").get("/api/products")
+        same_64 = APIClient(REMOTE_ADDR="2001:db8:9:1:ffff::1").get("/api/products")
+        next_64 = APIClient(REMOTE_ADDR="2001:db8:9:2::1").get("/api/products")
+    assert (same_64.status_code, next_64.status_code) == (429, 200)
+
+
+def test_an_ipv4_mapped_ipv6_address_counts_as_its_ipv4_address(product) -> None:
+    with override_settings(RATELIMIT_READS="2/m"):
+        for _ in range(2):
+            APIClient(REMOTE_ADDR="10.9.0.10").get("/api/products")
+        mapped = APIClient(REMOTE_ADDR="::ffff:10.9.0.10").get("/api/products")
+    assert mapped.status_code == 429
+
+
+def test_a_forwarded_entry_that_is_no_address_is_counted_as_it_is(product) -> None:
+    proxy = APIClient(REMOTE_ADDR="127.0.0.1")
+    with override_settings(RATELIMIT_READS="2/m", TRUSTED_PROXY_COUNT=1):
+        statuses = [
+            proxy.get("/api/products", HTTP_X_FORWARDED_FOR="unknown").status_code for _ in range(3)
+        ]
+    assert statuses == [200, 200, 429]
+
+
 def test_switched_off_there_is_no_limit(product) -> None:
     client = APIClient(REMOTE_ADDR="10.9.0.6")
     with override_settings(RATELIMIT_READS="1/m", RATELIMIT_ENABLE=False):
