@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from typing import Any
 
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
+
+from products import cache
 
 PRICE_MAX_DIGITS = 12
 PRICE_DECIMAL_PLACES = 2
@@ -23,6 +27,45 @@ def search_keys() -> models.Func:
         function="products_search_keys",
         output_field=ArrayField(models.IntegerField()),
     )
+
+
+class ProductQuerySet(models.QuerySet["Product"]):
+    """Bulk writes send no signals: these invalidate the product cache themselves, after commit.
+
+    (The NOTIFY trigger of migration 0003 announces them to the listener as well, but only a
+    moment later; a read right after the commit must already miss.)
+    """
+
+    def update(self, **kwargs: Any) -> int:
+        # Which rows matched is known only to PostgreSQL: drop every cached product.
+        count = super().update(**kwargs)
+        if count:
+            transaction.on_commit(cache.invalidate_all, using=self.db)
+        return count
+
+    def bulk_create(self, objs: Iterable[Any], *args: Any, **kwargs: Any) -> list[Any]:
+        created = super().bulk_create(objs, *args, **kwargs)
+        _invalidate_on_commit(created, self.db)
+        return created
+
+    def bulk_update(
+        self, objs: Iterable[Any], fields: Iterable[str], *args: Any, **kwargs: Any
+    ) -> int:
+        objs = list(objs)
+        count = super().bulk_update(objs, fields, *args, **kwargs)
+        if count:
+            _invalidate_on_commit(objs, self.db)
+        return count
+
+
+def _invalidate_on_commit(products: Sequence[Any], using: str) -> None:
+    ids = [product.pk for product in products]
+    if not ids:
+        return
+    if None in ids:  # ignore_conflicts: PostgreSQL does not say which rows went in
+        transaction.on_commit(cache.invalidate_all, using=using)
+    else:
+        transaction.on_commit(lambda: cache.invalidate(ids), using=using)
 
 
 class Product(models.Model):
@@ -41,6 +84,8 @@ class Product(models.Model):
     # Bumped by the BEFORE UPDATE trigger of migration 0002 on every UPDATE, whatever issued it
     # (API, admin list_editable, QuerySet.update(), raw SQL): ETags and cache keys rely on it.
     version = models.PositiveIntegerField(default=1, editable=False)
+
+    objects = ProductQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]

@@ -397,8 +397,8 @@ def test_writes_that_bypass_django_are_invalidated_by_the_listener() -> None:
         listener.wait(timeout=10)
 
 
-def test_queryset_update_is_invalidated_through_the_listener_notification() -> None:
-    """The trigger announces bulk updates too; applying the notification invalidates them."""
+def test_a_raw_multi_row_update_is_invalidated_through_the_listener_notification() -> None:
+    """The trigger announces writes that bypass Django; applying the notification invalidates."""
     from products.management.commands.listen_product_changes import apply_notification
 
     products = ProductFactory.create_batch(2, stock_level=5)
@@ -407,15 +407,51 @@ def test_queryset_update_is_invalidated_through_the_listener_notification() -> N
         assert stock_of(anon, product.pk) == 5
     with connection.cursor() as cursor:
         cursor.execute("LISTEN product_changes")
-    Product.objects.filter(pk__in=[p.pk for p in products]).update(stock_level=1)
+        cursor.execute(
+            "UPDATE products_product SET stock_level = 1 WHERE id = ANY(%s)",
+            [[p.pk for p in products]],
+        )
     # Only this channel's: a pooled connection may hold another test's notification.
     notify = next(
         n for n in connection.connection.notifies(timeout=5) if n.channel == "product_changes"
     )
     assert sorted(int(i) for i in notify.payload.split(",")) == sorted(p.pk for p in products)
+    for product in products:
+        assert stock_of(anon, product.pk) == 5  # nothing told the cache yet
     apply_notification(notify.payload)
     for product in products:
         assert stock_of(anon, product.pk) == 1
+
+
+def test_queryset_update_invalidates_after_commit_without_the_listener() -> None:
+    products = ProductFactory.create_batch(2, stock_level=5)
+    anon = APIClient()
+    for product in products:
+        assert stock_of(anon, product.pk) == 5
+    assert Product.objects.filter(pk__in=[p.pk for p in products]).update(stock_level=1) == 2
+    for product in products:
+        assert stock_of(anon, product.pk) == 1
+
+
+def test_bulk_update_invalidates_after_commit_without_the_listener() -> None:
+    products = ProductFactory.create_batch(2, stock_level=5)
+    anon = APIClient()
+    for product in products:
+        assert stock_of(anon, product.pk) == 5
+        product.stock_level = 2
+    assert Product.objects.bulk_update(products, ["stock_level"]) == 2
+    for product in products:
+        assert stock_of(anon, product.pk) == 2
+
+
+@pytest.mark.parametrize("ignore_conflicts", [False, True])
+def test_bulk_create_invalidates_cached_pages_without_the_listener(ignore_conflicts) -> None:
+    ProductFactory(name="steel bolt")
+    anon = APIClient()
+    assert anon.get("/api/products/search?name=steel").json()["count"] == 1
+    new = Product(name="steel nut", price=Decimal("1.00"), stock_level=1)
+    Product.objects.bulk_create([new], ignore_conflicts=ignore_conflicts)
+    assert anon.get("/api/products/search?name=steel").json()["count"] == 2
 
 
 def _wsgi_get(app, path: str, **environ: str) -> tuple[str, dict[str, str], bytes]:
