@@ -49,8 +49,9 @@ from products.near_cache import NearCache
 
 logger = logging.getLogger(__name__)
 
-# Counters outlive every entry built from them by far, so a counter that expires (and restarts
-# at 0) can never make an old entry's key current again.
+# Counters outlive every entry built from them by far. A counter that is gone all the same
+# (flushed, evicted, lost with a restart) starts again from Redis's clock in microseconds, not
+# from 1: a value it had before cannot come back and make an old entry's key current again.
 COUNTER_TTL_S = 7 * 24 * 3600
 LOCK_TTL_MS = 5000
 FILL_WAIT_S = 2.0
@@ -83,11 +84,18 @@ end
 return 0
 """
 
-# Bump each product's version and the catalogue generation, keeping every counter's TTL.
+# Bump each product's version and the catalogue generation, keeping every counter's TTL. A
+# missing counter starts at the server's time in microseconds (see COUNTER_TTL_S).
 _INVALIDATE = """
 local ttl = tonumber(ARGV[1])
+local now = redis.call('TIME')
+local start = now[1] .. string.format('%06d', tonumber(now[2]))
 for i = 1, #KEYS do
-  redis.call('INCR', KEYS[i])
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('INCR', KEYS[i])
+  else
+    redis.call('SET', KEYS[i], start)
+  end
   redis.call('EXPIRE', KEYS[i], ttl)
 end
 return #KEYS
@@ -247,12 +255,19 @@ def _build_near(redis: Any, prefix: str) -> NearCache | None:
     return NearCache(
         connect,
         prefixes,
+        on_lost=_near_lost,
         auth=auth,
         lease_s=lease,
         ping_timeout_s=max(1.0, timeout or 0.0),
         max_bytes=settings.PRODUCT_NEAR_CACHE_MAX_BYTES,
         ttl_s=settings.PRODUCT_CACHE_TTL_S,
     )
+
+
+def _near_lost(reason: str) -> None:
+    """The tracking connection broke or stopped answering: Redis restarted, hung or became
+    unreachable, and a write elsewhere may have lost its invalidation meanwhile."""
+    _fail(ConnectionError(f"the near cache's tracking connection: {reason}"))
 
 
 def _fail(exc: Exception) -> None:
@@ -267,6 +282,22 @@ def _fail(exc: Exception) -> None:
         context.near.forget()
     if first:
         logger.warning("product cache unavailable, serving from PostgreSQL: %s", exc)
+
+
+def _resting() -> bool:
+    """Whether this process leaves Redis alone for now, after seeing it fail."""
+    return _state.suspect and time.monotonic() < _state.retry_at
+
+
+def redis_resting() -> bool:
+    """For other users of the cache's Redis (the rate-limit counters): skip it while this process
+    rests after a failure, rather than each request waiting out a socket timeout."""
+    return _resting()
+
+
+def redis_failed(reason: str) -> None:
+    """Another user of the cache's Redis saw it fail: this process rests from it too."""
+    _fail(ConnectionError(reason))
 
 
 def _healthy() -> bool:
@@ -290,14 +321,23 @@ def _healthy() -> bool:
     return True
 
 
-def recover() -> bool:
-    """For long-running processes: if Redis failed on us, drop every entry once it answers.
+def probe() -> bool:
+    """For the invalidation listener, several times a second: notice a Redis outage even with
+    nothing to send (a PING), and as soon as Redis answers again, drop every entry (a new epoch).
 
-    Returns whether the cache is usable. The invalidation listener calls this every second, so
-    entries cached before an outage stop being served soon after Redis returns, even by processes
-    that never saw it fail.
+    Entries cached before an outage then stop being served right after Redis returns, even by
+    processes that never saw it fail. Returns whether the cache is usable.
     """
-    return _healthy()
+    if _state.suspect:
+        with _state.lock:
+            _state.retry_at = 0.0  # this process has nothing else to do with Redis: retry now
+        return _healthy()
+    try:
+        _redis().ping()
+    except Exception as exc:
+        _fail(exc)
+        return False
+    return True
 
 
 def bump_epoch() -> None:
@@ -329,6 +369,8 @@ def _lookup(name: str, source: str, counter: str, prefix: str, tail: str) -> Loo
     context = _context()
     near = context.near
     token = near.open() if near is not None else None
+    if token is None and not _healthy():
+        return _MISS_NO_CACHE  # the near cache found Redis gone just now
     epoch_key = context.prefix + "epoch"
     if token is not None:
         assert near is not None
@@ -464,6 +506,9 @@ def invalidate(product_ids: Iterable[int]) -> None:
     on. If Redis cannot be reached, this process remembers it and drops every entry (a new epoch)
     as soon as Redis answers again.
     """
+    if _resting():
+        _skipped()
+        return
     keys = [_key(f"ver:{pid}") for pid in product_ids]
     keys.append(_key("gen"))
     try:
@@ -472,8 +517,19 @@ def invalidate(product_ids: Iterable[int]) -> None:
         _fail(exc)
 
 
+def _skipped() -> None:
+    """An invalidation not sent while resting: the epoch bump that ends the rest covers it (and
+    one in progress now does not count, since it may have read the counters before this write)."""
+    with _state.lock:
+        _state.suspect = True
+        _state.failures += 1
+
+
 def invalidate_all() -> None:
     """After bulk writes that do not say which products they touched (seeding, raw SQL)."""
+    if _resting():
+        _skipped()
+        return
     try:
         bump_epoch()
     except Exception as exc:

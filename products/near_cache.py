@@ -28,8 +28,11 @@ Why a local copy cannot serve a stale read:
   being used before any writer could have given up on its invalidation and answered. A closed
   or broken socket, a PING unanswered for long, or a backlog so large that Redis may still be
   holding pushes back, drops everything and reconnects; nothing is kept until the new
-  subscription is in place. A background thread drains the socket of a process that serves no
-  reads, since Redis buffers pushes without limit for a client that does not read them.
+  subscription is in place. A connection that Redis broke, that stopped answering, or that
+  cannot be made is also reported (`on_lost`): Redis restarted or was out of reach, and a write
+  elsewhere may have lost its invalidation meanwhile, so products/cache.py treats it as its own
+  failure. A background thread drains the socket of a process that serves no reads, since
+  Redis buffers pushes without limit for a client that does not read them.
 
 What this relies on: Redis writes a command's pushes before it reads the next command (true of
 Redis 7, which this project runs; check it before enabling I/O threads), and a push that Redis
@@ -93,6 +96,7 @@ class NearCache:
         connect: Callable[[], socket.socket],
         prefixes: Iterable[str],
         *,
+        on_lost: Callable[[str], None] | None = None,
         auth: tuple[str, str] | None,
         lease_s: float,
         ping_timeout_s: float,
@@ -102,6 +106,10 @@ class NearCache:
     ) -> None:
         self._connect = connect
         self._prefixes = list(prefixes)
+        # Told (outside the lock) when Redis broke the connection, stopped answering on it, or
+        # could not be reached: the caller may have missed more than this copy.
+        self._on_lost = on_lost
+        self._lost: str | None = None
         self._auth = auth
         self._lease_s = lease_s
         self._ping_timeout_s = ping_timeout_s
@@ -136,15 +144,22 @@ class NearCache:
     def open(self) -> int | None:
         """Apply every invalidation Redis has sent; a token for `remember`, or None if unusable."""
         with self._lock:
-            now = self._last_open = self._clock()
-            if self._sock is None or self._pid != os.getpid():
-                if now < self._retry_at or not self._subscribe(now):
-                    return None
-            elif not self._drain() or not self._pings_answered(now):
+            token = self._open()
+            lost, self._lost = self._lost, None
+        if lost is not None and self._on_lost is not None:
+            self._on_lost(lost)
+        return token
+
+    def _open(self) -> int | None:
+        now = self._last_open = self._clock()
+        if self._sock is None or self._pid != os.getpid():
+            if now < self._retry_at or not self._subscribe(now):
                 return None
-            if not self._pings and now >= self._valid_until - self._lease_s / 2:
-                self._ping(now)
-            return self._token if now < self._valid_until else None
+        elif not self._drain() or not self._pings_answered(now):
+            return None
+        if not self._pings and now >= self._valid_until - self._lease_s / 2:
+            self._ping(now)
+        return self._token if now < self._valid_until else None
 
     def counter(self, key: str) -> bytes | None:
         return self._counters.get(key)
@@ -199,6 +214,9 @@ class NearCache:
                 return  # requests are draining it
             if self._drain():
                 self._pings_answered(now)
+            lost, self._lost = self._lost, None
+        if lost is not None and self._on_lost is not None:
+            self._on_lost(lost)
 
     # --- internals (called with the lock held) --------------------------------------------
 
@@ -258,6 +276,10 @@ class NearCache:
         while len(self._counters) > self._max_bytes // ENTRY_OVERHEAD:
             del self._counters[next(iter(self._counters))]
 
+    def _lose(self, reason: str) -> None:
+        self._reset()
+        self._lost = reason
+
     def _reset(self) -> None:
         if self._sock is not None:
             with contextlib.suppress(OSError):
@@ -273,7 +295,7 @@ class NearCache:
     def _pings_answered(self, now: float) -> bool:
         if self._pings and now - self._pings[0] > self._ping_timeout_s:
             logger.warning("near cache reset: Redis stopped answering on the tracking connection")
-            self._reset()
+            self._lose("Redis stopped answering")
             return False
         return True
 
@@ -317,6 +339,7 @@ class NearCache:
         except Exception as exc:
             self._retry_at = now + 1.0
             logger.warning("near cache off: cannot subscribe to invalidations: %s", exc)
+            self._lost = f"cannot subscribe: {exc}"
             return False
         self._sock, self._reader, self._pid = sock, reader, os.getpid()
         # Redis answered after tracking was on: from `now`, every change reaches this socket.
@@ -328,8 +351,8 @@ class NearCache:
         assert self._sock is not None
         try:
             self._sock.send(_PING)
-        except OSError:
-            self._reset()
+        except OSError as exc:
+            self._lose(str(exc))
             return
         self._pings.append(now)
 
@@ -343,10 +366,10 @@ class NearCache:
                 break
             except OSError as exc:
                 logger.warning("near cache reset: %s", exc)
-                self._reset()
+                self._lose(str(exc))
                 return False
             if not data:
-                self._reset()
+                self._lose("Redis closed the connection")
                 return False
             received += len(data)
             if received >= BACKLOG_LIMIT:

@@ -549,7 +549,15 @@ def test_the_wsgi_layer_counts_reads_against_the_rate_limit(wsgi_layer, settings
     assert response.status_code == 429
 
 
-def test_recover_drops_entries_cached_before_an_outage_it_saw() -> None:
+def _raw_update_stock(product_id: int, stock_level: int) -> None:
+    """A write that tells the cache nothing (no listener runs in these tests)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE products_product SET stock_level = %s WHERE id = %s", [stock_level, product_id]
+        )
+
+
+def test_probe_drops_entries_cached_before_an_outage_it_saw() -> None:
     product = ProductFactory(stock_level=5)
     anon = APIClient()
     assert stock_of(anon, product.pk) == 5  # cached
@@ -557,10 +565,40 @@ def test_recover_drops_entries_cached_before_an_outage_it_saw() -> None:
     caches["default"]["LOCATION"] = f"redis://127.0.0.1:{closed_port()}/0"
     with override_settings(CACHES=caches):
         cache.invalidate([product.pk])  # lost
-        assert cache.recover() is False
-    Product.objects.filter(pk=product.pk).update(stock_level=1)  # its invalidation was lost
-    assert cache.recover() is True  # Redis is back: the epoch moves on
+        assert cache.probe() is False
+    _raw_update_stock(product.pk, 1)  # as if that lost invalidation had been this write's
+    assert cache.probe() is True  # Redis is back: the epoch moves on
     assert stock_of(anon, product.pk) == 1
+
+
+def test_probe_notices_an_outage_in_a_process_that_sent_nothing() -> None:
+    product = ProductFactory(stock_level=5)
+    anon = APIClient()
+    assert stock_of(anon, product.pk) == 5  # cached
+    caches = {"default": {**settings.CACHES["default"]}}
+    caches["default"]["LOCATION"] = f"redis://127.0.0.1:{closed_port()}/0"
+    with override_settings(CACHES=caches):
+        assert cache.probe() is False  # nothing to send, and still it sees Redis gone
+    _raw_update_stock(product.pk, 1)  # a write whose invalidation another process lost
+    assert cache.probe() is True
+    assert stock_of(anon, product.pk) == 1
+
+
+def test_a_reader_storing_late_after_the_counters_were_flushed_stores_under_a_dead_key() -> None:
+    """A flush (or an eviction) empties the counters; the next write must not count them back
+    up to a value a slow reader still holds."""
+    product = ProductFactory(stock_level=6)  # its creation set the version counter
+    anon = APIClient()
+    lookup = cache.detail_lookup(product.pk)  # a reader misses ...
+    old = anon.get(f"/api/products/{product.pk}", HTTP_ACCEPT="text/html")  # ... reads the row
+    assert old.status_code == 200
+    redis = cache._redis()
+    for suffix in ("epoch", "gen", f"ver:{product.pk}"):
+        redis.delete(cache._key(suffix))  # flushed
+    services.product_update(product_id=product.pk, stock_level=7)  # a write after the flush
+    stale = cache.Entry(headers={"ETag": '"stale"'}, body=b'{"stock_level":6}')
+    cache.store(lookup, stale)  # the slow reader stores what it read before the write
+    assert stock_of(anon, product.pk) == 7
 
 
 def test_a_query_with_escaped_separators_never_shares_a_cached_page_with_another() -> None:

@@ -14,6 +14,9 @@ from products import cache
 logger = logging.getLogger(__name__)
 
 CHANNEL = "product_changes"
+# How often the listener asks Redis whether it is there (cache.probe): after an outage, entries
+# cached before it are dropped this soon after Redis answers again.
+PROBE_INTERVAL_S = 0.1
 
 
 class Command(BaseCommand):
@@ -52,9 +55,9 @@ class Command(BaseCommand):
             self.stdout.write(f"listening on {CHANNEL!r}", ending="\n")
             self.stdout.flush()
             while self._running:
-                for notify in conn.notifies(timeout=1.0, stop_after=500):
+                for notify in conn.notifies(timeout=PROBE_INTERVAL_S, stop_after=500):
                     apply_notification(notify.payload)
-                cache.recover()
+                cache.probe()
 
 
 def apply_notification(payload: str) -> None:
