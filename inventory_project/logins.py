@@ -29,9 +29,8 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django_ratelimit.core import get_usage
 
-from products.api.throttling import client_ip
+from products.api.throttling import client_ip, counted_usage
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ def _by_ip(group: str, request: HttpRequest) -> str:
 def _usage(
     request: HttpRequest, group: str, key: Callable[[str, HttpRequest], str], increment: bool
 ) -> dict[str, Any] | None:
-    usage: dict[str, Any] | None = get_usage(
+    usage = counted_usage(
         request, group=group, key=key, rate=settings.RATELIMIT_LOGINS, increment=increment
     )
     if usage is None and settings.RATELIMIT_ENABLE:

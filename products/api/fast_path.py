@@ -30,10 +30,9 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotModified
 from django.http.cookie import parse_cookie
 from django.http.request import split_domain_port, validate_host
-from django_ratelimit.core import get_usage
 
 from products import cache, selectors
-from products.api.throttling import READ_GROUP, client_key
+from products.api.throttling import READ_GROUP, client_key, counted_usage
 from products.api.views import etag_version, if_none_match_fails
 
 logger = logging.getLogger(__name__)
@@ -80,7 +79,7 @@ def _anonymous_json_get(method: str, meta: dict[str, Any], query_string: str) ->
 def _over_read_limit(request: Any) -> bool:
     if not settings.RATELIMIT_ENABLE:
         return False
-    usage = get_usage(
+    usage = counted_usage(
         request, group=READ_GROUP, key=client_key, rate=settings.RATELIMIT_READS, increment=True
     )
     return usage is not None and bool(usage["should_limit"])

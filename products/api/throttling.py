@@ -18,6 +18,8 @@ from django_ratelimit.core import get_usage
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.throttling import BaseThrottle
 
+from products import cache
+
 logger = logging.getLogger(__name__)
 
 
@@ -67,6 +69,25 @@ def client_key(group: str, request: Any) -> str:
     return f"ip:{client_ip(request)}"
 
 
+def counted_usage(
+    request: Any, *, group: str, key: Any, rate: str, increment: bool
+) -> dict[str, Any] | None:
+    """django-ratelimit's get_usage; None when the counters cannot be had.
+
+    The counters live in the product cache's Redis: while this process rests from a Redis that
+    failed (products.cache), they are not asked either, and a failure met here starts that
+    rest. Otherwise a hung Redis would cost every request a socket timeout or two (add, incr).
+    """
+    if cache.redis_resting():
+        return None
+    usage: dict[str, Any] | None = get_usage(
+        request, group=group, key=key, rate=rate, increment=increment
+    )
+    if usage is None and settings.RATELIMIT_ENABLE:
+        cache.redis_failed("the rate-limit counters are unavailable")
+    return usage
+
+
 READ_GROUP = "products:read"
 WRITE_GROUP = "products:write"
 
@@ -83,7 +104,7 @@ class ProductRateThrottle(BaseThrottle):
         is_read = request.method in SAFE_METHODS
         group = READ_GROUP if is_read else WRITE_GROUP
         rate = settings.RATELIMIT_READS if is_read else settings.RATELIMIT_WRITES
-        usage = get_usage(request, group=group, key=client_key, rate=rate, increment=True)
+        usage = counted_usage(request, group=group, key=client_key, rate=rate, increment=True)
         if usage is None:
             logger.warning("rate limit counters unavailable (Redis down?): serving unthrottled")
             return True

@@ -109,6 +109,27 @@ def test_switched_off_there_is_no_limit(product) -> None:
         assert {client.get("/api/products").status_code for _ in range(3)} == {200}
 
 
+def test_with_redis_hung_the_counters_are_left_alone_after_a_failure(product, monkeypatch) -> None:
+    """Each request would otherwise wait out a socket timeout or two on them."""
+    from products.api import throttling
+
+    calls: list[str] = []
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["group"])
+        return real(*args, **kwargs)
+
+    real = throttling.get_usage
+    monkeypatch.setattr(throttling, "get_usage", counting)
+    caches = {"default": {**settings.CACHES["default"]}}
+    caches["default"]["LOCATION"] = f"redis://127.0.0.1:{CLOSED_PORT}/0"
+    client = APIClient(REMOTE_ADDR="10.9.0.11")
+    with override_settings(CACHES=caches, RATELIMIT_READS="100/m"):
+        statuses = [client.get("/api/products/search?name=x").status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    assert len(calls) <= 1, calls
+
+
 def test_with_redis_down_requests_are_served_unthrottled_and_logged(clerk, product, caplog) -> None:
     caches = {"default": {**settings.CACHES["default"]}}
     caches["default"]["LOCATION"] = f"redis://127.0.0.1:{CLOSED_PORT}/0"
