@@ -86,6 +86,18 @@ def planning_lock(*, wait_s: float = 0.0) -> Iterator[PlanningLock]:
                 lock.release()
 
 
+def hold_for_this_transaction() -> None:
+    """Wait for the planning's advisory lock until the current transaction ends.
+
+    The plan's transaction takes it whichever lock its planner holds: a planner under the Redis
+    lock and one that fell back to the advisory lock (Redis was down when it started) could
+    otherwise both be storing a plan at once, each blind to the other's uncommitted days.
+    Reentrant: the planner that holds the session-level lock passes straight through.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [PLANNING_ADVISORY_KEY])
+
+
 @contextlib.contextmanager
 def advisory_lock() -> Iterator[bool]:
     """A session-level pg advisory lock, released on the same connection that took it."""

@@ -164,7 +164,7 @@ def done_days_needing_csv(
             path = day_csv_path(output_dir=output_dir, customer_id=window.customer_id, day=day)
             try:
                 written = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 result.append(key)
                 continue
             if fetched_at is not None and written < fetched_at - CSV_CLOCK_SLACK:

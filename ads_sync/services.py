@@ -19,6 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, F, Sum
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from ads_sync import locks, selectors
@@ -254,6 +255,8 @@ class Plan:
     run: SyncRun
     days: list[tuple[str, dt.date]]
     failed_accounts: tuple[str, ...] = ()
+    # Done days whose CSV is gone or older than their fetch: rewritten after the fan-out.
+    csv_missing: tuple[tuple[str, dt.date], ...] = ()
 
 
 def run_plan(
@@ -275,7 +278,8 @@ def run_plan(
     """
     # Once each: the ledger's upsert may not name one (customer, date) twice.
     customer_ids = list(dict.fromkeys(customer_ids or settings.GOOGLE_ADS_CUSTOMER_IDS))
-    out = str(output_dir or settings.ADS_SYNC_OUTPUT_DIR)
+    # Absolute: the workers that write there may run in another working directory.
+    out = os.path.abspath(Path(output_dir or settings.ADS_SYNC_OUTPUT_DIR).expanduser())
     with locks.planning_lock(wait_s=lock_wait_s) as lock:
         if not lock:
             return None
@@ -316,6 +320,7 @@ def run_plan(
             return None
         now = timezone.now()
         with transaction.atomic():
+            locks.hold_for_this_transaction()
             planned, taken_over = _take_over(planned=planned)
             run = SyncRun.objects.create(
                 trigger=trigger,
@@ -344,12 +349,30 @@ def run_plan(
             SyncDay.objects.filter(run=run).update(updated_at=now)
     for old_run_id in taken_over:
         run_finish_if_settled(run_id=old_run_id)
-    for customer_id, day in gone:
-        day_csv_write(customer_id=customer_id, day=day, output_dir=out)
     if not planned:
         run_finish_if_settled(run_id=run.pk)
     failed = tuple(c for c in customer_ids if c not in known)
-    return Plan(run=run, days=planned, failed_accounts=failed)
+    return Plan(run=run, days=planned, failed_accounts=failed, csv_missing=tuple(gone))
+
+
+def plan_csv_restore(*, plan: Plan) -> None:
+    """Rewrite from the database the CSVs of done days that the plan found gone or outdated.
+
+    Called after the fan-out: until its tasks are sent, the plan's pending days are in the
+    ledger with nothing to run them, and a failure here (a folder that cannot be written) must
+    not leave them so.
+    """
+    for customer_id, day in plan.csv_missing:
+        day_csv_write(customer_id=customer_id, day=day, output_dir=plan.run.output_dir)
+
+
+def csv_dir_ensure(*, output_dir: str | Path) -> Path:
+    """Create the CSV folder if needed and check that files can be written in it (OSError)."""
+    path = Path(output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+        pass
+    return path
 
 
 _IN_FLIGHT_PLANNED_SQL = """
@@ -395,17 +418,18 @@ def run_finish_if_settled(*, run_id: int) -> bool:
     """Close the run once every planned day is done, failed or deferred; exactly one caller
     wins and rebuilds the totals file."""
     now = timezone.now()
+    # Both in one statement: a reader that sees the run finished sees how long it took.
     claimed = SyncRun.objects.filter(
         pk=run_id,
         finished_at__isnull=True,
         planned__lte=F("done") + F("failed") + F("deferred"),
-    ).update(finished_at=now)
+    ).update(
+        finished_at=now,
+        elapsed_s=RawSQL("EXTRACT(EPOCH FROM (%s - started_at))::double precision", [now]),
+    )
     if not claimed:
         return False
     run = SyncRun.objects.get(pk=run_id)
-    SyncRun.objects.filter(pk=run_id).update(
-        elapsed_s=(run.finished_at - run.started_at).total_seconds()  # type: ignore[operator]
-    )
     totals_csv_write(output_dir=run.output_dir)
     return True
 

@@ -55,7 +55,7 @@ def run_start(
                 sync_day.s(customer_id, day.isoformat(), plan.run.pk)
                 for customer_id, day in plan.days
             ).apply_async()
-        except Exception as exc:
+        except BaseException as exc:  # Ctrl-C in backfill_ads too
             # Some or none of the tasks reached the broker. Fail the days that have not started
             # (a task that did arrive finds its day settled and skips it), so that the next
             # detection or backfill plans them again instead of waiting on them as in flight.
@@ -64,6 +64,7 @@ def run_start(
             services.run_fail_pending(run_id=plan.run.pk, reason=reason)
             raise
     logger.info("ads sync: run %s planned %s day(s)", plan.run.pk, len(plan.days))
+    services.plan_csv_restore(plan=plan)
     return plan
 
 

@@ -320,7 +320,8 @@ ADS_SYNC_MAX_ATTEMPTS = env_int("ADS_SYNC_MAX_ATTEMPTS", 5)
 # Exponential backoff with jitter between attempts: base, doubled per attempt, capped.
 ADS_SYNC_RETRY_BASE_S = env_float("ADS_SYNC_RETRY_BASE_S", 1.0)
 ADS_SYNC_RETRY_MAX_S = env_float("ADS_SYNC_RETRY_MAX_S", 60.0)
-ADS_SYNC_OUTPUT_DIR = Path(env_str("ADS_SYNC_OUTPUT_DIR", str(BASE_DIR / "output")))
+# A relative folder is the project's: web, workers and commands may run in other directories.
+ADS_SYNC_OUTPUT_DIR = BASE_DIR / Path(env_str("ADS_SYNC_OUTPUT_DIR", "output")).expanduser()
 ADS_SYNC_HISTORY_DAYS = env_int("ADS_SYNC_HISTORY_DAYS", 730)
 ADS_SYNC_LOOKBACK_DAYS = env_int("ADS_SYNC_LOOKBACK_DAYS", 3)
 # A failed day is tried by every daily detection this many times in a row; after that the

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from ads_sync import selectors, tasks
+from ads_sync import selectors, services, tasks
 from ads_sync.models import CampaignDayMetric, SyncDay, SyncRun
 
 from .helpers import (
@@ -21,7 +24,10 @@ from .helpers import (
     fetched_days,
     orm_rows,
     sync_worker,  # noqa: F401 (a fixture)
+    wait_for_run,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -136,6 +142,75 @@ def test_a_failed_date_makes_the_exit_status_non_zero_and_is_named(
     assert "2 date(s) failed" in str(excinfo.value)
     assert f"{ads_sandbox.customers[0]} {day}:" in out.getvalue()
     assert SyncDay.objects.filter(state=SyncDay.State.FAILED).count() == 2
+
+
+@pytest.mark.parametrize(
+    "command", [["backfill_ads", "--start", "2025-02-30"], ["export_ads_csv", "--end", "nope"]]
+)
+def test_a_date_that_is_not_one_is_a_usage_error_not_a_traceback(command) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *command],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "not a date (YYYY-MM-DD)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_relative_output_dir_is_the_commands_not_the_workers(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    day = dt.date.today() - dt.timedelta(days=10)
+    _, run = _backfill("--start", str(day), "--end", str(day), "--output-dir", "relative")
+    assert run.output_dir == str(tmp_path / "relative")
+    customer = ads_sandbox.customers[0]
+    assert csv_rows(tmp_path / "relative", customer, day) == expected_rows(customer, day)
+
+
+def test_an_output_dir_that_cannot_be_written_is_refused_before_planning(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(CommandError, match="cannot write CSV files"):
+        call_command(
+            "backfill_ads",
+            *("--days", "2", "--customer", "1234567890", "--output-dir", str(blocker / "out")),
+        )
+    assert not SyncRun.objects.exists()
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_csv_rewrite_that_fails_after_planning_leaves_no_day_without_its_task(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    done_day = dt.date.today() - dt.timedelta(days=10)
+    _backfill("--start", str(done_day), "--end", str(done_day), "--output-dir", str(tmp_path))
+    customer = ads_sandbox.customers[0]
+    selectors.day_csv_path(output_dir=tmp_path, customer_id=customer, day=done_day).unlink()
+    new_day = done_day - dt.timedelta(days=1)
+    write = services.day_csv_write
+
+    def failing_for_the_done_day(*, customer_id: str, day: dt.date, output_dir) -> Path:
+        if day == done_day:
+            raise OSError("No space left on device")
+        return write(customer_id=customer_id, day=day, output_dir=output_dir)
+
+    # Only this process's: the worker writes the new days' files as usual.
+    monkeypatch.setattr(services, "day_csv_write", failing_for_the_done_day)
+    with pytest.raises(OSError, match="No space left"):
+        tasks.run_start(
+            trigger=SyncRun.Trigger.BACKFILL, start=new_day, end=done_day, output_dir=tmp_path
+        )
+    run = SyncRun.objects.order_by("-pk").first()
+    assert run is not None
+    assert run.planned == len(ads_sandbox.customers)  # the new day, for every account
+    run = wait_for_run(run.pk)
+    assert run.done == run.planned
 
 
 def test_bad_arguments_are_refused_with_a_message() -> None:

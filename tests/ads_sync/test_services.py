@@ -417,3 +417,40 @@ def test_an_account_is_looked_up_once_and_then_read_from_the_database(ads_sandbo
     assert (second.time_zone, second.currency_code) == (first.time_zone, first.currency_code)
     # What the run reports as API calls is what the API served.
     assert [c["query"] for c in ads_sandbox.calls()] == ["customer"]
+
+
+def test_a_plan_is_stored_under_the_advisory_lock_whichever_lock_its_planner_holds(
+    tmp_path: Path,
+) -> None:
+    """A planner that fell back to the advisory lock (Redis was down as it started) and one
+    under the Redis lock must not store their plans at the same time."""
+    from django.db import OperationalError
+
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    params = connection.get_connection_params()
+    params.pop("pool", None)
+    with psycopg.connect(**params, autocommit=True) as fallback_planner:
+        fallback_planner.execute("SELECT pg_advisory_lock(%s)", [locks.PLANNING_ADVISORY_KEY])
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(OperationalError, match="lock timeout"):
+            services.run_plan(
+                trigger="backfill", customer_ids=[CUSTOMER], days=1, output_dir=tmp_path
+            )
+    assert not SyncRun.objects.exists()
+
+
+def test_a_finished_run_has_its_elapsed_time_in_the_same_update(tmp_path: Path) -> None:
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    run = SyncRun.objects.create(trigger="backfill", planned=0, output_dir=str(tmp_path))
+    with CaptureQueriesContext(db) as queries:
+        assert services.run_finish_if_settled(run_id=run.pk)
+    finishing = [
+        q["sql"] for q in queries if q["sql"].startswith("UPDATE") and "finished_at" in q["sql"]
+    ]
+    assert len(finishing) == 1
+    assert "elapsed_s" in finishing[0]
+    run.refresh_from_db()
+    assert run.elapsed_s == pytest.approx((run.finished_at - run.started_at).total_seconds())

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from ads_sync import selectors, tasks
+from ads_sync import selectors, services, tasks
 from ads_sync.integrations import google_ads
+from ads_sync.management.arguments import iso_date
 from ads_sync.models import SyncRun
 from inventory_project.celery import app as celery_app
 
@@ -21,13 +23,6 @@ PLAIN_EVERY_S = 5.0
 STALL_CHECK_S = 30.0
 # Google Ads has no data from before it started (October 2000).
 EARLIEST = dt.date(2000, 1, 1)
-
-
-def _date(value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError as exc:
-        raise CommandError(f"not a date (YYYY-MM-DD): {value!r}") from exc
 
 
 def workers_consuming(queue: str, timeout_s: float = 1.5) -> list[str]:
@@ -77,8 +72,8 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--start", type=_date, help="first date (YYYY-MM-DD)")
-        parser.add_argument("--end", type=_date, help="last date (default: yesterday)")
+        parser.add_argument("--start", type=iso_date, help="first date (YYYY-MM-DD)")
+        parser.add_argument("--end", type=iso_date, help="last date (default: yesterday)")
         parser.add_argument("--days", type=int, help="the last N days up to yesterday")
         parser.add_argument(
             "--customer",
@@ -119,6 +114,13 @@ class Command(BaseCommand):
         if end and not start and days is None:
             raise CommandError("--end needs --start")
 
+        # The folder the user means is relative to where they run this, not to the workers.
+        output_dir = Path(options["output_dir"] or settings.ADS_SYNC_OUTPUT_DIR).absolute()
+        try:
+            services.csv_dir_ensure(output_dir=output_dir)
+        except OSError as exc:
+            raise CommandError(f"cannot write CSV files in {output_dir}: {exc}") from exc
+
         queue = celery_app.conf.task_default_queue
         workers = queue_has_consumers(queue)
         if not workers and not options["no_wait"]:
@@ -137,7 +139,7 @@ class Command(BaseCommand):
                 end=end,
                 days=days,
                 force=options["force"],
-                output_dir=options["output_dir"],
+                output_dir=output_dir,
                 lock_wait_s=options["lock_wait"],
             )
         except KombuOperationalError as exc:

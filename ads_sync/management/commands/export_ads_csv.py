@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -10,21 +9,15 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ads_sync import services
-
-
-def _date(value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError as exc:
-        raise CommandError(f"not a date (YYYY-MM-DD): {value!r}") from exc
+from ads_sync.management.arguments import iso_date
 
 
 class Command(BaseCommand):
     help = "Write one CSV from the database: per campaign and day, or per account and day."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--start", type=_date)
-        parser.add_argument("--end", type=_date)
+        parser.add_argument("--start", type=iso_date)
+        parser.add_argument("--end", type=iso_date)
         parser.add_argument("--out", help="file to write (default: <ADS_SYNC_OUTPUT_DIR>/...)")
         parser.add_argument("--by", choices=["campaign", "day"], default="campaign")
 
