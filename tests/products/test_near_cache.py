@@ -166,28 +166,38 @@ def test_a_lost_invalidation_connection_empties_the_near_cache() -> None:
     assert near().open() is not None  # subscribed again
 
 
-@pytest.fixture
-def own_redis() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """A Redis server of this test's own, which it may stop and resume."""
+def _redis_binary_and_port() -> tuple[str, int]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    workdir = tempfile.mkdtemp(prefix="near-cache-redis-")
+        return binary, probe.getsockname()[1]
+
+
+def _start_redis(binary: str, port: int, workdir: str) -> subprocess.Popen[bytes]:
+    """A Redis server on `port`, keeping its snapshots (only those asked for) in `workdir`."""
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir]
     proc = subprocess.Popen([*args, "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis(port=port).ping()
+            return proc
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """A Redis server of this test's own, which it may stop and resume."""
+    binary, port = _redis_binary_and_port()
+    workdir = tempfile.mkdtemp(prefix="near-cache-redis-")
+    proc = _start_redis(binary, port, workdir)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=port).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
         yield port, proc
     finally:
         os.kill(proc.pid, signal.SIGCONT)
@@ -215,28 +225,8 @@ def test_a_hung_redis_stops_the_near_cache_before_a_writer_could_give_up(own_red
             os.kill(proc.pid, signal.SIGCONT)
 
 
-def _start_redis(binary: str, port: int, workdir: str) -> subprocess.Popen[bytes]:
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir]
-    proc = subprocess.Popen([*args, "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis(port=port).ping()
-            return proc
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
-
-
 def test_a_redis_restored_from_an_older_snapshot_serves_nothing_cached_before_it(tmp_path) -> None:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    binary, port = _redis_binary_and_port()
     proc = _start_redis(binary, port, str(tmp_path))
     caches = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}
     try:
