@@ -366,13 +366,11 @@ def plan_csv_restore(*, plan: Plan) -> None:
         day_csv_write(customer_id=customer_id, day=day, output_dir=plan.run.output_dir)
 
 
-def csv_dir_ensure(*, output_dir: str | Path) -> Path:
+def csv_dir_ensure(*, output_dir: str | Path) -> None:
     """Create the CSV folder if needed and check that files can be written in it (OSError)."""
-    path = Path(output_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".write-check-"):
         pass
-    return path
 
 
 _IN_FLIGHT_PLANNED_SQL = """

@@ -267,7 +267,7 @@ def _build_near(redis: Any, prefix: str) -> NearCache | None:
 def _near_lost(reason: str) -> None:
     """The tracking connection broke or stopped answering: Redis restarted, hung or became
     unreachable, and a write elsewhere may have lost its invalidation meanwhile."""
-    _fail(ConnectionError(f"the near cache's tracking connection: {reason}"))
+    redis_failed(f"the near cache's tracking connection: {reason}")
 
 
 def _fail(exc: Exception) -> None:
@@ -284,15 +284,11 @@ def _fail(exc: Exception) -> None:
         logger.warning("product cache unavailable, serving from PostgreSQL: %s", exc)
 
 
-def _resting() -> bool:
-    """Whether this process leaves Redis alone for now, after seeing it fail."""
-    return _state.suspect and time.monotonic() < _state.retry_at
-
-
 def redis_resting() -> bool:
-    """For other users of the cache's Redis (the rate-limit counters): skip it while this process
-    rests after a failure, rather than each request waiting out a socket timeout."""
-    return _resting()
+    """Whether this process leaves Redis alone for now, after seeing it fail. Other users of the
+    cache's Redis (the rate-limit counters) skip it too, rather than each request waiting out a
+    socket timeout."""
+    return _state.suspect and time.monotonic() < _state.retry_at
 
 
 def redis_failed(reason: str) -> None:
@@ -506,31 +502,26 @@ def invalidate(product_ids: Iterable[int]) -> None:
     on. If Redis cannot be reached, this process remembers it and drops every entry (a new epoch)
     as soon as Redis answers again.
     """
-    if _resting():
-        _skipped()
-        return
     keys = [_key(f"ver:{pid}") for pid in product_ids]
     keys.append(_key("gen"))
-    try:
-        _bump(keys)
-    except Exception as exc:
-        _fail(exc)
-
-
-def _skipped() -> None:
-    """An invalidation not sent while resting: the epoch bump that ends the rest covers it (and
-    one in progress now does not count, since it may have read the counters before this write)."""
-    with _state.lock:
-        _state.suspect = True
-        _state.failures += 1
+    _send_invalidation(keys)
 
 
 def invalidate_all() -> None:
     """After bulk writes that do not say which products they touched (seeding, raw SQL)."""
-    if _resting():
-        _skipped()
+    _send_invalidation([_key("epoch")])
+
+
+def _send_invalidation(keys: list[str]) -> None:
+    """Bump these counters; if Redis fails, or this process rests from it, leave it to the
+    epoch bump that ends the rest (after a failure counted here, which a bump already in
+    progress does not cover: it may have read the counters before this write)."""
+    if redis_resting():
+        with _state.lock:
+            _state.suspect = True
+            _state.failures += 1
         return
     try:
-        bump_epoch()
+        _bump(keys)
     except Exception as exc:
         _fail(exc)
