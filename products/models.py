@@ -20,11 +20,12 @@ STOCK_MAX = 2_147_483_647  # PostgreSQL integer
 
 
 def search_keys() -> models.Func:
-    """A product's search keys (migration 0005): its name's 3-character pieces and price buckets."""
+    """A product's search keys (migration 0007): its name's 3-character pieces, its price
+    buckets, and the pieces paired with the buckets of 10 to 1,000 dollars."""
     return models.Func(
         models.F("name"),
         models.F("price"),
-        function="products_search_keys",
+        function="products_search_pieces",
         output_field=ArrayField(models.IntegerField()),
     )
 
@@ -101,8 +102,8 @@ class Product(models.Model):
         ]
         indexes = [
             models.Index(fields=["price"], name="product_price_idx"),
-            # Name and price-range searches (products/selectors.py, migration 0005).
-            GinIndex(search_keys(), name="product_search_keys", gin_pending_list_limit=256),
+            # Name and price-range searches (products/selectors.py, migration 0007).
+            GinIndex(search_keys(), name="product_search_pieces", gin_pending_list_limit=256),
         ]
 
     def __str__(self) -> str:

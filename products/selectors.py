@@ -162,10 +162,13 @@ def _search_conditions(filters: ProductFilters) -> tuple[str, list[Any]]:
     """The search as a WHERE clause on products_product, and its parameters.
 
     The name matches as Django's icontains compiles it: UPPER(name) LIKE UPPER(%s), with LIKE's
-    wildcards escaped. That decides what matches; the keys (migration 0005) are what lets
-    PostgreSQL find it through product_search_keys instead of reading every name: every
-    three-character piece of the upper-cased term, which any name containing it also has, and
-    the price buckets that tile the range, in the same index scan.
+    wildcards escaped. That decides what matches; the keys of product_search_pieces (migration
+    0007) are what lets PostgreSQL find it without reading every name. Any name containing the
+    term has every three-character piece of it (upper-cased), so a search asks the index for:
+    - with a price range: for each bucket that tiles it, every piece paired with the bucket's
+      100-dollar bucket, and the bucket itself if it is finer; the buckets ORed;
+    - with a range too wide for that, every piece, and one of the buckets that tile the range;
+    - without a range, every piece.
     """
     conditions: list[str] = []
     params: list[Any] = []
@@ -173,15 +176,9 @@ def _search_conditions(filters: ProductFilters) -> tuple[str, list[Any]]:
         conditions.append("UPPER(name::text) LIKE UPPER(%s)")
         params.append(f"%{connection.ops.prep_for_like_query(filters.name)}%")
         if _has_name_keys(filters.name):
-            conditions.append("products_search_keys(name, price) @> products_name_keys(%s)")
-            params.append(filters.name)
-            # Without name keys, the price index serves a range better.
-            labels = _price_labels(filters.min_price, filters.max_price)
-            if labels is not None:
-                conditions.append(
-                    "products_search_keys(name, price) && products_price_keys(%s::text[])"
-                )
-                params.append(labels)
+            keys, key_params = _name_key_condition(filters)
+            conditions.append(keys)
+            params.extend(key_params)
     if filters.min_price is not None:
         conditions.append("price >= %s")
         params.append(filters.min_price)
@@ -229,8 +226,10 @@ def _condition(filters: ProductFilters) -> RawSQL:
     return RawSQL(where, params, output_field=BooleanField())  # noqa: S611
 
 
-# The bucket sizes products_search_keys indexes: 10**0 to 10**5 dollars (migration 0005).
+# The bucket sizes the search keys hold: 10**0 to 10**5 dollars (migration 0005), and the level
+# of the buckets paired with the name's pieces: 100 dollars (migration 0007).
 PRICE_LEVELS = 6
+PAIRED_LEVEL = 2
 # A range that needs more buckets than this is widened to coarser ones (more candidates, each
 # rechecked), and past the coarsest, searched without them.
 PRICE_LABELS_MAX = 24
@@ -239,6 +238,43 @@ PRICE_LABELS_MAX = 24
 def name_contains(queryset: QuerySet[Product], term: str) -> QuerySet[Product]:
     """The products whose name contains `term`, in any case, found through the search keys."""
     return queryset.filter(_condition(ProductFilters(name=term)))
+
+
+_KEYS = "products_search_pieces(name, price)"
+
+
+def _name_key_condition(filters: ProductFilters) -> tuple[str, list[Any]]:
+    """The condition on the search keys for a term that has keys (see _search_conditions)."""
+    term = filters.name
+    labels = _price_labels(filters.min_price, filters.max_price)
+    branches = _paired_branches(labels) if labels is not None else None
+    if branches is not None:
+        branch = f"{_KEYS} @> (products_piece_keys(%s, %s) || products_price_keys(%s::text[]))"
+        condition = " OR ".join([branch] * len(branches))
+        return f"({condition})", [v for paired, finer in branches for v in (term, paired, finer)]
+    condition, params = f"{_KEYS} @> products_name_keys(%s)", [term]
+    if labels is not None:
+        condition += f" AND {_KEYS} && products_price_keys(%s::text[])"
+        params.append(labels)
+    return condition, params
+
+
+def _paired_branches(labels: list[str]) -> list[tuple[str, list[str]]] | None:
+    """The tiling's buckets as (100-dollar bucket, [the bucket if finer]) pairs, at most
+    PRICE_LABELS_MAX: a bucket coarser than 100 dollars is one pair per 100-dollar bucket."""
+    branches: list[tuple[str, list[str]]] = []
+    for label in labels:
+        level, bucket = (int(part) for part in label.removeprefix("p").split(":"))
+        if level < PAIRED_LEVEL:
+            branches.append((f"p{PAIRED_LEVEL}:{bucket // 10 ** (PAIRED_LEVEL - level)}", [label]))
+            continue
+        span = 10 ** (level - PAIRED_LEVEL)
+        if len(branches) + span > PRICE_LABELS_MAX:
+            return None
+        branches.extend(
+            (f"p{PAIRED_LEVEL}:{n}", []) for n in range(bucket * span, (bucket + 1) * span)
+        )
+    return branches if len(branches) <= PRICE_LABELS_MAX else None
 
 
 def _has_name_keys(term: str) -> bool:

@@ -1,5 +1,5 @@
-"""The search keys (migration 0005) only narrow a search: every result is what LIKE and the price
-bounds alone would return, whatever the term and the range."""
+"""The search keys (migrations 0005, 0007) only narrow a search: every result is what LIKE and
+the price bounds alone would return, whatever the term and the range."""
 
 from __future__ import annotations
 
@@ -96,22 +96,36 @@ def test_the_fewest_buckets_tile_an_aligned_range() -> None:
     assert selectors._price_labels(Decimal("5"), Decimal("4")) is None
 
 
+def test_each_bucket_is_searched_within_its_100_dollar_bucket() -> None:
+    assert selectors._paired_branches(["p2:1", "p0:200"]) == [("p2:1", []), ("p2:2", ["p0:200"])]
+    assert selectors._paired_branches(["p1:15", "p0:160"]) == [
+        ("p2:1", ["p1:15"]),
+        ("p2:1", ["p0:160"]),
+    ]
+    assert selectors._paired_branches(["p3:4"]) == [(f"p2:{n}", []) for n in range(40, 50)]
+    # More branches than PRICE_LABELS_MAX: the unpaired keys serve the range.
+    assert selectors._paired_branches(["p3:0", "p3:1", "p3:2"]) is None
+    assert selectors._paired_branches(["p4:0"]) is None
+
+
 @pytest.mark.django_db
 def test_the_database_and_the_selectors_name_price_buckets_alike() -> None:
     """A product's keys hold the hash of its price's label at each level, as queries build it."""
     product = ProductFactory(name="Oak", price=Decimal("1234.56"))
     assert selectors._price_labels(product.price, product.price) == ["p0:1234"]
     sql = (
-        "SELECT products_search_keys(name, price) @> products_price_keys(%s::text[])"
+        "SELECT products_search_pieces(name, price) @> products_price_keys(%s::text[]),"
+        " products_search_pieces(name, price) @> products_piece_keys('oak', %s)"
         " FROM products_product WHERE id = %s"
     )
     with connection.cursor() as cursor:
         for level in range(selectors.PRICE_LEVELS):
             label = f"p{level}:{1234 // 10**level}"
-            cursor.execute(sql, [[label], product.pk])
-            assert cursor.fetchone() == (True,), label
-        cursor.execute(sql, [["p0:1235"], product.pk])
-        assert cursor.fetchone() == (False,)
+            cursor.execute(sql, [[label], label, product.pk])
+            # The name's pieces are paired with the 100-dollar bucket only.
+            assert cursor.fetchone() == (True, level == selectors.PAIRED_LEVEL), label
+        cursor.execute(sql, [["p0:1235"], "p2:13", product.pk])
+        assert cursor.fetchone() == (False, False)
 
 
 @pytest.mark.django_db
