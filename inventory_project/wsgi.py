@@ -9,9 +9,13 @@ django_application = get_wsgi_application()
 # Imported after setup: they read settings and the cache configuration.
 from inventory_project.request_body import ChunkedBodyApp  # noqa: E402
 from products.api.fast_path import CachedReadsApp  # noqa: E402
+from products.api.fast_reads import ProductPagesApp  # noqa: E402
 from products.api.fast_writes import ProductUpdateApp  # noqa: E402
 
-# Cached anonymous product reads, and plain token updates of one product, are answered before
-# Django builds a request; everything else goes to Django. A chunked body is first given the
+# Cached anonymous product reads, the list and search pages the cache does not hold, and plain
+# token updates of one product are answered before Django builds a request; everything else
+# goes to Django. A chunked body is first given the
 # Content-Length every layer below reads it by.
-application = ChunkedBodyApp(CachedReadsApp(ProductUpdateApp(django_application)))
+application = ChunkedBodyApp(
+    CachedReadsApp(ProductPagesApp(ProductUpdateApp(django_application)))
+)

@@ -301,6 +301,9 @@ PRODUCT_NEAR_CACHE_MAX_BYTES = env_int("PRODUCT_NEAR_CACHE_MAX_BYTES", 64 * 1024
 # Token-authenticated JSON updates of one product answered ahead of Django's request cycle
 # (products/api/fast_writes.py); false sends every write through the DRF view.
 PRODUCT_FAST_WRITES = env_bool("PRODUCT_FAST_WRITES", True)
+# Anonymous JSON list and search pages that the cache does not answer, answered ahead of
+# Django's request cycle (products/api/fast_reads.py); false sends them through the DRF views.
+PRODUCT_FAST_READS = env_bool("PRODUCT_FAST_READS", True)
 
 # --- Google Ads sync --------------------------------------------------------------------------
 

@@ -38,8 +38,8 @@ from products.api.views import etag_version, if_none_match_fails
 logger = logging.getLogger(__name__)
 
 DETAIL = re.compile(r"^/api/products/(\d{1,18})/?$")
-_PAGES = {"/api/products": "list", "/api/products/": "list"}
-_PAGES.update({"/api/products/search": "search", "/api/products/search/": "search"})
+PAGES = {"/api/products": "list", "/api/products/": "list"}
+PAGES.update({"/api/products/search": "search", "/api/products/search/": "search"})
 STORED_HEADERS = ("Content-Type", "ETag", "Vary", "Allow")
 LOOKUP_ENVIRON_KEY = "products.cache_lookup"
 
@@ -48,7 +48,7 @@ def _lookup(path: str, query_string: str, host: str, scheme: str) -> cache.Looku
     match = DETAIL.match(path)
     if match:
         return cache.detail_lookup(int(match[1]))
-    kind = _PAGES.get(path)
+    kind = PAGES.get(path)
     if kind is None:
         return None
     # Pages carry absolute next/previous links: the host and scheme are part of the query.
@@ -61,9 +61,9 @@ def _lookup(path: str, query_string: str, host: str, scheme: str) -> cache.Looku
     return cache.page_lookup(kind, host=host, scheme=scheme, params=params)
 
 
-def _anonymous_json_get(method: str, meta: dict[str, Any], query_string: str) -> bool:
+def anonymous_json_get(meta: dict[str, Any], query_string: str) -> bool:
     """GETs without credentials that DRF would answer in JSON."""
-    if method != "GET" or not cache.enabled():
+    if meta.get("REQUEST_METHOD") != "GET":
         return False
     if "HTTP_AUTHORIZATION" in meta:
         return False
@@ -103,7 +103,7 @@ class CachedReadsApp:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         query_string = environ.get("QUERY_STRING", "")
-        if not _anonymous_json_get(environ["REQUEST_METHOD"], environ, query_string):
+        if not cache.enabled() or not anonymous_json_get(environ, query_string):
             return self.app(environ, start_response)
         secure = is_secure(environ)
         if settings.SECURE_SSL_REDIRECT and not secure:
@@ -211,7 +211,7 @@ class ProductCacheMiddleware:
     @staticmethod
     def _lookup(request: HttpRequest) -> cache.Lookup | None:
         query_string = request.META.get("QUERY_STRING", "")
-        if not _anonymous_json_get(str(request.method), request.META, query_string):
+        if not cache.enabled() or not anonymous_json_get(request.META, query_string):
             return None
         # The WSGI layer looked already and missed (or the client is over its limit).
         looked: cache.Lookup | None = request.META.pop(LOOKUP_ENVIRON_KEY, None)

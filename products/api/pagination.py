@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework.request import Request
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from products.api.serializers import ProductOutputSerializer
 from products.selectors import KeysetPage, OffsetPage
 
 
-def offset_page_data(request: Request, page: OffsetPage) -> dict[str, Any]:
-    url = request.build_absolute_uri()
+def offset_page_data(url: str, page: OffsetPage) -> dict[str, Any]:
+    """The page as the API answers it; `url` is the absolute URL it was asked for."""
     next_url = replace_query_param(url, "page", page.page + 1) if page.has_next else None
     previous_url = None
     if page.has_previous:
@@ -33,8 +32,7 @@ def offset_page_data(request: Request, page: OffsetPage) -> dict[str, Any]:
     }
 
 
-def keyset_page_data(request: Request, page: KeysetPage) -> dict[str, Any]:
-    url = request.build_absolute_uri()
+def keyset_page_data(url: str, page: KeysetPage) -> dict[str, Any]:
     next_url = None
     if page.next_after_id is not None:
         next_url = replace_query_param(url, "after_id", page.next_after_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from django.http import HttpRequest, HttpResponseBase, HttpResponseNotModified
@@ -117,14 +117,7 @@ class ProductListView(ProductAPIView):
     )
     def get(self, request: Request) -> Response:
         query = _validated_query(ListQuerySerializer, request)
-        if "after_id" in query:
-            keyset = selectors.product_list_after(after_id=query["after_id"], limit=query["limit"])
-            return Response(keyset_page_data(request, keyset))
-        try:
-            page = selectors.product_list(page=query.get("page", 1), limit=query["limit"])
-        except selectors.PageOutOfRange as exc:
-            raise NotFound(str(exc)) from exc
-        return Response(offset_page_data(request, page))
+        return Response(_found(list_page, query, request))
 
     @extend_schema(
         operation_id="products_create",
@@ -213,23 +206,43 @@ class ProductSearchView(ProductAPIView):
     )
     def get(self, request: Request) -> Response:
         query = _validated_query(SearchQuerySerializer, request)
-        filters = selectors.ProductFilters(
-            name=query.get("name"),
-            min_price=query.get("min_price"),
-            max_price=query.get("max_price"),
+        return Response(_found(search_page, query, request))
+
+
+def list_page(query: dict[str, Any], url: str) -> dict[str, Any]:
+    """The list page a validated ListQuerySerializer asks for, answered at `url`."""
+    if "after_id" in query:
+        keyset = selectors.product_list_after(after_id=query["after_id"], limit=query["limit"])
+        return keyset_page_data(url, keyset)
+    page = selectors.product_list(page=query.get("page", 1), limit=query["limit"])
+    return offset_page_data(url, page)
+
+
+def search_page(query: dict[str, Any], url: str) -> dict[str, Any]:
+    """The search page a validated SearchQuerySerializer asks for, answered at `url`."""
+    filters = selectors.ProductFilters(
+        name=query.get("name"), min_price=query.get("min_price"), max_price=query.get("max_price")
+    )
+    if "after_id" in query:
+        keyset = selectors.product_search_after(
+            filters=filters, after_id=query["after_id"], limit=query["limit"]
         )
-        if "after_id" in query:
-            keyset = selectors.product_search_after(
-                filters=filters, after_id=query["after_id"], limit=query["limit"]
-            )
-            return Response(keyset_page_data(request, keyset))
-        try:
-            page = selectors.product_search(
-                filters=filters, page=query.get("page", 1), limit=query["limit"]
-            )
-        except selectors.PageOutOfRange as exc:
-            raise NotFound(str(exc)) from exc
-        return Response(offset_page_data(request, page))
+        return keyset_page_data(url, keyset)
+    page = selectors.product_search(
+        filters=filters, page=query.get("page", 1), limit=query["limit"]
+    )
+    return offset_page_data(url, page)
+
+
+# The page functions, by the view they answer for (products/api/fast_reads.py calls them too).
+PageFunction = Callable[[dict[str, Any], str], dict[str, Any]]
+
+
+def _found(page_function: PageFunction, query: dict[str, Any], request: Request) -> dict[str, Any]:
+    try:
+        return page_function(query, request.build_absolute_uri())
+    except selectors.PageOutOfRange as exc:
+        raise NotFound(str(exc)) from exc
 
 
 def _validated_query(serializer_class: type[ListQuerySerializer], request: Request) -> Any:

@@ -8,14 +8,11 @@ connection the way Django's request cycle does.
 
 from __future__ import annotations
 
-import io
 import json
 from decimal import Decimal
 from typing import Any
-from wsgiref.util import setup_testing_defaults
 
 import pytest
-from django.core.handlers.wsgi import WSGIHandler
 from django.db import OperationalError, connection
 from django.test import override_settings
 from rest_framework.authtoken.models import Token
@@ -25,21 +22,10 @@ from products.api.fast_path import CachedReadsApp
 from products.api.fast_writes import ProductUpdateApp
 from products.api.serializers import ProductOutputSerializer
 from products.models import Product
+from tests.products.api.wsgi_client import CountingDjango, send
 from tests.products.conftest import ProductFactory, make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache_state")]
-
-
-class CountingDjango:
-    """Django's WSGI handler, counting the requests that reach it."""
-
-    def __init__(self) -> None:
-        self.django = WSGIHandler()
-        self.calls = 0
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        self.calls += 1
-        return self.django(environ, start_response)
 
 
 @pytest.fixture
@@ -52,30 +38,6 @@ def stack() -> tuple[CachedReadsApp, CountingDjango]:
 def token() -> str:
     user = make_user("clerk", "change_product")
     return Token.objects.create(user=user).key
-
-
-def send(
-    app: Any, method: str, path: str, body: Any = None, **environ: str
-) -> tuple[int, dict[str, str], bytes]:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode() if body else b""
-    env: dict[str, Any] = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "HTTP_HOST": "testserver",
-        "wsgi.input": io.BytesIO(raw),
-        "CONTENT_LENGTH": str(len(raw)),
-    }
-    if raw:
-        env["CONTENT_TYPE"] = "application/json"
-    env.update(environ)
-    setup_testing_defaults(env)
-    captured: dict[str, Any] = {}
-
-    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
-        captured["status"], captured["headers"] = int(status[:3]), dict(headers)
-
-    content = b"".join(app(env, start_response))
-    return captured["status"], captured["headers"], content
 
 
 def put(app: Any, product: Product, token: str, body: Any, **environ: str) -> Any:

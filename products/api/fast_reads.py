@@ -1,0 +1,207 @@
+"""Answer product list and search pages ahead of the framework.
+
+`ProductPagesApp` wraps the WSGI application (inventory_project/wsgi.py), below
+`fast_path.CachedReadsApp`: it answers what the cache did not, the list and search pages an
+anonymous client asks for in JSON, when the cache is off or missed. It does what
+`ProductListView` and `ProductSearchView` do, with the same parts: the same query serializers
+and UTF-8 check, the view's throttle, the same page functions (`views.list_page`,
+`views.search_page`: the selectors, the page metadata and the output serializer), the same
+renderer, the ETag and If-None-Match handling of the view's `finalize_response`, and the headers
+the view and Django's middleware send. On a cache miss it stores the page as the middleware
+would, as the one loader of its key.
+
+What it leaves out is the generic machinery around those parts (Django's and DRF's request
+objects, the middlewares, URL resolution, authentication of a request that carries no
+credentials, content negotiation): most of a page's CPU apart from PostgreSQL.
+
+Everything else falls through to Django untouched, and so does every request that would not
+get a 200 or a 304: invalid parameters, a page past the end, a client over its rate limit, a
+database error. The views answer those with the usual errors, so errors have one
+implementation. Nothing is written here but the rate-limit counter and the cache entry.
+`PRODUCT_FAST_READS=false` switches the path off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from django.core import signals
+from django.http import HttpRequest, HttpResponse, QueryDict
+from django.utils.cache import set_response_etag
+from django.utils.encoding import iri_to_uri
+from rest_framework.renderers import JSONRenderer
+
+from products import cache
+from products.api import fast_path
+from products.api.serializers import ListQuerySerializer, SearchQuerySerializer, ensure_utf8
+from products.api.views import (
+    PageFunction,
+    ProductAPIView,
+    ProductListView,
+    ProductSearchView,
+    if_none_match_fails,
+    list_page,
+    search_page,
+)
+
+Answer = tuple[str, list[tuple[str, str]], bytes]
+
+
+class _Page:
+    """One kind of page: its view (read only: throttles, response headers), query and page."""
+
+    def __init__(
+        self,
+        view: ProductAPIView,
+        serializer_class: type[ListQuerySerializer],
+        page_function: PageFunction,
+    ) -> None:
+        view.setup(HttpRequest())
+        self.view = view
+        self.serializer_class = serializer_class
+        self.page_function = page_function
+
+
+class _Request:
+    """What the view's throttle reads of an anonymous request."""
+
+    method = "GET"
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self.META = environ
+        self.user = AnonymousUser()
+
+
+class ProductPagesApp:
+    """WSGI wrapper: anonymous JSON list and search pages, without Django's request cycle."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self.pages = {
+            "list": _Page(ProductListView(), ListQuerySerializer, list_page),
+            "search": _Page(ProductSearchView(), SearchQuerySerializer, search_page),
+        }
+        self.renderer = JSONRenderer()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        page = self._eligible(environ)
+        if page is None:
+            return self.app(environ, start_response)
+        lookup: cache.Lookup | None = environ.get(fast_path.LOOKUP_ENVIRON_KEY)
+        if cache.enabled() and (lookup is None or lookup.entry is not None):
+            # The cache layer did not look (the view refuses the query), or it found the page
+            # for a client over its rate limit (the view answers 429).
+            return self.app(environ, start_response)
+        signals.request_started.send(sender=self.__class__, environ=environ)
+        try:
+            answer = self._answer(environ, page, lookup)
+        finally:
+            signals.request_finished.send(sender=self.__class__)
+        if answer is None:
+            return self.app(environ, start_response)
+        status, headers, content = answer
+        headers.extend(fast_path.security_headers(fast_path.is_secure(environ)))
+        start_response(status, headers)
+        return [content]
+
+    def _eligible(self, environ: dict[str, Any]) -> _Page | None:
+        """The page, if this is a request this path answers."""
+        if not settings.PRODUCT_FAST_READS:
+            return None
+        kind = fast_path.PAGES.get(environ.get("PATH_INFO", ""))
+        query_string = environ.get("QUERY_STRING", "")
+        if kind is None or not fast_path.anonymous_json_get(environ, query_string):
+            return None
+        # Django builds the page's links from these as they are: with a script prefix, a host
+        # taken from elsewhere or raw non-ASCII bytes in the query, the view builds them.
+        if environ.get("SCRIPT_NAME") or "HTTP_HOST" not in environ:
+            return None
+        if settings.USE_X_FORWARDED_HOST or not query_string.isascii():
+            return None
+        if settings.SECURE_SSL_REDIRECT and not fast_path.is_secure(environ):
+            return None  # Django redirects it
+        if fast_path.allowed_host(environ) is None:
+            return None  # Django answers 400
+        return self.pages[kind]
+
+    def _answer(
+        self, environ: dict[str, Any], page: _Page, lookup: cache.Lookup | None
+    ) -> Answer | None:
+        """The 200 or 304 the view would send, or None to let the view answer."""
+        query_string = environ.get("QUERY_STRING", "")
+        try:
+            # As the view validates `request.query_params` (Django's QueryDict of the raw query).
+            raw = query_string.encode("latin-1")
+            serializer = page.serializer_class(data=QueryDict(raw))
+            ensure_utf8(raw, names=serializer.fields.keys())
+            if not serializer.is_valid() or _over_read_limit(_Request(environ), page.view):
+                return None
+        except Exception:
+            return None  # the view answers, and logs what it has to
+        lease = None
+        if lookup is not None:
+            entry, lease = cache.claim(lookup)
+            if entry is not None:  # another reader loaded it meanwhile
+                return _from_entry(environ, entry)
+        try:
+            url = "{}://{}{}{}".format(
+                "https" if fast_path.is_secure(environ) else "http",
+                environ["HTTP_HOST"],
+                environ["PATH_INFO"],
+                "?" + iri_to_uri(query_string) if query_string else "",
+            )
+            content = self.renderer.render(page.page_function(serializer.validated_data, url))
+        except Exception:
+            # A page past the end (404), the database unavailable (503): the view answers.
+            if lookup is not None and lease is not None:
+                cache.release(lookup, lease)
+            return None
+        try:
+            entry = _entry(page.view, content)
+            if lookup is not None:
+                cache.store(lookup, entry)
+        finally:
+            if lookup is not None and lease is not None:
+                cache.release(lookup, lease)
+        return _from_entry(environ, entry)
+
+
+def _over_read_limit(request: _Request, view: ProductAPIView) -> bool:
+    """The view's throttles, counted here for a request this path answers.
+
+    Run after the checks that send a request to the view, so that the view counts those
+    itself and each request is counted once, except one over its limit, which the view
+    counts again as it answers 429.
+    """
+    return not all(
+        throttle.allow_request(request, view)  # type: ignore[arg-type]
+        for throttle in view.get_throttles()
+    )
+
+
+def _entry(view: ProductAPIView, content: bytes) -> cache.Entry:
+    """The page with the headers the view and the middleware send with it."""
+    response = HttpResponse(content)
+    set_response_etag(response)  # as the view's finalize_response
+    headers = {"Content-Type": "application/json", "ETag": response["ETag"]}
+    headers.update(view.default_response_headers)
+    # SessionMiddleware adds Cookie to Vary: DRF's session authentication looked for a session.
+    headers["Vary"] = f"{headers['Vary']}, Cookie" if "Vary" in headers else "Cookie"
+    return cache.Entry(headers=headers, body=content)
+
+
+def _from_entry(environ: dict[str, Any], entry: cache.Entry) -> Answer:
+    etag = entry.etag
+    if etag and "HTTP_IF_NONE_MATCH" in environ:
+        request = HttpRequest()
+        request.META = environ
+        if if_none_match_fails(request, etag):
+            # As Django sends it: the view's 304 replaced its response, and SessionMiddleware
+            # adds Cookie to its Vary.
+            headers = [("ETag", etag), ("Vary", "Cookie"), ("Content-Length", "0")]
+            return "304 Not Modified", headers, b""
+    headers = [*entry.headers.items(), ("Content-Length", str(len(entry.body)))]
+    return "200 OK", headers, entry.body

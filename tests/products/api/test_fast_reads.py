@@ -1,0 +1,191 @@
+"""The WSGI path for list and search pages: the same answers as the DRF views, or the views.
+
+Each test sends raw WSGI requests to the application's layers wrapped around Django's own WSGI
+handler, and counts which requests reach Django. Every answer is compared with the one Django
+gives with the path switched off (`PRODUCT_FAST_READS=false`): status, headers and bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from products import cache, services
+from products.api.fast_path import CachedReadsApp
+from products.api.fast_reads import ProductPagesApp
+from products.api.fast_writes import ProductUpdateApp
+from tests.products.api.wsgi_client import CountingDjango, send
+from tests.products.conftest import ProductFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache_state")]
+
+# Answered here: every page a client may ask for, in both paging modes.
+ANSWERED = [
+    ("/api/products", ""),
+    ("/api/products/", "page=2&limit=3"),
+    ("/api/products", "limit=4&after_id=3"),
+    ("/api/products", "utm_source=mail&limit=2"),  # other parameters are ignored, as the view does
+    ("/api/products/search", "name=steel"),
+    ("/api/products/search/", "name=STEEL&min_price=100&max_price=200"),
+    ("/api/products/search", "name=steel&min_price=100&max_price=200&page=2&limit=2"),
+    ("/api/products/search", "name=steel&after_id=2&limit=2"),
+    ("/api/products/search", "min_price=150.5"),
+    ("/api/products/search", "name=%C3%A9crou"),
+    ("/api/products/search", "name=st+ee"),
+    ("/api/products/search", "name=50%25"),
+    ("/api/products/search", "name=a<b>"),  # quoted in the page links, as Django quotes them
+    ("/api/products/search", "name=zzz"),  # no match: count 0, one empty page
+]
+# Refused or past the end: the view answers with its error.
+REFUSED = [
+    ("/api/products", "page=0", 400),
+    ("/api/products", "page=abc", 400),
+    ("/api/products", "limit=101", 400),
+    ("/api/products", "page=2&after_id=1", 400),
+    ("/api/products", "page=99", 404),
+    ("/api/products/search", "", 400),
+    ("/api/products/search", "name=", 400),
+    ("/api/products/search", "name=a%00b", 400),
+    ("/api/products/search", "name=%FF", 400),
+    ("/api/products/search", "min_price=-1", 400),
+    ("/api/products/search", "min_price=5&max_price=4", 400),
+    ("/api/products/search", "name=steel&page=9", 404),
+]
+
+
+@pytest.fixture
+def catalogue() -> None:
+    for name, price in [
+        ("Steel bar", "100.00"),
+        ("STEEL pipe", "150.50"),
+        ("Steel clamp", "200.00"),
+        ("Steel nut", "99.99"),
+        ("Écrou acier", "3.10"),
+        ("50% valve", "12.00"),
+        ("A<B> cable", "1.00"),
+    ]:
+        ProductFactory(name=name, price=Decimal(price))
+
+
+@pytest.fixture
+def stack() -> tuple[CachedReadsApp, CountingDjango]:
+    django = CountingDjango()
+    return CachedReadsApp(ProductPagesApp(ProductUpdateApp(django))), django
+
+
+def get(app: Any, path: str, query: str, **environ: str) -> tuple[int, dict[str, str], bytes]:
+    return send(app, "GET", path, QUERY_STRING=query, **environ)
+
+
+def through_django(app: Any, path: str, query: str, **environ: str) -> Any:
+    with override_settings(PRODUCT_FAST_READS=False):
+        return get(app, path, query, **environ)
+
+
+def assert_same(fast: Any, slow: Any) -> None:
+    assert fast[0] == slow[0]
+    assert fast[2] == slow[2]
+    assert fast[1] == slow[1]
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=False)
+@pytest.mark.usefixtures("catalogue")
+@pytest.mark.parametrize(("path", "query"), ANSWERED)
+def test_pages_are_answered_here_as_the_view_answers_them(stack, path: str, query: str) -> None:
+    app, django = stack
+    fast = get(app, path, query)
+    assert (fast[0], django.calls) == (200, 0)
+    slow = through_django(app, path, query)
+    assert django.calls == 1
+    assert_same(fast, slow)
+    # And over plain HTTP, where the links say http.
+    assert_same(
+        get(app, path, query, HTTP_X_FORWARDED_PROTO="http"),
+        through_django(app, path, query, HTTP_X_FORWARDED_PROTO="http"),
+    )
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=False)
+@pytest.mark.usefixtures("catalogue")
+@pytest.mark.parametrize(("path", "query", "code"), REFUSED)
+def test_refused_queries_go_to_the_view(stack, path: str, query: str, code: int) -> None:
+    app, django = stack
+    refused = get(app, path, query)
+    assert (refused[0], django.calls) == (code, 1)
+    assert json.loads(refused[2])["error"]
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=False)
+@pytest.mark.usefixtures("catalogue")
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"HTTP_ACCEPT": "text/html"},  # the browsable API
+        {"HTTP_ACCEPT": "application/json; indent=4"},
+        {"HTTP_AUTHORIZATION": "Token abc"},
+        {"HTTP_COOKIE": "sessionid=abc"},
+        {"REQUEST_METHOD": "HEAD"},
+        {"SCRIPT_NAME": "/inventory"},
+        {"HTTP_HOST": "evil.example"},  # not allowed: Django answers 400
+    ],
+)
+def test_other_requests_go_to_django(stack, environ: dict[str, str]) -> None:
+    app, django = stack
+    get(app, "/api/products/search", "name=steel", **environ)
+    assert django.calls == 1
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=False)
+@pytest.mark.usefixtures("catalogue")
+def test_if_none_match_gets_a_304_here(stack) -> None:
+    app, django = stack
+    etag = get(app, "/api/products/search", "name=steel")[1]["ETag"]
+    fast = get(app, "/api/products/search", "name=steel", HTTP_IF_NONE_MATCH=etag)
+    slow = through_django(app, "/api/products/search", "name=steel", HTTP_IF_NONE_MATCH=etag)
+    assert (fast[0], django.calls) == (304, 1)
+    assert_same(fast, slow)
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=True)
+@pytest.mark.usefixtures("catalogue")
+def test_a_miss_is_loaded_here_and_stored_for_the_next_reader(stack) -> None:
+    app, django = stack
+    first = get(app, "/api/products/search", "name=steel&min_price=100&max_price=200")
+    second = get(app, "/api/products/search", "name=steel&min_price=100&max_price=200")
+    assert django.calls == 0
+    assert first == second
+    assert json.loads(first[2])["count"] == 3
+    # A write bumps the catalogue: the next read is a miss, loaded here again, and current.
+    product = ProductFactory(name="Steel hook", price=Decimal("120.00"))
+    third = get(app, "/api/products/search", "name=steel&min_price=100&max_price=200")
+    assert json.loads(third[2])["count"] == 4
+    services.product_delete(product_id=product.pk)
+    fourth = get(app, "/api/products/search", "name=steel&min_price=100&max_price=200")
+    assert (json.loads(fourth[2])["count"], django.calls) == (3, 0)
+    assert fourth[1]["ETag"] == first[1]["ETag"]
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=True)
+@pytest.mark.usefixtures("catalogue")
+def test_with_the_cache_on_it_answers_as_the_view_answers(stack) -> None:
+    app, django = stack
+    fast = get(app, "/api/products/search", "name=steel&limit=2")
+    cache.invalidate_all()
+    slow = through_django(app, "/api/products/search", "name=steel&limit=2")
+    assert django.calls == 1
+    assert_same(fast, slow)
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=False, RATELIMIT_ENABLE=True, RATELIMIT_READS="2/m")
+@pytest.mark.usefixtures("catalogue")
+def test_reads_count_against_the_limit_once_and_the_view_answers_429(stack) -> None:
+    app, django = stack
+    assert get(app, "/api/products/search", "name=steel")[0] == 200
+    assert get(app, "/api/products", "")[0] == 200
+    status, headers, _ = get(app, "/api/products/search", "name=steel")
+    assert (status, django.calls) == (429, 1)
+    assert "Retry-After" in headers

@@ -1,0 +1,46 @@
+"""Raw WSGI requests to the application's layers, and a count of those that reach Django."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+from django.core.handlers.wsgi import WSGIHandler
+
+
+class CountingDjango:
+    """Django's WSGI handler, counting the requests that reach it."""
+
+    def __init__(self) -> None:
+        self.django = WSGIHandler()
+        self.calls = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        self.calls += 1
+        return self.django(environ, start_response)
+
+
+def send(
+    app: Any, method: str, path: str, body: Any = None, **environ: str
+) -> tuple[int, dict[str, str], bytes]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode() if body else b""
+    env: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "HTTP_HOST": "testserver",
+        "wsgi.input": io.BytesIO(raw),
+        "CONTENT_LENGTH": str(len(raw)),
+    }
+    if raw:
+        env["CONTENT_TYPE"] = "application/json"
+    env.update(environ)
+    setup_testing_defaults(env)
+    captured: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        captured["status"], captured["headers"] = int(status[:3]), dict(headers)
+
+    content = b"".join(app(env, start_response))
+    return captured["status"], captured["headers"], content
