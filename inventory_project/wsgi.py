@@ -14,8 +14,6 @@ from products.api.fast_writes import ProductUpdateApp  # noqa: E402
 
 # Cached anonymous product reads, the list and search pages the cache does not hold, and plain
 # token updates of one product are answered before Django builds a request; everything else
-# goes to Django. A chunked body is first given the
-# Content-Length every layer below reads it by.
-application = ChunkedBodyApp(
-    CachedReadsApp(ProductPagesApp(ProductUpdateApp(django_application)))
-)
+# goes to Django. A chunked body is first given the Content-Length every layer below reads it
+# by.
+application = ChunkedBodyApp(CachedReadsApp(ProductPagesApp(ProductUpdateApp(django_application))))
