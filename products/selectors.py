@@ -252,7 +252,8 @@ def _name_key_condition(filters: ProductFilters) -> tuple[str, list[Any]]:
         branch = f"{_KEYS} @> (products_piece_keys(%s, %s) || products_price_keys(%s::text[]))"
         condition = " OR ".join([branch] * len(branches))
         return f"({condition})", [v for paired, finer in branches for v in (term, paired, finer)]
-    condition, params = f"{_KEYS} @> products_name_keys(%s)", [term]
+    condition = f"{_KEYS} @> products_name_keys(%s)"
+    params: list[Any] = [term]
     if labels is not None:
         condition += f" AND {_KEYS} && products_price_keys(%s::text[])"
         params.append(labels)
