@@ -23,10 +23,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from django.conf import settings
+from django.core import signals
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotModified
 from django.http.cookie import parse_cookie
 from django.http.request import split_domain_port, validate_host
@@ -36,6 +37,7 @@ from products.api.throttling import READ_GROUP, client_key, counted_usage
 from products.api.views import etag_version, if_none_match_fails
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DETAIL = re.compile(r"^/api/products/(\d{1,18})/?$")
 PAGES = {"/api/products": "list", "/api/products/": "list"}
@@ -132,6 +134,16 @@ class CachedReadsApp:
         headers.append(("Content-Length", str(len(entry.body))))
         start_response("200 OK", headers)
         return [entry.body]
+
+
+def in_request_cycle(sender: type, environ: dict[str, Any], answer: Callable[[], T]) -> T:
+    """`answer()` between Django's request_started and request_finished signals, as Django's
+    handler runs a view: stale database connections are closed before, and returned after."""
+    signals.request_started.send(sender=sender, environ=environ)
+    try:
+        return answer()
+    finally:
+        signals.request_finished.send(sender=sender)
 
 
 def sends_session_cookie(environ: dict[str, Any]) -> bool:

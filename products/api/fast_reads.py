@@ -28,7 +28,6 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.core import signals
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.utils.cache import set_response_etag
 from django.utils.encoding import iri_to_uri
@@ -95,11 +94,9 @@ class ProductPagesApp:
             # The cache layer did not look (the view refuses the query), or it found the page
             # for a client over its rate limit (the view answers 429).
             return self.app(environ, start_response)
-        signals.request_started.send(sender=self.__class__, environ=environ)
-        try:
-            answer = self._answer(environ, page, lookup)
-        finally:
-            signals.request_finished.send(sender=self.__class__)
+        answer = fast_path.in_request_cycle(
+            self.__class__, environ, lambda: self._answer(environ, page, lookup)
+        )
         if answer is None:
             return self.app(environ, start_response)
         status, headers, content = answer

@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
-from django.core import signals
 from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import HttpRequest
@@ -91,11 +90,9 @@ class ProductUpdateApp:
         body = _read_body(environ)
         # Whatever happens next, the view may need to read the body again.
         environ["wsgi.input"] = io.BytesIO(body)
-        signals.request_started.send(sender=self.__class__, environ=environ)
-        try:
-            answer = self._update(environ, product_id, body)
-        finally:
-            signals.request_finished.send(sender=self.__class__)
+        answer = fast_path.in_request_cycle(
+            self.__class__, environ, lambda: self._update(environ, product_id, body)
+        )
         if answer is None:
             environ["wsgi.input"] = io.BytesIO(body)
             return self.app(environ, start_response)

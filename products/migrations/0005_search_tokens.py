@@ -83,10 +83,15 @@ DROP FUNCTION IF EXISTS products_price_keys(text[]);
 
 
 def create_functions(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    execute_in_schema(schema_editor, FUNCTIONS)
+
+
+def execute_in_schema(schema_editor: BaseDatabaseSchemaEditor, sql: str) -> None:
+    """Run `sql` with `{schema}` replaced by the schema the migration creates objects in."""
     with schema_editor.connection.cursor() as cursor:
         cursor.execute("SELECT current_schema()")
         (schema,) = cursor.fetchone()
-    schema_editor.execute(FUNCTIONS.replace("{schema}", schema_editor.quote_name(schema)))
+    schema_editor.execute(sql.replace("{schema}", schema_editor.quote_name(schema)))
 
 
 def drop_functions(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
@@ -94,17 +99,18 @@ def drop_functions(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
 
 
 def drop_invalid_index(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    drop_if_invalid(schema_editor, SEARCH_INDEX)
+
+
+def drop_if_invalid(schema_editor: BaseDatabaseSchemaEditor, index: str) -> None:
     """A concurrent build that failed (a lock timeout, a cancel) leaves its index behind, invalid:
     drop it, or running the migration again stops at "relation already exists"."""
     with schema_editor.connection.cursor() as cursor:
         cursor.execute(
-            "SELECT 1 FROM pg_index WHERE indexrelid = to_regclass(%s) AND NOT indisvalid",
-            [SEARCH_INDEX],
+            "SELECT 1 FROM pg_index WHERE indexrelid = to_regclass(%s) AND NOT indisvalid", [index]
         )
         if cursor.fetchone():
-            schema_editor.execute(
-                f"DROP INDEX CONCURRENTLY {schema_editor.quote_name(SEARCH_INDEX)}"
-            )
+            schema_editor.execute(f"DROP INDEX CONCURRENTLY {schema_editor.quote_name(index)}")
 
 
 class Migration(migrations.Migration):

@@ -28,6 +28,8 @@ keys are hashtext() values (REINDEX INDEX product_search_pieces if hashtext ever
 0005's index and its products_search_keys function go; the functions the queries call stay.
 """
 
+import importlib
+
 from django.apps.registry import Apps
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
@@ -78,32 +80,13 @@ DROP FUNCTION IF EXISTS products_search_pieces(text, numeric);
 DROP FUNCTION IF EXISTS products_piece_keys(text, text);
 """
 
-# 0005's function for its index, created again if this migration is reversed.
-OLD_FUNCTION = """
-CREATE OR REPLACE FUNCTION products_search_keys(name text, price numeric) RETURNS integer[]
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
-DECLARE
-    keys integer[] := {schema}.products_name_keys(name);
-    dollars bigint := floor(price)::bigint;
-BEGIN
-    FOR level IN 0 .. 5 LOOP
-        keys := keys || hashtext('p' || level || ':' || dollars / (10::bigint ^ level)::bigint);
-    END LOOP;
-    RETURN keys;
-END
-$$;
-"""
-
-
-def _with_schema(sql: str, schema_editor: BaseDatabaseSchemaEditor) -> str:
-    with schema_editor.connection.cursor() as cursor:
-        cursor.execute("SELECT current_schema()")
-        (schema,) = cursor.fetchone()
-    return sql.replace("{schema}", schema_editor.quote_name(schema))
+# 0005's helpers: its create_functions is the reverse of dropping products_search_keys, and
+# its execute_in_schema and drop_if_invalid serve this migration too.
+_0005 = importlib.import_module("products.migrations.0005_search_tokens")
 
 
 def create_functions(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
-    schema_editor.execute(_with_schema(FUNCTIONS, schema_editor))
+    _0005.execute_in_schema(schema_editor, FUNCTIONS)
 
 
 def drop_functions(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
@@ -114,21 +97,8 @@ def drop_old_function(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> No
     schema_editor.execute("DROP FUNCTION IF EXISTS products_search_keys(text, numeric)")
 
 
-def create_old_function(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
-    schema_editor.execute(_with_schema(OLD_FUNCTION, schema_editor))
-
-
 def drop_invalid_index(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
-    """As in 0005: an index a failed concurrent build left behind, invalid, goes first."""
-    with schema_editor.connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT 1 FROM pg_index WHERE indexrelid = to_regclass(%s) AND NOT indisvalid",
-            [SEARCH_INDEX],
-        )
-        if cursor.fetchone():
-            schema_editor.execute(
-                f"DROP INDEX CONCURRENTLY {schema_editor.quote_name(SEARCH_INDEX)}"
-            )
+    _0005.drop_if_invalid(schema_editor, SEARCH_INDEX)
 
 
 def search_pieces() -> models.Func:
@@ -154,5 +124,5 @@ class Migration(migrations.Migration):
             index=GinIndex(search_pieces(), name=SEARCH_INDEX, gin_pending_list_limit=256),
         ),
         RemoveIndexConcurrently(model_name="product", name="product_search_keys"),
-        migrations.RunPython(drop_old_function, create_old_function),
+        migrations.RunPython(drop_old_function, _0005.create_functions),
     ]
