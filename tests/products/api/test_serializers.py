@@ -48,3 +48,17 @@ def test_the_fast_representation_follows_the_current_time_zone_as_drf_does() -> 
     data = ProductOutputSerializer(product).data
     assert data == by_declared_fields(product)
     assert data["created_at"] == "2026-07-01T14:00:00+02:00"
+
+
+@override_settings(TIME_ZONE="Europe/Berlin")
+def test_a_list_renders_each_product_as_the_declared_fields_do() -> None:
+    stamp = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+    products = [
+        Product(id=n, name=f"p{n}", price=Decimal(n), stock_level=n, version=1, created_at=stamp)
+        for n in (1, 2, 3)
+    ]
+    for product in products:
+        product.updated_at = stamp + timedelta(days=product.id)
+    assert ProductOutputSerializer(products, many=True).data == [
+        by_declared_fields(product) for product in products
+    ]
