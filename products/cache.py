@@ -400,15 +400,17 @@ def detail_lookup(product_id: int) -> Lookup:
     return _lookup("detail", _LOOKUP_DETAIL, _key(f"ver:{product_id}"), _key("d:"), str(product_id))
 
 
-def page_lookup(kind: str, *, host: str, scheme: str, params: Sequence[tuple[str, str]]) -> Lookup:
-    """The cached list/search page for a normalized query.
+def page_lookup(path: str, *, host: str, scheme: str, params: Sequence[tuple[str, str]]) -> Lookup:
+    """The cached list/search page at `path` for a normalized query.
+
+    The path, host and scheme are part of the key: the page's links repeat them.
 
     Parameters are ordered by name only (a stable sort keeps repeated names in their order,
     which decides the value DRF reads) and encoded losslessly, so no two different queries
     share a key: `name=a%26page%3D3` and `name=a&page=3` stay apart.
     """
     ordered = sorted(params, key=lambda pair: pair[0])
-    normalized = orjson.dumps([kind, host, scheme, ordered])
+    normalized = orjson.dumps([path, host, scheme, ordered])
     digest = hashlib.blake2b(normalized, digest_size=16).hexdigest()
     return _lookup("page", _LOOKUP_PAGE, _key("gen"), _key("l:"), digest)
 

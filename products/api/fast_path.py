@@ -31,9 +31,10 @@ from django.core import signals
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotModified
 from django.http.cookie import parse_cookie
 from django.http.request import split_domain_port, validate_host
+from django.middleware.csrf import CSRF_ALLOWED_CHARS, CSRF_SECRET_LENGTH, CSRF_TOKEN_LENGTH
 
 from products import cache, selectors
-from products.api.throttling import READ_GROUP, client_key, counted_usage
+from products.api.throttling import READ_GROUP, count_once
 from products.api.views import etag_version, if_none_match_fails
 
 logger = logging.getLogger(__name__)
@@ -50,8 +51,7 @@ def _lookup(path: str, query_string: str, host: str, scheme: str) -> cache.Looku
     match = DETAIL.match(path)
     if match:
         return cache.detail_lookup(int(match[1]))
-    kind = PAGES.get(path)
-    if kind is None:
+    if path not in PAGES:
         return None
     # Pages carry absolute next/previous links: the host and scheme are part of the query.
     try:
@@ -60,30 +60,59 @@ def _lookup(path: str, query_string: str, host: str, scheme: str) -> cache.Looku
         # Not UTF-8: the view refuses it. Decoded with replacement, it would share the key of
         # a query for a real U+FFFD.
         return None
-    return cache.page_lookup(kind, host=host, scheme=scheme, params=params)
+    return cache.page_lookup(path, host=host, scheme=scheme, params=params)
+
+
+# Accept headers DRF answers with compact JSON, as sent by common clients (absent: */*).
+JSON_ACCEPTS = frozenset({"*/*", "application/json", "application/json, text/plain, */*"})
 
 
 def anonymous_json_get(meta: dict[str, Any], query_string: str) -> bool:
-    """GETs without credentials that DRF would answer in JSON."""
-    if meta.get("REQUEST_METHOD") != "GET":
+    """GETs without credentials that DRF would answer in compact JSON, at a plain path.
+
+    Anything in doubt is left to Django: an Accept header not known to get compact JSON (the
+    browsable API, `indent`, a type DRF answers 406), a `format` parameter however encoded, a
+    session cookie or a CSRF cookie Django would replace, a script prefix.
+    """
+    if meta.get("REQUEST_METHOD") != "GET" or "HTTP_AUTHORIZATION" in meta:
         return False
-    if "HTTP_AUTHORIZATION" in meta:
+    if meta.get("HTTP_ACCEPT", "*/*") not in JSON_ACCEPTS:
         return False
-    if sends_session_cookie(meta):
+    if "format" in query_string or ("%" in query_string and _names_format(query_string)):
         return False
-    if "format=" in query_string:
+    if meta.get("HTTP_COOKIE") and not _cookies_left_alone(meta["HTTP_COOKIE"]):
         return False
-    accept = meta.get("HTTP_ACCEPT", "*/*")
-    # The browsable API, and JSON indented on request, are not what the cache holds.
-    return "text/html" not in accept and "indent" not in accept
+    return not _script_prefixed(meta)
+
+
+def _names_format(query_string: str) -> bool:
+    """Whether a parameter decodes to DRF's `format` (its URL_FORMAT_OVERRIDE)."""
+    return any(name == "format" for name, _ in parse_qsl(query_string, keep_blank_values=True))
+
+
+def _cookies_left_alone(header: str) -> bool:
+    """No session cookie, and no CSRF cookie that CsrfViewMiddleware would replace."""
+    cookies = parse_cookie(header)
+    if settings.SESSION_COOKIE_NAME in cookies:
+        return False
+    token = cookies.get(settings.CSRF_COOKIE_NAME)
+    return token is None or (
+        len(token) in (CSRF_SECRET_LENGTH, CSRF_TOKEN_LENGTH)
+        and all(char in CSRF_ALLOWED_CHARS for char in token)
+    )
+
+
+def _script_prefixed(meta: dict[str, Any]) -> bool:
+    """Whether Django would put a script prefix in the page's links (get_script_name)."""
+    if settings.FORCE_SCRIPT_NAME is not None:
+        return True
+    return any(meta.get(name) for name in ("SCRIPT_URL", "REDIRECT_URL", "SCRIPT_NAME"))
 
 
 def _over_read_limit(request: Any) -> bool:
     if not settings.RATELIMIT_ENABLE:
         return False
-    usage = counted_usage(
-        request, group=READ_GROUP, key=client_key, rate=settings.RATELIMIT_READS, increment=True
-    )
+    usage = count_once(request, group=READ_GROUP, rate=settings.RATELIMIT_READS)
     return usage is not None and bool(usage["should_limit"])
 
 
@@ -164,13 +193,25 @@ def is_secure(environ: dict[str, Any]) -> bool:
 
 
 def allowed_host(environ: dict[str, Any]) -> str | None:
-    """The Host, if ALLOWED_HOSTS allows it (else Django would answer 400)."""
-    host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+    """The host as `HttpRequest.get_host()` reads it, if ALLOWED_HOSTS allows it (else Django
+    would answer 400)."""
+    host = _raw_host(environ)
     domain, _port = split_domain_port(host)
     allowed = settings.ALLOWED_HOSTS
     if settings.DEBUG and not allowed:
         allowed = [".localhost", "127.0.0.1", "[::1]"]
     return host if domain and validate_host(domain, allowed) else None
+
+
+def _raw_host(environ: dict[str, Any]) -> str:
+    """`HttpRequest._get_raw_host()`: a Host header that is present counts, even empty."""
+    if settings.USE_X_FORWARDED_HOST and "HTTP_X_FORWARDED_HOST" in environ:
+        return str(environ["HTTP_X_FORWARDED_HOST"])
+    if "HTTP_HOST" in environ:
+        return str(environ["HTTP_HOST"])
+    host = str(environ.get("SERVER_NAME", ""))
+    port = str(environ.get("SERVER_PORT", ""))
+    return host if port == ("443" if is_secure(environ) else "80") else f"{host}:{port}"
 
 
 def security_headers(secure: bool) -> list[tuple[str, str]]:

@@ -15,19 +15,23 @@ objects, the middlewares, URL resolution, authentication of a request that carri
 credentials, content negotiation): most of a page's CPU apart from PostgreSQL.
 
 Everything else falls through to Django untouched, and so does every request that would not
-get a 200 or a 304: invalid parameters, a page past the end, a client over its rate limit, a
-database error. The views answer those with the usual errors, so errors have one
-implementation. Nothing is written here but the rate-limit counter and the cache entry.
+get a 200 or a 304: invalid parameters, a page past the end, a client over its rate limit. The
+views answer those with the usual errors, so errors have one implementation. One error is
+answered here: the database unavailable, a 503 in the view's shape, since the view would first
+wait out the connection pool's timeout again. Nothing is written here but the rate-limit
+counter (counted once per request, whoever looks: `throttling.count_once`) and the cache entry.
 `PRODUCT_FAST_READS=false` switches the path off.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.utils.cache import set_response_etag
 from django.utils.encoding import iri_to_uri
@@ -35,6 +39,7 @@ from rest_framework.renderers import JSONRenderer
 
 from products import cache
 from products.api import fast_path
+from products.api.errors import ServiceUnavailable, error_body
 from products.api.serializers import ListQuerySerializer, SearchQuerySerializer, ensure_utf8
 from products.api.views import (
     PageFunction,
@@ -45,6 +50,8 @@ from products.api.views import (
     list_page,
     search_page,
 )
+
+logger = logging.getLogger(__name__)
 
 Answer = tuple[str, list[tuple[str, str]], bytes]
 
@@ -86,16 +93,17 @@ class ProductPagesApp:
         self.renderer = JSONRenderer()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        page = self._eligible(environ)
-        if page is None:
+        eligible = self._eligible(environ)
+        if eligible is None:
             return self.app(environ, start_response)
+        page, host = eligible
         lookup: cache.Lookup | None = environ.get(fast_path.LOOKUP_ENVIRON_KEY)
         if cache.enabled() and (lookup is None or lookup.entry is not None):
             # The cache layer did not look (the view refuses the query), or it found the page
             # for a client over its rate limit (the view answers 429).
             return self.app(environ, start_response)
         answer = fast_path.in_request_cycle(
-            self.__class__, environ, lambda: self._answer(environ, page, lookup)
+            self.__class__, environ, lambda: self._answer(environ, page, host, lookup)
         )
         if answer is None:
             return self.app(environ, start_response)
@@ -104,28 +112,26 @@ class ProductPagesApp:
         start_response(status, headers)
         return [content]
 
-    def _eligible(self, environ: dict[str, Any]) -> _Page | None:
-        """The page, if this is a request this path answers."""
+    def _eligible(self, environ: dict[str, Any]) -> tuple[_Page, str] | None:
+        """The page and the host its links name, if this is a request this path answers."""
         if not settings.PRODUCT_FAST_READS:
             return None
         kind = fast_path.PAGES.get(environ.get("PATH_INFO", ""))
         query_string = environ.get("QUERY_STRING", "")
         if kind is None or not fast_path.anonymous_json_get(environ, query_string):
             return None
-        # Django builds the page's links from these as they are: with a script prefix, a host
-        # taken from elsewhere or raw non-ASCII bytes in the query, the view builds them.
-        if environ.get("SCRIPT_NAME") or "HTTP_HOST" not in environ:
-            return None
-        if settings.USE_X_FORWARDED_HOST or not query_string.isascii():
+        # Raw non-ASCII bytes in the query: Django's links would quote them its own way.
+        if not query_string.isascii():
             return None
         if settings.SECURE_SSL_REDIRECT and not fast_path.is_secure(environ):
             return None  # Django redirects it
-        if fast_path.allowed_host(environ) is None:
+        host = fast_path.allowed_host(environ)
+        if host is None:
             return None  # Django answers 400
-        return self.pages[kind]
+        return self.pages[kind], host
 
     def _answer(
-        self, environ: dict[str, Any], page: _Page, lookup: cache.Lookup | None
+        self, environ: dict[str, Any], page: _Page, host: str, lookup: cache.Lookup | None
     ) -> Answer | None:
         """The 200 or 304 the view would send, or None to let the view answer."""
         query_string = environ.get("QUERY_STRING", "")
@@ -144,34 +150,50 @@ class ProductPagesApp:
             if entry is not None:  # another reader loaded it meanwhile
                 return _from_entry(environ, entry)
         try:
-            url = "{}://{}{}{}".format(
-                "https" if fast_path.is_secure(environ) else "http",
-                environ["HTTP_HOST"],
-                environ["PATH_INFO"],
-                "?" + iri_to_uri(query_string) if query_string else "",
-            )
-            content = self.renderer.render(page.page_function(serializer.validated_data, url))
-        except Exception:
-            # A page past the end (404), the database unavailable (503): the view answers.
-            if lookup is not None and lease is not None:
-                cache.release(lookup, lease)
-            return None
-        try:
-            entry = _entry(page.view, content)
-            if lookup is not None:
-                cache.store(lookup, entry)
+            return self._load(environ, page, host, serializer.validated_data, lookup)
         finally:
             if lookup is not None and lease is not None:
                 cache.release(lookup, lease)
+
+    def _load(
+        self,
+        environ: dict[str, Any],
+        page: _Page,
+        host: str,
+        query: dict[str, Any],
+        lookup: cache.Lookup | None,
+    ) -> Answer | None:
+        query_string = environ.get("QUERY_STRING", "")
+        url = "{}://{}{}{}".format(
+            "https" if fast_path.is_secure(environ) else "http",
+            host,
+            environ["PATH_INFO"],
+            "?" + iri_to_uri(query_string) if query_string else "",
+        )
+        try:
+            content = self.renderer.render(page.page_function(query, url))
+        except (OperationalError, InterfaceError):
+            # Answered here as the view answers it: the view would first wait for a
+            # connection as long again.
+            logger.exception("database unavailable")
+            body = self.renderer.render(
+                error_body("service_unavailable", str(ServiceUnavailable.default_detail))
+            )
+            headers = [*_headers(page.view).items(), ("Content-Length", str(len(body)))]
+            return "503 Service Unavailable", headers, body
+        except Exception:
+            return None  # a page past the end (404): the view answers
+        entry = _entry(page.view, content)
+        if lookup is not None:
+            cache.store(lookup, entry)
         return _from_entry(environ, entry)
 
 
 def _over_read_limit(request: _Request, view: ProductAPIView) -> bool:
-    """The view's throttles, counted here for a request this path answers.
+    """The view's throttles, run after the checks that send a request to the view.
 
-    Run after the checks that send a request to the view, so that the view counts those
-    itself and each request is counted once, except one over its limit, which the view
-    counts again as it answers 429.
+    A request counted here and then handed to the view (a page past the end, a client over
+    its limit) is not counted again: the throttle marks the environ (`count_once`).
     """
     return not all(
         throttle.allow_request(request, view)  # type: ignore[arg-type]
@@ -183,11 +205,15 @@ def _entry(view: ProductAPIView, content: bytes) -> cache.Entry:
     """The page with the headers the view and the middleware send with it."""
     response = HttpResponse(content)
     set_response_etag(response)  # as the view's finalize_response
-    headers = {"Content-Type": "application/json", "ETag": response["ETag"]}
-    headers.update(view.default_response_headers)
+    return cache.Entry(headers={**_headers(view), "ETag": response["ETag"]}, body=content)
+
+
+def _headers(view: ProductAPIView) -> dict[str, str]:
+    """What the view and the middleware send with any JSON answer of it."""
+    headers = {"Content-Type": "application/json", **view.default_response_headers}
     # SessionMiddleware adds Cookie to Vary: DRF's session authentication looked for a session.
     headers["Vary"] = f"{headers['Vary']}, Cookie" if "Vary" in headers else "Cookie"
-    return cache.Entry(headers=headers, body=content)
+    return headers
 
 
 def _from_entry(environ: dict[str, Any], entry: cache.Entry) -> Answer:

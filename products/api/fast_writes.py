@@ -212,9 +212,9 @@ def _over_write_limit(request: _Request, view: ProductDetailView) -> bool:
     """The view's throttles, counted once here for a request this path answers.
 
     Run last, after every check that sends a request to the view, so that the view counts
-    those requests itself and they are counted once. A request that falls through after it
-    (over the limit, a product that no longer exists, a value the database refuses) is counted
-    by both.
+    those requests itself. A request that falls through after it (over the limit, a product
+    that no longer exists, a value the database refuses) is not counted again by the view: the
+    throttle marks the environ (`throttling.count_once`).
     """
     return not all(
         throttle.allow_request(request, view)  # type: ignore[arg-type]

@@ -92,6 +92,21 @@ READ_GROUP = "products:read"
 WRITE_GROUP = "products:write"
 
 
+def count_once(request: Any, *, group: str, rate: str) -> dict[str, Any] | None:
+    """`counted_usage` of the request's client, counted once per request and group.
+
+    The WSGI paths (products/api/fast_path.py, fast_reads.py, fast_writes.py) count a request
+    before they answer it, and some requests they then hand on to the view, whose throttle
+    looks again: the environ remembers the count, and later looks read the counter only.
+    """
+    counted = f"products.rate_limit_counted:{group}"
+    usage = counted_usage(
+        request, group=group, key=client_key, rate=rate, increment=counted not in request.META
+    )
+    request.META[counted] = True
+    return usage
+
+
 class ProductRateThrottle(BaseThrottle):
     """RATELIMIT_READS for safe methods, RATELIMIT_WRITES for the rest, per user or client IP."""
 
@@ -104,7 +119,7 @@ class ProductRateThrottle(BaseThrottle):
         is_read = request.method in SAFE_METHODS
         group = READ_GROUP if is_read else WRITE_GROUP
         rate = settings.RATELIMIT_READS if is_read else settings.RATELIMIT_WRITES
-        usage = counted_usage(request, group=group, key=client_key, rate=rate, increment=True)
+        usage = count_once(request, group=group, rate=rate)
         if usage is None:
             logger.warning("rate limit counters unavailable (Redis down?): serving unthrottled")
             return True

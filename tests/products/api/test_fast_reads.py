@@ -12,9 +12,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.db import OperationalError
 from django.test import override_settings
 
-from products import cache, services
+from products import cache, selectors, services
 from products.api.fast_path import CachedReadsApp
 from products.api.fast_reads import ProductPagesApp
 from products.api.fast_writes import ProductUpdateApp
@@ -189,3 +190,105 @@ def test_reads_count_against_the_limit_once_and_the_view_answers_429(stack) -> N
     status, headers, _ = get(app, "/api/products/search", "name=steel")
     assert (status, django.calls) == (429, 1)
     assert "Retry-After" in headers
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=True)
+@pytest.mark.usefixtures("catalogue")
+@pytest.mark.parametrize(
+    ("query", "environ"),
+    [
+        # Accept headers DRF does not answer with compact JSON (406, HTML, indented JSON).
+        ("limit=2", {"HTTP_ACCEPT": ""}),
+        ("limit=2", {"HTTP_ACCEPT": "application/xml"}),
+        ("limit=2", {"HTTP_ACCEPT": "text/*"}),
+        ("limit=2", {"HTTP_ACCEPT": "TEXT/HTML"}),
+        ("limit=2", {"HTTP_ACCEPT": "application/json; INDENT=2"}),
+        # DRF's format override, however encoded.
+        ("limit=2&%66ormat=api", {}),
+        ("limit=2&format=json", {}),
+        # A CSRF cookie that CsrfViewMiddleware replaces in its answer.
+        ("limit=2", {"HTTP_COOKIE": "csrftoken=bad"}),
+        # A present but empty Host header: Django answers 400.
+        ("limit=2", {"HTTP_HOST": "", "SERVER_NAME": "127.0.0.1"}),
+        # Links with a script prefix Django takes from the environ.
+        ("limit=2", {"SCRIPT_URL": "/inventory/api/products"}),
+    ],
+)
+def test_requests_drf_answers_otherwise_go_to_django_hit_or_miss(
+    stack, query: str, environ: dict[str, str]
+) -> None:
+    app, django = stack
+    get(app, "/api/products", "limit=2")  # the page is in the cache now
+    assert django.calls == 0
+    get(app, "/api/products", query, **environ)
+    assert django.calls == 1
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=False)
+@pytest.mark.usefixtures("catalogue")
+def test_a_valid_csrf_cookie_is_left_alone(stack) -> None:
+    app, django = stack
+    token = "a" * 32
+    fast = get(app, "/api/products", "limit=2", HTTP_COOKIE=f"csrftoken={token}")
+    assert django.calls == 0
+    assert_same(
+        fast, through_django(app, "/api/products", "limit=2", HTTP_COOKIE=f"csrftoken={token}")
+    )
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=False, FORCE_SCRIPT_NAME="/inventory")
+@pytest.mark.usefixtures("catalogue")
+def test_a_forced_script_name_goes_to_django(stack) -> None:
+    app, django = stack
+    get(app, "/api/products", "limit=2")
+    assert django.calls == 1
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=True)
+@pytest.mark.usefixtures("catalogue")
+def test_a_request_without_a_host_header_gets_links_to_the_server_as_django_builds_them(
+    stack,
+) -> None:
+    app, django = stack
+    environ = {"SERVER_NAME": "testserver", "SERVER_PORT": "8000"}
+    fast = send(
+        app, "GET", "/api/products", QUERY_STRING="limit=2", without=["HTTP_HOST"], **environ
+    )
+    assert (fast[0], django.calls) == (200, 0)
+    assert "://testserver:8000/api/products?" in json.loads(fast[2])["next"]
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=True)
+@pytest.mark.usefixtures("catalogue")
+def test_each_path_of_a_page_has_its_own_cached_links(stack) -> None:
+    app, _ = stack
+    with_slash = json.loads(get(app, "/api/products/", "limit=2")[2])
+    without = json.loads(get(app, "/api/products", "limit=2")[2])
+    assert "://testserver/api/products/?" in with_slash["next"]
+    assert "://testserver/api/products?" in without["next"]
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=False, RATELIMIT_ENABLE=True, RATELIMIT_READS="3/m")
+@pytest.mark.usefixtures("catalogue")
+def test_a_request_handed_on_to_the_view_is_counted_once(stack) -> None:
+    app, django = stack
+    statuses = [get(app, "/api/products", query)[0] for query in ("page=99", "", "", "")]
+    assert statuses == [404, 200, 200, 429]
+    assert django.calls == 2
+
+
+@pytest.mark.parametrize("cache_on", [False, True])
+@pytest.mark.usefixtures("catalogue")
+def test_the_database_unavailable_is_the_views_503_without_a_second_wait(
+    stack, monkeypatch, cache_on: bool
+) -> None:
+    app, django = stack
+
+    def unavailable(**kwargs: Any) -> None:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(selectors, "product_search", unavailable)
+    with override_settings(PRODUCT_CACHE_ENABLED=cache_on):
+        fast = get(app, "/api/products/search", "name=steel")
+        assert (fast[0], django.calls) == (503, 0)
+        assert_same(fast, through_django(app, "/api/products/search", "name=steel"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Collection
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
@@ -23,8 +24,15 @@ class CountingDjango:
 
 
 def send(
-    app: Any, method: str, path: str, body: Any = None, **environ: str
+    app: Any,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    without: Collection[str] = (),
+    **environ: str,
 ) -> tuple[int, dict[str, str], bytes]:
+    """The status, headers and body `app` answers; `without` names environ keys to leave out."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode() if body else b""
     env: dict[str, Any] = {
         "REQUEST_METHOD": method,
@@ -37,6 +45,8 @@ def send(
         env["CONTENT_TYPE"] = "application/json"
     env.update(environ)
     setup_testing_defaults(env)
+    for name in without:
+        del env[name]
     captured: dict[str, Any] = {}
 
     def start_response(status: str, headers: list[tuple[str, str]]) -> None:
