@@ -20,6 +20,7 @@ DRF throttle uses; over the limit, the request falls through and the normal path
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -32,10 +33,13 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpRespons
 from django.http.cookie import parse_cookie
 from django.http.request import split_domain_port, validate_host
 from django.middleware.csrf import CSRF_ALLOWED_CHARS, CSRF_SECRET_LENGTH, CSRF_TOKEN_LENGTH
+from rest_framework.exceptions import NotAcceptable
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import JSONRenderer
 
 from products import cache, selectors
 from products.api.throttling import READ_GROUP, count_once
-from products.api.views import etag_version, if_none_match_fails
+from products.api.views import ProductAPIView, etag_version, if_none_match_fails
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,26 +67,49 @@ def _lookup(path: str, query_string: str, host: str, scheme: str) -> cache.Looku
     return cache.page_lookup(path, host=host, scheme=scheme, params=params)
 
 
-# Accept headers DRF answers with compact JSON, as sent by common clients (absent: */*).
-JSON_ACCEPTS = frozenset({"*/*", "application/json", "application/json, text/plain, */*"})
-
-
 def anonymous_json_get(meta: dict[str, Any], query_string: str) -> bool:
     """GETs without credentials that DRF would answer in compact JSON, at a plain path.
 
-    Anything in doubt is left to Django: an Accept header not known to get compact JSON (the
-    browsable API, `indent`, a type DRF answers 406), a `format` parameter however encoded, a
-    session cookie or a CSRF cookie Django would replace, a script prefix.
+    Anything else is left to Django: an Accept header that DRF answers otherwise (the browsable
+    API, `indent`, a 406), a `format` parameter however encoded, a session cookie or a CSRF
+    cookie Django would replace, a script prefix.
     """
     if meta.get("REQUEST_METHOD") != "GET" or "HTTP_AUTHORIZATION" in meta:
         return False
-    if meta.get("HTTP_ACCEPT", "*/*") not in JSON_ACCEPTS:
+    if not answered_in_compact_json(meta.get("HTTP_ACCEPT", "*/*")):
         return False
     if "format" in query_string or ("%" in query_string and _names_format(query_string)):
         return False
     if meta.get("HTTP_COOKIE") and not _cookies_left_alone(meta["HTTP_COOKIE"]):
         return False
     return not _script_prefixed(meta)
+
+
+class _AcceptOnly:
+    """What DRF's content negotiation reads of a request without a `format` parameter."""
+
+    query_params: dict[str, str] = {}
+
+    def __init__(self, accept: str) -> None:
+        self.headers = {"accept": accept}
+
+
+@functools.lru_cache(maxsize=256)
+def answered_in_compact_json(accept: str) -> bool:
+    """Whether DRF's content negotiation answers this Accept header with the JSON renderer and
+    a plain `application/json` (no `indent`), as it would for the product views.
+
+    Clients send few distinct Accept headers; the bounded cache keeps negotiation off the path.
+    """
+    renderers = ProductAPIView().get_renderers()
+    try:
+        renderer, media_type = DefaultContentNegotiation().select_renderer(
+            _AcceptOnly(accept),  # type: ignore[arg-type]
+            renderers,
+        )
+    except NotAcceptable:
+        return False
+    return isinstance(renderer, JSONRenderer) and media_type == "application/json"
 
 
 def _names_format(query_string: str) -> bool:

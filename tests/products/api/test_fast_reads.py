@@ -292,3 +292,16 @@ def test_the_database_unavailable_is_the_views_503_without_a_second_wait(
         fast = get(app, "/api/products/search", "name=steel")
         assert (fast[0], django.calls) == (503, 0)
         assert_same(fast, through_django(app, "/api/products/search", "name=steel"))
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=False)
+@pytest.mark.usefixtures("catalogue")
+@pytest.mark.parametrize(
+    "accept",
+    ["*/*", "application/json", "application/*", "application/json, text/javascript, */*; q=0.01"],
+)
+def test_accept_headers_drf_answers_in_json_are_answered_here(stack, accept: str) -> None:
+    app, django = stack
+    fast = get(app, "/api/products/search", "name=steel", HTTP_ACCEPT=accept)
+    assert (fast[0], django.calls) == (200, 0)
+    assert_same(fast, through_django(app, "/api/products/search", "name=steel", HTTP_ACCEPT=accept))
