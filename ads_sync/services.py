@@ -231,15 +231,17 @@ def day_rows_replace(
 # --- Accounts -------------------------------------------------------------------------------
 
 
-def account_ensure(*, customer_id: str) -> tuple[AdsAccount, bool]:
+def account_ensure(
+    *, customer_id: str, counter: google_ads.CallCounter | None = None
+) -> tuple[AdsAccount, bool]:
     """The account's time zone and currency, asked of the API only the first time.
 
-    Returns the account and whether the API was called.
+    Returns the account and whether the API was asked; `counter` counts the calls that took.
     """
     account = AdsAccount.objects.filter(pk=customer_id).first()
     if account is not None:
         return account, False
-    info = google_ads.get_account(customer_id)
+    info = google_ads.get_account(customer_id, counter=counter)
     account, _ = AdsAccount.objects.update_or_create(
         customer_id=customer_id,
         defaults={"time_zone": info.time_zone, "currency_code": info.currency_code},
@@ -283,21 +285,19 @@ def run_plan(
     with locks.planning_lock(wait_s=lock_wait_s) as lock:
         if not lock:
             return None
-        api_calls = 0
+        lookups = google_ads.CallCounter()
         notes = []
         known = []
         for customer_id in customer_ids:
             try:
-                _, called = account_ensure(customer_id=customer_id)
+                account_ensure(customer_id=customer_id, counter=lookups)
             except google_ads.AdsError as exc:
                 notes.append(f"{customer_id}: account lookup failed: {exc}")
                 logger.warning("ads sync: account %s skipped: %s", customer_id, exc)
-                api_calls += 1
                 continue
             finally:
                 # A new account's lookup may take the client's whole retry budget.
                 lock.renew()
-            api_calls += int(called)
             known.append(customer_id)
         windows = selectors.sync_windows(customer_ids=known, start=start, end=end, days=days)
         # The daily detection waits out a failing day's backoff; a backfill asked for by hand
@@ -332,7 +332,7 @@ def run_plan(
                 planned=len(planned),
                 skipped=total_days - len(planned),
                 csv_rewritten=len(gone),
-                api_calls=api_calls,
+                api_calls=lookups.calls,
                 notes="\n".join(notes),
             )
             SyncDay.objects.bulk_create(
@@ -568,10 +568,14 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
         return DayOutcome(state="skipped")
 
     t0 = time.monotonic()
+    calls = google_ads.CallCounter()
     try:
-        account, called = account_ensure(customer_id=customer_id)
-        SyncRun.objects.filter(pk=run_id).update(api_calls=F("api_calls") + 1 + int(called))
-        rows = google_ads.fetch_data(customer_id, day)
+        try:
+            account, _ = account_ensure(customer_id=customer_id, counter=calls)
+            rows = google_ads.fetch_data(customer_id, day, counter=calls)
+        finally:
+            # Before the day settles: the run's summary is read once its last day has.
+            SyncRun.objects.filter(pk=run_id).update(api_calls=F("api_calls") + calls.calls)
     except google_ads.DailyQuotaExhausted as exc:
         reason = f"daily quota exhausted: {exc}"
         _settle(entry_id=entry.pk, run_id=run_id, state=SyncDay.State.DEFERRED, last_error=reason)

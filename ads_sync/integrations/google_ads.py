@@ -127,10 +127,24 @@ class DailyQuotaExhausted(AdsError):
         self.retry_after_s = retry_after_s
 
 
-def fetch_data(customer_id: str, day: dt.date) -> list[CampaignDay]:
+class CallCounter:
+    """Counts the requests a search sends to the API: every retry, and the one more try after a
+    refused access token, each count; a wait for the rate limit does not."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+
+
+def fetch_data(
+    customer_id: str, day: dt.date, *, counter: CallCounter | None = None
+) -> list[CampaignDay]:
     """Return one account's campaign rows for one day (an empty list for a day with none)."""
     customer_id = _normalize(customer_id)
-    rows = _search(customer_id, _DAY_QUERY.format(day=day.isoformat()), f"{customer_id} {day}")
+    query = _DAY_QUERY.format(day=day.isoformat())
+    rows = _search(customer_id, query, f"{customer_id} {day}", counter)
     return [
         CampaignDay(
             customer_id=customer_id,
@@ -146,14 +160,14 @@ def fetch_data(customer_id: str, day: dt.date) -> list[CampaignDay]:
     ]
 
 
-def get_account(customer_id: str) -> AccountInfo:
+def get_account(customer_id: str, *, counter: CallCounter | None = None) -> AccountInfo:
     """Return the account's time zone and currency: one query, every time.
 
     The caller keeps the answer (services.account_ensure, in the database): a cache here as
     well made a run report API calls that the process answered from memory.
     """
     customer_id = _normalize(customer_id)
-    rows = _search(customer_id, _ACCOUNT_QUERY, f"{customer_id} account")
+    rows = _search(customer_id, _ACCOUNT_QUERY, f"{customer_id} account", counter)
     if not rows:
         raise PermanentAdsError(f"customer {customer_id}: the account query returned no row")
     info = AccountInfo(
@@ -492,8 +506,12 @@ def _raise_quota(exc: Exception, what: str, failure: Any, request_id: str | None
 # --- One search, with its retries -------------------------------------------------------------
 
 
-def _stream(client: _Client, customer_id: str, query: str) -> list[Any]:
+def _stream(
+    client: _Client, customer_id: str, query: str, counter: CallCounter | None
+) -> list[Any]:
     rate_limit.acquire(_RATE_LIMIT_BUCKET, float(settings.ADS_SYNC_MAX_QPS))
+    if counter is not None:
+        counter()
     stream = client.service.search_stream(
         customer_id=customer_id, query=query, timeout=float(settings.ADS_SYNC_TIMEOUT_S)
     )
@@ -503,12 +521,12 @@ def _stream(client: _Client, customer_id: str, query: str) -> list[Any]:
     return rows
 
 
-def _attempt(customer_id: str, query: str, what: str) -> list[Any]:
+def _attempt(customer_id: str, query: str, what: str, counter: CallCounter | None) -> list[Any]:
     client = _get_client()
     _ensure_token(client)
     used_token = client.credentials.token
     try:
-        return _stream(client, customer_id, query)
+        return _stream(client, customer_id, query, counter)
     except Exception as exc:
         try:
             _raise_classified(exc, what)
@@ -516,7 +534,7 @@ def _attempt(customer_id: str, query: str, what: str) -> list[Any]:
             logger.info("%s: access token refused; refreshing it for one more try", what)
     _ensure_token(client, refused_token=used_token)
     try:
-        return _stream(client, customer_id, query)
+        return _stream(client, customer_id, query, counter)
     except Exception as exc:
         try:
             _raise_classified(exc, what)
@@ -556,7 +574,9 @@ def fetch_budget_s() -> float:
     return float(settings.ADS_SYNC_TIMEOUT_S) * max(1, int(settings.ADS_SYNC_MAX_ATTEMPTS)) + 60
 
 
-def _search(customer_id: str, query: str, what: str) -> list[Any]:
+def _search(
+    customer_id: str, query: str, what: str, counter: CallCounter | None = None
+) -> list[Any]:
     max_attempts = max(1, int(settings.ADS_SYNC_MAX_ATTEMPTS))
     retrying = Retrying(
         stop=stop_after_attempt(max_attempts) | stop_before_delay(fetch_budget_s()),
@@ -566,7 +586,7 @@ def _search(customer_id: str, query: str, what: str) -> list[Any]:
         reraise=True,
     )
     try:
-        return retrying(_attempt, customer_id, query, what)
+        return retrying(_attempt, customer_id, query, what, counter)
     except _Transient as exc:
         attempts = retrying.statistics.get("attempt_number", max_attempts)
         raise TransientAdsError(

@@ -4,6 +4,7 @@ import csv
 import datetime as dt
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -375,10 +376,10 @@ def test_a_planning_renews_its_lock_after_each_account_lookup(
     lookup = google_ads.get_account
     ttls: list[int] = []
 
-    def slow_lookup(customer_id: str) -> google_ads.AccountInfo:
+    def slow_lookup(customer_id: str, **kwargs: Any) -> google_ads.AccountInfo:
         ttls.append(_lock_ttl_ms())
         _lock_ttl_ms(set_to=5_000)
-        return lookup(customer_id)
+        return lookup(customer_id, **kwargs)
 
     monkeypatch.setattr(google_ads, "get_account", slow_lookup)
     plan = services.run_plan(
@@ -395,10 +396,10 @@ def test_a_planning_whose_lock_expired_stores_no_plan(
 ) -> None:
     lookup = google_ads.get_account
 
-    def lookup_outlasting_the_lock(customer_id: str) -> google_ads.AccountInfo:
+    def lookup_outlasting_the_lock(customer_id: str, **kwargs: Any) -> google_ads.AccountInfo:
         cache.delete(locks.PLANNING_LOCK_KEY)  # expired, and now another planner's
         cache.set(locks.PLANNING_LOCK_KEY, "another planner's token", 60)
-        return lookup(customer_id)
+        return lookup(customer_id, **kwargs)
 
     monkeypatch.setattr(google_ads, "get_account", lookup_outlasting_the_lock)
     customer = ads_sandbox.customers[0]
@@ -454,3 +455,19 @@ def test_a_finished_run_has_its_elapsed_time_in_the_same_update(tmp_path: Path) 
     assert "elapsed_s" in finishing[0]
     run.refresh_from_db()
     assert run.elapsed_s == pytest.approx((run.finished_at - run.started_at).total_seconds())
+
+
+def test_a_run_reports_every_call_it_sent_retries_included(
+    ads_sandbox, tmp_path: Path, django_capture_on_commit_callbacks
+) -> None:
+    customer = ads_sandbox.customers[0]
+    ads_sandbox.configure(fail_first={"internal": 1})  # the account lookup: 2 calls
+    plan = services.run_plan(
+        trigger="backfill", customer_ids=[customer], days=1, output_dir=tmp_path
+    )
+    assert plan is not None
+    ads_sandbox.configure(fail_first={"internal": 2})  # the day: 3 calls
+    with django_capture_on_commit_callbacks(execute=True):
+        services.day_sync(customer_id=customer, day=plan.days[0][1], run_id=plan.run.pk)
+    plan.run.refresh_from_db()
+    assert plan.run.api_calls == len(ads_sandbox.calls()) == 5

@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -206,7 +207,7 @@ def test_a_lock_that_cannot_be_checked_is_not_taken_as_still_held() -> None:
 def test_a_detection_out_of_time_in_an_account_lookup_is_retried(monkeypatch, settings) -> None:
     settings.GOOGLE_ADS_CUSTOMER_IDS = ["1234567890"]  # a new account: looked up first
 
-    def lookup_cut_short(customer_id: str) -> None:
+    def lookup_cut_short(customer_id: str, **kwargs: Any) -> None:
         raise SoftTimeLimitExceeded()
 
     monkeypatch.setattr(google_ads, "get_account", lookup_cut_short)
