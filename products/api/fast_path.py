@@ -44,7 +44,9 @@ from products.api.views import ProductAPIView, etag_version, if_none_match_fails
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DETAIL = re.compile(r"^/api/products/(\d{1,18})/?$")
+# As Django's route matches it: ASCII digits (`\d` takes other scripts' too), and `\Z` (`$`
+# also matches before a final newline, `/api/products/1%0A`).
+DETAIL = re.compile(r"^/api/products/([0-9]{1,18})/?\Z")
 PAGES = {"/api/products": "list", "/api/products/": "list"}
 PAGES.update({"/api/products/search": "search", "/api/products/search/": "search"})
 STORED_HEADERS = ("Content-Type", "ETag", "Vary", "Allow")
@@ -56,6 +58,10 @@ def _lookup(path: str, query_string: str, host: str, scheme: str) -> cache.Looku
     if match:
         return cache.detail_lookup(int(match[1]))
     if path not in PAGES:
+        return None
+    # Raw non-ASCII bytes (a server that passes them on): WSGI hands them over as Latin-1, so
+    # they would share the key of their percent-encoded mojibake.
+    if not query_string.isascii():
         return None
     # Pages carry absolute next/previous links: the host and scheme are part of the query.
     try:
@@ -76,11 +82,13 @@ def anonymous_json_get(meta: dict[str, Any], query_string: str) -> bool:
     """
     if meta.get("REQUEST_METHOD") != "GET" or "HTTP_AUTHORIZATION" in meta:
         return False
+    if common_middleware_acts():
+        return False
     if not answered_in_compact_json(meta.get("HTTP_ACCEPT", "*/*")):
         return False
     if "format" in query_string or ("%" in query_string and _names_format(query_string)):
         return False
-    if meta.get("HTTP_COOKIE") and not _cookies_left_alone(meta["HTTP_COOKIE"]):
+    if meta.get("HTTP_COOKIE") and not cookies_left_alone(meta["HTTP_COOKIE"]):
         return False
     return not _script_prefixed(meta)
 
@@ -117,7 +125,7 @@ def _names_format(query_string: str) -> bool:
     return any(name == "format" for name, _ in parse_qsl(query_string, keep_blank_values=True))
 
 
-def _cookies_left_alone(header: str) -> bool:
+def cookies_left_alone(header: str) -> bool:
     """No session cookie, and no CSRF cookie that CsrfViewMiddleware would replace."""
     cookies = parse_cookie(header)
     if settings.SESSION_COOKIE_NAME in cookies:
@@ -127,6 +135,12 @@ def _cookies_left_alone(header: str) -> bool:
         len(token) in (CSRF_SECRET_LENGTH, CSRF_TOKEN_LENGTH)
         and all(char in CSRF_ALLOWED_CHARS for char in token)
     )
+
+
+def common_middleware_acts() -> bool:
+    """Whether CommonMiddleware may answer or redirect instead of the view (settings this
+    project leaves at their defaults: a 403 for DISALLOWED_USER_AGENTS, PREPEND_WWW)."""
+    return bool(settings.DISALLOWED_USER_AGENTS) or bool(settings.PREPEND_WWW)
 
 
 def _script_prefixed(meta: dict[str, Any]) -> bool:
@@ -178,18 +192,9 @@ class CachedReadsApp:
         if entry is None or _over_read_limit(_EnvironRequest(environ)):
             environ[LOOKUP_ENVIRON_KEY] = lookup
             return self.app(environ, start_response)
-        headers = security_headers(secure)
-        etag = entry.etag
-        if etag and "HTTP_IF_NONE_MATCH" in environ:
-            request = HttpRequest()
-            request.META = environ
-            if if_none_match_fails(request, etag):
-                start_response("304 Not Modified", [("ETag", etag), *headers])
-                return [b""]
-        headers.extend(entry.headers.items())
-        headers.append(("Content-Length", str(len(entry.body))))
-        start_response("200 OK", headers)
-        return [entry.body]
+        status, headers, body = answer_entry(environ, entry)
+        start_response(STATUS_LINES[status], [*headers, *security_headers(secure)])
+        return [body]
 
 
 def in_request_cycle(sender: type, environ: dict[str, Any], answer: Callable[[], T]) -> T:
@@ -202,10 +207,22 @@ def in_request_cycle(sender: type, environ: dict[str, Any], answer: Callable[[],
         signals.request_finished.send(sender=sender)
 
 
-def sends_session_cookie(environ: dict[str, Any]) -> bool:
-    """Whether the request carries a session cookie, parsed as Django parses cookies."""
-    cookies = environ.get("HTTP_COOKIE", "")
-    return bool(cookies) and settings.SESSION_COOKIE_NAME in parse_cookie(cookies)
+STATUS_LINES = {200: "200 OK", 304: "304 Not Modified"}
+
+
+def answer_entry(
+    meta: dict[str, Any], entry: cache.Entry
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """A cached answer as Django sends it (security headers apart): a 304 when If-None-Match
+    names its ETag, else a 200 with the entry. Django's 304 replaces the view's response, so
+    its Vary is SessionMiddleware's Cookie alone; CommonMiddleware adds the Content-Length."""
+    etag = entry.etag
+    if etag and "HTTP_IF_NONE_MATCH" in meta:
+        request = HttpRequest()
+        request.META = meta
+        if if_none_match_fails(request, etag):
+            return 304, [("ETag", etag), ("Vary", "Cookie"), ("Content-Length", "0")], b""
+    return 200, [*entry.headers.items(), ("Content-Length", str(len(entry.body)))], entry.body
 
 
 def is_secure(environ: dict[str, Any]) -> bool:
@@ -238,6 +255,8 @@ def _raw_host(environ: dict[str, Any]) -> str:
         return str(environ["HTTP_HOST"])
     host = str(environ.get("SERVER_NAME", ""))
     port = str(environ.get("SERVER_PORT", ""))
+    if settings.USE_X_FORWARDED_PORT and "HTTP_X_FORWARDED_PORT" in environ:  # get_port()
+        port = str(environ["HTTP_X_FORWARDED_PORT"])
     return host if port == ("443" if is_secure(environ) else "80") else f"{host}:{port}"
 
 
@@ -246,8 +265,11 @@ def security_headers(secure: bool) -> list[tuple[str, str]]:
     headers = []
     if settings.SECURE_CONTENT_TYPE_NOSNIFF:
         headers.append(("X-Content-Type-Options", "nosniff"))
-    if settings.SECURE_REFERRER_POLICY:
-        headers.append(("Referrer-Policy", str(settings.SECURE_REFERRER_POLICY)))
+    policy = settings.SECURE_REFERRER_POLICY
+    if policy:
+        # As SecurityMiddleware writes it: a list, or a comma-separated string, joined by ",".
+        values = policy.split(",") if isinstance(policy, str) else policy
+        headers.append(("Referrer-Policy", ",".join(value.strip() for value in values)))
     if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
         coop = str(settings.SECURE_CROSS_ORIGIN_OPENER_POLICY)
         headers.append(("Cross-Origin-Opener-Policy", coop))
@@ -306,13 +328,9 @@ def _hit(request: HttpRequest, entry: cache.Entry) -> HttpResponseBase | None:
     """The cached answer, or None when the client is over its rate limit (normal path: 429)."""
     if _over_read_limit(request):
         return None
-    etag = entry.etag
-    if etag and if_none_match_fails(request, etag):
-        not_modified = HttpResponseNotModified()
-        not_modified["ETag"] = etag
-        return not_modified
-    response = HttpResponse(entry.body)
-    for name, value in entry.headers.items():
+    status, headers, body = answer_entry(request.META, entry)
+    response = HttpResponseNotModified() if status == 304 else HttpResponse(body)
+    for name, value in headers:
         response[name] = value
     return response
 

@@ -46,7 +46,6 @@ from products.api.views import (
     ProductAPIView,
     ProductListView,
     ProductSearchView,
-    if_none_match_fails,
     list_page,
     search_page,
 )
@@ -217,14 +216,5 @@ def _headers(view: ProductAPIView) -> dict[str, str]:
 
 
 def _from_entry(environ: dict[str, Any], entry: cache.Entry) -> Answer:
-    etag = entry.etag
-    if etag and "HTTP_IF_NONE_MATCH" in environ:
-        request = HttpRequest()
-        request.META = environ
-        if if_none_match_fails(request, etag):
-            # As Django sends it: the view's 304 replaced its response, and SessionMiddleware
-            # adds Cookie to its Vary.
-            headers = [("ETag", etag), ("Vary", "Cookie"), ("Content-Length", "0")]
-            return "304 Not Modified", headers, b""
-    headers = [*entry.headers.items(), ("Content-Length", str(len(entry.body)))]
-    return "200 OK", headers, entry.body
+    status, headers, body = fast_path.answer_entry(environ, entry)
+    return fast_path.STATUS_LINES[status], headers, body

@@ -16,10 +16,10 @@ Everything else falls through to Django untouched, and so does every request tha
 get a 200: a bad token, a missing permission, invalid input, an unknown product, a client over
 its rate limit, an error before the write. The normal view then answers it with the usual
 error, so error responses have one implementation. Nothing is written before the last of those
-checks, except the rate-limit counter (see `_over_write_limit`). One error is answered here: a
-connection that fails during the UPDATE, which may have committed, is a 503 in the view's
-shape, since sending the request on would write it twice. `PRODUCT_FAST_WRITES=false` switches
-the path off.
+checks, except the rate-limit counter (see `_over_write_limit`). One error is answered here:
+the database unavailable, a 503 in the view's shape. During the UPDATE, which may have
+committed, sending the request on would write it twice; before it (the token query), the view
+would wait for the connection pool again. `PRODUCT_FAST_WRITES=false` switches the path off.
 """
 
 from __future__ import annotations
@@ -116,9 +116,13 @@ class ProductUpdateApp:
             serializer = ProductUpdateSerializer(data=data, partial=method == "PATCH")
             if not serializer.is_valid() or _over_write_limit(request, self.view):
                 return None
+        except (OperationalError, InterfaceError):
+            # The token query found no database: the view would wait for the pool again.
+            logger.exception("database unavailable")
+            return self._unavailable()
         except Exception:
-            # Nothing is written yet: the view answers (400, 401, 403, its JSON 500 or 503)
-            # and logs what it has to.
+            # Nothing is written yet: the view answers (400, 401, 403, its JSON 500) and logs
+            # what it has to.
             return None
         try:
             product = services.product_update(product_id=product_id, **serializer.validated_data)
@@ -128,8 +132,7 @@ class ProductUpdateApp:
             # The UPDATE may have committed before the connection failed: running it again
             # through the view would write twice. Answer as the view would answer this error.
             logger.exception("database unavailable")
-            detail = str(ServiceUnavailable.default_detail)
-            return self._error("503 Service Unavailable", "service_unavailable", detail)
+            return self._unavailable()
         # Committed. What follows renders the answer; the write-through never raises.
         try:
             content = self.renderer.render(ProductOutputSerializer(product).data)
@@ -148,6 +151,10 @@ class ProductUpdateApp:
         )
         fast_path.keep_as_detail(product_id, entry)
         return "200 OK", list(entry.headers.items()), content
+
+    def _unavailable(self) -> tuple[str, list[tuple[str, str]], bytes]:
+        detail = str(ServiceUnavailable.default_detail)
+        return self._error("503 Service Unavailable", "service_unavailable", detail)
 
     def _error(
         self, status: str, code: str, detail: str
@@ -187,8 +194,12 @@ def _eligible(environ: dict[str, Any]) -> int | None:
         return None
     if any(name in environ for name in _DECLINED):
         return None
-    # A session cookie brings SessionAuthentication and its CSRF check into play.
-    if fast_path.sends_session_cookie(environ):
+    # A session cookie brings SessionAuthentication and its CSRF check into play; Django
+    # replaces a malformed CSRF cookie in its answer.
+    cookies = environ.get("HTTP_COOKIE")
+    if cookies and not fast_path.cookies_left_alone(cookies):
+        return None
+    if fast_path.common_middleware_acts():
         return None
     try:
         length = int(environ.get("CONTENT_LENGTH") or "")

@@ -1,0 +1,174 @@
+"""Edge cases where the WSGI fast paths (cache hits, pages, writes) must answer as Django does.
+
+Each compares the whole stack with Django alone: the cache, the pages path and the write path
+switched off. Found by a review that compared the two over many request variants.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import OperationalError
+from django.test import override_settings
+from rest_framework.authtoken.models import Token
+
+from inventory_project.authentication import TokenAuthentication
+from products.api.fast_path import CachedReadsApp
+from products.api.fast_reads import ProductPagesApp
+from products.api.fast_writes import ProductUpdateApp
+from products.models import Product
+from tests.products.api.wsgi_client import CountingDjango, send
+from tests.products.conftest import ProductFactory, make_user
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache_state")]
+
+DJANGO_ALONE = {
+    "PRODUCT_CACHE_ENABLED": False,
+    "PRODUCT_FAST_READS": False,
+    "PRODUCT_FAST_WRITES": False,
+}
+
+
+@pytest.fixture
+def stack() -> tuple[CachedReadsApp, CountingDjango]:
+    django = CountingDjango()
+    return CachedReadsApp(ProductPagesApp(ProductUpdateApp(django))), django
+
+
+@pytest.fixture
+def token() -> str:
+    return Token.objects.create(user=make_user("clerk", "change_product")).key
+
+
+def by_django(app: Any, *args: Any, **kwargs: Any) -> Any:
+    with override_settings(**DJANGO_ALONE):
+        return send(app, *args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    [
+        "\n",  # /api/products/1%0A: `$` matched before the newline
+        "\u0661".encode().decode("latin-1"),  # an Arabic-Indic digit, as WSGI hands it over
+    ],
+)
+def test_a_detail_path_django_does_not_route_is_not_answered(stack, token, suffix: str) -> None:
+    app, _ = stack
+    product = ProductFactory(pk=1, stock_level=1)
+    send(app, "GET", "/api/products/1")  # cached now
+    path = "/api/products/1\n" if suffix == "\n" else "/api/products/" + suffix
+    assert send(app, "GET", path)[0] == by_django(app, "GET", path)[0] == 404
+    patched = send(app, "PATCH", path, {"stock_level": 7}, HTTP_AUTHORIZATION=f"Token {token}")
+    assert patched[0] == 404
+    product.refresh_from_db()
+    assert product.stock_level == 1
+
+
+@pytest.mark.parametrize("path", ["/api/products/1", "/api/products", "/api/products/search"])
+@pytest.mark.parametrize("through_wsgi_layer", [True, False])
+def test_a_304_from_the_cache_is_djangos_304(stack, path: str, through_wsgi_layer: bool) -> None:
+    """Both cache layers: the WSGI one, and the middleware (a hit the WSGI layer missed)."""
+    app, _ = stack
+    ProductFactory(pk=1, name="Steel bar")
+    query = "name=steel" if path.endswith("search") else ""
+    etag = send(app, "GET", path, QUERY_STRING=query)[1]["ETag"]
+    if not through_wsgi_layer:
+        # Without the WSGI cache layer in front (the test client, runserver) the middleware
+        # answers hits.
+        app = ProductPagesApp(ProductUpdateApp(CountingDjango()))
+    cached = send(app, "GET", path, QUERY_STRING=query, HTTP_IF_NONE_MATCH=etag)
+    alone = by_django(app, "GET", path, QUERY_STRING=query, HTTP_IF_NONE_MATCH=etag)
+    assert cached[0] == alone[0] == 304
+    assert cached[1] == alone[1]
+
+
+def test_a_200_from_the_middleware_cache_has_its_length() -> None:
+    ProductFactory(pk=1)
+    app = ProductPagesApp(ProductUpdateApp(CountingDjango()))  # no WSGI cache layer in front
+    send(app, "GET", "/api/products/1")
+    status, headers, content = send(app, "GET", "/api/products/1")
+    assert (status, headers["Content-Length"]) == (200, str(len(content)))
+
+
+def test_a_write_with_the_database_down_waits_for_it_once(stack, monkeypatch) -> None:
+    app, django = stack
+    product = ProductFactory()
+    tries: list[str] = []
+
+    def unavailable(self: Any, key: str) -> Any:
+        tries.append(key)
+        raise OperationalError("couldn't get a connection")
+
+    monkeypatch.setattr(TokenAuthentication, "authenticate_credentials", unavailable)
+    body = {"stock_level": 7}
+    fast = send(app, "PATCH", f"/api/products/{product.pk}", body, HTTP_AUTHORIZATION="Token a")
+    assert (fast[0], len(tries), django.calls) == (503, 1, 0)
+    alone = by_django(
+        app, "PATCH", f"/api/products/{product.pk}", body, HTTP_AUTHORIZATION="Token a"
+    )
+    assert (fast[0], json.loads(fast[2])) == (alone[0], json.loads(alone[2]))
+
+
+def test_a_write_with_a_csrf_cookie_django_replaces_goes_to_django(stack, token) -> None:
+    app, django = stack
+    product = ProductFactory()
+    answer = send(
+        app,
+        "PATCH",
+        f"/api/products/{product.pk}",
+        {"stock_level": 7},
+        HTTP_AUTHORIZATION=f"Token {token}",
+        HTTP_COOKIE="csrftoken=bad",
+    )
+    assert (answer[0], django.calls) == (200, 1)
+    assert "Set-Cookie" in answer[1]
+
+
+def test_a_raw_utf8_query_does_not_share_a_key_with_its_mojibake(stack) -> None:
+    app, _ = stack
+    ProductFactory(name="Écrou acier", price=Decimal("3.10"))
+    raw = "name=é".encode().decode("latin-1")  # raw UTF-8 bytes, as a server may pass them
+    send(app, "GET", "/api/products/search", QUERY_STRING=raw)
+    mojibake = "name=%C3%83%C2%A9"  # the two characters "Ã©"
+    fast = send(app, "GET", "/api/products/search", QUERY_STRING=mojibake)
+    assert fast == by_django(app, "GET", "/api/products/search", QUERY_STRING=mojibake)
+    assert json.loads(fast[2])["count"] == 0
+
+
+@pytest.mark.parametrize("cache_on", [True, False])
+@pytest.mark.parametrize(
+    ("environ", "without", "settings"),
+    [
+        (
+            {"SERVER_NAME": "testserver", "SERVER_PORT": "80", "HTTP_X_FORWARDED_PORT": "8443"},
+            ["HTTP_HOST"],
+            {"USE_X_FORWARDED_PORT": True},
+        ),
+        ({}, [], {"SECURE_REFERRER_POLICY": ["same-origin", "strict-origin"]}),
+        ({}, [], {"SECURE_REFERRER_POLICY": "same-origin, strict-origin"}),
+        (
+            {"HTTP_USER_AGENT": "BadBot/1.0"},
+            [],
+            {"DISALLOWED_USER_AGENTS": [re.compile("BadBot")]},
+        ),
+    ],
+)
+def test_settings_django_applies_are_applied_alike(
+    environ: dict[str, str], without: list[str], settings: dict[str, Any], cache_on: bool
+) -> None:
+    for n in range(3):
+        ProductFactory(name=f"Steel {n}")
+    with override_settings(PRODUCT_CACHE_ENABLED=cache_on, **settings):
+        # Built here: Django's middlewares read some settings once, as they are built.
+        app = CachedReadsApp(ProductPagesApp(ProductUpdateApp(CountingDjango())))
+        send(app, "GET", "/api/products", QUERY_STRING="limit=2", without=without, **environ)
+        fast = send(app, "GET", "/api/products", QUERY_STRING="limit=2", without=without, **environ)
+        alone = by_django(
+            app, "GET", "/api/products", QUERY_STRING="limit=2", without=without, **environ
+        )
+    assert fast == alone
+    assert Product.objects.count() == 3
