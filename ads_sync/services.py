@@ -316,7 +316,12 @@ def run_plan(
         total_days = sum((w.end - w.start).days + 1 for w in windows if w.end >= w.start)
         if not lock.still_held():
             # It expired (a lookup outlasted it): another planner may be planning these days.
-            logger.warning("ads sync: the planning lock expired before the plan was stored")
+            # No run records this planning's account lookups: the log does.
+            logger.warning(
+                "ads sync: the planning lock expired before the plan was stored "
+                "(%d API call(s) made for account lookups)",
+                lookups.calls,
+            )
             return None
         now = timezone.now()
         with transaction.atomic():

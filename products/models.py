@@ -21,7 +21,7 @@ STOCK_MAX = 2_147_483_647  # PostgreSQL integer
 
 def search_keys() -> models.Func:
     """A product's search keys (migration 0007): its name's 3-character pieces, its price
-    buckets, and the pieces paired with the buckets of 10 to 1,000 dollars."""
+    buckets, and the pieces paired with its 100-dollar bucket."""
     return models.Func(
         models.F("name"),
         models.F("price"),

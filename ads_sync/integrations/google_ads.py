@@ -129,7 +129,8 @@ class DailyQuotaExhausted(AdsError):
 
 class CallCounter:
     """Counts the requests a search sends to the API: every retry, and the one more try after a
-    refused access token, each count; a wait for the rate limit does not."""
+    refused access token, each count; a wait for the rate limit does not. A request counts once
+    it is sent, answered or not (a refused connection, a deadline)."""
 
     def __init__(self) -> None:
         self.calls = 0

@@ -33,7 +33,7 @@ import importlib
 from django.apps.registry import Apps
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
-from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
+from django.contrib.postgres.operations import RemoveIndexConcurrently
 from django.db import migrations, models
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
@@ -74,6 +74,12 @@ BEGIN
 END
 $$;
 """
+
+CREATE_INDEX = f"""
+CREATE INDEX CONCURRENTLY IF NOT EXISTS "{SEARCH_INDEX}" ON "products_product"
+    USING gin ((products_search_pieces("name", "price"))) WITH (gin_pending_list_limit = 256)
+"""
+DROP_INDEX = f'DROP INDEX CONCURRENTLY IF EXISTS "{SEARCH_INDEX}"'
 
 DROP_FUNCTIONS = """
 DROP FUNCTION IF EXISTS products_search_pieces(text, numeric);
@@ -119,9 +125,18 @@ class Migration(migrations.Migration):
     operations = [
         migrations.RunPython(create_functions, drop_functions),
         migrations.RunPython(drop_invalid_index, migrations.RunPython.noop),
-        AddIndexConcurrently(
-            model_name="product",
-            index=GinIndex(search_pieces(), name=SEARCH_INDEX, gin_pending_list_limit=256),
+        # AddIndexConcurrently's SQL with IF NOT EXISTS: a run that built the index and then
+        # stopped (a lock timeout while dropping 0005's index) can be run again.
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.AddIndex(
+                    model_name="product",
+                    index=GinIndex(
+                        search_pieces(), name=SEARCH_INDEX, gin_pending_list_limit=256
+                    ),
+                )
+            ],
+            database_operations=[migrations.RunSQL(CREATE_INDEX, DROP_INDEX)],
         ),
         RemoveIndexConcurrently(model_name="product", name="product_search_keys"),
         migrations.RunPython(drop_old_function, _0005.create_functions),

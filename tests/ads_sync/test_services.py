@@ -392,7 +392,7 @@ def test_a_planning_renews_its_lock_after_each_account_lookup(
 
 
 def test_a_planning_whose_lock_expired_stores_no_plan(
-    ads_sandbox, monkeypatch, tmp_path: Path
+    ads_sandbox, monkeypatch, tmp_path: Path, caplog
 ) -> None:
     lookup = google_ads.get_account
 
@@ -407,6 +407,8 @@ def test_a_planning_whose_lock_expired_stores_no_plan(
     assert plan is None  # a detection retries; a backfill says another planning is running
     assert not SyncRun.objects.exists()
     assert not SyncDay.objects.exists()
+    # No run holds the lookup's call: the log says it was made.
+    assert "(1 API call(s) made for account lookups)" in caplog.text
     cache.delete(locks.PLANNING_LOCK_KEY)
 
 
