@@ -86,7 +86,7 @@ def anonymous_json_get(meta: dict[str, Any], query_string: str) -> bool:
         return False
     if not answered_in_compact_json(meta.get("HTTP_ACCEPT", "*/*")):
         return False
-    if "format" in query_string or ("%" in query_string and _names_format(query_string)):
+    if ("format" in query_string or "%" in query_string) and _names_format(query_string):
         return False
     if meta.get("HTTP_COOKIE") and not cookies_left_alone(meta["HTTP_COOKIE"]):
         return False

@@ -39,6 +39,7 @@ ANSWERED = [
     ("/api/products/search", "name=st+ee"),
     ("/api/products/search", "name=50%25"),
     ("/api/products/search", "name=a<b>"),  # quoted in the page links, as Django quotes them
+    ("/api/products/search", "name=format"),  # a value, not DRF's format parameter
     ("/api/products/search", "name=zzz"),  # no match: count 0, one empty page
 ]
 # Refused or past the end: the view answers with its error.
