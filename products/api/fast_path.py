@@ -157,8 +157,9 @@ def _over_read_limit(request: Any) -> bool:
     return usage is not None and bool(usage["should_limit"])
 
 
-class _EnvironRequest:
-    """Just enough of a request for django-ratelimit's counter and our client key."""
+class EnvironRequest:
+    """Just enough of an anonymous GET for django-ratelimit's counter, our client key and the
+    views' throttle."""
 
     method = "GET"
     user = None
@@ -189,7 +190,7 @@ class CachedReadsApp:
         if lookup is None:
             return self.app(environ, start_response)
         entry = lookup.entry
-        if entry is None or _over_read_limit(_EnvironRequest(environ)):
+        if entry is None or _over_read_limit(EnvironRequest(environ)):
             environ[LOOKUP_ENVIRON_KEY] = lookup
             return self.app(environ, start_response)
         status, headers, body = answer_entry(environ, entry)
@@ -356,12 +357,8 @@ def keep_as_detail(product_id: int, entry: cache.Entry) -> None:
     version = etag_version(entry.etag, product_id)
     if version is None:
         return
-    # An anonymous GET answers `Vary: Accept, Cookie` (session authentication looked for a
-    # session); a token-authenticated write did not look. Store what the GET would send.
-    vary = [name.strip() for name in entry.headers.get("Vary", "").split(",") if name.strip()]
-    if "cookie" not in {name.lower() for name in vary}:
-        vary.append("Cookie")
-    entry = cache.Entry(headers={**entry.headers, "Vary": ", ".join(vary)}, body=entry.body)
+    # A token-authenticated write did not look for a session; store what the GET would send.
+    entry = cache.Entry(headers=vary_on_cookie(entry.headers), body=entry.body)
     try:
         cache.detail_write_through(
             product_id,
@@ -370,6 +367,20 @@ def keep_as_detail(product_id: int, entry: cache.Entry) -> None:
         )
     except Exception:
         logger.warning("write-through of product %s skipped", product_id, exc_info=True)
+
+
+def view_json_headers(view: Any) -> dict[str, str]:
+    """What a DRF view sends with a JSON answer of its own: Content-Type, Allow, Vary."""
+    return {"Content-Type": "application/json", **view.default_response_headers}
+
+
+def vary_on_cookie(headers: dict[str, str]) -> dict[str, str]:
+    """The headers with Cookie in Vary, as an anonymous GET answers them: SessionMiddleware
+    adds it once DRF's session authentication has looked for a session."""
+    vary = [name.strip() for name in headers.get("Vary", "").split(",") if name.strip()]
+    if "cookie" not in {name.lower() for name in vary}:
+        vary.append("Cookie")
+    return {**headers, "Vary": ", ".join(vary)}
 
 
 def _storable(response: HttpResponseBase) -> cache.Entry | None:

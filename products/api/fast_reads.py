@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AnonymousUser
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.utils.cache import set_response_etag
@@ -40,13 +39,14 @@ from rest_framework.renderers import JSONRenderer
 from products import cache
 from products.api import fast_path
 from products.api.errors import ServiceUnavailable, error_body
-from products.api.serializers import ListQuerySerializer, SearchQuerySerializer, ensure_utf8
+from products.api.serializers import ListQuerySerializer, SearchQuerySerializer
 from products.api.views import (
     PageFunction,
     ProductAPIView,
     ProductListView,
     ProductSearchView,
     list_page,
+    query_serializer,
     search_page,
 )
 
@@ -68,16 +68,6 @@ class _Page:
         self.view = view
         self.serializer_class = serializer_class
         self.page_function = page_function
-
-
-class _Request:
-    """What the view's throttle reads of an anonymous request."""
-
-    method = "GET"
-
-    def __init__(self, environ: dict[str, Any]) -> None:
-        self.META = environ
-        self.user = AnonymousUser()
 
 
 class ProductPagesApp:
@@ -136,10 +126,10 @@ class ProductPagesApp:
         query_string = environ.get("QUERY_STRING", "")
         try:
             # As the view validates `request.query_params` (Django's QueryDict of the raw query).
-            raw = query_string.encode("latin-1")
-            serializer = page.serializer_class(data=QueryDict(raw))
-            ensure_utf8(raw, names=serializer.fields.keys())
-            if not serializer.is_valid() or _over_read_limit(_Request(environ), page.view):
+            params = QueryDict(query_string.encode("latin-1"))
+            serializer = query_serializer(page.serializer_class, params, query_string)
+            request = fast_path.EnvironRequest(environ)
+            if not serializer.is_valid() or _over_read_limit(request, page.view):
                 return None
         except Exception:
             return None  # the view answers, and logs what it has to
@@ -188,7 +178,7 @@ class ProductPagesApp:
         return _from_entry(environ, entry)
 
 
-def _over_read_limit(request: _Request, view: ProductAPIView) -> bool:
+def _over_read_limit(request: fast_path.EnvironRequest, view: ProductAPIView) -> bool:
     """The view's throttles, run after the checks that send a request to the view.
 
     A request counted here and then handed to the view (a page past the end, a client over
@@ -209,10 +199,7 @@ def _entry(view: ProductAPIView, content: bytes) -> cache.Entry:
 
 def _headers(view: ProductAPIView) -> dict[str, str]:
     """What the view and the middleware send with any JSON answer of it."""
-    headers = {"Content-Type": "application/json", **view.default_response_headers}
-    # SessionMiddleware adds Cookie to Vary: DRF's session authentication looked for a session.
-    headers["Vary"] = f"{headers['Vary']}, Cookie" if "Vary" in headers else "Cookie"
-    return headers
+    return fast_path.vary_on_cookie(fast_path.view_json_headers(view))
 
 
 def _from_entry(environ: dict[str, Any], entry: cache.Entry) -> Answer:

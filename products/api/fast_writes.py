@@ -142,11 +142,7 @@ class ProductUpdateApp:
             logger.exception("rendering the answer to a committed update of product %s", product_id)
             return self._error("500 Internal Server Error", "server_error", SERVER_ERROR_DETAIL)
         entry = cache.Entry(
-            headers={
-                "Content-Type": "application/json",
-                "ETag": product.etag,
-                **self.view.default_response_headers,
-            },
+            headers={"ETag": product.etag, **fast_path.view_json_headers(self.view)},
             body=content,
         )
         fast_path.keep_as_detail(product_id, entry)
@@ -161,7 +157,7 @@ class ProductUpdateApp:
     ) -> tuple[str, list[tuple[str, str]], bytes]:
         """An error in the shape the view's exception handler answers it."""
         body = self.renderer.render(error_body(code, detail))
-        headers = {"Content-Type": "application/json", **self.view.default_response_headers}
+        headers = fast_path.view_json_headers(self.view)
         return status, list(headers.items()), body
 
     def _authorized(self, request: _Request) -> bool:

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Collection
 from typing import Any
 
-from django.http import HttpRequest, HttpResponseBase, HttpResponseNotModified
+from django.http import HttpRequest, HttpResponseBase, HttpResponseNotModified, QueryDict
 from django.urls import reverse
 from django.utils.cache import set_response_etag
 from django.utils.http import parse_etags
@@ -246,14 +246,24 @@ def _found(page_function: PageFunction, query: dict[str, Any], request: Request)
 
 
 def _validated_query(serializer_class: type[ListQuerySerializer], request: Request) -> Any:
-    """The query parameters, validated; a 400 also names those of ours that are not UTF-8
-    (Django decodes them with errors="replace": a search for `%FF` would search for U+FFFD)."""
-    serializer = serializer_class(data=request.query_params)
-    # WSGI hands the query string over as Latin-1: this gives back its bytes.
-    raw = request.META.get("QUERY_STRING", "").encode("latin-1", errors="replace")
-    ensure_utf8(raw, names=serializer.fields.keys())
+    serializer = query_serializer(
+        serializer_class, request.query_params, request.META.get("QUERY_STRING", "")
+    )
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+def query_serializer(
+    serializer_class: type[ListQuerySerializer], params: QueryDict, query_string: str
+) -> ListQuerySerializer:
+    """The serializer of these query parameters, once their bytes are known to be UTF-8: a
+    ValidationError names those of ours that are not (Django decodes them with
+    errors="replace": a search for `%FF` would search for U+FFFD)."""
+    serializer = serializer_class(data=params)
+    # WSGI hands the query string over as Latin-1: this gives back its bytes.
+    raw = query_string.encode("latin-1", errors="replace")
+    ensure_utf8(raw, names=serializer.fields.keys())
+    return serializer
 
 
 def _validated(serializer_class: type[BaseSerializer], data: Any, **kwargs: Any) -> Any:
