@@ -154,7 +154,8 @@ def _count_and_page(
     count = int(rows[0][0])
     if count > SEARCH_IDS_MAX:
         return None
-    products = [Product.from_db(connection.alias, _FIELDS, row[1:]) for row in rows]
+    alias = connection.alias  # each read through the proxy is a thread-local lookup
+    products = [Product.from_db(alias, _FIELDS, row[1:]) for row in rows]
     return count, [product for product in products if product.pk is not None]
 
 

@@ -11,16 +11,54 @@ another. The settings turn `CONN_HEALTH_CHECKS` off, so the pool does not check 
 
 What neither check catches in time is a peer that vanished without a word (a host gone, a
 network cut): the empty query would wait for TCP to give up too.
+
+It also reads `timestamptz` values with psycopg's C loader (see `UtcTimestamptzLoader`).
 """
 
 from __future__ import annotations
 
+import datetime
+import functools
 import select
 from typing import Any
 
 import psycopg
 from django.db.backends.postgresql import base
+from psycopg.adapt import AdaptersMap, Loader
 from psycopg_pool import ConnectionPool
+
+_TIMESTAMPTZ = psycopg.postgres.types["timestamptz"].oid
+# psycopg's timestamptz text loader: its C class with psycopg[binary], else the Python one.
+_PSYCOPG_LOADER = psycopg.adapters.get_loader(_TIMESTAMPTZ, psycopg.pq.Format.TEXT)
+
+
+class UtcTimestamptzLoader(Loader):
+    """Loads timestamptz values with psycopg's own loader on a connection in UTC, which is how
+    Django keeps connections when `USE_TZ = True`.
+
+    Django's loader is a subclass of psycopg's pure-Python one that re-labels every value with
+    Django's time zone: about 10 us a value, against 1 us here; a page of 20 products holds 40
+    of them. On a UTC connection psycopg's loader returns values in `datetime.UTC`, the very
+    values Django's gives. The C class cannot be subclassed, so each instance takes the `load`
+    of one; `timezone` is what Django's `create_cursor` compares with its own time zone.
+    """
+
+    timezone = datetime.UTC
+
+    def __init__(self, oid: int, context: Any = None) -> None:
+        super().__init__(oid, context)
+        self.load = _PSYCOPG_LOADER(oid, context).load  # type: ignore[misc,method-assign]
+
+    def load(self, data: Any) -> datetime.datetime:  # replaced in __init__
+        raise NotImplementedError
+
+
+@functools.cache
+def _adapters(template: AdaptersMap) -> AdaptersMap:
+    """Django's adapters, with UtcTimestamptzLoader."""
+    adapters = AdaptersMap(template)
+    adapters.register_loader(_TIMESTAMPTZ, UtcTimestamptzLoader)
+    return adapters
 
 
 def closed_by_server(connection: psycopg.Connection[Any]) -> bool:
@@ -40,6 +78,13 @@ def closed_by_server(connection: psycopg.Connection[Any]) -> bool:
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    def get_connection_params(self) -> dict[str, Any]:
+        params = super().get_connection_params()
+        # Django sets each connection's TimeZone to its own time zone's name (UTC here).
+        if self.timezone is datetime.UTC and "context" in params:
+            params["context"] = _adapters(params["context"])
+        return params
+
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         connection = super().get_new_connection(conn_params)
         pool = self.pool

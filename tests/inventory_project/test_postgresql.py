@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import select
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import DataError, connection
 
 from inventory_project.postgresql.base import closed_by_server
 from products.models import Product
@@ -105,3 +106,45 @@ def poll_until_readable(conn: psycopg.Connection[Any]) -> None:
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN)
     assert poller.poll(5000), "the notification never arrived"
+
+
+# --- timestamptz values through psycopg's C loader ------------------------------------------
+
+
+def test_timestamptz_values_load_through_the_fast_loader_as_django_loads_them() -> None:
+    """The same values as Django's own loader gives: the instant, labelled datetime.timezone.utc
+    (Django's time zone for the database), whatever offset PostgreSQL was given."""
+    from django.db.backends.postgresql.psycopg_any import register_tzloader
+
+    from inventory_project.postgresql.base import UtcTimestamptzLoader
+
+    sql = (
+        "SELECT '2024-02-29 23:59:59.999999+05:30'::timestamptz,"
+        " '0001-01-01 00:00:00+00'::timestamptz, '9999-12-31 23:59:59.5+02'::timestamptz"
+    )
+    with connection.cursor() as cursor:
+        loader = cursor.connection.adapters.get_loader(1184, psycopg.pq.Format.TEXT)
+        assert loader is UtcTimestamptzLoader
+        cursor.execute(sql)
+        ours = cursor.fetchone()
+    with connection.cursor() as cursor:
+        register_tzloader(connection.timezone, cursor)  # Django's loader, on this cursor only
+        cursor.execute(sql)
+        django_s = cursor.fetchone()
+    assert ours == django_s
+    assert [value.tzinfo for value in ours] == [UTC] * 3
+    assert ours[0] == datetime(2024, 2, 29, 18, 29, 59, 999999, tzinfo=UTC)
+
+
+def test_a_timestamptz_python_cannot_hold_fails_as_with_djangos_loader() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 'infinity'::timestamptz")
+        with pytest.raises(DataError, match="infinity"):
+            cursor.fetchone()
+
+
+def test_product_timestamps_come_back_aware_in_utc() -> None:
+    product = Product.objects.create(name="Clock", price="1.00", stock_level=1)
+    loaded = Product.objects.get(pk=product.pk)
+    assert loaded.created_at == product.created_at
+    assert loaded.created_at.tzinfo is UTC

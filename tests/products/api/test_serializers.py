@@ -1,4 +1,5 @@
-"""The output serializer's hand-written representation matches its declared fields."""
+"""The output serializer's hand-written representation matches its declared fields; the input
+serializers' shallow field copies behave as DRF's deep ones."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import pytest
 from django.test import override_settings
 from rest_framework import serializers
 
-from products.api.serializers import ProductOutputSerializer
+from products.api.serializers import (
+    ProductOutputSerializer,
+    SearchQuerySerializer,
+    StrictInputSerializer,
+)
 from products.models import Product
 
 
@@ -62,3 +67,50 @@ def test_a_list_renders_each_product_as_the_declared_fields_do() -> None:
     assert ProductOutputSerializer(products, many=True).data == [
         by_declared_fields(product) for product in products
     ]
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [sub for direct in cls.__subclasses__() for sub in (direct, *_subclasses(direct))]
+
+
+def test_strict_input_serializers_declare_plain_fields_only() -> None:
+    """StrictInputSerializer copies its fields shallowly: a field with parts of its own (a nested
+    serializer, a child field) would share them between serializers."""
+    subclasses = _subclasses(StrictInputSerializer)
+    assert len(subclasses) >= 4
+    for serializer_class in subclasses:
+        for name, field in serializer_class._declared_fields.items():
+            assert not isinstance(field, serializers.BaseSerializer), (serializer_class, name)
+            assert not hasattr(field, "child"), (serializer_class, name)
+
+
+def test_each_serializer_binds_copies_of_its_own() -> None:
+    first, second = SearchQuerySerializer(data={}), SearchQuerySerializer(data={})
+    declared = SearchQuerySerializer._declared_fields["min_price"]
+    assert first.fields["min_price"] is not declared
+    assert first.fields["min_price"] is not second.fields["min_price"]
+    assert first.fields["min_price"].parent is first
+    assert first.fields["min_price"].validators is declared.validators  # shared, never changed
+
+
+def test_copies_validate_as_drfs_deep_copies_do() -> None:
+    """The same validated data and errors as with DRF's own get_fields, request after request."""
+
+    class DeepCopied(SearchQuerySerializer):
+        def get_fields(self):  # DRF's: deep copies
+            return serializers.Serializer.get_fields(self)
+
+    cases = [
+        {"name": "steel", "min_price": "100", "max_price": "200.5"},
+        {"name": "x", "min_price": "-1", "limit": "0"},
+        {"min_price": "3", "max_price": "2"},
+        {"page": "2", "after_id": "5", "name": "a"},
+        {"name": "a" * 300, "limit": "abc", "nope": "1"},
+        {},
+    ]
+    for data in cases * 2:
+        ours, drf = SearchQuerySerializer(data=data), DeepCopied(data=data)
+        assert ours.is_valid() == drf.is_valid(), data
+        assert ours.errors == drf.errors, data
+        if not ours.errors:
+            assert ours.validated_data == drf.validated_data, data
