@@ -58,6 +58,32 @@ def test_deep_pages_are_exact_across_buckets_with_gaps() -> None:
 
 
 @pytest.mark.django_db
+def test_pages_and_detail_hold_what_the_orm_reads() -> None:
+    """The SQL of product_get and the list pages gives the ORM's rows, every field loaded."""
+    ProductFactory.create_batch(25)
+    Product.objects.create(id=-7, name="negative id", price=Decimal("3.10"), stock_level=2)
+
+    def fields(products):
+        return [
+            (p.id, p.name, p.price, p.stock_level, p.version, p.created_at, p.updated_at)
+            for p in products
+        ]
+
+    ordered = list(Product.objects.order_by("id"))
+    page_one = selectors.product_list(page=1, limit=10)
+    assert fields(page_one.products) == fields(ordered[:10])
+    assert page_one.products[0].id == -7
+    assert not page_one.products[0]._state.adding
+    assert fields(selectors.product_list(page=3, limit=10).products) == fields(ordered[20:])
+    keyset = selectors.product_list_after(after_id=ordered[9].id, limit=10)
+    assert fields(keyset.products) == fields(ordered[10:20])
+    assert keyset.next_after_id == ordered[19].id
+    assert selectors.product_list_after(after_id=ordered[19].id, limit=10).next_after_id is None
+    for product in ordered[:3]:
+        assert fields([selectors.product_get(product_id=product.id)]) == fields([product])
+
+
+@pytest.mark.django_db
 def test_a_product_id_never_changes() -> None:
     product = ProductFactory()
     with pytest.raises(IntegrityError):
