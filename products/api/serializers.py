@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -196,7 +196,7 @@ class ProductListOutputSerializer(serializers.ListSerializer):
 
     def to_representation(self, data: Any) -> list[dict[str, Any]]:
         items = data.all() if isinstance(data, BaseManager) else data
-        zone = timezone.get_current_timezone()
+        zone = _output_zone()
         return [_represent(item, zone) for item in items]
 
 
@@ -215,7 +215,7 @@ class ProductOutputSerializer(serializers.Serializer):
         list_serializer_class = ProductListOutputSerializer
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
-        return _represent(instance, timezone.get_current_timezone())
+        return _represent(instance, _output_zone())
 
 
 def _represent(instance: Any, zone: tzinfo) -> dict[str, Any]:
@@ -239,8 +239,20 @@ def _represent(instance: Any, zone: tzinfo) -> dict[str, Any]:
 _CENT = Decimal(1).scaleb(-PRICE_DECIMAL_PLACES)
 
 
+# Zones whose every time reads as in datetime.UTC (offset +00:00, no transitions).
+_UTC_KEYS = frozenset({"UTC", "Etc/UTC"})
+
+
+def _output_zone() -> tzinfo:
+    """The current time zone; datetime.UTC for a UTC ZoneInfo, which gives the same text."""
+    zone = timezone.get_current_timezone()
+    return UTC if getattr(zone, "key", None) in _UTC_KEYS else zone
+
+
 def _iso(value: datetime, zone: tzinfo) -> str:
-    text = value.astimezone(zone).isoformat()
+    # Values loaded from the database are in datetime.UTC already: no conversion.
+    local = value if value.tzinfo is zone else value.astimezone(zone)
+    text = local.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 

@@ -43,6 +43,25 @@ def test_the_fast_representation_equals_the_declared_fields(price, stamp) -> Non
     assert ProductOutputSerializer(product).data == by_declared_fields(product)
 
 
+@pytest.mark.parametrize("zone", ["UTC", "Etc/UTC"])
+def test_utc_zones_render_as_drf_renders_them(zone) -> None:
+    """A UTC zone skips the conversion of values already in UTC (as loaded from PostgreSQL)."""
+    stamps = [
+        datetime(2026, 7, 1, 12, 0, tzinfo=UTC),
+        datetime(2026, 7, 1, 12, 0, 0, 5, tzinfo=UTC),
+        datetime(2026, 7, 1, 12, 0, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+    ]
+    with override_settings(TIME_ZONE=zone):
+        for stamp in stamps:
+            product = Product(
+                id=1, name="x", price=Decimal("1"), stock_level=0, version=1, created_at=stamp
+            )
+            product.updated_at = stamp
+            data = ProductOutputSerializer(product).data
+            assert data == by_declared_fields(product)
+            assert data["created_at"].endswith("Z")
+
+
 @override_settings(TIME_ZONE="Europe/Berlin")
 def test_the_fast_representation_follows_the_current_time_zone_as_drf_does() -> None:
     stamp = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
