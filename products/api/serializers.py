@@ -6,14 +6,17 @@ import re
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote_to_bytes
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models.manager import BaseManager
 from django.http import QueryDict
 from django.utils import timezone
+from django.utils.text import format_lazy
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.utils.formatting import lazy_format
 
 from products.models import NAME_MAX_LENGTH, PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS, STOCK_MAX
 
@@ -131,18 +134,39 @@ class StrictCharField(serializers.CharField):
 
 
 class StrictInputSerializer(serializers.Serializer):
-    """Unknown keys are an error naming them: a typo must not be silently ignored.
+    """Unknown keys are an error naming them: a typo must not be silently ignored."""
 
-    Its subclasses declare plain fields only (no nested serializer, no child field).
-    """
+    # Every serializer binds shallow copies of the declared fields (get_fields), so what the
+    # copies share must be safe to share between threads and languages. Subclasses declare
+    # plain fields only (no nested serializer, no child field: a test holds them to it), whose
+    # state is set in __init__ and only read after it, except:
+    # - DRF's min/max messages (`lazy_format`) render once, in the language active then, and
+    #   their first render is not thread-safe: made Django lazy strings here, rendered anew
+    #   in the active language each time;
+    # - a field's __dict__, which CPython 3.11 builds on first access: built here, in the one
+    #   thread that defines the class (concurrent first accesses crashed the interpreter in a
+    #   stress test).
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, field in cls._declared_fields.items():
+            vars(field)
+            for validator in field.validators:
+                message = getattr(validator, "message", None)
+                if isinstance(message, lazy_format):
+                    if message.result is not None:
+                        raise ImproperlyConfigured(f"{cls.__name__}.{name}: message rendered")
+                    # format_string is itself lazy (a translation): kept as it is.
+                    template = cast(str, message.format_string)
+                    lazy = format_lazy(template, *message.args, **message.kwargs)
+                    setattr(validator, "message", lazy)  # noqa: B010 (any validator type)
 
     def get_fields(self) -> dict[str, serializers.Field]:
         """Shallow copies of the declared fields, which `fields` then binds to this serializer.
 
         DRF deep-copies them: it builds every field again from its arguments, about 20 us a
-        field, half of the time a search's query parameters take to validate. A plain field's
-        state is set in its __init__ and only read after it; binding sets attributes of the
-        copy's own. A test holds every subclass to plain fields.
+        field, half of the time a search's query parameters take to validate. Binding sets
+        attributes of the copy's own; what copies share is made safe in __init_subclass__.
         """
         return {name: _shallow_copy(field) for name, field in self._declared_fields.items()}
 

@@ -7,10 +7,15 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from django.http import QueryDict
 from django.test import override_settings
+from django.utils import translation
 from rest_framework import serializers
+from rest_framework.utils.formatting import lazy_format
 
 from products.api.serializers import (
+    ListQuerySerializer,
+    ProductCreateSerializer,
     ProductOutputSerializer,
     SearchQuerySerializer,
     StrictInputSerializer,
@@ -133,3 +138,35 @@ def test_copies_validate_as_drfs_deep_copies_do() -> None:
         assert ours.errors == drf.errors, data
         if not ours.errors:
             assert ours.validated_data == drf.validated_data, data
+
+
+def _messages(serializer_class, data) -> dict[str, list[str]]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid()
+    return {
+        name: [str(message) for message in messages] for name, messages in serializer.errors.items()
+    }
+
+
+def test_messages_follow_the_active_language_every_time() -> None:
+    """The fields' shared validators render their messages anew in each language (DRF's own
+    lazy messages keep the first language that renders them)."""
+    query = QueryDict("limit=500")
+    body = {"name": "x" * 300, "price": "1.00", "stock_level": -1}
+    english = _messages(ListQuerySerializer, query), _messages(ProductCreateSerializer, body)
+    for language in ("fr", "de"):
+        with translation.override(language):
+            other = _messages(ListQuerySerializer, query), _messages(ProductCreateSerializer, body)
+        assert other != english
+    assert (
+        _messages(ListQuerySerializer, query),
+        _messages(ProductCreateSerializer, body),
+    ) == english
+    assert english[0] == {"limit": ["Ensure this value is less than or equal to 100."]}
+
+
+def test_no_shared_validator_keeps_a_message_rendered_once() -> None:
+    for serializer_class in _subclasses(StrictInputSerializer):
+        for field in serializer_class._declared_fields.values():
+            for validator in field.validators:
+                assert not isinstance(getattr(validator, "message", None), lazy_format)
