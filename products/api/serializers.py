@@ -155,7 +155,10 @@ class StrictInputSerializer(serializers.Serializer):
                 message = getattr(validator, "message", None)
                 if isinstance(message, lazy_format):
                     if message.result is not None:
-                        raise ImproperlyConfigured(f"{cls.__name__}.{name}: message rendered")
+                        raise ImproperlyConfigured(
+                            f"{cls.__name__}.{name}: a validator message was rendered before the"
+                            " class was defined (a field shared with another serializer?)"
+                        )
                     # format_string is itself lazy (a translation): kept as it is.
                     template = cast(str, message.format_string)
                     lazy = format_lazy(template, *message.args, **message.kwargs)
