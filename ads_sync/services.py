@@ -233,20 +233,18 @@ def day_rows_replace(
 
 def account_ensure(
     *, customer_id: str, counter: google_ads.CallCounter | None = None
-) -> tuple[AdsAccount, bool]:
-    """The account's time zone and currency, asked of the API only the first time.
-
-    Returns the account and whether the API was asked; `counter` counts the calls that took.
-    """
+) -> AdsAccount:
+    """The account's time zone and currency, asked of the API only the first time; `counter`
+    counts the calls that took."""
     account = AdsAccount.objects.filter(pk=customer_id).first()
     if account is not None:
-        return account, False
+        return account
     info = google_ads.get_account(customer_id, counter=counter)
     account, _ = AdsAccount.objects.update_or_create(
         customer_id=customer_id,
         defaults={"time_zone": info.time_zone, "currency_code": info.currency_code},
     )
-    return account, True
+    return account
 
 
 # --- Runs -----------------------------------------------------------------------------------
@@ -576,7 +574,7 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
     calls = google_ads.CallCounter()
     try:
         try:
-            account, _ = account_ensure(customer_id=customer_id, counter=calls)
+            account = account_ensure(customer_id=customer_id, counter=calls)
             rows = google_ads.fetch_data(customer_id, day, counter=calls)
         finally:
             # Before the day settles: the run's summary is read once its last day has.

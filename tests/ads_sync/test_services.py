@@ -414,9 +414,10 @@ def test_a_planning_whose_lock_expired_stores_no_plan(
 
 def test_an_account_is_looked_up_once_and_then_read_from_the_database(ads_sandbox) -> None:
     customer = ads_sandbox.customers[0]
-    first, called_first = services.account_ensure(customer_id=customer)
-    second, called_second = services.account_ensure(customer_id=customer)
-    assert (called_first, called_second) == (True, False)
+    calls_first, calls_second = google_ads.CallCounter(), google_ads.CallCounter()
+    first = services.account_ensure(customer_id=customer, counter=calls_first)
+    second = services.account_ensure(customer_id=customer, counter=calls_second)
+    assert (calls_first.calls, calls_second.calls) == (1, 0)
     assert (second.time_zone, second.currency_code) == (first.time_zone, first.currency_code)
     # What the run reports as API calls is what the API served.
     assert [c["query"] for c in ads_sandbox.calls()] == ["customer"]
