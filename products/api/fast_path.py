@@ -157,6 +157,16 @@ def _over_read_limit(request: Any) -> bool:
     return usage is not None and bool(usage["should_limit"])
 
 
+def over_view_limit(request: Any, view: Any) -> bool:
+    """Whether the view's own throttles refuse this request (its stand-in), as DRF runs them.
+
+    The WSGI paths run this after every check that sends a request to the view, so the view
+    counts those itself; a request handed on after it (over the limit, a page past the end, a
+    product gone) is not counted again: the throttle marks the environ (`throttling.count_once`).
+    """
+    return not all(throttle.allow_request(request, view) for throttle in view.get_throttles())
+
+
 class EnvironRequest:
     """Just enough of an anonymous GET for django-ratelimit's counter, our client key and the
     views' throttle."""

@@ -129,7 +129,7 @@ class ProductPagesApp:
             params = QueryDict(query_string.encode("latin-1"))
             serializer = query_serializer(page.serializer_class, params, query_string)
             request = fast_path.EnvironRequest(environ)
-            if not serializer.is_valid() or _over_read_limit(request, page.view):
+            if not serializer.is_valid() or fast_path.over_view_limit(request, page.view):
                 return None
         except Exception:
             return None  # the view answers, and logs what it has to
@@ -176,18 +176,6 @@ class ProductPagesApp:
         if lookup is not None:
             cache.store(lookup, entry)
         return _from_entry(environ, entry)
-
-
-def _over_read_limit(request: fast_path.EnvironRequest, view: ProductAPIView) -> bool:
-    """The view's throttles, run after the checks that send a request to the view.
-
-    A request counted here and then handed to the view (a page past the end, a client over
-    its limit) is not counted again: the throttle marks the environ (`count_once`).
-    """
-    return not all(
-        throttle.allow_request(request, view)  # type: ignore[arg-type]
-        for throttle in view.get_throttles()
-    )
 
 
 def _entry(view: ProductAPIView, content: bytes) -> cache.Entry:

@@ -16,7 +16,7 @@ Everything else falls through to Django untouched, and so does every request tha
 get a 200: a bad token, a missing permission, invalid input, an unknown product, a client over
 its rate limit, an error before the write. The normal view then answers it with the usual
 error, so error responses have one implementation. Nothing is written before the last of those
-checks, except the rate-limit counter (see `_over_write_limit`). One error is answered here:
+checks, except the rate-limit counter (see `fast_path.over_view_limit`). One error is answered here:
 the database unavailable, a 503 in the view's shape. During the UPDATE, which may have
 committed, sending the request on would write it twice; before it (the token query), the view
 would wait for the connection pool again. `PRODUCT_FAST_WRITES=false` switches the path off.
@@ -114,7 +114,7 @@ class ProductUpdateApp:
             if not isinstance(data, dict) or not self._authorized(request):
                 return None
             serializer = ProductUpdateSerializer(data=data, partial=method == "PATCH")
-            if not serializer.is_valid() or _over_write_limit(request, self.view):
+            if not serializer.is_valid() or fast_path.over_view_limit(request, self.view):
                 return None
         except (OperationalError, InterfaceError):
             # The token query found no database: the view would wait for the pool again.
@@ -213,17 +213,3 @@ def _eligible(environ: dict[str, Any]) -> int | None:
 
 def _read_body(environ: dict[str, Any]) -> bytes:
     return bytes(environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])))
-
-
-def _over_write_limit(request: _Request, view: ProductDetailView) -> bool:
-    """The view's throttles, counted once here for a request this path answers.
-
-    Run last, after every check that sends a request to the view, so that the view counts
-    those requests itself. A request that falls through after it (over the limit, a product
-    that no longer exists, a value the database refuses) is not counted again by the view: the
-    throttle marks the environ (`throttling.count_once`).
-    """
-    return not all(
-        throttle.allow_request(request, view)  # type: ignore[arg-type]
-        for throttle in view.get_throttles()
-    )
