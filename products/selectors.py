@@ -8,7 +8,7 @@ clients that walk the whole catalogue, whose cost does not grow with depth.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -117,7 +117,11 @@ _LIST_AFTER_SQL = f"{_SELECT_PRODUCTS} WHERE id > %s ORDER BY id LIMIT %s"
 def _products(sql: str, params: list[Any]) -> list[Product]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
+        return _from_rows(cursor.fetchall())
+
+
+def _from_rows(rows: Iterable[Sequence[Any]]) -> list[Product]:
+    """Products from rows of their columns in _FIELDS order."""
     alias = connection.alias  # each read through the proxy is a thread-local lookup
     return [Product.from_db(alias, _FIELDS, row) for row in rows]
 
@@ -177,8 +181,7 @@ def _count_and_page(
     count = int(rows[0][0])
     if count > SEARCH_IDS_MAX:
         return None
-    alias = connection.alias  # each read through the proxy is a thread-local lookup
-    products = [Product.from_db(alias, _FIELDS, row[1:]) for row in rows]
+    products = _from_rows(row[1:] for row in rows)
     return count, [product for product in products if product.pk is not None]
 
 
