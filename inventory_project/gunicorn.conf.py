@@ -2,6 +2,7 @@
 
 import multiprocessing
 import os
+from typing import Any
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count())
@@ -18,3 +19,10 @@ graceful_timeout = 20
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def post_worker_init(worker: Any) -> None:
+    """Answer the requests gunicorn itself refuses in the API's JSON error shape."""
+    from inventory_project import server_errors
+
+    server_errors.install(worker.cfg)

@@ -5,28 +5,17 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
 import pytest
-from django.conf import settings
-from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from inventory_project.wsgi import application
 from tests.products.conftest import ProductFactory, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -104,51 +93,6 @@ def test_a_chunked_body_over_the_upload_limit_is_refused_with_413(token: str, se
     status, body = patch_chunked(product.pk, token, padded, terminated=True)
     assert (status, body["error"]["code"]) == (413, "too_large")
     assert "100 bytes" in body["error"]["message"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def gunicorn() -> Iterator[int]:
-    """The app under gunicorn, as deployed, on this test's database."""
-    db = connection.settings_dict
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "1",
-        "GUNICORN_ACCESSLOG": "",
-        "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
-    }
-    gunicorn_bin = Path(sys.executable).parent / "gunicorn"
-    process = subprocess.Popen(
-        [str(gunicorn_bin), "-c", "inventory_project/gunicorn.conf.py", "inventory_project.wsgi"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(process.stderr.read().decode()) from None  # type: ignore[union-attr]
-                time.sleep(0.1)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_gunicorn_hands_a_chunked_patch_to_the_api_whole(gunicorn: int, token: str) -> None:
