@@ -129,6 +129,20 @@ def test_the_database_and_the_selectors_name_price_buckets_alike() -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("labels", [[], ["p0:200"], ["p2:1", "p0:200", "p2:1"], ["é"]])
+def test_price_keys_are_the_hash_of_each_label_in_order(labels: list[str]) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT products_price_keys(%s::text[]),"
+            " ARRAY(SELECT hashtext(label) FROM unnest(%s::text[]) AS label)",
+            [labels, labels],
+        )
+        keys, expected = cursor.fetchone()
+    assert keys == expected
+    assert len(keys) == len(labels)
+
+
+@pytest.mark.django_db
 def test_the_index_expression_needs_no_search_path() -> None:
     """Autovacuum's ANALYZE, a dump's restore and logical replication evaluate the index
     expression with only pg_catalog on the search path: the key functions must still resolve."""
