@@ -38,6 +38,8 @@ from django.http import HttpRequest
 from django.http.request import HttpHeaders
 from django.utils.functional import cached_property
 from rest_framework.renderers import JSONRenderer
+from rest_framework.settings import api_settings
+from rest_framework.utils.json import strict_constant
 
 from products import cache, services
 from products.api import fast_path
@@ -55,6 +57,8 @@ _ACCEPT = {"*/*", "application/json"}  # absent counts as */*
 # a compare-and-set), and Origin, which a CORS middleware, once there is one, would answer.
 _DECLINED = ("HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_UNMODIFIED_SINCE", "HTTP_ORIGIN")
 _MAX_BODY = 4096
+# What DRF's JSONParser makes of NaN, Infinity and -Infinity (STRICT_JSON: refused).
+_PARSE_CONSTANT = strict_constant if api_settings.STRICT_JSON else None
 
 
 class _Request:
@@ -109,8 +113,8 @@ class ProductUpdateApp:
         request = _Request(environ, method)
         try:
             # Strict UTF-8, as DRF's parser reads it (json.loads of bytes would also take UTF-16
-            # and a byte order mark).
-            data = json.loads(body.decode("utf-8"))
+            # and a byte order mark), and NaN or Infinity refused as it refuses them.
+            data = json.loads(body.decode("utf-8"), parse_constant=_PARSE_CONSTANT)
             if not isinstance(data, dict) or not self._authorized(request):
                 return None
             serializer = ProductUpdateSerializer(data=data, partial=method == "PATCH")

@@ -131,6 +131,7 @@ def test_it_gives_its_database_connection_back(stack, token) -> None:
         ('{"price": "1.00", "stock_level": 2}'.encode("utf-16"), {}, 400),
         (b'\xef\xbb\xbf{"price": "1.00", "stock_level": 2}', {}, 400),
         (b"[" * 1100 + b"]" * 1100, {}, 400),
+        (b'{"price": "1.00", "stock_level": 2, "csrfmiddlewaretoken": NaN}', {}, 400),
     ],
     ids=[
         "bad-json",
@@ -147,6 +148,7 @@ def test_it_gives_its_database_connection_back(stack, token) -> None:
         "utf-16",
         "byte-order-mark",
         "nested-too-deeply",
+        "nan-is-not-json",
     ],
 )
 def test_everything_else_is_answered_by_the_view(stack, token, body, environ, code) -> None:
