@@ -54,6 +54,8 @@ LOOKUP_ENVIRON_KEY = "products.cache_lookup"
 
 
 def _lookup(path: str, query_string: str, host: str, scheme: str) -> cache.Lookup | None:
+    if too_many_fields(query_string):
+        return None  # Django refuses it with a 400 as soon as the view reads the query
     match = DETAIL.match(path)
     if match:
         return cache.detail_lookup(int(match[1]))
@@ -71,6 +73,13 @@ def _lookup(path: str, query_string: str, host: str, scheme: str) -> cache.Looku
         # a query for a real U+FFFD.
         return None
     return cache.page_lookup(path, host=host, scheme=scheme, params=params)
+
+
+def too_many_fields(query_string: str) -> bool:
+    """Whether Django's QueryDict refuses this query string (DATA_UPLOAD_MAX_NUMBER_FIELDS),
+    counting fields as parse_qsl does."""
+    limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+    return bool(query_string) and limit is not None and 1 + query_string.count("&") > limit
 
 
 def anonymous_json_get(meta: dict[str, Any], query_string: str) -> bool:

@@ -128,6 +128,17 @@ def test_a_write_with_a_csrf_cookie_django_replaces_goes_to_django(stack, token)
     assert "Set-Cookie" in answer[1]
 
 
+def test_a_cached_detail_with_too_many_query_fields_gets_djangos_400(stack) -> None:
+    app, django = stack
+    product = ProductFactory()
+    query = "&".join(["a"] * 1001)  # DATA_UPLOAD_MAX_NUMBER_FIELDS is 1000
+    send(app, "GET", f"/api/products/{product.pk}")  # fills the cache
+    calls = django.calls
+    status, _, content = send(app, "GET", f"/api/products/{product.pk}", QUERY_STRING=query)
+    assert (status, django.calls) == (400, calls + 1)
+    assert b"1000" in content
+
+
 def test_a_raw_utf8_query_does_not_share_a_key_with_its_mojibake(stack) -> None:
     app, _ = stack
     ProductFactory(name="Écrou acier", price=Decimal("3.10"))
