@@ -25,7 +25,8 @@ PRICE_PATTERN = r"^[0-9]{1,10}(\.[0-9]{1,2})?$"
 # Form posts from the browsable API carry this; it is not a product field.
 IGNORED_FORM_KEYS = frozenset({"csrfmiddlewaretoken"})
 # ASCII digits only: `\d` and int() also take other scripts' digits (Arabic-Indic, full-width).
-_DIGITS = re.compile(r"^[0-9]+$")
+# A minus is let through so that a negative number gets the field's minimum as its error.
+_DIGITS = re.compile(r"^-?[0-9]+$")
 # A decimal as a string: ASCII digits, an optional sign and fraction. Decimal() would also take
 # other scripts' digits, underscores ("1_0"), exponents ("1E+1") and a bare fraction (".5").
 _DECIMAL = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")

@@ -37,8 +37,9 @@ from products.api.throttling import ProductRateThrottle
 from products.models import Product
 
 # Ids and versions are bigints: a longer number names no product (and int() of thousands of
-# digits raises).
-_ETAG = re.compile(r'^"([0-9]{1,19})-([0-9]{1,19})"$')
+# digits raises). Written as the ETags are, without leading zeros: `"070-2"` is not `"70-2"`.
+_NUMBER = "(0|[1-9][0-9]{0,18})"
+_ETAG = re.compile(rf'^"{_NUMBER}-{_NUMBER}"$')
 
 ERROR_DESCRIPTIONS = {
     400: "Invalid input; `fields` names each bad field or parameter.",

@@ -225,6 +225,31 @@ def test_huge_page_number_is_404_not_an_overflow(anon) -> None:
     assert anon.get("/api/products/search?name=w&page=2147483647&limit=100").status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("query", "field", "minimum"),
+    [("page=-1", "page", "1"), ("after_id=-1", "after_id", "0"), ("limit=-5", "limit", "1")],
+)
+def test_a_negative_number_in_the_query_is_told_its_minimum(anon, query, field, minimum) -> None:
+    error = error_of(anon.get(f"/api/products?{query}"))
+    assert error["fields"][field] == [f"Ensure this value is greater than or equal to {minimum}."]
+
+
+def test_a_negative_stock_level_in_a_form_is_told_its_minimum(clerk, product) -> None:
+    response = clerk.patch(f"/api/products/{product.id}", {"stock_level": "-1"})
+    assert response.status_code == 400
+    assert error_of(response)["fields"]["stock_level"] == [
+        "Ensure this value is greater than or equal to 0."
+    ]
+
+
+def test_an_unknown_format_names_the_formats_there_are(anon, product) -> None:
+    response = anon.get(f"/api/products/{product.id}?format=xml")
+    assert response.status_code == 404
+    assert error_of(response)["message"] == (
+        "There is no format 'xml' here; use one of: api, json."
+    )
+
+
 def test_create_with_malformed_json_is_400_parse_error(clerk) -> None:
     response = clerk.post("/api/products", '{"name": ', content_type="application/json")
     assert response.status_code == 400
@@ -331,6 +356,17 @@ def test_if_match_naming_another_product_is_412(clerk, product) -> None:
         HTTP_IF_MATCH=f'"{product.id + 1}-1"',
     )
     assert response.status_code == 412
+
+
+@pytest.mark.parametrize("pad", ["0{id}-{version}", "{id}-0{version}"])
+def test_an_if_match_with_leading_zeros_is_not_the_etag(clerk, product, pad: str) -> None:
+    etag = '"' + pad.format(id=product.id, version=product.version) + '"'
+    response = clerk.patch(
+        f"/api/products/{product.id}", {"stock_level": 1}, format="json", HTTP_IF_MATCH=etag
+    )
+    assert response.status_code == 412
+    product.refresh_from_db()
+    assert product.version == 1
 
 
 def test_if_match_star_matches_any_version(clerk, product) -> None:
