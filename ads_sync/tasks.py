@@ -88,33 +88,43 @@ DETECT_GAPS_SOFT_LIMIT_S = int(locks.planning_lock_ttl_s() + 120)
     time_limit=DETECT_GAPS_SOFT_LIMIT_S + 60,
     max_retries=DETECT_GAPS_MAX_RETRIES,
 )
-def detect_gaps(self: Any, trigger: str = "beat", since: str | None = None) -> int | None:
+def detect_gaps(
+    self: Any, trigger: str = "beat", since: str | None = None, own_runs: list[int] | None = None
+) -> int | None:
     """Plan the missing days of every configured account and fan them out; returns the run id.
 
     If another planning holds the lock, try again a minute later: a backfill's run may not cover
     every account or day this one would plan. So too if the planning ran out of time (slow
-    account lookups). A run of the same trigger that started since shortly before the first try
-    (a second beat's) did this detection's work: then it stops, rather than fetching the
-    lookback days twice.
+    account lookups, a long fan-out or CSV restore). A run of the same trigger that started
+    since shortly before the first try (a second beat's) did this detection's work: then it
+    stops, rather than fetching the lookback days twice. The runs this detection started itself
+    (`own_runs`, cut short) do not count: their unsent days failed, and the next try plans them.
     """
     first_try = dt.datetime.fromisoformat(since) if since else timezone.now()
+    own = list(own_runs or [])
     if (
         since
         and SyncRun.objects.filter(
             trigger=trigger, started_at__gte=first_try - DETECT_GAPS_SAME_WORK
-        ).exists()
+        )
+        .exclude(pk__in=own)
+        .exists()
     ):
         logger.info("ads sync: a %s run started meanwhile; this detection stops", trigger)
         return None
+    this_try = timezone.now()
     try:
         plan = run_start(trigger=trigger)
     except SoftTimeLimitExceeded:
         logger.warning("ads sync: the detection ran out of time planning; it tries again")
+        own += SyncRun.objects.filter(trigger=trigger, started_at__gte=this_try).values_list(
+            "pk", flat=True
+        )
         plan = None
     if plan is None:
         raise self.retry(
             countdown=DETECT_GAPS_RETRY_S,
-            kwargs={"trigger": trigger, "since": first_try.isoformat()},
+            kwargs={"trigger": trigger, "since": first_try.isoformat(), "own_runs": own},
         )
     return plan.run.pk
 

@@ -225,6 +225,47 @@ def test_a_retried_detection_stops_if_another_run_of_its_trigger_started_meanwhi
     assert SyncRun.objects.count() == 1
 
 
+def test_a_detection_cut_short_in_its_fan_out_plans_the_unsent_days_on_its_retry(
+    settings, monkeypatch, short_history: Path
+) -> None:
+    settings.GOOGLE_ADS_CUSTOMER_IDS = ["1111111111"]
+    AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
+
+    class CutShort:
+        def __init__(self, signatures: object) -> None:
+            pass
+
+        def apply_async(self) -> None:
+            raise SoftTimeLimitExceeded()
+
+    retries: list[dict[str, Any]] = []
+
+    def retry(**options: Any) -> Retry:
+        retries.append(options["kwargs"])
+        return Retry()
+
+    monkeypatch.setattr(tasks, "group", CutShort)
+    monkeypatch.setattr(tasks.detect_gaps, "retry", retry)
+    with pytest.raises(Retry):
+        tasks.detect_gaps(trigger="beat")
+    assert set(SyncDay.objects.values_list("state", flat=True)) == {SyncDay.State.FAILED}
+    sent: list[object] = []
+
+    class Recording:
+        def __init__(self, signatures: object) -> None:
+            sent.extend(signatures)  # type: ignore[call-overload]
+
+        def apply_async(self) -> None:
+            pass
+
+    monkeypatch.setattr(tasks, "group", Recording)
+    # The retry as Celery sends it: its own cut-short run is not "a run started meanwhile".
+    (kwargs,) = retries
+    run_id = tasks.detect_gaps(**kwargs)
+    assert run_id is not None
+    assert SyncRun.objects.get(pk=run_id).planned == len(sent) == 8
+
+
 def test_a_retried_detection_plans_after_a_backfill_released_the_lock(
     settings, monkeypatch, short_history: Path
 ) -> None:
