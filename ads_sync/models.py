@@ -63,7 +63,7 @@ class SyncRun(models.Model):
     range_start = models.DateField(null=True, blank=True)
     range_end = models.DateField(null=True, blank=True)
     customer_ids = models.JSONField(default=list)
-    output_dir = models.CharField(max_length=500)
+    output_dir = models.TextField()
     force = models.BooleanField(default=False)
     planned = models.PositiveIntegerField(default=0)
     done = models.PositiveIntegerField(default=0)

@@ -173,6 +173,18 @@ def test_a_relative_output_dir_is_the_commands_not_the_workers(
     assert csv_rows(tmp_path / "relative", customer, day) == expected_rows(customer, day)
 
 
+@pytest.mark.usefixtures("sync_worker")
+def test_an_output_dir_longer_than_500_characters_is_kept_whole(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    long_dir = tmp_path.joinpath(*["d" * 200] * 3)  # a valid path of over 600 characters
+    day = dt.date.today() - dt.timedelta(days=10)
+    _, run = _backfill("--start", str(day), "--end", str(day), "--output-dir", str(long_dir))
+    assert run.output_dir == str(long_dir)
+    customer = ads_sandbox.customers[0]
+    assert csv_rows(long_dir, customer, day) == expected_rows(customer, day)
+
+
 def test_an_output_dir_that_cannot_be_written_is_refused_before_planning(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
