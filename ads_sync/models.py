@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class AdsAccount(models.Model):
@@ -74,7 +75,8 @@ class SyncRun(models.Model):
     rows = models.PositiveBigIntegerField(default=0)
     api_calls = models.PositiveIntegerField(default=0)
     notes = models.TextField(blank=True)
-    started_at = models.DateTimeField(auto_now_add=True)
+    # Set by the planning when it begins (services.run_plan); the default serves other callers.
+    started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
     elapsed_s = models.FloatField(null=True, blank=True)
 

@@ -283,6 +283,8 @@ def run_plan(
     with locks.planning_lock(wait_s=lock_wait_s) as lock:
         if not lock:
             return None
+        # The run's time counts its planning: account lookups, the gap query, the CSV checks.
+        started_at = timezone.now()
         lookups = google_ads.CallCounter()
         notes = []
         known = []
@@ -327,6 +329,7 @@ def run_plan(
             planned, taken_over = _take_over(planned=planned)
             run = SyncRun.objects.create(
                 trigger=trigger,
+                started_at=started_at,
                 range_start=min((w.start for w in windows), default=None),
                 range_end=max((w.end for w in windows), default=None),
                 customer_ids=customer_ids,
@@ -352,8 +355,8 @@ def run_plan(
             SyncDay.objects.filter(run=run).update(updated_at=now)
     for old_run_id in taken_over:
         run_finish_if_settled(run_id=old_run_id)
-    if not planned:
-        run_finish_if_settled(run_id=run.pk)
+    if not planned and not gone:
+        run_finish_if_settled(run_id=run.pk)  # else once plan_csv_restore has rewritten them
     failed = tuple(c for c in customer_ids if c not in known)
     return Plan(run=run, days=planned, failed_accounts=failed, csv_missing=tuple(gone))
 
@@ -363,10 +366,15 @@ def plan_csv_restore(*, plan: Plan) -> None:
 
     Called after the fan-out: until its tasks are sent, the plan's pending days are in the
     ledger with nothing to run them, and a failure here (a folder that cannot be written) must
-    not leave them so.
+    not leave them so. A run with no day to fetch finishes here, so that its time counts the
+    rewriting.
     """
-    for customer_id, day in plan.csv_missing:
-        day_csv_write(customer_id=customer_id, day=day, output_dir=plan.run.output_dir)
+    try:
+        for customer_id, day in plan.csv_missing:
+            day_csv_write(customer_id=customer_id, day=day, output_dir=plan.run.output_dir)
+    finally:
+        if not plan.days:
+            run_finish_if_settled(run_id=plan.run.pk)
 
 
 def csv_dir_ensure(*, output_dir: str | Path) -> None:

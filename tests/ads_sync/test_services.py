@@ -359,6 +359,41 @@ def test_the_backoff_counts_from_the_runs_planning_not_from_its_tasks_end(
     assert entry.retry_after == planned_at + dt.timedelta(days=2, hours=-1)
 
 
+def test_a_runs_time_counts_its_account_lookups_and_its_csv_rewrites(
+    ads_sandbox, monkeypatch, tmp_path: Path
+) -> None:
+    customer = ads_sandbox.customers[0]  # not in the database yet: the planning looks it up
+    services.day_rows_replace(
+        customer_id=customer, day=DAY, rows=[campaign_day(campaign_id=1)], currency_code="EUR"
+    )
+    SyncDay.objects.create(customer_id=customer, date=DAY, state=SyncDay.State.DONE)
+    moments: dict[str, dt.datetime] = {}
+    lookup, write = google_ads.get_account, services.day_csv_write
+
+    def timed_lookup(customer_id: str, **kwargs: Any) -> google_ads.AccountInfo:
+        moments["lookup"] = timezone.now()
+        return lookup(customer_id, **kwargs)
+
+    def timed_write(**kwargs: Any) -> Path:
+        path = write(**kwargs)
+        moments["written"] = timezone.now()
+        return path
+
+    monkeypatch.setattr(google_ads, "get_account", timed_lookup)
+    monkeypatch.setattr(services, "day_csv_write", timed_write)
+    plan = services.run_plan(
+        trigger="backfill", customer_ids=[customer], start=DAY, end=DAY, output_dir=tmp_path
+    )
+    assert plan is not None
+    assert (plan.days, plan.csv_missing) == ([], ((customer, DAY),))
+    assert SyncRun.objects.get().finished_at is None  # its CSV is still to be rewritten
+    services.plan_csv_restore(plan=plan)
+    run = SyncRun.objects.get()
+    assert run.finished_at is not None
+    assert run.started_at <= moments["lookup"]
+    assert run.finished_at >= moments["written"]
+
+
 def _lock_ttl_ms(set_to: int | None = None) -> int:
     """The planning lock's TTL in Redis, after setting it to `set_to` ms if given."""
     key = cache.make_key(locks.PLANNING_LOCK_KEY)
