@@ -185,6 +185,23 @@ def test_an_output_dir_longer_than_500_characters_is_kept_whole(
     assert csv_rows(long_dir, customer, day) == expected_rows(customer, day)
 
 
+def test_no_wait_exits_1_when_an_account_could_not_be_looked_up(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    customer = ads_sandbox.customers[0]
+    ads_sandbox.configure(denied_customers=[customer])
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="could not be looked up") as refused:
+        call_command(
+            "backfill_ads",
+            *("--days", "1", "--customer", customer, "--output-dir", str(tmp_path), "--no-wait"),
+            stdout=out,
+        )
+    assert refused.value.returncode == 1
+    run = SyncRun.objects.get()
+    assert out.getvalue().splitlines()[-1] == str(run.pk)  # still said, for scripts
+
+
 def test_an_output_dir_that_cannot_be_written_is_refused_before_planning(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")

@@ -36,3 +36,8 @@ def test_export_by_day_writes_one_line_per_account_and_date(tmp_path: Path) -> N
 def test_export_refuses_a_reversed_range(tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="after --end"):
         call_command("export_ads_csv", "--start", "2025-02-02", "--end", "2025-02-01")
+
+
+def test_export_to_a_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CommandError, match=f"cannot write {tmp_path}"):
+        call_command("export_ads_csv", "--out", str(tmp_path), stdout=io.StringIO())

@@ -159,21 +159,21 @@ class Command(BaseCommand):
             f"run {run.pk}: {run.planned} date(s) planned for {len(customers)} account(s), "
             f"{run.range_start} .. {run.range_end}, output {run.output_dir}"
         )
-        if options["no_wait"]:
-            if not workers:
-                self.stdout.write(f"note: no worker is consuming queue {queue!r} right now")
-            for customer_id in plan.failed_accounts:
-                self.stderr.write(f"account {customer_id} could not be looked up: not planned")
-            self.stdout.write(str(run.pk))
-            return
-        run = self._wait(run, queue)
-        self._summary(run)
         problems = []
         if plan.failed_accounts:
             problems.append(
                 f"{len(plan.failed_accounts)} account(s) could not be looked up and were not "
                 f"synced: {', '.join(plan.failed_accounts)}"
             )
+        if options["no_wait"]:
+            if not workers:
+                self.stdout.write(f"note: no worker is consuming queue {queue!r} right now")
+            self.stdout.write(str(run.pk))
+            if problems:
+                raise CommandError("; ".join(problems), returncode=1)
+            return
+        run = self._wait(run, queue)
+        self._summary(run)
         if run.failed:
             problems.append(f"{run.failed} date(s) failed")
         if problems:

@@ -26,5 +26,8 @@ class Command(BaseCommand):
         if start and end and start > end:
             raise CommandError(f"--start {start} is after --end {end}")
         out = Path(options["out"] or Path(settings.ADS_SYNC_OUTPUT_DIR) / f"ads_export_by_{by}.csv")
-        count = services.combined_csv_write(out=out, start=start, end=end, by=by)
+        try:
+            count = services.combined_csv_write(out=out, start=start, end=end, by=by)
+        except OSError as exc:
+            raise CommandError(f"cannot write {out}: {exc}") from exc
         self.stdout.write(f"wrote {count} line(s) to {out}")
