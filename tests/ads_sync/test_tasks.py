@@ -225,6 +225,21 @@ def test_a_retried_detection_stops_if_another_run_of_its_trigger_started_meanwhi
     assert SyncRun.objects.count() == 1
 
 
+def _record_fan_out(monkeypatch) -> list[object]:
+    """The sync_day signatures that detect_gaps fans out, recorded instead of sent."""
+    sent: list[object] = []
+
+    class Recording:
+        def __init__(self, signatures: object) -> None:
+            sent.extend(signatures)  # type: ignore[call-overload]
+
+        def apply_async(self) -> None:
+            pass
+
+    monkeypatch.setattr(tasks, "group", Recording)
+    return sent
+
+
 def test_a_detection_cut_short_in_its_fan_out_plans_the_unsent_days_on_its_retry(
     settings, monkeypatch, short_history: Path
 ) -> None:
@@ -249,16 +264,7 @@ def test_a_detection_cut_short_in_its_fan_out_plans_the_unsent_days_on_its_retry
     with pytest.raises(Retry):
         tasks.detect_gaps(trigger="beat")
     assert set(SyncDay.objects.values_list("state", flat=True)) == {SyncDay.State.FAILED}
-    sent: list[object] = []
-
-    class Recording:
-        def __init__(self, signatures: object) -> None:
-            sent.extend(signatures)  # type: ignore[call-overload]
-
-        def apply_async(self) -> None:
-            pass
-
-    monkeypatch.setattr(tasks, "group", Recording)
+    sent = _record_fan_out(monkeypatch)
     # The retry as Celery sends it: its own cut-short run is not "a run started meanwhile".
     (kwargs,) = retries
     run_id = tasks.detect_gaps(**kwargs)
@@ -273,16 +279,7 @@ def test_a_retried_detection_plans_after_a_backfill_released_the_lock(
     AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
     since = (timezone.now() - dt.timedelta(minutes=1)).isoformat()
     SyncRun.objects.create(trigger=SyncRun.Trigger.BACKFILL, output_dir=str(short_history))
-    sent: list[object] = []
-
-    class Recording:
-        def __init__(self, signatures: object) -> None:
-            sent.extend(signatures)  # type: ignore[call-overload]
-
-        def apply_async(self) -> None:
-            pass
-
-    monkeypatch.setattr(tasks, "group", Recording)
+    sent = _record_fan_out(monkeypatch)
     run_id = tasks.detect_gaps(trigger="beat", since=since)
     assert run_id is not None
     assert SyncRun.objects.get(pk=run_id).planned == len(sent) == 8
