@@ -2,16 +2,20 @@
 SHELL := /bin/bash
 UV := python3 -m uv
 PY := .venv/bin/python
-MANAGE := $(PY) manage.py
+# manage.py with .env read as honcho reads it for `make run`'s processes (absent: nothing).
+MANAGE := .venv/bin/honcho run -e .env $(PY) manage.py
 PYTEST_ARGS ?=
 
 .PHONY: help install services run test lint format bench migrate
 
 help:
-	@echo "make run     install, start services, migrate, load demo data, start web + worker + beat"
-	@echo "make test    install, start services, lint, run the full test suite"
-	@echo "make lint    ruff check, ruff format --check, mypy"
-	@echo "make bench   benchmarks (results go to docs/benchmarks.md)"
+	@echo "make run      install, start services, migrate, load demo data, start web + worker +"
+	@echo "              beat + cache listener (+ Google Ads sandbox); Ctrl-C stops them all"
+	@echo "make test     install, start services, lint, run the full test suite"
+	@echo "make lint     ruff check, ruff format --check, mypy"
+	@echo "make format   ruff fixes and formatting"
+	@echo "make migrate  install, start services, create the database if needed, migrate"
+	@echo "make bench    benchmarks (results go to docs/benchmarks.md)"
 
 # Bytecode is compiled here, once: where PYTHONDONTWRITEBYTECODE is set (this machine, the
 # Docker image), Python never writes it, and every process would compile Django, Celery and
@@ -29,7 +33,7 @@ migrate: install services
 	$(MANAGE) migrate --noinput
 
 run: migrate
-	@scripts/run.sh
+	@scripts/run.sh || [ $$? -eq 130 ]  # Ctrl-C is how it stops
 
 lint: install
 	.venv/bin/ruff check .

@@ -12,6 +12,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # Without the trailing slash too, as every API route.
+    path("api/schema", SpectacularAPIView.as_view()),
+    path("api/docs", SpectacularSwaggerView.as_view(url_name="schema")),
     path("api/", include("products.api.urls")),
     # The browsable API's "Log in" and "Log out": a session for its forms (writes need CSRF).
     path("api-auth/", include("rest_framework.urls")),

@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# `make run`: prepare the database once, then web, worker and beat under one process manager.
+# `make run`: prepare the database once, then web, worker, beat, the cache listener and (without
+# Google Ads credentials) the API sandbox under one process manager.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Every step reads .env as honcho's processes do (honcho's parser; .env wins over the shell),
+# so the database it migrates and the URLs it prints are the ones web uses.
+if [[ -z "${RUN_ENV_LOADED:-}" ]]; then
+  export RUN_ENV_LOADED=1
+  exec .venv/bin/honcho run -e .env "$0" "$@"
+fi
 export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-inventory_project.settings.local}"
 PORT="${PORT:-8000}"
 export PORT
+# A local run has DEBUG on (its error pages show settings): listen on loopback unless told.
+export HOST="${HOST:-127.0.0.1}"
 
 .venv/bin/python manage.py collectstatic --noinput --verbosity 0
 .venv/bin/python manage.py bootstrap_demo
@@ -22,9 +31,6 @@ MSG
 # No real Google Ads refresh token (in .env or the environment): run the local sandbox API and
 # point web/worker/beat at it (.sandbox/env is read after .env, so it wins).
 refresh_token="${GOOGLE_ADS_REFRESH_TOKEN:-}"
-if [[ -f .env ]] && grep -q '^GOOGLE_ADS_REFRESH_TOKEN=' .env; then
-  refresh_token="$(sed -n 's/^GOOGLE_ADS_REFRESH_TOKEN=//p' .env | tail -n 1)"
-fi
 # Catch up now rather than at the next 03:00 UTC beat: the worker picks this up once it starts,
 # and gap detection plans only the days still missing.
 .venv/bin/python manage.py shell --no-imports -c \

@@ -125,3 +125,13 @@ def test_reads_document_304_and_every_operation_406_and_503(client) -> None:
         has_304 = "304" in operation["responses"]
         names = {parameter["name"] for parameter in operation.get("parameters", [])}
         assert has_304 == ("If-None-Match" in names) == (method == "GET"), operation["operationId"]
+
+
+@pytest.mark.parametrize("path", ["/api/schema", "/api/schema/", "/api/docs", "/api/docs/"])
+def test_the_schema_and_its_docs_answer_with_and_without_the_slash(client, path: str) -> None:
+    assert client.get(path).status_code == 200
+
+
+def test_the_schema_lists_only_the_products_operations(client) -> None:
+    paths = client.get("/api/schema", {"format": "json"}).json()["paths"]
+    assert sorted(paths) == ["/api/products", "/api/products/search", "/api/products/{id}"]
