@@ -33,7 +33,7 @@ migrate: install services
 	$(MANAGE) migrate --noinput
 
 run: migrate
-	@scripts/run.sh || [ $$? -eq 130 ]  # Ctrl-C is how it stops
+	@scripts/run.sh
 
 lint: install
 	.venv/bin/ruff check .
