@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
-from django.utils import timezone
 
 
 class AdsAccount(models.Model):
@@ -75,8 +74,10 @@ class SyncRun(models.Model):
     rows = models.PositiveBigIntegerField(default=0)
     api_calls = models.PositiveIntegerField(default=0)
     notes = models.TextField(blank=True)
-    # Set by the planning when it begins (services.run_plan); the default serves other callers.
-    started_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(auto_now_add=True)
+    # When its planning took the lock (account lookups, the gap query and the CSV checks come
+    # before the run is stored): its elapsed time counts from here.
+    planning_started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     elapsed_s = models.FloatField(null=True, blank=True)
 

@@ -284,7 +284,7 @@ def run_plan(
         if not lock:
             return None
         # The run's time counts its planning: account lookups, the gap query, the CSV checks.
-        started_at = timezone.now()
+        planning_started_at = timezone.now()
         lookups = google_ads.CallCounter()
         notes = []
         known = []
@@ -329,7 +329,7 @@ def run_plan(
             planned, taken_over = _take_over(planned=planned)
             run = SyncRun.objects.create(
                 trigger=trigger,
-                started_at=started_at,
+                planning_started_at=planning_started_at,
                 range_start=min((w.start for w in windows), default=None),
                 range_end=max((w.end for w in windows), default=None),
                 customer_ids=customer_ids,
@@ -353,10 +353,16 @@ def run_plan(
             )
             # bulk_create with update_conflicts does not refresh auto_now on the update branch.
             SyncDay.objects.filter(run=run).update(updated_at=now)
-    for old_run_id in taken_over:
-        run_finish_if_settled(run_id=old_run_id)
-    if not planned and not gone:
-        run_finish_if_settled(run_id=run.pk)  # else once plan_csv_restore has rewritten them
+    try:
+        for old_run_id in taken_over:
+            run_finish_if_settled(run_id=old_run_id)
+        if not planned:
+            run_finish_if_settled(run_id=run.pk)
+    except BaseException as exc:  # a detection's time limit, Ctrl-C in backfill_ads
+        # The plan is stored and no task is sent yet: fail its days, as a failed fan-out does,
+        # so that the next planning takes them instead of waiting on them as in flight.
+        run_fail_pending(run_id=run.pk, reason=f"planning cut short: {type(exc).__name__}")
+        raise
     failed = tuple(c for c in customer_ids if c not in known)
     return Plan(run=run, days=planned, failed_accounts=failed, csv_missing=tuple(gone))
 
@@ -366,15 +372,16 @@ def plan_csv_restore(*, plan: Plan) -> None:
 
     Called after the fan-out: until its tasks are sent, the plan's pending days are in the
     ledger with nothing to run them, and a failure here (a folder that cannot be written) must
-    not leave them so. A run with no day to fetch finishes here, so that its time counts the
-    rewriting.
+    not leave them so. A run with no day to fetch finished when it was planned; its time is
+    extended to count the rewriting.
     """
-    try:
-        for customer_id, day in plan.csv_missing:
-            day_csv_write(customer_id=customer_id, day=day, output_dir=plan.run.output_dir)
-    finally:
-        if not plan.days:
-            run_finish_if_settled(run_id=plan.run.pk)
+    for customer_id, day in plan.csv_missing:
+        day_csv_write(customer_id=customer_id, day=day, output_dir=plan.run.output_dir)
+    if plan.csv_missing and not plan.days:
+        now = timezone.now()
+        SyncRun.objects.filter(pk=plan.run.pk, finished_at__isnull=False).update(
+            finished_at=now, elapsed_s=_elapsed_until(now)
+        )
 
 
 def csv_dir_ensure(*, output_dir: str | Path) -> None:
@@ -432,15 +439,21 @@ def run_finish_if_settled(*, run_id: int) -> bool:
         pk=run_id,
         finished_at__isnull=True,
         planned__lte=F("done") + F("failed") + F("deferred"),
-    ).update(
-        finished_at=now,
-        elapsed_s=RawSQL("EXTRACT(EPOCH FROM (%s - started_at))::double precision", [now]),
-    )
+    ).update(finished_at=now, elapsed_s=_elapsed_until(now))
     if not claimed:
         return False
     run = SyncRun.objects.get(pk=run_id)
     totals_csv_write(output_dir=run.output_dir)
     return True
+
+
+def _elapsed_until(moment: dt.datetime) -> RawSQL:
+    """A run's seconds from the start of its planning (or its row, for runs stored without
+    one) to `moment`."""
+    return RawSQL(
+        "EXTRACT(EPOCH FROM (%s - COALESCE(planning_started_at, started_at)))::double precision",
+        [moment],
+    )
 
 
 # The SyncRun counter of each final state.

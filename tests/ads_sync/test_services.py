@@ -386,12 +386,35 @@ def test_a_runs_time_counts_its_account_lookups_and_its_csv_rewrites(
     )
     assert plan is not None
     assert (plan.days, plan.csv_missing) == ([], ((customer, DAY),))
-    assert SyncRun.objects.get().finished_at is None  # its CSV is still to be rewritten
+    # Nothing to fetch: finished when planned, so that a planner that dies now leaves no run
+    # open; the rewriting then extends its time.
+    assert SyncRun.objects.get().finished_at is not None
     services.plan_csv_restore(plan=plan)
     run = SyncRun.objects.get()
+    assert run.planning_started_at is not None
     assert run.finished_at is not None
-    assert run.started_at <= moments["lookup"]
+    assert run.planning_started_at <= moments["lookup"] <= run.started_at
     assert run.finished_at >= moments["written"]
+    elapsed = (run.finished_at - run.planning_started_at).total_seconds()
+    assert run.elapsed_s == pytest.approx(elapsed)
+
+
+def test_a_run_with_only_csvs_to_rewrite_is_finished_even_if_its_planner_dies(
+    tmp_path: Path,
+) -> None:
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    services.day_rows_replace(
+        customer_id=CUSTOMER, day=DAY, rows=[campaign_day(campaign_id=1)], currency_code="EUR"
+    )
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, state=SyncDay.State.DONE)
+    plan = services.run_plan(
+        trigger="backfill", customer_ids=[CUSTOMER], start=DAY, end=DAY, output_dir=tmp_path
+    )
+    assert plan is not None
+    assert (plan.days, len(plan.csv_missing)) == ([], 1)
+    # The planner dies here (SIGKILL, OOM): plan_csv_restore never runs. No day belongs to the
+    # run, so no task and no later planning would ever close it.
+    assert SyncRun.objects.get(pk=plan.run.pk).finished_at is not None
 
 
 def _lock_ttl_ms(set_to: int | None = None) -> int:

@@ -272,6 +272,56 @@ def test_a_detection_cut_short_in_its_fan_out_plans_the_unsent_days_on_its_retry
     assert SyncRun.objects.get(pk=run_id).planned == len(sent) == 8
 
 
+def test_a_detection_cut_short_after_its_plan_is_stored_leaves_no_day_without_a_task(
+    settings, monkeypatch, short_history: Path
+) -> None:
+    # The soft time limit lands after the plan's commit and before the fan-out: closing a run
+    # whose stale day this plan took over (which writes the totals CSV).
+    settings.GOOGLE_ADS_CUSTOMER_IDS = ["1111111111"]
+    AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
+    (window,) = selectors.sync_windows(customer_ids=["1111111111"])
+    old = SyncRun.objects.create(trigger="backfill", output_dir=str(short_history), planned=1)
+    stale = SyncDay.objects.create(
+        customer_id="1111111111", date=window.start, state=SyncDay.State.PENDING, run=old
+    )
+    SyncDay.objects.filter(pk=stale.pk).update(updated_at=timezone.now() - dt.timedelta(hours=13))
+    finish = services.run_finish_if_settled
+
+    def cut_short(*, run_id: int) -> bool:
+        if run_id == old.pk:
+            raise SoftTimeLimitExceeded()
+        return finish(run_id=run_id)
+
+    monkeypatch.setattr(services, "run_finish_if_settled", cut_short)
+    sent = _record_fan_out(monkeypatch)
+    monkeypatch.setattr(tasks.detect_gaps, "retry", lambda **options: Retry())
+    with pytest.raises(Retry):
+        tasks.detect_gaps(trigger="beat")
+    assert sent == []
+    # Failed, not pending: the retry (or the next detection) plans them at once.
+    new_days = SyncDay.objects.exclude(run=old)
+    assert set(new_days.values_list("state", flat=True)) == {SyncDay.State.FAILED}
+
+
+def test_a_retried_detection_stops_for_a_run_whose_long_planning_began_before_its_window(
+    settings, monkeypatch, short_history: Path
+) -> None:
+    # Another beat's planning took the lock 7 minutes ago (slow new accounts) and stored its
+    # run just now: that run did this detection's work.
+    settings.GOOGLE_ADS_CUSTOMER_IDS = ["1111111111"]
+    AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
+    now = timezone.now()
+    SyncRun.objects.create(
+        trigger="beat",
+        output_dir=str(short_history),
+        planning_started_at=now - dt.timedelta(minutes=7),
+    )
+    sent = _record_fan_out(monkeypatch)
+    first_try = now - dt.timedelta(minutes=1)
+    assert tasks.detect_gaps(trigger="beat", since=first_try.isoformat()) is None
+    assert sent == []
+
+
 def test_a_retried_detection_plans_after_a_backfill_released_the_lock(
     settings, monkeypatch, short_history: Path
 ) -> None:
