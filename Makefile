@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := python3 -m uv
 PY := .venv/bin/python
 # manage.py with .env read as honcho reads it for `make run`'s processes (absent: nothing).
-MANAGE := .venv/bin/honcho run -e .env $(PY) manage.py
+MANAGE := source scripts/dotenv.sh && $(PY) manage.py
 PYTEST_ARGS ?=
 
 .PHONY: help install services run test lint format bench migrate

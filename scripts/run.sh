@@ -3,12 +3,9 @@
 # Google Ads credentials) the API sandbox under one process manager.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Every step reads .env as honcho's processes do (honcho's parser; .env wins over the shell),
-# so the database it migrates and the URLs it prints are the ones web uses.
-if [[ -z "${RUN_ENV_LOADED:-}" ]]; then
-  export RUN_ENV_LOADED=1
-  exec .venv/bin/honcho run -e .env "$0" "$@"
-fi
+# Every step reads .env as honcho's processes do: the database it prepares and the URLs it
+# prints are the ones web uses.
+source scripts/dotenv.sh
 export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-inventory_project.settings.local}"
 PORT="${PORT:-8000}"
 export PORT
