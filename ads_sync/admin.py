@@ -32,6 +32,7 @@ class SyncRunAdmin(ReadOnlyAdmin):
         "deferred",
         "rows",
         "api_calls",
+        "planning_started_at",
         "started_at",
         "finished_at",
         "elapsed_s",

@@ -280,88 +280,97 @@ def run_plan(
     customer_ids = list(dict.fromkeys(customer_ids or settings.GOOGLE_ADS_CUSTOMER_IDS))
     # Absolute: the workers that write there may run in another working directory.
     out = os.path.abspath(Path(output_dir or settings.ADS_SYNC_OUTPUT_DIR).expanduser())
-    with locks.planning_lock(wait_s=lock_wait_s) as lock:
-        if not lock:
-            return None
-        # The run's time counts its planning: account lookups, the gap query, the CSV checks.
-        planning_started_at = timezone.now()
-        lookups = google_ads.CallCounter()
-        notes = []
-        known = []
-        for customer_id in customer_ids:
-            try:
-                account_ensure(customer_id=customer_id, counter=lookups)
-            except google_ads.AdsError as exc:
-                notes.append(f"{customer_id}: account lookup failed: {exc}")
-                logger.warning("ads sync: account %s skipped: %s", customer_id, exc)
-                continue
-            finally:
-                # A new account's lookup may take the client's whole retry budget.
-                lock.renew()
-            known.append(customer_id)
-        windows = selectors.sync_windows(customer_ids=known, start=start, end=end, days=days)
-        # The daily detection waits out a failing day's backoff; a backfill asked for by hand
-        # (after fixing an account's access, say) tries every failed day at once.
-        backoff = trigger == SyncRun.Trigger.BEAT and not force
-        planned = selectors.missing_days(windows=windows, force=force, backoff=backoff)
-        if backoff and (waiting := selectors.backed_off_days(windows=windows)):
-            notes.append(
-                f"{waiting} failed day(s) wait out their backoff (SyncDay.retry_after); "
-                "`backfill_ads` tries them at once"
-            )
-            logger.warning("ads sync: %s failed day(s) left to their backoff", waiting)
-        gone = selectors.done_days_needing_csv(
-            windows=windows, output_dir=out, exclude=set(planned)
-        )
-        total_days = sum((w.end - w.start).days + 1 for w in windows if w.end >= w.start)
-        if not lock.still_held():
-            # It expired (a lookup outlasted it): another planner may be planning these days.
-            # No run records this planning's account lookups: the log does.
-            logger.warning(
-                "ads sync: the planning lock expired before the plan was stored "
-                "(%d API call(s) made for account lookups)",
-                lookups.calls,
-            )
-            return None
-        now = timezone.now()
-        with transaction.atomic():
-            locks.hold_for_this_transaction()
-            planned, taken_over = _take_over(planned=planned)
-            run = SyncRun.objects.create(
-                trigger=trigger,
-                planning_started_at=planning_started_at,
-                range_start=min((w.start for w in windows), default=None),
-                range_end=max((w.end for w in windows), default=None),
-                customer_ids=customer_ids,
-                output_dir=out,
-                force=force,
-                planned=len(planned),
-                skipped=total_days - len(planned),
-                csv_rewritten=len(gone),
-                api_calls=lookups.calls,
-                notes="\n".join(notes),
-            )
-            SyncDay.objects.bulk_create(
-                [
-                    SyncDay(customer_id=c, date=d, state=SyncDay.State.PENDING, run=run)
-                    for c, d in planned
-                ],
-                update_conflicts=True,
-                unique_fields=["customer_id", "date"],
-                update_fields=["state", "run", "updated_at"],
-                batch_size=2000,
-            )
-            # bulk_create with update_conflicts does not refresh auto_now on the update branch.
-            SyncDay.objects.filter(run=run).update(updated_at=now)
+    stored: SyncRun | None = None
     try:
-        for old_run_id in taken_over:
-            run_finish_if_settled(run_id=old_run_id)
-        if not planned:
-            run_finish_if_settled(run_id=run.pk)
+        with locks.planning_lock(wait_s=lock_wait_s) as lock:
+            if not lock:
+                return None
+            # The run's time counts its planning: account lookups, the gap query, the CSV checks.
+            planning_started_at = timezone.now()
+            lookups = google_ads.CallCounter()
+            notes = []
+            known = []
+            for customer_id in customer_ids:
+                try:
+                    account_ensure(customer_id=customer_id, counter=lookups)
+                except google_ads.AdsError as exc:
+                    notes.append(f"{customer_id}: account lookup failed: {exc}")
+                    logger.warning("ads sync: account %s skipped: %s", customer_id, exc)
+                    continue
+                finally:
+                    # A new account's lookup may take the client's whole retry budget.
+                    lock.renew()
+                known.append(customer_id)
+            windows = selectors.sync_windows(customer_ids=known, start=start, end=end, days=days)
+            # The daily detection waits out a failing day's backoff; a backfill asked for by hand
+            # (after fixing an account's access, say) tries every failed day at once.
+            backoff = trigger == SyncRun.Trigger.BEAT and not force
+            planned = selectors.missing_days(windows=windows, force=force, backoff=backoff)
+            if backoff and (waiting := selectors.backed_off_days(windows=windows)):
+                notes.append(
+                    f"{waiting} failed day(s) wait out their backoff (SyncDay.retry_after); "
+                    "`backfill_ads` tries them at once"
+                )
+                logger.warning("ads sync: %s failed day(s) left to their backoff", waiting)
+            gone = selectors.done_days_needing_csv(
+                windows=windows, output_dir=out, exclude=set(planned)
+            )
+            total_days = sum((w.end - w.start).days + 1 for w in windows if w.end >= w.start)
+            if not lock.still_held():
+                # It expired (a lookup outlasted it): another planner may be planning these days.
+                # No run records this planning's account lookups: the log does.
+                logger.warning(
+                    "ads sync: the planning lock expired before the plan was stored "
+                    "(%d API call(s) made for account lookups)",
+                    lookups.calls,
+                )
+                return None
+            now = timezone.now()
+            with transaction.atomic():
+                locks.hold_for_this_transaction()
+                planned, taken_over = _take_over(planned=planned)
+                run = SyncRun.objects.create(
+                    trigger=trigger,
+                    planning_started_at=planning_started_at,
+                    range_start=min((w.start for w in windows), default=None),
+                    range_end=max((w.end for w in windows), default=None),
+                    customer_ids=customer_ids,
+                    output_dir=out,
+                    force=force,
+                    planned=len(planned),
+                    skipped=total_days - len(planned),
+                    csv_rewritten=len(gone),
+                    api_calls=lookups.calls,
+                    notes="\n".join(notes),
+                )
+                SyncDay.objects.bulk_create(
+                    [
+                        SyncDay(customer_id=c, date=d, state=SyncDay.State.PENDING, run=run)
+                        for c, d in planned
+                    ],
+                    update_conflicts=True,
+                    unique_fields=["customer_id", "date"],
+                    update_fields=["state", "run", "updated_at"],
+                    batch_size=2000,
+                )
+                # bulk_create with update_conflicts does not refresh auto_now on the update branch.
+                SyncDay.objects.filter(run=run).update(updated_at=now)
+                # The runs this plan settles close in its transaction, so that a planner stopped
+                # after the commit leaves none of them open; their totals files are written below.
+                closed = [run_id for run_id in taken_over if _finish_claim(run_id=run_id)]
+                if not planned and _finish_claim(run_id=run.pk):
+                    closed.append(run.pk)
+            stored = run
+        for folder in dict.fromkeys(
+            SyncRun.objects.filter(pk__in=closed).values_list("output_dir", flat=True)
+        ):
+            totals_csv_write(output_dir=folder)
     except BaseException as exc:  # a detection's time limit, Ctrl-C in backfill_ads
-        # The plan is stored and no task is sent yet: fail its days, as a failed fan-out does,
-        # so that the next planning takes them instead of waiting on them as in flight.
-        run_fail_pending(run_id=run.pk, reason=f"planning cut short: {type(exc).__name__}")
+        if stored is not None:
+            # The plan is stored and no task is sent yet: fail its days, as a failed fan-out
+            # does, so that the next planning takes them instead of waiting on them as in flight.
+            reason = f"planning cut short: {type(exc).__name__}"
+            run_fail_pending(run_id=stored.pk, reason=reason)
         raise
     failed = tuple(c for c in customer_ids if c not in known)
     return Plan(run=run, days=planned, failed_accounts=failed, csv_missing=tuple(gone))
@@ -433,6 +442,15 @@ def _take_over(*, planned: list[tuple[str, dt.date]]) -> tuple[list[tuple[str, d
 def run_finish_if_settled(*, run_id: int) -> bool:
     """Close the run once every planned day is done, failed or deferred; exactly one caller
     wins and rebuilds the totals file."""
+    if not _finish_claim(run_id=run_id):
+        return False
+    run = SyncRun.objects.get(pk=run_id)
+    totals_csv_write(output_dir=run.output_dir)
+    return True
+
+
+def _finish_claim(*, run_id: int) -> bool:
+    """Mark the run finished if every planned day is settled; True for the one caller that did."""
     now = timezone.now()
     # Both in one statement: a reader that sees the run finished sees how long it took.
     claimed = SyncRun.objects.filter(
@@ -440,11 +458,7 @@ def run_finish_if_settled(*, run_id: int) -> bool:
         finished_at__isnull=True,
         planned__lte=F("done") + F("failed") + F("deferred"),
     ).update(finished_at=now, elapsed_s=_elapsed_until(now))
-    if not claimed:
-        return False
-    run = SyncRun.objects.get(pk=run_id)
-    totals_csv_write(output_dir=run.output_dir)
-    return True
+    return bool(claimed)
 
 
 def _elapsed_until(moment: dt.datetime) -> RawSQL:

@@ -405,7 +405,7 @@ def render(
         f"| floor set by the rate limit ({calls} / {QPS:g} qps) | {floor:.1f} s |",
         f"| `backfill_ads` wall time (process start to exit) | {c.wall_s:.1f} s |",
         f"| **ratio to the floor** (target <= {TARGET_RATIO}) | **{ratio:.3f}x** ({verdict}) |",
-        f"| run elapsed (planned -> last day settled, SyncRun) | {c.run_elapsed_s:.1f} s |",
+        f"| run elapsed (planning began -> last day settled, SyncRun) | {c.run_elapsed_s:.1f} s |",
         f"| first API call after the command started | {c.first_call_after_s:.2f} s |",
         f"| API span (first call received -> last answered) | {c.api_span_s:.1f} s |",
         f"| mean call rate over that span | {c.mean_qps:.2f} /s |",

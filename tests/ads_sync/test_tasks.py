@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -272,35 +274,62 @@ def test_a_detection_cut_short_in_its_fan_out_plans_the_unsent_days_on_its_retry
     assert SyncRun.objects.get(pk=run_id).planned == len(sent) == 8
 
 
-def test_a_detection_cut_short_after_its_plan_is_stored_leaves_no_day_without_a_task(
+def test_a_detection_cut_short_after_its_plan_is_stored_leaves_no_day_or_run_hanging(
     settings, monkeypatch, short_history: Path
 ) -> None:
-    # The soft time limit lands after the plan's commit and before the fan-out: closing a run
-    # whose stale day this plan took over (which writes the totals CSV).
+    # The soft time limit lands after the plan's commit and before the fan-out, in the first
+    # totals file written for the runs whose stale days this plan took over.
     settings.GOOGLE_ADS_CUSTOMER_IDS = ["1111111111"]
     AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
     (window,) = selectors.sync_windows(customer_ids=["1111111111"])
-    old = SyncRun.objects.create(trigger="backfill", output_dir=str(short_history), planned=1)
-    stale = SyncDay.objects.create(
-        customer_id="1111111111", date=window.start, state=SyncDay.State.PENDING, run=old
-    )
-    SyncDay.objects.filter(pk=stale.pk).update(updated_at=timezone.now() - dt.timedelta(hours=13))
-    finish = services.run_finish_if_settled
+    old_runs = []
+    for day in (window.start, window.start + dt.timedelta(days=1)):
+        old = SyncRun.objects.create(trigger="backfill", output_dir=str(short_history), planned=1)
+        stale = SyncDay.objects.create(
+            customer_id="1111111111", date=day, state=SyncDay.State.PENDING, run=old
+        )
+        SyncDay.objects.filter(pk=stale.pk).update(
+            updated_at=timezone.now() - dt.timedelta(hours=13)
+        )
+        old_runs.append(old.pk)
 
-    def cut_short(*, run_id: int) -> bool:
-        if run_id == old.pk:
-            raise SoftTimeLimitExceeded()
-        return finish(run_id=run_id)
+    def cut_short(**kwargs: Any) -> None:
+        raise SoftTimeLimitExceeded()
 
-    monkeypatch.setattr(services, "run_finish_if_settled", cut_short)
+    monkeypatch.setattr(services, "totals_csv_write", cut_short)
     sent = _record_fan_out(monkeypatch)
     monkeypatch.setattr(tasks.detect_gaps, "retry", lambda **options: Retry())
     with pytest.raises(Retry):
         tasks.detect_gaps(trigger="beat")
     assert sent == []
     # Failed, not pending: the retry (or the next detection) plans them at once.
-    new_days = SyncDay.objects.exclude(run=old)
+    new_days = SyncDay.objects.exclude(run__in=old_runs)
     assert set(new_days.values_list("state", flat=True)) == {SyncDay.State.FAILED}
+    # The runs it took days from are closed: a backfill waiting on one is not left waiting.
+    still_open = SyncRun.objects.filter(pk__in=old_runs, finished_at__isnull=True)
+    assert not still_open.exists()
+
+
+def test_a_time_limit_as_the_planning_lock_is_released_fails_the_stored_days(
+    settings, monkeypatch, short_history: Path
+) -> None:
+    settings.GOOGLE_ADS_CUSTOMER_IDS = ["1111111111"]
+    AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
+    planning_lock = locks.planning_lock
+
+    @contextlib.contextmanager
+    def cut_short_on_release(**kwargs: Any) -> Iterator[Any]:
+        with planning_lock(**kwargs) as lock:
+            yield lock
+        raise SoftTimeLimitExceeded()  # the release was a network call: the limit struck there
+
+    monkeypatch.setattr(locks, "planning_lock", cut_short_on_release)
+    sent = _record_fan_out(monkeypatch)
+    monkeypatch.setattr(tasks.detect_gaps, "retry", lambda **options: Retry())
+    with pytest.raises(Retry):
+        tasks.detect_gaps(trigger="beat")
+    assert sent == []
+    assert set(SyncDay.objects.values_list("state", flat=True)) == {SyncDay.State.FAILED}
 
 
 def test_a_retried_detection_stops_for_a_run_whose_long_planning_began_before_its_window(
