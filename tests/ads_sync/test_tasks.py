@@ -274,6 +274,15 @@ def test_a_detection_cut_short_in_its_fan_out_plans_the_unsent_days_on_its_retry
     assert SyncRun.objects.get(pk=run_id).planned == len(sent) == 8
 
 
+def _detect_cut_short_before_its_fan_out(monkeypatch) -> None:
+    """Run a beat detection that the test cuts short: it is retried, and sends no task."""
+    sent = _record_fan_out(monkeypatch)
+    monkeypatch.setattr(tasks.detect_gaps, "retry", lambda **options: Retry())
+    with pytest.raises(Retry):
+        tasks.detect_gaps(trigger="beat")
+    assert sent == []
+
+
 def test_a_detection_cut_short_after_its_plan_is_stored_leaves_no_day_or_run_hanging(
     settings, monkeypatch, short_history: Path
 ) -> None:
@@ -297,11 +306,7 @@ def test_a_detection_cut_short_after_its_plan_is_stored_leaves_no_day_or_run_han
         raise SoftTimeLimitExceeded()
 
     monkeypatch.setattr(services, "totals_csv_write", cut_short)
-    sent = _record_fan_out(monkeypatch)
-    monkeypatch.setattr(tasks.detect_gaps, "retry", lambda **options: Retry())
-    with pytest.raises(Retry):
-        tasks.detect_gaps(trigger="beat")
-    assert sent == []
+    _detect_cut_short_before_its_fan_out(monkeypatch)
     # Failed, not pending: the retry (or the next detection) plans them at once.
     new_days = SyncDay.objects.exclude(run__in=old_runs)
     assert set(new_days.values_list("state", flat=True)) == {SyncDay.State.FAILED}
@@ -324,11 +329,7 @@ def test_a_time_limit_as_the_planning_lock_is_released_fails_the_stored_days(
         raise SoftTimeLimitExceeded()  # the release was a network call: the limit struck there
 
     monkeypatch.setattr(locks, "planning_lock", cut_short_on_release)
-    sent = _record_fan_out(monkeypatch)
-    monkeypatch.setattr(tasks.detect_gaps, "retry", lambda **options: Retry())
-    with pytest.raises(Retry):
-        tasks.detect_gaps(trigger="beat")
-    assert sent == []
+    _detect_cut_short_before_its_fan_out(monkeypatch)
     assert set(SyncDay.objects.values_list("state", flat=True)) == {SyncDay.State.FAILED}
 
 
