@@ -360,17 +360,28 @@ def run_plan(
                 closed = [run_id for run_id in taken_over if _finish_claim(run_id=run_id)]
                 if not planned and _finish_claim(run_id=run.pk):
                     closed.append(run.pk)
-            stored = run
+                # Last in the block: a signal handled as the commit returns (a time limit,
+                # Ctrl-C) finds the plan marked stored. If the commit failed instead, failing
+                # the days of a run that does not exist changes nothing.
+                stored = run
         for folder in dict.fromkeys(
             SyncRun.objects.filter(pk__in=closed).values_list("output_dir", flat=True)
         ):
-            totals_csv_write(output_dir=folder)
+            try:
+                totals_csv_write(output_dir=folder)
+            except OSError:
+                # An older run's folder may no longer be writable: its totals file waits for
+                # the next run that finishes there, and this plan goes on.
+                logger.exception("ads sync: the totals file in %s could not be written", folder)
     except BaseException as exc:  # a detection's time limit, Ctrl-C in backfill_ads
         if stored is not None:
             # The plan is stored and no task is sent yet: fail its days, as a failed fan-out
             # does, so that the next planning takes them instead of waiting on them as in flight.
-            reason = f"planning cut short: {type(exc).__name__}"
-            run_fail_pending(run_id=stored.pk, reason=reason)
+            try:
+                reason = f"planning cut short: {type(exc).__name__}"
+                run_fail_pending(run_id=stored.pk, reason=reason)
+            except Exception:
+                logger.exception("ads sync: run %s: its days could not be failed", stored.pk)
         raise
     failed = tuple(c for c in customer_ids if c not in known)
     return Plan(run=run, days=planned, failed_accounts=failed, csv_missing=tuple(gone))

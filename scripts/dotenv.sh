@@ -13,8 +13,8 @@ with open(".env") as env:
 for name, value in settings.items():
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         sys.exit(f".env: {name!r} is not a variable name")
-    print(f"export {name}={shlex.quote(value)}")
+    print(f"export {name}={shlex.quote(value)} || return 1")
 ')" || return 1
-  eval "$_dotenv_exports" || return 1
+  eval "$_dotenv_exports"
   unset _dotenv_exports
 fi

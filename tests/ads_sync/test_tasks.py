@@ -315,6 +315,53 @@ def test_a_detection_cut_short_after_its_plan_is_stored_leaves_no_day_or_run_han
     assert not still_open.exists()
 
 
+def test_a_time_limit_handled_as_the_plans_commit_returns_fails_the_stored_days(
+    settings, monkeypatch, short_history: Path
+) -> None:
+    # A signal (the soft limit's SIGUSR1, Ctrl-C) arriving during COMMIT is raised as libpq
+    # returns, inside the transaction's exit, after the commit succeeded.
+    settings.GOOGLE_ADS_CUSTOMER_IDS = ["1111111111"]
+    AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
+    commit, take_over = connection.commit, services._take_over
+    armed: list[bool] = []
+
+    def arming_take_over(**kwargs: Any) -> Any:
+        armed.append(True)  # the next commit is the plan's
+        return take_over(**kwargs)
+
+    def commit_then_signal() -> None:
+        commit()
+        if armed:
+            armed.clear()
+            raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(services, "_take_over", arming_take_over)
+    monkeypatch.setattr(connection, "commit", commit_then_signal)
+    _detect_cut_short_before_its_fan_out(monkeypatch)
+    assert set(SyncDay.objects.values_list("state", flat=True)) == {SyncDay.State.FAILED}
+
+
+def test_an_older_runs_unwritable_folder_does_not_undo_a_good_plan(
+    settings, monkeypatch, short_history: Path
+) -> None:
+    settings.GOOGLE_ADS_CUSTOMER_IDS = ["1111111111"]
+    AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
+    (window,) = selectors.sync_windows(customer_ids=["1111111111"])
+    (short_history / "a-file").write_text("")  # an old --output-dir that cannot be written now
+    old = SyncRun.objects.create(
+        trigger="backfill", output_dir=str(short_history / "a-file" / "out"), planned=1
+    )
+    stale = SyncDay.objects.create(
+        customer_id="1111111111", date=window.start, state=SyncDay.State.PENDING, run=old
+    )
+    SyncDay.objects.filter(pk=stale.pk).update(updated_at=timezone.now() - dt.timedelta(hours=13))
+    sent = _record_fan_out(monkeypatch)
+    run_id = tasks.detect_gaps(trigger="beat")
+    assert run_id is not None
+    assert SyncRun.objects.get(pk=run_id).planned == len(sent) == 8
+    assert SyncRun.objects.get(pk=old.pk).finished_at is not None
+
+
 def test_a_time_limit_as_the_planning_lock_is_released_fails_the_stored_days(
     settings, monkeypatch, short_history: Path
 ) -> None:
