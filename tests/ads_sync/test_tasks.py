@@ -6,7 +6,7 @@ import contextlib
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +227,14 @@ def test_a_retried_detection_stops_if_another_run_of_its_trigger_started_meanwhi
     assert SyncRun.objects.count() == 1
 
 
+@pytest.fixture
+def one_account(settings) -> str:
+    """One configured account, already in the database: the planning looks nothing up."""
+    settings.GOOGLE_ADS_CUSTOMER_IDS = ["1111111111"]
+    AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
+    return "1111111111"
+
+
 def _record_fan_out(monkeypatch) -> list[object]:
     """The sync_day signatures that detect_gaps fans out, recorded instead of sent."""
     sent: list[object] = []
@@ -243,10 +251,8 @@ def _record_fan_out(monkeypatch) -> list[object]:
 
 
 def test_a_detection_cut_short_in_its_fan_out_plans_the_unsent_days_on_its_retry(
-    settings, monkeypatch, short_history: Path
+    one_account, monkeypatch, short_history: Path
 ) -> None:
-    settings.GOOGLE_ADS_CUSTOMER_IDS = ["1111111111"]
-    AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
 
     class CutShort:
         def __init__(self, signatures: object) -> None:
@@ -274,22 +280,23 @@ def test_a_detection_cut_short_in_its_fan_out_plans_the_unsent_days_on_its_retry
     assert SyncRun.objects.get(pk=run_id).planned == len(sent) == 8
 
 
-def _detect_cut_short_before_its_fan_out(monkeypatch) -> None:
-    """Run a beat detection that the test cuts short: it is retried, and sends no task."""
+def _detect_cut_short_before_its_fan_out(monkeypatch, *, old_runs: Sequence[int] = ()) -> None:
+    """Run a beat detection that the test cuts short: it is retried, sends no task, and every
+    day it planned (outside `old_runs`) is failed, not pending: the retry plans them at once."""
     sent = _record_fan_out(monkeypatch)
     monkeypatch.setattr(tasks.detect_gaps, "retry", lambda **options: Retry())
     with pytest.raises(Retry):
         tasks.detect_gaps(trigger="beat")
     assert sent == []
+    new_days = SyncDay.objects.exclude(run__in=old_runs)
+    assert set(new_days.values_list("state", flat=True)) == {SyncDay.State.FAILED}
 
 
 def test_a_detection_cut_short_after_its_plan_is_stored_leaves_no_day_or_run_hanging(
-    settings, monkeypatch, short_history: Path
+    one_account, monkeypatch, short_history: Path
 ) -> None:
     # The soft time limit lands after the plan's commit and before the fan-out, in the first
     # totals file written for the runs whose stale days this plan took over.
-    settings.GOOGLE_ADS_CUSTOMER_IDS = ["1111111111"]
-    AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
     (window,) = selectors.sync_windows(customer_ids=["1111111111"])
     old_runs = []
     for day in (window.start, window.start + dt.timedelta(days=1)):
@@ -306,22 +313,17 @@ def test_a_detection_cut_short_after_its_plan_is_stored_leaves_no_day_or_run_han
         raise SoftTimeLimitExceeded()
 
     monkeypatch.setattr(services, "totals_csv_write", cut_short)
-    _detect_cut_short_before_its_fan_out(monkeypatch)
-    # Failed, not pending: the retry (or the next detection) plans them at once.
-    new_days = SyncDay.objects.exclude(run__in=old_runs)
-    assert set(new_days.values_list("state", flat=True)) == {SyncDay.State.FAILED}
+    _detect_cut_short_before_its_fan_out(monkeypatch, old_runs=old_runs)
     # The runs it took days from are closed: a backfill waiting on one is not left waiting.
     still_open = SyncRun.objects.filter(pk__in=old_runs, finished_at__isnull=True)
     assert not still_open.exists()
 
 
 def test_a_time_limit_handled_as_the_plans_commit_returns_fails_the_stored_days(
-    settings, monkeypatch, short_history: Path
+    one_account, monkeypatch, short_history: Path
 ) -> None:
     # A signal (the soft limit's SIGUSR1, Ctrl-C) arriving during COMMIT is raised as libpq
     # returns, inside the transaction's exit, after the commit succeeded.
-    settings.GOOGLE_ADS_CUSTOMER_IDS = ["1111111111"]
-    AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
     commit, take_over = connection.commit, services._take_over
     armed: list[bool] = []
 
@@ -338,14 +340,11 @@ def test_a_time_limit_handled_as_the_plans_commit_returns_fails_the_stored_days(
     monkeypatch.setattr(services, "_take_over", arming_take_over)
     monkeypatch.setattr(connection, "commit", commit_then_signal)
     _detect_cut_short_before_its_fan_out(monkeypatch)
-    assert set(SyncDay.objects.values_list("state", flat=True)) == {SyncDay.State.FAILED}
 
 
 def test_an_older_runs_unwritable_folder_does_not_undo_a_good_plan(
-    settings, monkeypatch, short_history: Path
+    one_account, monkeypatch, short_history: Path
 ) -> None:
-    settings.GOOGLE_ADS_CUSTOMER_IDS = ["1111111111"]
-    AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
     (window,) = selectors.sync_windows(customer_ids=["1111111111"])
     (short_history / "a-file").write_text("")  # an old --output-dir that cannot be written now
     old = SyncRun.objects.create(
@@ -363,10 +362,8 @@ def test_an_older_runs_unwritable_folder_does_not_undo_a_good_plan(
 
 
 def test_a_time_limit_as_the_planning_lock_is_released_fails_the_stored_days(
-    settings, monkeypatch, short_history: Path
+    one_account, monkeypatch, short_history: Path
 ) -> None:
-    settings.GOOGLE_ADS_CUSTOMER_IDS = ["1111111111"]
-    AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
     planning_lock = locks.planning_lock
 
     @contextlib.contextmanager
@@ -377,16 +374,13 @@ def test_a_time_limit_as_the_planning_lock_is_released_fails_the_stored_days(
 
     monkeypatch.setattr(locks, "planning_lock", cut_short_on_release)
     _detect_cut_short_before_its_fan_out(monkeypatch)
-    assert set(SyncDay.objects.values_list("state", flat=True)) == {SyncDay.State.FAILED}
 
 
 def test_a_retried_detection_stops_for_a_run_whose_long_planning_began_before_its_window(
-    settings, monkeypatch, short_history: Path
+    one_account, monkeypatch, short_history: Path
 ) -> None:
     # Another beat's planning took the lock 7 minutes ago (slow new accounts) and stored its
     # run just now: that run did this detection's work.
-    settings.GOOGLE_ADS_CUSTOMER_IDS = ["1111111111"]
-    AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
     now = timezone.now()
     SyncRun.objects.create(
         trigger="beat",
@@ -400,10 +394,8 @@ def test_a_retried_detection_stops_for_a_run_whose_long_planning_began_before_it
 
 
 def test_a_retried_detection_plans_after_a_backfill_released_the_lock(
-    settings, monkeypatch, short_history: Path
+    one_account, monkeypatch, short_history: Path
 ) -> None:
-    settings.GOOGLE_ADS_CUSTOMER_IDS = ["1111111111"]
-    AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
     since = (timezone.now() - dt.timedelta(minutes=1)).isoformat()
     SyncRun.objects.create(trigger=SyncRun.Trigger.BACKFILL, output_dir=str(short_history))
     sent = _record_fan_out(monkeypatch)
