@@ -25,15 +25,14 @@ cat <<MSG
   Ctrl-C stops everything.
 
 MSG
-# No real Google Ads refresh token (in .env or the environment): run the local sandbox API and
-# point web/worker/beat at it (.sandbox/env is read after .env, so it wins).
-refresh_token="${GOOGLE_ADS_REFRESH_TOKEN:-}"
 # Catch up now rather than at the next 03:00 UTC beat: the worker picks this up once it starts,
 # and gap detection plans only the days still missing.
 .venv/bin/python manage.py shell --no-imports -c \
   "from ads_sync.tasks import detect_gaps; detect_gaps.delay(trigger='beat')"
 echo "  Google Ads: gap detection queued; progress in the admin (Sync runs) and ./output"
-if [[ -z "$refresh_token" ]]; then
+# No real Google Ads refresh token (in .env or the environment): run the local sandbox API and
+# point web/worker/beat at it (.sandbox/env is read after .env, so it wins).
+if [[ -z "${GOOGLE_ADS_REFRESH_TOKEN:-}" ]]; then
   .venv/bin/python manage.py google_ads_sandbox --state-dir .sandbox --env-only \
     --env-file .sandbox/env >/dev/null
   echo "  Google Ads: no GOOGLE_ADS_REFRESH_TOKEN, using the local sandbox API (.sandbox/env)"
