@@ -301,3 +301,23 @@ def test_a_broker_that_refuses_the_fan_out_is_a_clear_error(
         call_command("backfill_ads", "--days", "2", "--output-dir", str(tmp_path))
     assert excinfo.value.returncode == 2
     assert SyncDay.objects.filter(state=SyncDay.State.FAILED).count() == 4
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_dates_deferred_by_a_daily_quota_make_the_exit_status_4(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    for customer_id in ads_sandbox.customers:  # known accounts: the quota hits the fetches
+        services.account_ensure(customer_id=customer_id)
+    ads_sandbox.configure(fail_first={"daily_quota": 1})
+    out = io.StringIO()
+
+    with pytest.raises(CommandError, match="deferred to a later run") as deferred:
+        call_command("backfill_ads", *("--days", "3", "--output-dir", str(tmp_path)), stdout=out)
+
+    assert deferred.value.returncode == 4
+    run = SyncRun.objects.get()
+    assert run.failed == 0
+    assert run.deferred > 0
+    assert f"{run.deferred} date(s) deferred" in str(deferred.value)
+    assert _summary_figure(out.getvalue(), "deferred") == run.deferred

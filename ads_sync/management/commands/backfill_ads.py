@@ -68,7 +68,9 @@ def _duration(seconds: float) -> str:
 class Command(BaseCommand):
     help = (
         "Plan the missing Google Ads days of a range (all of them with --force), fan them out as "
-        "sync_day tasks, show progress and a summary. Exit status 1 when any date failed."
+        "sync_day tasks, show progress and a summary. Exit status 1 when a date failed or an "
+        "account could not be looked up, 2 when no worker takes the tasks, 3 when another "
+        "planning holds the lock, 4 when dates were deferred to a later run."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -178,6 +180,12 @@ class Command(BaseCommand):
             problems.append(f"{run.failed} date(s) failed")
         if problems:
             raise CommandError("; ".join(problems), returncode=1)
+        if run.deferred:
+            # Nothing failed, but the range is not complete yet: a script must not go on as if
+            # it were.
+            raise CommandError(
+                f"{run.deferred} date(s) deferred to a later run, not fetched yet", returncode=4
+            )
 
     def _wait(self, run: SyncRun, queue: str) -> SyncRun:
         tty = self.stdout.isatty()
