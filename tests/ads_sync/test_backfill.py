@@ -15,6 +15,7 @@ from django.core.management import CommandError, call_command
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from ads_sync import selectors, services, tasks
+from ads_sync.management.commands import backfill_ads
 from ads_sync.models import CampaignDayMetric, SyncDay, SyncRun
 
 from .helpers import (
@@ -321,3 +322,39 @@ def test_dates_deferred_by_a_daily_quota_make_the_exit_status_4(
     assert run.deferred > 0
     assert f"{run.deferred} date(s) deferred" in str(deferred.value)
     assert _summary_figure(out.getvalue(), "deferred") == run.deferred
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_ctrl_c_while_waiting_names_the_run_that_goes_on_and_exits_130(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    ads_sandbox.configure(latency_s=0.2)
+
+    def interrupt(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backfill_ads.time, "sleep", interrupt)
+    with pytest.raises(CommandError) as stopped:
+        call_command(
+            "backfill_ads", *("--days", "2", "--output-dir", str(tmp_path)), stdout=io.StringIO()
+        )
+    monkeypatch.undo()
+
+    assert stopped.value.returncode == 130
+    run = SyncRun.objects.get()
+    assert f"run {run.pk} goes on in the workers" in str(stopped.value)
+    assert wait_for_run(run.pk).done == run.planned  # the workers did finish it
+
+
+def test_ctrl_c_while_planning_is_a_clear_error_exiting_130(tmp_path: Path, monkeypatch) -> None:
+    def interrupt(**kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
+    monkeypatch.setattr(tasks, "run_start", interrupt)
+    with pytest.raises(CommandError, match="interrupted while planning") as stopped:
+        call_command(
+            "backfill_ads",
+            *("--days", "1", "--customer", "1234567890", "--output-dir", str(tmp_path)),
+        )
+    assert stopped.value.returncode == 130

@@ -23,6 +23,8 @@ PLAIN_EVERY_S = 5.0
 STALL_CHECK_S = 30.0
 # Google Ads has no data from before it started (October 2000).
 EARLIEST = dt.date(2000, 1, 1)
+# The shell's status for a command stopped by Ctrl-C (128 + SIGINT).
+INTERRUPTED = 130
 
 
 def workers_consuming(queue: str, timeout_s: float = 1.5) -> list[str]:
@@ -150,6 +152,13 @@ class Command(BaseCommand):
                 "failed and the next run plans them again",
                 returncode=2,
             ) from exc
+        except KeyboardInterrupt:
+            # run_start has failed whatever it had planned and not sent (tasks.run_plan).
+            raise CommandError(
+                "interrupted while planning; dates it had planned and not sent are marked "
+                "failed, and the next gap detection or backfill plans them again",
+                returncode=INTERRUPTED,
+            ) from None
         if plan is None:
             raise CommandError(
                 "another planning holds the planning lock (or this one lost it during slow "
@@ -174,7 +183,15 @@ class Command(BaseCommand):
             if problems:
                 raise CommandError("; ".join(problems), returncode=1)
             return
-        run = self._wait(run, queue)
+        try:
+            run = self._wait(run, queue)
+        except KeyboardInterrupt:
+            if self.stdout.isatty():
+                self.stdout.write("")
+            raise CommandError(
+                f"stopped waiting; run {run.pk} goes on in the workers (admin: Sync runs)",
+                returncode=INTERRUPTED,
+            ) from None
         self._summary(run)
         if run.failed:
             problems.append(f"{run.failed} date(s) failed")
