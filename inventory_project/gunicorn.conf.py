@@ -19,6 +19,10 @@ graceful_timeout = 20
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn 23+'s control socket is not used here, and its default path ($HOME/.gunicorn) is
+# shared by every server of a user (make run, the tests' and the benchmark's) and not writable
+# in the image.
+control_socket_disable = True
 
 
 def post_worker_init(worker: Any) -> None:
