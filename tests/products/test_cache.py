@@ -5,6 +5,7 @@ Writes are committed for real (`transaction=True`), since invalidation runs afte
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, transaction
 from django.test import RequestFactory, override_settings
 from rest_framework.test import APIClient
 
@@ -609,3 +610,54 @@ def test_repeated_parameters_in_another_order_are_another_page() -> None:
     anon = APIClient()
     assert anon.get("/api/products?limit=1&limit=2").json()["limit"] == 2
     assert anon.get("/api/products?limit=2&limit=1").json()["limit"] == 1
+
+
+def _recording_invalidations(monkeypatch) -> list[list[int]]:
+    """The id lists cache.invalidate is called with from now on (it still runs)."""
+    calls: list[list[int]] = []
+    invalidate = cache.invalidate
+
+    def record(product_ids) -> None:
+        calls.append(list(product_ids))
+        invalidate(product_ids)
+
+    monkeypatch.setattr(cache, "invalidate", record)
+    return calls
+
+
+def test_deleting_many_products_in_one_transaction_sends_their_invalidations_together(
+    monkeypatch,
+) -> None:
+    products = Product.objects.bulk_create(
+        Product(name=f"Crate {n}", price=Decimal("1.00"), stock_level=1) for n in range(2_500)
+    )
+    anon = APIClient()
+    watched = [products[0].pk, products[1_500].pk, products[-1].pk]
+    assert [stock_of(anon, pk) for pk in watched] == [1, 1, 1]
+    calls = _recording_invalidations(monkeypatch)
+
+    with transaction.atomic():
+        Product.objects.filter(name__startswith="Crate ").delete()  # a post_delete per row
+
+    assert [len(batch) for batch in calls] == [1_000, 1_000, 500]
+    assert sorted(pk for batch in calls for pk in batch) == sorted(p.pk for p in products)
+    assert [anon.get(f"/api/products/{pk}").status_code for pk in watched] == [404, 404, 404]
+
+
+def test_a_change_after_a_rolled_back_savepoint_is_still_invalidated(monkeypatch) -> None:
+    first, second = ProductFactory.create_batch(2, stock_level=5)
+    anon = APIClient()
+    assert [stock_of(anon, first.pk), stock_of(anon, second.pk)] == [5, 5]
+    calls = _recording_invalidations(monkeypatch)
+
+    with transaction.atomic():
+        with contextlib.suppress(RuntimeError), transaction.atomic():
+            first.stock_level = 1
+            first.save()  # the transaction's first change: its callback is dropped below
+            raise RuntimeError
+        second.stock_level = 2
+        second.save()
+
+    assert stock_of(anon, second.pk) == 2
+    assert stock_of(anon, first.pk) == 5
+    assert calls == [sorted([first.pk, second.pk])]  # one more miss for the first: harmless
