@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import forms
@@ -87,9 +88,9 @@ class ProductAdminForm(forms.ModelForm):
             # row written outside the admin would never match what the page sent back.
             new, now = cleaned[name], self.fields[name].to_python(current[name])
             seen = self._seen(name, default=now)
-            if new in (seen, now):
+            if _as_sent(new) in (_as_sent(seen), _as_sent(now)):
                 continue
-            if now != seen:
+            if _as_sent(now) != _as_sent(seen):
                 # Short: in the list it fills a narrow column.
                 self.add_error(name, f"Changed to {now} by someone else. Save again to overwrite.")
                 # The page shown with this error holds the value as it is now, so that saving
@@ -114,6 +115,16 @@ class ProductAdminForm(forms.ModelForm):
             return field.to_python(raw)
         except ValidationError:
             return default
+
+
+def _as_sent(value: Any) -> Any:
+    """A value as a browser sends it back: a text box drops line breaks, and a hidden field
+    sends them as CRLF. Names stored with line breaks (before they were refused) would otherwise
+    read as changed by someone else on every save of the page."""
+    return _LINE_BREAKS.sub("", value) if isinstance(value, str) else value
+
+
+_LINE_BREAKS = re.compile(r"[\r\n]")
 
 
 @admin.register(Product)
@@ -204,15 +215,16 @@ def _without_forms(post: QueryDict, posted: list[int], gone: list[int]) -> Query
     kept = []
     for n, pk in enumerate(posted):
         fields = {}
-        for prefix in (f"form-{n}-", f"initial-form-{n}-"):
+        for head in ("form-", "initial-form-"):
+            prefix = f"{head}{n}-"
             for key in [key for key in data if key.startswith(prefix)]:
-                fields[key.replace(f"form-{n}-", "form-{}-", 1)] = data.getlist(key)
+                fields[head, key.removeprefix(prefix)] = data.getlist(key)
                 del data[key]
         if pk not in gone:
             kept.append(fields)
     for n, fields in enumerate(kept):
-        for template, values in fields.items():
-            data.setlist(template.format(n), values)
+        for (head, rest), values in fields.items():
+            data.setlist(f"{head}{n}-{rest}", values)
     data["form-TOTAL_FORMS"] = data["form-INITIAL_FORMS"] = str(len(kept))
     data._mutable = False
     return data

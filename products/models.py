@@ -8,7 +8,7 @@ from typing import Any
 
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models, transaction
 
 from products import cache
@@ -69,9 +69,18 @@ def _invalidate_on_commit(products: Sequence[Any], using: str) -> None:
         transaction.on_commit(lambda: cache.invalidate(ids), using=using)
 
 
+# A name is one line of text: a line break could not even be kept by the admin's text box.
+NAME_CONTROL_CHARACTERS = RegexValidator(
+    r"[\x00-\x1f\x7f]",
+    inverse_match=True,
+    message="Names cannot contain control characters (line breaks, tabs).",
+    code="control_characters",
+)
+
+
 class Product(models.Model):
     id = models.BigAutoField(primary_key=True)
-    name = models.CharField(max_length=NAME_MAX_LENGTH)
+    name = models.CharField(max_length=NAME_MAX_LENGTH, validators=[NAME_CONTROL_CHARACTERS])
     price = models.DecimalField(
         max_digits=PRICE_MAX_DIGITS,
         decimal_places=PRICE_DECIMAL_PLACES,

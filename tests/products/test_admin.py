@@ -392,3 +392,41 @@ def test_a_list_save_leaves_out_a_row_deleted_meanwhile_and_saves_the_others(
     assert (later.price, later.stock_level) == (Decimal("5.00"), 6)
     shown = [str(m) for m in admin_client.get(response["Location"]).context["messages"]]
     assert any(f"Product {deleted_id} was deleted by someone else" in m for m in shown)
+
+
+def test_a_name_stored_with_a_line_break_does_not_block_saving_its_stock(admin_client) -> None:
+    product = ProductFactory(name="Blue Widget\nLarge", stock_level=10)  # stored before refused
+    form = page_inputs(admin_client, change_url(product))
+    # As a browser sends the page back: the text box drops the line break, and the hidden copy
+    # of the value shown sends it as CRLF.
+    post = {**form, "name": "Blue WidgetLarge", "initial-name": "Blue Widget\r\nLarge"}
+    response = admin_client.post(change_url(product), {**post, "stock_level": "9", "_save": "1"})
+    assert response.status_code == 302
+    product.refresh_from_db()
+    assert (product.name, product.stock_level) == ("Blue Widget\nLarge", 9)
+
+
+def test_a_line_break_in_a_new_name_is_refused(admin_client) -> None:
+    product = ProductFactory(name="Oak Desk")
+    form = page_inputs(admin_client, change_url(product))
+    response = admin_client.post(change_url(product), {**form, "name": "Oak\tDesk", "_save": "1"})
+    assert response.status_code == 200
+    assert "Names cannot contain control characters" in response.content.decode()
+
+
+def test_a_list_save_with_a_brace_in_a_field_name_leaves_out_a_deleted_row(admin_client) -> None:
+    kept = ProductFactory(price=Decimal("10.00"))
+    deleted = ProductFactory()
+    form = page_inputs(admin_client, "/admin/products/product/")
+    rows = {form[f"form-{n}-id"]: n for n in range(2)}
+    deleted.delete()
+    row = rows[str(kept.pk)]
+    edits = {f"form-{row}-price": "12.00", f"form-{row}-{{x}}": "odd"}
+    response = admin_client.post("/admin/products/product/", {**form, **edits, "_save": "Save"})
+    assert response.status_code == 302
+    kept.refresh_from_db()
+    assert kept.price == Decimal("12.00")
+
+
+def test_view_site_leads_to_the_api(admin_client) -> None:
+    assert 'href="/api/products"' in admin_client.get("/admin/").content.decode()

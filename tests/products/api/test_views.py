@@ -202,6 +202,8 @@ def test_create_accepts_a_json_number_price(clerk) -> None:
         ({"name": "   ", "price": "1.00", "stock_level": 1}, "name"),
         ({"name": 42, "price": "1.00", "stock_level": 1}, "name"),
         ({"name": "nul\x00byte", "price": "1.00", "stock_level": 1}, "name"),
+        ({"name": "two\nlines", "price": "1.00", "stock_level": 1}, "name"),
+        ({"name": "a\ttab", "price": "1.00", "stock_level": 1}, "name"),
         ({"price": "1.00", "stock_level": 1}, "name"),
         ({"name": "A", "price": "1.00", "stock_level": 1, "stock": 3}, "stock"),
     ],
