@@ -4,6 +4,7 @@ import time
 
 from celery import shared_task
 from django.core.cache import cache
+from django.core.management import call_command
 
 HEARTBEAT_KEY = "worker:heartbeat:{token}"
 
@@ -12,3 +13,9 @@ HEARTBEAT_KEY = "worker:heartbeat:{token}"
 def heartbeat(token: str) -> None:
     """Record that a worker picked up work, under the caller's token (for probes and tests)."""
     cache.set(HEARTBEAT_KEY.format(token=token), time.time(), timeout=300)
+
+
+@shared_task(name="inventory_project.clear_expired_sessions", soft_time_limit=300, time_limit=360)
+def clear_expired_sessions() -> None:
+    """Delete expired sessions: the database keeps a row per login until this runs."""
+    call_command("clearsessions")

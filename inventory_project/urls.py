@@ -6,6 +6,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from inventory_project import health
 from products.api import errors
 
+# The admin's "View site" and the browsable API's login without ?next= lead to the API, not
+# to a 404 at / or /accounts/profile/ (LOGIN_REDIRECT_URL).
+admin.site.site_url = "/api/products"
+
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

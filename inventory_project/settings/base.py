@@ -237,7 +237,15 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Periodic tasks that `manage.py ensure_periodic_tasks` creates when missing. Operators edit
 # them in the admin afterwards; the command never overwrites an existing entry. Domains append.
 # Each item: name, task, crontab dict (minute, hour, day_of_week, day_of_month, month_of_year).
-PERIODIC_TASKS: list[dict[str, object]] = []
+PERIODIC_TASKS: list[dict[str, object]] = [
+    {
+        "name": "sessions: clear expired",
+        "task": "inventory_project.clear_expired_sessions",
+        "crontab": {"minute": "30", "hour": "4"},
+        "description": "Delete expired login sessions (Django's clearsessions).",
+    }
+]
+LOGIN_REDIRECT_URL = "/api/products"
 
 # --- REST framework and OpenAPI -------------------------------------------------------------
 

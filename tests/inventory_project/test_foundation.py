@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -9,10 +10,12 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.sessions.models import Session
 from django.core.cache import cache
 from django.core.management import call_command
 from django.db import connection
 from django.test import override_settings
+from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from inventory_project import tasks
@@ -20,6 +23,7 @@ from inventory_project.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parents[2]
 
+HOUR = dt.timedelta(hours=1)
 CLOSED_PORT = 1  # nothing listens on tcpmux here; connections are refused at once
 
 
@@ -177,3 +181,17 @@ def test_settings_refuse_a_customer_id_that_is_not_ten_digits(name, value, messa
     assert result.returncode != 0
     assert f"ImproperlyConfigured: {name}" in result.stderr
     assert message in result.stderr
+
+
+@pytest.mark.django_db
+def test_beat_clears_expired_sessions_daily_and_keeps_live_ones() -> None:
+    call_command("ensure_periodic_tasks")
+    entry = PeriodicTask.objects.get(name="sessions: clear expired")
+    assert entry.task in celery_app.tasks
+    now = timezone.now()
+    Session.objects.create(session_key="e" * 32, session_data="", expire_date=now - HOUR)
+    Session.objects.create(session_key="l" * 32, session_data="", expire_date=now + HOUR)
+
+    celery_app.tasks[entry.task].apply().get()
+
+    assert list(Session.objects.values_list("session_key", flat=True)) == ["l" * 32]

@@ -115,3 +115,9 @@ def test_with_redis_down_logins_are_not_limited_and_the_outage_is_logged(caplog)
         statuses = {guess(client).status_code for _ in range(5)}
     assert statuses == {200}
     assert "logins unlimited" in caplog.text
+
+
+def test_a_browsable_api_login_without_next_lands_on_the_api() -> None:
+    response = Client().post(API_LOGIN, {"username": "boss", "password": "right"})
+    assert response.status_code == 302
+    assert response["Location"] == "/api/products"
