@@ -19,9 +19,9 @@ graceful_timeout = 20
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
-# gunicorn 23+'s control socket is not used here, and its default path ($HOME/.gunicorn) is
-# shared by every server of a user (make run, the tests' and the benchmark's) and not writable
-# in the image.
+# The control socket (gunicorn 25.1+) is not used here, and its default path
+# ($XDG_RUNTIME_DIR or $HOME/.gunicorn) is shared by every server of a user (make run, the
+# tests' and the benchmark's), and not writable in the image. Older releases ignore this.
 control_socket_disable = True
 
 

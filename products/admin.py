@@ -68,6 +68,15 @@ class ProductAdminForm(forms.ModelForm):
             return self.edited
         return super().changed_data
 
+    def _get_validation_exclusions(self) -> set[str]:
+        # The model's validators judge what the editor changed. A value stored before a rule
+        # existed (a name with a tab) must not block saving the stock level beside it.
+        # A private ModelForm hook (django-stubs leaves it out), in place since Django 1.2.
+        excluded = set(super()._get_validation_exclusions())  # type: ignore[misc]
+        if self.edited is not None:
+            excluded |= {name for name in self._editable() if name not in self.edited}
+        return excluded
+
     def _editable(self) -> list[str]:
         return [name for name in self._meta.fields or () if name in self.fields]
 

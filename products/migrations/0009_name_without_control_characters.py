@@ -17,7 +17,7 @@ class Migration(migrations.Migration):
                 max_length=255,
                 validators=[
                     django.core.validators.RegexValidator(
-                        "[\\x00-\\x1f\\x7f]",
+                        "[\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]",
                         code="control_characters",
                         inverse_match=True,
                         message="Names cannot contain control characters (line breaks, tabs).",

@@ -330,10 +330,10 @@ def test_ctrl_c_while_waiting_names_the_run_that_goes_on_and_exits_130(
 ) -> None:
     ads_sandbox.configure(latency_s=0.2)
 
-    def interrupt(seconds: float) -> None:
-        raise KeyboardInterrupt
+    def interrupt(run: SyncRun, elapsed: float) -> str:
+        raise KeyboardInterrupt  # at the wait's first progress line
 
-    monkeypatch.setattr(backfill_ads.time, "sleep", interrupt)
+    monkeypatch.setattr(backfill_ads.Command, "_progress_line", staticmethod(interrupt))
     with pytest.raises(CommandError) as stopped:
         call_command(
             "backfill_ads", *("--days", "2", "--output-dir", str(tmp_path)), stdout=io.StringIO()

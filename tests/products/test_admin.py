@@ -406,6 +406,15 @@ def test_a_name_stored_with_a_line_break_does_not_block_saving_its_stock(admin_c
     assert (product.name, product.stock_level) == ("Blue Widget\nLarge", 9)
 
 
+def test_a_name_stored_with_a_tab_does_not_block_saving_its_stock(admin_client) -> None:
+    product = ProductFactory(name="Blue\tWidget", stock_level=10)  # stored before refused
+    form = page_inputs(admin_client, change_url(product))
+    response = admin_client.post(change_url(product), {**form, "stock_level": "9", "_save": "1"})
+    assert response.status_code == 302
+    product.refresh_from_db()
+    assert (product.name, product.stock_level) == ("Blue\tWidget", 9)
+
+
 def test_a_line_break_in_a_new_name_is_refused(admin_client) -> None:
     product = ProductFactory(name="Oak Desk")
     form = page_inputs(admin_client, change_url(product))

@@ -155,8 +155,9 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             # run_start has failed whatever it had planned and not sent (tasks.run_plan).
             raise CommandError(
-                "interrupted while planning; dates it had planned and not sent are marked "
-                "failed, and the next gap detection or backfill plans them again",
+                "interrupted while planning; dates it planned and had not sent are marked "
+                "failed and planned again by the next gap detection or backfill; dates sent "
+                "go on in the workers (admin: Sync runs)",
                 returncode=INTERRUPTED,
             ) from None
         if plan is None:
