@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from django.db import close_old_connections
 
-from ads_sync import selectors
+from ads_sync import selectors, services
 from ads_sync.models import CampaignDayMetric, SyncDay, SyncRun
 from ads_sync.sandbox import data
 from tests.workers import running_worker
@@ -100,3 +100,11 @@ def assert_complete(customers: tuple[str, ...], output_dir: Path, days: int) -> 
             assert csv_rows(output_dir, window.customer_id, day) == expected
     assert SyncDay.objects.exclude(state=SyncDay.State.DONE).count() == 0
     assert SyncDay.objects.count() == len(customers) * days
+
+
+def daily_quota_from_the_first_fetch(ads_sandbox: Any) -> None:
+    """The sandbox answers the first campaign fetch with a daily quota error; the accounts are
+    looked up beforehand, so the quota hits the fetches and not the planning's lookups."""
+    for customer_id in ads_sandbox.customers:
+        services.account_ensure(customer_id=customer_id)
+    ads_sandbox.configure(fail_first={"daily_quota": 1})

@@ -20,6 +20,7 @@ from ads_sync.models import CampaignDayMetric, SyncDay, SyncRun
 
 from .helpers import (
     csv_rows,
+    daily_quota_from_the_first_fetch,
     days_between,
     expected_rows,
     fetched_days,
@@ -308,9 +309,7 @@ def test_a_broker_that_refuses_the_fan_out_is_a_clear_error(
 def test_dates_deferred_by_a_daily_quota_make_the_exit_status_4(
     ads_sandbox, tmp_path: Path
 ) -> None:
-    for customer_id in ads_sandbox.customers:  # known accounts: the quota hits the fetches
-        services.account_ensure(customer_id=customer_id)
-    ads_sandbox.configure(fail_first={"daily_quota": 1})
+    daily_quota_from_the_first_fetch(ads_sandbox)
     out = io.StringIO()
 
     with pytest.raises(CommandError, match="deferred to a later run") as deferred:

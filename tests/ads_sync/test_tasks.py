@@ -24,6 +24,7 @@ from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 
 from .helpers import (
     assert_complete,
+    daily_quota_from_the_first_fetch,
     days_between,
     expected_rows,
     fetched_days,
@@ -137,9 +138,7 @@ def test_transient_faults_and_an_expiring_token_still_finish_every_day_once(
 def test_a_daily_quota_defers_the_rest_of_the_run_and_the_next_detection_completes_it(
     ads_sandbox, short_history: Path
 ) -> None:
-    for customer_id in ads_sandbox.customers:  # known accounts: the quota hits the fetches
-        services.account_ensure(customer_id=customer_id)
-    ads_sandbox.configure(fail_first={"daily_quota": 1})
+    daily_quota_from_the_first_fetch(ads_sandbox)
 
     run = _detect()
 
