@@ -296,6 +296,10 @@ RATELIMIT_WRITES = env_str("RATELIMIT_WRITES", "50/m")
 RATELIMIT_LOGINS = env_str("RATELIMIT_LOGINS", "10/m")
 # Clients are keyed by REMOTE_ADDR unless this many proxies in front append X-Forwarded-For.
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+# The peers whose X-Forwarded-For is read (with TRUSTED_PROXY_COUNT): the proxies gunicorn
+# trusts with X-Forwarded-Proto, the same variable. A client that reaches the server directly
+# counts as its own address, whatever header it sends. "*": any peer.
+TRUSTED_PROXY_IPS = env_list("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # One client's network, for every limit above (django-ratelimit's names and defaults): an IPv6
 # host commonly holds a whole /64.
 RATELIMIT_IPV6_MASK = env_int("RATELIMIT_IPV6_MASK", 64)

@@ -8,8 +8,10 @@ read: requests are served unthrottled and the outage is logged (RATELIMIT_FAIL_O
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -32,7 +34,7 @@ def client_ip(request: HttpRequest) -> str:
     """
     address = _client_address(request)
     try:
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(_without_port(address))
     except ValueError:
         return address  # not an address (a proxy's garbage, a unix socket): counted as it is
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -42,15 +44,29 @@ def client_ip(request: HttpRequest) -> str:
     return str(ipaddress.ip_address(int(ip) >> host_bits << host_bits))
 
 
+def _without_port(address: str) -> str:
+    """An address without the port some proxies write after it (`203.0.113.5:4711`,
+    `[2001:db8::1]:4711`): with it, every new source port would be a new client."""
+    if address.startswith("["):
+        return address[1:].partition("]")[0]
+    host, colon, port = address.rpartition(":")
+    if colon and "." in host and ":" not in host and port.isdigit():
+        return host
+    return address
+
+
 def _client_address(request: HttpRequest) -> str:
     """REMOTE_ADDR, or with TRUSTED_PROXY_COUNT = N the address the outermost trusted proxy saw.
 
     Proxies append to X-Forwarded-For, so only the last N entries are trustworthy: a client that
-    forges the header merely adds entries to the left, which are never read.
+    forges the header merely adds entries to the left, which are never read. That holds only for
+    requests that came through the proxy: the header is read only from a peer in
+    TRUSTED_PROXY_IPS, or a client reaching the server directly would pick its own address for
+    every request (a new rate-limit bucket each time).
     """
     remote = str(request.META.get("REMOTE_ADDR", ""))
     hops = settings.TRUSTED_PROXY_COUNT
-    if hops <= 0:
+    if hops <= 0 or not _is_trusted_proxy(remote):
         return remote
     forwarded = [
         part.strip()
@@ -60,6 +76,35 @@ def _client_address(request: HttpRequest) -> str:
     if len(forwarded) >= hops:
         return forwarded[-hops]
     return remote
+
+
+def _is_trusted_proxy(address: str) -> bool:
+    return _trusted_proxies(tuple(settings.TRUSTED_PROXY_IPS))(address)
+
+
+@functools.lru_cache(maxsize=4)
+def _trusted_proxies(entries: tuple[str, ...]) -> Callable[[str], bool]:
+    """A test for peers in these entries: addresses or networks (as gunicorn takes them), or
+    "*" for any; an entry that is neither trusts nobody."""
+    if "*" in entries:
+        return lambda address: True
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            logger.warning("FORWARDED_ALLOW_IPS: %r is not an address or network", entry)
+
+    def trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in networks)
+
+    return trusted
 
 
 def client_key(group: str, request: Any) -> str:

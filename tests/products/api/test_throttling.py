@@ -140,3 +140,36 @@ def test_with_redis_down_requests_are_served_unthrottled_and_logged(clerk, produ
     assert reads == {200}
     assert write.status_code == 200
     assert "rate limit counters unavailable" in caplog.text
+
+
+def test_a_client_reaching_the_server_directly_cannot_choose_its_address(product) -> None:
+    direct = APIClient(REMOTE_ADDR="10.9.0.7")  # not a proxy in FORWARDED_ALLOW_IPS
+    with override_settings(RATELIMIT_READS="2/m", TRUSTED_PROXY_COUNT=1):
+        statuses = [
+            direct.get("/api/products", HTTP_X_FORWARDED_FOR=f"203.0.113.{n}").status_code
+            for n in range(3)
+        ]
+    assert statuses == [200, 200, 429]
+
+
+def test_a_proxy_in_a_trusted_network_is_believed(product) -> None:
+    proxy = APIClient(REMOTE_ADDR="10.1.2.3")
+    with override_settings(
+        RATELIMIT_READS="1/m", TRUSTED_PROXY_COUNT=1, TRUSTED_PROXY_IPS=["10.0.0.0/8"]
+    ):
+        first = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="203.0.113.1")
+        other = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="203.0.113.2")
+    assert (first.status_code, other.status_code) == (200, 200)
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [["198.51.100.7:4711", "198.51.100.7:4712"], ["[2001:db8::7]:4711", "[2001:db8::7]:4712"]],
+)
+def test_a_forwarded_address_with_a_port_counts_as_its_address(product, entries) -> None:
+    proxy = APIClient(REMOTE_ADDR="127.0.0.1")
+    with override_settings(RATELIMIT_READS="1/m", TRUSTED_PROXY_COUNT=1):
+        statuses = [
+            proxy.get("/api/products", HTTP_X_FORWARDED_FOR=entry).status_code for entry in entries
+        ]
+    assert statuses == [200, 429]
