@@ -66,7 +66,11 @@ def _client_address(request: HttpRequest) -> str:
     """
     remote = str(request.META.get("REMOTE_ADDR", ""))
     hops = settings.TRUSTED_PROXY_COUNT
-    if hops <= 0 or not _is_trusted_proxy(remote):
+    if hops <= 0:
+        return remote
+    if not _is_trusted_proxy(remote):
+        if "HTTP_X_FORWARDED_FOR" in request.META:
+            _warn_untrusted(remote)
         return remote
     forwarded = [
         part.strip()
@@ -76,6 +80,24 @@ def _client_address(request: HttpRequest) -> str:
     if len(forwarded) >= hops:
         return forwarded[-hops]
     return remote
+
+
+# Peers already warned about, per process (bounded: a scan from many addresses logs a few).
+_WARNED: set[str] = set()
+_WARN_MAX = 16
+
+
+def _warn_untrusted(remote: str) -> None:
+    """Say once per peer that its X-Forwarded-For was not read: after an upgrade, a proxy
+    missing from FORWARDED_ALLOW_IPS makes every client count as the proxy."""
+    if remote in _WARNED or len(_WARNED) >= _WARN_MAX:
+        return
+    _WARNED.add(remote)
+    logger.warning(
+        "X-Forwarded-For from %s not read: the peer is not in FORWARDED_ALLOW_IPS (if it is "
+        "your proxy, add it there, or all its clients share one rate limit)",
+        remote,
+    )
 
 
 def _is_trusted_proxy(address: str) -> bool:

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.test import override_settings
 from rest_framework.test import APIClient
 
+from products.api import throttling
 from tests.products.conftest import make_user, token_client
 
 pytestmark = pytest.mark.django_db
@@ -111,8 +112,6 @@ def test_switched_off_there_is_no_limit(product) -> None:
 
 def test_with_redis_hung_the_counters_are_left_alone_after_a_failure(product, monkeypatch) -> None:
     """Each request would otherwise wait out a socket timeout or two on them."""
-    from products.api import throttling
-
     calls: list[str] = []
 
     def counting(*args, **kwargs):
@@ -142,7 +141,10 @@ def test_with_redis_down_requests_are_served_unthrottled_and_logged(clerk, produ
     assert "rate limit counters unavailable" in caplog.text
 
 
-def test_a_client_reaching_the_server_directly_cannot_choose_its_address(product) -> None:
+def test_a_client_reaching_the_server_directly_cannot_choose_its_address(
+    product, caplog, monkeypatch
+) -> None:
+    monkeypatch.setattr(throttling, "_WARNED", set())
     direct = APIClient(REMOTE_ADDR="10.9.0.7")  # not a proxy in FORWARDED_ALLOW_IPS
     with override_settings(RATELIMIT_READS="2/m", TRUSTED_PROXY_COUNT=1):
         statuses = [
@@ -150,6 +152,8 @@ def test_a_client_reaching_the_server_directly_cannot_choose_its_address(product
             for n in range(3)
         ]
     assert statuses == [200, 200, 429]
+    warned = [r for r in caplog.records if "not in FORWARDED_ALLOW_IPS" in r.getMessage()]
+    assert len(warned) == 1  # once per peer and process: the operator learns of it
 
 
 def test_a_proxy_in_a_trusted_network_is_believed(product) -> None:
