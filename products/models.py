@@ -66,7 +66,7 @@ def _invalidate_on_commit(products: Sequence[Any], using: str) -> None:
     if None in ids:  # ignore_conflicts: PostgreSQL does not say which rows went in
         transaction.on_commit(cache.invalidate_all, using=using)
     else:
-        transaction.on_commit(lambda: cache.invalidate(ids), using=using)
+        cache.invalidate_on_commit(ids, using=using)
 
 
 # A name is one line of text: a line break could not even be kept by the admin's text box.

@@ -9,7 +9,6 @@ from django.core.cache import cache
 from django_redis import get_redis_connection
 
 from products import cache as product_cache
-from products import signals as product_signals
 from tests.workers import running_worker
 
 
@@ -24,7 +23,7 @@ def _clean_cache() -> Iterator[None]:
     _delete_test_keys()
     product_cache.reset()
     product_cache._state.suspect = False  # a test that broke Redis leaves no rest behind
-    product_signals.forget_queued()  # ids of changes that a rolled-back test never committed
+    product_cache.forget_queued_invalidations()  # ids a rolled-back test never committed
     yield
     _delete_test_keys()
     product_cache.reset()

@@ -33,15 +33,23 @@ def client_ip(request: HttpRequest) -> str:
     request (or every guessed password). IPv4 addresses count one by one (RATELIMIT_IPV4_MASK).
     """
     address = _client_address(request)
-    try:
-        ip = ipaddress.ip_address(_without_port(address))
-    except ValueError:
+    ip = _ip(_without_port(address))
+    if ip is None:
         return address  # not an address (a proxy's garbage, a unix socket): counted as it is
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     mask = settings.RATELIMIT_IPV6_MASK if ip.version == 6 else settings.RATELIMIT_IPV4_MASK
     host_bits = ip.max_prefixlen - min(max(mask, 0), ip.max_prefixlen)
     return str(ipaddress.ip_address(int(ip) >> host_bits << host_bits))
+
+
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address, an IPv4-mapped IPv6 one as its IPv4; None if it is not an address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def _without_port(address: str) -> str:
@@ -118,13 +126,8 @@ def _trusted_proxies(entries: tuple[str, ...]) -> Callable[[str], bool]:
             logger.warning("FORWARDED_ALLOW_IPS: %r is not an address or network", entry)
 
     def trusted(address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in network for network in networks)
+        ip = _ip(address)
+        return ip is not None and any(ip in network for network in networks)
 
     return trusted
 
