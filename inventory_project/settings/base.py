@@ -252,7 +252,7 @@ LOGIN_REDIRECT_URL = "/api/products"
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
-        "rest_framework.renderers.BrowsableAPIRenderer",
+        "inventory_project.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": [
         "inventory_project.parsers.JSONParser",

@@ -22,6 +22,7 @@ from django.views import defaults
 from django_ratelimit.exceptions import Ratelimited
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+from rest_framework.utils.serializer_helpers import ReturnDict
 from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
-    response.data = _shape(exc, response.status_code, response.data)
+    shaped = _shape(exc, response.status_code, response.data)
+    # The serializer that failed rides along: the browsable API refills its form from it.
+    serializer = getattr(response.data, "serializer", None)
+    response.data = shaped if serializer is None else ReturnDict(shaped, serializer=serializer)
     if response.status_code == status.HTTP_429_TOO_MANY_REQUESTS:
         response.headers.setdefault("Retry-After", "60")
     return response

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponseBase, HttpResponseNotModified, QueryDict
 from django.urls import reverse
-from django.utils.cache import set_response_etag
+from django.utils.cache import patch_cache_control, set_response_etag
 from django.utils.http import parse_etags
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -95,6 +95,15 @@ class ProductAPIView(GenericAPIView):
         self, request: Request, response: Response, *args: Any, **kwargs: Any
     ) -> HttpResponseBase:
         response = super().finalize_response(request, response, *args, **kwargs)
+        if not _is_json(request):
+            # The browsable API's page depends on who is logged in and carries a CSRF token,
+            # yet a product's ETag names only its version: a browser revalidating the page
+            # after a login or logout, or after fetching the JSON, was answered 304 and kept
+            # the page it had. The page has no validator and is never stored.
+            if response.has_header("ETag"):
+                del response["ETag"]
+            patch_cache_control(response, private=True, no_cache=True)
+            return response
         if request.method in ("GET", "HEAD") and response.status_code == status.HTTP_200_OK:
             if not response.has_header("ETag"):
                 response.render()
@@ -291,6 +300,11 @@ def _product_response(product: Product, code: int, *, location: bool = False) ->
     if location:
         headers["Location"] = reverse("products:detail", kwargs={"pk": product.pk})
     return Response(ProductOutputSerializer(product).data, status=code, headers=headers)
+
+
+def _is_json(request: Request) -> bool:
+    renderer = getattr(request, "accepted_renderer", None)
+    return renderer is None or renderer.format == "json"
 
 
 def etag_version(etag: str, pk: int) -> int | None:
