@@ -8,8 +8,8 @@
         assert [c["outcome"] for c in ads_sandbox.calls()] == ["quota", "ok"]
 
 - One sandbox process per pytest session, started on the ports of `ads_sandbox_ports`
-  (env `ADS_SANDBOX_PORTS="grpc,oauth"`, default "18200,18201"; override the fixture or the
-  env var to use your own ports). Each test starts with default faults and an empty record.
+  (env `ADS_SANDBOX_PORTS="grpc,oauth"`; by default two free ports, so that test runs side by
+  side do not meet). Each test starts with default faults and an empty record.
 - The fixture overrides Django settings (GOOGLE_ADS_* from `.env`, ADS_SYNC_RETRY_BASE_S=0.01,
   ADS_SYNC_RETRY_MAX_S=0.2, ADS_SYNC_TIMEOUT_S=5, ADS_SYNC_MAX_QPS=1000) so retries are fast;
   override them again with pytest-django's `settings` fixture in a test when needed.
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -123,8 +124,14 @@ class SandboxHandle:
 
 @pytest.fixture(scope="session")
 def ads_sandbox_ports() -> tuple[int, int]:
-    grpc_port, oauth_port = os.environ.get("ADS_SANDBOX_PORTS", "18200,18201").split(",")
-    return int(grpc_port), int(oauth_port)
+    if "ADS_SANDBOX_PORTS" in os.environ:
+        grpc_port, oauth_port = os.environ["ADS_SANDBOX_PORTS"].split(",")
+        return int(grpc_port), int(oauth_port)
+    # Both sockets open at once, so the two ports differ; the sandbox binds them right after.
+    with socket.socket() as grpc_socket, socket.socket() as oauth_socket:
+        grpc_socket.bind(("127.0.0.1", 0))
+        oauth_socket.bind(("127.0.0.1", 0))
+        return grpc_socket.getsockname()[1], oauth_socket.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

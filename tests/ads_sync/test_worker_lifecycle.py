@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,11 @@ def _worker_process(ads_sandbox, log: Path, *options: str) -> subprocess.Popen[b
             "WARNING",
             "--without-mingle",
             "--without-gossip",
+            # A node name of its own: another worker named celery@<host> (a `make run` beside
+            # the tests) holds the exclusive queue celery@<host>.celery.pidbox, and this one
+            # would die at start-up.
+            "--hostname",
+            f"tests-{uuid.uuid4().hex[:12]}@%h",
             "-Q",
             django_settings.CELERY_TASK_DEFAULT_QUEUE,
             *options,
