@@ -1,16 +1,19 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from inventory_project import health
 from products.api import errors
 
 # The admin's "View site" and the browsable API's login without ?next= lead to the API, not
-# to a 404 at / or /accounts/profile/ (LOGIN_REDIRECT_URL).
+# to /accounts/profile/ (LOGIN_REDIRECT_URL), a 404.
 admin.site.site_url = "/api/products"
 
 urlpatterns = [
+    # Someone who opens the server's address lands on the API, not on a 404.
+    path("", RedirectView.as_view(url="/api/products")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),

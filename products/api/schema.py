@@ -26,3 +26,20 @@ class ProductAutoSchema(AutoSchema):
         if direction == "request" and isinstance(serializer, StrictInputSerializer):
             schema["additionalProperties"] = False
         return schema
+
+
+Endpoint = tuple[str, str, str, Any]
+
+
+def without_slash_twins(endpoints: list[Endpoint]) -> list[Endpoint]:
+    """SPECTACULAR_SETTINGS["PREPROCESSING_HOOKS"]: each operation once, at its bare path.
+
+    Every route also answers with a trailing slash (products/api/urls.py), through the same
+    view: one view, so that the browsable API's breadcrumbs do not name it twice.
+    """
+    bare = {(path, method) for path, _, method, _ in endpoints}
+    return [
+        endpoint
+        for endpoint in endpoints
+        if not (endpoint[0].endswith("/") and (endpoint[0][:-1], endpoint[2]) in bare)
+    ]

@@ -14,7 +14,7 @@ from django.db.models.manager import BaseManager
 from django.http import QueryDict
 from django.utils import timezone
 from django.utils.text import format_lazy
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.utils.formatting import lazy_format
 
@@ -83,7 +83,8 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
-@extend_schema_field({"type": "string", "pattern": PRICE_PATTERN, "example": "100"})
+# No example: Swagger UI fills a parameter with its example, and both price bounds shared one.
+@extend_schema_field({"type": "string", "pattern": PRICE_PATTERN})
 class PlainDecimalField(serializers.DecimalField):
     """A decimal whose string form is written as a price is (see _DECIMAL)."""
 
@@ -197,12 +198,30 @@ def _shallow_copy(field: serializers.Field) -> serializers.Field:
     return twin
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "A product",
+            value={"name": "Steel Hammer", "price": "12.50", "stock_level": 40},
+            request_only=True,
+        )
+    ]
+)
 class ProductCreateSerializer(StrictInputSerializer):
     name = StrictCharField(max_length=NAME_MAX_LENGTH)
     price = PriceField()
     stock_level = StrictIntegerField(min_value=0, max_value=STOCK_MAX)
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "New price and stock",
+            value={"price": "14.00", "stock_level": 35},
+            request_only=True,
+        )
+    ]
+)
 class ProductUpdateSerializer(StrictInputSerializer):
     """PUT needs both fields; PATCH (partial=True) at least one."""
 

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from celery.beat import Scheduler
 from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.core.cache import cache
@@ -195,3 +196,9 @@ def test_beat_clears_expired_sessions_daily_and_keeps_live_ones() -> None:
     celery_app.tasks[entry.task].apply().get()
 
     assert list(Session.objects.values_list("session_key", flat=True)) == ["l" * 32]
+
+
+def test_beat_adds_no_result_cleanup_task_of_its_own() -> None:
+    scheduler = Scheduler(app=celery_app, lazy=True)
+    scheduler.install_default_entries(scheduler.data)
+    assert "celery.backend_cleanup" not in scheduler.data

@@ -121,3 +121,9 @@ def test_a_browsable_api_login_without_next_lands_on_the_api() -> None:
     response = Client().post(API_LOGIN, {"username": "boss", "password": "right"})
     assert response.status_code == 302
     assert response["Location"] == "/api/products"
+
+
+def test_the_servers_address_leads_to_the_api() -> None:
+    response = Client().get("/")
+    assert response.status_code == 302
+    assert response["Location"] == "/api/products"

@@ -110,3 +110,14 @@ def test_json_400_body_is_unchanged_by_the_form_it_carries(clerk, product) -> No
             "fields": {"price": ["Ensure this value is greater than or equal to 0."]},
         }
     }
+
+
+@pytest.mark.parametrize("path", ["/api/products/{id}", "/api/products/{id}/"])
+def test_breadcrumbs_name_each_page_once(anon, product, path: str) -> None:
+    page = anon.get(path.format(id=product.id), HTTP_ACCEPT=HTML).content.decode()
+    crumbs = re.search(r'<ul class="breadcrumb">(.*?)</ul>', page, re.S)
+    assert crumbs
+    assert re.findall(r">\s*(Product [A-Za-z]+)\s*<", crumbs[1]) == [
+        "Product List",
+        "Product Detail",
+    ]
