@@ -36,6 +36,7 @@ def test_the_fourth_guess_from_one_client_gets_429_before_any_password_check(url
     assert response.status_code == 429
     assert int(response["Retry-After"]) >= 1
     assert "Too many login attempts" in response.content.decode()
+    assert f'<a href="{url}">Back to the login page</a>' in response.content.decode()
     assert "_auth_user_id" not in client.session
     assert client.get(url).status_code == 200  # the page itself is not limited
 
@@ -127,3 +128,9 @@ def test_the_servers_address_leads_to_the_api() -> None:
     response = Client().get("/")
     assert response.status_code == 302
     assert response["Location"] == "/api/products"
+
+
+def test_the_browsable_api_login_page_carries_the_project_name() -> None:
+    page = Client().get(API_LOGIN).content.decode()
+    assert "<title>Log in \u2013 Inventory API</title>" in page
+    assert "Django REST framework" not in page
