@@ -32,6 +32,12 @@ def form(page: str, method: str) -> str:
     return found[0]
 
 
+def submit(client: APIClient, method: str, url: str, data: dict) -> tuple[int, str]:
+    """`data` sent as the page's HTML form sends it; the status and the page answered."""
+    response = getattr(client, method)(url, data, format="multipart", HTTP_ACCEPT=HTML)
+    return response.status_code, response.content.decode()
+
+
 def input_names(html: str) -> set[str]:
     return set(re.findall(r'<(?:input|textarea|select)[^>]*name="([^"]+)"', html)) - {
         "csrfmiddlewaretoken",
@@ -58,41 +64,31 @@ def test_json_detail_still_answers_304_to_its_etag(anon, product) -> None:
 
 
 def test_put_form_after_a_put_is_the_update_form_with_the_new_values(editor, product) -> None:
-    response = editor.put(
-        f"/api/products/{product.id}",
-        {"price": "15.00", "stock_level": 3},
-        format="multipart",
-        HTTP_ACCEPT=HTML,
+    code, page = submit(
+        editor, "put", f"/api/products/{product.id}", {"price": "15.00", "stock_level": 3}
     )
-    assert response.status_code == 200
-    put_form = form(response.content.decode(), "PUT")
+    assert code == 200
+    put_form = form(page, "PUT")
     assert input_names(put_form) == {"price", "stock_level"}
     assert 'value="15.00"' in put_form
     assert 'value="3"' in put_form
 
 
 def test_post_form_after_a_create_is_a_blank_create_form(editor) -> None:
-    response = editor.post(
-        "/api/products",
-        {"name": "Brass Nail", "price": "0.10", "stock_level": 500},
-        format="multipart",
-        HTTP_ACCEPT=HTML,
-    )
-    assert response.status_code == 201
-    post_form = form(response.content.decode(), "POST")
+    body = {"name": "Brass Nail", "price": "0.10", "stock_level": 500}
+    code, page = submit(editor, "post", "/api/products", body)
+    assert code == 201
+    post_form = form(page, "POST")
     assert input_names(post_form) == {"name", "price", "stock_level"}
     assert "Brass Nail" not in post_form
 
 
 def test_form_after_a_400_keeps_what_was_sent_with_the_error_beside_it(editor, product) -> None:
-    response = editor.put(
-        f"/api/products/{product.id}",
-        {"price": "-1", "stock_level": 4},
-        format="multipart",
-        HTTP_ACCEPT=HTML,
+    code, page = submit(
+        editor, "put", f"/api/products/{product.id}", {"price": "-1", "stock_level": 4}
     )
-    assert response.status_code == 400
-    put_form = form(response.content.decode(), "PUT")
+    assert code == 400
+    put_form = form(page, "PUT")
     assert 'value="-1"' in put_form
     assert 'value="4"' in put_form
     assert "Ensure this value is greater than or equal to 0." in put_form
