@@ -13,7 +13,7 @@ admin.site.site_url = "/api/products"
 
 urlpatterns = [
     # Someone who opens the server's address lands on the API, not on a 404.
-    path("", RedirectView.as_view(url="/api/products")),
+    path("", RedirectView.as_view(pattern_name="products:list")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),

@@ -37,9 +37,9 @@ def without_slash_twins(endpoints: list[Endpoint]) -> list[Endpoint]:
     Every route also answers with a trailing slash (products/api/urls.py), through the same
     view: one view, so that the browsable API's breadcrumbs do not name it twice.
     """
-    bare = {(path, method) for path, _, method, _ in endpoints}
+    views = {(path, method): view for path, _, method, view in endpoints}
     return [
-        endpoint
-        for endpoint in endpoints
-        if not (endpoint[0].endswith("/") and (endpoint[0][:-1], endpoint[2]) in bare)
+        (path, regex, method, view)
+        for path, regex, method, view in endpoints
+        if not (path.endswith("/") and views.get((path[:-1], method)) is view)
     ]

@@ -99,10 +99,11 @@ class ProductAPIView(GenericAPIView):
             # The browsable API's page depends on who is logged in and carries a CSRF token,
             # yet a product's ETag names only its version: a browser revalidating the page
             # after a login or logout, or after fetching the JSON, was answered 304 and kept
-            # the page it had. The page has no validator and is never stored.
+            # the page it had. The page has no validator and is not stored either, so that
+            # going back does not show a page of another session.
             if response.has_header("ETag"):
                 del response["ETag"]
-            patch_cache_control(response, private=True, no_cache=True)
+            patch_cache_control(response, private=True, no_store=True)
             return response
         if request.method in ("GET", "HEAD") and response.status_code == status.HTTP_200_OK:
             if not response.has_header("ETag"):

@@ -18,6 +18,7 @@ from schemathesis import DataGenerationMethod, GenerationConfig
 from schemathesis.checks import ALL_CHECKS
 
 from inventory_project.wsgi import application
+from products.api.schema import without_slash_twins
 from tests.products.conftest import ProductFactory, make_user
 
 EXAMPLES_PER_OPERATION = 50
@@ -159,3 +160,17 @@ def test_the_price_bounds_of_a_search_have_no_example(client) -> None:
     bounds = [p for p in search["get"]["parameters"] if p["name"] in {"min_price", "max_price"}]
     assert len(bounds) == 2
     assert not any("example" in bound["schema"] or "example" in bound for bound in bounds)
+
+
+def test_only_a_routes_own_slash_twin_is_left_out_of_the_schema() -> None:
+    def view() -> None: ...
+
+    def other() -> None: ...
+
+    endpoints = [
+        ("/api/a", "", "GET", view),
+        ("/api/a/", "", "GET", view),
+        ("/api/b", "", "GET", view),
+        ("/api/b/", "", "GET", other),
+    ]
+    assert [e[0] for e in without_slash_twins(endpoints)] == ["/api/a", "/api/b", "/api/b/"]
