@@ -1,5 +1,7 @@
+from typing import cast
+
 from django.contrib import admin
-from django.urls import include, path, re_path
+from django.urls import include, path, re_path, reverse_lazy
 from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -7,9 +9,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from inventory_project import health
 from products.api import errors
 
-# The admin's "View site" and the browsable API's login without ?next= lead to the API, not
-# to /accounts/profile/ (LOGIN_REDIRECT_URL), a 404.
-admin.site.site_url = "/api/products"
+# The admin's "View site" and the browsable API's login without ?next= (LOGIN_REDIRECT_URL)
+# lead to the API's list, by its route name as the redirect of / below, not to a 404.
+# Lazy (the URLconf is loading), and rendered as text like any str.
+admin.site.site_url = cast(str, reverse_lazy("products:list"))
 
 urlpatterns = [
     # Someone who opens the server's address lands on the API, not on a 404.

@@ -248,7 +248,7 @@ PERIODIC_TASKS: list[dict[str, object]] = [
         "description": "Delete expired login sessions (Django's clearsessions).",
     }
 ]
-LOGIN_REDIRECT_URL = "/api/products"
+LOGIN_REDIRECT_URL = "products:list"  # a route name: resolve_url() reverses it
 
 # --- REST framework and OpenAPI -------------------------------------------------------------
 
