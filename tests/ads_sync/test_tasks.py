@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 from celery.exceptions import Retry, SoftTimeLimitExceeded
+from celery.signals import task_postrun
 from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
@@ -80,16 +80,25 @@ def test_gap_detection_fetches_exactly_the_deleted_days_and_the_lookback(
 @pytest.mark.usefixtures("sync_worker")
 def test_two_detect_gaps_at_once_fan_out_once(ads_sandbox, short_history: Path) -> None:
     ads_sandbox.configure(latency_s=0.02)
-    tasks.detect_gaps.delay()
-    tasks.detect_gaps.delay()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if SyncRun.objects.filter(planned__gt=0, finished_at__isnull=False).exists():
-            break
-        time.sleep(0.1)
-    time.sleep(1.0)  # let a second fan-out, if there were one, reach the sandbox
+    detections_ended = threading.Semaphore(0)
 
-    assert SyncRun.objects.filter(planned__gt=0).count() == 1
+    def detection_ended(sender: Any = None, **kwargs: Any) -> None:
+        if sender is not None and sender.name == tasks.detect_gaps.name:
+            detections_ended.release()  # returned, or retried: it fanned out or never will
+
+    task_postrun.connect(detection_ended, weak=False)
+    try:
+        tasks.detect_gaps.delay()
+        tasks.detect_gaps.delay()
+        for _ in range(2):
+            assert detections_ended.acquire(timeout=60)
+    finally:
+        task_postrun.disconnect(detection_ended)
+    # Both have planned and sent whatever they would: a second fan-out would be a second run.
+    runs = list(SyncRun.objects.filter(planned__gt=0))
+    assert len(runs) == 1
+    wait_for_run(runs[0].pk)
+
     fetched = fetched_days(ads_sandbox.calls())
     assert len(fetched) == 2 * 8
     assert set(fetched.values()) == {1}
