@@ -57,6 +57,9 @@ class ServiceUnavailable(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "The database is unavailable; try again shortly."
     default_code = "service_unavailable"
+    # Seconds, sent as Retry-After (DRF's handler sends `wait`, as for a 429): clients and
+    # proxies that honour it back off instead of retrying at once.
+    wait = 5
 
 
 def error_body(

@@ -168,7 +168,11 @@ class ProductPagesApp:
             body = self.renderer.render(
                 error_body("service_unavailable", str(ServiceUnavailable.default_detail))
             )
-            headers = [*_headers(page.view).items(), ("Content-Length", str(len(body)))]
+            headers = [
+                *_headers(page.view).items(),
+                ("Retry-After", str(ServiceUnavailable.wait)),
+                ("Content-Length", str(len(body))),
+            ]
             return "503 Service Unavailable", headers, body
         except Exception:
             return None  # a page past the end (404): the view answers

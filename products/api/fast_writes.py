@@ -25,7 +25,6 @@ would wait for the connection pool again. `PRODUCT_FAST_WRITES=false` switches t
 from __future__ import annotations
 
 import io
-import json
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -38,9 +37,8 @@ from django.http import HttpRequest
 from django.http.request import HttpHeaders
 from django.utils.functional import cached_property
 from rest_framework.renderers import JSONRenderer
-from rest_framework.settings import api_settings
-from rest_framework.utils.json import strict_constant
 
+from inventory_project import parsers
 from products import cache, services
 from products.api import fast_path
 from products.api.errors import SERVER_ERROR_DETAIL, ServiceUnavailable, error_body
@@ -57,8 +55,6 @@ _ACCEPT = {"*/*", "application/json"}  # absent counts as */*
 # a compare-and-set), and Origin, which a CORS middleware, once there is one, would answer.
 _DECLINED = ("HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_UNMODIFIED_SINCE", "HTTP_ORIGIN")
 _MAX_BODY = 4096
-# What DRF's JSONParser makes of NaN, Infinity and -Infinity (STRICT_JSON: refused).
-_PARSE_CONSTANT = strict_constant if api_settings.STRICT_JSON else None
 
 
 class _Request:
@@ -112,9 +108,9 @@ class ProductUpdateApp:
         method = environ["REQUEST_METHOD"]
         request = _Request(environ, method)
         try:
-            # Strict UTF-8, as DRF's parser reads it (json.loads of bytes would also take UTF-16
-            # and a byte order mark), and NaN or Infinity refused as it refuses them.
-            data = json.loads(body.decode("utf-8"), parse_constant=_PARSE_CONSTANT)
+            # Strict UTF-8, as the parser reads it (json.loads of bytes would also take UTF-16
+            # and a byte order mark), then read as the parser reads it.
+            data = parsers.load_json(body.decode("utf-8"))
             if not isinstance(data, dict) or not self._authorized(request):
                 return None
             serializer = ProductUpdateSerializer(data=data, partial=method == "PATCH")
@@ -154,7 +150,11 @@ class ProductUpdateApp:
 
     def _unavailable(self) -> tuple[str, list[tuple[str, str]], bytes]:
         detail = str(ServiceUnavailable.default_detail)
-        return self._error("503 Service Unavailable", "service_unavailable", detail)
+        status, headers, body = self._error(
+            "503 Service Unavailable", ServiceUnavailable.default_code, detail
+        )
+        headers.append(("Retry-After", str(ServiceUnavailable.wait)))
+        return status, headers, body
 
     def _error(
         self, status: str, code: str, detail: str

@@ -78,6 +78,12 @@ class StrictIntegerField(serializers.IntegerField):
         elif isinstance(data, float):
             if not data.is_integer():
                 self.fail("invalid")
+        elif isinstance(data, Decimal):  # a JSON number written with a fraction or exponent
+            # 1e3 and 7.0 are integers; 7.0000000000000001 and 1e-400 are not. Past 20 digits
+            # it is refused as the float of such a number was, before int() builds it.
+            if not data.is_finite() or data != data.to_integral_value() or data.adjusted() >= 20:
+                self.fail("invalid")
+            data = int(data)
         elif not isinstance(data, int):
             self.fail("invalid")
         return super().to_internal_value(data)
@@ -92,6 +98,15 @@ class PlainDecimalField(serializers.DecimalField):
         if isinstance(data, str) and not _DECIMAL.match(data.strip()):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+    def validate_precision(self, value: Decimal) -> Decimal:
+        """DRF's, except that too many decimal places are named first: 0.30000000000000004 is
+        refused for its decimal places, not for its count of digits."""
+        exponent = value.as_tuple().exponent
+        places = self.decimal_places
+        if isinstance(exponent, int) and places is not None and -exponent > places:
+            self.fail("max_decimal_places", max_decimal_places=places)
+        return super().validate_precision(value)
 
 
 @extend_schema_field(
@@ -117,9 +132,25 @@ class PriceField(PlainDecimalField):
     def to_internal_value(self, data: Any) -> Decimal:
         if isinstance(data, bool) or not isinstance(data, str | int | float | Decimal):
             self.fail("invalid")
+        if isinstance(data, Decimal):
+            # A JSON number is its value: 19.990 is 19.99. (A string keeps its form, as ever.)
+            data = _without_trailing_zeros(data)
         value = super().to_internal_value(data)
         # -0 would be answered as "-0.00" and stored (PostgreSQL has no negative zero) as 0.
         return abs(value) if value.is_zero() else value
+
+
+def _without_trailing_zeros(value: Decimal) -> Decimal:
+    """The same number without the zeros that end its fraction; exact, unlike normalize(),
+    which rounds to the context's 28 digits."""
+    sign, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int) or exponent >= 0:
+        return value
+    zeros = len(digits) - len(bytes(digits).rstrip(b"\0"))
+    strip = min(zeros, -exponent)
+    if not strip:
+        return value
+    return Decimal((sign, digits[: len(digits) - strip] or (0,), exponent + strip))
 
 
 class StrictCharField(serializers.CharField):

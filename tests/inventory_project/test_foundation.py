@@ -61,6 +61,14 @@ def test_healthz_is_200(client) -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_the_probes_answer_head_as_get(client, path: str) -> None:
+    """Uptime checkers and load balancers often probe with HEAD: a 405 would mark us down."""
+    assert client.head(path).status_code == 200
+    assert client.post(path).status_code == 405
+
+
+@pytest.mark.django_db
 def test_readyz_is_200_when_every_service_answers(client) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200, response.json()

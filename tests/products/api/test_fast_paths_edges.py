@@ -111,6 +111,7 @@ def test_a_write_with_the_database_down_waits_for_it_once(stack, monkeypatch) ->
         app, "PATCH", f"/api/products/{product.pk}", body, HTTP_AUTHORIZATION="Token a"
     )
     assert (fast[0], json.loads(fast[2])) == (alone[0], json.loads(alone[2]))
+    assert fast[1]["Retry-After"] == alone[1]["Retry-After"] == "5"
 
 
 def test_a_write_with_a_csrf_cookie_django_replaces_goes_to_django(stack, token) -> None:

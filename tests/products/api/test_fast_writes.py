@@ -96,6 +96,15 @@ def test_a_patch_sets_only_the_fields_it_names(stack, token) -> None:
     assert (product.price, product.stock_level) == (Decimal("5.00"), 9)
 
 
+def test_json_numbers_are_read_exactly_not_as_floats(stack, token) -> None:
+    app, django = stack
+    product = ProductFactory(price=Decimal("5.00"), stock_level=3)
+    body = b'{"price": 19.990, "stock_level": 1e3}'
+    status, _, content = put(app, product, token, body)
+    assert (status, django.calls) == (200, 0)
+    assert (json.loads(content)["price"], json.loads(content)["stock_level"]) == ("19.99", 1000)
+
+
 def test_the_next_read_sees_the_write(stack, token) -> None:
     app, django = stack
     product = ProductFactory(stock_level=1)
@@ -132,6 +141,9 @@ def test_it_gives_its_database_connection_back(stack, token) -> None:
         (b'\xef\xbb\xbf{"price": "1.00", "stock_level": 2}', {}, 400),
         (b"[" * 1100 + b"]" * 1100, {}, 400),
         (b'{"price": "1.00", "stock_level": 2, "csrfmiddlewaretoken": NaN}', {}, 400),
+        (b'{"price": 1e-400, "stock_level": 2}', {}, 400),
+        (b'{"price": "1.00", "stock_level": 7.0000000000000001}', {}, 400),
+        (b'{"price": "1.00", "stock_level": 2, "\\ud800": 1}', {}, 400),
     ],
     ids=[
         "bad-json",
@@ -149,6 +161,9 @@ def test_it_gives_its_database_connection_back(stack, token) -> None:
         "byte-order-mark",
         "nested-too-deeply",
         "nan-is-not-json",
+        "price-underflow",
+        "fraction-of-a-stock-level",
+        "lone-surrogate-key",
     ],
 )
 def test_everything_else_is_answered_by_the_view(stack, token, body, environ, code) -> None:
@@ -215,7 +230,7 @@ def test_a_connection_lost_during_the_update_is_a_503_not_a_second_write(
     product.refresh_from_db()
     assert (status, django.calls, product.version) == (503, 0, 2)
     assert json.loads(content)["error"]["code"] == "service_unavailable"
-    assert headers["Content-Type"] == "application/json"
+    assert (headers["Content-Type"], headers["Retry-After"]) == ("application/json", "5")
 
 
 def test_a_failure_after_the_commit_is_a_json_500_not_a_second_write(

@@ -224,6 +224,63 @@ def test_unknown_fields_are_reported_together_with_other_errors(clerk) -> None:
     assert set(fields) == {"price", "colour"}
 
 
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ('"price": 1e-400, "stock_level": 1', "price", "decimal places"),
+        ('"price": 0.30000000000000004, "stock_level": 1', "price", "decimal places"),
+        ('"price": 1.0000000000000000000000000000001, "stock_level": 1', "price", "decimal"),
+        ('"price": 1e400, "stock_level": 1', "price", "digits"),
+        ('"price": 1, "stock_level": 7.0000000000000001', "stock_level", "integer"),
+        ('"price": 1, "stock_level": 1e-400', "stock_level", "integer"),
+        ('"price": 1, "stock_level": 1e999999999', "stock_level", "integer"),
+    ],
+)
+def test_json_numbers_are_checked_as_written_not_as_floats(clerk, body, field, message) -> None:
+    """As floats, 1e-400 was stored as 0.00 and 7.0000000000000001 as 7."""
+    response = clerk.post(
+        "/api/products", f'{{"name": "A", {body}}}', content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert message in " ".join(error_of(response)["fields"][field])
+    assert not Product.objects.exists()
+
+
+def test_json_numbers_with_a_fraction_or_exponent_that_are_exact_are_taken(clerk) -> None:
+    body = '{"name": "A", "price": 19.990, "stock_level": 1e3}'
+    response = clerk.post("/api/products", body, content_type="application/json")
+    assert response.status_code == 201
+    assert (response.json()["price"], response.json()["stock_level"]) == ("19.99", 1000)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"\\ud800": 1, "name": "A", "price": "1.00", "stock_level": 1}', "\\ud800"),
+        ('{"name": "A\\udfff", "price": "1.00", "stock_level": 1}', "name"),
+        ('{"name": ["\\ud800"], "price": "1.00", "stock_level": 1}', "name"),
+    ],
+)
+def test_a_lone_surrogate_escape_is_a_400_naming_where_it_is(clerk, body, field) -> None:
+    """Kept, it could not be encoded in the answer: the 400 naming an unknown key was a 500."""
+    response = clerk.post("/api/products", body, content_type="application/json")
+    assert response.status_code == 400
+    assert "lone surrogate" in error_of(response)["fields"][field][0]
+    assert not Product.objects.exists()
+
+
+def test_a_json_body_that_is_only_a_lone_surrogate_is_a_parse_error(clerk) -> None:
+    response = clerk.post("/api/products", '"\\ud800"', content_type="application/json")
+    assert (response.status_code, error_of(response)["code"]) == (400, "parse_error")
+
+
+def test_a_surrogate_pair_escape_is_the_character_it_encodes(clerk) -> None:
+    body = '{"name": "\\ud83d\\udca1 Lamp", "price": "1.00", "stock_level": 1}'
+    response = clerk.post("/api/products", body, content_type="application/json")
+    assert response.status_code == 201
+    assert response.json()["name"] == "\U0001f4a1 Lamp"
+
+
 def test_huge_page_number_is_404_not_an_overflow(anon) -> None:
     ProductFactory()
     assert anon.get("/api/products?page=2147483647&limit=100").status_code == 404
