@@ -10,6 +10,11 @@ gunicorn sets), and passes it on with its length, so every layer below sees an o
 request. A body larger than DATA_UPLOAD_MAX_MEMORY_SIZE is refused with 413; under a server
 that does not end the stream (the development server), with 411 Length Required. Other
 transfer codings (gzip) are refused with 501, as HTTP asks of a server that does not know them.
+
+A body with a content coding (`Content-Encoding: gzip`) is refused here too, with 415 and
+`Accept-Encoding: identity` (RFC 9110, 15.5.16; RFC 7694): nothing below decodes it, so gzip
+reached the parser as bytes ("JSON parse error ... byte 0x8b"), and a plain body labelled gzip
+was taken as it was.
 """
 
 from __future__ import annotations
@@ -34,6 +39,17 @@ class ChunkedBodyApp:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
         encoding = environ.get("HTTP_TRANSFER_ENCODING")
+        content_coding = environ.get("HTTP_CONTENT_ENCODING", "")
+        if content_coding.strip().lower() not in ("", "identity") and _has_body(environ):
+            return _refuse(
+                environ,
+                start_response,
+                "415 Unsupported Media Type",
+                "unsupported_media_type",
+                f"Content-Encoding {content_coding!r} is not supported: send the body "
+                "uncompressed.",
+                [("Accept-Encoding", "identity")],
+            )
         if encoding is None:
             return self.app(environ, start_response)
         if [coding.strip() for coding in encoding.lower().split(",")] != ["chunked"]:
@@ -68,13 +84,29 @@ class ChunkedBodyApp:
         return self.app(environ, start_response)
 
 
+def _has_body(environ: dict[str, Any]) -> bool:
+    return "HTTP_TRANSFER_ENCODING" in environ or environ.get("CONTENT_LENGTH", "") not in ("", "0")
+
+
 def _refuse(
-    environ: dict[str, Any], start_response: StartResponse, status: str, code: str, message: str
+    environ: dict[str, Any],
+    start_response: StartResponse,
+    status: str,
+    code: str,
+    message: str,
+    headers: list[tuple[str, str]] | None = None,
 ) -> list[bytes]:
     if environ.get("PATH_INFO", "").startswith(API_PREFIX):
         content_type, content = "application/json", json.dumps(error_body(code, message)).encode()
     else:
         content_type, content = "text/plain; charset=utf-8", message.encode()
     # What is left of the body is the server's to discard (gunicorn reads past it).
-    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(content)))])
+    start_response(
+        status,
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(content))),
+            *(headers or []),
+        ],
+    )
     return [content]

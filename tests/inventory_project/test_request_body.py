@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import io
 import json
@@ -36,7 +37,10 @@ def send_chunked(body: bytes, *, terminated: bool, **environ: Any) -> tuple[int,
     if terminated:
         env["wsgi.input_terminated"] = True
     setup_testing_defaults(env)
-    env.pop("CONTENT_LENGTH", None)
+    if env["HTTP_TRANSFER_ENCODING"] is None:  # not chunked: a body of CONTENT_LENGTH
+        del env["HTTP_TRANSFER_ENCODING"]
+    else:
+        env.pop("CONTENT_LENGTH", None)
     captured: dict[str, Any] = {}
 
     def start_response(status: str, headers: list[tuple[str, str]]) -> None:
@@ -84,6 +88,38 @@ def test_a_transfer_coding_other_than_chunked_is_refused_with_501(token: str) ->
     )
     assert (status, body["error"]["code"]) == (501, "not_implemented")
     assert "gzip" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("body", [gzip.compress(b'{"price": "77.77"}'), b'{"price": "77.77"}'])
+def test_a_content_coding_is_refused_with_415_naming_it(token: str, chunked: bool, body) -> None:
+    """Nothing decodes it: gzip reached the parser as bytes, and plain JSON labelled gzip was
+    taken as it was."""
+    product = ProductFactory(price=Decimal("6.08"))
+    environ: dict[str, Any] = {
+        "PATH_INFO": f"/api/products/{product.pk}",
+        "HTTP_AUTHORIZATION": f"Token {token}",
+        "HTTP_CONTENT_ENCODING": "gzip",
+    }
+    if not chunked:
+        environ |= {"HTTP_TRANSFER_ENCODING": None, "CONTENT_LENGTH": str(len(body))}
+    status, answer = send_chunked(body, terminated=True, **environ)
+    assert (status, answer["error"]["code"]) == (415, "unsupported_media_type")
+    assert "gzip" in answer["error"]["message"]
+    product.refresh_from_db()
+    assert (product.price, product.version) == (Decimal("6.08"), 1)
+
+
+def test_identity_is_no_content_coding(token: str) -> None:
+    product = ProductFactory(price=Decimal("6.08"))
+    status, _ = send_chunked(
+        b'{"price": "77.77"}',
+        terminated=True,
+        PATH_INFO=f"/api/products/{product.pk}",
+        HTTP_AUTHORIZATION=f"Token {token}",
+        HTTP_CONTENT_ENCODING="identity",
+    )
+    assert status == 200
 
 
 def test_a_chunked_body_over_the_upload_limit_is_refused_with_413(token: str, settings) -> None:
