@@ -28,7 +28,8 @@ install:
 services:
 	@scripts/ensure_services.sh
 
-migrate: install services
+migrate: install
+	@source scripts/dotenv.sh && scripts/ensure_services.sh
 	$(MANAGE) ensure_database
 	$(MANAGE) migrate --noinput
 

@@ -25,9 +25,17 @@ CHECK_TIMEOUT_S = 2
 
 
 def _check_database() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-        cursor.fetchone()
+    pool = getattr(connection, "pool", None)
+    if pool is None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+        return
+    # From the pool the requests use, but waiting CHECK_TIMEOUT_S for a connection, not the
+    # requests' DB_POOL_TIMEOUT_S: with PostgreSQL down the probe answered after 10 s, longer
+    # than an orchestrator's probe timeout.
+    with pool.connection(timeout=CHECK_TIMEOUT_S) as conn:
+        conn.execute("SELECT 1").fetchone()
 
 
 def _check_cache() -> None:

@@ -11,6 +11,22 @@ PORT="${PORT:-8000}"
 export PORT
 # A local run has DEBUG on (its error pages show settings): listen on loopback unless told.
 export HOST="${HOST:-127.0.0.1}"
+export ADS_SANDBOX_GRPC_PORT="${ADS_SANDBOX_GRPC_PORT:-50051}"
+export ADS_SANDBOX_OAUTH_PORT="${ADS_SANDBOX_OAUTH_PORT:-8089}"
+
+# Before anything is queued or started: a port in use (this checkout's `make run` already
+# running, or another's) would stop every process halfway through start-up.
+ports=("PORT=${PORT}")
+if [[ -z "${GOOGLE_ADS_REFRESH_TOKEN:-}" ]]; then
+  ports+=("ADS_SANDBOX_GRPC_PORT=${ADS_SANDBOX_GRPC_PORT}" "ADS_SANDBOX_OAUTH_PORT=${ADS_SANDBOX_OAUTH_PORT}")
+fi
+for setting in "${ports[@]}"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/${setting#*=}") 2>/dev/null; then
+    echo "make run: port ${setting#*=} (${setting%%=*}) is in use: is a make run already" \
+      "running? Stop it, or give this checkout other ports in .env (see .env.example)." >&2
+    exit 1
+  fi
+done
 
 .venv/bin/python manage.py collectstatic --noinput --verbosity 0
 .venv/bin/python manage.py bootstrap_demo
@@ -29,11 +45,13 @@ MSG
 # and gap detection plans only the days still missing.
 .venv/bin/python manage.py shell --no-imports -c \
   "from ads_sync.tasks import detect_gaps; detect_gaps.delay(trigger='beat')"
-echo "  Google Ads: gap detection queued; progress in the admin (Sync runs) and ./output"
+echo "  Google Ads: gap detection queued; progress in the admin (Sync runs) and" \
+  "${ADS_SYNC_OUTPUT_DIR:-./output}"
 # No real Google Ads refresh token (in .env or the environment): run the local sandbox API and
 # point web/worker/beat at it (.sandbox/env is read after .env, so it wins).
 if [[ -z "${GOOGLE_ADS_REFRESH_TOKEN:-}" ]]; then
   .venv/bin/python manage.py google_ads_sandbox --state-dir .sandbox --env-only \
+    --grpc-port "${ADS_SANDBOX_GRPC_PORT}" --oauth-port "${ADS_SANDBOX_OAUTH_PORT}" \
     --env-file .sandbox/env >/dev/null
   echo "  Google Ads: no GOOGLE_ADS_REFRESH_TOKEN, using the local sandbox API (.sandbox/env)"
   # The sandbox has no Google quota to protect: backfill two years in about a minute.

@@ -52,6 +52,18 @@ def env_float(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from exc
 
 
+def env_time_of_day(name: str, default: str) -> tuple[int, int]:
+    """A time of day as HH:MM (or HH), 00:00 to 23:59: the hour and the minute."""
+    raw = env_str(name, default).strip() or default
+    match = re.fullmatch(r"([0-9]{1,2})(?::([0-9]{2}))?", raw)
+    hour, minute = (int(match[1]), int(match[2] or 0)) if match else (-1, -1)
+    if not (0 <= hour <= 23 and 0 <= minute <= 59):
+        raise ImproperlyConfigured(
+            f"{name} must be a time of day, HH:MM (00:00-23:59), got {raw!r}"
+        )
+    return hour, minute
+
+
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
@@ -348,12 +360,13 @@ ADS_SYNC_LOOKBACK_DAYS = env_int("ADS_SYNC_LOOKBACK_DAYS", 3)
 ADS_SYNC_FAILED_DAILY_RETRIES = env_int("ADS_SYNC_FAILED_DAILY_RETRIES", 2)
 ADS_SYNC_FAILED_BACKOFF_MAX_DAYS = env_int("ADS_SYNC_FAILED_BACKOFF_MAX_DAYS", 30)
 ADS_SYNC_DAILY_AT = env_str("ADS_SYNC_DAILY_AT", "03:00")
-_ads_hour, _, _ads_minute = ADS_SYNC_DAILY_AT.partition(":")
+# Checked here: beat took "25:00" and then never ran the detection.
+_ads_hour, _ads_minute = env_time_of_day("ADS_SYNC_DAILY_AT", "03:00")
 PERIODIC_TASKS.append(
     {
         "name": "ads_sync: detect gaps",
         "task": "ads_sync.detect_gaps",
-        "crontab": {"minute": str(int(_ads_minute or 0)), "hour": str(int(_ads_hour))},
+        "crontab": {"minute": str(_ads_minute), "hour": str(_ads_hour)},
         "kwargs": {"trigger": "beat"},
         "description": "Plan the missing Google Ads days and fan out one sync_day per date.",
     }

@@ -7,20 +7,23 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from celery.beat import Scheduler
 from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from inventory_project import tasks
+from inventory_project import health, tasks
 from inventory_project.celery import app as celery_app
+from inventory_project.settings.base import env_time_of_day
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,6 +76,23 @@ def test_readyz_is_200_when_every_service_answers(client) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200, response.json()
     assert response.json()["checks"] == {"database": "ok", "cache": "ok", "broker": "ok"}
+
+
+@pytest.mark.django_db
+def test_the_database_probe_waits_its_own_timeout_for_a_connection(client, monkeypatch) -> None:
+    """Not the requests' DB_POOL_TIMEOUT_S: with PostgreSQL down, /readyz took 10 s."""
+    pool = connection.pool
+    asked: list[float | None] = []
+    real = pool.connection
+
+    def spy(timeout: float | None = None) -> Any:
+        asked.append(timeout)
+        return real(timeout=timeout)
+
+    monkeypatch.setattr(pool, "connection", spy)
+    assert client.get("/readyz").status_code == 200
+    assert asked == [health.CHECK_TIMEOUT_S]
+    assert health.CHECK_TIMEOUT_S < settings.DB_POOL_TIMEOUT_S
 
 
 @pytest.mark.django_db
@@ -190,6 +210,22 @@ def test_settings_refuse_a_customer_id_that_is_not_ten_digits(name, value, messa
     assert result.returncode != 0
     assert f"ImproperlyConfigured: {name}" in result.stderr
     assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("03:00", (3, 0)), ("3:05", (3, 5)), ("23:59", (23, 59)), ("7", (7, 0))]
+)
+def test_the_daily_sync_time_is_read_as_hour_and_minute(monkeypatch, value, expected) -> None:
+    monkeypatch.setenv("ADS_SYNC_DAILY_AT", value)
+    assert env_time_of_day("ADS_SYNC_DAILY_AT", "03:00") == expected
+
+
+@pytest.mark.parametrize("value", ["25:00", "24:00", "03:60", "03:00:00", "3am", "-1:00"])
+def test_a_daily_sync_time_beat_could_never_run_is_refused_naming_it(monkeypatch, value) -> None:
+    """Beat took "25:00", and the daily detection then never ran."""
+    monkeypatch.setenv("ADS_SYNC_DAILY_AT", value)
+    with pytest.raises(ImproperlyConfigured, match=f"ADS_SYNC_DAILY_AT .* got '{value}'"):
+        env_time_of_day("ADS_SYNC_DAILY_AT", "03:00")
 
 
 @pytest.mark.django_db

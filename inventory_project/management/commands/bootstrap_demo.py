@@ -30,18 +30,25 @@ class Command(BaseCommand):
         if not Product.objects.exists():
             call_command("seed_products", count=DEMO_PRODUCTS, stdout=self.stdout)
         username = str(options["username"])
-        user_model = get_user_model()
-        if not user_model.objects.filter(username=username).exists():
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None:
             password = secrets.token_urlsafe(12)
-            user_model.objects.create_superuser(username=username, email="", password=password)
+            get_user_model().objects.create_superuser(
+                username=username, email="", password=password
+            )
             PASSWORD_FILE.write_text(password + "\n")
             PASSWORD_FILE.chmod(0o600)
             self.stdout.write(self.style.SUCCESS(f"created demo admin user {username!r}"))
-        if PASSWORD_FILE.exists():
-            password = PASSWORD_FILE.read_text().strip()
             self.stdout.write(f"admin login: {username} / {password}")
+            return
+        # The file is this checkout's, the user the database's: after .env names another
+        # database, or the password was changed, the file no longer opens the admin.
+        kept = PASSWORD_FILE.read_text().strip() if PASSWORD_FILE.exists() else ""
+        if kept and user.check_password(kept):
+            self.stdout.write(f"admin login: {username} / {kept}")
         else:
             self.stdout.write(
-                f"admin user {username!r} exists; set its password with "
-                f"`python manage.py changepassword {username}`"
+                f"admin user {username!r} exists in this database with a password that "
+                f"{PASSWORD_FILE.name} does not hold; set one with "
+                f"`scripts/manage.sh changepassword {username}`"
             )
