@@ -34,6 +34,7 @@ def _check_database() -> None:
     # From the pool the requests use, but waiting CHECK_TIMEOUT_S for a connection, not the
     # requests' DB_POOL_TIMEOUT_S: with PostgreSQL down the probe answered after 10 s, longer
     # than an orchestrator's probe timeout.
+    pool.open()  # as Django opens it on its first connection: a probe may come first
     with pool.connection(timeout=CHECK_TIMEOUT_S) as conn:
         conn.execute("SELECT 1").fetchone()
 

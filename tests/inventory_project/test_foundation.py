@@ -16,10 +16,11 @@ from django.contrib.sessions.models import Session
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, connections
 from django.test import override_settings
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
+from psycopg_pool import ConnectionPool
 
 from inventory_project import health, tasks
 from inventory_project.celery import app as celery_app
@@ -93,6 +94,20 @@ def test_the_database_probe_waits_its_own_timeout_for_a_connection(client, monke
     assert client.get("/readyz").status_code == 200
     assert asked == [health.CHECK_TIMEOUT_S]
     assert health.CHECK_TIMEOUT_S < settings.DB_POOL_TIMEOUT_S
+
+
+@pytest.mark.django_db
+def test_readyz_may_be_a_processs_first_request(client, monkeypatch) -> None:
+    """Django opens its pool on its first connection; a fresh process's first request may be
+    the probe, which found the pool closed."""
+    params = {**connection.get_connection_params(), "autocommit": True}
+    fresh = ConnectionPool(kwargs=params, open=False, min_size=1, max_size=1)
+    monkeypatch.setitem(connections["default"]._connection_pools, "default", fresh)
+    try:
+        response = client.get("/readyz")
+    finally:
+        fresh.close()
+    assert response.status_code == 200, response.json()
 
 
 @pytest.mark.django_db
