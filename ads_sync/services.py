@@ -456,6 +456,19 @@ def run_finish_if_settled(*, run_id: int) -> bool:
     if not _finish_claim(run_id=run_id):
         return False
     run = SyncRun.objects.get(pk=run_id)
+    logger.info(
+        "ads sync: run %s (%s) finished in %.1f s: %s planned, %s done, %s failed, %s deferred,"
+        " %s row(s), %s API call(s)",
+        run.pk,
+        run.trigger,
+        run.elapsed_s or 0.0,
+        run.planned,
+        run.done,
+        run.failed,
+        run.deferred,
+        run.rows,
+        run.api_calls,
+    )
     totals_csv_write(output_dir=run.output_dir)
     return True
 
@@ -655,17 +668,26 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
         # (another folder's, written at an earlier fetch) is rewritten by the next plan there.
         fetched_at = timezone.now()
         day_csv_write(customer_id=customer_id, day=day, output_dir=run.output_dir)
-        _settle(
+        duration_ms = int((time.monotonic() - t0) * 1000)
+        if _settle(
             entry_id=entry.pk,
             run_id=run_id,
             state=SyncDay.State.DONE,
             rows=len(rows),
             fetched_at=fetched_at,
-            duration_ms=int((time.monotonic() - t0) * 1000),
+            duration_ms=duration_ms,
             last_error="",
             failures=0,
             retry_after=None,
-        )
+        ):
+            logger.info(
+                "ads sync: %s %s done: %d row(s) in %d ms (run %s)",
+                customer_id,
+                day,
+                len(rows),
+                duration_ms,
+                run_id,
+            )
         run_finish_if_settled(run_id=run_id)
 
     with transaction.atomic():

@@ -384,6 +384,9 @@ LOGGING = {
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's own console handler (DEBUG only) would print each of its lines a second
+        # time, unformatted: its lines go to the root handler alone.
+        "django": {"handlers": [], "propagate": True},
         "django.db.backends": {"level": "INFO"},
         "inventory_project.cache": {"level": "WARNING"},
     },

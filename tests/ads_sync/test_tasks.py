@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,27 @@ def test_gap_detection_fetches_exactly_the_deleted_days_and_the_lookback(
     assert set(fetched.values()) == {1}
     assert run.planned == run.done == len(removed | lookback)
     assert_complete(ads_sandbox.customers, short_history, 8)
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_the_log_names_each_day_done_and_how_long_the_run_took(
+    ads_sandbox, short_history: Path, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="ads_sync")
+    run = _detect()
+
+    def messages() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name.startswith("ads_sync")]
+
+    finished = f"ads sync: run {run.pk} (beat) finished in {run.elapsed_s:.1f} s: "
+    deadline = time.monotonic() + 10  # the line follows the run's row by a moment
+    while not any(m.startswith(finished) for m in messages()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(m.startswith(finished) for m in messages()), messages()
+    days = [m for m in messages() if " done: " in m and m.endswith(f"(run {run.pk})")]
+    assert len(days) == run.done == run.planned > 0
+    customer_id = ads_sandbox.customers[0]
+    assert any(m.startswith(f"ads sync: {customer_id} ") for m in days)
 
 
 @pytest.mark.usefixtures("sync_worker")
