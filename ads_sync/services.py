@@ -162,23 +162,30 @@ def combined_csv_write(
     *, out: Path, start: dt.date | None, end: dt.date | None, by: str = "campaign"
 ) -> int:
     """Write a combined file from the database: one line per campaign-day or per day."""
-    count = 0
     with _atomic_csv(out) as writer:
-        if by == "day":
-            writer.writerow(TOTALS_CSV_HEADER)
-            for total in _daily_totals(start=start, end=end):
-                writer.writerow(_totals_line(total))
-                count += 1
-            return count
-        writer.writerow(DAY_CSV_HEADER)
-        qs = CampaignDayMetric.objects.order_by("customer_id", "date", "campaign_id")
-        if start:
-            qs = qs.filter(date__gte=start)
-        if end:
-            qs = qs.filter(date__lte=end)
-        for row in qs.iterator(chunk_size=5000):
-            writer.writerow(_campaign_row(row))
+        return combined_csv_lines(writer, start=start, end=end, by=by)
+
+
+def combined_csv_lines(
+    writer: Any, *, start: dt.date | None, end: dt.date | None, by: str = "campaign"
+) -> int:
+    """Write the combined CSV's header and lines to a csv writer; the count of lines."""
+    count = 0
+    if by == "day":
+        writer.writerow(TOTALS_CSV_HEADER)
+        for total in _daily_totals(start=start, end=end):
+            writer.writerow(_totals_line(total))
             count += 1
+        return count
+    writer.writerow(DAY_CSV_HEADER)
+    qs = CampaignDayMetric.objects.order_by("customer_id", "date", "campaign_id")
+    if start:
+        qs = qs.filter(date__gte=start)
+    if end:
+        qs = qs.filter(date__lte=end)
+    for row in qs.iterator(chunk_size=5000):
+        writer.writerow(_campaign_row(row))
+        count += 1
     return count
 
 

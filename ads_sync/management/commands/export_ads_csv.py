@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,28 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--start", type=iso_date)
         parser.add_argument("--end", type=iso_date)
-        parser.add_argument("--out", help="file to write (default: <ADS_SYNC_OUTPUT_DIR>/...)")
+        parser.add_argument(
+            "--out", help="file to write, - for standard output (default: in ADS_SYNC_OUTPUT_DIR)"
+        )
         parser.add_argument("--by", choices=["campaign", "day"], default="campaign")
 
     def handle(self, *args: Any, **options: Any) -> None:
         start, end, by = options["start"], options["end"], options["by"]
         if start and end and start > end:
             raise CommandError(f"--start {start} is after --end {end}")
-        out = Path(options["out"] or Path(settings.ADS_SYNC_OUTPUT_DIR) / f"ads_export_by_{by}.csv")
+        if options["out"] == "-":
+            # The CSV alone on standard output (for a pipe); the count on standard error.
+            count = services.combined_csv_lines(
+                csv.writer(self.stdout), start=start, end=end, by=by
+            )
+            self.stderr.write(f"wrote {count} line(s) to standard output")
+            return
+        if options["out"]:
+            out = Path(options["out"])
+            if not out.parent.is_dir():  # a typo in a path is not a folder to create
+                raise CommandError(f"cannot write {out}: no folder {out.parent}")
+        else:
+            out = Path(settings.ADS_SYNC_OUTPUT_DIR) / f"ads_export_by_{by}.csv"
         try:
             count = services.combined_csv_write(out=out, start=start, end=end, by=by)
         except OSError as exc:
