@@ -10,6 +10,7 @@ from typing import Any
 from celery import group, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_ready
+from django.db import InterfaceError, OperationalError, close_old_connections
 from django.utils import timezone
 
 from ads_sync import locks, services
@@ -21,6 +22,8 @@ logger = logging.getLogger(__name__)
 # A day may spend the client's whole budget (every attempt at its deadline and the waits between
 # them), plus a minute for the database work and the CSV file.
 SYNC_DAY_SOFT_LIMIT_S = int(google_ads.fetch_budget_s() + 60)
+SYNC_DAY_DATABASE_RETRY_S = 30
+SYNC_DAY_DATABASE_RETRIES = 120
 
 
 def run_start(
@@ -130,22 +133,44 @@ def detect_gaps(
 
 
 @shared_task(
+    bind=True,
     name="ads_sync.sync_day",
     acks_late=True,
     reject_on_worker_lost=True,
     soft_time_limit=SYNC_DAY_SOFT_LIMIT_S,
     time_limit=SYNC_DAY_SOFT_LIMIT_S + 60,
+    # While the database is unreachable (below): tried again every 30 s for an hour.
+    default_retry_delay=SYNC_DAY_DATABASE_RETRY_S,
+    max_retries=SYNC_DAY_DATABASE_RETRIES,
 )
-def sync_day(customer_id: str, date_iso: str, run_id: int) -> str:
-    """Sync one (customer, date) for a run. Never raises for a failed day: it is recorded."""
+def sync_day(self: Any, customer_id: str, date_iso: str, run_id: int) -> str:
+    """Sync one (customer, date) for a run. Never raises for a failed day: it is recorded.
+
+    If the failure cannot be recorded either (PostgreSQL restarting), the task is tried again
+    later: acknowledged as it was, its day stayed `running` and its run open for 12 hours,
+    until a later plan took the day over.
+    """
     day = dt.date.fromisoformat(date_iso)
     try:
         return services.day_sync(customer_id=customer_id, day=day, run_id=run_id).state
     except Exception as exc:
         logger.exception("ads sync: %s %s crashed", customer_id, date_iso)
-        services.day_fail(
-            customer_id=customer_id, day=day, run_id=run_id, error=f"{type(exc).__name__}: {exc}"
-        )
+        try:
+            services.day_fail(
+                customer_id=customer_id,
+                day=day,
+                run_id=run_id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        except (OperationalError, InterfaceError) as db_exc:
+            logger.warning(
+                "ads sync: %s %s: the database is unreachable; the day is tried again in %s s",
+                customer_id,
+                date_iso,
+                SYNC_DAY_DATABASE_RETRY_S,
+            )
+            close_old_connections()
+            raise self.retry() from db_exc
         return "failed"
 
 

@@ -6,12 +6,16 @@ import datetime as dt
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import OperationalError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from ads_sync import selectors, services, tasks
@@ -359,3 +363,53 @@ def test_ctrl_c_while_planning_is_a_clear_error_exiting_130(tmp_path: Path, monk
             *("--days", "1", "--customer", "1234567890", "--output-dir", str(tmp_path)),
         )
     assert stopped.value.returncode == 130
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_while_planning_stops_like_ctrl_c(
+    tmp_path: Path, monkeypatch, signum: signal.Signals
+) -> None:
+    """They ended the process mid-fan-out: its days stayed pending, in flight for 12 hours."""
+    caught: list[int] = []
+    guard = signal.signal(signum, lambda sig, frame: caught.append(sig))  # this test's own
+
+    def signalled(**kwargs: object) -> None:
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler interrupts this
+
+    monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
+    monkeypatch.setattr(tasks, "run_start", signalled)
+    try:
+        with pytest.raises(CommandError, match="interrupted while planning") as stopped:
+            call_command(
+                "backfill_ads",
+                *("--days", "1", "--customer", "1234567890", "--output-dir", str(tmp_path)),
+            )
+        assert signal.getsignal(signum) is not None
+        assert caught == []  # the command's handler took it, then put this test's back
+        os.kill(os.getpid(), signum)
+        assert caught == [signum]
+    finally:
+        signal.signal(signum, guard)
+    assert stopped.value.returncode == 130
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_the_wait_outlasts_a_database_restart(ads_sandbox, tmp_path: Path, monkeypatch) -> None:
+    """It crashed with a traceback (exit 1, 'a date failed') while the workers went on."""
+    real = SyncRun.refresh_from_db
+    outages = [OperationalError("the connection is closed")] * 2
+
+    def flaky(self: SyncRun, *args: Any, **kwargs: Any) -> None:
+        if outages:
+            raise outages.pop()
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncRun, "refresh_from_db", flaky)
+    out, err = io.StringIO(), io.StringIO()
+    call_command(
+        "backfill_ads", *("--days", "2", "--output-dir", str(tmp_path)), stdout=out, stderr=err
+    )
+    assert err.getvalue().count("the database is unreachable") == 1
+    run = SyncRun.objects.get()
+    assert _summary_figure(out.getvalue(), "fetched") == run.done == run.planned > 0

@@ -16,7 +16,7 @@ import redis
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from celery.signals import task_postrun
 from django.conf import settings as django_settings
-from django.db import connection
+from django.db import OperationalError, connection
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -251,6 +251,30 @@ def test_a_detection_out_of_time_in_an_account_lookup_is_retried(monkeypatch, se
     assert not SyncRun.objects.exists()
     with locks.planning_lock() as lock:  # released on the way out
         assert lock
+
+
+def test_a_day_whose_failure_cannot_be_recorded_is_tried_again_not_left_running(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """PostgreSQL restarting: acknowledged, the task left its day `running` and its run open
+    for 12 hours."""
+    day = dt.date(2025, 1, 10)
+    run = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=1)
+    SyncDay.objects.create(customer_id="1111111111", date=day, run=run)
+
+    def database_gone(**kwargs: Any) -> None:
+        raise OperationalError("the connection is closed")
+
+    monkeypatch.setattr(services, "day_sync", database_gone)
+    monkeypatch.setattr(services, "day_fail", database_gone)
+    with pytest.raises(Retry):
+        tasks.sync_day("1111111111", day.isoformat(), run.pk)
+
+    monkeypatch.undo()  # the database is back: the retry records what happened
+    monkeypatch.setattr(services, "day_sync", lambda **kwargs: 1 / 0)
+    assert tasks.sync_day("1111111111", day.isoformat(), run.pk) == "failed"
+    run.refresh_from_db()
+    assert (run.failed, run.finished_at is not None) == (1, True)
 
 
 def test_a_retried_detection_stops_if_another_run_of_its_trigger_started_meanwhile() -> None:

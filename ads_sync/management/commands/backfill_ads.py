@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import InterfaceError, OperationalError, connection
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from ads_sync import selectors, services, tasks
@@ -25,6 +30,27 @@ STALL_CHECK_S = 30.0
 EARLIEST = dt.date(2000, 1, 1)
 # The shell's status for a command stopped by Ctrl-C (128 + SIGINT).
 INTERRUPTED = 130
+
+
+@contextlib.contextmanager
+def stopped_like_ctrl_c() -> Iterator[None]:
+    """SIGTERM and SIGHUP (`timeout`, a cancelled CI job, a closed SSH session) stop the
+    command as Ctrl-C does: planned days not yet sent are failed at once (tasks.run_start).
+    Without this they ended the process mid-fan-out, and the days stayed pending, skipped by
+    every plan as in flight, for 12 hours."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def workers_consuming(queue: str, timeout_s: float = 1.5) -> list[str]:
@@ -93,6 +119,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        with stopped_like_ctrl_c():
+            self._backfill(**options)
+
+    def _backfill(self, **options: Any) -> None:
         start, end, days = options["start"], options["end"], options["days"]
         if days is not None and (start or end):
             raise CommandError("use either --days or --start/--end, not both")
@@ -210,8 +240,20 @@ class Command(BaseCommand):
         t0 = time.monotonic()
         last_plain = 0.0
         last_progress = (-1, t0)
+        database_down = False
         while True:
-            run.refresh_from_db()
+            try:
+                run.refresh_from_db()
+            except (OperationalError, InterfaceError) as exc:
+                # PostgreSQL restarting: the run goes on in the workers (its days are retried
+                # until they can be recorded); wait for the database rather than crash.
+                connection.close()
+                if not database_down:
+                    self.stderr.write(f"\nthe database is unreachable ({exc}); still waiting")
+                database_down = True
+                time.sleep(POLL_S * 5)
+                continue
+            database_down = False
             now = time.monotonic()
             settled = run.settled
             if settled != last_progress[0]:
