@@ -413,3 +413,40 @@ def test_the_wait_outlasts_a_database_restart(ads_sandbox, tmp_path: Path, monke
     assert err.getvalue().count("the database is unreachable") == 1
     run = SyncRun.objects.get()
     assert _summary_figure(out.getvalue(), "fetched") == run.done == run.planned > 0
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_backfill_waits_for_its_dates_that_another_run_is_fetching(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """It exited 0 at once, 'skipped', while the other run was still fetching them: a script's
+    `backfill_ads && export_ads_csv` exported part of the range."""
+    ads_sandbox.configure(latency_s=0.3)
+    _backfill("--days", "3", "--output-dir", str(tmp_path), "--no-wait")
+    text, second = _backfill("--days", "3", "--output-dir", str(tmp_path))
+
+    assert second.planned == 0
+    assert "waiting for 6 date(s) of this range that run(s)" in text
+    assert "of those: 6 done, 0 failed, 0 deferred, 0 still in flight" in text
+    assert set(SyncDay.objects.values_list("state", flat=True)) == {SyncDay.State.DONE}
+
+
+def test_a_date_stranded_in_another_run_exits_4_naming_the_run(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
+    monkeypatch.setattr(backfill_ads, "STALL_CHECK_S", 0.5)
+    customer_id = ads_sandbox.customers[0]
+    services.account_ensure(customer_id=customer_id)  # its time zone names its yesterday
+    window = selectors.sync_windows(customer_ids=[customer_id], days=1)[0]
+    stranded = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=1)
+    SyncDay.objects.create(customer_id=customer_id, date=window.end, run=stranded)
+
+    with pytest.raises(CommandError) as stopped:
+        call_command(
+            "backfill_ads",
+            *("--days", "1", "--customer", customer_id, "--output-dir", str(tmp_path)),
+            stdout=io.StringIO(),
+        )
+    assert stopped.value.returncode == 4
+    assert f"1 date(s) still in flight in run(s) {stranded.pk}" in str(stopped.value)

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from ads_sync import selectors, services, tasks
 from ads_sync.integrations import google_ads
 from ads_sync.management.arguments import iso_date
-from ads_sync.models import SyncRun
+from ads_sync.models import SyncDay, SyncRun
 from inventory_project.celery import app as celery_app
 
 # The wait's last poll is part of the command's wall time; the query is one row by pk.
@@ -30,6 +31,16 @@ STALL_CHECK_S = 30.0
 EARLIEST = dt.date(2000, 1, 1)
 # The shell's status for a command stopped by Ctrl-C (128 + SIGINT).
 INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class _Elsewhere:
+    """What became of this range's dates that other runs were fetching."""
+
+    runs: list[int] = field(default_factory=list)
+    failed: int = 0
+    deferred: int = 0
+    in_flight: int = 0  # made no progress for STALL_CHECK_S
 
 
 @contextlib.contextmanager
@@ -224,16 +235,78 @@ class Command(BaseCommand):
                 returncode=INTERRUPTED,
             ) from None
         self._summary(run)
+        # Dates of the range that another run was fetching were skipped by this plan: the
+        # range is complete only once they are too (`backfill_ads && export_ads_csv`).
+        elsewhere = self._wait_for_other_runs(run, customers)
         if run.failed:
             problems.append(f"{run.failed} date(s) failed")
+        if elsewhere.failed:
+            problems.append(f"{elsewhere.failed} date(s) fetched by another run failed")
         if problems:
             raise CommandError("; ".join(problems), returncode=1)
-        if run.deferred:
+        if run.deferred or elsewhere.deferred or elsewhere.in_flight:
             # Nothing failed, but the range is not complete yet: a script must not go on as if
             # it were.
-            raise CommandError(
-                f"{run.deferred} date(s) deferred to a later run, not fetched yet", returncode=4
-            )
+            parts = []
+            deferred = run.deferred + elsewhere.deferred
+            if deferred:
+                parts.append(f"{deferred} date(s) deferred to a later run, not fetched yet")
+            if elsewhere.in_flight:
+                parts.append(
+                    f"{elsewhere.in_flight} date(s) still in flight in run(s) "
+                    f"{', '.join(map(str, elsewhere.runs))}, which made no progress for "
+                    f"{STALL_CHECK_S:.0f} s (admin: Sync runs)"
+                )
+            raise CommandError("; ".join(parts), returncode=4)
+
+    def _wait_for_other_runs(self, run: SyncRun, customers: list[str]) -> _Elsewhere:
+        """Wait while other runs settle this range's dates they hold; what became of them."""
+        if run.range_start is None or run.range_end is None:
+            return _Elsewhere()
+        days = SyncDay.objects.filter(
+            customer_id__in=customers, date__range=(run.range_start, run.range_end)
+        )
+        in_flight = (SyncDay.State.PENDING, SyncDay.State.RUNNING)
+        held = set(
+            days.filter(state__in=in_flight)
+            .exclude(run_id=run.pk)
+            .values_list("customer_id", "date", "run_id")
+        )
+        if not held:
+            return _Elsewhere()
+        runs = sorted({run_id for _, _, run_id in held if run_id is not None})
+        self.stdout.write(
+            f"waiting for {len(held)} date(s) of this range that run(s) "
+            f"{', '.join(map(str, runs))} are fetching"
+        )
+        keys = {(customer_id, day) for customer_id, day, _ in held}
+        last = (len(keys), time.monotonic())
+        while True:
+            try:
+                states = {
+                    (c, d): state
+                    for c, d, state in days.filter(date__in={d for _, d in keys}).values_list(
+                        "customer_id", "date", "state"
+                    )
+                    if (c, d) in keys
+                }
+            except (OperationalError, InterfaceError):
+                connection.close()
+                time.sleep(POLL_S * 5)
+                continue
+            unsettled = sum(1 for state in states.values() if state in in_flight)
+            now = time.monotonic()
+            if unsettled != last[0]:
+                last = (unsettled, now)
+            if not unsettled or now - last[1] > STALL_CHECK_S:
+                failed = sum(1 for state in states.values() if state == SyncDay.State.FAILED)
+                deferred = sum(1 for state in states.values() if state == SyncDay.State.DEFERRED)
+                self.stdout.write(
+                    f"  of those: {len(keys) - unsettled - failed - deferred} done, {failed} "
+                    f"failed, {deferred} deferred, {unsettled} still in flight"
+                )
+                return _Elsewhere(runs=runs, failed=failed, deferred=deferred, in_flight=unsettled)
+            time.sleep(POLL_S * 5)
 
     def _wait(self, run: SyncRun, queue: str) -> SyncRun:
         tty = self.stdout.isatty()
