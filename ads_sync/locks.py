@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 PLANNING_LOCK_KEY = "ads_sync:lock:planning"
 # pg advisory lock keys are bigints; a fixed one for this lock ("ads_plan" in ASCII).
 PLANNING_ADVISORY_KEY = 0x6164735F706C616E
+ADVISORY_LOCK_POLL_S = 0.1
 
 
 def planning_lock_ttl_s() -> float:
@@ -75,7 +77,7 @@ def planning_lock(*, wait_s: float = 0.0) -> Iterator[PlanningLock]:
         )
     except RedisError as exc:
         logger.warning("ads sync: Redis lock unavailable (%s), using a PostgreSQL lock", exc)
-        with advisory_lock() as got:
+        with advisory_lock(wait_s=wait_s) as got:
             yield PlanningLock(acquired=got)
         return
     try:
@@ -99,11 +101,17 @@ def hold_for_this_transaction() -> None:
 
 
 @contextlib.contextmanager
-def advisory_lock() -> Iterator[bool]:
-    """A session-level pg advisory lock, released on the same connection that took it."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [PLANNING_ADVISORY_KEY])
-        acquired = bool(cursor.fetchone()[0])
+def advisory_lock(*, wait_s: float = 0.0) -> Iterator[bool]:
+    """A session-level pg advisory lock, released on the same connection that took it; tried
+    for up to `wait_s` seconds, as the Redis lock waits."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [PLANNING_ADVISORY_KEY])
+            acquired = bool(cursor.fetchone()[0])
+        if acquired or time.monotonic() >= deadline:
+            break
+        time.sleep(ADVISORY_LOCK_POLL_S)
     try:
         yield acquired
     finally:

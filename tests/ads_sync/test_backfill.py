@@ -21,6 +21,8 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from ads_sync import selectors, services, tasks
 from ads_sync.management.commands import backfill_ads
 from ads_sync.models import CampaignDayMetric, SyncDay, SyncRun
+from inventory_project.celery import app as celery_app
+from tests.workers import purge_test_queue
 
 from .helpers import (
     csv_rows,
@@ -450,3 +452,25 @@ def test_a_date_stranded_in_another_run_exits_4_naming_the_run(
         )
     assert stopped.value.returncode == 4
     assert f"1 date(s) still in flight in run(s) {stranded.pk}" in str(stopped.value)
+
+
+def _one_day_of_one_account(output_dir: Path) -> tuple[str, ...]:
+    return ("--days", "1", "--customer", "1234567890", "--output-dir", str(output_dir))
+
+
+def test_no_worker_on_the_queue_exits_2_saying_so(tmp_path: Path) -> None:
+    purge_test_queue()  # declared, and nothing consumes it in this test
+    with pytest.raises(CommandError, match="no Celery worker is consuming queue") as stopped:
+        call_command("backfill_ads", *_one_day_of_one_account(tmp_path))
+    assert stopped.value.returncode == 2
+
+
+def test_a_broker_that_cannot_be_reached_is_named_not_taken_for_a_missing_worker(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(celery_app.conf, "broker_url", "amqp://guest:guest@127.0.0.1:1//")
+    with pytest.raises(CommandError, match="the broker cannot be reached") as stopped:
+        call_command("backfill_ads", *_one_day_of_one_account(tmp_path))
+    assert stopped.value.returncode == 2
+    assert "guest:guest" not in str(stopped.value)  # the password is masked
+    assert not SyncRun.objects.exists()

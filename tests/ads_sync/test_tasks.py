@@ -148,6 +148,33 @@ def test_the_planning_lock_falls_back_to_postgresql_when_redis_is_down(settings)
         assert again
 
 
+def test_the_postgresql_planning_lock_waits_as_long_as_asked(settings) -> None:
+    """--lock-wait was ignored with Redis down: a second planner gave up at once."""
+    caches = {"default": {**django_settings.CACHES["default"]}}
+    caches["default"]["LOCATION"] = f"redis://127.0.0.1:{CLOSED_PORT}/0"
+    settings.CACHES = caches
+    holding, released = threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def first_planner() -> None:
+        with locks.planning_lock() as lock:
+            seen.append(bool(lock))
+            holding.set()
+            released.wait(10)
+        connection.close()
+
+    thread = threading.Thread(target=first_planner)
+    thread.start()
+    assert holding.wait(10)
+    with locks.planning_lock() as busy:
+        assert not busy
+    threading.Timer(0.3, released.set).start()  # let go while the second one waits
+    with locks.planning_lock(wait_s=10) as waited:
+        assert waited
+    thread.join()
+    assert seen == [True]
+
+
 @pytest.mark.usefixtures("sync_worker")
 def test_transient_faults_and_an_expiring_token_still_finish_every_day_once(
     ads_sandbox, short_history: Path

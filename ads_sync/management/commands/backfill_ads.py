@@ -75,6 +75,19 @@ def workers_consuming(queue: str, timeout_s: float = 1.5) -> list[str]:
     )
 
 
+def broker_unreachable() -> str:
+    """Why the broker cannot be reached (its URL, password masked, and the error), or ""."""
+    try:
+        with celery_app.connection_for_read() as conn:
+            try:
+                conn.ensure_connection(max_retries=1)
+            except Exception as exc:
+                return f"{conn.as_uri()}: {exc}"
+    except Exception as exc:
+        return str(exc)
+    return ""
+
+
 def queue_has_consumers(queue: str) -> bool:
     """Whether any worker consumes `queue`, without waiting out a broadcast.
 
@@ -169,6 +182,13 @@ class Command(BaseCommand):
         queue = celery_app.conf.task_default_queue
         workers = queue_has_consumers(queue)
         if not workers and not options["no_wait"]:
+            broker = broker_unreachable()
+            if broker:
+                raise CommandError(
+                    f"the broker cannot be reached ({broker}); start RabbitMQ or check "
+                    "CELERY_BROKER_URL, and retry",
+                    returncode=2,
+                )
             raise CommandError(
                 f"no Celery worker is consuming queue {queue!r}: start one "
                 "(`make run`, or `celery -A inventory_project worker`) and retry, or pass "
@@ -391,7 +411,10 @@ class Command(BaseCommand):
             lines.append(f"  notes            {run.notes}")
         failures = selectors.run_failures(run_id=run.pk)
         if failures:
-            lines.append("failed dates (the next gap detection retries them):")
+            lines.append(
+                "failed dates (the next gap detection retries those of GOOGLE_ADS_CUSTOMER_IDS "
+                "within ADS_SYNC_HISTORY_DAYS; backfill_ads retries any):"
+            )
             lines.extend(f"  {f.customer_id} {f.date}: {f.last_error}" for f in failures[:20])
             if len(failures) > 20:
                 lines.append(f"  ... and {len(failures) - 20} more (admin: Sync days, failed)")
