@@ -287,6 +287,9 @@ def run_plan(
     customer_ids = list(dict.fromkeys(customer_ids or settings.GOOGLE_ADS_CUSTOMER_IDS))
     # Absolute: the workers that write there may run in another working directory.
     out = os.path.abspath(Path(output_dir or settings.ADS_SYNC_OUTPUT_DIR).expanduser())
+    # Before any API call: with a folder that cannot be written, every day fetched would fail
+    # at its CSV (OSError, for the caller: `backfill_ads` checks it first, with its message).
+    csv_dir_ensure(output_dir=out)
     stored: SyncRun | None = None
     try:
         with locks.planning_lock(wait_s=lock_wait_s) as lock:
@@ -402,8 +405,15 @@ def plan_csv_restore(*, plan: Plan) -> None:
     not leave them so. A run with no day to fetch finished when it was planned; its time is
     extended to count the rewriting.
     """
-    for customer_id, day in plan.csv_missing:
-        day_csv_write(customer_id=customer_id, day=day, output_dir=plan.run.output_dir)
+    written = 0
+    try:
+        for customer_id, day in plan.csv_missing:
+            day_csv_write(customer_id=customer_id, day=day, output_dir=plan.run.output_dir)
+            written += 1
+    finally:
+        # The files written, not those planned: a folder that fails halfway counts what it took.
+        if written != len(plan.csv_missing):
+            SyncRun.objects.filter(pk=plan.run.pk).update(csv_rewritten=written)
     if plan.csv_missing and not plan.days:
         now = timezone.now()
         SyncRun.objects.filter(pk=plan.run.pk, finished_at__isnull=False).update(
@@ -476,7 +486,11 @@ def run_finish_if_settled(*, run_id: int) -> bool:
         run.rows,
         run.api_calls,
     )
-    totals_csv_write(output_dir=run.output_dir)
+    try:
+        totals_csv_write(output_dir=run.output_dir)
+    except OSError:
+        # The run is settled whatever its folder allows; the next run there rebuilds the file.
+        logger.exception("ads sync: the totals file in %s could not be written", run.output_dir)
     return True
 
 
@@ -669,12 +683,31 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
         run_finish_if_settled(run_id=run_id)
         return DayOutcome(state=SyncDay.State.FAILED, error=error)
 
+    outcome = DayOutcome(state=SyncDay.State.DONE, rows=len(rows))
+
     def finish() -> None:
+        nonlocal outcome
         # After commit: the file reflects committed rows, and the day is done only once the
         # file is in place. The time is taken before the write: a day file older than it
         # (another folder's, written at an earlier fetch) is rewritten by the next plan there.
         fetched_at = timezone.now()
-        day_csv_write(customer_id=customer_id, day=day, output_dir=run.output_dir)
+        try:
+            day_csv_write(customer_id=customer_id, day=day, output_dir=run.output_dir)
+        except OSError as exc:
+            # The fetch worked and its rows are stored: a folder that cannot be written is not
+            # the account's failure, and does not count toward the day's backoff.
+            error = f"CSV file not written: {type(exc).__name__}: {exc}"
+            logger.warning("ads sync: %s %s failed: %s", customer_id, day, error)
+            _settle(
+                entry_id=entry.pk,
+                run_id=run_id,
+                state=SyncDay.State.FAILED,
+                last_error=error,
+                retry_after=None,
+            )
+            run_finish_if_settled(run_id=run_id)
+            outcome = DayOutcome(state=SyncDay.State.FAILED, error=error)
+            return
         duration_ms = int((time.monotonic() - t0) * 1000)
         if _settle(
             entry_id=entry.pk,
@@ -702,4 +735,4 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
             customer_id=customer_id, day=day, rows=rows, currency_code=account.currency_code
         )
         transaction.on_commit(finish)
-    return DayOutcome(state=SyncDay.State.DONE, rows=len(rows))
+    return outcome

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,6 @@ from ads_sync import selectors, services, tasks
 from ads_sync.management.commands import backfill_ads
 from ads_sync.models import CampaignDayMetric, SyncDay, SyncRun
 from inventory_project.celery import app as celery_app
-from tests.workers import purge_test_queue
 
 from .helpers import (
     csv_rows,
@@ -250,6 +250,7 @@ def test_a_csv_rewrite_that_fails_after_planning_leaves_no_day_without_its_task(
     assert run.planned == len(ads_sandbox.customers)  # the new day, for every account
     run = wait_for_run(run.pk)
     assert run.done == run.planned
+    assert run.csv_rewritten == 0  # the file it could not write is not counted as rewritten
 
 
 def test_bad_arguments_are_refused_with_a_message() -> None:
@@ -458,8 +459,9 @@ def _one_day_of_one_account(output_dir: Path) -> tuple[str, ...]:
     return ("--days", "1", "--customer", "1234567890", "--output-dir", str(output_dir))
 
 
-def test_no_worker_on_the_queue_exits_2_saying_so(tmp_path: Path) -> None:
-    purge_test_queue()  # declared, and nothing consumes it in this test
+def test_no_worker_on_the_queue_exits_2_saying_so(tmp_path: Path, monkeypatch) -> None:
+    # A queue no worker consumes (the module's worker consumes the test queue).
+    monkeypatch.setattr(celery_app.conf, "task_default_queue", f"unconsumed-{uuid.uuid4()}")
     with pytest.raises(CommandError, match="no Celery worker is consuming queue") as stopped:
         call_command("backfill_ads", *_one_day_of_one_account(tmp_path))
     assert stopped.value.returncode == 2

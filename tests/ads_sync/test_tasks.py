@@ -304,6 +304,41 @@ def test_a_day_whose_failure_cannot_be_recorded_is_tried_again_not_left_running(
     assert (run.failed, run.finished_at is not None) == (1, True)
 
 
+def test_a_csv_that_cannot_be_written_fails_the_day_without_counting_toward_its_backoff(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """The fetch worked: a broken folder is not the account's failure. Counted, three of them
+    kept the day from the daily detection for days after the folder was fixed."""
+    customer_id = ads_sandbox.customers[0]
+    day = dt.date(2025, 1, 10)
+    (tmp_path / "not-a-folder").write_text("")
+    run = SyncRun.objects.create(
+        trigger="beat", output_dir=str(tmp_path / "not-a-folder"), planned=1
+    )
+    SyncDay.objects.create(customer_id=customer_id, date=day, run=run)
+
+    outcome = services.day_sync(customer_id=customer_id, day=day, run_id=run.pk)
+
+    entry = SyncDay.objects.get(customer_id=customer_id, date=day)
+    assert (outcome.state, entry.state) == (SyncDay.State.FAILED, SyncDay.State.FAILED)
+    assert entry.last_error.startswith("CSV file not written: ")
+    assert (entry.failures, entry.retry_after) == (0, None)
+    assert CampaignDayMetric.objects.filter(customer_id=customer_id, date=day).count() == len(
+        expected_rows(customer_id, day)
+    )
+    assert SyncRun.objects.get(pk=run.pk).finished_at is not None
+
+
+def test_a_folder_that_cannot_be_written_stops_the_plan_before_any_api_call(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    (tmp_path / "not-a-folder").write_text("")
+    with pytest.raises(FileExistsError, match="not-a-folder"):
+        services.run_plan(trigger="beat", output_dir=tmp_path / "not-a-folder")
+    assert ads_sandbox.calls() == []
+    assert not SyncRun.objects.exists()
+
+
 def test_a_retried_detection_stops_if_another_run_of_its_trigger_started_meanwhile() -> None:
     since = (timezone.now() - dt.timedelta(minutes=1)).isoformat()
     SyncRun.objects.create(trigger=SyncRun.Trigger.BEAT, output_dir="out")  # the other beat's
