@@ -476,3 +476,30 @@ def test_a_broker_that_cannot_be_reached_is_named_not_taken_for_a_missing_worker
     assert stopped.value.returncode == 2
     assert "guest:guest" not in str(stopped.value)  # the password is masked
     assert not SyncRun.objects.exists()
+
+
+def test_a_range_not_complete_yet_in_any_accounts_time_zone_exits_4_saying_so(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """It planned nothing and exited 0, naming no reason."""
+    monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
+    today = dt.datetime.now(dt.UTC).date()  # not over yet west of UTC, where the sandbox is
+    with pytest.raises(CommandError, match="is complete yet") as stopped:
+        call_command(
+            "backfill_ads",
+            *("--start", str(today), "--end", str(today), "--output-dir", str(tmp_path)),
+            stdout=io.StringIO(),
+        )
+    assert stopped.value.returncode == 4
+
+
+def test_dates_past_the_accounts_yesterday_are_named_as_not_planned(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
+    today = dt.datetime.now(dt.UTC).date()
+    text, run = _backfill(
+        *("--start", str(today - dt.timedelta(days=3)), "--end", str(today)),
+        *("--output-dir", str(tmp_path), "--no-wait"),
+    )
+    assert f"note: the dates after {run.range_end} are not complete yet" in text

@@ -232,6 +232,17 @@ class Command(BaseCommand):
             f"run {run.pk}: {run.planned} date(s) planned for {len(customers)} account(s), "
             f"{run.range_start} .. {run.range_end}, output {run.output_dir}"
         )
+        if run.range_start and run.range_end and run.range_start > run.range_end:
+            raise CommandError(
+                f"no date of {start} .. {end or start} is complete yet in the accounts' time "
+                f"zones (the latest complete day is {run.range_end}); nothing to fetch",
+                returncode=4,
+            )
+        if end and run.range_end and end > run.range_end:
+            self.stdout.write(
+                f"note: the dates after {run.range_end} are not complete yet in the accounts' "
+                "time zones; they are not planned"
+            )
         problems = []
         if plan.failed_accounts:
             problems.append(
