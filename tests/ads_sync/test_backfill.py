@@ -438,7 +438,7 @@ def test_a_date_stranded_in_another_run_exits_4_naming_the_run(
     ads_sandbox, tmp_path: Path, monkeypatch
 ) -> None:
     monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
-    monkeypatch.setattr(backfill_ads, "STALL_CHECK_S", 0.5)
+    monkeypatch.setattr(backfill_ads, "OTHER_RUNS_STALL_S", 0.5)
     customer_id = ads_sandbox.customers[0]
     services.account_ensure(customer_id=customer_id)  # its time zone names its yesterday
     window = selectors.sync_windows(customer_ids=[customer_id], days=1)[0]

@@ -15,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError, connection
+from django.db.models import F, Sum
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from ads_sync import selectors, services, tasks
@@ -27,6 +28,9 @@ from inventory_project.celery import app as celery_app
 POLL_S = 0.2
 PLAIN_EVERY_S = 5.0
 STALL_CHECK_S = 30.0
+# Other runs holding dates of the range are given up on (exit 4) after settling no day for as
+# long as one day may take (every attempt, its backoff, the CSV): they are stranded.
+OTHER_RUNS_STALL_S = float(tasks.SYNC_DAY_SOFT_LIMIT_S)
 # Google Ads has no data from before it started (October 2000).
 EARLIEST = dt.date(2000, 1, 1)
 # The shell's status for a command stopped by Ctrl-C (128 + SIGINT).
@@ -40,7 +44,7 @@ class _Elsewhere:
     runs: list[int] = field(default_factory=list)
     failed: int = 0
     deferred: int = 0
-    in_flight: int = 0  # made no progress for STALL_CHECK_S
+    in_flight: int = 0  # their runs made no progress for OTHER_RUNS_STALL_S
 
 
 @contextlib.contextmanager
@@ -121,8 +125,9 @@ class Command(BaseCommand):
     help = (
         "Plan the missing Google Ads days of a range (all of them with --force), fan them out as "
         "sync_day tasks, show progress and a summary. Exit status 1 when a date failed or an "
-        "account could not be looked up, 2 when no worker takes the tasks, 3 when another "
-        "planning holds the lock, 4 when dates were deferred to a later run."
+        "account could not be looked up, 2 when no worker or broker takes the tasks, 3 when "
+        "another planning holds the lock, 4 when dates of the range are not fetched yet "
+        "(deferred, stranded in another run, or not complete in the accounts' time zones)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -286,7 +291,7 @@ class Command(BaseCommand):
                 parts.append(
                     f"{elsewhere.in_flight} date(s) still in flight in run(s) "
                     f"{', '.join(map(str, elsewhere.runs))}, which made no progress for "
-                    f"{STALL_CHECK_S:.0f} s (admin: Sync runs)"
+                    f"{OTHER_RUNS_STALL_S:.0f} s (admin: Sync runs)"
                 )
             raise CommandError("; ".join(parts), returncode=4)
 
@@ -311,7 +316,7 @@ class Command(BaseCommand):
             f"{', '.join(map(str, runs))} are fetching"
         )
         keys = {(customer_id, day) for customer_id, day, _ in held}
-        last = (len(keys), time.monotonic())
+        last: tuple[object, float] = (None, time.monotonic())
         while True:
             try:
                 states = {
@@ -321,15 +326,19 @@ class Command(BaseCommand):
                     )
                     if (c, d) in keys
                 }
+                # Progress is any day those runs settle: ours may wait in the queue behind theirs.
+                settled = SyncRun.objects.filter(pk__in=runs).aggregate(
+                    n=Sum(F("done") + F("failed") + F("deferred"))
+                )["n"]
             except (OperationalError, InterfaceError):
                 connection.close()
                 time.sleep(POLL_S * 5)
                 continue
             unsettled = sum(1 for state in states.values() if state in in_flight)
             now = time.monotonic()
-            if unsettled != last[0]:
-                last = (unsettled, now)
-            if not unsettled or now - last[1] > STALL_CHECK_S:
+            if (unsettled, settled) != last[0]:
+                last = ((unsettled, settled), now)
+            if not unsettled or now - last[1] > OTHER_RUNS_STALL_S:
                 failed = sum(1 for state in states.values() if state == SyncDay.State.FAILED)
                 deferred = sum(1 for state in states.values() if state == SyncDay.State.DEFERRED)
                 self.stdout.write(
