@@ -619,6 +619,17 @@ def day_fail(*, customer_id: str, day: dt.date, run_id: int, error: str) -> bool
     return settled
 
 
+def _day_failed(*, entry: SyncDay, run_id: int, error: str, **fields: Any) -> DayOutcome:
+    """Settle a started day as failed for its run (with the ledger `fields` given), and close
+    the run if it was the last."""
+    logger.warning("ads sync: %s %s failed: %s", entry.customer_id, entry.date, error)
+    _settle(
+        entry_id=entry.pk, run_id=run_id, state=SyncDay.State.FAILED, last_error=error, **fields
+    )
+    run_finish_if_settled(run_id=run_id)
+    return DayOutcome(state=SyncDay.State.FAILED, error=error)
+
+
 def _planned_at(run_id: int) -> dt.datetime:
     started = SyncRun.objects.filter(pk=run_id).values_list("started_at", flat=True).first()
     return started or timezone.now()
@@ -672,16 +683,12 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
         request_id = getattr(exc, "request_id", None)
         if request_id and request_id not in error:
             error += f" (request_id {request_id})"
-        logger.warning("ads sync: %s %s failed: %s", customer_id, day, error)
-        _settle(
-            entry_id=entry.pk,
+        return _day_failed(
+            entry=entry,
             run_id=run_id,
-            state=SyncDay.State.FAILED,
-            last_error=error,
+            error=error,
             **_failure_fields(failures=entry.failures, planned_at=run.started_at),
         )
-        run_finish_if_settled(run_id=run_id)
-        return DayOutcome(state=SyncDay.State.FAILED, error=error)
 
     outcome = DayOutcome(state=SyncDay.State.DONE, rows=len(rows))
 
@@ -697,16 +704,7 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
             # The fetch worked and its rows are stored: a folder that cannot be written is not
             # the account's failure, and does not count toward the day's backoff.
             error = f"CSV file not written: {type(exc).__name__}: {exc}"
-            logger.warning("ads sync: %s %s failed: %s", customer_id, day, error)
-            _settle(
-                entry_id=entry.pk,
-                run_id=run_id,
-                state=SyncDay.State.FAILED,
-                last_error=error,
-                retry_after=None,
-            )
-            run_finish_if_settled(run_id=run_id)
-            outcome = DayOutcome(state=SyncDay.State.FAILED, error=error)
+            outcome = _day_failed(entry=entry, run_id=run_id, error=error, retry_after=None)
             return
         duration_ms = int((time.monotonic() - t0) * 1000)
         if _settle(
