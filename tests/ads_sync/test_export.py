@@ -3,10 +3,15 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from ads_sync import services
 
@@ -15,6 +20,7 @@ from .factories import campaign_day
 pytestmark = pytest.mark.django_db
 
 DAY = dt.date(2025, 1, 10)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_export_by_day_writes_one_line_per_account_and_date(tmp_path: Path) -> None:
@@ -60,3 +66,38 @@ def test_export_into_a_folder_that_does_not_exist_is_refused(tmp_path: Path) -> 
     with pytest.raises(CommandError, match=f"no folder {missing}"):
         call_command("export_ads_csv", "--out", str(missing / "x.csv"), stdout=io.StringIO())
     assert not missing.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_export_to_a_pipe_closed_early_stops_quietly() -> None:
+    """`export_ads_csv --out - | head` ended in two BrokenPipeError tracebacks."""
+    services.day_rows_replace(
+        customer_id="1111111111",
+        day=DAY,
+        rows=[campaign_day(campaign_id=n) for n in range(1, 3001)],  # more than a pipe holds
+        currency_code="EUR",
+    )
+    database = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
+        # This test's database: the rows above are there.
+        "DATABASE_URL": (
+            f"postgres://{quote(database['USER'])}:{quote(database['PASSWORD'] or '')}"
+            f"@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+        ),
+    }
+    reader = subprocess.Popen(
+        [sys.executable, "manage.py", "export_ads_csv", "--out", "-"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None
+    assert reader.stderr is not None
+    assert reader.stdout.readline().startswith(b"customer_id,")
+    reader.stdout.close()  # as `head -1` does
+    stderr = reader.stderr.read().decode()
+    assert reader.wait(timeout=60) == 1
+    assert "Traceback" not in stderr, stderr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +32,17 @@ class Command(BaseCommand):
             raise CommandError(f"--start {start} is after --end {end}")
         if options["out"] == "-":
             # The CSV alone on standard output (for a pipe); the count on standard error.
-            count = services.combined_csv_lines(
-                csv.writer(self.stdout), start=start, end=end, by=by
-            )
+            try:
+                count = services.combined_csv_lines(
+                    csv.writer(self.stdout), start=start, end=end, by=by
+                )
+                self.stdout.flush()
+            except BrokenPipeError:
+                # The reader stopped early (`| head`): stop quietly, as other tools do. What is
+                # still buffered goes nowhere, rather than into a second traceback at exit.
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                raise SystemExit(1) from None
             self.stderr.write(f"wrote {count} line(s) to standard output")
             return
         if options["out"]:
