@@ -18,8 +18,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Sum
+from django.db.models import Count, F, Sum, Value
 from django.db.models.expressions import RawSQL
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from ads_sync import locks, selectors
@@ -405,15 +406,27 @@ def plan_csv_restore(*, plan: Plan) -> None:
     not leave them so. A run with no day to fetch finished when it was planned; its time is
     extended to count the rewriting.
     """
-    written = 0
+    written, errors = 0, []
     try:
         for customer_id, day in plan.csv_missing:
-            day_csv_write(customer_id=customer_id, day=day, output_dir=plan.run.output_dir)
+            try:
+                day_csv_write(customer_id=customer_id, day=day, output_dir=plan.run.output_dir)
+            except OSError as exc:
+                # A file that cannot be written (its account's folder is not one) is the run's
+                # note: the tasks are sent, and the next plan there tries it again.
+                errors.append(f"{customer_id} {day}: {exc}")
+                continue
             written += 1
     finally:
         # The files written, not those planned: a folder that fails halfway counts what it took.
         if written != len(plan.csv_missing):
             SyncRun.objects.filter(pk=plan.run.pk).update(csv_rewritten=written)
+    if errors:
+        logger.error("ads sync: run %s: %d CSV file(s) not rewritten", plan.run.pk, len(errors))
+        note = f"{len(errors)} CSV file(s) could not be rewritten, first: {errors[0]}"
+        SyncRun.objects.filter(pk=plan.run.pk).update(
+            notes=Concat(F("notes"), Value("\n" if plan.run.notes else ""), Value(note))
+        )
     if plan.csv_missing and not plan.days:
         now = timezone.now()
         SyncRun.objects.filter(pk=plan.run.pk, finished_at__isnull=False).update(

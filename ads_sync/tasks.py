@@ -98,10 +98,11 @@ def detect_gaps(
 
     If another planning holds the lock, try again a minute later: a backfill's run may not cover
     every account or day this one would plan. So too if the planning ran out of time (slow
-    account lookups, a long fan-out or CSV restore). A run of the same trigger that started
-    since shortly before the first try (a second beat's) did this detection's work: then it
-    stops, rather than fetching the lookback days twice. The runs this detection started itself
-    (`own_runs`, cut short) do not count: their unsent days failed, and the next try plans them.
+    account lookups, a long fan-out or CSV restore), or the CSV folder cannot be written. A
+    run of the same trigger that started since shortly before the first try (a second beat's)
+    did this detection's work: then it stops, rather than fetching the lookback days twice.
+    The runs this detection started itself (`own_runs`, cut short) do not count: their unsent
+    days failed, and the next try plans them.
     """
     first_try = dt.datetime.fromisoformat(since) if since else timezone.now()
     own = list(own_runs or [])
@@ -122,6 +123,15 @@ def detect_gaps(
         logger.warning("ads sync: the detection ran out of time planning; it tries again")
         own += SyncRun.objects.filter(trigger=trigger, started_at__gte=this_try).values_list(
             "pk", flat=True
+        )
+        plan = None
+    except OSError as exc:
+        # The CSV folder cannot be written (checked before any API call and any run): a mount
+        # not ready yet at the daily hour must not lose the day's detection.
+        logger.error(
+            "ads sync: the CSV folder cannot be written (%s); the detection tries again in %s s",
+            exc,
+            DETECT_GAPS_RETRY_S,
         )
         plan = None
     if plan is None:

@@ -79,11 +79,12 @@ class StrictIntegerField(serializers.IntegerField):
             if not data.is_integer():
                 self.fail("invalid")
         elif isinstance(data, Decimal):  # a JSON number written with a fraction or exponent
-            # 1e3 and 7.0 are integers; 7.0000000000000001 and 1e-400 are not. Past 20 digits
-            # it is refused as the float of such a number was, before int() builds it.
-            if not data.is_finite() or data != data.to_integral_value() or data.adjusted() >= 20:
+            # 1e3 and 7.0 are integers; 7.0000000000000001 and 1e-400 are not.
+            if not data.is_finite() or data != data.to_integral_value():
                 self.fail("invalid")
-            data = int(data)
+            # Past 20 digits, a stand-in of the same sign gets the range's message, before
+            # int() builds a number of a billion digits (1e999999999).
+            data = int(data) if data.adjusted() < 20 else (10**20 if data > 0 else -(10**20))
         elif not isinstance(data, int):
             self.fail("invalid")
         return super().to_internal_value(data)
@@ -132,9 +133,11 @@ class PriceField(PlainDecimalField):
     def to_internal_value(self, data: Any) -> Decimal:
         if isinstance(data, bool) or not isinstance(data, str | int | float | Decimal):
             self.fail("invalid")
-        if isinstance(data, Decimal):
+        if isinstance(data, Decimal) and data.is_finite():
             # A JSON number is its value: 19.990 is 19.99. (A string keeps its form, as ever.)
-            data = _without_trailing_zeros(data)
+            # Its precision is checked first: DRF's length limit on the number's text would
+            # name a long fraction "String value too large".
+            data = self.validate_precision(_without_trailing_zeros(data))
         value = super().to_internal_value(data)
         # -0 would be answered as "-0.00" and stored (PostgreSQL has no negative zero) as 0.
         return abs(value) if value.is_zero() else value

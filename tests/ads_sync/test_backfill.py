@@ -241,16 +241,16 @@ def test_a_csv_rewrite_that_fails_after_planning_leaves_no_day_without_its_task(
 
     # Only this process's: the worker writes the new days' files as usual.
     monkeypatch.setattr(services, "day_csv_write", failing_for_the_done_day)
-    with pytest.raises(OSError, match="No space left"):
-        tasks.run_start(
-            trigger=SyncRun.Trigger.BACKFILL, start=new_day, end=done_day, output_dir=tmp_path
-        )
-    run = SyncRun.objects.order_by("-pk").first()
-    assert run is not None
-    assert run.planned == len(ads_sandbox.customers)  # the new day, for every account
-    run = wait_for_run(run.pk)
+    plan = tasks.run_start(
+        trigger=SyncRun.Trigger.BACKFILL, start=new_day, end=done_day, output_dir=tmp_path
+    )
+    assert plan is not None
+    assert plan.run.planned == len(ads_sandbox.customers)  # the new day, for every account
+    run = wait_for_run(plan.run.pk)
     assert run.done == run.planned
     assert run.csv_rewritten == 0  # the file it could not write is not counted as rewritten
+    assert "1 CSV file(s) could not be rewritten" in run.notes
+    assert "No space left" in run.notes
 
 
 def test_bad_arguments_are_refused_with_a_message() -> None:
@@ -352,6 +352,19 @@ def test_ctrl_c_while_waiting_names_the_run_that_goes_on_and_exits_130(
     run = SyncRun.objects.get()
     assert f"run {run.pk} goes on in the workers" in str(stopped.value)
     assert wait_for_run(run.pk).done == run.planned  # the workers did finish it
+
+
+def test_ctrl_c_while_waiting_for_another_runs_dates_is_the_same_clear_error(
+    tmp_path: Path, monkeypatch
+) -> None:
+    def interrupted(self: Any, run: SyncRun, customers: list[str]) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
+    monkeypatch.setattr(backfill_ads.Command, "_wait_for_other_runs", interrupted)
+    with pytest.raises(CommandError, match="stopped waiting; run") as stopped:
+        call_command("backfill_ads", *_one_day_of_one_account(tmp_path), stdout=io.StringIO())
+    assert stopped.value.returncode == 130
 
 
 def test_ctrl_c_while_planning_is_a_clear_error_exiting_130(tmp_path: Path, monkeypatch) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -101,3 +102,16 @@ def test_export_to_a_pipe_closed_early_stops_quietly() -> None:
     stderr = reader.stderr.read().decode()
     assert reader.wait(timeout=60) == 1
     assert "Traceback" not in stderr, stderr
+
+
+def test_export_to_a_full_disk_is_a_clear_error() -> None:
+    services.day_rows_replace(
+        customer_id="1111111111", day=DAY, rows=[campaign_day(campaign_id=1)], currency_code="EUR"
+    )
+    full = open("/dev/full", "w", buffering=1)  # noqa: SIM115 (closed below, whatever happens)
+    try:
+        with pytest.raises(CommandError, match="cannot write to standard output"):
+            call_command("export_ads_csv", "--out", "-", stdout=full, stderr=io.StringIO())
+    finally:
+        with contextlib.suppress(OSError):
+            full.close()

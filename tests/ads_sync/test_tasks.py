@@ -339,6 +339,17 @@ def test_a_folder_that_cannot_be_written_stops_the_plan_before_any_api_call(
     assert not SyncRun.objects.exists()
 
 
+def test_a_detection_whose_folder_cannot_be_written_is_retried_not_lost(
+    settings, tmp_path: Path
+) -> None:
+    """A mount not ready at the daily hour: the task failed, with no run and no retry."""
+    (tmp_path / "not-a-folder").write_text("")
+    settings.ADS_SYNC_OUTPUT_DIR = tmp_path / "not-a-folder"
+    with pytest.raises(Retry):
+        tasks.detect_gaps()
+    assert not SyncRun.objects.exists()
+
+
 def test_a_retried_detection_stops_if_another_run_of_its_trigger_started_meanwhile() -> None:
     since = (timezone.now() - dt.timedelta(minutes=1)).isoformat()
     SyncRun.objects.create(trigger=SyncRun.Trigger.BEAT, output_dir="out")  # the other beat's

@@ -263,6 +263,10 @@ class Command(BaseCommand):
             return
         try:
             run = self._wait(run, queue)
+            self._summary(run)
+            # Dates of the range that another run was fetching were skipped by this plan: the
+            # range is complete only once they are too (`backfill_ads && export_ads_csv`).
+            elsewhere = self._wait_for_other_runs(run, customers)
         except KeyboardInterrupt:
             if self.stdout.isatty():
                 self.stdout.write("")
@@ -270,10 +274,6 @@ class Command(BaseCommand):
                 f"stopped waiting; run {run.pk} goes on in the workers (admin: Sync runs)",
                 returncode=INTERRUPTED,
             ) from None
-        self._summary(run)
-        # Dates of the range that another run was fetching were skipped by this plan: the
-        # range is complete only once they are too (`backfill_ads && export_ads_csv`).
-        elsewhere = self._wait_for_other_runs(run, customers)
         if run.failed:
             problems.append(f"{run.failed} date(s) failed")
         if elsewhere.failed:
@@ -317,6 +317,7 @@ class Command(BaseCommand):
         )
         keys = {(customer_id, day) for customer_id, day, _ in held}
         last: tuple[object, float] = (None, time.monotonic())
+        last_line = time.monotonic()
         while True:
             try:
                 states = {
@@ -338,6 +339,12 @@ class Command(BaseCommand):
             now = time.monotonic()
             if (unsettled, settled) != last[0]:
                 last = ((unsettled, settled), now)
+            if now - last_line >= PLAIN_EVERY_S:
+                self.stdout.write(
+                    f"  {unsettled} of them still in flight; those runs last settled a day "
+                    f"{now - last[1]:.0f} s ago"
+                )
+                last_line = now
             if not unsettled or now - last[1] > OTHER_RUNS_STALL_S:
                 failed = sum(1 for state in states.values() if state == SyncDay.State.FAILED)
                 deferred = sum(1 for state in states.values() if state == SyncDay.State.DEFERRED)

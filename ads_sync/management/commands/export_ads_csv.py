@@ -43,6 +43,8 @@ class Command(BaseCommand):
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, sys.stdout.fileno())
                 raise SystemExit(1) from None
+            except OSError as exc:  # a full disk behind a redirection
+                raise CommandError(f"cannot write to standard output: {exc}") from exc
             self.stderr.write(f"wrote {count} line(s) to standard output")
             return
         if options["out"]:

@@ -233,7 +233,10 @@ def test_unknown_fields_are_reported_together_with_other_errors(clerk) -> None:
         ('"price": 1e400, "stock_level": 1', "price", "digits"),
         ('"price": 1, "stock_level": 7.0000000000000001', "stock_level", "integer"),
         ('"price": 1, "stock_level": 1e-400', "stock_level", "integer"),
-        ('"price": 1, "stock_level": 1e999999999', "stock_level", "integer"),
+        ('"price": 1, "stock_level": 1e999999999', "stock_level", "less than or equal"),
+        ('"price": 1, "stock_level": -1e20', "stock_level", "greater than or equal"),
+        ('"price": 1, "stock_level": 1.55e1', "stock_level", "integer"),
+        ('"price": 1.' + "1" * 1200 + ', "stock_level": 1', "price", "decimal places"),
     ],
 )
 def test_json_numbers_are_checked_as_written_not_as_floats(clerk, body, field, message) -> None:
