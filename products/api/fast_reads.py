@@ -38,7 +38,6 @@ from rest_framework.renderers import JSONRenderer
 
 from products import cache
 from products.api import fast_path
-from products.api.errors import ServiceUnavailable, error_body
 from products.api.serializers import ListQuerySerializer, SearchQuerySerializer
 from products.api.views import (
     PageFunction,
@@ -165,15 +164,8 @@ class ProductPagesApp:
             # Answered here as the view answers it: the view would first wait for a
             # connection as long again.
             logger.exception("database unavailable")
-            body = self.renderer.render(
-                error_body("service_unavailable", str(ServiceUnavailable.default_detail))
-            )
-            headers = [
-                *_headers(page.view).items(),
-                ("Retry-After", str(ServiceUnavailable.wait)),
-                ("Content-Length", str(len(body))),
-            ]
-            return "503 Service Unavailable", headers, body
+            status, headers, body = fast_path.unavailable(_headers(page.view))
+            return status, [*headers, ("Content-Length", str(len(body)))], body
         except Exception:
             return None  # a page past the end (404): the view answers
         entry = _entry(page.view, content)

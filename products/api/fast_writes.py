@@ -41,7 +41,7 @@ from rest_framework.renderers import JSONRenderer
 from inventory_project import parsers
 from products import cache, services
 from products.api import fast_path
-from products.api.errors import SERVER_ERROR_DETAIL, ServiceUnavailable, error_body
+from products.api.errors import SERVER_ERROR_DETAIL, error_body
 from products.api.serializers import ProductOutputSerializer, ProductUpdateSerializer
 from products.api.views import ProductDetailView
 from products.models import Product
@@ -149,12 +149,7 @@ class ProductUpdateApp:
         return "200 OK", list(entry.headers.items()), content
 
     def _unavailable(self) -> tuple[str, list[tuple[str, str]], bytes]:
-        detail = str(ServiceUnavailable.default_detail)
-        status, headers, body = self._error(
-            "503 Service Unavailable", ServiceUnavailable.default_code, detail
-        )
-        headers.append(("Retry-After", str(ServiceUnavailable.wait)))
-        return status, headers, body
+        return fast_path.unavailable(fast_path.view_json_headers(self.view))
 
     def _error(
         self, status: str, code: str, detail: str
