@@ -7,10 +7,10 @@ import datetime as dt
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -35,6 +35,8 @@ OTHER_RUNS_STALL_S = float(tasks.SYNC_DAY_SOFT_LIMIT_S)
 EARLIEST = dt.date(2000, 1, 1)
 # The shell's status for a command stopped by Ctrl-C (128 + SIGINT).
 INTERRUPTED = 130
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ class Command(BaseCommand):
         "another planning holds the lock, 4 when dates of the range are not fetched yet "
         "(deferred, stranded in another run, or not complete in the accounts' time zones)."
     )
+    _database_down = False  # while waiting (`_read`)
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--start", type=iso_date, help="first date (YYYY-MM-DD)")
@@ -316,25 +319,28 @@ class Command(BaseCommand):
             f"{', '.join(map(str, runs))} are fetching"
         )
         keys = {(customer_id, day) for customer_id, day, _ in held}
+
+        def poll() -> tuple[dict[tuple[str, dt.date], str], int | None]:
+            states = {
+                (c, d): state
+                for c, d, state in days.filter(date__in={d for _, d in keys}).values_list(
+                    "customer_id", "date", "state"
+                )
+                if (c, d) in keys
+            }
+            # Progress is any day those runs settle: ours may wait in the queue behind theirs.
+            settled = SyncRun.objects.filter(pk__in=runs).aggregate(
+                n=Sum(F("done") + F("failed") + F("deferred"))
+            )["n"]
+            return states, settled
+
         last: tuple[object, float] = (None, time.monotonic())
         last_line = time.monotonic()
         while True:
-            try:
-                states = {
-                    (c, d): state
-                    for c, d, state in days.filter(date__in={d for _, d in keys}).values_list(
-                        "customer_id", "date", "state"
-                    )
-                    if (c, d) in keys
-                }
-                # Progress is any day those runs settle: ours may wait in the queue behind theirs.
-                settled = SyncRun.objects.filter(pk__in=runs).aggregate(
-                    n=Sum(F("done") + F("failed") + F("deferred"))
-                )["n"]
-            except (OperationalError, InterfaceError):
-                connection.close()
-                time.sleep(POLL_S * 5)
+            polled = self._read(poll)
+            if polled is None:
                 continue
+            states, settled = polled
             unsettled = sum(1 for state in states.values() if state in in_flight)
             now = time.monotonic()
             if (unsettled, settled) != last[0]:
@@ -355,25 +361,35 @@ class Command(BaseCommand):
                 return _Elsewhere(runs=runs, failed=failed, deferred=deferred, in_flight=unsettled)
             time.sleep(POLL_S * 5)
 
+    def _read(self, read: Callable[[], _T]) -> _T | None:
+        """What `read` reads; None, after a pause, while PostgreSQL is unreachable (restarting):
+        the runs go on in the workers (a day is retried until it can be recorded), so the waits
+        wait for the database rather than crash. Said once per outage."""
+        try:
+            value = read()
+        except (OperationalError, InterfaceError) as exc:
+            connection.close()
+            if not self._database_down:
+                self.stderr.write(f"\nthe database is unreachable ({exc}); still waiting")
+            self._database_down = True
+            time.sleep(POLL_S * 5)
+            return None
+        self._database_down = False
+        return value
+
     def _wait(self, run: SyncRun, queue: str) -> SyncRun:
         tty = self.stdout.isatty()
         t0 = time.monotonic()
         last_plain = 0.0
         last_progress = (-1, t0)
-        database_down = False
+
+        def refreshed() -> SyncRun:
+            run.refresh_from_db()
+            return run
+
         while True:
-            try:
-                run.refresh_from_db()
-            except (OperationalError, InterfaceError) as exc:
-                # PostgreSQL restarting: the run goes on in the workers (its days are retried
-                # until they can be recorded); wait for the database rather than crash.
-                connection.close()
-                if not database_down:
-                    self.stderr.write(f"\nthe database is unreachable ({exc}); still waiting")
-                database_down = True
-                time.sleep(POLL_S * 5)
+            if self._read(refreshed) is None:
                 continue
-            database_down = False
             now = time.monotonic()
             settled = run.settled
             if settled != last_progress[0]:
