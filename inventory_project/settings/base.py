@@ -359,14 +359,13 @@ ADS_SYNC_LOOKBACK_DAYS = env_int("ADS_SYNC_LOOKBACK_DAYS", 3)
 # detection waits 2, 4, 8 ... days between tries, at most the max. `backfill_ads` does not wait.
 ADS_SYNC_FAILED_DAILY_RETRIES = env_int("ADS_SYNC_FAILED_DAILY_RETRIES", 2)
 ADS_SYNC_FAILED_BACKOFF_MAX_DAYS = env_int("ADS_SYNC_FAILED_BACKOFF_MAX_DAYS", 30)
-ADS_SYNC_DAILY_AT = env_str("ADS_SYNC_DAILY_AT", "03:00")
-# Checked here: beat took "25:00" and then never ran the detection.
-_ads_hour, _ads_minute = env_time_of_day("ADS_SYNC_DAILY_AT", "03:00")
+# (hour, minute), UTC. Checked here: beat took "25:00" and then never ran the detection.
+ADS_SYNC_DAILY_AT = env_time_of_day("ADS_SYNC_DAILY_AT", "03:00")
 PERIODIC_TASKS.append(
     {
         "name": "ads_sync: detect gaps",
         "task": "ads_sync.detect_gaps",
-        "crontab": {"minute": str(_ads_minute), "hour": str(_ads_hour)},
+        "crontab": {"minute": str(ADS_SYNC_DAILY_AT[1]), "hour": str(ADS_SYNC_DAILY_AT[0])},
         "kwargs": {"trigger": "beat"},
         "description": "Plan the missing Google Ads days and fan out one sync_day per date.",
     }

@@ -30,12 +30,11 @@ class Command(BaseCommand):
         if not Product.objects.exists():
             call_command("seed_products", count=DEMO_PRODUCTS, stdout=self.stdout)
         username = str(options["username"])
-        user = get_user_model().objects.filter(username=username).first()
+        user_model = get_user_model()
+        user = user_model.objects.filter(username=username).first()
         if user is None:
             password = secrets.token_urlsafe(12)
-            get_user_model().objects.create_superuser(
-                username=username, email="", password=password
-            )
+            user_model.objects.create_superuser(username=username, email="", password=password)
             PASSWORD_FILE.write_text(password + "\n")
             PASSWORD_FILE.chmod(0o600)
             self.stdout.write(self.style.SUCCESS(f"created demo admin user {username!r}"))
