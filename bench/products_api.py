@@ -122,17 +122,21 @@ def prepare_database(env: dict[str, str]) -> str:
 
 
 class Server:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], app: str = "inventory_project.wsgi") -> None:
+        """gunicorn serving `app` (a WSGI module of the project or of bench/) with `env`."""
         self.env = env
+        self.app = app
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Server:
         self.proc = subprocess.Popen(  # noqa: S603
             [
                 str(ROOT / ".venv" / "bin" / "gunicorn"),
-                "inventory_project.wsgi",
+                self.app,
                 "--config",
                 "inventory_project/gunicorn.conf.py",
+                "--pythonpath",
+                str(Path(__file__).resolve().parent),
             ],
             cwd=ROOT,
             env=self.env,

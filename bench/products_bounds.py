@@ -2,8 +2,11 @@
 
 Issue #5 asks for the uncached search at 0.25x the floor and the 80/20 mix at 0.8x. This
 measures, beside the floor and in the same run, what bounds each. Every round runs wrk against
-the cached server (`bench/products_api.py`'s setup) for the floor, the mix's reads (`mix.lua`
-with no PUT) and PUT only, then two loops in this process, with the server idle:
+the cached server (`bench/products_api.py`'s setup, serving `bench/_bare.py`, which hands every
+request but its own paths to the app) for the floor, the mix's reads (`mix.lua` with no PUT),
+PUT only and the mix; then PUT only and the mix again, with each PUT sent to `bench/_bare.py`'s
+write (the app's token query, service, invalidation and write-through, with no framework around
+them); then two loops in this process, with the server idle:
 
 - The search's PostgreSQL work. `selectors.product_search` sends the statement the view sends
   for `name=steel&min_price=100&max_price=200`, and the CPU of the PostgreSQL backend serving
@@ -20,6 +23,16 @@ with no PUT) and PUT only, then two loops in this process, with the server idle:
   servers' near caches pushes faster than they drain them, and they would start over empty; so
   the pushes a real write sends are not counted. The products written (outside the hot set)
   are invalidated for real once every round is done.
+
+A last phase measures the search's ceiling by experiment rather than by arithmetic. A second
+server, cache off, serves `bench/_bare.py`, whose two search paths answer the search from the
+app's own selector with no framework around it (no query serializer, throttle, links, ETag or
+headers), and the same page from a statement that PostgreSQL neither plans per search nor
+computes keys for (its keys computed once, its plan kept), which the app cannot send. Each
+round runs wrk on the floor, the API's search and both paths, one after the other.
+
+The wrk rates beside the floor's are shown as the median of their per-round ratios to their
+round's floor.
 
 The mix's budget: if each request costs what it costs alone, 0.8 x floor = 1 / (0.8 / reads +
 0.2 / puts) gives the PUT rate the mix needs, and cores / that rate the share of the cores one
@@ -179,10 +192,14 @@ def measure_round(
     token: str, seconds: int, first: bool, search: Search, write: Write
 ) -> dict[str, float]:
     hot = {"ID_MAX": str(api.HOT_SET), "TOKEN": token}
+    bare = {**hot, "PUT_PATH": BARE_PUT}
     plans = {
         "floor": ("get.lua", "/healthz", {}),
         "reads": ("mix.lua", "/", {**hot, "PUT_RATIO": "0"}),
         "put": ("mix.lua", "/", {**hot, "PUT_RATIO": "1"}),
+        "mix": ("mix.lua", "/", hot),
+        "bare_put": ("mix.lua", "/", {**bare, "PUT_RATIO": "1"}),
+        "bare_mix": ("mix.lua", "/", bare),
     }
     rates: dict[str, float] = {}
     put_cpu: dict[str, float] = {}
@@ -201,7 +218,9 @@ def measure_round(
     write_own, write_cpu = timed_loop(write.step, 3000, write.backend())
     print(
         f"  floor {rates['floor']:,.0f} req/s, reads {rates['reads']:,.0f}, PUT"
-        f" {rates['put']:,.0f} ({sum(put_cpu.values()):.2f} ms CPU); search: PostgreSQL"
+        f" {rates['put']:,.0f} ({sum(put_cpu.values()):.2f} ms CPU), mix {rates['mix']:,.0f};"
+        f" no framework: PUT {rates['bare_put']:,.0f}, mix {rates['bare_mix']:,.0f};"
+        " search: PostgreSQL"
         f" {search_cpu['PostgreSQL']:.2f} ms; write round trips"
         f" {write_own + sum(write_cpu.values()):.2f} ms",
         flush=True,
@@ -210,6 +229,10 @@ def measure_round(
         "floor": rates["floor"],
         "reads": rates["reads"],
         "put": rates["put"],
+        **{
+            f"{name}_ratio": rates[name] / rates["floor"]
+            for name in ("mix", "bare_put", "bare_mix")
+        },
         **{f"put_{group}": value for group, value in put_cpu.items()},
         "search_pg": search_cpu["PostgreSQL"],
         "search_py": search_own,
@@ -218,7 +241,35 @@ def measure_round(
     }
 
 
-def render(rounds: list[dict[str, float]]) -> str:
+BARE_PUT = "/bare/products/"  # bench/_bare.py's PUT_PREFIX (importing it sets up the app)
+RATIOS = ("mix", "bare_put", "bare_mix")  # shown as ratios to their round's floor
+SEARCH = "name=steel&min_price=100&max_price=200"
+CEILING_PLANS = {
+    "search": f"/api/products/search/?{SEARCH}",
+    "bare": f"/bare/search?{SEARCH}",
+    "kept": "/bare/search-kept",
+}
+
+
+def ceiling_round(seconds: int, first: bool) -> dict[str, float]:
+    """The floor, the API's search and the two bench-only searches, as ratios to the floor."""
+    rates: dict[str, float] = {}
+    for name, path in {"floor": "/healthz", **CEILING_PLANS}.items():
+        if first:
+            api.wrk(name, "get.lua", path, 2, {})
+        result = api.wrk(name, "get.lua", path, seconds, {})
+        if result.errors:
+            raise RuntimeError(f"{name}: {result.errors} errors or non-2xx answers")
+        rates[name] = result.rps
+    print(
+        f"  floor {rates['floor']:,.0f} req/s; search: API {rates['search']:,.0f}, no framework"
+        f" {rates['bare']:,.0f}, plan kept {rates['kept']:,.0f}",
+        flush=True,
+    )
+    return {name: rates[name] / rates["floor"] for name in CEILING_PLANS}
+
+
+def render(rounds: list[dict[str, float]], ceiling: list[dict[str, float]]) -> str:
     """Medians of what was measured; every derived figure is computed from those medians."""
     m = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     floor = m["floor"]
@@ -257,12 +308,38 @@ def render(rounds: list[dict[str, float]]) -> str:
             f"{CORES} cores / PostgreSQL's CPU per search; the target is 0.25x",
         ),
         ("mix at 0.8x: the PUT rate it needs", *mix),
+        ("80/20 mix, the API", f"{m['mix_ratio']:.3f}x", ""),
+        (
+            "PUT: the app's service, no framework around it",
+            f"{m['bare_put_ratio']:.3f}x",
+            "`PUT /bare/products/<id>`: token query, service, invalidation, write-through",
+        ),
+        (
+            "80/20 mix with those PUTs",
+            f"**{m['bare_mix_ratio']:.3f}x**",
+            "the same reads through the app; what a write path in Python reached here",
+        ),
         (
             "a write's round trips, no framework",
             f"{sum(write_cpu.values()):.2f} ms",
             parts(write_cpu),
         ),
     ]
+    if ceiling:
+        c = {key: statistics.median(r[key] for r in ceiling) for key in CEILING_PLANS}
+        rows += [
+            ("search uncached, the API (the ceiling's server)", f"{c['search']:.3f}x", ""),
+            (
+                "search: the app's selector, no framework around it",
+                f"**{c['bare']:.3f}x**",
+                "`/bare/search`: the statement planned for its values, rows as Products, JSON",
+            ),
+            (
+                "search: plan kept, keys computed once (not the app)",
+                f"{c['kept']:.3f}x",
+                "`/bare/search-kept`: the most a search in Python reached here",
+            ),
+        ]
     lines = ["| measure | value | how |", "| --- | ---: | --- |"]
     lines += [f"| {name} | {value} | {how} |" for name, value, how in rows]
     return "\n".join(
@@ -285,6 +362,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5, help="measured seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the search's ceiling")
     args = parser.parse_args()
     api.ensure_wrk()
     env = api.base_env(cache_enabled=True)
@@ -293,13 +371,19 @@ def main() -> int:
     search, write = Search(), Write(token)
     rounds = []
     try:
-        with api.Server(env):
+        with api.Server(env, app="_bare:application"):
             api.warm_hot_set()
             for n in range(args.rounds):
                 rounds.append(measure_round(token, args.seconds, n == 0, search, write))
     finally:
         write.invalidate_written()  # the loop wrote them with counters of its own
-    table = render(rounds)
+    ceiling = []
+    if not args.no_ceiling:
+        print("search ceiling (cache off, bench/_bare.py):", flush=True)
+        with api.Server(api.base_env(cache_enabled=False), app="_bare:application"):
+            for n in range(args.rounds):
+                ceiling.append(ceiling_round(args.seconds, n == 0))
+    table = render(rounds, ceiling)
     print(table)
     if not args.no_docs:
         write_section(table, BEGIN, END)
