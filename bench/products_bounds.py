@@ -337,7 +337,7 @@ def render(rounds: list[dict[str, float]], ceiling: list[dict[str, float]]) -> s
             (
                 "search: plan kept, keys computed once (not the app)",
                 f"{c['kept']:.3f}x",
-                "`/bare/search-kept`: the most a search in Python reached here",
+                "`/bare/search-kept`: without what PostgreSQL plans and computes per search",
             ),
         ]
     lines = ["| measure | value | how |", "| --- | ---: | --- |"]
