@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 
 
 class InventoryProjectConfig(AppConfig):
@@ -13,3 +14,10 @@ class InventoryProjectConfig(AppConfig):
         from inventory_project import logins
 
         user_login_failed.connect(logins.count_login_failure, dispatch_uid="count_login_failure")
+
+
+class AdminConfig(admin_apps.AdminConfig):
+    """django.contrib.admin, with the project's site (inventory_project/admin_site.py)."""
+
+    default = False  # named in INSTALLED_APPS; "inventory_project" stays the config above
+    default_site = "inventory_project.admin_site.AdminSite"
