@@ -33,8 +33,8 @@ STALL_CHECK_S = 30.0
 OTHER_RUNS_STALL_S = float(tasks.SYNC_DAY_SOFT_LIMIT_S)
 # Google Ads has no data from before it started (October 2000).
 EARLIEST = dt.date(2000, 1, 1)
-# The shell's status for a command stopped by Ctrl-C (128 + SIGINT).
-INTERRUPTED = 130
+# The shell's status for a command stopped by a signal: 128 + its number (Ctrl-C: 130).
+SIGNALLED = 128
 
 _T = TypeVar("_T")
 
@@ -49,6 +49,19 @@ class _Elsewhere:
     in_flight: int = 0  # their runs made no progress for OTHER_RUNS_STALL_S
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled as Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def interrupted_status(exc: KeyboardInterrupt) -> int:
+    """The exit status of a command stopped by this signal (130 for Ctrl-C, 143 for SIGTERM)."""
+    return SIGNALLED + getattr(exc, "signum", signal.SIGINT)
+
+
 @contextlib.contextmanager
 def stopped_like_ctrl_c() -> Iterator[None]:
     """SIGTERM and SIGHUP (`timeout`, a cancelled CI job, a closed SSH session) stop the
@@ -60,7 +73,7 @@ def stopped_like_ctrl_c() -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        raise Stopped(signum)
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
@@ -221,13 +234,13 @@ class Command(BaseCommand):
                 "failed and the next run plans them again",
                 returncode=2,
             ) from exc
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             # run_start has failed whatever it had planned and not sent (tasks.run_plan).
             raise CommandError(
                 "interrupted while planning; dates it planned and had not sent are marked "
                 "failed and planned again by the next gap detection or backfill; dates sent "
                 "go on in the workers (admin: Sync runs)",
-                returncode=INTERRUPTED,
+                returncode=interrupted_status(exc),
             ) from None
         if plan is None:
             raise CommandError(
@@ -270,12 +283,12 @@ class Command(BaseCommand):
             # Dates of the range that another run was fetching were skipped by this plan: the
             # range is complete only once they are too (`backfill_ads && export_ads_csv`).
             elsewhere = self._wait_for_other_runs(run, customers)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if self.stdout.isatty():
                 self.stdout.write("")
             raise CommandError(
                 f"stopped waiting; run {run.pk} goes on in the workers (admin: Sync runs)",
-                returncode=INTERRUPTED,
+                returncode=interrupted_status(exc),
             ) from None
         if run.failed:
             problems.append(f"{run.failed} date(s) failed")
