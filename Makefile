@@ -39,7 +39,7 @@ run: migrate
 lint: install
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/mypy inventory_project products ads_sync
+	.venv/bin/mypy inventory_project products ads_sync bench
 
 format: install
 	.venv/bin/ruff check --fix .

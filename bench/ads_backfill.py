@@ -341,7 +341,10 @@ def ours(env: dict[str, str], tmp: Path) -> CeleryResult:
         ("run row created (after the account lookups)", run.started_at.timestamp()),
         ("first date fetched (a worker)", campaign[0] if campaign else None),
         ("last date answered", campaign[-1] + LATENCY_S if campaign else None),
-        ("run settled (last ledger entry, totals CSV)", run.finished_at.timestamp()),
+        (
+            "run settled (last ledger entry, totals CSV)",
+            run.finished_at.timestamp() if run.finished_at else None,
+        ),
         ("command printed its summary", summary_at),
         ("command exited", t0 + wall),
     ]
