@@ -12,8 +12,8 @@ Django 5.2's admin answers a 500 for two kinds of hand-edited address:
   they are: Django redirects to `?e=1`, as it does for a filter value it cannot use.
 
 `inventory_project.apps.AdminConfig` (in INSTALLED_APPS in place of `django.contrib.admin`)
-makes `AdminSite` the default site: `admin.site`, so every app's registrations and Django's
-own admins use it.
+makes `admin.site` an `AdminSite`, so every app's registrations, Django's own admins
+included, are served through it.
 """
 
 from __future__ import annotations
