@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
+from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +19,7 @@ from rest_framework.utils.json import strict_constant
 from products.api.serializers import NOT_UTF8, ensure_utf8
 
 NOT_UNICODE = "Not valid Unicode: a lone surrogate escape (\\ud800 to \\udfff) is not a character."
+GIVEN_TWICE = "Given more than once in this JSON object: which one was meant is ambiguous."
 
 # A lone surrogate can only come from an escape: raw text decoded as UTF-8 holds none.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -32,13 +34,28 @@ def load_json(text: str) -> Any:
     - NaN and Infinity are refused (DRF's STRICT_JSON).
     - Text that is not Unicode (a lone surrogate escape, `"\\ud800"`) is a 400 naming the field
       that holds it: kept, it would fail later, when the answer naming it is encoded (a 500).
+    - A name given twice in one object (`{"price": "1.00", "price": "9.00"}`) is a 400 naming
+      it. Python's json keeps the last; other parsers on the way (a proxy, a gateway that
+      checks bodies) may keep the first, so what was checked and what is stored could differ.
 
     Raises ValueError for malformed JSON, and ValidationError or ParseError for the rest.
     """
-    data = json.loads(text, parse_constant=_PARSE_CONSTANT, parse_float=Decimal)
+    data = json.loads(
+        text, parse_constant=_PARSE_CONSTANT, parse_float=Decimal, object_pairs_hook=_object
+    )
     if _SURROGATE_ESCAPE.search(text):
         _refuse_surrogates(data)
     return data
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object of the body; one name given twice is refused (see load_json)."""
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        counts = Counter(key for key, _ in pairs)
+        twice = sorted(key for key, n in counts.items() if n > 1)
+        raise ValidationError({_printable(key): [GIVEN_TWICE] for key in twice})
+    return found
 
 
 def _refuse_surrogates(data: Any) -> None:

@@ -144,6 +144,7 @@ def test_it_gives_its_database_connection_back(stack, token) -> None:
         (b'{"price": 1e-400, "stock_level": 2}', {}, 400),
         (b'{"price": "1.00", "stock_level": 7.0000000000000001}', {}, 400),
         (b'{"price": "1.00", "stock_level": 2, "\\ud800": 1}', {}, 400),
+        (b'{"price": "1.00", "stock_level": 2, "price": "9.00"}', {}, 400),
     ],
     ids=[
         "bad-json",
@@ -164,6 +165,7 @@ def test_it_gives_its_database_connection_back(stack, token) -> None:
         "price-underflow",
         "fraction-of-a-stock-level",
         "lone-surrogate-key",
+        "a-name-given-twice",
     ],
 )
 def test_everything_else_is_answered_by_the_view(stack, token, body, environ, code) -> None:

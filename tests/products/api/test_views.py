@@ -8,6 +8,7 @@ import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
+from inventory_project.parsers import GIVEN_TWICE
 from products import cache
 from products.models import Product
 from tests.products.conftest import ProductFactory
@@ -270,6 +271,26 @@ def test_a_lone_surrogate_escape_is_a_400_naming_where_it_is(clerk, body, field)
     assert response.status_code == 400
     assert "lone surrogate" in error_of(response)["fields"][field][0]
     assert not Product.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [
+        ("post", '{"name": "A", "price": "1.00", "stock_level": 1, "price": "9.00"}'),
+        ("put", '{"price": "1.00", "stock_level": 1, "price": "9.00"}'),
+        ("patch", '{"price": "1.00", "price": "9.00"}'),
+    ],
+)
+def test_a_json_name_given_twice_is_a_400_naming_it(clerk, method, body) -> None:
+    """The last one won: a proxy or gateway that keeps the first could check one price and let
+    the other be stored."""
+    product = ProductFactory(price=Decimal("5.00"))
+    path = "/api/products" if method == "post" else f"/api/products/{product.pk}"
+    response = getattr(clerk, method)(path, body, content_type="application/json")
+    assert response.status_code == 400
+    assert error_of(response)["fields"] == {"price": [GIVEN_TWICE]}
+    product.refresh_from_db()
+    assert (Product.objects.count(), product.price, product.version) == (1, Decimal("5.00"), 1)
 
 
 def test_a_json_body_that_is_only_a_lone_surrogate_is_a_parse_error(clerk) -> None:
