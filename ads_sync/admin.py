@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
 from django.http import HttpRequest
 
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
-from inventory_project.admin_site import ChangeList
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
-        return ChangeList  # refuses a date hierarchy year it cannot build a range for
-
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 

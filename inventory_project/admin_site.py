@@ -1,19 +1,27 @@
-"""The admin site, and its change list, with addresses no stored row can match refused.
+"""The admin site, with hand-edited addresses and forms answered as bad input, not a 500.
 
-Django 5.2's admin answers a 500 for two kinds of hand-edited address:
+Django 5.2's admin answers a 500 for input no page of it sends, typed into an address or a
+tampered form. This site refuses it, for every admin registered on it (ours, Django's auth and
+DRF's tokens, django-celery-beat's):
 
-- **A NUL character** (`%00`) in a filter's value or an object's id: PostgreSQL text cannot
-  hold one, and psycopg refuses to send it. The site refuses such a request with a 400 that
-  says so, before any admin view runs (`/admin/auth/user/?username=%00`,
-  `/admin/ads_sync/adsaccount/%00/change/`).
-- **A date hierarchy year that has no end** within Python's dates: a 20-digit year
-  (OverflowError) and year 9999, whose next year or month cannot be built (ValueError). Django
-  catches only the ValueError of the first date. `ChangeList` treats both as the bad lookups
-  they are: Django redirects to `?e=1`, as it does for a filter value it cannot use.
+- **A NUL character** (`%00`) in the address, a query parameter's name or value: PostgreSQL
+  text cannot hold one, and psycopg refuses to send it (`/admin/auth/user/?username=%00`,
+  `/admin/ads_sync/adsaccount/%00/change/`). A 400 that says so, before any admin view runs.
+- **A form body that is not UTF-8.** Django decodes it with replacement characters, so
+  `name=%FF%FE` was stored as two U+FFFD, which the API refuses. A 400 naming the fields.
+- **A change list filter the database cannot run**: a lookup on a field with a value it cannot
+  take (`?name__regex=(`, `?stock_level__range=1`, `?created_at__year=10000`,
+  `?stock_level__in=<20 digits>`), or a date hierarchy year with no end (year 9999, a 20-digit
+  year). Django lets any lookup on a model's own fields through, and the query fails when the
+  page counts its rows. These are treated as the bad lookups they are: Django then redirects to
+  `?e=1`, as it does for a filter value it can tell is wrong. The count runs in a savepoint, so
+  a change list that a save re-renders keeps its transaction.
+- **An action on ids that are not ids** (`_selected_action=abc`): a 400 naming the value.
 
+`register` gives every admin class these checks (`GuardedAdmin`, ahead of the class's own
+methods in its MRO) and its change list class `ChangeListGuard`.
 `inventory_project.apps.AdminConfig` (in INSTALLED_APPS in place of `django.contrib.admin`)
-makes `admin.site` an `AdminSite`, so every app's registrations, Django's own admins
-included, are served through it.
+makes `admin.site` an `AdminSite`, so every app's registrations go through it.
 """
 
 from __future__ import annotations
@@ -23,9 +31,16 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views import main
+from django.core.exceptions import ValidationError
+from django.db import DataError, ProgrammingError, router, transaction
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from rest_framework.exceptions import ValidationError as APIValidationError
+
+from products.api.serializers import ensure_utf8
 
 View = TypeVar("View", bound=Callable[..., Any])
 NUL = "\x00"
@@ -33,6 +48,10 @@ NUL_REFUSED = (
     "This address holds a NUL character (%00): nothing stored here can contain one, so it"
     " names no object and filters nothing.\n"
 )
+# What a filter the database cannot run raises while the change list counts its rows: the
+# database's refusal, psycopg's (a number too large for the column), Django's (a year outside
+# Python's dates, a range with one bound).
+BAD_LOOKUP = (DataError, ProgrammingError, ValueError, OverflowError, IndexError)
 
 
 class AdminSite(admin.AdminSite):
@@ -40,28 +59,96 @@ class AdminSite(admin.AdminSite):
         inner = super().admin_view(view, cacheable)
 
         @functools.wraps(inner)
-        def refusing_nul(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if _holds_nul(request):
-                return HttpResponseBadRequest(NUL_REFUSED, content_type="text/plain; charset=utf-8")
+        def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            refused = _refusal(request)
+            if refused is not None:
+                return _bad_request(refused)
             return inner(request, *args, **kwargs)
 
-        return cast(View, refusing_nul)
+        return cast(View, checked)
+
+    def register(
+        self,
+        model_or_iterable: Any,
+        admin_class: type[admin.ModelAdmin] | None = None,
+        **options: Any,
+    ) -> None:
+        super().register(model_or_iterable, _guarded(admin_class or admin.ModelAdmin), **options)
 
 
-def _holds_nul(request: HttpRequest) -> bool:
-    # The path as decoded (object ids), and each query parameter's name and values.
-    if NUL in request.path:
-        return True
-    return any(
+def _refusal(request: HttpRequest) -> str | None:
+    """Why this request is refused before the view, if it is."""
+    if NUL in request.path or any(
         NUL in name or any(NUL in value for value in values) for name, values in request.GET.lists()
-    )
+    ):
+        return NUL_REFUSED
+    if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
+        try:
+            ensure_utf8(request.body)
+        except APIValidationError as exc:
+            names = ", ".join(sorted(exc.detail))  # type: ignore[arg-type]
+            return f"Not valid UTF-8: {names}. Forms are sent as UTF-8.\n"
+    return None
 
 
-class ChangeList(main.ChangeList):
-    """Django's, with a date hierarchy year it cannot turn into a range refused as a bad lookup."""
+def _bad_request(message: str) -> HttpResponse:
+    return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
+
+
+class ChangeListGuard(main.ChangeList):
+    """A change list whose filters the database cannot run are bad lookups (see the module)."""
 
     def get_filters(self, request: HttpRequest) -> Any:
         try:
             return super().get_filters(request)
-        except (OverflowError, ValueError) as exc:
+        except (OverflowError, ValueError) as exc:  # the date hierarchy's year
             raise IncorrectLookupParameters(exc) from exc
+
+    def get_results(self, request: HttpRequest) -> None:
+        try:
+            with transaction.atomic(using=router.db_for_read(self.model)):
+                super().get_results(request)
+        except BAD_LOOKUP as exc:
+            raise IncorrectLookupParameters(exc) from exc
+
+
+class GuardedAdmin(admin.ModelAdmin):
+    """What `AdminSite.register` adds to every admin class."""
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[main.ChangeList]:
+        return _guarded_changelist(super().get_changelist(request, **kwargs))
+
+    def response_action(
+        self, request: HttpRequest, queryset: QuerySet[Any], *args: Any, **kwargs: Any
+    ) -> HttpResponse | None:
+        pk = self.model._meta.pk
+        assert pk is not None
+        for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
+            try:
+                pk.to_python(value)
+            except ValidationError:
+                return _bad_request(f"Not an id of this list: {value[:100]!r}.\n")
+        return super().response_action(request, queryset, *args, **kwargs)
+
+
+def _guarded(admin_class: type[admin.ModelAdmin]) -> type[admin.ModelAdmin]:
+    return _with_first(GuardedAdmin, admin_class)
+
+
+def _guarded_changelist(changelist: type[main.ChangeList]) -> type[main.ChangeList]:
+    return _with_first(ChangeListGuard, changelist)
+
+
+_Class = TypeVar("_Class", bound=type)
+_made: dict[tuple[type, type], type] = {}
+
+
+def _with_first(guard: type, cls: _Class) -> _Class:
+    """`cls` with `guard` first in its MRO: one class per pair, named as `cls`."""
+    if issubclass(cls, guard):
+        return cls
+    made = _made.get((guard, cls))
+    if made is None:
+        attrs = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        made = _made[guard, cls] = type(cls.__name__, (guard, cls), attrs)
+    return cast(_Class, made)

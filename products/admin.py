@@ -5,13 +5,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
 from django.db import router, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.utils.text import smart_split, unescape_string_literal
 
-from inventory_project.admin_site import ChangeList
 from products import selectors
 from products.models import Product
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from inventory_project import tasks
 from inventory_project.admin_site import NUL_REFUSED
+from products.models import Product
 
 pytestmark = pytest.mark.django_db
 
@@ -77,6 +80,75 @@ def test_a_date_hierarchy_year_without_an_end_is_a_bad_lookup_not_a_500(
     assert response["Location"] == f"{path}?e=1"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        # Lookups Django lets through on a model's own fields, with values the query cannot take
+        "/admin/products/product/?name__regex=(",
+        "/admin/products/product/?stock_level__range=1",
+        "/admin/products/product/?stock_level__range=123",
+        "/admin/products/product/?name__unaccent=x",  # no such extension
+        "/admin/products/product/?stock_level__in=99999999999999999999",
+        "/admin/products/product/?created_at__year=10000",
+        "/admin/products/product/?created_at__iso_year=0",
+        # Django's and django-celery-beat's admins, through the same site
+        "/admin/auth/user/?date_joined__year=10000",
+        "/admin/django_celery_beat/periodictask/?last_run_at__year=99999999999999999999",
+        "/admin/ads_sync/syncday/?fetched_at__year=-1",
+    ],
+)
+def test_a_filter_the_database_cannot_run_is_a_bad_lookup_not_a_500(admin_client, url) -> None:
+    response = admin_client.get(url)
+
+    assert response.status_code == 302
+    assert response["Location"] == url.split("?")[0] + "?e=1"
+
+
+def test_a_list_save_sent_to_a_filter_the_database_cannot_run_saves_nothing(
+    admin_client,
+) -> None:
+    """The count failed inside the save's transaction: it runs in a savepoint of its own."""
+    product = Product.objects.create(name="Lamp", price=Decimal("5.00"), stock_level=3)
+    body = {
+        "form-TOTAL_FORMS": "1",
+        "form-INITIAL_FORMS": "1",
+        "form-0-id": str(product.pk),
+        "form-0-price": "6.00",
+        "form-0-stock_level": "3",
+        "_save": "Save",
+    }
+    response = admin_client.post("/admin/products/product/?name__regex=(", body)
+
+    assert (response.status_code, response["Location"]) == (302, "/admin/products/product/?e=1")
+    product.refresh_from_db()
+    assert (product.price, product.version) == (Decimal("5.00"), 1)
+
+
+@pytest.mark.parametrize("path", ["/admin/products/product/", "/admin/auth/user/"])
+@pytest.mark.parametrize("value", ["abc", "", "1.5", "\x00"])
+def test_an_action_on_something_that_is_not_an_id_is_a_400(admin_client, path, value) -> None:
+    Product.objects.create(name="Lamp", price=Decimal("5.00"), stock_level=3)
+    body = {"action": "delete_selected", "_selected_action": [value], "index": "0"}
+    response = admin_client.post(path, body)
+
+    assert response.status_code == 400
+    assert "Not an id of this list" in response.content.decode()
+    assert Product.objects.count() == 1
+
+
+def test_a_form_that_is_not_utf8_is_a_400_naming_the_field(admin_client) -> None:
+    """Django decoded it with replacement characters: the name was stored as U+FFFD U+FFFD."""
+    response = admin_client.post(
+        "/admin/products/product/add/",
+        b"name=%FF%FEab&price=1.00&stock_level=1",
+        content_type="application/x-www-form-urlencoded",
+    )
+
+    assert response.status_code == 400
+    assert response.content.decode() == "Not valid UTF-8: name. Forms are sent as UTF-8.\n"
+    assert not Product.objects.exists()
+
+
 def test_a_date_hierarchy_year_that_has_an_end_still_filters(admin_client) -> None:
     response = admin_client.get("/admin/ads_sync/syncday/?date__year=9998&date__month=12")
 
@@ -103,3 +175,40 @@ def test_running_a_periodic_task_while_the_broker_is_away_is_a_message_not_a_500
     assert response.status_code == 200
     shown = [str(m) for m in response.context["messages"]]
     assert any("message broker could not be reached" in m for m in shown), shown
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "why"),
+    [
+        ("[]", "{}", "missing 1 required positional argument: 'token'"),
+        ("5", "{}", "must be a JSON list"),
+        ("[]", "[]", "must be a JSON list"),
+        ('["t"]', '{"zzz": 1}', "unexpected keyword argument 'zzz'"),
+    ],
+)
+def test_running_a_task_whose_stored_arguments_do_not_fit_is_a_message_not_a_500(
+    admin_client, monkeypatch, args, kwargs, why
+) -> None:
+    every = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.HOURS)
+    fits = PeriodicTask.objects.create(
+        name="fits", task=tasks.clear_expired_sessions.name, interval=every
+    )
+    unfit = PeriodicTask.objects.create(
+        name="unfit", task=tasks.heartbeat.name, interval=every, args=args, kwargs=kwargs
+    )
+    sent: list[str] = []
+    for task in (tasks.clear_expired_sessions, tasks.heartbeat):
+        monkeypatch.setattr(task, "apply_async", lambda *a, name=task.name, **k: sent.append(name))
+
+    response = admin_client.post(
+        "/admin/django_celery_beat/periodictask/",
+        {"action": "run_tasks", "_selected_action": [fits.pk, unfit.pk]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    shown = " ".join(str(m) for m in response.context["messages"])
+    assert "No task was sent" in shown
+    assert "unfit: " in shown
+    assert why in shown, shown
+    assert sent == []
