@@ -13,6 +13,9 @@ from products.api import errors
 # lead to the API's list, by its route name as the redirect of / below, not to a 404.
 # Lazy (the URLconf is loading), and rendered as text like any str.
 admin.site.site_url = cast(str, reverse_lazy("products:list"))
+# The Swagger page is a template: DRF answered OPTIONS (its metadata) through that template's
+# renderer, which has no template for it, a 500. It answers GET and HEAD; anything else is 405.
+swagger_ui = SpectacularSwaggerView.as_view(url_name="schema", http_method_names=["get", "head"])
 
 urlpatterns = [
     # Someone who opens the server's address lands on the API, not on a 404.
@@ -21,10 +24,10 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/docs/", swagger_ui, name="swagger-ui"),
     # Without the trailing slash too, as every API route.
     path("api/schema", SpectacularAPIView.as_view()),
-    path("api/docs", SpectacularSwaggerView.as_view(url_name="schema")),
+    path("api/docs", swagger_ui),
     path("api/", include("products.api.urls")),
     # The browsable API's "Log in" and "Log out": a session for its forms (writes need CSRF).
     path("api-auth/", include("rest_framework.urls")),

@@ -133,6 +133,16 @@ def test_the_schema_and_its_docs_answer_with_and_without_the_slash(client, path:
     assert client.get(path).status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/api/docs", "/api/docs/"])
+def test_the_docs_page_answers_get_and_head_and_refuses_the_rest(client, path: str) -> None:
+    """OPTIONS was a 500: DRF rendered its metadata through the page's template renderer."""
+    client.raise_request_exception = False
+    assert client.head(path).status_code == 200
+    for method in ("options", "post", "delete"):
+        response = getattr(client, method)(path)
+        assert (response.status_code, response["Allow"]) == (405, "GET, HEAD"), method
+
+
 def test_the_schema_lists_only_the_products_operations(client) -> None:
     paths = client.get("/api/schema", {"format": "json"}).json()["paths"]
     assert sorted(paths) == ["/api/products", "/api/products/search", "/api/products/{id}"]
