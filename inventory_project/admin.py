@@ -1,19 +1,68 @@
-"""django-celery-beat's Periodic tasks admin, with clear messages when a task cannot be sent."""
+"""django-celery-beat's admin, with what it let through refused as bad input, not a 500.
+
+- Periodic tasks: clear messages when a task cannot be sent (`run_tasks`), and a form that
+  refuses arguments that could never be sent (`PeriodicTaskForm`).
+- Crontabs: the form shown again with its errors no longer crashes describing the schedule.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.validators import ProhibitNullCharactersValidator
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django_celery_beat import admin as beat_admin
 from django_celery_beat.admin import PeriodicTaskAdmin
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 
+class PeriodicTaskForm(beat_admin.PeriodicTaskForm):
+    """django-celery-beat's form, refusing on their fields what it stored or crashed on.
+
+    - Arguments that are JSON but not a list (positional) or an object (keyword, headers) were
+      stored, and made "Run selected tasks" and the worker fail; headers were not checked at
+      all. JSON nested too deeply for Python's parser was a RecursionError (a 500).
+    - A task name the "custom" field refused (too long, a NUL character) was a KeyError in the
+      form's clean (a 500), and a NUL in the registered task's name reached PostgreSQL.
+    """
+
+    _SHAPES = {"args": (list, "a JSON list"), "kwargs": (dict, "a JSON object")}
+
+    def clean_regtask(self) -> Any:
+        value = self.cleaned_data.get("regtask")
+        ProhibitNullCharactersValidator()(value)
+        return value
+
+    def clean_headers(self) -> Any:
+        return self._clean_json("headers")
+
+    def _clean_json(self, field: str) -> Any:
+        value = self.cleaned_data[field]
+        expected, named = self._SHAPES.get(field, (dict, "a JSON object"))
+        try:
+            loaded = json.loads(value) if value else expected()
+        except RecursionError as exc:
+            raise forms.ValidationError("Unable to parse JSON: nested too deeply.") from exc
+        except ValueError as exc:
+            raise forms.ValidationError(f"Unable to parse JSON: {exc}") from exc
+        if not isinstance(loaded, expected):
+            raise forms.ValidationError(f"Must be {named}.")
+        return value
+
+    def clean(self) -> Any:
+        if "task" in self._errors:
+            return self.cleaned_data  # the field's own error says why; the base would KeyError
+        return super().clean()
+
+
 class BrokerAwarePeriodicTaskAdmin(PeriodicTaskAdmin):
+    form = PeriodicTaskForm
+
     """'Run selected tasks' answered a 500 page when RabbitMQ could not be reached, and when a
     task's stored arguments did not fit it (celery checks them as it sends). Such tasks are now
     named in a message, and none of the selection is sent."""
@@ -58,5 +107,23 @@ class BrokerAwarePeriodicTaskAdmin(PeriodicTaskAdmin):
         return None
 
 
+class CrontabScheduleAdmin(beat_admin.CrontabScheduleAdmin):
+    """The schedule's description no longer crashes on values celery cannot parse.
+
+    The form checks each field, and shows itself again with the errors, describing the
+    schedule as it was typed: celery's parser raised on `-1` or `1,,2` (a ParseException the
+    model's `human_readable` does not catch), a 500 instead of the errors.
+    """
+
+    @admin.display(description="human readable")
+    def human_readable(self, obj: CrontabSchedule) -> str:
+        try:
+            return str(obj.human_readable)
+        except Exception:
+            return "(not a valid schedule)"
+
+
 admin.site.unregister(PeriodicTask)
 admin.site.register(PeriodicTask, BrokerAwarePeriodicTaskAdmin)
+admin.site.unregister(CrontabSchedule)
+admin.site.register(CrontabSchedule, CrontabScheduleAdmin)

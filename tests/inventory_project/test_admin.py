@@ -212,3 +212,71 @@ def test_running_a_task_whose_stored_arguments_do_not_fit_is_a_message_not_a_500
     assert "unfit: " in shown
     assert why in shown, shown
     assert sent == []
+
+
+TASK_ADD = "/admin/django_celery_beat/periodictask/add/"
+
+
+def _task_form(**values: str) -> dict[str, str]:
+    every = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.HOURS)
+    return {
+        "name": "n",
+        "task": tasks.heartbeat.name,
+        "interval": str(every.pk),
+        "args": '["t"]',
+        "kwargs": "{}",
+        "headers": "{}",
+        "enabled": "on",
+        **values,
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "message"),
+    [
+        ({"args": "5"}, "args", "Must be a JSON list."),
+        ({"args": "null"}, "args", "Must be a JSON list."),
+        ({"kwargs": "[]"}, "kwargs", "Must be a JSON object."),
+        ({"headers": "x"}, "headers", "Unable to parse JSON"),
+        ({"headers": "[1]"}, "headers", "Must be a JSON object."),
+        ({"args": "[" * 100_000}, "args", "nested too deeply"),
+        ({"kwargs": '{"a":' * 5_000}, "kwargs", "nested too deeply"),
+        ({"task": "a" * 300}, "task", "at most 200 characters"),
+        ({"task": "a\x00"}, "task", "Null characters are not allowed."),
+        ({"regtask": "\x00", "task": ""}, "regtask", "Null characters are not allowed."),
+    ],
+)
+def test_a_periodic_task_whose_arguments_could_never_be_sent_is_refused_on_the_field(
+    admin_client, values, field, message
+) -> None:
+    """They were stored (args 5, headers x), or a 500 (deep JSON, a refused task name)."""
+    response = admin_client.post(TASK_ADD, _task_form(**values))
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert message in " ".join(errors.get(field, [])), errors
+    assert not PeriodicTask.objects.filter(name="n").exists()
+
+
+def test_a_periodic_task_with_fitting_arguments_is_still_saved(admin_client) -> None:
+    response = admin_client.post(TASK_ADD, _task_form())
+
+    assert response.status_code == 302
+    assert PeriodicTask.objects.get(name="n").args == '["t"]'
+
+
+@pytest.mark.parametrize("minute", ["-1", "1,,2"])
+def test_a_crontab_celery_cannot_parse_shows_the_form_errors_not_a_500(admin_client, minute):
+    body = {
+        "minute": minute,
+        "hour": "*",
+        "day_of_week": "*",
+        "day_of_month": "*",
+        "month_of_year": "*",
+        "timezone": "UTC",
+    }
+    response = admin_client.post("/admin/django_celery_beat/crontabschedule/add/", body)
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["minute"]
+    assert "(not a valid schedule)" in response.content.decode()
