@@ -45,7 +45,7 @@ class PeriodicTaskForm(beat_admin.PeriodicTaskForm):
         value = self.cleaned_data[field]
         expected, named = self._SHAPES.get(field, (dict, "a JSON object"))
         try:
-            loaded = json.loads(value) if value else expected()
+            loaded = json.loads(value)  # empty is not JSON: the base refused it too
         except RecursionError as exc:
             raise forms.ValidationError("Unable to parse JSON: nested too deeply.") from exc
         except ValueError as exc:
@@ -61,11 +61,11 @@ class PeriodicTaskForm(beat_admin.PeriodicTaskForm):
 
 
 class BrokerAwarePeriodicTaskAdmin(PeriodicTaskAdmin):
-    form = PeriodicTaskForm
-
     """'Run selected tasks' answered a 500 page when RabbitMQ could not be reached, and when a
     task's stored arguments did not fit it (celery checks them as it sends). Such tasks are now
     named in a message, and none of the selection is sent."""
+
+    form = PeriodicTaskForm
 
     @admin.action(description=PeriodicTaskAdmin.run_tasks.short_description)
     def run_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
@@ -93,12 +93,14 @@ class BrokerAwarePeriodicTaskAdmin(PeriodicTaskAdmin):
         if task is None:
             return None  # django-celery-beat names an unknown task itself
         try:
-            args, kwargs = json.loads(entry.args or "[]"), json.loads(entry.kwargs or "{}")
-        except ValueError:
+            # As django-celery-beat reads them to send them.
+            args, kwargs = json.loads(entry.args), json.loads(entry.kwargs)
+        except (ValueError, RecursionError):
             return "the arguments are not JSON"
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             return "the positional arguments must be a JSON list, the keyword ones an object"
-        check = getattr(task, "__header__", None)  # what apply_async checks them with
+        # What apply_async checks them with, when the task asks for it (typing, the default).
+        check = getattr(task, "__header__", None) if getattr(task, "typing", False) else None
         if check is not None:
             try:
                 check(*args, **kwargs)

@@ -6,7 +6,8 @@ DRF's tokens, django-celery-beat's):
 
 - **A NUL character** (`%00`) in the address, a query parameter's name or value: PostgreSQL
   text cannot hold one, and psycopg refuses to send it (`/admin/auth/user/?username=%00`,
-  `/admin/ads_sync/adsaccount/%00/change/`). A 400 that says so, before any admin view runs.
+  `/admin/ads_sync/adsaccount/%00/change/`). A 400 that says so, ahead of the view and of its
+  login check. (Form fields refuse a NUL themselves: Django's ProhibitNullCharactersValidator.)
 - **A form body that is not UTF-8.** Django decodes it with replacement characters, so
   `name=%FF%FE` was stored as two U+FFFD, which the API refuses. A 400 naming the fields.
 - **A change list filter the database cannot run**: a lookup on a field with a value it cannot
@@ -14,8 +15,9 @@ DRF's tokens, django-celery-beat's):
   `?stock_level__in=<20 digits>`), or a date hierarchy year with no end (year 9999, a 20-digit
   year). Django lets any lookup on a model's own fields through, and the query fails when the
   page counts its rows. These are treated as the bad lookups they are: Django then redirects to
-  `?e=1`, as it does for a filter value it can tell is wrong. The count runs in a savepoint, so
-  a change list that a save re-renders keeps its transaction.
+  `?e=1`, as it does for a filter value it can tell is wrong, and the error is logged as a
+  warning. Only what a filter's values can cause is caught: a missing table or a refused
+  permission (also ProgrammingErrors) and a lost connection stay server errors.
 - **An action on ids that are not ids** (`_selected_action=abc`): a 400 naming the value.
 
 `register` gives every admin class these checks (`GuardedAdmin`, ahead of the class's own
@@ -27,6 +29,7 @@ makes `admin.site` an `AdminSite`, so every app's registrations go through it.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -49,9 +52,16 @@ NUL_REFUSED = (
     " names no object and filters nothing.\n"
 )
 # What a filter the database cannot run raises while the change list counts its rows: the
-# database's refusal, psycopg's (a number too large for the column), Django's (a year outside
-# Python's dates, a range with one bound).
-BAD_LOOKUP = (DataError, ProgrammingError, ValueError, OverflowError, IndexError)
+# database's refusal of a value (DataError: an invalid regular expression), psycopg's (a number
+# too large for the column), Django's (a year outside Python's dates, a range with one bound).
+BAD_LOOKUP = (DataError, ValueError, OverflowError, IndexError)
+# ProgrammingErrors that a lookup causes: psycopg's own (no SQLSTATE: a range of three values
+# has three parameters for two placeholders), and a function the database lacks (a lookup of
+# an extension that is not installed, `__unaccent`). A missing table or a refused permission
+# are ProgrammingErrors too, and stay server errors.
+LOOKUP_SQLSTATES = {None, "42883"}  # undefined_function
+
+logger = logging.getLogger(__name__)
 
 
 class AdminSite(admin.AdminSite):
@@ -101,15 +111,31 @@ class ChangeListGuard(main.ChangeList):
     def get_filters(self, request: HttpRequest) -> Any:
         try:
             return super().get_filters(request)
-        except (OverflowError, ValueError) as exc:  # the date hierarchy's year
-            raise IncorrectLookupParameters(exc) from exc
+        except (OverflowError, ValueError) as exc:
+            hierarchy = f"{self.date_hierarchy}__" if self.date_hierarchy else None
+            if hierarchy is None or not any(name.startswith(hierarchy) for name in request.GET):
+                raise  # not the date hierarchy's year: a bug, not a bad address
+            raise _bad_lookup(request, exc) from exc
 
     def get_results(self, request: HttpRequest) -> None:
+        # In a savepoint: the products admin's list save re-renders the list inside its own
+        # transaction, which a failed count would otherwise leave unusable.
         try:
             with transaction.atomic(using=router.db_for_read(self.model)):
                 super().get_results(request)
         except BAD_LOOKUP as exc:
-            raise IncorrectLookupParameters(exc) from exc
+            raise _bad_lookup(request, exc) from exc
+        except ProgrammingError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) not in LOOKUP_SQLSTATES:
+                raise
+            raise _bad_lookup(request, exc) from exc
+
+
+def _bad_lookup(request: HttpRequest, exc: Exception) -> IncorrectLookupParameters:
+    logger.warning(
+        "admin: a filter the database cannot run: %s", request.get_full_path(), exc_info=exc
+    )
+    return IncorrectLookupParameters(exc)
 
 
 class GuardedAdmin(admin.ModelAdmin):
@@ -144,7 +170,12 @@ _made: dict[tuple[type, type], type] = {}
 
 
 def _with_first(guard: type, cls: _Class) -> _Class:
-    """`cls` with `guard` first in its MRO: one class per pair, named as `cls`."""
+    """`cls` with `guard` first in its MRO: one class per pair, named as `cls`.
+
+    `isinstance` holds, `type(...) is cls` does not, and the class cannot be pickled by name
+    (nothing pickles admin classes). Admin and change list classes are fixed per admin, so the
+    pairs are few.
+    """
     if issubclass(cls, guard):
         return cls
     made = _made.get((guard, cls))

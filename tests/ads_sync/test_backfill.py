@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import io
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -516,3 +518,11 @@ def test_dates_past_the_accounts_yesterday_are_named_as_not_planned(
         *("--output-dir", str(tmp_path), "--no-wait"),
     )
     assert f"note: the dates after {run.range_end} are not complete yet" in text
+
+
+def test_the_signal_stop_copies_pickles_and_reads_as_its_signal() -> None:
+    stop = backfill_ads.SignalInterrupt(signal.SIGTERM)
+    for again in (copy.copy(stop), pickle.loads(pickle.dumps(stop))):
+        assert (again.signum, str(again)) == (signal.SIGTERM, "SIGTERM")
+    assert backfill_ads.interrupted_status(stop) == 143
+    assert backfill_ads.interrupted_status(KeyboardInterrupt()) == 130

@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.db import connection
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -97,11 +98,22 @@ def test_a_date_hierarchy_year_without_an_end_is_a_bad_lookup_not_a_500(
         "/admin/ads_sync/syncday/?fetched_at__year=-1",
     ],
 )
-def test_a_filter_the_database_cannot_run_is_a_bad_lookup_not_a_500(admin_client, url) -> None:
+def test_a_filter_the_database_cannot_run_is_a_bad_lookup_not_a_500(
+    admin_client, url, caplog
+) -> None:
     response = admin_client.get(url)
 
     assert response.status_code == 302
     assert response["Location"] == url.split("?")[0] + "?e=1"
+    assert "a filter the database cannot run" in caplog.text  # a warning, with the error
+
+
+def test_a_missing_table_is_still_a_server_error_not_a_bad_lookup(admin_client) -> None:
+    """Only what a filter's values cause is a bad lookup: this ProgrammingError is not one."""
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE ads_sync_campaigndaymetric CASCADE")  # rolled back after
+
+    assert admin_client.get("/admin/ads_sync/campaigndaymetric/").status_code == 500
 
 
 def test_a_list_save_sent_to_a_filter_the_database_cannot_run_saves_nothing(
@@ -184,6 +196,7 @@ def test_running_a_periodic_task_while_the_broker_is_away_is_a_message_not_a_500
         ("5", "{}", "must be a JSON list"),
         ("[]", "[]", "must be a JSON list"),
         ('["t"]', '{"zzz": 1}', "unexpected keyword argument 'zzz'"),
+        ("", "{}", "not JSON"),  # stored before the form refused it
     ],
 )
 def test_running_a_task_whose_stored_arguments_do_not_fit_is_a_message_not_a_500(
@@ -235,6 +248,9 @@ def _task_form(**values: str) -> dict[str, str]:
     ("values", "field", "message"),
     [
         ({"args": "5"}, "args", "Must be a JSON list."),
+        ({"args": ""}, "args", "Unable to parse JSON"),  # the base refused it too
+        ({"kwargs": ""}, "kwargs", "Unable to parse JSON"),
+        ({"headers": ""}, "headers", "Unable to parse JSON"),  # a NOT NULL error (a 500)
         ({"args": "null"}, "args", "Must be a JSON list."),
         ({"kwargs": "[]"}, "kwargs", "Must be a JSON object."),
         ({"headers": "x"}, "headers", "Unable to parse JSON"),

@@ -49,12 +49,15 @@ class _Elsewhere:
     in_flight: int = 0  # their runs made no progress for OTHER_RUNS_STALL_S
 
 
-class Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, handled as Ctrl-C."""
+class SignalInterrupt(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled as Ctrl-C; its text is the signal's name."""
 
     def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
+        super().__init__(signum)  # args as given: it copies and pickles
         self.signum = signum
+
+    def __str__(self) -> str:
+        return signal.Signals(self.signum).name
 
 
 def interrupted_status(exc: KeyboardInterrupt) -> int:
@@ -73,7 +76,7 @@ def stopped_like_ctrl_c() -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        raise Stopped(signum)
+        raise SignalInterrupt(signum)
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
