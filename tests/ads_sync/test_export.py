@@ -5,8 +5,10 @@ import csv
 import datetime as dt
 import io
 import os
+import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from urllib.parse import quote
 
@@ -115,3 +117,40 @@ def test_export_to_a_full_disk_is_a_clear_error() -> None:
     finally:
         with contextlib.suppress(OSError):
             full.close()
+
+
+def test_export_to_a_named_pipe_writes_into_it_and_leaves_it_a_pipe(tmp_path: Path) -> None:
+    """A temporary file renamed over it replaced it: the reader got nothing (as root, a device
+    such as /dev/full was replaced the same way)."""
+    services.day_rows_replace(
+        customer_id="1111111111", day=DAY, rows=[campaign_day(campaign_id=1)], currency_code="EUR"
+    )
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    try:
+        call_command("export_ads_csv", "--out", str(fifo), stdout=io.StringIO())
+    finally:
+        if reader.is_alive():  # the command never opened it: let the reader go
+            with contextlib.suppress(OSError), open(fifo, "wb"):
+                pass
+        reader.join(timeout=10)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    lines = list(csv.DictReader(io.StringIO(received[0].decode())))
+    assert [(x["customer_id"], x["campaign_id"]) for x in lines] == [("1111111111", "1")]
+
+
+def test_export_to_a_link_writes_its_target_and_keeps_the_link(tmp_path: Path) -> None:
+    services.day_rows_replace(
+        customer_id="1111111111", day=DAY, rows=[campaign_day(campaign_id=1)], currency_code="EUR"
+    )
+    target = tmp_path / "exports" / "latest.csv"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    call_command("export_ads_csv", "--out", str(link), stdout=io.StringIO())
+    assert link.is_symlink()
+    assert target.read_text().startswith("customer_id,")

@@ -53,8 +53,21 @@ class Command(BaseCommand):
                 raise CommandError(f"cannot write {out}: no folder {out.parent}")
         else:
             out = Path(settings.ADS_SYNC_OUTPUT_DIR) / f"ads_export_by_{by}.csv"
+        # The file is written beside itself and renamed over the old one, so readers never see
+        # half of it. That is for a regular file: a link is followed (it stays a link to the
+        # new file), and a device or a named pipe (`/dev/stdout`, a FIFO) is written as a
+        # stream. Renamed over, it was replaced by a regular file (as root, /dev/full too).
+        target = Path(os.path.realpath(out))
+        if target.is_dir():
+            raise CommandError(f"cannot write {out}: it is a folder")
         try:
-            count = services.combined_csv_write(out=out, start=start, end=end, by=by)
-        except OSError as exc:
+            if target.exists() and not target.is_file():
+                with target.open("w", newline="", encoding="utf-8") as stream:
+                    count = services.combined_csv_lines(
+                        csv.writer(stream), start=start, end=end, by=by
+                    )
+            else:
+                count = services.combined_csv_write(out=target, start=start, end=end, by=by)
+        except OSError as exc:  # a full disk, a pipe whose reader left, no permission
             raise CommandError(f"cannot write {out}: {exc}") from exc
         self.stdout.write(f"wrote {count} line(s) to {out}")
