@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -15,8 +18,9 @@ from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection, connections
+from django.db.models import QuerySet
 from django.test import override_settings
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -169,6 +173,56 @@ def test_ensure_periodic_tasks_creates_missing_entries_and_keeps_operator_edits(
     assert entry.enabled is False
     assert entry.kwargs == '{"token": "edited"}'
     assert PeriodicTask.objects.filter(name="test heartbeat").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_ensure_periodic_tasks_at_once_create_each_entry_once(settings, monkeypatch) -> None:
+    """Both found it missing and the second failed on the unique name (IntegrityError)."""
+    settings.PERIODIC_TASKS = [
+        {
+            "name": "test sessions",
+            "task": "inventory_project.clear_expired_sessions",
+            "crontab": {"minute": "30", "hour": "4"},
+        }
+    ]
+    # Each run waits here, after looking for the entry, for the other to have looked too: at
+    # most a second, since the other may be waiting for this one's lock.
+    both_looked = threading.Barrier(2, timeout=1)
+    looked = QuerySet.exists
+
+    def exists_then_wait(self: QuerySet[Any]) -> bool:
+        found = looked(self)
+        if self.model is PeriodicTask:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both_looked.wait()
+        return found
+
+    monkeypatch.setattr(QuerySet, "exists", exists_then_wait)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call_command("ensure_periodic_tasks", stdout=io.StringIO())
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    runs = [threading.Thread(target=run) for _ in range(2)]
+    for thread in runs:
+        thread.start()
+    for thread in runs:
+        thread.join(timeout=30)
+    assert errors == []
+    assert PeriodicTask.objects.filter(name="test sessions").count() == 1
+
+
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")  # read by the command only
+def test_ensure_database_without_a_database_name_is_a_clear_error(settings) -> None:
+    """It sent CREATE DATABASE "" (a syntax error, with a traceback)."""
+    settings.DATABASES = {"default": {**settings.DATABASES["default"], "NAME": ""}}
+    with pytest.raises(CommandError, match="names no database"):
+        call_command("ensure_database")
 
 
 def test_production_settings_pass_the_deploy_check() -> None:

@@ -11,7 +11,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         db = settings.DATABASES["default"]
-        name = str(db["NAME"])
+        name = str(db["NAME"] or "")
+        if not name:
+            raise CommandError("DATABASE_URL names no database (postgres://user@host:port/NAME)")
         params = {
             "host": db["HOST"] or None,
             "port": db["PORT"] or None,
@@ -29,6 +31,9 @@ class Command(BaseCommand):
                     self.stdout.write(f"database {name!r} exists")
                     return
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.errors.DuplicateDatabase:
+            self.stdout.write(f"database {name!r} exists (created meanwhile)")
+            return
         except psycopg.OperationalError as exc:
             raise CommandError(
                 f"cannot reach PostgreSQL at {db['HOST']}:{db['PORT']}: {exc}"

@@ -4,8 +4,10 @@ import json
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import transaction
+from django.db import connection, transaction
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+LOCK = "inventory_project.ensure_periodic_tasks"
 
 
 class Command(BaseCommand):
@@ -18,6 +20,10 @@ class Command(BaseCommand):
         for spec in settings.PERIODIC_TASKS:
             name = str(spec["name"])
             with transaction.atomic():
+                # Two runs at once (make run beside a deploy's release step) both found the
+                # entry missing, and the second failed on the unique name: one at a time.
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [LOCK])
                 if PeriodicTask.objects.filter(name=name).exists():
                     self.stdout.write(f"periodic task {name!r} exists, left as is")
                     continue
