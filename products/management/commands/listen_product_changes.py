@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import argparse
 import logging
+import math
 import signal
 import time
 from types import FrameType
@@ -19,6 +21,18 @@ CHANNEL = "product_changes"
 PROBE_INTERVAL_S = 0.1
 
 
+def seconds(value: str) -> float:
+    """A delay: a finite number of seconds, not negative (checked before it is first needed,
+    at the first reconnect, where -1 or nan ended the listener)."""
+    try:
+        delay = float(value)
+    except ValueError:
+        delay = math.nan
+    if not math.isfinite(delay) or delay < 0:
+        raise argparse.ArgumentTypeError(f"not a number of seconds >= 0: {value!r}")
+    return delay
+
+
 class Command(BaseCommand):
     help = (
         "Invalidate the product cache for writes PostgreSQL reports (LISTEN product_changes): "
@@ -27,7 +41,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--reconnect-delay", type=float, default=1.0, help="seconds between reconnects"
+            "--reconnect-delay", type=seconds, default=1.0, help="seconds between reconnects"
         )
 
     def handle(self, *args: object, **options: object) -> None:

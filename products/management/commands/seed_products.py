@@ -62,6 +62,9 @@ class Command(BaseCommand):
         started = time.monotonic()
         table = Product._meta.db_table
         with transaction.atomic(), connection.cursor() as cursor:
+            # One seeding at a time: two at once on an empty table both found it empty and both
+            # loaded a catalogue. This mode lets reads through and waits for other writers.
+            cursor.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
             if options["replace"]:
                 cursor.execute(f"TRUNCATE {table} RESTART IDENTITY")
             elif Product.objects.exists():
