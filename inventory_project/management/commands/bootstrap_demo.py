@@ -1,44 +1,65 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
+from django.db.models import Field
 
 from products.models import Product
 
 PASSWORD_FILE = Path(settings.BASE_DIR) / ".demo-admin-password"
 DEMO_PRODUCTS = 3000
+DEFAULT_USERNAME = "admin"  # the one whose password PASSWORD_FILE keeps
+LOCK = "inventory_project.bootstrap_demo"
 
 
 class Command(BaseCommand):
     help = (
         "Prepare a development database once: periodic tasks, demo products (only into an empty "
         "catalogue), a demo admin user with a random password (kept in .demo-admin-password, "
-        "which git ignores)."
+        "which git ignores; another --username's password is printed, not kept)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--username", default="admin")
+        parser.add_argument("--username", default=DEFAULT_USERNAME)
 
     def handle(self, *args: object, **options: object) -> None:
+        user_model = get_user_model()
+        username = str(options["username"])
+        field = user_model._meta.get_field(user_model.USERNAME_FIELD)
+        assert isinstance(field, Field)
+        try:  # as Django's forms check it: allowed characters, length
+            field.clean(username, None)
+        except ValidationError as exc:
+            raise CommandError(f"--username {username!r}: {' '.join(exc.messages)}") from exc
+        with _one_at_a_time():
+            self._bootstrap(user_model, username)
+
+    def _bootstrap(self, user_model: Any, username: str) -> None:
         call_command("ensure_periodic_tasks", stdout=self.stdout)
         # Demo products once: never on top of a catalogue someone already has.
         if not Product.objects.exists():
             call_command("seed_products", count=DEMO_PRODUCTS, stdout=self.stdout)
-        username = str(options["username"])
-        user_model = get_user_model()
         user = user_model.objects.filter(username=username).first()
         if user is None:
             password = secrets.token_urlsafe(12)
             user_model.objects.create_superuser(username=username, email="", password=password)
-            PASSWORD_FILE.write_text(password + "\n")
-            PASSWORD_FILE.chmod(0o600)
             self.stdout.write(self.style.SUCCESS(f"created demo admin user {username!r}"))
             self.stdout.write(f"admin login: {username} / {password}")
+            if username == DEFAULT_USERNAME:
+                PASSWORD_FILE.write_text(password + "\n")
+                PASSWORD_FILE.chmod(0o600)
+            else:  # the file keeps the default admin's, which `make run` prints
+                self.stdout.write(f"(not kept in {PASSWORD_FILE.name}: note it now)")
             return
         # The file is this checkout's, the user the database's: after .env names another
         # database, or the password was changed, the file no longer opens the admin.
@@ -51,3 +72,15 @@ class Command(BaseCommand):
                 f"{PASSWORD_FILE.name} does not hold; set one with "
                 f"`scripts/manage.sh changepassword {username}`"
             )
+
+
+@contextmanager
+def _one_at_a_time() -> Iterator[None]:
+    """Two bootstraps at once both seeded an empty catalogue and both created the user."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", [LOCK])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [LOCK])

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import threading
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
+from django.db import connection
 
 from inventory_project.management.commands import bootstrap_demo
 from products.models import Product
@@ -52,3 +54,48 @@ def test_bootstrap_does_not_print_a_kept_password_this_database_refuses(django_u
     out = _bootstrap()
     assert "kept-for-another-database" not in out
     assert "scripts/manage.sh changepassword admin" in out
+
+
+@pytest.mark.parametrize(
+    ("username", "why"),
+    [("", "This field cannot be blank."), ("a" * 151, "at most 150"), ("bad user/x", "valid")],
+)
+def test_a_username_django_would_refuse_is_a_clear_error(username, why, django_user_model):
+    """'' was a ValueError, 151 characters a DataError (tracebacks); 'bad user/x' was created."""
+    with pytest.raises(CommandError, match=why):
+        call_command("bootstrap_demo", "--username", username, stdout=StringIO())
+    assert not django_user_model.objects.exists()
+
+
+def test_another_usernames_password_is_printed_not_kept() -> None:
+    """It overwrote the default admin's kept password, which `make run` prints."""
+    ProductFactory()
+    _bootstrap()
+    kept = bootstrap_demo.PASSWORD_FILE.read_text()
+    out = StringIO()
+    call_command("bootstrap_demo", "--username", "clerk", stdout=out)
+    assert "admin login: clerk / " in out.getvalue()
+    assert bootstrap_demo.PASSWORD_FILE.read_text() == kept
+    assert f"admin login: admin / {kept.strip()}" in _bootstrap()
+
+
+def test_two_bootstraps_at_once_seed_once_and_both_succeed(django_user_model) -> None:
+    """Both seeded an empty catalogue, and the second failed creating the same user."""
+    errors: list[BaseException] = []
+
+    def bootstrap() -> None:
+        try:
+            call_command("bootstrap_demo", stdout=StringIO())
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    runs = [threading.Thread(target=bootstrap) for _ in range(2)]
+    for thread in runs:
+        thread.start()
+    for thread in runs:
+        thread.join(timeout=120)
+    assert errors == []
+    assert Product.objects.count() == bootstrap_demo.DEMO_PRODUCTS
+    assert django_user_model.objects.filter(username="admin").count() == 1
