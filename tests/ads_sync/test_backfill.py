@@ -520,6 +520,24 @@ def test_dates_past_the_accounts_yesterday_are_named_as_not_planned(
     assert f"note: the dates after {run.range_end} are not complete yet" in text
 
 
+@pytest.mark.usefixtures("sync_worker")
+def test_a_range_past_the_accounts_yesterday_fetches_the_rest_and_exits_4(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """It exited 0: `backfill_ads --end today && export_ads_csv` exported a partial range."""
+    today = dt.datetime.now(dt.UTC).date()
+    with pytest.raises(CommandError, match="are not complete yet") as stopped:
+        call_command(
+            "backfill_ads",
+            *("--start", str(today - dt.timedelta(days=2)), "--end", str(today)),
+            *("--customer", "1234567890", "--output-dir", str(tmp_path)),
+            stdout=io.StringIO(),
+        )
+    assert stopped.value.returncode == 4
+    run = SyncRun.objects.get()
+    assert (run.failed, run.done) == (0, run.planned)
+
+
 def test_the_signal_stop_copies_pickles_and_reads_as_its_signal() -> None:
     stop = backfill_ads.SignalInterrupt(signal.SIGTERM)
     for again in (copy.copy(stop), pickle.loads(pickle.dumps(stop))):

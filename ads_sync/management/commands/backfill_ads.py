@@ -262,7 +262,8 @@ class Command(BaseCommand):
                 f"zones (the latest complete day is {run.range_end}); nothing to fetch",
                 returncode=4,
             )
-        if end and run.range_end and end > run.range_end:
+        not_complete = bool(end and run.range_end and end > run.range_end)
+        if not_complete:
             self.stdout.write(
                 f"note: the dates after {run.range_end} are not complete yet in the accounts' "
                 "time zones; they are not planned"
@@ -299,10 +300,15 @@ class Command(BaseCommand):
             problems.append(f"{elsewhere.failed} date(s) fetched by another run failed")
         if problems:
             raise CommandError("; ".join(problems), returncode=1)
-        if run.deferred or elsewhere.deferred or elsewhere.in_flight:
+        if run.deferred or elsewhere.deferred or elsewhere.in_flight or not_complete:
             # Nothing failed, but the range is not complete yet: a script must not go on as if
             # it were.
             parts = []
+            if not_complete:
+                parts.append(
+                    f"the dates after {run.range_end} up to --end {end} are not complete yet "
+                    "in the accounts' time zones, and were not fetched"
+                )
             deferred = run.deferred + elsewhere.deferred
             if deferred:
                 parts.append(f"{deferred} date(s) deferred to a later run, not fetched yet")
