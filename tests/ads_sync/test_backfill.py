@@ -482,12 +482,15 @@ def test_no_worker_on_the_queue_exits_2_saying_so(tmp_path: Path, monkeypatch) -
     assert stopped.value.returncode == 2
 
 
+@pytest.mark.parametrize("no_wait", [[], ["--no-wait"]])
 def test_a_broker_that_cannot_be_reached_is_named_not_taken_for_a_missing_worker(
-    tmp_path: Path, monkeypatch
+    tmp_path: Path, monkeypatch, no_wait: list[str]
 ) -> None:
+    """With --no-wait it was not checked: the run planned, failed to send, and failed its days
+    (with --force, days that were done)."""
     monkeypatch.setattr(celery_app.conf, "broker_url", "amqp://guest:guest@127.0.0.1:1//")
     with pytest.raises(CommandError, match="the broker cannot be reached") as stopped:
-        call_command("backfill_ads", *_one_day_of_one_account(tmp_path))
+        call_command("backfill_ads", *_one_day_of_one_account(tmp_path), *no_wait)
     assert stopped.value.returncode == 2
     assert "guest:guest" not in str(stopped.value)  # the password is masked
     assert not SyncRun.objects.exists()

@@ -205,14 +205,16 @@ class Command(BaseCommand):
 
         queue = celery_app.conf.task_default_queue
         workers = queue_has_consumers(queue)
+        # With --no-wait no worker need run yet, but the broker must take the tasks: planned
+        # and not sent, the days would be failed (with --force, days that were done).
+        broker = "" if workers else broker_unreachable()
+        if broker:
+            raise CommandError(
+                f"the broker cannot be reached ({broker}); start RabbitMQ or check "
+                "CELERY_BROKER_URL, and retry",
+                returncode=2,
+            )
         if not workers and not options["no_wait"]:
-            broker = broker_unreachable()
-            if broker:
-                raise CommandError(
-                    f"the broker cannot be reached ({broker}); start RabbitMQ or check "
-                    "CELERY_BROKER_URL, and retry",
-                    returncode=2,
-                )
             raise CommandError(
                 f"no Celery worker is consuming queue {queue!r}: start one "
                 "(`make run`, or `celery -A inventory_project worker`) and retry, or pass "
