@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from celery.beat import Scheduler
 from django.conf import settings
@@ -315,3 +316,67 @@ def test_beat_adds_no_result_cleanup_task_of_its_own() -> None:
     scheduler = Scheduler(app=celery_app, lazy=True)
     scheduler.install_default_entries(scheduler.data)
     assert "celery.backend_cleanup" not in scheduler.data
+
+
+def _manage(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
+        "DATABASE_URL": database_url,
+        "DB_POOL_TIMEOUT_S": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["seed_products", "--count", "1"],
+        ["ensure_periodic_tasks"],
+        ["export_ads_csv", "--out", "-"],
+    ],
+)
+def test_a_command_whose_database_is_unreachable_says_where_in_one_line(command) -> None:
+    """It was the pool's traceback: "couldn't get a connection after 10.00 sec", no server."""
+    done = _manage(*command, database_url="postgres://postgres@127.0.0.1:1/nowhere")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "CommandError: PostgreSQL at 127.0.0.1:1 (database 'nowhere') failed" in done.stderr
+
+
+@pytest.mark.django_db
+def test_a_command_on_a_database_not_migrated_says_to_migrate() -> None:
+    """It was a ProgrammingError traceback: relation ... does not exist."""
+    db = connection.settings_dict
+    name = f"{db['NAME']}_unmigrated"
+    with psycopg_connect(db) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{name}"
+        done = _manage("seed_products", "--count", "1", database_url=url)
+    finally:
+        with psycopg_connect(db) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "is not migrated" in done.stderr
+    assert "scripts/manage.sh migrate" in done.stderr
+
+
+def psycopg_connect(db: dict[str, Any]) -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        host=db["HOST"],
+        port=db["PORT"],
+        user=db["USER"],
+        password=db["PASSWORD"] or None,
+        dbname="postgres",
+        autocommit=True,
+    )

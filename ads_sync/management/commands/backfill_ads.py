@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F, Sum
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -23,6 +23,7 @@ from ads_sync.integrations import google_ads
 from ads_sync.management.arguments import iso_date
 from ads_sync.models import SyncDay, SyncRun
 from inventory_project.celery import app as celery_app
+from inventory_project.management.database import DatabaseCommand
 
 # The wait's last poll is part of the command's wall time; the query is one row by pk.
 POLL_S = 0.2
@@ -139,7 +140,7 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = (
         "Plan the missing Google Ads days of a range (all of them with --force), fan them out as "
         "sync_day tasks, show progress and a summary. Exit status 1 when a date failed or an "

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from ads_sync import services
 from ads_sync.management.arguments import iso_date
+from inventory_project.management.database import DatabaseCommand
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = "Write one CSV from the database: per campaign and day, or per account and day."
 
     def add_arguments(self, parser: CommandParser) -> None:

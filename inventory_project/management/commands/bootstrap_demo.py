@@ -10,10 +10,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import connection
 from django.db.models import Field
 
+from inventory_project.management.database import DatabaseCommand
 from products.models import Product
 
 PASSWORD_FILE = Path(settings.BASE_DIR) / ".demo-admin-password"
@@ -22,7 +23,7 @@ DEFAULT_USERNAME = "admin"  # the one whose password PASSWORD_FILE keeps
 LOCK = "inventory_project.bootstrap_demo"
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = (
         "Prepare a development database once: periodic tasks, demo products (only into an empty "
         "catalogue), a demo admin user with a random password (kept in .demo-admin-password, "

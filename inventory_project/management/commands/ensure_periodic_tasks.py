@@ -3,14 +3,15 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
 from django.db import connection, transaction
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+from inventory_project.management.database import DatabaseCommand
 
 LOCK = "inventory_project.ensure_periodic_tasks"
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = (
         "Create the periodic tasks listed in settings.PERIODIC_TASKS that do not exist yet. "
         "Existing entries are left exactly as an operator last saved them."

@@ -5,9 +5,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import connection, transaction
 
+from inventory_project.management.database import DatabaseCommand
 from products import cache
 from products.models import Product
 
@@ -41,7 +42,7 @@ def product_rows(count: int, seed: int) -> Any:
         yield f"{name}\t{cents // 100}.{cents % 100:02d}\t{stock}\n"
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = (
         "Load N plausible products with PostgreSQL COPY (1,000,000 in well under two minutes). "
         "Refuses a non-empty table unless --replace, which empties it first in the same "

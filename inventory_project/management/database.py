@@ -1,0 +1,36 @@
+"""What the project's management commands share about the database they need."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import OperationalError, ProgrammingError, connection
+
+UNDEFINED_TABLE = "42P01"
+
+
+class DatabaseCommand(BaseCommand):
+    """A command that needs the database: unreachable or not migrated is a one-line error.
+
+    Without this, either was a traceback: the pool's "couldn't get a connection after 10.00
+    sec", which names neither the server nor the database, or "relation ... does not exist".
+    """
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        try:
+            return super().execute(*args, **options)
+        except OperationalError as exc:
+            raise CommandError(f"PostgreSQL at {_where()} failed: {exc}") from exc
+        except ProgrammingError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != UNDEFINED_TABLE:
+                raise
+            raise CommandError(
+                f"the database at {_where()} is not migrated ({exc}): run "
+                "`scripts/manage.sh migrate` (or `make migrate`) first"
+            ) from exc
+
+
+def _where() -> str:
+    db = connection.settings_dict
+    return f"{db['HOST'] or 'localhost'}:{db['PORT'] or 5432} (database {db['NAME']!r})"
