@@ -13,10 +13,42 @@ from ads_sync.sandbox import data
 from ads_sync.sandbox.server import Sandbox
 
 
+class SandboxError(Exception):
+    """What stops the sandbox from starting, in one line (a port in use, a bad folder)."""
+
+
+def port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port (1-65535): {value!r}")
+    return number
+
+
+def customer_ids(value: str) -> tuple[str, ...]:
+    ids = tuple(c.strip().replace("-", "") for c in value.split(",") if c.strip())
+    bad = [c for c in ids if not (len(c) == 10 and c.isascii() and c.isdigit())]
+    if bad or not ids:
+        raise argparse.ArgumentTypeError(f"customer ids are ten digits: {value!r}")
+    return ids
+
+
+def faults(value: str) -> dict[str, Any]:
+    try:
+        loaded = json.loads(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise argparse.ArgumentTypeError("a JSON object of fault settings")
+    return loaded
+
+
 def add_arguments(parser: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--grpc-port", type=int, default=50051)
-    parser.add_argument("--oauth-port", type=int, default=8089)
+    parser.add_argument("--grpc-port", type=port, default=50051)
+    parser.add_argument("--oauth-port", type=port, default=8089)
     parser.add_argument(
         "--state-dir",
         default=".sandbox",
@@ -24,12 +56,13 @@ def add_arguments(parser: Any) -> None:
     )
     parser.add_argument(
         "--customers",
-        default=",".join(data.DEFAULT_CUSTOMERS),
+        type=customer_ids,
+        default=tuple(data.DEFAULT_CUSTOMERS),
         help="comma separated customer ids to advertise in the printed environment",
     )
     parser.add_argument("--calls-file", default="", help="also append every call here (JSONL)")
     parser.add_argument(
-        "--faults", default="", help='initial faults as JSON, e.g. {"latency_s": 0.2}'
+        "--faults", type=faults, default={}, help='initial faults as JSON, e.g. {"latency_s": 0.2}'
     )
     parser.add_argument(
         "--env-file", default="", help="also write the environment (KEY=VALUE lines) here"
@@ -42,23 +75,28 @@ def add_arguments(parser: Any) -> None:
 
 
 def run(options: dict[str, Any], out: Any = sys.stdout) -> int:
-    sandbox = Sandbox(
-        host=options["host"],
-        grpc_port=options["grpc_port"],
-        oauth_port=options["oauth_port"],
-        state_dir=Path(options["state_dir"]),
-        customers=tuple(c.strip() for c in options["customers"].split(",") if c.strip()),
-        calls_file=Path(options["calls_file"]) if options["calls_file"] else None,
-    )
-    lines = [f"{key}={value}" for key, value in sandbox.env().items()]
-    if options["env_file"]:
-        Path(options["env_file"]).write_text("".join(f"{line}\n" for line in lines))
-    if options["env_only"]:
-        out.write("".join(f"{line}\n" for line in lines))
-        return 0
-    if options["faults"]:
-        sandbox.state.configure(json.loads(options["faults"]))
-    sandbox.start()
+    """Serve until stopped; raises SandboxError for what stops it from starting."""
+    try:
+        sandbox = Sandbox(
+            host=options["host"],
+            grpc_port=options["grpc_port"],
+            oauth_port=options["oauth_port"],
+            state_dir=Path(options["state_dir"]),
+            customers=tuple(options["customers"]),
+            calls_file=Path(options["calls_file"]) if options["calls_file"] else None,
+        )
+        sandbox.state.configure(options["faults"])
+        lines = [f"{key}={value}" for key, value in sandbox.env().items()]
+        if options["env_file"]:
+            Path(options["env_file"]).write_text("".join(f"{line}\n" for line in lines))
+        if options["env_only"]:
+            out.write("".join(f"{line}\n" for line in lines))
+            return 0
+        sandbox.start()
+    except ValueError as exc:  # a fault setting
+        raise SandboxError(f"--faults: {exc}") from exc
+    except (OSError, RuntimeError) as exc:  # a folder, a file, a port (gRPC: RuntimeError)
+        raise SandboxError(str(exc)) from exc
     out.write("Google Ads sandbox is up. Point the app at it with:\n\n")
     for line in lines:
         out.write(f"  export {line}\n")
@@ -75,4 +113,7 @@ def run(options: dict[str, Any], out: Any = sys.stdout) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ads_sync.sandbox", description=__doc__)
     add_arguments(parser)
-    return run(vars(parser.parse_args(argv)))
+    try:
+        return run(vars(parser.parse_args(argv)))
+    except SandboxError as exc:
+        parser.exit(1, f"{parser.prog}: {exc}\n")

@@ -90,6 +90,29 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "denied_customers": [],
 }
 
+_NUMBERS = (int, float)
+# Settings whose values are numbers: seconds, and for fail_first and fail_rate each kind's.
+_NUMERIC = {key for key, value in DEFAULT_FAULTS.items() if isinstance(value, float)}
+_NUMERIC.add("token_ttl_s")  # None (no expiry) or seconds
+
+
+def _check_fault(key: str, value: Any) -> None:
+    """Refuse a value of the wrong type now: stored, it failed inside a later call."""
+
+    def number(item: Any) -> bool:
+        return isinstance(item, _NUMBERS) and not isinstance(item, bool) and item >= 0
+
+    if key == "token_ttl_s" and value is None:
+        return
+    if key in _NUMERIC and not number(value):
+        raise ValueError(f"{key} must be a number >= 0, not {value!r}")
+    per_kind = key in ("fail_first", "fail_rate")
+    if per_kind and not (isinstance(value, dict) and all(number(n) for n in value.values())):
+        raise ValueError(f"{key} must map fault kinds to numbers >= 0, not {value!r}")
+    if key == "denied_customers" and not isinstance(value, list):
+        raise ValueError(f"denied_customers must be a list, not {value!r}")
+
+
 _SELECT_RE = re.compile(
     r"^\s*SELECT\s+(?P<fields>.+?)\s+FROM\s+(?P<resource>\w+)"
     r"(?:\s+WHERE\s+(?P<where>.+?))?"
@@ -154,6 +177,8 @@ class SandboxState:
             bad = set(changes.get(key) or {}) - set(FAULT_KINDS)
             if bad:
                 raise ValueError(f"unknown fault kinds in {key}: {sorted(bad)}")
+        for key, value in changes.items():
+            _check_fault(key, value)
         with self.lock:
             self.faults.update(copy.deepcopy(changes))
             return copy.deepcopy(self.faults)
@@ -595,7 +620,11 @@ class Sandbox:
         }
 
     def start(self) -> None:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+        # Not SO_REUSEPORT (gRPC's default): a second sandbox on a port in use shared it, and
+        # each took part of the calls.
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=64), options=[("grpc.so_reuseport", 0)]
+        )
         servicer = _AdsServicer(self.state)
         handler = grpc.method_handlers_generic_handler(
             SERVICE,

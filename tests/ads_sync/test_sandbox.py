@@ -6,13 +6,14 @@ import contextlib
 import datetime as dt
 import io
 import json
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from ads_sync.integrations import google_ads
 from ads_sync.sandbox import data
@@ -118,3 +119,67 @@ def test_command_prints_the_environment_that_points_the_app_at_it(tmp_path):
     assert printed["GOOGLE_ADS_TOKEN_URI"] == "http://127.0.0.1:8089/token"
     assert Path(printed["GOOGLE_ADS_CA_FILE"]).read_text().startswith("-----BEGIN CERTIFICATE")
     assert env_file.read_text() == out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--grpc-port", "70000"], "not a port"),  # it listened on 4464 and printed 70000
+        (["--oauth-port", "-1"], "not a port"),
+        (["--customers", "abc"], "ten digits"),
+        (["--faults", "{bad"], "not JSON"),
+        (["--faults", "[1]"], "a JSON object"),
+        (["--faults", '{"latency_s": "x"}'], "latency_s must be a number"),
+        (["--faults", '{"fail_rate": {"quota": "half"}}'], "fail_rate must map"),
+        (["--faults", '{"gremlins": 1}'], "unknown fault settings"),
+    ],
+)
+def test_command_refuses_bad_arguments_in_one_line(tmp_path, args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command(
+            "google_ads_sandbox",
+            "--env-only",
+            "--state-dir",
+            str(tmp_path),
+            *args,
+            stdout=io.StringIO(),
+        )
+
+
+def test_command_says_why_it_cannot_start(tmp_path):
+    """A file where the state folder goes, an env file in a missing folder, a port in use:
+    each was a traceback."""
+    (tmp_path / "file").write_text("")
+    with pytest.raises(CommandError, match="File exists"):
+        call_command(
+            "google_ads_sandbox",
+            "--env-only",
+            "--state-dir",
+            str(tmp_path / "file"),
+            stdout=io.StringIO(),
+        )
+    with pytest.raises(CommandError, match="No such file"):
+        call_command(
+            "google_ads_sandbox",
+            "--env-only",
+            "--state-dir",
+            str(tmp_path),
+            "--env-file",
+            str(tmp_path / "no" / "env"),
+            stdout=io.StringIO(),
+        )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        with pytest.raises(CommandError, match=r"in use|bind"):
+            call_command(
+                "google_ads_sandbox",
+                "--state-dir",
+                str(tmp_path),
+                "--oauth-port",
+                port,
+                "--grpc-port",
+                port,
+                stdout=io.StringIO(),
+            )

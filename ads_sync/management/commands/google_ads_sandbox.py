@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 
 class Command(BaseCommand):
@@ -20,6 +20,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         # Imported here: only this command (never production code) loads the sandbox.
-        from ads_sync.sandbox.cli import run
+        from ads_sync.sandbox.cli import SandboxError, run
 
-        run(options, out=self.stdout)
+        try:
+            run(options, out=self.stdout)
+        except SandboxError as exc:
+            raise CommandError(str(exc)) from exc
