@@ -86,6 +86,10 @@ def database_from_url(url: str) -> dict[str, object]:
     parts = urlsplit(url)
     if parts.scheme not in {"postgres", "postgresql"}:
         raise ImproperlyConfigured(f"DATABASE_URL must be a postgres:// URL, got {parts.scheme!r}")
+    try:
+        port = parts.port
+    except ValueError as exc:  # not a number, or past 65535: a traceback from urllib
+        raise ImproperlyConfigured(f"DATABASE_URL: {exc}") from exc
     return {
         # Django's backend, with a cheaper check of pooled connections (see its docstring).
         "ENGINE": "inventory_project.postgresql",
@@ -93,7 +97,7 @@ def database_from_url(url: str) -> dict[str, object]:
         "USER": unquote(parts.username or ""),
         "PASSWORD": unquote(parts.password or ""),
         "HOST": parts.hostname or "",
-        "PORT": str(parts.port or ""),
+        "PORT": str(port or ""),
         "OPTIONS": dict(parse_qsl(parts.query)),
     }
 

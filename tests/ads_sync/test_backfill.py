@@ -547,3 +547,20 @@ def test_the_signal_stop_copies_pickles_and_reads_as_its_signal() -> None:
         assert (again.signum, str(again)) == (signal.SIGTERM, "SIGTERM")
     assert backfill_ads.interrupted_status(stop) == 143
     assert backfill_ads.interrupted_status(KeyboardInterrupt()) == 130
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lock-wait", "-1"], "not a number of seconds"),  # read as 0
+        (["--lock-wait", "nan"], "not a number of seconds"),
+        (["--output-dir", ""], "is not a folder"),  # read as the default folder
+        (["--output-dir", "-"], "is not a folder"),  # made a folder named "-"
+    ],
+)
+def test_odd_waits_and_folders_are_refused(tmp_path: Path, monkeypatch, args, message) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CommandError, match=message):
+        call_command("backfill_ads", "--days", "1", "--customer", "1234567890", *args)
+    assert not (tmp_path / "-").exists()
+    assert not SyncRun.objects.exists()

@@ -29,7 +29,7 @@ from psycopg_pool import ConnectionPool
 
 from inventory_project import health, tasks
 from inventory_project.celery import app as celery_app
-from inventory_project.settings.base import env_time_of_day
+from inventory_project.settings.base import database_from_url, env_time_of_day
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -380,3 +380,10 @@ def psycopg_connect(db: dict[str, Any]) -> psycopg.Connection[Any]:
         dbname="postgres",
         autocommit=True,
     )
+
+
+@pytest.mark.parametrize("port", ["abc", "99999"])
+def test_a_database_url_with_a_bad_port_names_the_setting(port: str) -> None:
+    """It was urllib's ValueError, a traceback naming neither the setting nor the URL's part."""
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_URL: Port"):
+        database_from_url(f"postgres://postgres@127.0.0.1:{port}/x")

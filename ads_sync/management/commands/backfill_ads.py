@@ -23,6 +23,7 @@ from ads_sync.integrations import google_ads
 from ads_sync.management.arguments import iso_date
 from ads_sync.models import SyncDay, SyncRun
 from inventory_project.celery import app as celery_app
+from inventory_project.management import arguments
 from inventory_project.management.database import DatabaseCommand
 
 # The wait's last poll is part of the command's wall time; the query is one row by pk.
@@ -164,7 +165,10 @@ class Command(DatabaseCommand):
         parser.add_argument("--force", action="store_true", help="re-fetch done days too")
         parser.add_argument("--no-wait", action="store_true", help="print the run id and return")
         parser.add_argument(
-            "--lock-wait", type=float, default=30.0, help="seconds to wait for another planning"
+            "--lock-wait",
+            type=arguments.seconds,
+            default=30.0,
+            help="seconds to wait for another planning",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -198,6 +202,10 @@ class Command(DatabaseCommand):
             raise CommandError("--end needs --start")
 
         # The folder the user means is relative to where they run this, not to the workers.
+        if options["output_dir"] in ("", "-"):
+            # "" read as the default folder, and "-" made a folder named "-" (export_ads_csv
+            # takes "-" for standard output; a backfill writes one file per day).
+            raise CommandError(f"--output-dir {options['output_dir']!r} is not a folder")
         output_dir = Path(options["output_dir"] or settings.ADS_SYNC_OUTPUT_DIR).absolute()
         try:
             services.csv_dir_ensure(output_dir=output_dir)

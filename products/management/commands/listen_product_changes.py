@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import argparse
 import logging
-import math
 import signal
 import time
 from types import FrameType
@@ -11,6 +9,7 @@ import psycopg
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection
 
+from inventory_project.management.arguments import seconds
 from products import cache
 
 logger = logging.getLogger(__name__)
@@ -19,18 +18,6 @@ CHANNEL = "product_changes"
 # How often the listener asks Redis whether it is there (cache.probe): after an outage, entries
 # cached before it are dropped this soon after Redis answers again.
 PROBE_INTERVAL_S = 0.1
-
-
-def seconds(value: str) -> float:
-    """A delay: a finite number of seconds, not negative (checked before it is first needed,
-    at the first reconnect, where -1 or nan ended the listener)."""
-    try:
-        delay = float(value)
-    except ValueError:
-        delay = math.nan
-    if not math.isfinite(delay) or delay < 0:
-        raise argparse.ArgumentTypeError(f"not a number of seconds >= 0: {value!r}")
-    return delay
 
 
 class Command(BaseCommand):
