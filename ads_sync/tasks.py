@@ -12,6 +12,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_ready
 from django.db import InterfaceError, OperationalError, close_old_connections
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from ads_sync import locks, services
 from ads_sync.integrations import google_ads
@@ -63,7 +64,10 @@ def run_start(
             # (a task that did arrive finds its day settled and skips it), so that the next
             # detection or backfill plans them again instead of waiting on them as in flight.
             reason = f"fan-out failed: {type(exc).__name__}: {exc}"
-            logger.exception("ads sync: run %s: %s", plan.run.pk, reason)
+            # An interruption or an unreachable broker is said in full by the reason (and by
+            # backfill_ads' own message); anything else keeps its traceback.
+            expected = isinstance(exc, KeyboardInterrupt | KombuOperationalError)
+            logger.error("ads sync: run %s: %s", plan.run.pk, reason, exc_info=not expected)
             services.run_fail_pending(run_id=plan.run.pk, reason=reason)
             raise
     logger.info("ads sync: run %s planned %s day(s)", plan.run.pk, len(plan.days))

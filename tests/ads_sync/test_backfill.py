@@ -300,7 +300,7 @@ def test_an_account_that_cannot_be_looked_up_makes_the_exit_status_non_zero(
 
 @pytest.mark.usefixtures("sync_worker")
 def test_a_broker_that_refuses_the_fan_out_is_a_clear_error(
-    ads_sandbox, tmp_path: Path, monkeypatch
+    ads_sandbox, tmp_path: Path, monkeypatch, caplog
 ) -> None:
     class Unpublishable:
         def __init__(self, *args: object) -> None:
@@ -313,6 +313,9 @@ def test_a_broker_that_refuses_the_fan_out_is_a_clear_error(
     with pytest.raises(CommandError, match="the broker could not take the tasks") as excinfo:
         call_command("backfill_ads", "--days", "2", "--output-dir", str(tmp_path))
     assert excinfo.value.returncode == 2
+    # Said in full by the log line and the command's message: no traceback before them.
+    (logged,) = [r for r in caplog.records if "fan-out failed" in r.getMessage()]
+    assert not logged.exc_info
     assert SyncDay.objects.filter(state=SyncDay.State.FAILED).count() == 4
 
 

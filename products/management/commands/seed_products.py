@@ -60,6 +60,8 @@ class Command(DatabaseCommand):
         count: int = options["count"]
         if count < 0:
             raise CommandError("--count must be >= 0")
+        if options["seed"] < 0:  # Python's random would take it as its absolute value
+            raise CommandError("--seed must be >= 0")
         started = time.monotonic()
         table = Product._meta.db_table
         with transaction.atomic(), connection.cursor() as cursor:
