@@ -20,6 +20,7 @@ from products.api.serializers import NOT_UTF8, ensure_utf8
 
 NOT_UNICODE = "Not valid Unicode: a lone surrogate escape (\\ud800 to \\udfff) is not a character."
 GIVEN_TWICE = "Given more than once in this JSON object: which one was meant is ambiguous."
+GIVEN_TWICE_IN_FORM = "Given more than once in this form: which one was meant is ambiguous."
 
 # A lone surrogate can only come from an escape: raw text decoded as UTF-8 holds none.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -102,7 +103,7 @@ class JSONParser(parsers.JSONParser):
 
 
 class FormParser(parsers.FormParser):
-    """DRF's, except that a field that is not UTF-8 is a 400 naming it.
+    """DRF's, except that a field that is not UTF-8, or given twice, is a 400 naming it.
 
     Django decodes URL-encoded bodies with errors="replace": a name sent as `%FF%FE` was
     stored as two U+FFFD with a 201.
@@ -113,11 +114,11 @@ class FormParser(parsers.FormParser):
         body = stream.read()
         if _is_utf8(encoding):
             ensure_utf8(body)
-        return QueryDict(body, encoding=encoding)
+        return _once_each(QueryDict(body, encoding=encoding))
 
 
 class MultiPartParser(parsers.MultiPartParser):
-    """DRF's, except that a field holding U+FFFD is a 400 naming it.
+    """DRF's, except that a field holding U+FFFD, or given twice, is a 400 naming it.
 
     Django's multipart parser, too, decodes fields with errors="replace", and keeps no raw
     bytes to check. A form typed in a browser is sent as UTF-8 and does not carry U+FFFD; a
@@ -126,6 +127,7 @@ class MultiPartParser(parsers.MultiPartParser):
 
     def parse(self, stream: Any, media_type: Any = None, parser_context: Any = None) -> Any:
         parsed = super().parse(stream, media_type, parser_context)
+        _once_each(parsed.data)
         bad = {
             name: [NOT_UTF8]
             for name, values in parsed.data.lists()
@@ -134,6 +136,15 @@ class MultiPartParser(parsers.MultiPartParser):
         if bad:
             raise ValidationError(bad)
         return parsed
+
+
+def _once_each(data: QueryDict) -> QueryDict:
+    """The form's fields, each given once: as in JSON (load_json), a field given twice is a
+    400 naming it (DRF took the last)."""
+    twice = sorted(name for name, values in data.lists() if len(values) > 1)
+    if twice:
+        raise ValidationError({name: [GIVEN_TWICE_IN_FORM] for name in twice})
+    return data
 
 
 def _is_utf8(encoding: str) -> bool:

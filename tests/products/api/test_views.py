@@ -8,7 +8,7 @@ import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from inventory_project.parsers import GIVEN_TWICE
+from inventory_project.parsers import GIVEN_TWICE, GIVEN_TWICE_IN_FORM
 from products import cache
 from products.models import Product
 from tests.products.conftest import ProductFactory
@@ -688,6 +688,30 @@ def test_a_multipart_field_that_is_not_utf8_is_refused(clerk) -> None:
     )
     assert response.status_code == 400
     assert error_of(response)["fields"] == {"name": ["Not valid UTF-8."]}
+    assert not Product.objects.exists()
+
+
+@pytest.mark.parametrize("form", ["urlencoded", "multipart"])
+def test_a_form_field_given_twice_is_a_400_naming_it(clerk, form) -> None:
+    """The last one was stored (201), as with a JSON name given twice."""
+    parts = [("name", "A"), ("name", "B"), ("price", "1"), ("stock_level", "1")]
+    if form == "urlencoded":
+        body = "&".join(f"{name}={value}" for name, value in parts).encode()
+        content_type = "application/x-www-form-urlencoded"
+    else:
+        boundary = "b0undary"
+        body = (
+            b"".join(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+                + f"{value}\r\n".encode()
+                for name, value in parts
+            )
+            + f"--{boundary}--\r\n".encode()
+        )
+        content_type = f"multipart/form-data; boundary={boundary}"
+    response = clerk.generic("POST", "/api/products", body, content_type=content_type)
+    assert response.status_code == 400
+    assert error_of(response)["fields"] == {"name": [GIVEN_TWICE_IN_FORM]}
     assert not Product.objects.exists()
 
 
