@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import io
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +19,6 @@ from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 from django.db import connection, connections
-from django.db.models import QuerySet
 from django.test import override_settings
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -30,6 +27,7 @@ from psycopg_pool import ConnectionPool
 from inventory_project import health, tasks
 from inventory_project.celery import app as celery_app
 from inventory_project.settings.base import database_from_url, env_time_of_day
+from tests.concurrency import both_look_first, run_at_once
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -186,34 +184,8 @@ def test_two_ensure_periodic_tasks_at_once_create_each_entry_once(settings, monk
             "crontab": {"minute": "30", "hour": "4"},
         }
     ]
-    # Each run waits here, after looking for the entry, for the other to have looked too: at
-    # most a second, since the other may be waiting for this one's lock.
-    both_looked = threading.Barrier(2, timeout=1)
-    looked = QuerySet.exists
-
-    def exists_then_wait(self: QuerySet[Any]) -> bool:
-        found = looked(self)
-        if self.model is PeriodicTask:
-            with contextlib.suppress(threading.BrokenBarrierError):
-                both_looked.wait()
-        return found
-
-    monkeypatch.setattr(QuerySet, "exists", exists_then_wait)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            call_command("ensure_periodic_tasks", stdout=io.StringIO())
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    runs = [threading.Thread(target=run) for _ in range(2)]
-    for thread in runs:
-        thread.start()
-    for thread in runs:
-        thread.join(timeout=30)
+    both_look_first(monkeypatch, PeriodicTask)
+    errors = run_at_once(lambda: call_command("ensure_periodic_tasks", stdout=io.StringIO()))
     assert errors == []
     assert PeriodicTask.objects.filter(name="test sessions").count() == 1
 

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-import threading
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
 
 from inventory_project.management.commands import bootstrap_demo
 from products.models import Product
+from tests.concurrency import run_at_once
 from tests.products.conftest import ProductFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -81,21 +80,7 @@ def test_another_usernames_password_is_printed_not_kept() -> None:
 
 def test_two_bootstraps_at_once_seed_once_and_both_succeed(django_user_model) -> None:
     """Both seeded an empty catalogue, and the second failed creating the same user."""
-    errors: list[BaseException] = []
-
-    def bootstrap() -> None:
-        try:
-            call_command("bootstrap_demo", stdout=StringIO())
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    runs = [threading.Thread(target=bootstrap) for _ in range(2)]
-    for thread in runs:
-        thread.start()
-    for thread in runs:
-        thread.join(timeout=120)
+    errors = run_at_once(lambda: call_command("bootstrap_demo", stdout=StringIO()))
     assert errors == []
     assert Product.objects.count() == bootstrap_demo.DEMO_PRODUCTS
     assert django_user_model.objects.filter(username="admin").count() == 1

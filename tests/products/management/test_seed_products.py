@@ -1,17 +1,14 @@
 from __future__ import annotations
 
-import contextlib
-import threading
 from io import StringIO
-from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
-from django.db.models import QuerySet
 
 from products.management.commands import listen_product_changes
 from products.models import Product
+from tests.concurrency import both_look_first, run_at_once
 from tests.products.conftest import ProductFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -52,35 +49,9 @@ def test_replace_leaves_the_same_catalogue_every_time() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_two_seedings_at_once_load_one_catalogue(monkeypatch) -> None:
     """Both found the table empty and both loaded: twice the products, each name twice."""
-    # Each run waits here, after looking for products, for the other to have looked too: at
-    # most a second, since the other may be waiting for this one's table lock.
-    both_looked = threading.Barrier(2, timeout=1)
-    looked = QuerySet.exists
-
-    def exists_then_wait(self: QuerySet[Any]) -> bool:
-        found = looked(self)
-        if self.model is Product:
-            with contextlib.suppress(threading.BrokenBarrierError):
-                both_looked.wait()
-        return found
-
-    monkeypatch.setattr(QuerySet, "exists", exists_then_wait)
-    outcomes: list[str] = []
-
-    def seed() -> None:
-        try:
-            call_command("seed_products", "--count", "50", stdout=StringIO())
-            outcomes.append("seeded")
-        except CommandError as exc:
-            outcomes.append(str(exc))
-        finally:
-            connection.close()
-
-    runs = [threading.Thread(target=seed) for _ in range(2)]
-    for thread in runs:
-        thread.start()
-    for thread in runs:
-        thread.join(timeout=60)
+    both_look_first(monkeypatch, Product)
+    raised = run_at_once(lambda: call_command("seed_products", "--count", "50", stdout=StringIO()))
+    outcomes = ["seeded"] * (2 - len(raised)) + [str(exc) for exc in raised]
     assert sorted(outcomes) == [
         "products already exist; use --replace to empty the table first",
         "seeded",
