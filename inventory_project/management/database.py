@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -34,3 +36,16 @@ class DatabaseCommand(BaseCommand):
 def _where() -> str:
     db = connection.settings_dict
     return f"{db['HOST'] or 'localhost'}:{db['PORT'] or 5432} (database {db['NAME']!r})"
+
+
+@contextmanager
+def one_at_a_time(name: str) -> Iterator[None]:
+    """Run the block while no other process runs a block of this name: a PostgreSQL session
+    advisory lock, waited for, released on the connection that took it."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", [name])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [name])

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +9,9 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import CommandError, CommandParser
-from django.db import connection
 from django.db.models import Field
 
-from inventory_project.management.database import DatabaseCommand
+from inventory_project.management.database import DatabaseCommand, one_at_a_time
 from products.models import Product
 
 PASSWORD_FILE = Path(settings.BASE_DIR) / ".demo-admin-password"
@@ -42,7 +39,8 @@ class Command(DatabaseCommand):
             field.clean(username, None)
         except ValidationError as exc:
             raise CommandError(f"--username {username!r}: {' '.join(exc.messages)}") from exc
-        with _one_at_a_time():
+        # Two bootstraps at once both seeded an empty catalogue and both created the user.
+        with one_at_a_time(LOCK):
             self._bootstrap(user_model, username)
 
     def _bootstrap(self, user_model: Any, username: str) -> None:
@@ -73,15 +71,3 @@ class Command(DatabaseCommand):
                 f"{PASSWORD_FILE.name} does not hold; set one with "
                 f"`scripts/manage.sh changepassword {username}`"
             )
-
-
-@contextmanager
-def _one_at_a_time() -> Iterator[None]:
-    """Two bootstraps at once both seeded an empty catalogue and both created the user."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", [LOCK])
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [LOCK])

@@ -3,10 +3,10 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
-from inventory_project.management.database import DatabaseCommand
+from inventory_project.management.database import DatabaseCommand, one_at_a_time
 
 LOCK = "inventory_project.ensure_periodic_tasks"
 
@@ -18,13 +18,15 @@ class Command(DatabaseCommand):
     )
 
     def handle(self, *args: object, **options: object) -> None:
+        # Two runs at once (make run beside a deploy's release step) both found an entry
+        # missing, and the second failed on the unique name: one at a time.
+        with one_at_a_time(LOCK):
+            self._ensure()
+
+    def _ensure(self) -> None:
         for spec in settings.PERIODIC_TASKS:
             name = str(spec["name"])
             with transaction.atomic():
-                # Two runs at once (make run beside a deploy's release step) both found the
-                # entry missing, and the second failed on the unique name: one at a time.
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [LOCK])
                 if PeriodicTask.objects.filter(name=name).exists():
                     self.stdout.write(f"periodic task {name!r} exists, left as is")
                     continue
