@@ -31,7 +31,11 @@ class PeriodicTaskForm(beat_admin.PeriodicTaskForm):
       form's clean (a 500), and a NUL in the registered task's name reached PostgreSQL.
     """
 
-    _SHAPES = {"args": (list, "a JSON list"), "kwargs": (dict, "a JSON object")}
+    _SHAPES = {
+        "args": (list, "a JSON list"),
+        "kwargs": (dict, "a JSON object"),
+        "headers": (dict, "a JSON object"),
+    }
 
     def clean_regtask(self) -> Any:
         value = self.cleaned_data.get("regtask")
@@ -43,7 +47,7 @@ class PeriodicTaskForm(beat_admin.PeriodicTaskForm):
 
     def _clean_json(self, field: str) -> Any:
         value = self.cleaned_data[field]
-        expected, named = self._SHAPES.get(field, (dict, "a JSON object"))
+        expected, named = self._SHAPES[field]
         try:
             loaded = json.loads(value)  # empty is not JSON: the base refused it too
         except RecursionError as exc:
