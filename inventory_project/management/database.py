@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,11 +18,19 @@ class DatabaseCommand(BaseCommand):
 
     Without this, either was a traceback: the pool's "couldn't get a connection after 10.00
     sec", which names neither the server nor the database, or "relation ... does not exist".
+    So was Ctrl-C: now one line, `interrupted` (what a command says of its state then), and the
+    shell's status for the signal (130 for Ctrl-C).
     """
+
+    interrupted = "interrupted"
 
     def execute(self, *args: Any, **options: Any) -> Any:
         try:
             return super().execute(*args, **options)
+        except KeyboardInterrupt as exc:
+            # A subclass may raise its own (backfill_ads' SIGTERM carries `signum`).
+            status = 128 + getattr(exc, "signum", signal.SIGINT)
+            raise CommandError(self.interrupted, returncode=status) from None
         except OperationalError as exc:
             raise CommandError(f"PostgreSQL at {_where()} failed: {exc}") from exc
         except ProgrammingError as exc:

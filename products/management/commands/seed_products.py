@@ -56,6 +56,8 @@ class Command(DatabaseCommand):
             "--replace", action="store_true", help="delete every existing product first"
         )
 
+    interrupted = "interrupted: nothing was loaded (the load is one transaction, rolled back)"
+
     def handle(self, *args: object, **options: Any) -> None:
         count: int = options["count"]
         if count < 0:
@@ -96,6 +98,10 @@ class Command(DatabaseCommand):
                     cursor.execute(definition)
         # Fresh statistics for the planner and a visibility map for index-only scans (deep
         # pages); VACUUM cannot run inside the transaction.
+        self.interrupted = (
+            f"interrupted after loading {count} products, before their statistics were "
+            f"refreshed: run VACUUM (ANALYZE) {table}"
+        )
         with connection.cursor() as cursor:
             if connection.in_atomic_block:  # a caller's transaction: VACUUM is not allowed
                 cursor.execute(f"ANALYZE {table}")

@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -12,6 +18,8 @@ from tests.concurrency import both_look_first, run_at_once
 from tests.products.conftest import ProductFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_seeds_the_requested_number_of_valid_products() -> None:
@@ -72,3 +80,42 @@ def test_a_negative_seed_is_refused() -> None:
     """Python's random takes -5 as 5: two seeds that look different gave one catalogue."""
     with pytest.raises(CommandError, match="--seed must be >= 0"):
         call_command("seed_products", "--count", "1", "--seed", "-5", stdout=StringIO())
+
+
+def test_ctrl_c_during_the_load_keeps_the_catalogue_and_says_so_in_one_line() -> None:
+    """It was a KeyboardInterrupt traceback from inside psycopg's COPY."""
+    kept = ProductFactory()
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+    }
+    seeding = subprocess.Popen(
+        [sys.executable, "manage.py", "seed_products", "--count", "5000000", "--replace"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        with connection.cursor() as cursor:
+            while True:  # interrupted mid-COPY, as Ctrl-C would
+                cursor.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'COPY products_product%%'"
+                )
+                if cursor.fetchone() or seeding.poll() is not None:
+                    break
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        seeding.send_signal(signal.SIGINT)
+        _, stderr = seeding.communicate(timeout=30)
+    finally:
+        seeding.kill()
+    assert seeding.returncode == 130
+    assert stderr.strip().splitlines() == [
+        "CommandError: interrupted: nothing was loaded (the load is one transaction, rolled back)"
+    ]
+    assert list(Product.objects.values_list("pk", flat=True)) == [kept.pk]
