@@ -170,22 +170,28 @@ def combined_csv_write(
 def combined_csv_lines(
     writer: Any, *, start: dt.date | None, end: dt.date | None, by: str = "campaign"
 ) -> int:
-    """Write the combined CSV's header and lines to a csv writer; the count of lines."""
-    count = 0
+    """Write the combined CSV's header and lines to a csv writer; the count of lines.
+
+    The query runs before the header is written, so a database that fails (unreachable, not
+    migrated) leaves a stream such as standard output empty rather than holding a header.
+    """
     if by == "day":
-        writer.writerow(TOTALS_CSV_HEADER)
-        for total in _daily_totals(start=start, end=end):
-            writer.writerow(_totals_line(total))
-            count += 1
-        return count
-    writer.writerow(DAY_CSV_HEADER)
-    qs = CampaignDayMetric.objects.order_by("customer_id", "date", "campaign_id")
-    if start:
-        qs = qs.filter(date__gte=start)
-    if end:
-        qs = qs.filter(date__lte=end)
-    for row in qs.iterator(chunk_size=5000):
-        writer.writerow(_campaign_row(row))
+        header, lines = TOTALS_CSV_HEADER, map(_totals_line, _daily_totals(start=start, end=end))
+    else:
+        qs = CampaignDayMetric.objects.order_by("customer_id", "date", "campaign_id")
+        if start:
+            qs = qs.filter(date__gte=start)
+        if end:
+            qs = qs.filter(date__lte=end)
+        header, lines = DAY_CSV_HEADER, map(_campaign_row, qs.iterator(chunk_size=5000))
+    first = next(lines, None)
+    writer.writerow(header)
+    if first is None:
+        return 0
+    writer.writerow(first)
+    count = 1
+    for line in lines:
+        writer.writerow(line)
         count += 1
     return count
 

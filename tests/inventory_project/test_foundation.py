@@ -324,7 +324,16 @@ def test_a_command_whose_database_is_unreachable_says_where_in_one_line(command)
 
 
 @pytest.mark.django_db
-def test_a_command_on_a_database_not_migrated_says_to_migrate() -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["seed_products", "--count", "1"],
+        # A CSV on standard output held its header before the error.
+        ["export_ads_csv", "--out", "-"],
+        ["export_ads_csv", "--out", "-", "--by", "day"],
+    ],
+)
+def test_a_command_on_a_database_not_migrated_says_to_migrate(command) -> None:
     """It was a ProgrammingError traceback: relation ... does not exist."""
     db = connection.settings_dict
     name = f"{db['NAME']}_unmigrated"
@@ -333,7 +342,7 @@ def test_a_command_on_a_database_not_migrated_says_to_migrate() -> None:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
         url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{name}"
-        done = _manage("seed_products", "--count", "1", database_url=url)
+        done = _manage(*command, database_url=url)
     finally:
         with psycopg_connect(db) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -341,6 +350,7 @@ def test_a_command_on_a_database_not_migrated_says_to_migrate() -> None:
     assert "Traceback" not in done.stderr, done.stderr
     assert "is not migrated" in done.stderr
     assert "scripts/manage.sh migrate" in done.stderr
+    assert done.stdout == ""
 
 
 def psycopg_connect(db: dict[str, Any]) -> psycopg.Connection[Any]:
