@@ -2,8 +2,6 @@
 SHELL := /bin/bash
 UV := python3 -m uv
 PY := .venv/bin/python
-# manage.py with .env read as honcho reads it for `make run`'s processes (absent: nothing).
-MANAGE := source scripts/dotenv.sh && $(PY) manage.py
 PYTEST_ARGS ?=
 
 .PHONY: help install services run test lint format bench migrate
@@ -29,11 +27,11 @@ services:
 	@scripts/ensure_services.sh
 
 migrate: install
-	@source scripts/dotenv.sh && scripts/ensure_services.sh
-	$(MANAGE) ensure_database
-	$(MANAGE) migrate --noinput
+	@scripts/migrate.sh
 
-run: migrate
+# run.sh migrates (scripts/migrate.sh) after it has checked its ports: a second checkout's
+# `make run` must not migrate the database of the one already running before it refuses.
+run: install
 	@scripts/run.sh
 
 lint: install

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make run`: prepare the database once, then web, worker, beat, the cache listener and (without
-# Google Ads credentials) the API sandbox under one process manager.
+# `make run`: check its ports, prepare the database once, then web, worker, beat, the cache
+# listener and (without Google Ads credentials) the API sandbox under one process manager.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Every step reads .env as honcho's processes do: the database it prepares and the URLs it
@@ -14,8 +14,9 @@ export HOST="${HOST:-127.0.0.1}"
 export ADS_SANDBOX_GRPC_PORT="${ADS_SANDBOX_GRPC_PORT:-50051}"
 export ADS_SANDBOX_OAUTH_PORT="${ADS_SANDBOX_OAUTH_PORT:-8089}"
 
-# Before anything is queued or started: a port in use (this checkout's `make run` already
-# running, or another's) would stop every process halfway through start-up.
+# Before anything is migrated, queued or started: a port in use (this checkout's `make run`
+# already running, or another's) would stop every process halfway through start-up, and a second
+# checkout whose .env still names the first one's database would migrate it first.
 ports=("PORT=${PORT}")
 if [[ -z "${GOOGLE_ADS_REFRESH_TOKEN:-}" ]]; then
   ports+=("ADS_SANDBOX_GRPC_PORT=${ADS_SANDBOX_GRPC_PORT}" "ADS_SANDBOX_OAUTH_PORT=${ADS_SANDBOX_OAUTH_PORT}")
@@ -28,6 +29,7 @@ for setting in "${ports[@]}"; do
   fi
 done
 
+scripts/migrate.sh
 .venv/bin/python manage.py collectstatic --noinput --verbosity 0
 .venv/bin/python manage.py bootstrap_demo
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from inventory_project.settings.base import database_from_url, env_time_of_day
 from tests.concurrency import both_look_first, run_at_once
 
 ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("inventory_project", "products", "ads_sync", "templates")
 
 HOUR = dt.timedelta(hours=1)
 CLOSED_PORT = 1  # nothing listens on tcpmux here; connections are refused at once
@@ -369,3 +371,37 @@ def test_a_database_url_with_a_bad_port_names_the_setting(port: str) -> None:
     """It was urllib's ValueError, a traceback naming neither the setting nor the URL's part."""
     with pytest.raises(ImproperlyConfigured, match="DATABASE_URL: Port"):
         database_from_url(f"postgres://postgres@127.0.0.1:{port}/x")
+
+
+@pytest.mark.django_db
+def test_make_run_with_its_port_in_use_refuses_before_touching_the_database(tmp_path) -> None:
+    """It created and migrated the database its .env names, then refused: a second checkout
+    whose .env still names the first one's database migrated it with its own branch."""
+    for name in ("Makefile", "scripts", "manage.py", ".venv", *PACKAGES):
+        (tmp_path / name).symlink_to(ROOT / name)
+    db = connection.settings_dict
+    name = f"{db['NAME']}_second_checkout"
+    with psycopg_connect(db) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        (tmp_path / ".env").write_text(
+            f"PORT={busy.getsockname()[1]}\n"
+            f"DATABASE_URL=postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{name}\n"
+            "GOOGLE_ADS_REFRESH_TOKEN=set-so-no-sandbox-ports-are-checked\n"
+        )
+        # -o install: this checkout's virtualenv is the one installed already.
+        done = subprocess.run(
+            ["make", "--no-print-directory", "-o", "install", "run"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    with psycopg_connect(db) as admin:
+        created = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    assert done.returncode != 0
+    assert "is in use" in done.stderr, done.stderr
+    assert created is None
