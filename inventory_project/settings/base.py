@@ -64,6 +64,19 @@ def env_time_of_day(name: str, default: str) -> tuple[int, int]:
     return hour, minute
 
 
+def env_rate(name: str, default: str) -> str:
+    """A django-ratelimit rate, checked whole: it reads "5/x" as 5 a second and fails on every
+    request for "abc" (a 500 from the first API read)."""
+    raw = env_str(name, default).strip() or default
+    match = re.fullmatch(r"([0-9]+)/([0-9]*)([smhd])", raw)
+    if match is None or int(match[1]) == 0 or int(match[2] or 1) == 0:
+        raise ImproperlyConfigured(
+            f"{name} must be a rate: requests, '/', then s, m, h or d, maybe after a number "
+            f"(100/m, 5/10s), got {raw!r}"
+        )
+    return raw
+
+
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
@@ -309,10 +322,10 @@ RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLED", True)
 RATELIMIT_USE_CACHE = "default"
 # With Redis down, serve unthrottled (and log) rather than refuse every request.
 RATELIMIT_FAIL_OPEN = True
-RATELIMIT_READS = env_str("RATELIMIT_READS", "100/m")
-RATELIMIT_WRITES = env_str("RATELIMIT_WRITES", "50/m")
+RATELIMIT_READS = env_rate("RATELIMIT_READS", "100/m")
+RATELIMIT_WRITES = env_rate("RATELIMIT_WRITES", "50/m")
 # Login POSTs (admin, browsable API), counted per client IP and per username.
-RATELIMIT_LOGINS = env_str("RATELIMIT_LOGINS", "10/m")
+RATELIMIT_LOGINS = env_rate("RATELIMIT_LOGINS", "10/m")
 # Clients are keyed by REMOTE_ADDR unless this many proxies in front append X-Forwarded-For.
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 # The peers whose X-Forwarded-For is read (with TRUSTED_PROXY_COUNT): the proxies gunicorn

@@ -27,7 +27,7 @@ from psycopg_pool import ConnectionPool
 
 from inventory_project import health, tasks
 from inventory_project.celery import app as celery_app
-from inventory_project.settings.base import database_from_url, env_time_of_day
+from inventory_project.settings.base import database_from_url, env_rate, env_time_of_day
 from tests.concurrency import both_look_first, run_at_once
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -270,6 +270,35 @@ def test_a_daily_sync_time_beat_could_never_run_is_refused_naming_it(monkeypatch
     monkeypatch.setenv("ADS_SYNC_DAILY_AT", value)
     with pytest.raises(ImproperlyConfigured, match=f"ADS_SYNC_DAILY_AT .* got '{value}'"):
         env_time_of_day("ADS_SYNC_DAILY_AT", "03:00")
+
+
+@pytest.mark.parametrize("value", ["100/m", "5/10s", "1000/h", "1/d", " 50/m "])
+def test_a_rate_limit_is_read_as_django_ratelimit_reads_it(monkeypatch, value) -> None:
+    monkeypatch.setenv("RATELIMIT_READS", value)
+    assert env_rate("RATELIMIT_READS", "100/m") == value.strip()
+
+
+@pytest.mark.parametrize("value", ["abc", "5/x", "5/mx", "100", "100/", "0/m", "5/0m", "-5/m"])
+def test_a_rate_limit_it_would_misread_or_fail_on_is_refused_naming_it(monkeypatch, value) -> None:
+    """ "abc" passed `check` and made every API read a 500; "5/x" was taken as 5 a second."""
+    monkeypatch.setenv("RATELIMIT_READS", value)
+    with pytest.raises(
+        ImproperlyConfigured, match=f"RATELIMIT_READS must be a rate.*got '{value}'"
+    ):
+        env_rate("RATELIMIT_READS", "100/m")
+
+
+def test_a_bad_rate_limit_stops_the_service_at_start() -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={**os.environ, "RATELIMIT_WRITES": "5/x"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: RATELIMIT_WRITES must be a rate" in result.stderr
 
 
 @pytest.mark.django_db
