@@ -40,7 +40,12 @@ from rest_framework.renderers import JSONRenderer
 from products import cache, selectors
 from products.api.errors import ServiceUnavailable, error_body
 from products.api.throttling import READ_GROUP, count_once
-from products.api.views import ProductAPIView, etag_version, if_none_match_fails
+from products.api.views import (
+    NOT_MODIFIED_KEEPS,
+    ProductAPIView,
+    etag_version,
+    if_none_match_fails,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -235,14 +240,17 @@ def answer_entry(
     meta: dict[str, Any], entry: cache.Entry
 ) -> tuple[int, list[tuple[str, str]], bytes]:
     """A cached answer as Django sends it (security headers apart): a 304 when If-None-Match
-    names its ETag, else a 200 with the entry. Django's 304 replaces the view's response, so
-    its Vary is SessionMiddleware's Cookie alone; CommonMiddleware adds the Content-Length."""
+    names its ETag, with what the 200 would send of NOT_MODIFIED_KEEPS, else a 200 with the
+    entry. CommonMiddleware adds the Content-Length."""
     etag = entry.etag
     if etag and "HTTP_IF_NONE_MATCH" in meta:
         request = HttpRequest()
         request.META = meta
         if if_none_match_fails(request, etag):
-            return 304, [("ETag", etag), ("Vary", "Cookie"), ("Content-Length", "0")], b""
+            kept = [
+                (name, value) for name, value in entry.headers.items() if name in NOT_MODIFIED_KEEPS
+            ]
+            return 304, [*kept, ("Content-Length", "0")], b""
     return 200, [*entry.headers.items(), ("Content-Length", str(len(entry.body)))], entry.body
 
 

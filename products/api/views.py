@@ -65,6 +65,8 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
 
 
 # Reads answer 304, with no body, when If-None-Match names the current ETag.
+# The headers of a 200 that its 304 sends too (RFC 9110, 15.4.5), of those our answers have.
+NOT_MODIFIED_KEEPS = ("ETag", "Vary", "Cache-Control")
 NOT_MODIFIED = {304: OpenApiResponse(description="If-None-Match names the current ETag.")}
 
 
@@ -111,7 +113,11 @@ class ProductAPIView(GenericAPIView):
                 set_response_etag(response)
             if if_none_match_fails(request, response["ETag"]):
                 not_modified = HttpResponseNotModified()
-                not_modified["ETag"] = response["ETag"]
+                # What the 200 would send of these (RFC 9110, 15.4.5): a cache that refreshes
+                # its stored headers from a 304 must not lose Vary's Accept.
+                for header in NOT_MODIFIED_KEEPS:
+                    if response.has_header(header):
+                        not_modified[header] = response[header]
                 return not_modified
         return response
 

@@ -86,6 +86,27 @@ def test_a_304_from_the_cache_is_djangos_304(stack, path: str, through_wsgi_laye
     assert cached[1] == alone[1]
 
 
+@pytest.mark.parametrize("path", ["/api/products/1", "/api/products", "/api/products/search"])
+@pytest.mark.parametrize("cache_on", [True, False])
+@pytest.mark.parametrize("with_token", [True, False])
+def test_a_304_varies_as_its_200(stack, token, path: str, cache_on: bool, with_token) -> None:
+    """The 304 sent Vary: Cookie (anonymous) or no Vary (a token), the 200 Vary: Accept and
+    Cookie: a cache refreshing its stored headers from the 304 lost Accept (RFC 9110, 15.4.5)."""
+    app, _ = stack
+    ProductFactory(pk=1, name="Steel bar")
+    query = "name=steel" if path.endswith("search") else ""
+    auth = {"HTTP_AUTHORIZATION": f"Token {token}"} if with_token else {}
+    ask = send if cache_on else by_django
+    _, ok, _ = ask(app, "GET", path, QUERY_STRING=query, **auth)
+    ask(app, "GET", path, QUERY_STRING=query, **auth)  # a hit, where the cache is on
+    status, not_modified, _ = ask(
+        app, "GET", path, QUERY_STRING=query, HTTP_IF_NONE_MATCH=ok["ETag"], **auth
+    )
+    assert status == 304
+    assert not_modified["Vary"] == ok["Vary"]
+    assert "Accept" in ok["Vary"]
+
+
 def test_a_200_from_the_middleware_cache_has_its_length() -> None:
     ProductFactory(pk=1)
     app = ProductPagesApp(ProductUpdateApp(CountingDjango()))  # no WSGI cache layer in front
