@@ -157,9 +157,14 @@ def test_a_failed_date_makes_the_exit_status_non_zero_and_is_named(
 
 
 @pytest.mark.parametrize(
-    "command", [["backfill_ads", "--start", "2025-02-30"], ["export_ads_csv", "--end", "nope"]]
+    ("command", "status"),
+    [
+        # 2 was also backfill_ads' "no worker or broker": a script retried a typo.
+        (["backfill_ads", "--start", "2025-02-30"], backfill_ads.USAGE),
+        (["export_ads_csv", "--end", "nope"], 2),
+    ],
 )
-def test_a_date_that_is_not_one_is_a_usage_error_not_a_traceback(command) -> None:
+def test_a_date_that_is_not_one_is_a_usage_error_not_a_traceback(command, status) -> None:
     result = subprocess.run(
         [sys.executable, "manage.py", *command],
         cwd=ROOT,
@@ -168,7 +173,7 @@ def test_a_date_that_is_not_one_is_a_usage_error_not_a_traceback(command) -> Non
         text=True,
         timeout=120,
     )
-    assert result.returncode == 2
+    assert result.returncode == status
     assert "not a date (YYYY-MM-DD)" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -271,8 +276,9 @@ def test_bad_arguments_are_refused_with_a_message() -> None:
     ],
 )
 def test_arguments_that_cannot_name_a_day_or_an_account_are_refused(args, message) -> None:
-    with pytest.raises(CommandError, match=message):
+    with pytest.raises(CommandError, match=message) as refused:
         call_command("backfill_ads", *args)
+    assert refused.value.returncode == backfill_ads.USAGE  # 1 was also "a date failed"
 
 
 @pytest.mark.usefixtures("sync_worker")

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
@@ -37,6 +37,9 @@ OTHER_RUNS_STALL_S = float(tasks.SYNC_DAY_SOFT_LIMIT_S)
 EARLIEST = dt.date(2000, 1, 1)
 # The shell's status for a command stopped by a signal: 128 + its number (Ctrl-C: 130).
 SIGNALLED = 128
+# A command line it cannot run (sysexits' EX_USAGE): argparse's own 2 is this command's "no
+# worker or broker", and 1 its "a date failed", both worth retrying; a typo is not.
+USAGE = 64
 
 _T = TypeVar("_T")
 
@@ -60,6 +63,10 @@ class SignalInterrupt(KeyboardInterrupt):
 
     def __str__(self) -> str:
         return signal.Signals(self.signum).name
+
+
+def _usage(message: str) -> CommandError:
+    return CommandError(message, returncode=USAGE)
 
 
 def interrupted_status(exc: KeyboardInterrupt) -> int:
@@ -147,7 +154,8 @@ class Command(DatabaseCommand):
         "sync_day tasks, show progress and a summary. Exit status 1 when a date failed or an "
         "account could not be looked up, 2 when no worker or broker takes the tasks, 3 when "
         "another planning holds the lock, 4 when dates of the range are not fetched yet "
-        "(deferred, stranded in another run, or not complete in the accounts' time zones)."
+        "(deferred, stranded in another run, or not complete in the accounts' time zones), "
+        "64 when the arguments or the output folder cannot be used."
     )
     _database_down = False  # while waiting (`_read`)
 
@@ -171,6 +179,17 @@ class Command(DatabaseCommand):
             help="seconds to wait for another planning",
         )
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        argparse_exit = parser.exit
+
+        def exit_usage(status: int = 0, message: str | None = None) -> NoReturn:
+            # argparse exits 2 for a command line it rejects (`--start 2025-13-01`).
+            argparse_exit(USAGE if status == 2 else status, message)
+
+        parser.exit = exit_usage  # type: ignore[method-assign]
+        return parser
+
     def handle(self, *args: Any, **options: Any) -> None:
         with stopped_like_ctrl_c():
             self._backfill(**options)
@@ -178,39 +197,39 @@ class Command(DatabaseCommand):
     def _backfill(self, **options: Any) -> None:
         start, end, days = options["start"], options["end"], options["days"]
         if days is not None and (start or end):
-            raise CommandError("use either --days or --start/--end, not both")
+            raise _usage("use either --days or --start/--end, not both")
         if days is not None and days < 1:
-            raise CommandError("--days must be at least 1")
+            raise _usage("--days must be at least 1")
         if start and end and start > end:
-            raise CommandError(f"--start {start} is after --end {end}")
+            raise _usage(f"--start {start} is after --end {end}")
         today = dt.datetime.now(dt.UTC).date()
         if start and start > today:
             # Yesterday is the last complete day; in no time zone is it after today in UTC.
-            raise CommandError(f"--start {start} is in the future: no complete day to fetch")
+            raise _usage(f"--start {start} is in the future: no complete day to fetch")
         if days is not None and days > (today - EARLIEST).days:
-            raise CommandError(f"--days {days} reaches back before {EARLIEST}")
+            raise _usage(f"--days {days} reaches back before {EARLIEST}")
         if start and start < EARLIEST:
-            raise CommandError(f"--start {start} is before {EARLIEST}")
+            raise _usage(f"--start {start} is before {EARLIEST}")
         try:
             given = [google_ads.normalize_customer_id(c) for c in options["customers"] or []]
         except ValueError as exc:
-            raise CommandError(f"--customer: {exc}") from exc
+            raise _usage(f"--customer: {exc}") from exc
         customers = list(dict.fromkeys(given)) or list(settings.GOOGLE_ADS_CUSTOMER_IDS)
         if not customers:
-            raise CommandError("no customer: set GOOGLE_ADS_CUSTOMER_IDS or pass --customer")
+            raise _usage("no customer: set GOOGLE_ADS_CUSTOMER_IDS or pass --customer")
         if end and not start and days is None:
-            raise CommandError("--end needs --start")
+            raise _usage("--end needs --start")
 
         # The folder the user means is relative to where they run this, not to the workers.
         if options["output_dir"] in ("", "-"):
             # "" read as the default folder, and "-" made a folder named "-" (export_ads_csv
             # takes "-" for standard output; a backfill writes one file per day).
-            raise CommandError(f"--output-dir {options['output_dir']!r} is not a folder")
+            raise _usage(f"--output-dir {options['output_dir']!r} is not a folder")
         output_dir = Path(options["output_dir"] or settings.ADS_SYNC_OUTPUT_DIR).absolute()
         try:
             services.csv_dir_ensure(output_dir=output_dir)
         except OSError as exc:
-            raise CommandError(f"cannot write CSV files in {output_dir}: {exc}") from exc
+            raise _usage(f"cannot write CSV files in {output_dir}: {exc}") from exc
 
         queue = celery_app.conf.task_default_queue
         workers = queue_has_consumers(queue)
