@@ -4,18 +4,17 @@ from django.contrib import admin
 from django.urls import include, path, re_path, reverse_lazy
 from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 
 from inventory_project import health
 from products.api import errors
+from products.api.schema import SwaggerView
 
 # The admin's "View site" and the browsable API's login without ?next= (LOGIN_REDIRECT_URL)
 # lead to the API's list, by its route name as the redirect of / below, not to a 404.
 # Lazy (the URLconf is loading), and rendered as text like any str.
 admin.site.site_url = cast(str, reverse_lazy("products:list"))
-# The Swagger page is a template: DRF answered OPTIONS (its metadata) through that template's
-# renderer, which has no template for it, a 500. It answers GET and HEAD; anything else is 405.
-swagger_ui = SpectacularSwaggerView.as_view(url_name="schema", http_method_names=["get", "head"])
+swagger_ui = SwaggerView.as_view(url_name="schema")
 
 urlpatterns = [
     # Someone who opens the server's address lands on the API, not on a 404.

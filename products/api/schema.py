@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.views import SpectacularSwaggerView
 from rest_framework.permissions import SAFE_METHODS
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
 
 from products.api.serializers import StrictInputSerializer
 
@@ -43,3 +46,18 @@ def without_slash_twins(endpoints: list[Endpoint]) -> list[Endpoint]:
         for path, regex, method, view in endpoints
         if not (path.endswith("/") and views.get((path[:-1], method)) is view)
     ]
+
+
+class SwaggerView(SpectacularSwaggerView):
+    """The Swagger page. It answers GET and HEAD: DRF answered OPTIONS (its metadata) through
+    the page's template renderer, which has no template for it, a 500. Its errors (a 405 for
+    any other method) are the API's JSON, as under every /api/ path, not that renderer's
+    plain-text "405 Method Not Allowed" labelled text/html."""
+
+    http_method_names = ["get", "head"]
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response: Response = super().handle_exception(exc)
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return response

@@ -141,6 +141,9 @@ def test_the_docs_page_answers_get_and_head_and_refuses_the_rest(client, path: s
     for method in ("options", "post", "delete"):
         response = getattr(client, method)(path)
         assert (response.status_code, response["Allow"]) == (405, "GET, HEAD"), method
+        # It was plain text labelled text/html: every /api/ error is the API's JSON.
+        assert response["Content-Type"] == "application/json"
+        assert response.json()["error"]["code"] == "method_not_allowed"
 
 
 def test_the_schema_lists_only_the_products_operations(client) -> None:
