@@ -18,7 +18,13 @@ from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_sc
 from rest_framework import serializers
 from rest_framework.utils.formatting import lazy_format
 
-from products.models import NAME_MAX_LENGTH, PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS, STOCK_MAX
+from products.models import (
+    NAME_CONTROL_CHARACTERS,
+    NAME_MAX_LENGTH,
+    PRICE_DECIMAL_PLACES,
+    PRICE_MAX_DIGITS,
+    STOCK_MAX,
+)
 
 BIGINT_MAX = 9_223_372_036_854_775_807
 PRICE_PATTERN = r"^[0-9]{1,10}(\.[0-9]{1,2})?$"
@@ -232,6 +238,13 @@ def _shallow_copy(field: serializers.Field) -> serializers.Field:
     return twin
 
 
+def _no_control_characters(value: str) -> None:
+    """The model's check of a name, here so that a bad name is reported with the other bad
+    fields (the service's full_clean saw it only once they were valid). Called, not listed:
+    the schema would show its inverse pattern as the pattern a name must match."""
+    NAME_CONTROL_CHARACTERS(value)
+
+
 @extend_schema_serializer(
     examples=[
         OpenApiExample(
@@ -242,7 +255,7 @@ def _shallow_copy(field: serializers.Field) -> serializers.Field:
     ]
 )
 class ProductCreateSerializer(StrictInputSerializer):
-    name = StrictCharField(max_length=NAME_MAX_LENGTH)
+    name = StrictCharField(max_length=NAME_MAX_LENGTH, validators=[_no_control_characters])
     price = PriceField()
     stock_level = StrictIntegerField(min_value=0, max_value=STOCK_MAX)
 

@@ -187,3 +187,9 @@ def test_only_a_routes_own_slash_twin_is_left_out_of_the_schema() -> None:
         ("/api/b/", "", "GET", other),
     ]
     assert [e[0] for e in without_slash_twins(endpoints)] == ["/api/a", "/api/b", "/api/b/"]
+
+
+def test_the_name_check_adds_no_pattern_to_the_schema(client) -> None:
+    """The check refuses what its regex matches: as a pattern, it would ask for the opposite."""
+    schemas = client.get("/api/schema", {"format": "json"}).json()["components"]["schemas"]
+    assert "pattern" not in schemas["ProductCreateRequest"]["properties"]["name"]

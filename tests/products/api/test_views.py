@@ -219,6 +219,15 @@ def test_create_with_bad_field_is_400_naming_it_and_writes_nothing(clerk, body, 
     assert not Product.objects.exists()
 
 
+def test_a_name_with_control_characters_is_reported_with_the_other_bad_fields(clerk) -> None:
+    """`fields` named price and stock_level only: the name was checked once they were valid."""
+    body = {"name": "a\tb", "price": "x", "stock_level": -1}
+    fields = error_of(clerk.post("/api/products", body, format="json"))["fields"]
+    assert set(fields) == {"name", "price", "stock_level"}
+    assert fields["name"] == ["Names cannot contain control characters (line breaks, tabs)."]
+    assert not Product.objects.exists()
+
+
 def test_unknown_fields_are_reported_together_with_other_errors(clerk) -> None:
     body = {"name": "A", "price": "1.001", "stock_level": 1, "colour": "red"}
     fields = error_of(clerk.post("/api/products", body, format="json"))["fields"]
