@@ -271,6 +271,8 @@ class Plan:
     failed_accounts: tuple[str, ...] = ()
     # Done days whose CSV is gone or older than their fetch: rewritten after the fan-out.
     csv_missing: tuple[tuple[str, dt.date], ...] = ()
+    # Each looked-up account's dates, cut at its own last complete day.
+    windows: tuple[selectors.Window, ...] = ()
 
 
 def run_plan(
@@ -401,7 +403,13 @@ def run_plan(
                 logger.exception("ads sync: run %s: its days could not be failed", stored.pk)
         raise
     failed = tuple(c for c in customer_ids if c not in known)
-    return Plan(run=run, days=planned, failed_accounts=failed, csv_missing=tuple(gone))
+    return Plan(
+        run=run,
+        days=planned,
+        failed_accounts=failed,
+        csv_missing=tuple(gone),
+        windows=tuple(windows),
+    )
 
 
 def plan_csv_restore(*, plan: Plan) -> None:

@@ -23,7 +23,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from ads_sync import selectors, services, tasks
 from ads_sync.management.commands import backfill_ads
-from ads_sync.models import CampaignDayMetric, SyncDay, SyncRun
+from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 from inventory_project.celery import app as celery_app
 
 from .helpers import (
@@ -529,7 +529,33 @@ def test_dates_past_the_accounts_yesterday_are_named_as_not_planned(
         *("--start", str(today - dt.timedelta(days=3)), "--end", str(today)),
         *("--output-dir", str(tmp_path), "--no-wait"),
     )
-    assert f"note: the dates after {run.range_end} are not complete yet" in text
+    not_complete = "note: not complete yet in the accounts' time zones, so not planned: the dates"
+    assert f"{not_complete} after {run.range_end} for " in text
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_an_end_one_accounts_time_zone_has_reached_and_anothers_not_exits_4_naming_it(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """It compared --end with the latest account's yesterday only, and exited 0 with the other
+    account's last date never fetched (Tokyo and Los Angeles, every afternoon UTC)."""
+    east, west = ads_sandbox.customers[:2]
+    for customer_id, zone in ((east, "Pacific/Kiritimati"), (west, "Pacific/Pago_Pago")):
+        AdsAccount.objects.create(customer_id=customer_id, time_zone=zone, currency_code="USD")
+    end = selectors.account_yesterday(account=AdsAccount.objects.get(pk=east))
+    west_last = selectors.account_yesterday(account=AdsAccount.objects.get(pk=west))
+    assert west_last < end  # 25 hours apart
+    with pytest.raises(CommandError, match="are not complete yet") as stopped:
+        call_command(
+            "backfill_ads",
+            *("--start", str(end - dt.timedelta(days=3)), "--end", str(end)),
+            *("--customer", east, "--customer", west, "--output-dir", str(tmp_path)),
+            stdout=io.StringIO(),
+        )
+    assert stopped.value.returncode == 4
+    assert f"the dates after {west_last} for {west} are not complete yet" in str(stopped.value)
+    assert SyncDay.objects.filter(customer_id=east, date=end, state="done").exists()
+    assert not SyncDay.objects.filter(customer_id=west, date__gt=west_last).exists()
 
 
 @pytest.mark.usefixtures("sync_worker")

@@ -7,7 +7,7 @@ import datetime as dt
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -63,6 +63,14 @@ class SignalInterrupt(KeyboardInterrupt):
 
     def __str__(self) -> str:
         return signal.Signals(self.signum).name
+
+
+def _not_complete(windows: Iterable[selectors.Window], end: dt.date | None) -> str:
+    """The accounts whose last complete day is before `end`, and after which day: "" if none."""
+    if end is None:
+        return ""
+    short = sorted((w.end, w.customer_id) for w in windows if w.end < end)
+    return ", ".join(f"after {last} for {customer_id}" for last, customer_id in short)
 
 
 def _usage(message: str) -> CommandError:
@@ -292,11 +300,13 @@ class Command(DatabaseCommand):
                 f"zones (the latest complete day is {run.range_end}); nothing to fetch",
                 returncode=4,
             )
-        not_complete = bool(end and run.range_end and end > run.range_end)
+        # Each account's last complete day is yesterday in its own time zone: an --end that
+        # one account has reached may still be ahead for another (Tokyo and Los Angeles).
+        not_complete = _not_complete(plan.windows, end)
         if not_complete:
             self.stdout.write(
-                f"note: the dates after {run.range_end} are not complete yet in the accounts' "
-                "time zones; they are not planned"
+                f"note: not complete yet in the accounts' time zones, so not planned: the dates "
+                f"{not_complete}"
             )
         problems = []
         if plan.failed_accounts:
@@ -336,8 +346,8 @@ class Command(DatabaseCommand):
             parts = []
             if not_complete:
                 parts.append(
-                    f"the dates after {run.range_end} up to --end {end} are not complete yet "
-                    "in the accounts' time zones, and were not fetched"
+                    f"up to --end {end}, the dates {not_complete} are not complete yet in the "
+                    "accounts' time zones, and were not fetched"
                 )
             deferred = run.deferred + elsewhere.deferred
             if deferred:
