@@ -7,6 +7,7 @@ import csv
 import datetime as dt
 import logging
 import os
+import re
 import tempfile
 import time
 from collections import Counter
@@ -63,6 +64,10 @@ def micros_to_currency(micros: int) -> Decimal:
 
 
 CSV_FILE_MODE = 0o644
+# A writer killed between its temporary file and the rename (SIGKILL, a power cut) leaves the
+# file behind; a planning removes those this old, which no live writer can still be writing.
+CSV_LEFTOVER_AFTER_S = 3600
+_CSV_LEFTOVER = re.compile(r"\..+\.csv\.[^.]+\.tmp")
 
 
 def _campaign_row(row: CampaignDayMetric) -> list[object]:
@@ -299,6 +304,7 @@ def run_plan(
     # Before any API call: with a folder that cannot be written, every day fetched would fail
     # at its CSV (OSError, for the caller: `backfill_ads` checks it first, with its message).
     csv_dir_ensure(output_dir=out)
+    csv_leftovers_remove(output_dir=out)
     stored: SyncRun | None = None
     try:
         with locks.planning_lock(wait_s=lock_wait_s) as lock:
@@ -453,6 +459,28 @@ def csv_dir_ensure(*, output_dir: str | Path) -> None:
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".write-check-"):
         pass
+
+
+def csv_leftovers_remove(*, output_dir: str | Path) -> int:
+    """Remove the temporary files of CSV writes that never finished (`_atomic_csv`'s, older
+    than CSV_LEFTOVER_AFTER_S) from the folder and its account folders; how many went."""
+    cutoff = time.time() - CSV_LEFTOVER_AFTER_S
+    removed = 0
+    root = Path(output_dir)
+    try:
+        for folder in (root, *(entry for entry in root.iterdir() if entry.is_dir())):
+            for entry in os.scandir(folder):
+                if not _CSV_LEFTOVER.fullmatch(entry.name) or not entry.is_file():
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        removed += 1
+    except OSError as exc:  # tidying up: a folder it may not read must not stop a planning
+        logger.warning("ads sync: unfinished CSV writes in %s not removed: %s", root, exc)
+    if removed:
+        logger.warning("ads sync: removed %d unfinished CSV write(s) in %s", removed, root)
+    return removed
 
 
 _IN_FLIGHT_PLANNED_SQL = """

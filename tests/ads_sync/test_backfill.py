@@ -533,6 +533,26 @@ def test_dates_past_the_accounts_yesterday_are_named_as_not_planned(
     assert f"{not_complete} after {run.range_end} for " in text
 
 
+def test_a_planning_removes_csv_writes_that_a_killed_worker_left_unfinished(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """A worker killed between the temporary file and its rename left it there for good."""
+    monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
+    folder = tmp_path / ads_sandbox.customers[0]
+    folder.mkdir()
+    old, recent = folder / ".2026-03-20.csv.2n6l6ut0.tmp", folder / ".2026-03-21.csv.x1.tmp"
+    unrelated = [folder / "notes.tmp", tmp_path / ".ads_daily_totals.csv.keep", folder / "a.csv"]
+    for path in (old, recent, *unrelated):
+        path.write_text("customer_id,date\n")
+    hours_ago = time.time() - 2 * 3600
+    for path in (old, *unrelated):
+        os.utime(path, (hours_ago, hours_ago))
+    _backfill("--days", "1", "--output-dir", str(tmp_path), "--no-wait")
+    assert not old.exists()
+    assert recent.exists()  # a write that may still be going on
+    assert all(path.exists() for path in unrelated)
+
+
 @pytest.mark.usefixtures("sync_worker")
 def test_an_end_one_accounts_time_zone_has_reached_and_anothers_not_exits_4_naming_it(
     ads_sandbox, tmp_path: Path
