@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -26,6 +27,14 @@ def _free_port() -> int:
 @pytest.fixture
 def gunicorn() -> Iterator[int]:
     """The app under gunicorn, as deployed, on this test's database."""
+    with serving() as port:
+        yield port
+
+
+@contextlib.contextmanager
+def serving(**settings_env: str) -> Iterator[int]:
+    """gunicorn with the project's config on this test's database, `settings_env` on top of
+    the test settings' environment; yields its port."""
     db = connection.settings_dict
     port = _free_port()
     env = {
@@ -37,6 +46,7 @@ def gunicorn() -> Iterator[int]:
         "WEB_CONCURRENCY": "1",
         "GUNICORN_ACCESSLOG": "",
         "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
+        **settings_env,
     }
     gunicorn_bin = Path(sys.executable).parent / "gunicorn"
     process = subprocess.Popen(

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import io
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -29,6 +31,7 @@ from inventory_project import health, tasks
 from inventory_project.celery import app as celery_app
 from inventory_project.settings.base import database_from_url, env_rate, env_time_of_day
 from tests.concurrency import both_look_first, run_at_once
+from tests.inventory_project.conftest import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("inventory_project", "products", "ads_sync", "templates")
@@ -217,6 +220,26 @@ def test_production_settings_pass_the_deploy_check() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("proxies", "status"), [("127.0.0.1", 404), ("10.9.9.9", 301)])
+def test_https_is_believed_only_from_the_proxies_gunicorn_trusts(proxies, status) -> None:
+    """Django read X-Forwarded-Proto from any client: one that reached the server directly,
+    past the proxy, was answered as over https (no redirect, and HSTS)."""
+    production = {
+        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.production",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "true",
+        "FORWARDED_ALLOW_IPS": proxies,
+    }
+    with serving(**production) as port:
+        client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        client.request("GET", "/api/products/999999", headers={"X-Forwarded-Proto": "https"})
+        answer = client.getresponse()
+    assert answer.status == status  # 404: taken as https; 301: sent to https
+    assert ("Strict-Transport-Security" in answer.headers) == (status == 404)
 
 
 def test_production_settings_refuse_to_start_without_a_secret_key() -> None:
