@@ -222,6 +222,33 @@ def test_production_settings_pass_the_deploy_check() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(("value", "secure"), [(None, "True True"), ("false", "False False")])
+def test_production_cookies_are_https_only_unless_turned_off(value, secure) -> None:
+    """docker/compose.yaml serves plain HTTP without a proxy: browsers dropped the admin's
+    Secure cookies there, and no login could pass the CSRF check."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.production",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+    }
+    env.pop("SECURE_COOKIES", None)
+    if value is not None:
+        env["SECURE_COOKIES"] = value
+    code = (
+        "from django.conf import settings as s; "
+        "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE)"
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.stdout.strip() == secure, result.stderr
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(("proxies", "status"), [("127.0.0.1", 404), ("10.9.9.9", 301)])
 def test_https_is_believed_only_from_the_proxies_gunicorn_trusts(proxies, status) -> None:
