@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
+import heapq
 import logging
 import os
 import re
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -19,9 +20,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Sum, Value
+from django.db.models import Exists, F, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Concat
+from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
 
 from ads_sync import locks, selectors
@@ -120,24 +121,56 @@ def day_csv_write(*, customer_id: str, day: dt.date, output_dir: str | Path) -> 
 
 def _daily_totals(
     *, start: dt.date | None = None, end: dt.date | None = None
-) -> Iterable[dict[str, Any]]:
-    qs = CampaignDayMetric.objects.all()
+) -> Iterator[dict[str, Any]]:
+    """Per customer and date, ordered so: the sums of its campaign rows, and zeros for a day
+    fetched with no campaign activity (its day file is header only), which is not a day never
+    fetched (no line)."""
+    dates = Q()
     if start:
-        qs = qs.filter(date__gte=start)
+        dates &= Q(date__gte=start)
     if end:
-        qs = qs.filter(date__lte=end)
+        dates &= Q(date__lte=end)
     totals = (
-        qs.values("customer_id", "date", "currency_code")
+        CampaignDayMetric.objects.filter(dates)
+        .values("customer_id", "date", "currency_code")
         .annotate(
             impressions_sum=Sum("impressions"),
             clicks_sum=Sum("clicks"),
             cost_micros_sum=Sum("cost_micros"),
             conversions_sum=Sum("conversions"),
-            campaigns=Count("id"),
         )
         .order_by("customer_id", "date")
     )
-    return (dict(total) for total in totals)
+    rows = CampaignDayMetric.objects.filter(
+        customer_id=OuterRef("customer_id"), date=OuterRef("date")
+    )
+    currency = AdsAccount.objects.filter(pk=OuterRef("customer_id")).values("currency_code")
+    empty = (
+        SyncDay.objects.filter(dates, state=SyncDay.State.DONE)
+        .exclude(Exists(rows))
+        .annotate(
+            currency_code=Coalesce(Subquery(currency), Value("")),
+            impressions_sum=Value(0),
+            clicks_sum=Value(0),
+            cost_micros_sum=Value(0),
+            conversions_sum=Value(Decimal("0.000000")),
+        )
+        .values(
+            "customer_id",
+            "date",
+            "currency_code",
+            "impressions_sum",
+            "clicks_sum",
+            "cost_micros_sum",
+            "conversions_sum",
+        )
+        .order_by("customer_id", "date")
+    )
+    return heapq.merge(
+        (dict(total) for total in totals.iterator(chunk_size=5000)),
+        (dict(day) for day in empty.iterator(chunk_size=5000)),
+        key=lambda total: (total["customer_id"], total["date"]),
+    )
 
 
 def totals_csv_write(*, output_dir: str | Path) -> Path:

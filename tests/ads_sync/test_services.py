@@ -118,6 +118,34 @@ def test_the_totals_file_has_one_line_per_customer_and_date(tmp_path: Path) -> N
     ]
 
 
+def test_a_day_fetched_with_no_campaign_activity_totals_zero_and_one_never_fetched_is_absent(
+    tmp_path: Path,
+) -> None:
+    """Both had no line: zero spend looked the same as a day never synced."""
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    quiet, busy, never = DAY, DAY + dt.timedelta(days=1), DAY + dt.timedelta(days=2)
+    services.day_rows_replace(customer_id=CUSTOMER, day=quiet, rows=[], currency_code="EUR")
+    services.day_rows_replace(
+        customer_id=CUSTOMER, day=busy, rows=[campaign_day(day=busy)], currency_code="EUR"
+    )
+    for day, state in ((quiet, "done"), (busy, "done"), (never, "failed")):
+        SyncDay.objects.create(customer_id=CUSTOMER, date=day, state=state)
+    lines = _read(services.totals_csv_write(output_dir=tmp_path))
+    assert [line["date"] for line in lines] == [str(quiet), str(busy)]
+    assert lines[0] == {
+        "customer_id": CUSTOMER,
+        "date": str(quiet),
+        "impressions": "0",
+        "clicks": "0",
+        "cost": "0.000000",
+        "cost_micros": "0",
+        "currency_code": "EUR",
+        "conversions": "0.000000",  # as a sum of the rows' six places
+    }
+    by_day = tmp_path / "by_day.csv"
+    assert services.combined_csv_write(out=by_day, start=quiet, end=quiet, by="day") == 1
+
+
 def test_the_combined_export_by_campaign_respects_the_range(tmp_path: Path) -> None:
     for offset in range(3):
         day = DAY + dt.timedelta(days=offset)
