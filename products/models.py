@@ -72,8 +72,9 @@ def _invalidate_on_commit(products: Sequence[Any], using: str) -> None:
 # A name is one line of text: a line break could not even be kept by the admin's text box.
 # C0 and C1 control characters (NEL, U+0085, among them) and the Unicode line and paragraph
 # separators.
+NAME_CONTROL_CHARACTERS_PATTERN = r"[\x00-\x1f\x7f-\x9f\u2028\u2029]"
 NAME_CONTROL_CHARACTERS = RegexValidator(
-    r"[\x00-\x1f\x7f-\x9f\u2028\u2029]",
+    NAME_CONTROL_CHARACTERS_PATTERN,
     inverse_match=True,
     message="Names cannot contain control characters (line breaks, tabs).",
     code="control_characters",

@@ -10,7 +10,7 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from products.api.serializers import StrictInputSerializer
+from products.api.serializers import ProductUpdateSerializer, StrictInputSerializer
 
 
 class ProductAutoSchema(AutoSchema):
@@ -28,6 +28,9 @@ class ProductAutoSchema(AutoSchema):
         # Our input serializers refuse unknown keys with a 400 naming them: say so.
         if direction == "request" and isinstance(serializer, StrictInputSerializer):
             schema["additionalProperties"] = False
+        # A PATCH must set something (ProductUpdateSerializer.validate).
+        if isinstance(serializer, ProductUpdateSerializer) and serializer.partial:
+            schema["minProperties"] = 1
         return schema
 
 

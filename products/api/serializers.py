@@ -20,6 +20,7 @@ from rest_framework.utils.formatting import lazy_format
 
 from products.models import (
     NAME_CONTROL_CHARACTERS,
+    NAME_CONTROL_CHARACTERS_PATTERN,
     NAME_MAX_LENGTH,
     PRICE_DECIMAL_PLACES,
     PRICE_MAX_DIGITS,
@@ -245,6 +246,22 @@ def _no_control_characters(value: str) -> None:
     NAME_CONTROL_CHARACTERS(value)
 
 
+# What the check refuses, as the schema says it: `not` a match anywhere (no anchors, which
+# Python's `$` and JavaScript's read differently).
+@extend_schema_field(
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": NAME_MAX_LENGTH,
+        "not": {"pattern": NAME_CONTROL_CHARACTERS_PATTERN},
+        "description": "One line: no control characters (line breaks, tabs).",
+    }
+)
+class ProductNameField(StrictCharField):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=NAME_MAX_LENGTH, validators=[_no_control_characters], **kwargs)
+
+
 @extend_schema_serializer(
     examples=[
         OpenApiExample(
@@ -255,7 +272,7 @@ def _no_control_characters(value: str) -> None:
     ]
 )
 class ProductCreateSerializer(StrictInputSerializer):
-    name = StrictCharField(max_length=NAME_MAX_LENGTH, validators=[_no_control_characters])
+    name = ProductNameField()
     price = PriceField()
     stock_level = StrictIntegerField(min_value=0, max_value=STOCK_MAX)
 

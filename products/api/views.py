@@ -129,6 +129,7 @@ class ProductListView(ProductAPIView):
     @extend_schema(
         operation_id="products_list",
         summary="List products",
+        description="Page by `page` (with a count) or by `after_id` (keyset), not both.",
         parameters=[ListQuerySerializer, IF_NONE_MATCH],
         responses={200: ProductPageSerializer, **NOT_MODIFIED, **errors(400, 404, 429)},
     )
@@ -218,6 +219,10 @@ class ProductSearchView(ProductAPIView):
     @extend_schema(
         operation_id="products_search",
         summary="Search products by name substring and price range",
+        description=(
+            "Give at least one of `name`, `min_price` and `max_price`; `min_price` not above "
+            "`max_price`. Page by `page` or by `after_id`, not both."
+        ),
         parameters=[SearchQuerySerializer, IF_NONE_MATCH],
         responses={200: ProductPageSerializer, **NOT_MODIFIED, **errors(400, 404, 429)},
     )

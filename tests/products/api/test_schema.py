@@ -6,6 +6,8 @@ cut short by 429s (they are tested on their own).
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import schemathesis
 from django.core.signals import request_finished, request_started
@@ -189,7 +191,18 @@ def test_only_a_routes_own_slash_twin_is_left_out_of_the_schema() -> None:
     assert [e[0] for e in without_slash_twins(endpoints)] == ["/api/a", "/api/b", "/api/b/"]
 
 
-def test_the_name_check_adds_no_pattern_to_the_schema(client) -> None:
-    """The check refuses what its regex matches: as a pattern, it would ask for the opposite."""
+def test_the_schema_states_the_name_check_as_what_it_refuses(client) -> None:
+    """Listed as a validator, the check's regex (the characters refused) became the pattern a
+    name must match; unstated, a client could not know a tab is refused."""
     schemas = client.get("/api/schema", {"format": "json"}).json()["components"]["schemas"]
-    assert "pattern" not in schemas["ProductCreateRequest"]["properties"]["name"]
+    name = schemas["ProductCreateRequest"]["properties"]["name"]
+    assert "pattern" not in name
+    refused = re.compile(name["not"]["pattern"])
+    assert refused.search("a\tb")
+    assert refused.search("a\u2028b")
+    assert not refused.search("Steel Hammer ß")
+
+
+def test_the_schema_says_a_patch_must_set_something(client) -> None:
+    schemas = client.get("/api/schema", {"format": "json"}).json()["components"]["schemas"]
+    assert schemas["PatchedProductUpdateRequest"]["minProperties"] == 1
