@@ -69,6 +69,9 @@ def base_env(cache_enabled: bool) -> dict[str, str]:
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
             "CACHE_KEY_PREFIX": "inv-bench",
             "RATELIMIT_ENABLED": "false",
+            # wrk is the TLS proxy here: its X-Forwarded-Proto is read (a value from the shell
+            # would make every request a redirect).
+            "FORWARDED_ALLOW_IPS": "127.0.0.1",
             "PRODUCT_CACHE_ENABLED": "true" if cache_enabled else "false",
             "PORT": str(PORT),
             "HOST": "127.0.0.1",

@@ -10,11 +10,10 @@ from .base import SECRET_KEY, env_bool, env_int, require_secret_key
 DEBUG = False
 SECRET_KEY = require_secret_key(SECRET_KEY)
 
-# The proxy terminates TLS and says so in X-Forwarded-Proto. gunicorn reads that header only
-# from the peers in FORWARDED_ALLOW_IPS and sets the request's scheme from it (wsgi.url_scheme),
-# which Django reads when this is None. Set to the header, Django believed it from any client:
-# one that reached the server directly, past the proxy, was taken as https.
-SECURE_PROXY_SSL_HEADER = None
+# The proxy terminates TLS and says so in X-Forwarded-Proto, which the outermost WSGI layer
+# (inventory_project.forwarded) removes unless the peer is in FORWARDED_ALLOW_IPS: Django alone
+# would believe it from any client.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)

@@ -76,7 +76,7 @@ def _client_address(request: HttpRequest) -> str:
     hops = settings.TRUSTED_PROXY_COUNT
     if hops <= 0:
         return remote
-    if not _is_trusted_proxy(remote):
+    if not is_trusted_proxy(remote):
         if "HTTP_X_FORWARDED_FOR" in request.META:
             _warn_untrusted(remote)
         return remote
@@ -108,8 +108,15 @@ def _warn_untrusted(remote: str) -> None:
     )
 
 
-def _is_trusted_proxy(address: str) -> bool:
-    return _trusted_proxies(tuple(settings.TRUSTED_PROXY_IPS))(address)
+def is_trusted_proxy(address: str) -> bool:
+    """Whether this peer is one of FORWARDED_ALLOW_IPS, whose X-Forwarded-* headers are read."""
+    return _is_trusted(tuple(settings.TRUSTED_PROXY_IPS), address)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_trusted(entries: tuple[str, ...], address: str) -> bool:
+    # Asked on every request that carries X-Forwarded-Proto (inventory_project.forwarded).
+    return _trusted_proxies(entries)(address)
 
 
 @functools.lru_cache(maxsize=4)

@@ -250,8 +250,17 @@ def test_production_cookies_are_https_only_unless_turned_off(value, secure) -> N
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize(("proxies", "status"), [("127.0.0.1", 404), ("10.9.9.9", 301)])
-def test_https_is_believed_only_from_the_proxies_gunicorn_trusts(proxies, status) -> None:
+@pytest.mark.parametrize(
+    ("proxies", "proto", "status"),
+    [
+        ("127.0.0.1", "https", 404),
+        ("10.9.9.9", "https", 301),
+        # Two proxies, the inner one appending: the first says how the client came.
+        ("127.0.0.1", "https, https", 404),
+        ("127.0.0.1", "http", 301),
+    ],
+)
+def test_https_is_believed_only_from_the_trusted_proxies(proxies, proto, status) -> None:
     """Django read X-Forwarded-Proto from any client: one that reached the server directly,
     past the proxy, was answered as over https (no redirect, and HSTS)."""
     production = {
@@ -263,7 +272,7 @@ def test_https_is_believed_only_from_the_proxies_gunicorn_trusts(proxies, status
     }
     with serving(**production) as port:
         client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        client.request("GET", "/api/products/999999", headers={"X-Forwarded-Proto": "https"})
+        client.request("GET", "/api/products/999999", headers={"X-Forwarded-Proto": proto})
         answer = client.getresponse()
     assert answer.status == status  # 404: taken as https; 301: sent to https
     assert ("Strict-Transport-Security" in answer.headers) == (status == 404)
