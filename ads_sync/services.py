@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
-import heapq
 import logging
 import os
 import re
@@ -124,13 +123,13 @@ def _daily_totals(
 ) -> Iterator[dict[str, Any]]:
     """Per customer and date, ordered so: the sums of its campaign rows, and zeros for a day
     fetched with no campaign activity (its day file is header only), which is not a day never
-    fetched (no line)."""
+    fetched (no line). One statement, so both parts see the same rows."""
     dates = Q()
     if start:
         dates &= Q(date__gte=start)
     if end:
         dates &= Q(date__lte=end)
-    totals = (
+    sums = (
         CampaignDayMetric.objects.filter(dates)
         .values("customer_id", "date", "currency_code")
         .annotate(
@@ -139,15 +138,16 @@ def _daily_totals(
             cost_micros_sum=Sum("cost_micros"),
             conversions_sum=Sum("conversions"),
         )
-        .order_by("customer_id", "date")
     )
     rows = CampaignDayMetric.objects.filter(
         customer_id=OuterRef("customer_id"), date=OuterRef("date")
     )
     currency = AdsAccount.objects.filter(pk=OuterRef("customer_id")).values("currency_code")
-    empty = (
-        SyncDay.objects.filter(dates, state=SyncDay.State.DONE)
+    # Fetched at least once (a day being fetched again, or whose re-fetch failed, keeps it).
+    zeros = (
+        SyncDay.objects.filter(dates, fetched_at__isnull=False)
         .exclude(Exists(rows))
+        .values("customer_id", "date")
         .annotate(
             currency_code=Coalesce(Subquery(currency), Value("")),
             impressions_sum=Value(0),
@@ -155,22 +155,9 @@ def _daily_totals(
             cost_micros_sum=Value(0),
             conversions_sum=Value(Decimal("0.000000")),
         )
-        .values(
-            "customer_id",
-            "date",
-            "currency_code",
-            "impressions_sum",
-            "clicks_sum",
-            "cost_micros_sum",
-            "conversions_sum",
-        )
-        .order_by("customer_id", "date")
     )
-    return heapq.merge(
-        (dict(total) for total in totals.iterator(chunk_size=5000)),
-        (dict(day) for day in empty.iterator(chunk_size=5000)),
-        key=lambda total: (total["customer_id"], total["date"]),
-    )
+    totals = sums.union(zeros, all=True).order_by("customer_id", "date")
+    return (dict(total) for total in totals.iterator(chunk_size=5000))
 
 
 def totals_csv_write(*, output_dir: str | Path) -> Path:
@@ -500,17 +487,21 @@ def csv_leftovers_remove(*, output_dir: str | Path) -> int:
     cutoff = time.time() - CSV_LEFTOVER_AFTER_S
     removed = 0
     root = Path(output_dir)
-    try:
-        for folder in (root, *(entry for entry in root.iterdir() if entry.is_dir())):
+    folders = [root]
+    while folders:
+        folder = folders.pop()
+        try:
             for entry in os.scandir(folder):
-                if not _CSV_LEFTOVER.fullmatch(entry.name) or not entry.is_file():
-                    continue
-                with contextlib.suppress(FileNotFoundError):
-                    if entry.stat().st_mtime < cutoff:
-                        os.unlink(entry.path)
-                        removed += 1
-    except OSError as exc:  # tidying up: a folder it may not read must not stop a planning
-        logger.warning("ads sync: unfinished CSV writes in %s not removed: %s", root, exc)
+                if folder == root and entry.is_dir():
+                    folders.append(Path(entry.path))  # the account folders, one level down
+                elif _CSV_LEFTOVER.fullmatch(entry.name) and entry.is_file():
+                    # Gone meanwhile: renamed by its writer, or removed by another planner.
+                    with contextlib.suppress(FileNotFoundError):
+                        if entry.stat().st_mtime < cutoff:
+                            os.unlink(entry.path)
+                            removed += 1
+        except OSError as exc:  # tidying up: a folder it may not read must not stop a planning
+            logger.warning("ads sync: unfinished CSV writes in %s not removed: %s", folder, exc)
     if removed:
         logger.warning("ads sync: removed %d unfinished CSV write(s) in %s", removed, root)
     return removed

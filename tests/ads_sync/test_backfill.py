@@ -222,11 +222,12 @@ def test_no_wait_exits_1_when_an_account_could_not_be_looked_up(
 def test_an_output_dir_that_cannot_be_written_is_refused_before_planning(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    with pytest.raises(CommandError, match="cannot write CSV files"):
+    with pytest.raises(CommandError, match="cannot write CSV files") as refused:
         call_command(
             "backfill_ads",
             *("--days", "2", "--customer", "1234567890", "--output-dir", str(blocker / "out")),
         )
+    assert refused.value.returncode == backfill_ads.CANT_CREATE
     assert not SyncRun.objects.exists()
 
 

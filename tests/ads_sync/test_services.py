@@ -122,16 +122,26 @@ def test_a_day_fetched_with_no_campaign_activity_totals_zero_and_one_never_fetch
     tmp_path: Path,
 ) -> None:
     """Both had no line: zero spend looked the same as a day never synced."""
-    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    other = "2222222222"
+    for customer_id in (CUSTOMER, other):
+        AdsAccount.objects.create(customer_id=customer_id, time_zone="UTC", currency_code="EUR")
     quiet, busy, never = DAY, DAY + dt.timedelta(days=1), DAY + dt.timedelta(days=2)
-    services.day_rows_replace(customer_id=CUSTOMER, day=quiet, rows=[], currency_code="EUR")
-    services.day_rows_replace(
-        customer_id=CUSTOMER, day=busy, rows=[campaign_day(day=busy)], currency_code="EUR"
-    )
-    for day, state in ((quiet, "done"), (busy, "done"), (never, "failed")):
-        SyncDay.objects.create(customer_id=CUSTOMER, date=day, state=state)
+    fetched = timezone.now()
+    for customer_id in (CUSTOMER, other):
+        services.day_rows_replace(
+            customer_id=customer_id, day=busy, rows=[campaign_day(day=busy)], currency_code="EUR"
+        )
+        # A quiet day being fetched again (the lookback) was fetched before: it keeps its line.
+        for day, state, at in ((quiet, "pending", fetched), (busy, "done", fetched)):
+            SyncDay.objects.create(customer_id=customer_id, date=day, state=state, fetched_at=at)
+        SyncDay.objects.create(customer_id=customer_id, date=never, state="failed")
     lines = _read(services.totals_csv_write(output_dir=tmp_path))
-    assert [line["date"] for line in lines] == [str(quiet), str(busy)]
+    assert [(line["customer_id"], line["date"]) for line in lines] == [
+        (CUSTOMER, str(quiet)),
+        (CUSTOMER, str(busy)),
+        (other, str(quiet)),
+        (other, str(busy)),
+    ]
     assert lines[0] == {
         "customer_id": CUSTOMER,
         "date": str(quiet),
@@ -143,7 +153,7 @@ def test_a_day_fetched_with_no_campaign_activity_totals_zero_and_one_never_fetch
         "conversions": "0.000000",  # as a sum of the rows' six places
     }
     by_day = tmp_path / "by_day.csv"
-    assert services.combined_csv_write(out=by_day, start=quiet, end=quiet, by="day") == 1
+    assert services.combined_csv_write(out=by_day, start=quiet, end=quiet, by="day") == 2
 
 
 def test_the_combined_export_by_campaign_respects_the_range(tmp_path: Path) -> None:

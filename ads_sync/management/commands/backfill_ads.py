@@ -40,6 +40,8 @@ SIGNALLED = 128
 # A command line it cannot run (sysexits' EX_USAGE): argparse's own 2 is this command's "no
 # worker or broker", and 1 its "a date failed", both worth retrying; a typo is not.
 USAGE = 64
+# The CSV folder cannot be written (sysexits' EX_CANTCREAT).
+CANT_CREATE = 73
 
 _T = TypeVar("_T")
 
@@ -163,7 +165,7 @@ class Command(DatabaseCommand):
         "account could not be looked up, 2 when no worker or broker takes the tasks, 3 when "
         "another planning holds the lock, 4 when dates of the range are not fetched yet "
         "(deferred, stranded in another run, or not complete in the accounts' time zones), "
-        "64 when the arguments or the output folder cannot be used."
+        "64 when the arguments cannot be used, 73 when the CSV folder cannot be written."
     )
     _database_down = False  # while waiting (`_read`)
 
@@ -237,7 +239,10 @@ class Command(DatabaseCommand):
         try:
             services.csv_dir_ensure(output_dir=output_dir)
         except OSError as exc:
-            raise _usage(f"cannot write CSV files in {output_dir}: {exc}") from exc
+            # Not a usage error: a full disk or a mount not up yet is worth a retry.
+            raise CommandError(
+                f"cannot write CSV files in {output_dir}: {exc}", returncode=CANT_CREATE
+            ) from exc
 
         queue = celery_app.conf.task_default_queue
         workers = queue_has_consumers(queue)
