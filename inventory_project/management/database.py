@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,19 +20,29 @@ class DatabaseCommand(BaseCommand):
 
     Without this, either was a traceback: the pool's "couldn't get a connection after 10.00
     sec", which names neither the server nor the database, or "relation ... does not exist".
-    So was Ctrl-C: now one line, `interrupted` (what a command says of its state then), and the
-    shell's status for the signal (130 for Ctrl-C).
+    So was Ctrl-C from the command line: now one line, `interrupted` (what a command says of its
+    state then), and the process ends by the signal, as Python ends for an uncaught Ctrl-C, so
+    that a shell loop running the command stops too. `call_command`'s callers get the
+    KeyboardInterrupt itself.
     """
 
     interrupted = "interrupted"
 
+    def run_from_argv(self, argv: list[str]) -> None:
+        try:
+            super().run_from_argv(argv)
+        except KeyboardInterrupt as exc:
+            # A subclass may raise its own for another signal (backfill_ads' SIGTERM).
+            signum = getattr(exc, "signum", signal.SIGINT)
+            sys.stderr.write(f"CommandError: {self.interrupted}\n")
+            sys.stderr.flush()
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            raise  # not reached: the default action of those signals ends the process
+
     def execute(self, *args: Any, **options: Any) -> Any:
         try:
             return super().execute(*args, **options)
-        except KeyboardInterrupt as exc:
-            # A subclass may raise its own (backfill_ads' SIGTERM carries `signum`).
-            status = 128 + getattr(exc, "signum", signal.SIGINT)
-            raise CommandError(self.interrupted, returncode=status) from None
         except OperationalError as exc:
             raise CommandError(f"PostgreSQL at {_where()} failed: {exc}") from exc
         except ProgrammingError as exc:

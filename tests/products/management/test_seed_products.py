@@ -114,7 +114,7 @@ def test_ctrl_c_during_the_load_keeps_the_catalogue_and_says_so_in_one_line() ->
         _, stderr = seeding.communicate(timeout=30)
     finally:
         seeding.kill()
-    assert seeding.returncode == 130
+    assert seeding.returncode == -signal.SIGINT  # ended by it: a shell loop stops too
     assert stderr.strip().splitlines() == [
         "CommandError: interrupted: nothing was loaded (the load is one transaction, rolled back)"
     ]
