@@ -239,13 +239,6 @@ def _shallow_copy(field: serializers.Field) -> serializers.Field:
     return twin
 
 
-def _no_control_characters(value: str) -> None:
-    """The model's check of a name, here so that a bad name is reported with the other bad
-    fields (the service's full_clean saw it only once they were valid). Called, not listed:
-    the schema would show its inverse pattern as the pattern a name must match."""
-    NAME_CONTROL_CHARACTERS(value)
-
-
 # What the check refuses, as the schema says it: `not` a match anywhere (no anchors, which
 # Python's `$` and JavaScript's read differently).
 @extend_schema_field(
@@ -258,8 +251,19 @@ def _no_control_characters(value: str) -> None:
     }
 )
 class ProductNameField(StrictCharField):
+    """The model's check of a name, here so that a bad name is reported with the other bad
+    fields (the service's full_clean saw it only once they were valid), and before the
+    surrounding whitespace is trimmed: "Hammer\n" was stored as "Hammer", though the schema
+    says a line break is refused. Called, not listed as a validator: drf-spectacular would
+    publish its regex (the characters refused) as the pattern a name must match."""
+
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(max_length=NAME_MAX_LENGTH, validators=[_no_control_characters], **kwargs)
+        super().__init__(max_length=NAME_MAX_LENGTH, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, str):
+            NAME_CONTROL_CHARACTERS(data)
+        return super().to_internal_value(data)
 
 
 @extend_schema_serializer(

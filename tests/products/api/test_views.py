@@ -228,6 +228,21 @@ def test_a_name_with_control_characters_is_reported_with_the_other_bad_fields(cl
     assert not Product.objects.exists()
 
 
+@pytest.mark.parametrize("name", ["Hammer\n", "\tHammer", "Hammer\u2028"])
+def test_a_line_break_at_either_end_of_a_name_is_refused_not_trimmed(clerk, name) -> None:
+    """ "Hammer\n" was trimmed and stored as "Hammer", though the schema says it is refused."""
+    body = {"name": name, "price": "1.00", "stock_level": 1}
+    response = clerk.post("/api/products", body, format="json")
+    assert response.status_code == 400
+    assert list(error_of(response)["fields"]) == ["name"]
+    assert not Product.objects.exists()
+
+
+def test_surrounding_spaces_are_still_trimmed(clerk) -> None:
+    body = {"name": "  Hammer  ", "price": "1.00", "stock_level": 1}
+    assert clerk.post("/api/products", body, format="json").json()["name"] == "Hammer"
+
+
 def test_unknown_fields_are_reported_together_with_other_errors(clerk) -> None:
     body = {"name": "A", "price": "1.001", "stock_level": 1, "colour": "red"}
     fields = error_of(clerk.post("/api/products", body, format="json"))["fields"]
