@@ -10,17 +10,13 @@ reading the header as it does, the first of a comma-separated list included.
 
 from __future__ import annotations
 
-import logging
+import ipaddress
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from products.api.throttling import is_trusted_proxy
-
-logger = logging.getLogger(__name__)
+from products.api.throttling import is_trusted_proxy, warn_untrusted
 
 HEADER = "HTTP_X_FORWARDED_PROTO"
-_WARNED: set[str] = set()
-_WARN_MAX = 16
 
 
 class TrustedProtoApp:
@@ -32,20 +28,18 @@ class TrustedProtoApp:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if HEADER in environ:
             remote = str(environ.get("REMOTE_ADDR", ""))
-            if not is_trusted_proxy(remote):
+            if not is_trusted_proxy(remote) and _is_ip(remote):
                 del environ[HEADER]
-                _warn(remote)
+                # The HTTPS redirect answers every request it sends, and nothing says why.
+                warn_untrusted("X-Forwarded-Proto", remote, "every request looks like plain HTTP")
         return self.app(environ, start_response)
 
 
-def _warn(remote: str) -> None:
-    """Say once per peer (for the first few): a proxy missing from FORWARDED_ALLOW_IPS after a
-    deployment makes every request look like plain HTTP, and the HTTPS redirect loop."""
-    if remote in _WARNED or len(_WARNED) >= _WARN_MAX:
-        return
-    _WARNED.add(remote)
-    logger.warning(
-        "X-Forwarded-Proto from %s not read: the peer is not in FORWARDED_ALLOW_IPS (if it is "
-        "your TLS proxy, add it there)",
-        remote,
-    )
+def _is_ip(remote: str) -> bool:
+    """A TCP peer. A unix socket's (no address: "" under gunicorn) is a process on this host,
+    a proxy in front, whose headers gunicorn believes too."""
+    try:
+        ipaddress.ip_address(remote)
+    except ValueError:
+        return False
+    return True

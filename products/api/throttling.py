@@ -78,7 +78,7 @@ def _client_address(request: HttpRequest) -> str:
         return remote
     if not is_trusted_proxy(remote):
         if "HTTP_X_FORWARDED_FOR" in request.META:
-            _warn_untrusted(remote)
+            warn_untrusted("X-Forwarded-For", remote, "all its clients share one rate limit")
         return remote
     forwarded = [
         part.strip()
@@ -91,20 +91,22 @@ def _client_address(request: HttpRequest) -> str:
 
 
 # Peers already warned about, per process (bounded: a scan from many addresses logs a few).
-_WARNED: set[str] = set()
+_WARNED: set[tuple[str, str]] = set()
 _WARN_MAX = 16
 
 
-def _warn_untrusted(remote: str) -> None:
-    """Say once per peer that its X-Forwarded-For was not read: after an upgrade, a proxy
-    missing from FORWARDED_ALLOW_IPS makes every client count as the proxy."""
-    if remote in _WARNED or len(_WARNED) >= _WARN_MAX:
+def warn_untrusted(header: str, remote: str, consequence: str) -> None:
+    """Say once per header and peer (for the first few) that the peer's `header` was not read:
+    after a deployment, a proxy missing from FORWARDED_ALLOW_IPS has `consequence`."""
+    if (header, remote) in _WARNED or len(_WARNED) >= _WARN_MAX:
         return
-    _WARNED.add(remote)
+    _WARNED.add((header, remote))
     logger.warning(
-        "X-Forwarded-For from %s not read: the peer is not in FORWARDED_ALLOW_IPS (if it is "
-        "your proxy, add it there, or all its clients share one rate limit)",
+        "%s from %s not read: the peer is not in FORWARDED_ALLOW_IPS (if it is your proxy, add "
+        "it there, or %s)",
+        header,
         remote,
+        consequence,
     )
 
 
