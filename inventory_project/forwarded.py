@@ -10,7 +10,6 @@ reading the header as it does, the first of a comma-separated list included.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -28,18 +27,8 @@ class TrustedProtoApp:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if HEADER in environ:
             remote = str(environ.get("REMOTE_ADDR", ""))
-            if not is_trusted_proxy(remote) and _is_ip(remote):
+            if not is_trusted_proxy(remote):
                 del environ[HEADER]
                 # The HTTPS redirect answers every request it sends, and nothing says why.
                 warn_untrusted("X-Forwarded-Proto", remote, "every request looks like plain HTTP")
         return self.app(environ, start_response)
-
-
-def _is_ip(remote: str) -> bool:
-    """A TCP peer. A unix socket's (no address: "" under gunicorn) is a process on this host,
-    a proxy in front, whose headers gunicorn believes too."""
-    try:
-        ipaddress.ip_address(remote)
-    except ValueError:
-        return False
-    return True

@@ -111,14 +111,16 @@ def warn_untrusted(header: str, remote: str, consequence: str) -> None:
 
 
 def is_trusted_proxy(address: str) -> bool:
-    """Whether this peer is one of FORWARDED_ALLOW_IPS, whose X-Forwarded-* headers are read."""
+    """Whether this peer's X-Forwarded-* headers are read: one of FORWARDED_ALLOW_IPS, or a
+    unix socket's peer (not an address: "" under gunicorn), a process on this host in front,
+    which gunicorn believes too."""
     return _is_trusted(tuple(settings.TRUSTED_PROXY_IPS), address)
 
 
 @functools.lru_cache(maxsize=1024)
 def _is_trusted(entries: tuple[str, ...], address: str) -> bool:
     # Asked on every request that carries X-Forwarded-Proto (inventory_project.forwarded).
-    return _trusted_proxies(entries)(address)
+    return _ip(address) is None or _trusted_proxies(entries)(address)
 
 
 @functools.lru_cache(maxsize=4)

@@ -156,6 +156,16 @@ def test_a_client_reaching_the_server_directly_cannot_choose_its_address(
     assert len(warned) == 1  # once per peer and process: the operator learns of it
 
 
+def test_a_proxy_on_a_unix_socket_is_believed_as_gunicorn_believes_it(product) -> None:
+    """Its REMOTE_ADDR is "" (no address): every client behind it shared one rate limit."""
+    proxy = APIClient(REMOTE_ADDR="")
+    with override_settings(RATELIMIT_READS="1/m", TRUSTED_PROXY_COUNT=1):
+        first = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="203.0.113.1")
+        other = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="203.0.113.2")
+        again = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="203.0.113.1")
+    assert [first.status_code, other.status_code, again.status_code] == [200, 200, 429]
+
+
 def test_a_proxy_in_a_trusted_network_is_believed(product) -> None:
     proxy = APIClient(REMOTE_ADDR="10.1.2.3")
     with override_settings(
