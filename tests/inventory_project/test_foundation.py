@@ -203,21 +203,27 @@ def test_ensure_database_without_a_database_name_is_a_clear_error(settings) -> N
         call_command("ensure_database")
 
 
-def test_production_settings_pass_the_deploy_check() -> None:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.production",
-        "SECRET_KEY": "x7!" + uuid.uuid4().hex + uuid.uuid4().hex,
-        "ALLOWED_HOSTS": "inventory.example.com",
-        "CSRF_TRUSTED_ORIGINS": "https://inventory.example.com",
-    }
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+def _manage(*args: str, **env: str | None) -> subprocess.CompletedProcess[str]:
+    """manage.py in a process of its own, under the test settings unless `env` says otherwise;
+    `env` is laid over this process's environment (None: the variable left out)."""
+    merged = {**os.environ, "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test", **env}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
         cwd=ROOT,
-        env=env,
+        env={name: value for name, value in merged.items() if value is not None},
         capture_output=True,
         text=True,
         timeout=120,
+    )
+
+
+def test_production_settings_pass_the_deploy_check() -> None:
+    result = _manage(
+        *("check", "--deploy", "--fail-level", "WARNING"),
+        DJANGO_SETTINGS_MODULE="inventory_project.settings.production",
+        SECRET_KEY="x7!" + uuid.uuid4().hex + uuid.uuid4().hex,
+        ALLOWED_HOSTS="inventory.example.com",
+        CSRF_TRUSTED_ORIGINS="https://inventory.example.com",
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -226,25 +232,15 @@ def test_production_settings_pass_the_deploy_check() -> None:
 def test_production_cookies_are_https_only_unless_turned_off(value, secure) -> None:
     """docker/compose.yaml serves plain HTTP without a proxy: browsers dropped the admin's
     Secure cookies there, and no login could pass the CSRF check."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.production",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-    }
-    env.pop("SECURE_COOKIES", None)
-    if value is not None:
-        env["SECURE_COOKIES"] = value
     code = (
         "from django.conf import settings as s; "
         "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE)"
     )
-    result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = _manage(
+        *("shell", "--no-imports", "-c", code),
+        DJANGO_SETTINGS_MODULE="inventory_project.settings.production",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        SECURE_COOKIES=value,
     )
     assert result.stdout.strip() == secure, result.stderr
 
@@ -279,15 +275,8 @@ def test_https_is_believed_only_from_the_trusted_proxies(proxies, proto, status)
 
 
 def test_production_settings_refuse_to_start_without_a_secret_key() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
-    env["DJANGO_SETTINGS_MODULE"] = "inventory_project.settings.production"
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = _manage(
+        "check", DJANGO_SETTINGS_MODULE="inventory_project.settings.production", SECRET_KEY=None
     )
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
@@ -302,14 +291,7 @@ def test_production_settings_refuse_to_start_without_a_secret_key() -> None:
     ],
 )
 def test_settings_refuse_a_customer_id_that_is_not_ten_digits(name, value, message) -> None:
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env={**os.environ, name: value},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _manage("check", **{name: value})
     assert result.returncode != 0
     assert f"ImproperlyConfigured: {name}" in result.stderr
     assert message in result.stderr
@@ -348,14 +330,7 @@ def test_a_rate_limit_it_would_misread_or_fail_on_is_refused_naming_it(monkeypat
 
 
 def test_a_bad_rate_limit_stops_the_service_at_start() -> None:
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env={**os.environ, "RATELIMIT_WRITES": "5/x"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _manage("check", RATELIMIT_WRITES="5/x")
     assert result.returncode != 0
     assert "ImproperlyConfigured: RATELIMIT_WRITES must be a rate" in result.stderr
 
@@ -380,23 +355,6 @@ def test_beat_adds_no_result_cleanup_task_of_its_own() -> None:
     assert "celery.backend_cleanup" not in scheduler.data
 
 
-def _manage(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
-        "DATABASE_URL": database_url,
-        "DB_POOL_TIMEOUT_S": "1",
-    }
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=Path(__file__).resolve().parents[2],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.parametrize(
     "command",
     [
@@ -407,7 +365,9 @@ def _manage(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
 )
 def test_a_command_whose_database_is_unreachable_says_where_in_one_line(command) -> None:
     """It was the pool's traceback: "couldn't get a connection after 10.00 sec", no server."""
-    done = _manage(*command, database_url="postgres://postgres@127.0.0.1:1/nowhere")
+    done = _manage(
+        *command, DATABASE_URL="postgres://postgres@127.0.0.1:1/nowhere", DB_POOL_TIMEOUT_S="1"
+    )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr, done.stderr
     assert "CommandError: PostgreSQL at 127.0.0.1:1 (database 'nowhere') failed" in done.stderr
@@ -432,7 +392,7 @@ def test_a_command_on_a_database_not_migrated_says_to_migrate(command) -> None:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
         url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{name}"
-        done = _manage(*command, database_url=url)
+        done = _manage(*command, DATABASE_URL=url, DB_POOL_TIMEOUT_S="1")
     finally:
         with psycopg_connect(db) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
