@@ -118,17 +118,23 @@ def day_csv_write(*, customer_id: str, day: dt.date, output_dir: str | Path) -> 
     return path
 
 
+def _dates(start: dt.date | None, end: dt.date | None) -> Q:
+    """Rows dated from `start` to `end`, both included, either open when None."""
+    dates = Q()
+    if start:
+        dates &= Q(date__gte=start)
+    if end:
+        dates &= Q(date__lte=end)
+    return dates
+
+
 def _daily_totals(
     *, start: dt.date | None = None, end: dt.date | None = None
 ) -> Iterator[dict[str, Any]]:
     """Per customer and date, ordered so: the sums of its campaign rows, and zeros for a day
     fetched with no campaign activity (its day file is header only), which is not a day never
     fetched (no line). One statement, so both parts see the same rows."""
-    dates = Q()
-    if start:
-        dates &= Q(date__gte=start)
-    if end:
-        dates &= Q(date__lte=end)
+    dates = _dates(start, end)
     sums = (
         CampaignDayMetric.objects.filter(dates)
         .values("customer_id", "date", "currency_code")
@@ -203,11 +209,9 @@ def combined_csv_lines(
     if by == "day":
         header, lines = TOTALS_CSV_HEADER, map(_totals_line, _daily_totals(start=start, end=end))
     else:
-        qs = CampaignDayMetric.objects.order_by("customer_id", "date", "campaign_id")
-        if start:
-            qs = qs.filter(date__gte=start)
-        if end:
-            qs = qs.filter(date__lte=end)
+        qs = CampaignDayMetric.objects.filter(_dates(start, end)).order_by(
+            "customer_id", "date", "campaign_id"
+        )
         header, lines = DAY_CSV_HEADER, map(_campaign_row, qs.iterator(chunk_size=5000))
     first = next(lines, None)
     writer.writerow(header)
