@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
+
+from tests.database import database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,12 +36,11 @@ def gunicorn() -> Iterator[int]:
 def serving(**settings_env: str) -> Iterator[int]:
     """gunicorn with the project's config on this test's database, `settings_env` on top of
     the test settings' environment; yields its port."""
-    db = connection.settings_dict
     port = _free_port()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "DATABASE_URL": database_url(),
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "WEB_CONCURRENCY": "1",

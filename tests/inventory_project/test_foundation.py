@@ -31,6 +31,7 @@ from inventory_project import health, tasks
 from inventory_project.celery import app as celery_app
 from inventory_project.settings.base import database_from_url, env_rate, env_time_of_day
 from tests.concurrency import both_look_first, run_at_once
+from tests.database import database_url
 from tests.inventory_project.conftest import serving
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -391,8 +392,7 @@ def test_a_command_on_a_database_not_migrated_says_to_migrate(command) -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{name}"
-        done = _manage(*command, DATABASE_URL=url, DB_POOL_TIMEOUT_S="1")
+        done = _manage(*command, DATABASE_URL=database_url(name), DB_POOL_TIMEOUT_S="1")
     finally:
         with psycopg_connect(db) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -436,7 +436,7 @@ def test_make_run_with_its_port_in_use_refuses_before_touching_the_database(tmp_
         busy.listen()
         (tmp_path / ".env").write_text(
             f"PORT={busy.getsockname()[1]}\n"
-            f"DATABASE_URL=postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{name}\n"
+            f"DATABASE_URL={database_url(name)}\n"
             "GOOGLE_ADS_REFRESH_TOKEN=set-so-no-sandbox-ports-are-checked\n"
         )
         # -o install: this checkout's virtualenv is the one installed already.

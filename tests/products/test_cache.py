@@ -26,6 +26,7 @@ from products import cache, selectors, services
 from products.api.fast_path import ProductCacheMiddleware
 from products.api.views import ProductDetailView
 from products.models import Product
+from tests.database import database_url
 from tests.products.conftest import ProductFactory, make_user, token_client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -367,11 +368,10 @@ def test_writes_that_bypass_django_are_invalidated_by_the_listener() -> None:
     assert stock_of(anon, product.pk) == 5
     assert stock_of(anon, product.pk) == 5  # cached now
 
-    db = connection.settings_dict
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "DATABASE_URL": database_url(),
         "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
     }
     listener = subprocess.Popen(

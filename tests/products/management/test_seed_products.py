@@ -15,6 +15,7 @@ from django.db import connection
 from products.management.commands import listen_product_changes
 from products.models import Product
 from tests.concurrency import both_look_first, run_at_once
+from tests.database import database_url
 from tests.products.conftest import ProductFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -85,11 +86,10 @@ def test_a_negative_seed_is_refused() -> None:
 def test_ctrl_c_during_the_load_keeps_the_catalogue_and_says_so_in_one_line() -> None:
     """It was a KeyboardInterrupt traceback from inside psycopg's COPY."""
     kept = ProductFactory()
-    db = connection.settings_dict
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "DATABASE_URL": database_url(),
     }
     seeding = subprocess.Popen(
         [sys.executable, "manage.py", "seed_products", "--count", "5000000", "--replace"],
