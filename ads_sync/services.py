@@ -11,15 +11,15 @@ import re
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q, Subquery, Sum, Value
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
@@ -128,9 +128,7 @@ def _dates(start: dt.date | None, end: dt.date | None) -> Q:
     return dates
 
 
-def _daily_totals(
-    *, start: dt.date | None = None, end: dt.date | None = None
-) -> Iterator[dict[str, Any]]:
+def _daily_totals(*, start: dt.date | None = None, end: dt.date | None = None) -> QuerySet[Any]:
     """Per customer and date, ordered so: the sums of its campaign rows, and zeros for a day
     fetched with no campaign activity (its day file is header only), which is not a day never
     fetched (no line). One statement, so both parts see the same rows."""
@@ -162,17 +160,14 @@ def _daily_totals(
             conversions_sum=Value(Decimal("0.000000")),
         )
     )
-    totals = sums.union(zeros, all=True).order_by("customer_id", "date")
-    return (dict(total) for total in totals.iterator(chunk_size=5000))
+    return sums.union(zeros, all=True).order_by("customer_id", "date")
 
 
 def totals_csv_write(*, output_dir: str | Path) -> Path:
     """Rebuild `<dir>/ads_daily_totals.csv`: one row per customer and date, from the database."""
     path = selectors.totals_csv_path(output_dir=output_dir)
     with _atomic_csv(path) as writer:
-        writer.writerow(TOTALS_CSV_HEADER)
-        for total in _daily_totals():
-            writer.writerow(_totals_line(total))
+        combined_csv_lines(writer, start=None, end=None, by="day")
     return path
 
 
@@ -205,23 +200,33 @@ def combined_csv_lines(
 
     The query runs before the header is written, so a database that fails (unreachable, not
     migrated) leaves a stream such as standard output empty rather than holding a header.
+
+    A write that fails (a full disk, a reader gone) leaves the rows unread. Their server-side
+    cursor is closed here, not left to the garbage collector: that closed it whenever it next
+    ran, in whatever transaction was open then (aborting it: "cursor does not exist"), or in
+    the middle of a psycopg call holding the connection's lock, which is not re-entrant, and
+    the process hung for good.
     """
+    line: Callable[[Any], list[object]]
     if by == "day":
-        header, lines = TOTALS_CSV_HEADER, map(_totals_line, _daily_totals(start=start, end=end))
+        header, qs, line = TOTALS_CSV_HEADER, _daily_totals(start=start, end=end), _totals_line
     else:
         qs = CampaignDayMetric.objects.filter(_dates(start, end)).order_by(
             "customer_id", "date", "campaign_id"
         )
-        header, lines = DAY_CSV_HEADER, map(_campaign_row, qs.iterator(chunk_size=5000))
-    first = next(lines, None)
-    writer.writerow(header)
-    if first is None:
-        return 0
-    writer.writerow(first)
-    count = 1
-    for line in lines:
-        writer.writerow(line)
-        count += 1
+        header, line = DAY_CSV_HEADER, _campaign_row
+    # QuerySet.iterator is a generator function: close() ends the cursor.
+    rows = cast("Generator[Any, None, None]", qs.iterator(chunk_size=5000))
+    with contextlib.closing(rows):
+        first = next(rows, None)
+        writer.writerow(header)
+        if first is None:
+            return 0
+        writer.writerow(line(first))
+        count = 1
+        for row in rows:
+            writer.writerow(line(row))
+            count += 1
     return count
 
 

@@ -9,14 +9,16 @@ import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
+from typing import TextIO
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
 from ads_sync import services
+from tests.database import database_url
 
 from .factories import campaign_day
 
@@ -24,6 +26,17 @@ pytestmark = pytest.mark.django_db
 
 DAY = dt.date(2025, 1, 10)
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def _full_disk() -> Iterator[TextIO]:
+    """A stream whose every line fails to write, as to a full disk (/dev/full)."""
+    full = open("/dev/full", "w", buffering=1)  # noqa: SIM115 (closed below, whatever happens)
+    try:
+        yield full
+    finally:
+        with contextlib.suppress(OSError):  # closing flushes what is left: that fails too
+            full.close()
 
 
 def test_export_by_day_writes_one_line_per_account_and_date(tmp_path: Path) -> None:
@@ -80,15 +93,10 @@ def test_export_to_a_pipe_closed_early_stops_quietly() -> None:
         rows=[campaign_day(campaign_id=n) for n in range(1, 3001)],  # more than a pipe holds
         currency_code="EUR",
     )
-    database = connection.settings_dict
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
-        # This test's database: the rows above are there.
-        "DATABASE_URL": (
-            f"postgres://{quote(database['USER'])}:{quote(database['PASSWORD'] or '')}"
-            f"@{database['HOST']}:{database['PORT']}/{database['NAME']}"
-        ),
+        "DATABASE_URL": database_url(),  # this test's database: the rows above are there
     }
     reader = subprocess.Popen(
         [sys.executable, "manage.py", "export_ads_csv", "--out", "-"],
@@ -110,13 +118,25 @@ def test_export_to_a_full_disk_is_a_clear_error() -> None:
     services.day_rows_replace(
         customer_id="1111111111", day=DAY, rows=[campaign_day(campaign_id=1)], currency_code="EUR"
     )
-    full = open("/dev/full", "w", buffering=1)  # noqa: SIM115 (closed below, whatever happens)
-    try:
-        with pytest.raises(CommandError, match="cannot write to standard output"):
-            call_command("export_ads_csv", "--out", "-", stdout=full, stderr=io.StringIO())
-    finally:
-        with contextlib.suppress(OSError):
-            full.close()
+    with _full_disk() as full, pytest.raises(CommandError, match="cannot write to standard output"):
+        call_command("export_ads_csv", "--out", "-", stdout=full, stderr=io.StringIO())
+
+
+@pytest.mark.parametrize("by", ["campaign", "day"])
+def test_an_export_whose_write_fails_leaves_no_cursor_open(by: str) -> None:
+    """The rows' server-side cursor was left to the garbage collector, which closed it whenever
+    it ran: once while the same thread held the connection's lock (psycopg's Lock is not
+    re-entrant), and the process hung for good (CI, in the test after this one's twin)."""
+    services.day_rows_replace(
+        customer_id="1111111111", day=DAY, rows=[campaign_day(campaign_id=1)], currency_code="EUR"
+    )
+    with _full_disk() as full, pytest.raises(CommandError) as failed:
+        call_command("export_ads_csv", "--by", by, "--out", "-", stdout=full, stderr=io.StringIO())
+    # `failed` holds the traceback, and with it every frame of the export, as pytest does.
+    assert failed.value.__cause__ is not None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM pg_cursors")
+        assert cursor.fetchall() == []
 
 
 def test_export_to_a_named_pipe_writes_into_it_and_leaves_it_a_pipe(tmp_path: Path) -> None:
