@@ -3,7 +3,9 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 import psycopg
 from django.core.management.base import BaseCommand, CommandParser
@@ -28,10 +30,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--reconnect-delay", type=seconds, default=1.0, help="seconds between reconnects"
+            "--reconnect-delay",
+            type=seconds,
+            default=1.0,
+            help="seconds before the first reconnect of an outage, doubled after each failed one",
+        )
+        parser.add_argument(
+            "--reconnect-delay-max",
+            type=seconds,
+            default=10.0,
+            help="the longest wait between reconnects (an outage's writes outside Django are "
+            "invalidated only once the listener is back)",
         )
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         self._running = True
 
         def stop(signum: int, frame: FrameType | None) -> None:
@@ -41,16 +53,30 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         params = connection.get_connection_params()
         params.pop("pool", None)
+        first, most = options["reconnect_delay"], options["reconnect_delay_max"]
+        delays = reconnect_delays(first, most)
         while self._running:
+            self._connected = False
             try:
                 self._listen(params)
             except psycopg.OperationalError as exc:
-                logger.warning("lost the PostgreSQL connection, reconnecting: %s", exc)
-                time.sleep(float(options["reconnect_delay"]))  # type: ignore[arg-type]
+                if self._connected:  # a new outage: from the first delay again
+                    delays = reconnect_delays(first, most)
+                delay = next(delays)
+                logger.warning("PostgreSQL connection failed, retrying in %g s: %s", delay, exc)
+                self._pause(delay)
+
+    def _pause(self, delay: float) -> None:
+        """Wait `delay` seconds, or less if the command is told to stop (time.sleep resumes
+        after a signal handler: SIGTERM waited out the whole delay)."""
+        deadline = time.monotonic() + delay
+        while self._running and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
 
     def _listen(self, params: dict[str, object]) -> None:
         with psycopg.connect(**params, autocommit=True) as conn:  # type: ignore[arg-type]
             conn.execute(f"LISTEN {CHANNEL}")
+            self._connected = True
             # Whatever changed while nobody listened was never announced to us: start clean.
             cache.invalidate_all()
             self.stdout.write(f"listening on {CHANNEL!r}", ending="\n")
@@ -59,6 +85,16 @@ class Command(BaseCommand):
                 for notify in conn.notifies(timeout=PROBE_INTERVAL_S, stop_after=500):
                     apply_notification(notify.payload)
                 cache.probe()
+
+
+def reconnect_delays(first: float, most: float) -> Iterator[float]:
+    """The waits before each reconnect of one outage: `first`, doubled each time, at most
+    `most`. A server that stays down (or refuses the login) is asked every `most` seconds, not
+    every second, with a warning each time."""
+    delay = min(first, most)
+    while True:
+        yield delay
+        delay = min(delay * 2, most)
 
 
 def apply_notification(payload: str) -> None:

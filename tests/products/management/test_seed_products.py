@@ -12,7 +12,6 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from products.management.commands import listen_product_changes
 from products.models import Product
 from tests.concurrency import both_look_first, run_at_once
 from tests.database import database_url
@@ -66,15 +65,6 @@ def test_two_seedings_at_once_load_one_catalogue(monkeypatch) -> None:
         "seeded",
     ]
     assert Product.objects.count() == 50
-
-
-@pytest.mark.parametrize("delay", ["-1", "nan", "inf", "soon"])
-def test_the_listeners_reconnect_delay_is_checked_when_it_starts(delay: str) -> None:
-    """-1 or nan were taken, and ended the listener at its first reconnect."""
-    parser = listen_product_changes.Command().create_parser("manage.py", "listen_product_changes")
-    with pytest.raises(CommandError, match="not a number of seconds >= 0"):
-        parser.parse_args(["--reconnect-delay", delay])  # parsed only: a listener never starts
-    assert parser.parse_args(["--reconnect-delay", "0.5"]).reconnect_delay == 0.5
 
 
 def test_a_negative_seed_is_refused() -> None:
