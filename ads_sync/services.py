@@ -92,9 +92,11 @@ def _atomic_csv(path: Path) -> Iterator[Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # mkstemp creates 0600 and os.replace keeps it: give readers the usual 0644.
-        os.fchmod(fd, CSV_FILE_MODE)
+        # The file object owns the descriptor from here: closed whatever fails next (a chmod
+        # refused by the mount left it open, one per day written, until the worker ran out).
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            # mkstemp creates 0600 and os.replace keeps it: give readers the usual 0644.
+            os.fchmod(handle.fileno(), CSV_FILE_MODE)
             yield csv.writer(handle)
             handle.flush()
             os.fsync(handle.fileno())

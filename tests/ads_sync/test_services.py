@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
+import errno
+import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -570,3 +573,26 @@ def test_a_run_reports_every_call_it_sent_retries_included(
         services.day_sync(customer_id=customer, day=plan.days[0][1], run_id=plan.run.pk)
     plan.run.refresh_from_db()
     assert plan.run.api_calls == len(ads_sandbox.calls()) == 5
+
+
+def test_a_csv_whose_mode_cannot_be_set_leaves_no_file_or_descriptor_behind(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A mount that refuses chmod (vfat, some CIFS or FUSE shares) failed every day's CSV and
+    left its descriptor open each time, until the worker could open nothing more."""
+
+    def refused(fd: int, mode: int) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    def open_here() -> list[str]:
+        links = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(FileNotFoundError):  # listdir's own, closed by now
+                links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return [link for link in links if link.startswith(str(tmp_path))]
+
+    monkeypatch.setattr(os, "fchmod", refused)
+    with pytest.raises(PermissionError):
+        services.day_csv_write(customer_id="1111111111", day=DAY, output_dir=tmp_path)
+    assert open_here() == []
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
