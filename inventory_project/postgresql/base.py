@@ -17,6 +17,7 @@ It also reads `timestamptz` values with psycopg's C loader (see `UtcTimestamptzL
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import select
@@ -78,6 +79,30 @@ def closed_by_server(connection: psycopg.Connection[Any]) -> bool:
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    def ensure_connection(self) -> None:
+        """Replace a connection left in the middle of a statement before it is used again.
+
+        An exception raised by a signal handler while psycopg waits for PostgreSQL (Celery's
+        soft time limit: SIGUSR1 in a prefork child) leaves the statement running and the
+        connection ACTIVE; psycopg cancels the statement only for KeyboardInterrupt and
+        SystemExit. Every later statement failed with "another command is already in
+        progress", so the clean-up that catches the limit (failing the planned days, retrying
+        the detection) failed too. Outside a transaction nothing is lost: the statement is
+        cancelled on the server (it may hold locks, such as the session's advisory locks),
+        and the connection handed back to the pool, which closes it. Inside one, the atomic
+        block's exit rolls back and drops it, as for any broken connection.
+        """
+        raw = self.connection
+        if (
+            raw is not None
+            and not self.in_atomic_block
+            and raw.pgconn.transaction_status == psycopg.pq.TransactionStatus.ACTIVE
+        ):
+            with contextlib.suppress(psycopg.Error):
+                raw.cancel_safe(timeout=5)
+            self.close()
+        super().ensure_connection()
+
     def get_connection_params(self) -> dict[str, Any]:
         params = super().get_connection_params()
         # Django sets each connection's TimeZone to its own time zone's name (UTC here).

@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from ads_sync import locks, selectors, services, tasks
 from ads_sync.integrations import google_ads
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
+from tests.time_limits import slow_statement_cut_short
 
 from .helpers import (
     assert_complete,
@@ -422,8 +423,31 @@ def _detect_cut_short_before_its_fan_out(monkeypatch, *, old_runs: Sequence[int]
     assert set(new_days.values_list("state", flat=True)) == {SyncDay.State.FAILED}
 
 
+def _soft_limit_now(**kwargs: Any) -> None:
+    raise SoftTimeLimitExceeded()
+
+
+# Between statements, as monkeypatched; or mid-statement, from a signal, as a worker gets it.
+# That left the connection in the middle of the statement, and the clean-up failed with it.
+CUT_SHORT = pytest.mark.parametrize(
+    "cut_short", [_soft_limit_now, slow_statement_cut_short], ids=["between", "mid-statement"]
+)
+
+
+@CUT_SHORT
+def test_a_detection_out_of_time_in_a_planning_statement_is_retried(
+    one_account, monkeypatch, short_history: Path, cut_short: Callable[..., None]
+) -> None:
+    monkeypatch.setattr(selectors, "missing_days", cut_short)
+    with pytest.raises(Retry):
+        tasks.detect_gaps(trigger="beat")
+    with locks.planning_lock() as lock:  # released on the way out
+        assert lock
+
+
+@CUT_SHORT
 def test_a_detection_cut_short_after_its_plan_is_stored_leaves_no_day_or_run_hanging(
-    one_account, monkeypatch, short_history: Path
+    one_account, monkeypatch, short_history: Path, cut_short: Callable[..., None]
 ) -> None:
     # The soft time limit lands after the plan's commit and before the fan-out, in the first
     # totals file written for the runs whose stale days this plan took over.
@@ -438,9 +462,6 @@ def test_a_detection_cut_short_after_its_plan_is_stored_leaves_no_day_or_run_han
             updated_at=timezone.now() - dt.timedelta(hours=13)
         )
         old_runs.append(old.pk)
-
-    def cut_short(**kwargs: Any) -> None:
-        raise SoftTimeLimitExceeded()
 
     monkeypatch.setattr(services, "totals_csv_write", cut_short)
     _detect_cut_short_before_its_fan_out(monkeypatch, old_runs=old_runs)

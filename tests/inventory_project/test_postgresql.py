@@ -9,10 +9,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DataError, connection
 
 from inventory_project.postgresql.base import closed_by_server
 from products.models import Product
+from tests.time_limits import STATEMENT_S, slow_statement_cut_short
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -148,3 +150,20 @@ def test_product_timestamps_come_back_aware_in_utc() -> None:
     loaded = Product.objects.get(pk=product.pk)
     assert loaded.created_at == product.created_at
     assert loaded.created_at.tzinfo is UTC
+
+
+def test_a_statement_cut_short_by_a_signal_leaves_a_usable_connection() -> None:
+    """Celery's soft limit raised while psycopg waited left the statement running and the
+    connection ACTIVE: every later statement failed, "another command is already in progress",
+    the clean-up that catches the limit included."""
+    with pytest.raises(SoftTimeLimitExceeded):
+        slow_statement_cut_short()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+        # ... and the server stopped the statement (it may hold locks) rather than finishing it.
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = %s AND state = 'active'",
+            [f"SELECT pg_sleep({STATEMENT_S})"],
+        )
+        assert cursor.fetchone() == (0,)
