@@ -78,6 +78,10 @@ def closed_by_server(connection: psycopg.Connection[Any]) -> bool:
     return False
 
 
+def _mid_statement(connection: psycopg.Connection[Any]) -> bool:
+    return connection.pgconn.transaction_status == psycopg.pq.TransactionStatus.ACTIVE
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     def ensure_connection(self) -> None:
         """Replace a connection left in the middle of a statement before it is used again.
@@ -87,21 +91,24 @@ class DatabaseWrapper(base.DatabaseWrapper):
         connection ACTIVE; psycopg cancels the statement only for KeyboardInterrupt and
         SystemExit. Every later statement failed with "another command is already in
         progress", so the clean-up that catches the limit (failing the planned days, retrying
-        the detection) failed too. Outside a transaction nothing is lost: the statement is
-        cancelled on the server (it may hold locks, such as the session's advisory locks),
-        and the connection handed back to the pool, which closes it. Inside one, the atomic
-        block's exit rolls back and drops it, as for any broken connection.
+        the detection) failed too. Outside a transaction nothing is lost: the connection is
+        closed (`_close` cancels the statement) and a fresh one taken. Inside one, the atomic
+        block's ROLLBACK cannot be sent either, and Django closes the connection there.
         """
         raw = self.connection
-        if (
-            raw is not None
-            and not self.in_atomic_block
-            and raw.pgconn.transaction_status == psycopg.pq.TransactionStatus.ACTIVE
-        ):
-            with contextlib.suppress(psycopg.Error):
-                raw.cancel_safe(timeout=5)
+        if raw is not None and not self.in_atomic_block and _mid_statement(raw):
             self.close()
         super().ensure_connection()
+
+    def _close(self) -> None:
+        # A statement still running is cancelled on the server before its connection goes
+        # (the pool closes a connection handed back ACTIVE): left alone, it ran to its end,
+        # holding its locks, the session's advisory locks and a transaction's row locks.
+        raw = self.connection
+        if raw is not None and _mid_statement(raw):
+            with contextlib.suppress(psycopg.Error):
+                raw.cancel_safe(timeout=5)
+        super()._close()  # type: ignore[misc]  # not in django-stubs
 
     def get_connection_params(self) -> dict[str, Any]:
         params = super().get_connection_params()

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import DataError, connection
+from django.db import DataError, connection, transaction
 
 from inventory_project.postgresql.base import closed_by_server
 from products.models import Product
@@ -152,18 +152,32 @@ def test_product_timestamps_come_back_aware_in_utc() -> None:
     assert loaded.created_at.tzinfo is UTC
 
 
-def test_a_statement_cut_short_by_a_signal_leaves_a_usable_connection() -> None:
+@pytest.mark.parametrize("in_transaction", [False, True], ids=["autocommit", "atomic"])
+def test_a_statement_cut_short_by_a_signal_is_cancelled_and_its_connection_replaced(
+    in_transaction: bool,
+) -> None:
     """Celery's soft limit raised while psycopg waited left the statement running and the
     connection ACTIVE: every later statement failed, "another command is already in progress",
-    the clean-up that catches the limit included."""
+    the clean-up that catches the limit included. In a transaction, Django dropped the
+    connection, but the statement ran on to its end with the transaction's locks."""
+
+    def lock_then_cut_short() -> None:
+        with transaction.atomic() if in_transaction else contextlib.nullcontext():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(42)")
+            slow_statement_cut_short()
+
     with pytest.raises(SoftTimeLimitExceeded):
-        slow_statement_cut_short()
+        lock_then_cut_short()
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         assert cursor.fetchone() == (1,)
-        # ... and the server stopped the statement (it may hold locks) rather than finishing it.
+        # ... and the server stopped the statement rather than finishing it.
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE query = %s AND state = 'active'",
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query = %s AND state = 'active'",
             [f"SELECT pg_sleep({STATEMENT_S})"],
         )
         assert cursor.fetchone() == (0,)
+        cursor.execute("SELECT pg_try_advisory_lock(42), pg_advisory_unlock(42)")
+        assert cursor.fetchone() == (True, True)
