@@ -217,7 +217,8 @@ def combined_csv_lines(
             "customer_id", "date", "campaign_id"
         )
         header, line = DAY_CSV_HEADER, _campaign_row
-    # QuerySet.iterator is a generator function: close() ends the cursor.
+    # QuerySet.iterator returns a generator: closing it drops the generator over the cursor,
+    # whose `finally` closes the cursor (Django's cursor_iter).
     rows = cast("Generator[Any, None, None]", qs.iterator(chunk_size=5000))
     with contextlib.closing(rows):
         first = next(rows, None)
