@@ -6,14 +6,10 @@ Writes are committed for real (`transaction=True`), since invalidation runs afte
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -26,10 +22,9 @@ from products import cache, selectors, services
 from products.api.fast_path import ProductCacheMiddleware
 from products.api.views import ProductDetailView
 from products.models import Product
-from tests.database import database_url
+from tests.processes import closed_port, listener
 from tests.products.conftest import ProductFactory, make_user, token_client
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache_state")]
 
 
@@ -324,12 +319,6 @@ class BlackHole:
         self.sock.close()
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize("outage", ["refused", "black-holed"])
 def test_redis_outage_serves_from_postgresql_and_drops_older_entries_after(
     outage, django_assert_num_queries
@@ -368,22 +357,9 @@ def test_writes_that_bypass_django_are_invalidated_by_the_listener() -> None:
     assert stock_of(anon, product.pk) == 5
     assert stock_of(anon, product.pk) == 5  # cached now
 
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
-        "DATABASE_URL": database_url(),
-        "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
-    }
-    listener = subprocess.Popen(
-        [sys.executable, "manage.py", "listen_product_changes"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert listener.stdout is not None
-        assert "listening" in listener.stdout.readline()
+    with listener() as process:
+        assert process.stdout is not None
+        assert "listening" in process.stdout.readline()
         assert stock_of(anon, product.pk) == 5  # cached again after the listener's start
         with connection.cursor() as cursor:
             cursor.execute(
@@ -393,9 +369,6 @@ def test_writes_that_bypass_django_are_invalidated_by_the_listener() -> None:
         while stock_of(anon, product.pk) != 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert stock_of(anon, product.pk) == 2
-    finally:
-        listener.terminate()
-        listener.wait(timeout=10)
 
 
 def test_a_raw_multi_row_update_is_invalidated_through_the_listener_notification() -> None:

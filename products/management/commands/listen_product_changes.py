@@ -20,6 +20,8 @@ CHANNEL = "product_changes"
 # How often the listener asks Redis whether it is there (cache.probe): after an outage, entries
 # cached before it are dropped this soon after Redis answers again.
 PROBE_INTERVAL_S = 0.1
+# The longest wait between reconnects unless told otherwise.
+RECONNECT_DELAY_MAX_S = 10.0
 
 
 class Command(BaseCommand):
@@ -38,9 +40,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--reconnect-delay-max",
             type=seconds,
-            default=10.0,
-            help="the longest wait between reconnects (an outage's writes outside Django are "
-            "invalidated only once the listener is back)",
+            help=f"the longest wait between reconnects (default: {RECONNECT_DELAY_MAX_S:g}, or "
+            "--reconnect-delay if longer; an outage's writes outside Django are invalidated "
+            "only once the listener is back)",
         )
 
     def handle(self, *args: object, **options: Any) -> None:
@@ -54,6 +56,8 @@ class Command(BaseCommand):
         params = connection.get_connection_params()
         params.pop("pool", None)
         first, most = options["reconnect_delay"], options["reconnect_delay_max"]
+        if most is None:
+            most = max(first, RECONNECT_DELAY_MAX_S)
         delays = reconnect_delays(first, most)
         while self._running:
             self._connected = False

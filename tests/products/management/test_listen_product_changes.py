@@ -1,25 +1,17 @@
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from itertools import islice
-from pathlib import Path
 
 import psycopg
 import pytest
-from django.conf import settings
 from django.core.management import CommandError
 
 from products.management.commands import listen_product_changes
 from products.management.commands.listen_product_changes import reconnect_delays
 from tests.database import database_url
-
-ROOT = Path(__file__).resolve().parents[3]
+from tests.processes import closed_port, listener
 
 
 @pytest.mark.parametrize("option", ["--reconnect-delay", "--reconnect-delay-max"])
@@ -37,33 +29,6 @@ def test_reconnects_double_their_wait_up_to_the_most() -> None:
     assert list(islice(reconnect_delays(20, 10), 2)) == [10, 10]
 
 
-@contextmanager
-def _listener(database: str, *args: str) -> Iterator[subprocess.Popen[str]]:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
-        "DATABASE_URL": database,
-        "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
-    }
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "listen_product_changes", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
-
-
 def _retries(process: subprocess.Popen[str], count: int) -> list[str]:
     """The waits of the next `count` reconnect warnings on the listener's stderr."""
     assert process.stderr is not None
@@ -76,25 +41,19 @@ def _retries(process: subprocess.Popen[str], count: int) -> list[str]:
     return waits
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_a_server_that_stays_down_is_asked_less_and_less_often() -> None:
     """It was asked every second, with a warning each time, for as long as it was down."""
-    unreachable = f"postgres://postgres@127.0.0.1:{_closed_port()}/inventory"
+    unreachable = f"postgres://postgres@127.0.0.1:{closed_port()}/inventory"
     args = ("--reconnect-delay", "0.05", "--reconnect-delay-max", "0.2")
-    with _listener(unreachable, *args) as process:
+    with listener(*args, database=unreachable) as process:
         assert _retries(process, 4) == ["0.05", "0.1", "0.2", "0.2"]
 
 
 def test_sigterm_during_a_wait_ends_the_listener_at_once() -> None:
     """time.sleep resumes after the signal handler: SIGTERM waited out the whole delay."""
-    unreachable = f"postgres://postgres@127.0.0.1:{_closed_port()}/inventory"
-    with _listener(unreachable, "--reconnect-delay", "600") as process:
-        assert _retries(process, 1) == ["10"]  # the most, by default
+    unreachable = f"postgres://postgres@127.0.0.1:{closed_port()}/inventory"
+    with listener("--reconnect-delay", "600", database=unreachable) as process:
+        assert _retries(process, 1) == ["600"]  # longer than the default most: taken as asked
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
 
@@ -103,7 +62,7 @@ def test_sigterm_during_a_wait_ends_the_listener_at_once() -> None:
 def test_a_new_outage_starts_again_from_the_first_wait() -> None:
     args = ("--reconnect-delay", "0.05", "--reconnect-delay-max", "5")
     with (
-        _listener(database_url(), *args) as process,
+        listener(*args) as process,
         psycopg.connect(database_url(), autocommit=True) as admin,
     ):
         assert process.stdout is not None
