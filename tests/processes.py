@@ -1,4 +1,4 @@
-"""The project's long-running commands as separate processes, and ports nothing listens on."""
+"""The project's commands in processes of their own, and ports nothing listens on."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
@@ -24,33 +25,43 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@contextmanager
-def listener(*args: str, database: str | None = None) -> Iterator[subprocess.Popen[str]]:
-    """`manage.py listen_product_changes` on the test database (or `database`) and this test
-    run's cache keys, its stdout and stderr piped; stopped on the way out."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
-        "DATABASE_URL": database or database_url(),
-        "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
-    }
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "listen_product_changes", *args],
+def manage(*args: str, text: bool = True, **env: str) -> subprocess.Popen[Any]:
+    """`manage.py *args` started on the test database and this test run's cache keys (`env`
+    over them and the rest of the environment), its stdout and stderr piped."""
+    return subprocess.Popen(
+        [sys.executable, "manage.py", *args],
         cwd=ROOT,
-        env=env,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
+            "DATABASE_URL": database_url(),
+            "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
+            **env,
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        text=text,
     )
+
+
+def stop(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM, and SIGKILL if it has not ended 10 s later."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@contextmanager
+def listener(*args: str, **env: str) -> Iterator[subprocess.Popen[str]]:
+    """`manage.py listen_product_changes *args` (see `manage`), stopped on the way out."""
+    process = manage("listen_product_changes", *args, **env)
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()

@@ -54,6 +54,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from ads_sync.sandbox import data
+from tests.processes import stop
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -173,11 +174,7 @@ def ads_sandbox_server(
     try:
         yield handle
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()
 
 

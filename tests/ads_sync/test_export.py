@@ -6,8 +6,6 @@ import datetime as dt
 import io
 import os
 import stat
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,14 +16,13 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from ads_sync import services
-from tests.database import database_url
+from tests.processes import manage
 
 from .factories import campaign_day
 
 pytestmark = pytest.mark.django_db
 
 DAY = dt.date(2025, 1, 10)
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
@@ -93,18 +90,7 @@ def test_export_to_a_pipe_closed_early_stops_quietly() -> None:
         rows=[campaign_day(campaign_id=n) for n in range(1, 3001)],  # more than a pipe holds
         currency_code="EUR",
     )
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
-        "DATABASE_URL": database_url(),  # this test's database: the rows above are there
-    }
-    reader = subprocess.Popen(
-        [sys.executable, "manage.py", "export_ads_csv", "--out", "-"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    reader = manage("export_ads_csv", "--out", "-", text=False)  # on the rows above
     assert reader.stdout is not None
     assert reader.stderr is not None
     assert reader.stdout.readline().startswith(b"customer_id,")

@@ -45,14 +45,14 @@ def test_a_server_that_stays_down_is_asked_less_and_less_often() -> None:
     """It was asked every second, with a warning each time, for as long as it was down."""
     unreachable = f"postgres://postgres@127.0.0.1:{closed_port()}/inventory"
     args = ("--reconnect-delay", "0.05", "--reconnect-delay-max", "0.2")
-    with listener(*args, database=unreachable) as process:
+    with listener(*args, DATABASE_URL=unreachable) as process:
         assert _retries(process, 4) == ["0.05", "0.1", "0.2", "0.2"]
 
 
 def test_sigterm_during_a_wait_ends_the_listener_at_once() -> None:
     """time.sleep resumes after the signal handler: SIGTERM waited out the whole delay."""
     unreachable = f"postgres://postgres@127.0.0.1:{closed_port()}/inventory"
-    with listener("--reconnect-delay", "600", database=unreachable) as process:
+    with listener("--reconnect-delay", "600", DATABASE_URL=unreachable) as process:
         assert _retries(process, 1) == ["600"]  # longer than the default most: taken as asked
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0

@@ -1,12 +1,8 @@
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -14,12 +10,10 @@ from django.db import connection
 
 from products.models import Product
 from tests.concurrency import both_look_first, run_at_once
-from tests.database import database_url
+from tests.processes import manage
 from tests.products.conftest import ProductFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_seeds_the_requested_number_of_valid_products() -> None:
@@ -76,19 +70,7 @@ def test_a_negative_seed_is_refused() -> None:
 def test_ctrl_c_during_the_load_keeps_the_catalogue_and_says_so_in_one_line() -> None:
     """It was a KeyboardInterrupt traceback from inside psycopg's COPY."""
     kept = ProductFactory()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
-        "DATABASE_URL": database_url(),
-    }
-    seeding = subprocess.Popen(
-        [sys.executable, "manage.py", "seed_products", "--count", "5000000", "--replace"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    seeding = manage("seed_products", "--count", "5000000", "--replace")
     try:
         deadline = time.monotonic() + 30
         with connection.cursor() as cursor:
