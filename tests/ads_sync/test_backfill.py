@@ -521,10 +521,12 @@ def test_a_range_not_complete_yet_in_any_accounts_time_zone_exits_4_saying_so(
     assert stopped.value.returncode == 4
 
 
+# The module's worker runs what a --no-wait backfill sends: a test that does not wait for its
+# run left it running into the next test's teardown, whose flush deadlocked with it (CI).
+@pytest.mark.usefixtures("sync_worker")
 def test_dates_past_the_accounts_yesterday_are_named_as_not_planned(
-    ads_sandbox, tmp_path: Path, monkeypatch
+    ads_sandbox, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
     today = dt.datetime.now(dt.UTC).date()
     text, run = _backfill(
         *("--start", str(today - dt.timedelta(days=3)), "--end", str(today)),
@@ -532,13 +534,14 @@ def test_dates_past_the_accounts_yesterday_are_named_as_not_planned(
     )
     not_complete = "note: not complete yet in the accounts' time zones, so not planned: the dates"
     assert f"{not_complete} after {run.range_end} for " in text
+    wait_for_run(run.pk)
 
 
+@pytest.mark.usefixtures("sync_worker")
 def test_a_planning_removes_csv_writes_that_a_killed_worker_left_unfinished(
-    ads_sandbox, tmp_path: Path, monkeypatch
+    ads_sandbox, tmp_path: Path
 ) -> None:
     """A worker killed between the temporary file and its rename left it there for good."""
-    monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
     folder = tmp_path / ads_sandbox.customers[0]
     folder.mkdir()
     old, recent = folder / ".2026-03-20.csv.2n6l6ut0.tmp", folder / ".2026-03-21.csv.x1.tmp"
@@ -548,10 +551,11 @@ def test_a_planning_removes_csv_writes_that_a_killed_worker_left_unfinished(
     hours_ago = time.time() - 2 * 3600
     for path in (old, *unrelated):
         os.utime(path, (hours_ago, hours_ago))
-    _backfill("--days", "1", "--output-dir", str(tmp_path), "--no-wait")
+    _, run = _backfill("--days", "1", "--output-dir", str(tmp_path), "--no-wait")
     assert not old.exists()
     assert recent.exists()  # a write that may still be going on
     assert all(path.exists() for path in unrelated)
+    wait_for_run(run.pk)
 
 
 @pytest.mark.usefixtures("sync_worker")
