@@ -25,19 +25,24 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def process_env(**env: str) -> dict[str, str]:
+    """The environment of a process of the project on the test database, with the test
+    settings and this test run's cache keys; `env` laid over it."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
+        "DATABASE_URL": database_url(),
+        "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
+        **env,
+    }
+
+
 def manage(*args: str, text: bool = True, **env: str) -> subprocess.Popen[Any]:
-    """`manage.py *args` started on the test database and this test run's cache keys (`env`
-    over them and the rest of the environment), its stdout and stderr piped."""
+    """`manage.py *args` started with `process_env(**env)`, its stdout and stderr piped."""
     return subprocess.Popen(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
-        env={
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
-            "DATABASE_URL": database_url(),
-            "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
-            **env,
-        },
+        env=process_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=text,

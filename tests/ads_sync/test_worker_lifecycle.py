@@ -21,7 +21,7 @@ from django.core.management import CommandError, call_command
 from ads_sync import tasks
 from ads_sync.management.commands import backfill_ads
 from ads_sync.models import SyncRun
-from tests.database import database_url
+from tests.processes import process_env
 from tests.workers import purge_test_queue
 
 from .helpers import assert_complete, wait_for_run
@@ -98,14 +98,9 @@ def test_no_wait_prints_the_run_id_and_returns(ads_sandbox, tmp_path: Path) -> N
 
 
 def _worker_process(ads_sandbox, log: Path, *options: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        **ads_sandbox.env,
-        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
-        "DATABASE_URL": database_url(),
-        "CELERY_TASK_DEFAULT_QUEUE": django_settings.CELERY_TASK_DEFAULT_QUEUE,
-        "CACHE_KEY_PREFIX": django_settings.CACHES["default"]["KEY_PREFIX"],
-    }
+    env = process_env(
+        **ads_sandbox.env, CELERY_TASK_DEFAULT_QUEUE=django_settings.CELERY_TASK_DEFAULT_QUEUE
+    )
     return subprocess.Popen(
         [
             sys.executable,

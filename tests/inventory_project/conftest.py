@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -12,9 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
-from tests.database import database_url
+from tests.processes import process_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,17 +35,13 @@ def serving(**settings_env: str) -> Iterator[int]:
     """gunicorn with the project's config on this test's database, `settings_env` on top of
     the test settings' environment; yields its port."""
     port = _free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
-        "DATABASE_URL": database_url(),
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "1",
-        "GUNICORN_ACCESSLOG": "",
-        "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
+    env = process_env(
+        HOST="127.0.0.1",
+        PORT=str(port),
+        WEB_CONCURRENCY="1",
+        GUNICORN_ACCESSLOG="",
         **settings_env,
-    }
+    )
     gunicorn_bin = Path(sys.executable).parent / "gunicorn"
     process = subprocess.Popen(
         [str(gunicorn_bin), "-c", "inventory_project/gunicorn.conf.py", "inventory_project.wsgi"],
