@@ -43,7 +43,8 @@ _ETAG = re.compile(rf'^"{_NUMBER}-{_NUMBER}"$')
 
 ERROR_DESCRIPTIONS = {
     400: "Invalid input; `fields` names each bad field or parameter.",
-    401: "Authentication required (token or session).",
+    401: "Credentials missing on a write, or invalid on any request (an unknown or malformed "
+    "token).",
     403: "Authenticated but lacking the model permission.",
     404: "No such product, or a page past the end.",
     412: "If-Match does not name the product's current ETag.",
@@ -53,8 +54,9 @@ ERROR_DESCRIPTIONS = {
     429: "Rate limit exceeded; see Retry-After.",
     503: str(ServiceUnavailable.default_detail),
 }
-# What any operation may answer, whatever it is asked.
-EVERY_OPERATION = (406, 503)
+# What any operation may answer, whatever it is asked: a read is public, but a bad token sent
+# with one is refused all the same (DRF authenticates before it looks at permissions).
+EVERY_OPERATION = (401, 406, 503)
 
 
 def errors(*codes: int) -> dict[int, OpenApiResponse]:
@@ -83,6 +85,42 @@ IF_NONE_MATCH = OpenApiParameter(
     OpenApiParameter.HEADER,
     required=False,
     description="An ETag of an earlier answer; 304 with no body if it is still current.",
+)
+
+
+# Response headers. The ETag is on every JSON answer of these codes (the browsable API's HTML
+# page has none: see finalize_response).
+def _etag(*codes: int) -> OpenApiParameter:
+    return OpenApiParameter(
+        "ETag",
+        str,
+        OpenApiParameter.HEADER,
+        required=False,
+        response=list(codes),
+        description=(
+            "The answer's entity tag, for If-None-Match (reads) and If-Match (writes); a "
+            'product\'s is `"<id>-<version>"`.'
+        ),
+    )
+
+
+READ_ETAG = _etag(200, 304)
+WRITE_ETAG = _etag(200)
+LOCATION = OpenApiParameter(
+    "Location",
+    str,
+    OpenApiParameter.HEADER,
+    required=True,
+    response=[201],
+    description="The new product's URL.",
+)
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    int,
+    OpenApiParameter.HEADER,
+    required=True,
+    response=[429, 503],
+    description="Seconds to wait before trying again.",
 )
 
 
@@ -130,7 +168,7 @@ class ProductListView(ProductAPIView):
         operation_id="products_list",
         summary="List products",
         description="Page by `page` (with a count) or by `after_id` (keyset), not both.",
-        parameters=[ListQuerySerializer, IF_NONE_MATCH],
+        parameters=[ListQuerySerializer, IF_NONE_MATCH, READ_ETAG, RETRY_AFTER],
         responses={200: ProductPageSerializer, **NOT_MODIFIED, **errors(400, 404, 429)},
     )
     def get(self, request: Request) -> Response:
@@ -140,8 +178,9 @@ class ProductListView(ProductAPIView):
     @extend_schema(
         operation_id="products_create",
         summary="Create a product",
+        parameters=[_etag(201), LOCATION, RETRY_AFTER],
         request=ProductCreateSerializer,
-        responses={201: ProductOutputSerializer, **errors(400, 401, 403, 415, 429)},
+        responses={201: ProductOutputSerializer, **errors(400, 403, 415, 429)},
     )
     def post(self, request: Request) -> Response:
         data = _validated(ProductCreateSerializer, request.data)
@@ -159,7 +198,7 @@ class ProductDetailView(ProductAPIView):
     @extend_schema(
         operation_id="products_retrieve",
         summary="One product",
-        parameters=[IF_NONE_MATCH],
+        parameters=[IF_NONE_MATCH, READ_ETAG, RETRY_AFTER],
         responses={200: ProductOutputSerializer, **NOT_MODIFIED, **errors(404, 429)},
     )
     def get(self, request: Request, pk: int) -> Response:
@@ -168,9 +207,9 @@ class ProductDetailView(ProductAPIView):
     @extend_schema(
         operation_id="products_update",
         summary="Set price and stock level",
-        parameters=[IF_MATCH],
+        parameters=[IF_MATCH, WRITE_ETAG, RETRY_AFTER],
         request=ProductUpdateSerializer,
-        responses={200: ProductOutputSerializer, **errors(400, 401, 403, 404, 412, 415, 429)},
+        responses={200: ProductOutputSerializer, **errors(400, 403, 404, 412, 415, 429)},
     )
     def put(self, request: Request, pk: int) -> Response:
         return self._update(request, pk, partial=False)
@@ -178,9 +217,9 @@ class ProductDetailView(ProductAPIView):
     @extend_schema(
         operation_id="products_partial_update",
         summary="Set price and/or stock level",
-        parameters=[IF_MATCH],
+        parameters=[IF_MATCH, WRITE_ETAG, RETRY_AFTER],
         request=ProductUpdateSerializer,
-        responses={200: ProductOutputSerializer, **errors(400, 401, 403, 404, 412, 415, 429)},
+        responses={200: ProductOutputSerializer, **errors(400, 403, 404, 412, 415, 429)},
     )
     def patch(self, request: Request, pk: int) -> Response:
         return self._update(request, pk, partial=True)
@@ -188,8 +227,8 @@ class ProductDetailView(ProductAPIView):
     @extend_schema(
         operation_id="products_destroy",
         summary="Delete a product",
-        parameters=[IF_MATCH],
-        responses={204: None, **errors(401, 403, 404, 412, 429)},
+        parameters=[IF_MATCH, RETRY_AFTER],
+        responses={204: None, **errors(403, 404, 412, 429)},
     )
     def delete(self, request: Request, pk: int) -> Response:
         _check_id(pk)
@@ -223,7 +262,7 @@ class ProductSearchView(ProductAPIView):
             "Give at least one of `name`, `min_price` and `max_price`; `min_price` not above "
             "`max_price`. Page by `page` or by `after_id`, not both."
         ),
-        parameters=[SearchQuerySerializer, IF_NONE_MATCH],
+        parameters=[SearchQuerySerializer, IF_NONE_MATCH, READ_ETAG, RETRY_AFTER],
         responses={200: ProductPageSerializer, **NOT_MODIFIED, **errors(400, 404, 429)},
     )
     def get(self, request: Request) -> Response:
