@@ -50,6 +50,7 @@ ERROR_DESCRIPTIONS = {
     412: "If-Match does not name the product's current ETag.",
     406: "The Accept header names no type this API answers in (JSON, or HTML for the "
     "browsable API).",
+    413: "The request body is larger than the server takes (DATA_UPLOAD_MAX_MEMORY_SIZE).",
     415: "Unsupported Content-Type.",
     429: "Rate limit exceeded; see Retry-After.",
     503: str(ServiceUnavailable.default_detail),
@@ -180,7 +181,7 @@ class ProductListView(ProductAPIView):
         summary="Create a product",
         parameters=[_etag(201), LOCATION, RETRY_AFTER],
         request=ProductCreateSerializer,
-        responses={201: ProductOutputSerializer, **errors(400, 403, 415, 429)},
+        responses={201: ProductOutputSerializer, **errors(400, 403, 413, 415, 429)},
     )
     def post(self, request: Request) -> Response:
         data = _validated(ProductCreateSerializer, request.data)
@@ -209,7 +210,7 @@ class ProductDetailView(ProductAPIView):
         summary="Set price and stock level",
         parameters=[IF_MATCH, WRITE_ETAG, RETRY_AFTER],
         request=ProductUpdateSerializer,
-        responses={200: ProductOutputSerializer, **errors(400, 403, 404, 412, 415, 429)},
+        responses={200: ProductOutputSerializer, **errors(400, 403, 404, 412, 413, 415, 429)},
     )
     def put(self, request: Request, pk: int) -> Response:
         return self._update(request, pk, partial=False)
@@ -219,7 +220,7 @@ class ProductDetailView(ProductAPIView):
         summary="Set price and/or stock level",
         parameters=[IF_MATCH, WRITE_ETAG, RETRY_AFTER],
         request=ProductUpdateSerializer,
-        responses={200: ProductOutputSerializer, **errors(400, 403, 404, 412, 415, 429)},
+        responses={200: ProductOutputSerializer, **errors(400, 403, 404, 412, 413, 415, 429)},
     )
     def patch(self, request: Request, pk: int) -> Response:
         return self._update(request, pk, partial=True)

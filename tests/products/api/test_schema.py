@@ -11,6 +11,7 @@ import re
 
 import pytest
 import schemathesis
+from django.conf import settings as django_settings
 from django.core.signals import request_finished, request_started
 from django.db import OperationalError, close_old_connections
 from django.test import override_settings
@@ -256,6 +257,15 @@ def test_what_the_server_answers_is_documented_with_its_headers(monkeypatch) -> 
         ("put", one, send(application, "PUT", detail, body, **good)),
         ("patch", one, send(application, "PATCH", detail, {"stock_level": 2}, **good)),
     ]
+    too_large = b"{" + b" " * django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE + b"}"
+    answers += [
+        (method.lower(), path, send(application, method, url, too_large, **good))
+        for method, url, path in [
+            ("POST", "/api/products", "/api/products"),
+            ("PUT", detail, one),
+            ("PATCH", detail, one),
+        ]
+    ]
     with override_settings(RATELIMIT_ENABLE=True, RATELIMIT_READS="1/m", RATELIMIT_WRITES="1/m"):
         reads = {"REMOTE_ADDR": "10.77.0.1"}
         answers += [("get", one, send(application, "GET", detail, **reads)) for _ in range(2)]
@@ -286,4 +296,4 @@ def test_what_the_server_answers_is_documented_with_its_headers(monkeypatch) -> 
         assert required <= sent, where
         if "Retry-After" in headers:
             assert int(headers["Retry-After"]) > 0, where
-    assert seen == {200, 201, 204, 304, 401, 429, 503}
+    assert seen == {200, 201, 204, 304, 401, 413, 429, 503}
