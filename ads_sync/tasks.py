@@ -16,7 +16,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from ads_sync import locks, services
 from ads_sync.integrations import google_ads
-from ads_sync.models import SyncRun
+from ads_sync.models import SyncDay, SyncRun
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,34 @@ def run_start(
     logger.info("ads sync: run %s planned %s day(s)", plan.run.pk, len(plan.days))
     services.plan_csv_restore(plan=plan)
     return plan
+
+
+def resend_unsettled(*, run_ids: list[int]) -> int:
+    """Send again a sync_day task for every pending or running day of these runs; how many.
+
+    For days whose tasks were lost (a purged queue, a broker that restarted without its data):
+    `backfill_ads` calls this once it has seen that no task of the runs is left anywhere. A day
+    whose task turns out to be alive after all is fetched twice, which changes nothing but the
+    API calls: a run settles each of its days once (services._settle).
+    """
+    unsettled = list(
+        SyncDay.objects.filter(
+            run_id__in=run_ids, state__in=(SyncDay.State.PENDING, SyncDay.State.RUNNING)
+        )
+        .order_by("-date", "customer_id")
+        .values_list("customer_id", "date", "run_id")
+    )
+    if unsettled:
+        group(
+            sync_day.s(customer_id, day.isoformat(), run_id)
+            for customer_id, day, run_id in unsettled
+        ).apply_async()
+        logger.warning(
+            "ads sync: run(s) %s: %d day(s) whose tasks were lost sent again",
+            ", ".join(map(str, run_ids)),
+            len(unsettled),
+        )
+    return len(unsettled)
 
 
 # A backfill planning two years for many accounts holds the planning lock for seconds, not

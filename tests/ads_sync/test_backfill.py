@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import group as celery_group
 from django.core.management import CommandError, call_command
 from django.db import OperationalError
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -624,3 +625,88 @@ def test_odd_waits_and_folders_are_refused(tmp_path: Path, monkeypatch, args, me
         call_command("backfill_ads", "--days", "1", "--customer", "1234567890", *args)
     assert not (tmp_path / "-").exists()
     assert not SyncRun.objects.exists()
+
+
+class _LostFanOut:
+    """tasks.group whose first `times` fan-outs never reach the broker, as when the queue is
+    purged or a broker restarts without its data."""
+
+    def __init__(self, times: int = 1) -> None:
+        self.times = times
+        self.lost = 0
+
+    def __call__(self, signatures: Any) -> Any:
+        if self.lost == self.times:
+            return celery_group(signatures)
+        self.lost += 1
+        return celery_group([])  # nothing sent
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_dates_whose_tasks_were_lost_are_sent_again_and_the_backfill_ends(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """The days stayed pending with no task anywhere: the backfill waited with no end (a
+    worker was consuming the queue), and their run stayed open for 12 hours."""
+    monkeypatch.setattr(backfill_ads, "STALL_CHECK_S", 0.5)
+    monkeypatch.setattr(tasks, "group", _LostFanOut())
+    text, run = _backfill("--days", "3", "--output-dir", str(tmp_path))
+
+    assert "run(s) " + str(run.pk) + ": 6 date(s) had no task left" in text
+    assert (run.planned, run.done, run.finished_at is not None) == (6, 6, True)
+    assert len(fetched_days(ads_sandbox.calls())) == 6
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_backfill_sends_again_the_lost_tasks_of_the_run_it_waits_for(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(backfill_ads, "STALL_CHECK_S", 0.5)
+    monkeypatch.setattr(tasks, "group", _LostFanOut())
+    _, first = _backfill("--days", "3", "--output-dir", str(tmp_path), "--no-wait")
+    text, second = _backfill("--days", "3", "--output-dir", str(tmp_path))
+
+    assert second.planned == 0
+    assert f"run(s) {first.pk}: 6 date(s) had no task left" in text
+    assert "of those: 6 done, 0 failed, 0 deferred, 0 still in flight" in text
+    first.refresh_from_db()
+    assert (first.done, first.finished_at is not None) == (6, True)
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_task_a_worker_holds_is_not_taken_for_lost(ads_sandbox, tmp_path: Path) -> None:
+    queue = celery_app.conf.task_default_queue
+    ads_sandbox.configure(latency_s=3.0)
+    _, run = _backfill(*_one_day_of_one_account(tmp_path), "--no-wait")
+    deadline = time.monotonic() + 10
+    while not SyncDay.objects.filter(run=run, state=SyncDay.State.RUNNING).exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert not backfill_ads.tasks_lost(queue, [run.pk])  # the worker is fetching it
+    assert backfill_ads.tasks_lost(queue, [run.pk + 1])  # no task of that run anywhere
+    wait_for_run(run.pk)
+
+    # A task of that run the worker holds for later (a retry's countdown) is not lost either.
+    tasks.sync_day.apply_async(("1234567890", "2000-01-01", run.pk + 1), countdown=2)
+    assert not backfill_ads.tasks_lost(queue, [run.pk + 1])
+    deadline = time.monotonic() + 10  # it runs (and skips: no such run), and is gone
+    while not backfill_ads.tasks_lost(queue, [run.pk + 1]):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_tasks_lost_after_every_resend_end_the_wait_with_exit_4(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """As with a worker that drops the tasks it does not know (one running older code)."""
+    monkeypatch.setattr(backfill_ads, "STALL_CHECK_S", 0.2)
+    monkeypatch.setattr(tasks, "group", lost := _LostFanOut(times=1 + backfill_ads.RESENDS_MAX))
+    with pytest.raises(CommandError) as stopped:
+        _backfill(*_one_day_of_one_account(tmp_path))
+
+    assert stopped.value.returncode == 4
+    assert f"lost again after {backfill_ads.RESENDS_MAX} re-sends" in str(stopped.value)
+    assert lost.lost == 1 + backfill_ads.RESENDS_MAX
+    # Its day is sent again by the next backfill's wait, or taken over by a later plan.
+    assert SyncDay.objects.get().state == SyncDay.State.PENDING

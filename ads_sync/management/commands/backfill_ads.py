@@ -7,7 +7,7 @@ import datetime as dt
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -43,6 +43,10 @@ USAGE = 64
 # The CSV folder cannot be written (sysexits' EX_CANTCREAT).
 CANT_CREATE = 73
 
+# Tasks found lost (tasks_lost) at two stall checks in a row, with nothing settled between, are
+# sent again; at most this many times in one wait.
+RESENDS_MAX = 3
+
 _T = TypeVar("_T")
 
 
@@ -54,6 +58,48 @@ class _Elsewhere:
     failed: int = 0
     deferred: int = 0
     in_flight: int = 0  # their runs made no progress for OTHER_RUNS_STALL_S
+
+
+class _LostTasks:
+    """Sends again the tasks of the runs waited on once they are seen lost twice in a row."""
+
+    def __init__(self, command: Command, queue: str) -> None:
+        self.command = command
+        self.queue = queue
+        self.suspected = False
+        self.resends = 0
+
+    def progress(self) -> None:
+        self.suspected = False
+
+    def check(self, run_ids: list[int]) -> bool:
+        """At a stall: True if the runs' unsettled days were sent again."""
+        if not tasks_lost(self.queue, run_ids):
+            self.suspected = False
+            return False
+        if not self.suspected:  # a message may have been on its way to a worker
+            self.suspected = True
+            return False
+        self.suspected = False
+        runs = ", ".join(map(str, run_ids))
+        if self.resends >= RESENDS_MAX:
+            raise CommandError(
+                f"the tasks of run(s) {runs} were lost again after {RESENDS_MAX} re-sends (does "
+                "every worker on the queue run this code? a worker that does not know a task "
+                "drops it); their days stay planned, and the gap detection takes them over "
+                f"{selectors.IN_FLIGHT_STALE_AFTER} after they last moved",
+                returncode=4,
+            )
+        sent = tasks.resend_unsettled(run_ids=run_ids)
+        self.resends += 1
+        if self.command.stdout.isatty():
+            self.command.stdout.write("")
+        self.command.stdout.write(
+            f"run(s) {runs}: {sent} date(s) had no task left (queue {self.queue!r} is empty and "
+            "no worker holds one: lost with a purged queue, or a broker that restarted without "
+            "its data); sent them again"
+        )
+        return True
 
 
 class SignalInterrupt(KeyboardInterrupt):
@@ -105,10 +151,13 @@ def stopped_like_ctrl_c() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def workers_consuming(queue: str, timeout_s: float = 1.5) -> list[str]:
-    """Names of the running Celery workers that consume `queue` (empty: nobody will run it)."""
+def workers_consuming(queue: str, timeout_s: float = 1.5, limit: int | None = None) -> list[str]:
+    """Names of the running Celery workers that consume `queue` (empty: nobody will run it).
+
+    Waits `timeout_s` for replies, or until `limit` workers have replied."""
     try:
-        replies = celery_app.control.inspect(timeout=timeout_s).active_queues() or {}
+        inspector = celery_app.control.inspect(timeout=timeout_s, limit=limit)
+        replies = inspector.active_queues() or {}
     except Exception:  # the broker itself is down: no worker can be reached either
         return []
     return sorted(
@@ -129,26 +178,74 @@ def broker_unreachable() -> str:
     return ""
 
 
-def queue_has_consumers(queue: str) -> bool:
-    """Whether any worker consumes `queue`, without waiting out a broadcast.
+def _queue_counts(queue: str) -> tuple[int, int] | None:
+    """(messages ready, consumers) of `queue` as the AMQP broker counts them: one passive
+    declare, answered in milliseconds. (0, 0) for a queue that does not exist; None on another
+    transport, which keeps no such counts. Raises when the broker cannot be reached."""
+    with celery_app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1)
+        if conn.transport.driver_type != "amqp":
+            return None
+        try:
+            channel: Any = conn.default_channel  # py-amqp's Channel
+            ok = channel.queue_declare(queue=queue, passive=True)
+        except conn.channel_errors:  # no such queue: no worker ever declared it
+            return 0, 0
+        return int(ok.message_count), int(ok.consumer_count)
 
-    On AMQP the broker counts a queue's consumers: one passive declare answers in milliseconds,
-    where `inspect()` always waits its whole reply timeout. Other transports keep no such count,
-    so their workers are asked.
-    """
+
+def queue_has_consumers(queue: str) -> bool:
+    """Whether any worker consumes `queue`, without waiting out a broadcast where the broker
+    counts consumers (AMQP: `inspect()` always waits its whole reply timeout); other transports'
+    workers are asked."""
     try:
-        with celery_app.connection_for_read() as conn:
-            conn.ensure_connection(max_retries=1)
-            if conn.transport.driver_type == "amqp":
-                try:
-                    channel: Any = conn.default_channel  # py-amqp's Channel
-                    ok = channel.queue_declare(queue=queue, passive=True)
-                except conn.channel_errors:  # no such queue: no worker ever declared it
-                    return False
-                return int(ok.consumer_count) > 0
+        counts = _queue_counts(queue)
     except Exception:  # the broker itself is down: no worker can be reached either
         return False
+    if counts is not None:
+        return counts[1] > 0
     return bool(workers_consuming(queue))
+
+
+def tasks_lost(queue: str, run_ids: Collection[int]) -> bool:
+    """Whether no sync_day task of these runs is left anywhere: none waits in `queue` (it is
+    empty) and none is held by a worker consuming it (running, reserved, or waiting for a
+    retry). Then their unsettled days' messages were lost: a purged queue, or a broker that
+    restarted without its data.
+
+    False whenever it cannot be sure: a message in the queue (it may be one of theirs), a worker
+    that does not answer, a transport that does not count messages.
+    """
+    try:
+        counts = _queue_counts(queue)
+    except Exception:
+        return False
+    if counts is None or counts[0] or not counts[1]:
+        return False
+    names = workers_consuming(queue, limit=counts[1])
+    if len(names) < counts[1]:
+        return False
+    inspector = celery_app.control.inspect(destination=names, timeout=1.5, limit=len(names))
+    for ask in (inspector.active, inspector.reserved, inspector.scheduled):
+        try:
+            replies: dict[str, list[Any]] = ask() or {}  # TypedDicts, of two shapes
+        except Exception:
+            return False
+        if set(replies) != set(names):
+            return False
+        for held in replies.values():
+            for entry in held:
+                request = entry.get("request", entry)  # scheduled() wraps the request
+                if request.get("name") == tasks.sync_day.name and _run_of(request) in run_ids:
+                    return False
+    return True
+
+
+def _run_of(request: dict[str, Any]) -> object:
+    """The run id of a sync_day request as a worker reports it (args, or kwargs)."""
+    args: list[object] = list(request.get("args") or ())
+    kwargs: dict[str, object] = request.get("kwargs") or {}
+    return kwargs.get("run_id", args[2] if len(args) > 2 else None)
 
 
 def _duration(seconds: float) -> str:
@@ -402,7 +499,8 @@ class Command(DatabaseCommand):
             return states, settled
 
         last: tuple[object, float] = (None, time.monotonic())
-        last_line = time.monotonic()
+        last_line = last_check = time.monotonic()
+        lost = _LostTasks(self, celery_app.conf.task_default_queue)
         while True:
             polled = self._read(poll)
             if polled is None:
@@ -412,6 +510,11 @@ class Command(DatabaseCommand):
             now = time.monotonic()
             if (unsettled, settled) != last[0]:
                 last = ((unsettled, settled), now)
+                lost.progress()
+            elif now - last[1] > STALL_CHECK_S and now - last_check > STALL_CHECK_S:
+                last_check = now
+                if lost.check(runs):
+                    last = (last[0], now)  # the days sent again may take as long as any
             if now - last_line >= PLAIN_EVERY_S:
                 self.stdout.write(
                     f"  {unsettled} of them still in flight; those runs last settled a day "
@@ -449,6 +552,7 @@ class Command(DatabaseCommand):
         t0 = time.monotonic()
         last_plain = 0.0
         last_progress = (-1, t0)
+        lost = _LostTasks(self, queue)
 
         def refreshed() -> SyncRun:
             run.refresh_from_db()
@@ -461,6 +565,7 @@ class Command(DatabaseCommand):
             settled = run.settled
             if settled != last_progress[0]:
                 last_progress = (settled, now)
+                lost.progress()
             line = self._progress_line(run, now - t0)
             if tty:
                 self.stdout.write("\r" + line, ending="")
@@ -481,6 +586,7 @@ class Command(DatabaseCommand):
                         "stays planned and resumes when a worker starts",
                         returncode=2,
                     )
+                lost.check([run.pk])
                 last_progress = (settled, now)
             time.sleep(POLL_S)
 
