@@ -6,6 +6,7 @@ default in `.env.example`. The override modules (local, test, production) only c
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -32,24 +33,39 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {raw!r}")
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(
+    name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from exc
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = (
+            f"{minimum if minimum is not None else ''}..{maximum if maximum is not None else ''}"
+        )
+        raise ImproperlyConfigured(f"{name} must be an integer in {bounds}, got {raw!r}")
+    return value
 
 
-def env_float(name: str, default: float) -> float:
+def env_float(name: str, default: float, *, positive: bool = False) -> float:
+    """A finite number (`nan` and `inf` are refused: a timeout or rate of either made the
+    processes that read it fail later, with a message that did not name it); above 0 with
+    `positive`, else at least 0."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from exc
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        which = "above 0" if positive else "0 or more"
+        raise ImproperlyConfigured(f"{name} must be a finite number {which}, got {raw!r}")
+    return value
 
 
 def env_time_of_day(name: str, default: str) -> tuple[int, int]:
@@ -121,7 +137,7 @@ SECRET_KEY = env_str("SECRET_KEY", "")
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
-PORT = env_int("PORT", 8000)
+PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
 
 INSTALLED_APPS = [
     "inventory_project.apps.AdminConfig",  # django.contrib.admin with the project's site
@@ -188,10 +204,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- PostgreSQL (psycopg 3 with Django's native pool) ---------------------------------------
 
 DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/inventory")
-DB_POOL_MIN_SIZE = env_int("DB_POOL_MIN_SIZE", 2)
+DB_POOL_MIN_SIZE = env_int("DB_POOL_MIN_SIZE", 2, minimum=0)
 # Sized for a gthread worker with several threads plus the tests' concurrent clients.
-DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 20)
-DB_POOL_TIMEOUT_S = env_float("DB_POOL_TIMEOUT_S", 10.0)
+DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 20, minimum=1)
+DB_POOL_TIMEOUT_S = env_float("DB_POOL_TIMEOUT_S", 10.0, positive=True)
 # psycopg prepares a statement on a connection once it has run this many times there, so hot
 # queries skip PostgreSQL's parse and plan (the token query's plan cost four times its run).
 # 0 turns it off: needed behind PgBouncer in transaction mode before version 1.21.
@@ -224,7 +240,7 @@ DATABASES = {"default": _default_db}
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Short timeouts: a dead or black-holed Redis must degrade to PostgreSQL, not hang requests.
-REDIS_SOCKET_TIMEOUT_S = env_float("REDIS_SOCKET_TIMEOUT_S", 0.25)
+REDIS_SOCKET_TIMEOUT_S = env_float("REDIS_SOCKET_TIMEOUT_S", 0.25, positive=True)
 
 CACHES = {
     "default": {
@@ -259,8 +275,8 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)
-CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300, minimum=1)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360, minimum=1)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TIMEZONE = "UTC"
@@ -327,22 +343,22 @@ RATELIMIT_WRITES = env_rate("RATELIMIT_WRITES", "50/m")
 # Login POSTs (admin, browsable API), counted per client IP and per username.
 RATELIMIT_LOGINS = env_rate("RATELIMIT_LOGINS", "10/m")
 # Clients are keyed by REMOTE_ADDR unless this many proxies in front append X-Forwarded-For.
-TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 # The peers whose X-Forwarded-For is read (with TRUSTED_PROXY_COUNT): the proxies gunicorn
 # trusts with X-Forwarded-Proto, the same variable. A client that reaches the server directly
 # counts as its own address, whatever header it sends. "*": any peer.
 TRUSTED_PROXY_IPS = env_list("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # One client's network, for every limit above (django-ratelimit's names and defaults): an IPv6
 # host commonly holds a whole /64.
-RATELIMIT_IPV6_MASK = env_int("RATELIMIT_IPV6_MASK", 64)
-RATELIMIT_IPV4_MASK = env_int("RATELIMIT_IPV4_MASK", 32)
+RATELIMIT_IPV6_MASK = env_int("RATELIMIT_IPV6_MASK", 64, minimum=0, maximum=128)
+RATELIMIT_IPV4_MASK = env_int("RATELIMIT_IPV4_MASK", 32, minimum=0, maximum=32)
 
 # --- Products ---------------------------------------------------------------------------------
 
 PRODUCT_CACHE_ENABLED = env_bool("PRODUCT_CACHE_ENABLED", True)
-PRODUCT_CACHE_TTL_S = env_int("PRODUCT_CACHE_TTL_S", 300)
+PRODUCT_CACHE_TTL_S = env_int("PRODUCT_CACHE_TTL_S", 300, minimum=1)
 # Per-process copy of hot entries, kept coherent by Redis invalidation pushes; 0 turns it off.
-PRODUCT_NEAR_CACHE_MAX_BYTES = env_int("PRODUCT_NEAR_CACHE_MAX_BYTES", 64 * 1024 * 1024)
+PRODUCT_NEAR_CACHE_MAX_BYTES = env_int("PRODUCT_NEAR_CACHE_MAX_BYTES", 64 * 1024 * 1024, minimum=0)
 # Token-authenticated JSON updates of one product answered ahead of Django's request cycle
 # (products/api/fast_writes.py); false sends every write through the DRF view.
 PRODUCT_FAST_WRITES = env_bool("PRODUCT_FAST_WRITES", True)
@@ -362,20 +378,20 @@ GOOGLE_ADS_LOGIN_CUSTOMER_ID = "".join(env_customer_ids("GOOGLE_ADS_LOGIN_CUSTOM
 GOOGLE_ADS_ENDPOINT = env_str("GOOGLE_ADS_ENDPOINT", "googleads.googleapis.com")
 GOOGLE_ADS_TOKEN_URI = env_str("GOOGLE_ADS_TOKEN_URI", "https://oauth2.googleapis.com/token")
 GOOGLE_ADS_CA_FILE = env_str("GOOGLE_ADS_CA_FILE", "")
-ADS_SYNC_TIMEOUT_S = env_float("ADS_SYNC_TIMEOUT_S", 60.0)
-ADS_SYNC_MAX_QPS = env_float("ADS_SYNC_MAX_QPS", 5.0)
-ADS_SYNC_MAX_ATTEMPTS = env_int("ADS_SYNC_MAX_ATTEMPTS", 5)
+ADS_SYNC_TIMEOUT_S = env_float("ADS_SYNC_TIMEOUT_S", 60.0, positive=True)
+ADS_SYNC_MAX_QPS = env_float("ADS_SYNC_MAX_QPS", 5.0, positive=True)
+ADS_SYNC_MAX_ATTEMPTS = env_int("ADS_SYNC_MAX_ATTEMPTS", 5, minimum=1)
 # Exponential backoff with jitter between attempts: base, doubled per attempt, capped.
 ADS_SYNC_RETRY_BASE_S = env_float("ADS_SYNC_RETRY_BASE_S", 1.0)
 ADS_SYNC_RETRY_MAX_S = env_float("ADS_SYNC_RETRY_MAX_S", 60.0)
 # A relative folder is the project's: web, workers and commands may run in other directories.
 ADS_SYNC_OUTPUT_DIR = BASE_DIR / Path(env_str("ADS_SYNC_OUTPUT_DIR", "output")).expanduser()
-ADS_SYNC_HISTORY_DAYS = env_int("ADS_SYNC_HISTORY_DAYS", 730)
-ADS_SYNC_LOOKBACK_DAYS = env_int("ADS_SYNC_LOOKBACK_DAYS", 3)
+ADS_SYNC_HISTORY_DAYS = env_int("ADS_SYNC_HISTORY_DAYS", 730, minimum=1)
+ADS_SYNC_LOOKBACK_DAYS = env_int("ADS_SYNC_LOOKBACK_DAYS", 3, minimum=0)
 # A failed day is tried by every daily detection this many times in a row; after that the
 # detection waits 2, 4, 8 ... days between tries, at most the max. `backfill_ads` does not wait.
-ADS_SYNC_FAILED_DAILY_RETRIES = env_int("ADS_SYNC_FAILED_DAILY_RETRIES", 2)
-ADS_SYNC_FAILED_BACKOFF_MAX_DAYS = env_int("ADS_SYNC_FAILED_BACKOFF_MAX_DAYS", 30)
+ADS_SYNC_FAILED_DAILY_RETRIES = env_int("ADS_SYNC_FAILED_DAILY_RETRIES", 2, minimum=0)
+ADS_SYNC_FAILED_BACKOFF_MAX_DAYS = env_int("ADS_SYNC_FAILED_BACKOFF_MAX_DAYS", 30, minimum=1)
 # (hour, minute), UTC. Checked here: beat took "25:00" and then never ran the detection.
 ADS_SYNC_DAILY_AT = env_time_of_day("ADS_SYNC_DAILY_AT", "03:00")
 PERIODIC_TASKS.append(

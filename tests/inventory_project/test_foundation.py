@@ -29,7 +29,12 @@ from psycopg_pool import ConnectionPool
 
 from inventory_project import health, tasks
 from inventory_project.celery import app as celery_app
-from inventory_project.settings.base import database_from_url, env_rate, env_time_of_day
+from inventory_project.settings.base import (
+    database_from_url,
+    env_float,
+    env_rate,
+    env_time_of_day,
+)
 from tests.concurrency import both_look_first, run_at_once
 from tests.database import database_url
 from tests.inventory_project.conftest import serving
@@ -328,6 +333,61 @@ def test_a_rate_limit_it_would_misread_or_fail_on_is_refused_naming_it(monkeypat
         ImproperlyConfigured, match=f"RATELIMIT_READS must be a rate.*got '{value}'"
     ):
         env_rate("RATELIMIT_READS", "100/m")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", "0"])
+def test_a_timeout_or_rate_that_is_no_positive_number_is_refused_naming_it(
+    monkeypatch, value
+) -> None:
+    """ADS_SYNC_TIMEOUT_S=nan stopped every worker at start with "cannot convert float NaN to
+    integer", which named no setting."""
+    monkeypatch.setenv("ADS_SYNC_TIMEOUT_S", value)
+    with pytest.raises(ImproperlyConfigured, match=f"ADS_SYNC_TIMEOUT_S must be .* got '{value}'"):
+        env_float("ADS_SYNC_TIMEOUT_S", 60.0, positive=True)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", 0.0), ("0.5", 0.5), ("2", 2.0)])
+def test_a_delay_may_be_zero(monkeypatch, value, expected) -> None:
+    monkeypatch.setenv("ADS_SYNC_RETRY_BASE_S", value)
+    assert env_float("ADS_SYNC_RETRY_BASE_S", 1.0) == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "nan"])
+def test_a_delay_below_zero_or_not_a_number_is_refused(monkeypatch, value) -> None:
+    monkeypatch.setenv("ADS_SYNC_RETRY_BASE_S", value)
+    with pytest.raises(ImproperlyConfigured, match="ADS_SYNC_RETRY_BASE_S must be"):
+        env_float("ADS_SYNC_RETRY_BASE_S", 1.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ADS_SYNC_HISTORY_DAYS", "0"),  # planned nothing, every day
+        ("ADS_SYNC_LOOKBACK_DAYS", "-1"),
+        ("ADS_SYNC_MAX_ATTEMPTS", "0"),
+        ("PORT", "70000"),
+        ("RATELIMIT_IPV4_MASK", "33"),
+    ],
+)
+def test_a_count_out_of_its_range_is_refused_naming_it(name, value) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "import inventory_project.settings.base"],
+        cwd=ROOT,
+        env={**os.environ, name: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {name} must be an integer in " in result.stderr
+    assert f"got '{value}'" in result.stderr
+
+
+def test_bad_numbers_stop_the_service_at_start_naming_them() -> None:
+    for name, value in [("ADS_SYNC_TIMEOUT_S", "nan"), ("ADS_SYNC_HISTORY_DAYS", "0")]:
+        result = _manage("check", **{name: value})
+        assert result.returncode != 0
+        assert f"ImproperlyConfigured: {name} must be" in result.stderr
 
 
 def test_a_bad_rate_limit_stops_the_service_at_start() -> None:
