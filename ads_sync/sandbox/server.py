@@ -63,7 +63,7 @@ FAULT_KINDS = (
     "daily_quota",  # RESOURCE_EXHAUSTED, daily quota, retry_delay = daily_quota_retry_delay_s
     "internal",  # INTERNAL
     "unavailable",  # UNAVAILABLE
-    "hang",  # no answer for hang_s seconds (beyond the client's deadline)
+    "hang",  # no answer until the client gives up (its deadline), or for hang_s seconds
     "unauthenticated",  # UNAUTHENTICATED, as if the access token had expired
     "permission_denied",  # PERMISSION_DENIED (USER_PERMISSION_DENIED)
     "invalid_argument",  # INVALID_ARGUMENT (a query error)
@@ -81,7 +81,9 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "seed": "sandbox",
     "quota_retry_delay_s": 1.0,
     "daily_quota_retry_delay_s": 6 * 3600.0,
-    "hang_s": 30.0,
+    # None: until the client cancels the call (its deadline, ADS_SYNC_TIMEOUT_S), at most
+    # HANG_MAX_S. A fixed 30 s under make run's 60 s deadline ended as UNAVAILABLE instead.
+    "hang_s": None,
     # Server-side lifetime of access tokens (the client is told 3600 s): an expiry mid-run.
     "token_ttl_s": None,
     # The token endpoint answers invalid_grant: the refresh token was revoked.
@@ -94,6 +96,8 @@ _NUMBERS = (int, float)
 # Settings whose values are numbers: seconds, and for fail_first and fail_rate each kind's.
 _NUMERIC = {key for key, value in DEFAULT_FAULTS.items() if isinstance(value, float)}
 _NUMERIC.add("token_ttl_s")  # None (no expiry) or seconds
+_NUMERIC.add("hang_s")  # None (until the client cancels) or seconds
+HANG_MAX_S = 600.0
 
 
 def _check_fault(key: str, value: Any) -> None:
@@ -102,7 +106,7 @@ def _check_fault(key: str, value: Any) -> None:
     def number(item: Any) -> bool:
         return isinstance(item, _NUMBERS) and not isinstance(item, bool) and item >= 0
 
-    if key == "token_ttl_s" and value is None:
+    if key in ("token_ttl_s", "hang_s") and value is None:
         return
     if key in _NUMERIC and not number(value):
         raise ValueError(f"{key} must be a number >= 0, not {value!r}")
@@ -469,7 +473,8 @@ class _AdsServicer:
             if kind == "hang":
                 entry["outcome"] = "hang"
                 self.state.record(entry)
-                cancelled.wait(float(faults["hang_s"]))
+                hang_s = faults["hang_s"]
+                cancelled.wait(float(hang_s) if hang_s is not None else HANG_MAX_S)
                 context.abort(grpc.StatusCode.UNAVAILABLE, "The sandbox hung up.")
             if kind is not None:
                 raise _fault_abort(kind, faults)

@@ -170,6 +170,20 @@ def test_hung_server_is_cut_by_the_deadline_and_retried(ads_sandbox, settings):
     assert _outcomes(ads_sandbox) == ["hang", "hang"]
 
 
+def test_a_hang_lasts_past_the_clients_deadline_by_default(ads_sandbox, settings):
+    """It lasted 30 s: under make run's 60 s deadline the call ended UNAVAILABLE, and the
+    deadline it was there to show was never reached."""
+    settings.ADS_SYNC_TIMEOUT_S = 0.3
+    settings.ADS_SYNC_MAX_ATTEMPTS = 1
+    ads_sandbox.configure(fail_first={"hang": 1})
+
+    with pytest.raises(TransientAdsError) as raised:
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert isinstance(raised.value.__cause__.__cause__, api_exceptions.DeadlineExceeded)
+    assert _outcomes(ads_sandbox) == ["hang"]
+
+
 def test_token_expiring_mid_run_is_refreshed_and_the_call_tried_once_more(ads_sandbox):
     next_day = data.first_full_day(CUSTOMER, DAY + dt.timedelta(days=1))
     google_ads.fetch_data(CUSTOMER, DAY)
