@@ -11,6 +11,9 @@ request. A body larger than DATA_UPLOAD_MAX_MEMORY_SIZE is refused with 413; und
 that does not end the stream (the development server), with 411 Length Required. Other
 transfer codings (gzip) are refused with 501, as HTTP asks of a server that does not know them.
 
+An API request whose Content-Length is over that limit is refused with the same 413 before its
+body is read (under DEBUG, Django answered it with its HTML debug page and a 400).
+
 A body with a content coding (`Content-Encoding: gzip`) is refused here too, with 415 and
 `Accept-Encoding: identity` (RFC 9110, 15.5.16; RFC 7694): nothing below decodes it, so gzip
 reached the parser as bytes ("JSON parse error ... byte 0x8b"), and a plain body labelled gzip
@@ -51,6 +54,10 @@ class ChunkedBodyApp:
                 [("Accept-Encoding", "identity")],
             )
         if encoding is None:
+            if _declared_too_large(environ):
+                return _refuse(
+                    environ, start_response, "413 Content Too Large", "too_large", body_too_large()
+                )
             return self.app(environ, start_response)
         if [coding.strip() for coding in encoding.lower().split(",")] != ["chunked"]:
             # gunicorn undoes only the chunking: a gzip coding would reach the parser as bytes
@@ -82,6 +89,22 @@ class ChunkedBodyApp:
         environ["CONTENT_LENGTH"] = str(len(body))
         del environ["HTTP_TRANSFER_ENCODING"]
         return self.app(environ, start_response)
+
+
+def _declared_too_large(environ: dict[str, Any]) -> bool:
+    """An API request whose Content-Length is over DATA_UPLOAD_MAX_MEMORY_SIZE.
+
+    Django refuses it too, once the body is read, as the API's JSON 413 (errors.handler400);
+    but with DEBUG on, Django answers the error with its HTML debug page and a 400 instead of
+    the handler. Refused here, it is the same 413 in every setting, and the body is never read.
+    """
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if limit is None or not environ.get("PATH_INFO", "").startswith(API_PREFIX):
+        return False
+    try:
+        return int(environ.get("CONTENT_LENGTH") or 0) > limit
+    except ValueError:  # gunicorn refuses such a header before the app; Django reads it as 0
+        return False
 
 
 def _has_body(environ: dict[str, Any]) -> bool:

@@ -124,6 +124,27 @@ def test_a_chunked_body_over_the_upload_limit_is_refused_with_413(token: str, se
     assert "100 bytes" in body["error"]["message"]
 
 
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_body_over_the_upload_limit_is_the_apis_413_with_debug_on_too(
+    token: str, settings, debug: bool
+) -> None:
+    """With DEBUG on (make run), Django answered it with its HTML debug page and a 400."""
+    settings.DEBUG = debug
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    product = ProductFactory(price=Decimal("6.08"))
+    padded = json.dumps({"price": "1.00", "padding": "x" * 200}).encode()
+    answer = patch_chunked(
+        product.pk,
+        token,
+        padded,
+        terminated=True,
+        HTTP_TRANSFER_ENCODING=None,
+        CONTENT_LENGTH=str(len(padded)),
+    )
+    assert_refused_unchanged(product, answer, 413, "too_large")
+    assert "100 bytes" in answer[1]["error"]["message"]
+
+
 def test_gunicorn_hands_a_chunked_patch_to_the_api_whole(gunicorn: int, token: str) -> None:
     product = ProductFactory(price=Decimal("6.08"), stock_level=3)
     conn = http.client.HTTPConnection("127.0.0.1", gunicorn, timeout=10)
