@@ -51,13 +51,15 @@ ERROR_DESCRIPTIONS = {
     406: "The Accept header names no type this API answers in (JSON, or HTML for the "
     "browsable API).",
     413: "The request body is larger than the server takes (DATA_UPLOAD_MAX_MEMORY_SIZE).",
-    415: "Unsupported Content-Type.",
+    415: "Unsupported Content-Type, or a Content-Encoding: send the body uncompressed.",
     429: "Rate limit exceeded; see Retry-After.",
     503: str(ServiceUnavailable.default_detail),
 }
 # What any operation may answer, whatever it is asked: a read is public, but a bad token sent
-# with one is refused all the same (DRF authenticates before it looks at permissions).
-EVERY_OPERATION = (401, 406, 503)
+# with one is refused all the same (DRF authenticates before it looks at permissions); and a
+# request body too large or content-coded is refused before the method is looked at
+# (inventory_project/request_body.py), a GET's or a DELETE's too.
+EVERY_OPERATION = (401, 406, 413, 415, 503)
 
 
 def errors(*codes: int) -> dict[int, OpenApiResponse]:

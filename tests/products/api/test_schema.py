@@ -118,7 +118,7 @@ def test_request_bodies_are_documented_as_refusing_unknown_keys(client) -> None:
     assert all(schema["additionalProperties"] is False for schema in requests.values())
 
 
-def test_reads_document_304_and_every_operation_401_406_and_503(client) -> None:
+def test_reads_document_304_and_every_operation_401_406_413_415_and_503(client) -> None:
     paths = client.get("/api/schema/", {"format": "json"}).json()["paths"]
     operations = [
         (method.upper(), operation)
@@ -128,7 +128,8 @@ def test_reads_document_304_and_every_operation_401_406_and_503(client) -> None:
     ]
     assert len(operations) == 7
     for method, operation in operations:
-        assert {"401", "406", "503"} <= operation["responses"].keys(), operation["operationId"]
+        every = {"401", "406", "413", "415", "503"}
+        assert every <= operation["responses"].keys(), operation["operationId"]
         has_304 = "304" in operation["responses"]
         names = {parameter["name"] for parameter in operation.get("parameters", [])}
         assert has_304 == ("If-None-Match" in names) == (method == "GET"), operation["operationId"]
@@ -264,7 +265,18 @@ def test_what_the_server_answers_is_documented_with_its_headers(monkeypatch) -> 
             ("POST", "/api/products", "/api/products"),
             ("PUT", detail, one),
             ("PATCH", detail, one),
+            ("GET", "/api/products", "/api/products"),
+            ("DELETE", detail, one),
         ]
+    ]
+    gzipped = {"HTTP_CONTENT_ENCODING": "gzip", **good}
+    answers += [
+        ("get", one, send(application, "GET", detail, b"\x1f\x8b", **gzipped)),
+        (
+            "post",
+            "/api/products",
+            send(application, "POST", "/api/products", b"\x1f\x8b", **gzipped),
+        ),
     ]
     with override_settings(RATELIMIT_ENABLE=True, RATELIMIT_READS="1/m", RATELIMIT_WRITES="1/m"):
         reads = {"REMOTE_ADDR": "10.77.0.1"}
@@ -296,4 +308,4 @@ def test_what_the_server_answers_is_documented_with_its_headers(monkeypatch) -> 
         assert required <= sent, where
         if "Retry-After" in headers:
             assert int(headers["Retry-After"]) > 0, where
-    assert seen == {200, 201, 204, 304, 401, 413, 429, 503}
+    assert seen == {200, 201, 204, 304, 401, 413, 415, 429, 503}
