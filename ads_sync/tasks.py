@@ -11,6 +11,7 @@ from celery import group, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_ready
 from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 # A day may spend the client's whole budget (every attempt at its deadline and the waits between
 # them), plus a minute for the database work and the CSV file.
 SYNC_DAY_SOFT_LIMIT_S = int(google_ads.fetch_budget_s() + 60)
+SYNC_DAY_TIME_LIMIT_S = SYNC_DAY_SOFT_LIMIT_S + 60
 SYNC_DAY_DATABASE_RETRY_S = 30
 SYNC_DAY_DATABASE_RETRIES = 120
 
@@ -76,16 +78,23 @@ def run_start(
 
 
 def resend_unsettled(*, run_ids: list[int]) -> int:
-    """Send again a sync_day task for every pending or running day of these runs; how many.
+    """Send again a sync_day task for the unsettled days of these runs that no task can still
+    be fetching; how many.
 
     For days whose tasks were lost (a purged queue, a broker that restarted without its data):
-    `backfill_ads` calls this once it has seen that no task of the runs is left anywhere. A day
-    whose task turns out to be alive after all is fetched twice, which changes nothing but the
-    API calls: a run settles each of its days once (services._settle).
+    `backfill_ads` calls this once it has seen no task of the runs in the queue or in a worker
+    consuming it. That misses a worker that stopped consuming and still runs its tasks (a warm
+    shutdown, a cancelled consumer), so a `running` day is sent again only once it has been
+    running longer than sync_day's hard time limit, which no task outlives. A pending day whose
+    task turns out to be alive after all is fetched twice, which changes nothing but the API
+    calls: a run settles each of its days once (services._settle).
     """
+    running_since = timezone.now() - dt.timedelta(seconds=SYNC_DAY_TIME_LIMIT_S)
     unsettled = list(
-        SyncDay.objects.filter(
-            run_id__in=run_ids, state__in=(SyncDay.State.PENDING, SyncDay.State.RUNNING)
+        SyncDay.objects.filter(run_id__in=run_ids)
+        .filter(
+            Q(state=SyncDay.State.PENDING)
+            | Q(state=SyncDay.State.RUNNING, updated_at__lt=running_since)
         )
         .order_by("-date", "customer_id")
         .values_list("customer_id", "date", "run_id")
@@ -180,7 +189,7 @@ def detect_gaps(
     acks_late=True,
     reject_on_worker_lost=True,
     soft_time_limit=SYNC_DAY_SOFT_LIMIT_S,
-    time_limit=SYNC_DAY_SOFT_LIMIT_S + 60,
+    time_limit=SYNC_DAY_TIME_LIMIT_S,
     # While the database is unreachable (below): tried again every 30 s for an hour.
     default_retry_delay=SYNC_DAY_DATABASE_RETRY_S,
     max_retries=SYNC_DAY_DATABASE_RETRIES,

@@ -710,3 +710,27 @@ def test_tasks_lost_after_every_resend_end_the_wait_with_exit_4(
     assert lost.lost == 1 + backfill_ads.RESENDS_MAX
     # Its day is sent again by the next backfill's wait, or taken over by a later plan.
     assert SyncDay.objects.get().state == SyncDay.State.PENDING
+
+
+def test_a_day_a_worker_may_still_be_running_is_not_sent_again(tmp_path: Path, monkeypatch) -> None:
+    """A worker in a warm shutdown (or with its consumer cancelled) no longer consumes the queue
+    and is not asked, yet still runs its task: its `running` day was sent again, and fetched
+    twice at once. Only a day running past sync_day's hard time limit is."""
+    run = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=3)
+    days = [dt.date(2026, 1, n) for n in (1, 2, 3)]
+    for day, state in zip(days, ["pending", "running", "running"], strict=True):
+        SyncDay.objects.create(customer_id="1234567890", date=day, state=state, run=run)
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=tasks.SYNC_DAY_TIME_LIMIT_S + 1)
+    SyncDay.objects.filter(date=days[2]).update(updated_at=long_ago)
+    sent: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(
+        tasks,
+        "group",
+        lambda signatures: sent.extend(s.args for s in signatures) or celery_group([]),
+    )
+
+    assert tasks.resend_unsettled(run_ids=[run.pk]) == 2
+    assert sorted(sent) == [
+        ("1234567890", "2026-01-01", run.pk),
+        ("1234567890", "2026-01-03", run.pk),
+    ]

@@ -67,13 +67,14 @@ class _LostTasks:
         self.command = command
         self.queue = queue
         self.suspected = False
-        self.resends = 0
+        self.resends = 0  # since the runs last settled a day
 
     def progress(self) -> None:
         self.suspected = False
+        self.resends = 0
 
     def check(self, run_ids: list[int]) -> bool:
-        """At a stall: True if the runs' unsettled days were sent again."""
+        """At a stall: True if days of the runs were sent again."""
         if not tasks_lost(self.queue, run_ids):
             self.suspected = False
             return False
@@ -83,14 +84,22 @@ class _LostTasks:
         self.suspected = False
         runs = ", ".join(map(str, run_ids))
         if self.resends >= RESENDS_MAX:
+            hours = selectors.IN_FLIGHT_STALE_AFTER.total_seconds() / 3600
             raise CommandError(
                 f"the tasks of run(s) {runs} were lost again after {RESENDS_MAX} re-sends (does "
                 "every worker on the queue run this code? a worker that does not know a task "
-                "drops it); their days stay planned, and the gap detection takes them over "
-                f"{selectors.IN_FLIGHT_STALE_AFTER} after they last moved",
+                "drops it); their days stay planned, and a later plan over them takes them over "
+                f"{hours:.0f} hours after they last moved",
                 returncode=4,
             )
-        sent = tasks.resend_unsettled(run_ids=run_ids)
+        try:
+            sent = tasks.resend_unsettled(run_ids=run_ids)
+        except (OperationalError, InterfaceError, KombuOperationalError) as exc:
+            # The database or the broker went away since the check: the next stall checks again.
+            self.command.stderr.write(f"\ncould not send the lost tasks again ({exc})")
+            return False
+        if not sent:  # only days a worker may still be running (resend_unsettled)
+            return False
         self.resends += 1
         if self.command.stdout.isatty():
             self.command.stdout.write("")
@@ -151,13 +160,10 @@ def stopped_like_ctrl_c() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def workers_consuming(queue: str, timeout_s: float = 1.5, limit: int | None = None) -> list[str]:
-    """Names of the running Celery workers that consume `queue` (empty: nobody will run it).
-
-    Waits `timeout_s` for replies, or until `limit` workers have replied."""
+def workers_consuming(queue: str, timeout_s: float = 1.5) -> list[str]:
+    """Names of the running Celery workers that consume `queue` (empty: nobody will run it)."""
     try:
-        inspector = celery_app.control.inspect(timeout=timeout_s, limit=limit)
-        replies = inspector.active_queues() or {}
+        replies = celery_app.control.inspect(timeout=timeout_s).active_queues() or {}
     except Exception:  # the broker itself is down: no worker can be reached either
         return []
     return sorted(
@@ -222,7 +228,9 @@ def tasks_lost(queue: str, run_ids: Collection[int]) -> bool:
         return False
     if counts is None or counts[0] or not counts[1]:
         return False
-    names = workers_consuming(queue, limit=counts[1])
+    # Not stopping at the first `consumers` replies: every worker on the broker's vhost answers
+    # (other queues', other projects'), and ours might not be among the first.
+    names = workers_consuming(queue)
     if len(names) < counts[1]:
         return False
     inspector = celery_app.control.inspect(destination=names, timeout=1.5, limit=len(names))
