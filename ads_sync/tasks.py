@@ -7,15 +7,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from celery import group, shared_task
+from celery import current_app, group, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_ready
+from django.core.cache import cache
 from django.db import InterfaceError, OperationalError, close_old_connections
-from django.db.models import Q
+from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from ads_sync import locks, services
+from ads_sync import broker, locks, services
 from ads_sync.integrations import google_ads
 from ads_sync.models import SyncDay, SyncRun
 
@@ -110,6 +111,57 @@ def resend_unsettled(*, run_ids: list[int]) -> int:
             len(unsettled),
         )
     return len(unsettled)
+
+
+# An unfinished run that settled no day for this long, and none of whose tasks is anywhere
+# (broker.tasks_lost) at two checks in a row, has its days sent again by resend_lost.
+LOST_AFTER = dt.timedelta(minutes=10)
+# Between two checks of resend_lost (its beat entry runs it every 10 minutes): a suspicion older
+# than this is not the previous check's.
+LOST_SUSPICION_TTL_S = 25 * 60
+
+
+@shared_task(name="ads_sync.resend_lost")
+def resend_lost() -> int:
+    """Send again the days of unfinished runs whose tasks were lost; how many days.
+
+    `backfill_ads` does this for the runs it waits on. This covers the others: the daily
+    detection's fan-out lost with a broker's data, or a purged queue, waited until a later plan
+    took its days over, IN_FLIGHT_STALE_AFTER after they last moved (the next day's detection).
+    A run is suspected at a check when it settled no day for LOST_AFTER and no task of it is
+    queued or held by a worker; still so at the next check, its days are sent again. The
+    suspicion is kept in the cache: with Redis down, nothing is sent (the 12-hour take-over
+    still applies).
+    """
+    quiet_since = timezone.now() - LOST_AFTER
+    unsettled = SyncDay.objects.filter(
+        run=OuterRef("pk"), state__in=(SyncDay.State.PENDING, SyncDay.State.RUNNING)
+    )
+    quiet = list(
+        SyncRun.objects.filter(
+            Exists(unsettled), finished_at__isnull=True, started_at__lt=quiet_since
+        )
+        .annotate(last_moved=Max("days__updated_at"))
+        .filter(last_moved__lt=quiet_since)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if not quiet:
+        return 0
+    queue = current_app.conf.task_default_queue
+    lost = [run_id for run_id in quiet if broker.tasks_lost(queue, [run_id])]
+    suspected = cache.get_many([_lost_key(run_id) for run_id in lost])
+    cache.delete_many([_lost_key(run_id) for run_id in quiet if run_id not in lost])
+    cache.set_many({_lost_key(run_id): 1 for run_id in lost}, timeout=LOST_SUSPICION_TTL_S)
+    again = [run_id for run_id in lost if _lost_key(run_id) in suspected]
+    if not again:
+        return 0
+    cache.delete_many([_lost_key(run_id) for run_id in again])
+    return resend_unsettled(run_ids=again)
+
+
+def _lost_key(run_id: int) -> str:
+    return f"ads_sync:lost:{run_id}"
 
 
 # A backfill planning two years for many accounts holds the planning lock for seconds, not

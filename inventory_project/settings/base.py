@@ -403,6 +403,17 @@ PERIODIC_TASKS.append(
         "description": "Plan the missing Google Ads days and fan out one sync_day per date.",
     }
 )
+PERIODIC_TASKS.append(
+    {
+        "name": "ads_sync: resend lost tasks",
+        "task": "ads_sync.resend_lost",
+        "crontab": {"minute": "*/10"},
+        "description": (
+            "Send again the days of unfinished runs whose sync_day tasks are nowhere (a purged "
+            "queue, a broker that lost its data): checked twice, 10 minutes apart."
+        ),
+    }
+)
 
 # --- Logging: everything to stderr, where the process manager or container runtime collects it
 

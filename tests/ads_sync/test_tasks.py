@@ -560,3 +560,46 @@ def test_a_retried_detection_plans_after_a_backfill_released_the_lock(
     run_id = tasks.detect_gaps(trigger="beat", since=since)
     assert run_id is not None
     assert SyncRun.objects.get(pk=run_id).planned == len(sent) == 8
+
+
+def _lost_run(customer_id: str, output_dir: Path, *, quiet_for: dt.timedelta) -> SyncRun:
+    """A run of three pending days whose tasks never reached the broker, last moved `quiet_for`
+    ago (as the daily detection's fan-out lost with a broker's data)."""
+    moved = timezone.now() - quiet_for
+    run = SyncRun.objects.create(trigger="beat", output_dir=str(output_dir), planned=3)
+    SyncRun.objects.filter(pk=run.pk).update(started_at=moved)
+    day = selectors.account_yesterday(account=services.account_ensure(customer_id=customer_id))
+    for back in range(3):
+        SyncDay.objects.create(customer_id=customer_id, date=day - dt.timedelta(days=back), run=run)
+    SyncDay.objects.filter(run=run).update(updated_at=moved)
+    return run
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_runs_lost_tasks_are_sent_again_at_the_second_check(ads_sandbox, tmp_path: Path) -> None:
+    """With no backfill waiting on it, a run whose tasks were lost stayed open, its days
+    pending, until a plan took them over 12 hours later (the next day's detection)."""
+    run = _lost_run(ads_sandbox.customers[0], tmp_path, quiet_for=tasks.LOST_AFTER * 2)
+
+    assert tasks.resend_lost() == 0  # suspected: a message may be on its way to a worker
+    assert tasks.resend_lost() == 3
+    finished = wait_for_run(run.pk)
+    assert (finished.done, finished.failed) == (3, 0)
+    assert len(fetched_days(ads_sandbox.calls())) == 3
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_run_that_moved_lately_or_whose_tasks_are_queued_is_left_alone(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    recent = _lost_run(ads_sandbox.customers[0], tmp_path, quiet_for=tasks.LOST_AFTER / 2)
+    assert [tasks.resend_lost(), tasks.resend_lost()] == [0, 0]
+    SyncDay.objects.filter(run=recent).delete()
+    recent.delete()
+
+    # Quiet for long, but a task of it is somewhere: never suspected twice in a row.
+    quiet = _lost_run(ads_sandbox.customers[0], tmp_path, quiet_for=tasks.LOST_AFTER * 2)
+    answers = iter([True, False, True, False])
+    monkeypatch.setattr(tasks.broker, "tasks_lost", lambda queue, run_ids: next(answers))
+    assert [tasks.resend_lost() for _ in range(4)] == [0, 0, 0, 0]
+    assert set(SyncDay.objects.filter(run=quiet).values_list("state", flat=True)) == {"pending"}
