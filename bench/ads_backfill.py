@@ -212,7 +212,7 @@ def start_workers(
                 stderr=subprocess.STDOUT,
             )
         )
-    from ads_sync.management.commands.backfill_ads import workers_consuming
+    from ads_sync.broker import workers_consuming
 
     deadline = time.monotonic() + 90
     while len([w for w in workers_consuming(QUEUE) if w.startswith("bench-ads-")]) < workers:
