@@ -25,7 +25,7 @@ def workers_consuming(queue: str, timeout_s: float = 1.5) -> list[str]:
     )
 
 
-def _queue_counts(queue: str) -> tuple[int, int] | None:
+def queue_counts(queue: str) -> tuple[int, int] | None:
     """(messages ready, consumers) of `queue` as the AMQP broker counts them: one passive
     declare, answered in milliseconds. (0, 0) for a queue that does not exist; None on another
     transport, which keeps no such counts. Raises when the broker cannot be reached."""
@@ -41,12 +41,24 @@ def _queue_counts(queue: str) -> tuple[int, int] | None:
         return int(ok.message_count), int(ok.consumer_count)
 
 
+def consumed(queue: str) -> bool | None:
+    """Whether a worker consumes `queue`; None when the broker cannot be reached (a worker may
+    well be running, waiting for it to come back)."""
+    try:
+        counts = queue_counts(queue)
+    except Exception:
+        return None
+    if counts is not None:
+        return counts[1] > 0
+    return bool(workers_consuming(queue))
+
+
 def queue_has_consumers(queue: str) -> bool:
     """Whether any worker consumes `queue`, without waiting out a broadcast where the broker
     counts consumers (AMQP: `inspect()` always waits its whole reply timeout); other transports'
     workers are asked."""
     try:
-        counts = _queue_counts(queue)
+        counts = queue_counts(queue)
     except Exception:  # the broker itself is down: no worker can be reached either
         return False
     if counts is not None:
@@ -64,7 +76,7 @@ def tasks_lost(queue: str, run_ids: Collection[int]) -> bool:
     that does not answer, a transport that does not count messages.
     """
     try:
-        counts = _queue_counts(queue)
+        counts = queue_counts(queue)
     except Exception:
         return False
     if counts is None or counts[0] or not counts[1]:

@@ -22,7 +22,7 @@ from django.core.management import CommandError, call_command
 from django.db import OperationalError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from ads_sync import selectors, services, tasks
+from ads_sync import broker, selectors, services, tasks
 from ads_sync.management.commands import backfill_ads
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 from inventory_project.celery import app as celery_app
@@ -734,3 +734,55 @@ def test_a_day_a_worker_may_still_be_running_is_not_sent_again(tmp_path: Path, m
         ("1234567890", "2026-01-01", run.pk),
         ("1234567890", "2026-01-03", run.pk),
     ]
+
+
+@pytest.mark.parametrize("fault", ["broker unreachable", "queue not consumed yet"])
+@pytest.mark.usefixtures("sync_worker")
+def test_the_wait_outlasts_a_broker_restart(
+    ads_sandbox, tmp_path: Path, monkeypatch, capsys, fault: str
+) -> None:
+    """It exited 2 at the first stall check with the broker away ("no Celery worker is
+    consuming queue ... any more"), or with the broker back before the worker had reconnected;
+    the worker was running all along, and with the broker's data lost, the run stayed stuck."""
+    monkeypatch.setattr(backfill_ads, "STALL_CHECK_S", 0.3)
+    monkeypatch.setattr(tasks, "group", _LostFanOut())  # a restart that lost the fan-out
+    real = broker.queue_counts
+    faulty = iter(range(3 if fault == "broker unreachable" else 1))
+
+    def queue_counts(queue: str) -> tuple[int, int] | None:
+        # From the wait on: the check before planning finds the broker and the worker.
+        if not SyncRun.objects.exists() or next(faulty, None) is None:
+            return real(queue)
+        if fault == "broker unreachable":
+            raise KombuOperationalError("[Errno 111] Connection refused")
+        return 0, 0  # a queue the worker has not declared again yet
+
+    monkeypatch.setattr(broker, "queue_counts", queue_counts)
+    text, run = _backfill(*_one_day_of_one_account(tmp_path))
+
+    assert (run.done, run.finished_at is not None) == (1, True)
+    assert "had no task left" in text
+    unreachable = capsys.readouterr().err.count("the broker is unreachable; still waiting")
+    assert unreachable == (1 if fault == "broker unreachable" else 0)
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_queue_no_worker_consumes_any_more_at_two_checks_exits_2(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(backfill_ads, "STALL_CHECK_S", 0.2)
+    monkeypatch.setattr(tasks, "group", _LostFanOut())
+    real = broker.queue_counts
+    checks = []
+
+    def queue_counts(queue: str) -> tuple[int, int] | None:
+        if not SyncRun.objects.exists():
+            return real(queue)
+        checks.append(queue)
+        return 0, 0  # the worker stopped
+
+    monkeypatch.setattr(broker, "queue_counts", queue_counts)
+    with pytest.raises(CommandError, match="no Celery worker is consuming queue") as stopped:
+        _backfill(*_one_day_of_one_account(tmp_path))
+    assert stopped.value.returncode == 2
+    assert len(checks) == 2

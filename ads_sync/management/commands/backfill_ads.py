@@ -18,7 +18,7 @@ from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F, Sum
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from ads_sync import selectors, services, tasks
+from ads_sync import broker, selectors, services, tasks
 from ads_sync.broker import queue_has_consumers, tasks_lost
 from ads_sync.integrations import google_ads
 from ads_sync.management.arguments import iso_date
@@ -191,6 +191,7 @@ class Command(DatabaseCommand):
         "64 when the arguments cannot be used, 73 when the CSV folder cannot be written."
     )
     _database_down = False  # while waiting (`_read`)
+    _broker_down = False  # while waiting for its own run (`_wait`)
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--start", type=iso_date, help="first date (YYYY-MM-DD)")
@@ -479,6 +480,7 @@ class Command(DatabaseCommand):
         last_plain = 0.0
         last_progress = (-1, t0)
         lost = _LostTasks(self, queue)
+        unconsumed = 0  # stall checks in a row that found no worker consuming the queue
 
         def refreshed() -> SyncRun:
             run.refresh_from_db()
@@ -504,15 +506,31 @@ class Command(DatabaseCommand):
                     self.stdout.write("")
                 return run
             if now - last_progress[1] > STALL_CHECK_S:
-                if not queue_has_consumers(queue):
-                    if tty:
-                        self.stdout.write("")
-                    raise CommandError(
-                        f"no Celery worker is consuming queue {queue!r} any more; run {run.pk} "
-                        "stays planned and resumes when a worker starts",
-                        returncode=2,
-                    )
-                lost.check([run.pk])
+                consumers = broker.consumed(queue)
+                if consumers is None:
+                    # The broker restarts, or is away: the workers reconnect when it is back
+                    # (a few seconds to a minute later), and their tasks with them.
+                    if not self._broker_down:
+                        self.stderr.write("\nthe broker is unreachable; still waiting")
+                    self._broker_down = True
+                    unconsumed = 0
+                elif not consumers:
+                    self._broker_down = False
+                    # Twice in a row: a worker reconnecting to a broker that came back is not
+                    # counted until it has redeclared its queue.
+                    unconsumed += 1
+                    if unconsumed >= 2:
+                        if tty:
+                            self.stdout.write("")
+                        raise CommandError(
+                            f"no Celery worker is consuming queue {queue!r} any more; run "
+                            f"{run.pk} stays planned and resumes when a worker starts",
+                            returncode=2,
+                        )
+                else:
+                    self._broker_down = False
+                    unconsumed = 0
+                    lost.check([run.pk])
                 last_progress = (settled, now)
             time.sleep(POLL_S)
 
