@@ -280,7 +280,7 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360, minimum=1)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULER = "inventory_project.beat:Scheduler"
 
 # Periodic tasks that `manage.py ensure_periodic_tasks` creates when missing. Operators edit
 # them in the admin afterwards; the command never overwrites an existing entry. Domains append.
