@@ -642,14 +642,21 @@ class _LostFanOut:
         return celery_group([])  # nothing sent
 
 
-@pytest.mark.usefixtures("sync_worker")
+@pytest.fixture
+def lost_fan_out(monkeypatch) -> _LostFanOut:
+    """The next fan-out is lost, and the wait checks for stalls every 0.3 s."""
+    monkeypatch.setattr(backfill_ads, "STALL_CHECK_S", 0.3)
+    lost = _LostFanOut()
+    monkeypatch.setattr(tasks, "group", lost)
+    return lost
+
+
+@pytest.mark.usefixtures("sync_worker", "lost_fan_out")
 def test_dates_whose_tasks_were_lost_are_sent_again_and_the_backfill_ends(
-    ads_sandbox, tmp_path: Path, monkeypatch
+    ads_sandbox, tmp_path: Path
 ) -> None:
     """The days stayed pending with no task anywhere: the backfill waited with no end (a
     worker was consuming the queue), and their run stayed open for 12 hours."""
-    monkeypatch.setattr(backfill_ads, "STALL_CHECK_S", 0.5)
-    monkeypatch.setattr(tasks, "group", _LostFanOut())
     text, run = _backfill("--days", "3", "--output-dir", str(tmp_path))
 
     assert "run(s) " + str(run.pk) + ": 6 date(s) had no task left" in text
@@ -657,12 +664,10 @@ def test_dates_whose_tasks_were_lost_are_sent_again_and_the_backfill_ends(
     assert len(fetched_days(ads_sandbox.calls())) == 6
 
 
-@pytest.mark.usefixtures("sync_worker")
+@pytest.mark.usefixtures("sync_worker", "lost_fan_out")
 def test_a_backfill_sends_again_the_lost_tasks_of_the_run_it_waits_for(
-    ads_sandbox, tmp_path: Path, monkeypatch
+    ads_sandbox, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(backfill_ads, "STALL_CHECK_S", 0.5)
-    monkeypatch.setattr(tasks, "group", _LostFanOut())
     _, first = _backfill("--days", "3", "--output-dir", str(tmp_path), "--no-wait")
     text, second = _backfill("--days", "3", "--output-dir", str(tmp_path))
 
@@ -737,15 +742,13 @@ def test_a_day_a_worker_may_still_be_running_is_not_sent_again(tmp_path: Path, m
 
 
 @pytest.mark.parametrize("fault", ["broker unreachable", "queue not consumed yet"])
-@pytest.mark.usefixtures("sync_worker")
+@pytest.mark.usefixtures("sync_worker", "lost_fan_out")
 def test_the_wait_outlasts_a_broker_restart(
     ads_sandbox, tmp_path: Path, monkeypatch, capsys, fault: str
 ) -> None:
     """It exited 2 at the first stall check with the broker away ("no Celery worker is
     consuming queue ... any more"), or with the broker back before the worker had reconnected;
     the worker was running all along, and with the broker's data lost, the run stayed stuck."""
-    monkeypatch.setattr(backfill_ads, "STALL_CHECK_S", 0.3)
-    monkeypatch.setattr(tasks, "group", _LostFanOut())  # a restart that lost the fan-out
     real = broker.queue_counts
     faulty = iter(range(3 if fault == "broker unreachable" else 1))
 
@@ -766,12 +769,10 @@ def test_the_wait_outlasts_a_broker_restart(
     assert unreachable == (1 if fault == "broker unreachable" else 0)
 
 
-@pytest.mark.usefixtures("sync_worker")
+@pytest.mark.usefixtures("sync_worker", "lost_fan_out")
 def test_a_queue_no_worker_consumes_any_more_at_two_checks_exits_2(
     ads_sandbox, tmp_path: Path, monkeypatch
 ) -> None:
-    monkeypatch.setattr(backfill_ads, "STALL_CHECK_S", 0.2)
-    monkeypatch.setattr(tasks, "group", _LostFanOut())
     real = broker.queue_counts
     checks = []
 
