@@ -54,16 +54,10 @@ def consumed(queue: str) -> bool | None:
 
 
 def queue_has_consumers(queue: str) -> bool:
-    """Whether any worker consumes `queue`, without waiting out a broadcast where the broker
-    counts consumers (AMQP: `inspect()` always waits its whole reply timeout); other transports'
-    workers are asked."""
-    try:
-        counts = queue_counts(queue)
-    except Exception:  # the broker itself is down: no worker can be reached either
-        return False
-    if counts is not None:
-        return counts[1] > 0
-    return bool(workers_consuming(queue))
+    """Whether any worker consumes `queue` (no, with the broker down: no worker can be reached
+    either), without waiting out a broadcast where the broker counts consumers (AMQP:
+    `inspect()` always waits its whole reply timeout); other transports' workers are asked."""
+    return consumed(queue) is True
 
 
 def tasks_lost(queue: str, run_ids: Collection[int]) -> bool:

@@ -151,13 +151,17 @@ def resend_lost() -> int:
     queue = current_app.conf.task_default_queue
     lost = [run_id for run_id in quiet if broker.tasks_lost(queue, [run_id])]
     suspected = cache.get_many([_lost_key(run_id) for run_id in lost])
-    cache.delete_many([_lost_key(run_id) for run_id in quiet if run_id not in lost])
-    cache.set_many({_lost_key(run_id): 1 for run_id in lost}, timeout=LOST_SUSPICION_TTL_S)
     again = [run_id for run_id in lost if _lost_key(run_id) in suspected]
-    if not again:
-        return 0
-    cache.delete_many([_lost_key(run_id) for run_id in again])
-    return resend_unsettled(run_ids=again)
+    # A run lost at this check for the first time becomes suspected; every other quiet run's
+    # suspicion ends here (it is sent again now, or was seen alive).
+    cache.delete_many(
+        [_lost_key(run_id) for run_id in quiet if run_id not in lost or run_id in again]
+    )
+    cache.set_many(
+        {_lost_key(run_id): 1 for run_id in lost if run_id not in again},
+        timeout=LOST_SUSPICION_TTL_S,
+    )
+    return resend_unsettled(run_ids=again) if again else 0
 
 
 def _lost_key(run_id: int) -> str:

@@ -95,8 +95,9 @@ DEFAULT_FAULTS: dict[str, Any] = {
 _NUMBERS = (int, float)
 # Settings whose values are numbers: seconds, and for fail_first and fail_rate each kind's.
 _NUMERIC = {key for key, value in DEFAULT_FAULTS.items() if isinstance(value, float)}
-_NUMERIC.add("token_ttl_s")  # None (no expiry) or seconds
-_NUMERIC.add("hang_s")  # None (until the client cancels) or seconds
+# Seconds, or None: token_ttl_s (no expiry), hang_s (until the client cancels).
+_NULLABLE = {"token_ttl_s", "hang_s"}
+_NUMERIC |= _NULLABLE
 HANG_MAX_S = 600.0
 
 
@@ -106,7 +107,7 @@ def _check_fault(key: str, value: Any) -> None:
     def number(item: Any) -> bool:
         return isinstance(item, _NUMBERS) and not isinstance(item, bool) and item >= 0
 
-    if key in ("token_ttl_s", "hang_s") and value is None:
+    if key in _NULLABLE and value is None:
         return
     if key in _NUMERIC and not number(value):
         raise ValueError(f"{key} must be a number >= 0, not {value!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiParameter
 from drf_spectacular.views import SpectacularSwaggerView
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.renderers import JSONRenderer
@@ -12,8 +13,21 @@ from rest_framework.response import Response
 
 from products.api.serializers import ProductUpdateSerializer, StrictInputSerializer
 
+# Every operation may answer 429 and 503 (views.EVERY_OPERATION), both with Retry-After.
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    int,
+    OpenApiParameter.HEADER,
+    required=True,
+    response=[429, 503],
+    description="Seconds to wait before trying again.",
+)
+
 
 class ProductAutoSchema(AutoSchema):
+    def get_override_parameters(self) -> list[Any]:
+        return [*super().get_override_parameters(), RETRY_AFTER]
+
     def get_auth(self) -> list[Any]:
         # Reads are public (DjangoModelPermissionsOrAnonReadOnly): no security requirement.
         # Credentials on a read change nothing but which rate-limit bucket is used.

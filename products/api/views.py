@@ -58,8 +58,9 @@ ERROR_DESCRIPTIONS = {
 # What any operation may answer, whatever it is asked: a read is public, but a bad token sent
 # with one is refused all the same (DRF authenticates before it looks at permissions); and a
 # request body too large or content-coded is refused before the method is looked at
-# (inventory_project/request_body.py), a GET's or a DELETE's too.
-EVERY_OPERATION = (401, 406, 413, 415, 503)
+# (inventory_project/request_body.py), a GET's or a DELETE's too. ProductAutoSchema declares
+# the Retry-After of the 429 and the 503.
+EVERY_OPERATION = (401, 406, 413, 415, 429, 503)
 
 
 def errors(*codes: int) -> dict[int, OpenApiResponse]:
@@ -117,14 +118,6 @@ LOCATION = OpenApiParameter(
     response=[201],
     description="The new product's URL.",
 )
-RETRY_AFTER = OpenApiParameter(
-    "Retry-After",
-    int,
-    OpenApiParameter.HEADER,
-    required=True,
-    response=[429, 503],
-    description="Seconds to wait before trying again.",
-)
 
 
 class ProductAPIView(GenericAPIView):
@@ -171,8 +164,8 @@ class ProductListView(ProductAPIView):
         operation_id="products_list",
         summary="List products",
         description="Page by `page` (with a count) or by `after_id` (keyset), not both.",
-        parameters=[ListQuerySerializer, IF_NONE_MATCH, READ_ETAG, RETRY_AFTER],
-        responses={200: ProductPageSerializer, **NOT_MODIFIED, **errors(400, 404, 429)},
+        parameters=[ListQuerySerializer, IF_NONE_MATCH, READ_ETAG],
+        responses={200: ProductPageSerializer, **NOT_MODIFIED, **errors(400, 404)},
     )
     def get(self, request: Request) -> Response:
         query = _validated_query(ListQuerySerializer, request)
@@ -181,9 +174,9 @@ class ProductListView(ProductAPIView):
     @extend_schema(
         operation_id="products_create",
         summary="Create a product",
-        parameters=[_etag(201), LOCATION, RETRY_AFTER],
+        parameters=[_etag(201), LOCATION],
         request=ProductCreateSerializer,
-        responses={201: ProductOutputSerializer, **errors(400, 403, 413, 415, 429)},
+        responses={201: ProductOutputSerializer, **errors(400, 403)},
     )
     def post(self, request: Request) -> Response:
         data = _validated(ProductCreateSerializer, request.data)
@@ -201,8 +194,8 @@ class ProductDetailView(ProductAPIView):
     @extend_schema(
         operation_id="products_retrieve",
         summary="One product",
-        parameters=[IF_NONE_MATCH, READ_ETAG, RETRY_AFTER],
-        responses={200: ProductOutputSerializer, **NOT_MODIFIED, **errors(404, 429)},
+        parameters=[IF_NONE_MATCH, READ_ETAG],
+        responses={200: ProductOutputSerializer, **NOT_MODIFIED, **errors(404)},
     )
     def get(self, request: Request, pk: int) -> Response:
         return _product_response(_get_product(pk), status.HTTP_200_OK)
@@ -210,9 +203,9 @@ class ProductDetailView(ProductAPIView):
     @extend_schema(
         operation_id="products_update",
         summary="Set price and stock level",
-        parameters=[IF_MATCH, WRITE_ETAG, RETRY_AFTER],
+        parameters=[IF_MATCH, WRITE_ETAG],
         request=ProductUpdateSerializer,
-        responses={200: ProductOutputSerializer, **errors(400, 403, 404, 412, 413, 415, 429)},
+        responses={200: ProductOutputSerializer, **errors(400, 403, 404, 412)},
     )
     def put(self, request: Request, pk: int) -> Response:
         return self._update(request, pk, partial=False)
@@ -220,9 +213,9 @@ class ProductDetailView(ProductAPIView):
     @extend_schema(
         operation_id="products_partial_update",
         summary="Set price and/or stock level",
-        parameters=[IF_MATCH, WRITE_ETAG, RETRY_AFTER],
+        parameters=[IF_MATCH, WRITE_ETAG],
         request=ProductUpdateSerializer,
-        responses={200: ProductOutputSerializer, **errors(400, 403, 404, 412, 413, 415, 429)},
+        responses={200: ProductOutputSerializer, **errors(400, 403, 404, 412)},
     )
     def patch(self, request: Request, pk: int) -> Response:
         return self._update(request, pk, partial=True)
@@ -230,8 +223,8 @@ class ProductDetailView(ProductAPIView):
     @extend_schema(
         operation_id="products_destroy",
         summary="Delete a product",
-        parameters=[IF_MATCH, RETRY_AFTER],
-        responses={204: None, **errors(403, 404, 412, 429)},
+        parameters=[IF_MATCH],
+        responses={204: None, **errors(403, 404, 412)},
     )
     def delete(self, request: Request, pk: int) -> Response:
         _check_id(pk)
@@ -265,8 +258,8 @@ class ProductSearchView(ProductAPIView):
             "Give at least one of `name`, `min_price` and `max_price`; `min_price` not above "
             "`max_price`. Page by `page` or by `after_id`, not both."
         ),
-        parameters=[SearchQuerySerializer, IF_NONE_MATCH, READ_ETAG, RETRY_AFTER],
-        responses={200: ProductPageSerializer, **NOT_MODIFIED, **errors(400, 404, 429)},
+        parameters=[SearchQuerySerializer, IF_NONE_MATCH, READ_ETAG],
+        responses={200: ProductPageSerializer, **NOT_MODIFIED, **errors(400, 404)},
     )
     def get(self, request: Request) -> Response:
         query = _validated_query(SearchQuerySerializer, request)
