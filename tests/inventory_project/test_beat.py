@@ -20,12 +20,18 @@ from inventory_project.celery import app as celery_app
 pytestmark = pytest.mark.django_db
 
 
-def test_every_entry_and_its_next_one_retry_the_send_for_minutes() -> None:
+@pytest.fixture
+def entry() -> beat.PersistentEntry:
     schedule = CrontabSchedule.objects.create(minute="0", hour="3")
     model = PeriodicTask.objects.create(
         name="t", task=tasks.clear_expired_sessions.name, crontab=schedule
     )
-    entry = beat.PersistentEntry(model, app=celery_app)
+    return beat.PersistentEntry(model, app=celery_app)
+
+
+def test_every_entry_and_its_next_one_retry_the_send_for_minutes(
+    entry: beat.PersistentEntry,
+) -> None:
     assert (entry.options["retry"], entry.options["retry_policy"]) == (
         True,
         beat.PUBLISH_RETRY_POLICY,
@@ -84,14 +90,12 @@ def _queued(queue: str) -> int:
                 conn.default_channel.queue_delete(queue)
 
 
-def test_a_due_task_sent_while_the_broker_restarts_reaches_it() -> None:
+def test_a_due_task_sent_while_the_broker_restarts_reaches_it(
+    entry: beat.PersistentEntry,
+) -> None:
     """Beat marks an entry run before sending it; with Celery's default retries (about 0.6 s)
     a broker away at the due minute lost that day's detection."""
-    schedule = CrontabSchedule.objects.create(minute="0", hour="3")
-    model = PeriodicTask.objects.create(
-        name="t", task=tasks.clear_expired_sessions.name, crontab=schedule
-    )
-    options = beat.PersistentEntry(model, app=celery_app).options
+    options = entry.options
     queue = f"beat-test-{uuid.uuid4()}"
 
     with (

@@ -370,14 +370,7 @@ def test_a_delay_below_zero_or_not_a_number_is_refused(monkeypatch, value) -> No
     ],
 )
 def test_a_count_out_of_its_range_is_refused_naming_it(name, value) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", "import inventory_project.settings.base"],
-        cwd=ROOT,
-        env={**os.environ, name: value},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _manage("check", **{name: value})
     assert result.returncode != 0
     assert f"ImproperlyConfigured: {name} must be an integer in " in result.stderr
     assert f"got '{value}'" in result.stderr
