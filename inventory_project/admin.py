@@ -1,7 +1,8 @@
 """django-celery-beat's admin, with what it let through refused as bad input, not a 500.
 
-- Periodic tasks: clear messages when a task cannot be sent (`run_tasks`), and a form that
-  refuses arguments that could never be sent (`PeriodicTaskForm`).
+- Periodic tasks: clear messages when a task cannot be sent (`run_tasks`), a form that
+  refuses arguments that could never be sent (`PeriodicTaskForm`), and actions that need the
+  permission to change tasks (upstream offers them to anyone who may view the list).
 - Crontabs: the form shown again with its errors no longer crashes describing the schedule.
 """
 
@@ -67,11 +68,33 @@ class PeriodicTaskForm(beat_admin.PeriodicTaskForm):
 class BrokerAwarePeriodicTaskAdmin(PeriodicTaskAdmin):
     """'Run selected tasks' answered a 500 page when RabbitMQ could not be reached, and when a
     task's stored arguments did not fit it (celery checks them as it sends). Such tasks are now
-    named in a message, and none of the selection is sent."""
+    named in a message, and none of the selection is sent.
+
+    Upstream's actions declare no permission, so a user who may only view periodic tasks could
+    switch off the daily sync or send its tasks at will: each action here needs `change`.
+    """
 
     form = PeriodicTaskForm
 
-    @admin.action(description=PeriodicTaskAdmin.run_tasks.short_description)
+    @admin.action(
+        description=PeriodicTaskAdmin.enable_tasks.short_description, permissions=["change"]
+    )
+    def enable_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
+        super().enable_tasks(request, queryset)
+
+    @admin.action(
+        description=PeriodicTaskAdmin.disable_tasks.short_description, permissions=["change"]
+    )
+    def disable_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
+        super().disable_tasks(request, queryset)
+
+    @admin.action(
+        description=PeriodicTaskAdmin.toggle_tasks.short_description, permissions=["change"]
+    )
+    def toggle_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
+        super().toggle_tasks(request, queryset)
+
+    @admin.action(description=PeriodicTaskAdmin.run_tasks.short_description, permissions=["change"])
     def run_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
         self.celery_app.loader.import_default_modules()
         unfit = [f"{entry.name}: {why}" for entry in queryset if (why := self._unfit(entry))]

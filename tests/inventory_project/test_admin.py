@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.db import connection
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
@@ -225,6 +226,55 @@ def test_running_a_task_whose_stored_arguments_do_not_fit_is_a_message_not_a_500
     assert "unfit: " in shown
     assert why in shown, shown
     assert sent == []
+
+
+def _staff_client(client, *codenames: str):
+    user = get_user_model().objects.create_user("clerk", password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    client.login(username="clerk", password="pw")
+    return client
+
+
+@pytest.mark.parametrize("action", ["enable_tasks", "disable_tasks", "toggle_tasks", "run_tasks"])
+def test_a_user_who_may_only_view_periodic_tasks_cannot_run_or_switch_them(
+    client, monkeypatch, action
+) -> None:
+    call_command("ensure_periodic_tasks")
+    entry = PeriodicTask.objects.get(task=tasks.clear_expired_sessions.name)
+    enabled = action != "enable_tasks"  # so that every action would change it
+    PeriodicTask.objects.filter(pk=entry.pk).update(enabled=enabled)
+    sent: list[object] = []
+    monkeypatch.setattr(tasks.clear_expired_sessions, "apply_async", lambda *a, **k: sent.append(a))
+    viewer = _staff_client(client, "view_periodictask")
+
+    page = viewer.get("/admin/django_celery_beat/periodictask/")
+    response = viewer.post(
+        "/admin/django_celery_beat/periodictask/",
+        {"action": action, "_selected_action": [entry.pk]},
+        follow=True,
+    )
+
+    assert page.status_code == 200
+    assert f'value="{action}"' not in page.content.decode()
+    assert response.status_code == 200
+    assert [str(m) for m in response.context["messages"]] == []
+    entry.refresh_from_db()
+    assert entry.enabled is enabled
+    assert sent == []
+
+
+def test_a_user_who_may_change_periodic_tasks_still_switches_them(client) -> None:
+    call_command("ensure_periodic_tasks")
+    entry = PeriodicTask.objects.get(task=tasks.clear_expired_sessions.name)
+    changer = _staff_client(client, "view_periodictask", "change_periodictask")
+
+    changer.post(
+        "/admin/django_celery_beat/periodictask/",
+        {"action": "disable_tasks", "_selected_action": [entry.pk]},
+    )
+
+    entry.refresh_from_db()
+    assert entry.enabled is False
 
 
 TASK_ADD = "/admin/django_celery_beat/periodictask/add/"
