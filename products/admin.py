@@ -160,7 +160,8 @@ class ProductAdmin(admin.ModelAdmin):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        if request.method != "POST":
+        if request.method != "POST" or not self.has_change_permission(request):
+            # Django refuses a list save without the permission: no rows locked, nothing said.
             return super().changelist_view(request, extra_context)
         # Django validates list_editable's forms before its own transaction: one around both
         # keeps the rows ProductAdminForm locked until they are saved.

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -439,3 +440,25 @@ def test_a_list_save_with_a_brace_in_a_field_name_leaves_out_a_deleted_row(admin
 
 def test_view_site_leads_to_the_api(admin_client) -> None:
     assert 'href="/api/products"' in admin_client.get("/admin/").content.decode()
+
+
+@pytest.mark.parametrize("codenames", [[], ["view_product"]])
+def test_a_list_save_without_the_change_permission_locks_nothing_and_says_nothing(
+    client, codenames
+) -> None:
+    product = ProductFactory(price=Decimal("10.00"), stock_level=10)
+    clerk = get_user_model().objects.create_user("clerk", password="pw", is_staff=True)
+    clerk.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    client.login(username="clerk", password="pw")
+    missing = Product(id=product.pk + 1_000, price=Decimal("1.00"), stock_level=1)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post(
+            "/admin/products/product/", changelist_post([product, missing], stock_level="0")
+        )
+
+    assert response.status_code == 403
+    assert not [q["sql"] for q in queries if "FOR UPDATE" in q["sql"]]
+    product.refresh_from_db()
+    assert product.stock_level == 10
+    assert [str(m) for m in client.get("/admin/").context["messages"]] == []
