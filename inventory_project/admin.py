@@ -4,6 +4,8 @@
   refuses arguments that could never be sent (`PeriodicTaskForm`), and actions that need the
   permission to change tasks (upstream offers them to anyone who may view the list).
 - Crontabs: the form shown again with its errors no longer crashes describing the schedule.
+- API tokens: a key is shown once, to whoever creates it, and after that only its first
+  characters (DRF's admin listed every key to anyone who may view tokens).
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.validators import ProhibitNullCharactersValidator
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.utils.html import format_html
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.admin import PeriodicTaskAdmin
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from kombu.exceptions import OperationalError as KombuOperationalError
+from rest_framework.authtoken.admin import TokenAdmin
+from rest_framework.authtoken.models import TokenProxy
 
 
 class PeriodicTaskForm(beat_admin.PeriodicTaskForm):
@@ -152,7 +157,51 @@ class CrontabScheduleAdmin(beat_admin.CrontabScheduleAdmin):
             return "(not a valid schedule)"
 
 
+class KeyHidingTokenAdmin(TokenAdmin):
+    """DRF's token admin, but keys are credentials: the list and searches never show one.
+
+    A new key is shown once, in the message after it is created; a lost key is replaced by
+    deleting the token and adding another. Keys are still stored in clear (DRF's model).
+    """
+
+    list_display = ("key_start", "user", "created")
+
+    @admin.display(description="key")
+    def key_start(self, token: TokenProxy) -> str:
+        return f"{token.key[:KEY_SHOWN]}..."
+
+    def response_add(
+        self, request: HttpRequest, obj: TokenProxy, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        self.message_user(
+            request,
+            format_html(
+                "The key of {}'s new token is <code>{}</code>. Copy it now: it is not shown again.",
+                obj.user,
+                obj.key,
+            ),
+            level=messages.WARNING,
+        )
+        return super().response_add(request, obj, post_url_continue)
+
+
+# Enough to tell tokens apart in the list, far too little to guess the rest.
+KEY_SHOWN = 6
+
+
+def _token_str(token: TokenProxy) -> str:
+    return f"token of {token.user}"
+
+
+# A token's str() is its key, and the admin shows str() in titles, breadcrumbs, messages and
+# the delete page, and stores it in the history (LogEntry.object_repr). TokenProxy is DRF's
+# model for this admin alone.
+TokenProxy.__str__ = _token_str  # type: ignore[method-assign,assignment]
+
+
 admin.site.unregister(PeriodicTask)
 admin.site.register(PeriodicTask, BrokerAwarePeriodicTaskAdmin)
 admin.site.unregister(CrontabSchedule)
 admin.site.register(CrontabSchedule, CrontabScheduleAdmin)
+admin.site.unregister(TokenProxy)
+admin.site.register(TokenProxy, KeyHidingTokenAdmin)

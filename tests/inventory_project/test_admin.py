@@ -5,12 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.db import connection
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from kombu.exceptions import OperationalError as KombuOperationalError
+from rest_framework.authtoken.models import Token
 
 from inventory_project import tasks
 from inventory_project.admin_site import NUL_REFUSED
@@ -346,3 +348,37 @@ def test_a_crontab_celery_cannot_parse_shows_the_form_errors_not_a_500(admin_cli
     assert response.status_code == 200
     assert response.context["adminform"].form.errors["minute"]
     assert "(not a valid schedule)" in response.content.decode()
+
+
+TOKENS = "/admin/authtoken/tokenproxy/"
+
+
+def test_the_token_list_and_pages_never_show_a_key(client) -> None:
+    owner = get_user_model().objects.create_user("owner", password="pw")
+    key = Token.objects.create(user=owner).key
+    LogEntry.objects.all().delete()
+    viewer = _staff_client(client, "view_tokenproxy")
+
+    listed = viewer.get(TOKENS)
+    shown = viewer.get(f"{TOKENS}{owner.pk}/change/")
+    found = viewer.get(TOKENS, {"q": key})
+
+    assert listed.status_code == shown.status_code == found.status_code == 200
+    assert f"{key[:6]}..." in listed.content.decode()
+    for page in (listed, shown):
+        assert key not in page.content.decode()
+    assert "0 results" in found.content.decode()  # keys cannot be searched for
+    assert "token of owner" in shown.content.decode()
+
+
+def test_a_new_token_s_key_is_shown_once_to_whoever_creates_it(admin_client) -> None:
+    owner = get_user_model().objects.create_user("owner", password="pw")
+
+    response = admin_client.post(f"{TOKENS}add/", {"user": owner.pk}, follow=True)
+
+    key = Token.objects.get(user=owner).key
+    said = [str(m) for m in response.context["messages"]]
+    assert sum(key in m for m in said) == 1, said
+    assert "Copy it now" in " ".join(said)
+    assert key not in admin_client.get(TOKENS).content.decode()
+    assert [entry.object_repr for entry in LogEntry.objects.all()] == ["token of owner"]
