@@ -138,6 +138,8 @@ DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
+# Error reports (DEBUG's page, e-mails) hide the password inside URL settings too.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "inventory_project.error_reports.SettingsFilter"
 
 INSTALLED_APPS = [
     "inventory_project.apps.AdminConfig",  # django.contrib.admin with the project's site
