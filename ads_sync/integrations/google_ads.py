@@ -30,6 +30,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
+from urllib.parse import quote, quote_plus
 
 import grpc
 from django.conf import settings
@@ -86,14 +87,45 @@ class AccountInfo:
     currency_code: str
 
 
+# Credentials as an error text may carry them back: a token endpoint (or a proxy in front of
+# it) that echoes the form it was sent, a JSON body with a token in it.
+_CREDENTIAL_FIELD = re.compile(
+    r"""(?P<name>client_secret|refresh_token|access_token|id_token|assertion|developer[-_]token)
+        (?P<sep>["']?\s*[=:]\s*["']?)
+        [^&\s"',;}]+""",
+    re.IGNORECASE | re.VERBOSE,
+)
+REDACTED = "[redacted]"
+# An error text is stored with its day and shown in the admin: a whole HTML error page is not.
+ERROR_TEXT_MAX = 1000
+
+
+def redacted(text: str) -> str:
+    """`text` without the configured credentials and any credential-named field's value, cut to
+    ERROR_TEXT_MAX characters."""
+    for secret in (
+        settings.GOOGLE_ADS_CLIENT_SECRET,
+        settings.GOOGLE_ADS_REFRESH_TOKEN,
+        settings.GOOGLE_ADS_DEVELOPER_TOKEN,
+    ):
+        if len(secret) >= 4:
+            for spelling in {secret, quote(secret, safe=""), quote_plus(secret)}:
+                text = text.replace(spelling, REDACTED)
+    text = _CREDENTIAL_FIELD.sub(rf"\g<name>\g<sep>{REDACTED}", text)
+    return text if len(text) <= ERROR_TEXT_MAX else f"{text[:ERROR_TEXT_MAX]}... (cut)"
+
+
 class AdsError(Exception):
-    """Base class of every failure fetch_data raises after its own retries are spent."""
+    """Base class of every failure fetch_data raises after its own retries are spent.
+
+    Its text is stored with the day and logged: credentials are taken out of it (`redacted`).
+    """
 
     request_id: str | None = None
     attempts: int = 0
 
     def __init__(self, message: str, *, request_id: str | None = None, attempts: int = 0) -> None:
-        super().__init__(message)
+        super().__init__(redacted(message))
         self.request_id = request_id
         self.attempts = attempts
 
@@ -353,7 +385,7 @@ class _Transient(Exception):
     def __init__(
         self, reason: str, *, retry_delay: float | None = None, request_id: str | None = None
     ) -> None:
-        super().__init__(reason)
+        super().__init__(redacted(reason))
         self.retry_delay = retry_delay
         self.request_id = request_id
 
@@ -389,9 +421,11 @@ def _raise_refresh_error(exc: auth_exceptions.RefreshError) -> NoReturn:
             "the token endpoint refused the OAuth client: check GOOGLE_ADS_CLIENT_ID and "
             "GOOGLE_ADS_CLIENT_SECRET"
         ) from exc
+    # Not chained: the RefreshError's own text is the endpoint's body, credentials and all, and
+    # a logged traceback would print it.
     if getattr(exc, "retryable", False):
-        raise _Transient(f"token refresh failed: {text}") from exc
-    raise CredentialsError(f"token refresh failed: {text}") from exc
+        raise _Transient(f"token refresh failed: {text}") from None
+    raise CredentialsError(f"token refresh failed: {text}") from None
 
 
 def _trailing_metadata(exc: BaseException) -> tuple[tuple[str, Any], ...]:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import http.server
+import json
 import multiprocessing
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -240,6 +245,50 @@ def test_warm_up_takes_the_token_so_the_first_fetch_needs_no_grant(ads_sandbox, 
     assert grants_after_warm_up == 1
     assert len(ads_sandbox.calls(method="token")) == 1
     assert _outcomes(ads_sandbox) == ["ok"]
+
+
+@contextlib.contextmanager
+def _echoing_token_endpoint(status: int, as_json: bool):
+    """A token endpoint (or a proxy before it) whose error body repeats the form it was sent."""
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            form = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            body = json.dumps({"error": "upstream", "error_description": form}) if as_json else form
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json" if as_json else "text/plain")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/token"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(("status", "as_json"), [(400, True), (400, False), (502, False)])
+def test_a_token_endpoint_that_echoes_the_credentials_leaves_them_out_of_the_error(
+    ads_sandbox, settings, status, as_json
+):
+    settings.GOOGLE_ADS_CLIENT_SECRET = "GOCSPX-a-real-looking-secret"
+    settings.GOOGLE_ADS_REFRESH_TOKEN = "1//0g-a-real-looking-refresh-token"
+    with _echoing_token_endpoint(status, as_json) as token_uri:
+        settings.GOOGLE_ADS_TOKEN_URI = token_uri
+        with pytest.raises((CredentialsError, TransientAdsError)) as raised:
+            google_ads.fetch_data(CUSTOMER, DAY)
+
+    said = "".join(traceback.format_exception(raised.value))
+    assert "token refresh failed" in said
+    assert "client_secret=[redacted]" in said
+    for secret in ("GOCSPX-a-real-looking-secret", "0g-a-real-looking-refresh-token"):
+        assert secret not in said
 
 
 def test_warm_up_without_credentials_calls_nothing_and_says_so(ads_sandbox, settings):
