@@ -99,7 +99,8 @@ def test_no_wait_prints_the_run_id_and_returns(ads_sandbox, tmp_path: Path) -> N
 
 def _worker_process(ads_sandbox, log: Path, *options: str) -> subprocess.Popen[bytes]:
     env = process_env(
-        **ads_sandbox.env, CELERY_TASK_DEFAULT_QUEUE=django_settings.CELERY_TASK_DEFAULT_QUEUE
+        **ads_sandbox.env,
+        TEST_CELERY_TASK_DEFAULT_QUEUE=django_settings.CELERY_TASK_DEFAULT_QUEUE,
     )
     return subprocess.Popen(
         [

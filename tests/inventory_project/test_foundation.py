@@ -223,6 +223,23 @@ def _manage(*args: str, **env: str | None) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_the_test_settings_never_take_the_prefix_and_queue_of_make_run() -> None:
+    # A shell that exported `.env` (direnv, `set -a`) gave pytest the running server's names.
+    result = _manage(
+        "shell",
+        "-c",
+        "from django.conf import settings as s; "
+        "print(s.CACHES['default']['KEY_PREFIX'], s.CELERY_TASK_DEFAULT_QUEUE)",
+        CACHE_KEY_PREFIX="make-run-prefix",
+        CELERY_TASK_DEFAULT_QUEUE="make-run-queue",
+        TEST_CACHE_KEY_PREFIX=None,
+        TEST_CELERY_TASK_DEFAULT_QUEUE=None,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].split() == ["inv-test", "inventory-tests"]
+
+
 def test_production_settings_pass_the_deploy_check() -> None:
     result = _manage(
         *("check", "--deploy", "--fail-level", "WARNING"),
