@@ -254,8 +254,8 @@ def sync_day(self: Any, customer_id: str, date_iso: str, run_id: int) -> str:
     """Sync one (customer, date) for a run. Never raises for a failed day: it is recorded.
 
     If the failure cannot be recorded either (PostgreSQL restarting), the task is tried again
-    later: acknowledged as it was, its day stayed `running` and its run open for 12 hours,
-    until a later plan took the day over.
+    later (every SYNC_DAY_DATABASE_RETRY_S, for an hour): were it acknowledged as it is, its day
+    would stay `running` and its run open for 12 hours, until a later plan took the day over.
     """
     day = dt.date.fromisoformat(date_iso)
     try:

@@ -242,7 +242,6 @@ def measure_round(
 
 
 BARE_PUT = "/bare/products/"  # bench/_bare.py's PUT_PREFIX (importing it sets up the app)
-RATIOS = ("mix", "bare_put", "bare_mix")  # shown as ratios to their round's floor
 SEARCH = "name=steel&min_price=100&max_price=200"
 CEILING_PLANS = {
     "search": f"/api/products/search/?{SEARCH}",

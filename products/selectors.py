@@ -31,9 +31,6 @@ class ProductFilters:
     min_price: Decimal | None = None
     max_price: Decimal | None = None
 
-    def is_empty(self) -> bool:
-        return self.name is None and self.min_price is None and self.max_price is None
-
 
 @dataclass(frozen=True)
 class OffsetPage:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every benchmark the issues ask for; each appends its table to docs/benchmarks.md.
+# Runs every benchmark the issues ask for; each rewrites its own section of docs/benchmarks.md
+# (between its markers; the prose around them is written by hand).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shopt -s nullglob

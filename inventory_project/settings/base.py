@@ -1,7 +1,8 @@
 """Settings shared by every environment.
 
-Every environment variable the project reads is read here, in one place, and listed with its
-default in `.env.example`. The override modules (local, test, production) only change values.
+The environment variables every environment shares are read here; the few that one settings
+module alone uses are read in that module (local: DEBUG's default; test: the TEST_* names;
+production: the SECURE_* ones). Every one is listed with its default in `.env.example`.
 """
 
 from __future__ import annotations
@@ -286,7 +287,8 @@ CELERY_BEAT_SCHEDULER = "inventory_project.beat:Scheduler"
 
 # Periodic tasks that `manage.py ensure_periodic_tasks` creates when missing. Operators edit
 # them in the admin afterwards; the command never overwrites an existing entry. Domains append.
-# Each item: name, task, crontab dict (minute, hour, day_of_week, day_of_month, month_of_year).
+# Each item: name, task, crontab dict (minute, hour, day_of_week, day_of_month, month_of_year),
+# and optionally kwargs and a description.
 PERIODIC_TASKS: list[dict[str, object]] = [
     {
         "name": "sessions: clear expired",

@@ -20,12 +20,23 @@ class Command(DatabaseCommand):
     help = "Write one CSV from the database: per campaign and day, or per account and day."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--start", type=iso_date)
-        parser.add_argument("--end", type=iso_date)
+        parser.add_argument(
+            "--start", type=iso_date, help="first day, YYYY-MM-DD (default: the earliest stored)"
+        )
+        parser.add_argument(
+            "--end",
+            type=iso_date,
+            help="last day, YYYY-MM-DD, included (default: the latest stored)",
+        )
         parser.add_argument(
             "--out", help="file to write, - for standard output (default: in ADS_SYNC_OUTPUT_DIR)"
         )
-        parser.add_argument("--by", choices=["campaign", "day"], default="campaign")
+        parser.add_argument(
+            "--by",
+            choices=["campaign", "day"],
+            default="campaign",
+            help="a row per campaign and day (default), or per account and day",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         start, end, by = options["start"], options["end"], options["by"]
