@@ -18,8 +18,11 @@ help:
 # Bytecode is compiled here, once: where PYTHONDONTWRITEBYTECODE is set (this machine, the
 # Docker image), Python never writes it, and every process would compile Django, Celery and
 # google-ads from source at start-up (`manage.py backfill_ads --help`: 4.4 s without, 1.4 s with).
+# Without uv, pip installs it; a Python that refuses (Debian's: PEP 668, "externally managed")
+# gets it in the user's site-packages (~/.local), which leaves the system's packages alone.
 install:
-	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv 2>/dev/null \
+		|| python3 -m pip install --quiet --user --break-system-packages uv
 	@$(UV) sync --frozen --quiet --compile-bytecode
 	@$(PY) -m compileall -q inventory_project products ads_sync
 
