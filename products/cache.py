@@ -5,8 +5,8 @@ Layout in Redis (every key carries the django-redis KEY_PREFIX and has a TTL):
     products:epoch                       bumped to drop everything at once (after a Redis outage)
     products:gen                         catalogue generation; any product write bumps it
     products:ver:<id>                    one product's version; a write to that product bumps it
-    products:d:<epoch>:<id>:<ver>        detail response bytes
-    products:l:<epoch>:<gen>:<digest>    list/search page response bytes, per normalized query
+    products:d<rep>:<epoch>:<id>:<ver>   detail response bytes
+    products:l<rep>:<epoch>:<gen>:<digest>  list/search page response bytes, per normalized query
     products:lock:<entry key>            who is filling a missing entry (stampede guard)
 
 Readers look up the counters and the entry in one round trip (a Lua script) and, on a miss,
@@ -14,6 +14,10 @@ store what they read from PostgreSQL under the key built from the counters they 
 reading the database. Each process also keeps the counters and entries it has seen
 (products/near_cache.py, kept coherent by Redis's invalidation pushes), so a hit on a hot key
 costs no round trip at all.
+
+Entry keys carry REPRESENTATION, the number of the JSON's shape (and so does every ETag): after
+a deploy that changes the shape, no process serves a body cached in the old one, and no client
+keeps one through a 304. A deploy that does not change it keeps the cache warm.
 
 A write bumps the counters after its commit (`transaction.on_commit`), so a reader that read the
 old row and stores it late stores it under a key nobody looks up any more: the race between a
@@ -51,6 +55,11 @@ from redis.connection import Connection, UnixDomainSocketConnection
 from products.near_cache import NearCache
 
 logger = logging.getLogger(__name__)
+
+# The shape of the JSON a product (alone or in a page) is sent as, by number. Bump it with any
+# change to that JSON: a field added, removed or renamed, a value formatted otherwise
+# (products/api/serializers.py: ProductOutputSerializer and _represent, the pages' envelope).
+REPRESENTATION = 1
 
 # Counters outlive every entry built from them by far. A counter that is gone all the same
 # (flushed, evicted, lost with a restart) starts again from Redis's clock in microseconds, not
@@ -400,7 +409,13 @@ def _lookup(name: str, source: str, counter: str, prefix: str, tail: str) -> Loo
 
 def detail_lookup(product_id: int) -> Lookup:
     """The cached detail response of one product, and where to store it on a miss."""
-    return _lookup("detail", _LOOKUP_DETAIL, _key(f"ver:{product_id}"), _key("d:"), str(product_id))
+    return _lookup(
+        "detail",
+        _LOOKUP_DETAIL,
+        _key(f"ver:{product_id}"),
+        _key(f"d{REPRESENTATION}:"),
+        str(product_id),
+    )
 
 
 def page_lookup(path: str, *, host: str, scheme: str, params: Sequence[tuple[str, str]]) -> Lookup:
@@ -415,7 +430,7 @@ def page_lookup(path: str, *, host: str, scheme: str, params: Sequence[tuple[str
     ordered = sorted(params, key=lambda pair: pair[0])
     normalized = orjson.dumps([path, host, scheme, ordered])
     digest = hashlib.blake2b(normalized, digest_size=16).hexdigest()
-    return _lookup("page", _LOOKUP_PAGE, _key("gen"), _key("l:"), digest)
+    return _lookup("page", _LOOKUP_PAGE, _key("gen"), _key(f"l{REPRESENTATION}:"), digest)
 
 
 def claim(lookup: Lookup) -> tuple[Entry | None, bytes | None]:

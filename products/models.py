@@ -123,5 +123,6 @@ class Product(models.Model):
 
     @property
     def etag(self) -> str:
-        """A strong entity tag: changes whenever the row changes (the trigger bumps version)."""
-        return f'"{self.pk}-{self.version}"'
+        """A strong entity tag: changes whenever the row changes (the trigger bumps version),
+        and with the JSON's shape (`cache.REPRESENTATION`)."""
+        return f'"{self.pk}-{self.version}-{cache.REPRESENTATION}"'

@@ -315,6 +315,7 @@ class ProductListOutputSerializer(serializers.ListSerializer):
         return [_represent(item, zone) for item in items]
 
 
+# A change to what these produce is a new shape of the JSON: bump products.cache.REPRESENTATION.
 class ProductOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()

@@ -37,9 +37,12 @@ from products.api.throttling import ProductRateThrottle
 from products.models import Product
 
 # Ids and versions are bigints: a longer number names no product (and int() of thousands of
-# digits raises). Written as the ETags are, without leading zeros: `"070-2"` is not `"70-2"`.
+# digits raises). Written as the ETags are, without leading zeros: `"070-2-1"` is not `"70-2-1"`.
+# An ETag is `"<id>-<version>-<representation>"`; If-Match compares the version alone, so an
+# ETag from before a change of the JSON's shape (or from before the shape was in it:
+# `"<id>-<version>"`) still allows a write that nothing else has overtaken.
 _NUMBER = "(0|[1-9][0-9]{0,18})"
-_ETAG = re.compile(rf'^"{_NUMBER}-{_NUMBER}"$')
+_ETAG = re.compile(rf'^"{_NUMBER}-{_NUMBER}(?:-{_NUMBER})?"$')
 
 ERROR_DESCRIPTIONS = {
     400: "Invalid input; `fields` names each bad field or parameter.",
@@ -103,7 +106,7 @@ def _etag(*codes: int) -> OpenApiParameter:
         response=list(codes),
         description=(
             "The answer's entity tag, for If-None-Match (reads) and If-Match (writes); a "
-            'product\'s is `"<id>-<version>"`.'
+            'product\'s is `"<id>-<version>-<representation>"`.'
         ),
     )
 

@@ -42,7 +42,7 @@ def test_a_repeated_detail_read_is_served_without_the_database(django_assert_num
         second = client.get(f"/api/products/{product.pk}")
     assert second.status_code == 200
     assert second.content == first.content
-    assert second["ETag"] == first["ETag"] == f'"{product.pk}-1"'
+    assert second["ETag"] == first["ETag"] == f'"{product.pk}-1-1"'
     assert second["Content-Type"] == "application/json"
 
 
@@ -79,6 +79,28 @@ def test_a_repeated_list_page_is_served_without_the_database(django_assert_num_q
     with django_assert_num_queries(0):
         second = client.get("/api/products?limit=2&page=1")
     assert second.content == first.content
+
+
+def test_a_new_shape_of_the_json_is_not_served_from_old_entries_nor_old_etags(
+    django_assert_num_queries, monkeypatch
+) -> None:
+    product = ProductFactory()
+    client = APIClient()
+    old = client.get(f"/api/products/{product.pk}")
+    client.get("/api/products?limit=2")
+    monkeypatch.setattr(cache, "REPRESENTATION", 2)  # a deploy that changed the JSON
+
+    with django_assert_num_queries(1):
+        detail = client.get(f"/api/products/{product.pk}", HTTP_IF_NONE_MATCH=old["ETag"])
+    with django_assert_num_queries(2):  # the count and the page's rows
+        client.get("/api/products?limit=2")
+    with django_assert_num_queries(0):
+        again = client.get(f"/api/products/{product.pk}", HTTP_IF_NONE_MATCH=detail["ETag"])
+
+    assert old["ETag"] == f'"{product.pk}-1-1"'
+    assert detail.status_code == 200
+    assert detail["ETag"] == f'"{product.pk}-1-2"'
+    assert again.status_code == 304
 
 
 def test_switched_off_every_read_goes_to_the_database(django_assert_num_queries) -> None:

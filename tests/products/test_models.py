@@ -52,4 +52,4 @@ def test_save_bumps_version_even_if_the_writer_sends_an_old_one() -> None:
 
 def test_etag_carries_id_and_version() -> None:
     product = ProductFactory()
-    assert product.etag == f'"{product.pk}-1"'
+    assert product.etag == f'"{product.pk}-1-1"'
