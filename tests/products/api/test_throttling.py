@@ -46,6 +46,25 @@ def test_authenticated_clients_are_limited_per_user_not_per_ip(product) -> None:
         assert bob.get("/api/products", REMOTE_ADDR="10.9.0.7").status_code == 200
 
 
+@pytest.mark.parametrize("method", ["get", "put"])
+def test_a_made_up_token_is_no_way_around_the_limit(product, method) -> None:
+    client = APIClient(REMOTE_ADDR="10.9.0.3")
+    limits = {"RATELIMIT_READS": "3/m", "RATELIMIT_WRITES": "3/m"}
+    with override_settings(**limits):
+        statuses = [
+            getattr(client, method)(
+                f"/api/products/{product.id}",
+                {"price": "1.00", "stock_level": 1} if method == "put" else None,
+                format="json",
+                HTTP_AUTHORIZATION=f"Token made-up-{n}",
+            ).status_code
+            for n in range(5)
+        ]
+        anonymous = client.get(f"/api/products/{product.id}").status_code
+    assert statuses == [401, 401, 401, 429, 429]
+    assert anonymous == (429 if method == "get" else 200)
+
+
 def test_writes_have_their_own_limit(clerk, product) -> None:
     with override_settings(RATELIMIT_WRITES="2/m", RATELIMIT_READS="100/m"):
         codes = [
