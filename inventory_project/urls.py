@@ -9,12 +9,15 @@ from drf_spectacular.views import SpectacularAPIView
 from inventory_project import health
 from products.api import errors
 from products.api.schema import SwaggerView
+from products.api.throttling import ProductRateThrottle
 
 # The admin's "View site" and the browsable API's login without ?next= (LOGIN_REDIRECT_URL)
 # lead to the API's list, by its route name as the redirect of / below, not to a 404.
 # Lazy (the URLconf is loading), and rendered as text like any str.
 admin.site.site_url = cast(str, reverse_lazy("products:list"))
 swagger_ui = SwaggerView.as_view(url_name="schema")
+# The schema is built at every request (about 30 KB): it counts as a read against the limit.
+schema = SpectacularAPIView.as_view(throttle_classes=[ProductRateThrottle])
 
 urlpatterns = [
     # Someone who opens the server's address lands on the API, not on a 404.
@@ -22,10 +25,10 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/schema/", schema, name="schema"),
     path("api/docs/", swagger_ui, name="swagger-ui"),
     # Without the trailing slash too, as every API route.
-    path("api/schema", SpectacularAPIView.as_view()),
+    path("api/schema", schema),
     path("api/docs", swagger_ui),
     path("api/", include("products.api.urls")),
     # The browsable API's "Log in" and "Log out": a session for its forms (writes need CSRF).

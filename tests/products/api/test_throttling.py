@@ -65,6 +65,16 @@ def test_a_made_up_token_is_no_way_around_the_limit(product, method) -> None:
     assert anonymous == (429 if method == "get" else 200)
 
 
+def test_the_schema_counts_as_a_read(product) -> None:
+    client = APIClient(REMOTE_ADDR="10.9.0.4")
+    with override_settings(RATELIMIT_READS="2/m"):
+        statuses = [client.get(url).status_code for url in ("/api/schema/", "/api/schema")]
+        over = client.get("/api/schema/")
+    assert statuses == [200, 200]
+    assert over.status_code == 429
+    assert int(over["Retry-After"]) >= 1
+
+
 def test_writes_have_their_own_limit(clerk, product) -> None:
     with override_settings(RATELIMIT_WRITES="2/m", RATELIMIT_READS="100/m"):
         codes = [
