@@ -24,7 +24,7 @@ from django_celery_beat.admin import PeriodicTaskAdmin
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from kombu.exceptions import OperationalError as KombuOperationalError
 from rest_framework.authtoken.admin import TokenAdmin
-from rest_framework.authtoken.models import TokenProxy
+from rest_framework.authtoken.models import Token, TokenProxy
 
 
 class PeriodicTaskForm(beat_admin.PeriodicTaskForm):
@@ -158,7 +158,8 @@ class CrontabScheduleAdmin(beat_admin.CrontabScheduleAdmin):
 
 
 class KeyHidingTokenAdmin(TokenAdmin):
-    """DRF's token admin, but keys are credentials: the list and searches never show one.
+    """DRF's token admin, but keys are credentials: the list and searches never show one
+    (and no admin may filter by one: `admin_site.SECRET_FIELDS`).
 
     A new key is shown once, in the message after it is created; a lost key is replaced by
     deleting the token and adding another. Keys are still stored in clear (DRF's model).
@@ -189,14 +190,14 @@ class KeyHidingTokenAdmin(TokenAdmin):
 KEY_SHOWN = 6
 
 
-def _token_str(token: TokenProxy) -> str:
+def _token_str(token: Token) -> str:
     return f"token of {token.user}"
 
 
-# A token's str() is its key, and the admin shows str() in titles, breadcrumbs, messages and
-# the delete page, and stores it in the history (LogEntry.object_repr). TokenProxy is DRF's
-# model for this admin alone.
-TokenProxy.__str__ = _token_str  # type: ignore[method-assign,assignment]
+# A token's str() is its key, and the admin shows str() in titles, breadcrumbs, messages, the
+# delete pages (a user's too: the token is deleted with it) and stores it in the history
+# (LogEntry.object_repr). Nothing else here calls it: the API and DRF's commands use `.key`.
+Token.__str__ = _token_str  # type: ignore[method-assign,assignment]
 
 
 admin.site.unregister(PeriodicTask)

@@ -19,6 +19,11 @@ DRF's tokens, django-celery-beat's):
   warning. Only what a filter's values can cause is caught: a missing table or a refused
   permission (also ProgrammingErrors) and a lost connection stay server errors.
 - **An action on ids that are not ids** (`_selected_action=abc`): a 400 naming the value.
+- **A filter on a credential** (`SECRET_FIELDS`: API token keys, password hashes), from any
+  admin (`/admin/auth/user/?auth_token__key__startswith=8d`): Django allows a list to be
+  filtered by its own fields and a related object's primary key, and "1 result" against
+  "0 results" gave a whole key away a character at a time. Refused as Django refuses a lookup it
+  does not allow (a 400).
 
 `register` gives every admin class these checks (`GuardedAdmin`, ahead of the class's own
 methods in its MRO) and its change list class `ChangeListGuard`.
@@ -37,9 +42,10 @@ from django.contrib import admin
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views import main
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import DataError, ProgrammingError, router, transaction
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
+from django.db.models.constants import LOOKUP_SEP
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from rest_framework.exceptions import ValidationError as APIValidationError
 
@@ -138,8 +144,41 @@ def _bad_lookup(request: HttpRequest, exc: Exception) -> IncorrectLookupParamete
     return IncorrectLookupParameters(exc)
 
 
+# (app label, model, field) of the values no admin may filter by, whoever may view them.
+SECRET_FIELDS = {("authtoken", "token", "key"), ("auth", "user", "password")}
+
+
+def reaches_secret(model: type[Model], lookup: str) -> bool:
+    """Whether a change list filter `lookup` (`auth_token__key__startswith`) compares a secret:
+    a field of SECRET_FIELDS, or a relation whose primary key is one (`auth_token=...`)."""
+
+    def secret(on: type[Model], name: str) -> bool:
+        concrete = on._meta.concrete_model or on  # a proxy's (TokenProxy) fields are its model's
+        return (concrete._meta.app_label, concrete._meta.model_name, name) in SECRET_FIELDS
+
+    related = False  # whether `model` was reached through a relation
+    for part in lookup.split(LOOKUP_SEP):
+        if part == "pk":
+            part = model._meta.pk.name
+        try:
+            field = model._meta.get_field(part)
+        except FieldDoesNotExist:
+            break  # a lookup (`startswith`) or a transform: it compares what came before
+        if secret(model, field.name):
+            return True
+        if not field.is_relation or field.related_model is None:
+            return False
+        model, related = field.related_model, True
+    return related and secret(model, model._meta.pk.name)
+
+
 class GuardedAdmin(admin.ModelAdmin):
     """What `AdminSite.register` adds to every admin class."""
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
+        if reaches_secret(self.model, lookup):
+            return False
+        return super().lookup_allowed(lookup, value, request)
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[main.ChangeList]:
         return _guarded_changelist(super().get_changelist(request, **kwargs))

@@ -382,3 +382,58 @@ def test_a_new_token_s_key_is_shown_once_to_whoever_creates_it(admin_client) -> 
     assert "Copy it now" in " ".join(said)
     assert key not in admin_client.get(TOKENS).content.decode()
     assert [entry.object_repr for entry in LogEntry.objects.all()] == ["token of owner"]
+
+
+@pytest.mark.parametrize(
+    ("page", "codenames"),
+    [
+        (f"{TOKENS}?key__startswith=", ["view_tokenproxy"]),
+        (f"{TOKENS}?pk__startswith=", ["view_tokenproxy"]),
+        ("/admin/auth/user/?auth_token__key__startswith=", ["view_user"]),
+        ("/admin/auth/user/?auth_token__pk__startswith=", ["view_user"]),
+        ("/admin/auth/user/?auth_token__startswith=", ["view_user"]),
+        ("/admin/auth/user/?auth_token=", ["view_user"]),
+        ("/admin/auth/user/?password__startswith=", ["view_user"]),
+        (f"{TOKENS}?user__password__startswith=", ["view_tokenproxy"]),
+    ],
+)
+def test_no_list_can_be_filtered_by_a_key_or_a_password(client, page, codenames) -> None:
+    owner = get_user_model().objects.create_user("owner", password="pw")
+    key = Token.objects.create(user=owner).key
+    viewer = _staff_client(client, *codenames)
+    value = owner.password[:8] if "password" in page else key[:8]
+
+    response = viewer.get(page + value)
+
+    # Not "1 result" for the right prefix and "0 results" for a wrong one.
+    assert response.status_code == 400
+    assert "result" not in response.content.decode()
+
+
+def test_lists_are_still_filtered_by_other_fields_of_a_token(admin_client) -> None:
+    owner = get_user_model().objects.create_user("owner", password="pw")
+    Token.objects.create(user=owner)
+
+    by_user = admin_client.get(f"{TOKENS}?user={owner.pk}")
+    by_date = admin_client.get(f"{TOKENS}?created__gte=2000-01-01T00:00:00%2B00:00")
+    by_another = admin_client.get(f"{TOKENS}?user={owner.pk + 1}")
+
+    assert by_user.status_code == by_date.status_code == by_another.status_code == 200
+    assert "owner" in by_user.content.decode()
+    assert "owner" in by_date.content.decode()
+    assert "owner" not in by_another.content.decode()
+
+
+def test_deleting_a_user_does_not_show_their_token_s_key(admin_client) -> None:
+    owner = get_user_model().objects.create_user("owner", password="pw")
+    key = Token.objects.create(user=owner).key
+
+    page = admin_client.get(f"/admin/auth/user/{owner.pk}/delete/")
+    selected = admin_client.post(
+        "/admin/auth/user/", {"action": "delete_selected", "_selected_action": [owner.pk]}
+    )
+
+    assert page.status_code == selected.status_code == 200
+    for response in (page, selected):
+        assert key not in response.content.decode()
+        assert "token of owner" in response.content.decode()
