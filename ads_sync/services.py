@@ -697,6 +697,7 @@ def day_fail(*, customer_id: str, day: dt.date, run_id: int, error: str) -> bool
     entry = SyncDay.objects.filter(customer_id=customer_id, date=day).first()
     if entry is None:
         return False
+    error = google_ads.redacted(error)
     # It may have escaped before the day was started: pending counts too, or the run never ends.
     settled = _settle(
         entry_id=entry.pk,
@@ -769,8 +770,9 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
         return DayOutcome(state=SyncDay.State.DEFERRED, error=reason)
     except Exception as exc:
         # Anything the client could not handle (retries spent, permanent, credentials, or a
-        # bug) fails this day only; the next gap detection tries it again.
-        error = f"{type(exc).__name__}: {exc}"
+        # bug) fails this day only; the next gap detection tries it again. Stored and shown in
+        # the admin: without credentials, and cut (the client's own errors are already).
+        error = google_ads.redacted(f"{type(exc).__name__}: {exc}")
         request_id = getattr(exc, "request_id", None)
         if request_id and request_id not in error:
             error += f" (request_id {request_id})"

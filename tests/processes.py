@@ -32,9 +32,11 @@ def process_env(**env: str) -> dict[str, str]:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test",
         "DATABASE_URL": database_url(),
-        # The test settings' variable, and the one other settings (production) read.
+        # The test settings' variables, and the ones other settings (production) read.
         "TEST_CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
         "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
+        "TEST_CELERY_TASK_DEFAULT_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
+        "CELERY_TASK_DEFAULT_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
         **env,
     }
 

@@ -88,31 +88,51 @@ class AccountInfo:
 
 
 # Credentials as an error text may carry them back: a token endpoint (or a proxy in front of
-# it) that echoes the form it was sent, a JSON body with a token in it.
+# it) that echoes the form it was sent, a JSON body with a token in it, a header.
 _CREDENTIAL_FIELD = re.compile(
     r"""(?P<name>client_secret|refresh_token|access_token|id_token|assertion|developer[-_]token)
         (?P<sep>["']?\s*[=:]\s*["']?)
         [^&\s"',;}]+""",
     re.IGNORECASE | re.VERBOSE,
 )
+_BEARER = re.compile(r"(?P<name>Bearer)(?P<sep>\s+)[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
 REDACTED = "[redacted]"
 # An error text is stored with its day and shown in the admin: a whole HTML error page is not.
 ERROR_TEXT_MAX = 1000
 
 
-def redacted(text: str) -> str:
-    """`text` without the configured credentials and any credential-named field's value, cut to
-    ERROR_TEXT_MAX characters."""
+def without_credentials(text: str) -> str:
+    """`text` without the configured credentials (as they are, URL-encoded or JSON-escaped) and
+    any credential-named field's or authorization header's value."""
     for secret in (
         settings.GOOGLE_ADS_CLIENT_SECRET,
         settings.GOOGLE_ADS_REFRESH_TOKEN,
         settings.GOOGLE_ADS_DEVELOPER_TOKEN,
     ):
         if len(secret) >= 4:
-            for spelling in {secret, quote(secret, safe=""), quote_plus(secret)}:
+            spellings = {secret, quote(secret, safe=""), quote_plus(secret)}
+            for spelling in sorted(spellings | {s.replace("/", "\\/") for s in spellings}):
                 text = text.replace(spelling, REDACTED)
     text = _CREDENTIAL_FIELD.sub(rf"\g<name>\g<sep>{REDACTED}", text)
+    return _BEARER.sub(rf"\g<name>\g<sep>{REDACTED}", text)
+
+
+def redacted(text: str) -> str:
+    """`without_credentials(text)`, cut to ERROR_TEXT_MAX characters."""
+    text = without_credentials(text)
     return text if len(text) <= ERROR_TEXT_MAX else f"{text[:ERROR_TEXT_MAX]}... (cut)"
+
+
+def _safe_cause(exc: BaseException) -> BaseException | None:
+    """`exc`, to chain to what is raised for it; None when its text, or a cause's, carries
+    credentials: a logged traceback prints every exception of the chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(seen)
+        if without_credentials(text) != text:
+            return None
+        seen = seen.__cause__ or seen.__context__
+    return exc
 
 
 class AdsError(Exception):
@@ -375,7 +395,7 @@ def _ensure_token(client: _Client, refused_token: str | None = None) -> None:
         except auth_exceptions.RefreshError as exc:
             _raise_refresh_error(exc)
         except auth_exceptions.TransportError as exc:
-            raise _Transient(f"token endpoint unreachable: {exc}") from exc
+            raise _Transient(f"token endpoint unreachable: {exc}") from _safe_cause(exc)
 
 
 # --- Classification ---------------------------------------------------------------------------
@@ -415,17 +435,15 @@ def _raise_refresh_error(exc: auth_exceptions.RefreshError) -> NoReturn:
         raise CredentialsError(
             "the token endpoint refused GOOGLE_ADS_REFRESH_TOKEN (invalid_grant: revoked or "
             "expired): authorize again and set a new GOOGLE_ADS_REFRESH_TOKEN"
-        ) from exc
+        ) from _safe_cause(exc)
     if "invalid_client" in text or "unauthorized_client" in text:
         raise CredentialsError(
             "the token endpoint refused the OAuth client: check GOOGLE_ADS_CLIENT_ID and "
             "GOOGLE_ADS_CLIENT_SECRET"
-        ) from exc
-    # Not chained: the RefreshError's own text is the endpoint's body, credentials and all, and
-    # a logged traceback would print it.
+        ) from _safe_cause(exc)
     if getattr(exc, "retryable", False):
-        raise _Transient(f"token refresh failed: {text}") from None
-    raise CredentialsError(f"token refresh failed: {text}") from None
+        raise _Transient(f"token refresh failed: {text}") from _safe_cause(exc)
+    raise CredentialsError(f"token refresh failed: {text}") from _safe_cause(exc)
 
 
 def _trailing_metadata(exc: BaseException) -> tuple[tuple[str, Any], ...]:
@@ -484,14 +502,14 @@ def _raise_classified(exc: Exception, what: str) -> NoReturn:
         message = _messages(exc.failure) or str(exc.error.details())
         request_id = exc.request_id
         if code == grpc.StatusCode.UNAUTHENTICATED:
-            raise _Unauthenticated(message) from exc
+            raise _Unauthenticated(message) from _safe_cause(exc)
         if code in _TRANSIENT_CODES:
-            raise _Transient(f"{code.name}: {message}", request_id=request_id) from exc
+            raise _Transient(f"{code.name}: {message}", request_id=request_id) from _safe_cause(exc)
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             _raise_quota(exc, what, exc.failure, request_id)
         raise PermanentAdsError(
             f"{what}: {code.name}: {message} (request id {request_id})", request_id=request_id
-        ) from exc
+        ) from _safe_cause(exc)
     if isinstance(exc, auth_exceptions.RefreshError):
         _raise_refresh_error(exc)
     if isinstance(exc, api_exceptions.GoogleAPICallError):
@@ -500,25 +518,25 @@ def _raise_classified(exc: Exception, what: str) -> NoReturn:
         if isinstance(exc, api_exceptions.ResourceExhausted):
             _raise_quota(exc, what, failure, request_id)
         if isinstance(exc, api_exceptions.Unauthenticated):
-            raise _Unauthenticated(text) from exc
+            raise _Unauthenticated(text) from _safe_cause(exc)
         if isinstance(exc, api_exceptions.ServiceUnavailable) and "invalid_grant" in str(exc):
             # The gRPC auth plugin refreshed the token itself and the token endpoint refused.
             raise CredentialsError(
                 "the token endpoint refused GOOGLE_ADS_REFRESH_TOKEN (invalid_grant: revoked or "
                 "expired): authorize again and set a new GOOGLE_ADS_REFRESH_TOKEN"
-            ) from exc
+            ) from _safe_cause(exc)
         if isinstance(exc, _TRANSIENT_API_ERRORS):
-            raise _Transient(text, request_id=request_id) from exc
+            raise _Transient(text, request_id=request_id) from _safe_cause(exc)
         raise PermanentAdsError(
             f"{what}: {text} (request id {request_id})", request_id=request_id
-        ) from exc
+        ) from _safe_cause(exc)
     if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
         code = exc.code()
         if code in _TRANSIENT_CODES:
-            raise _Transient(f"{code.name}: {exc}") from exc
+            raise _Transient(f"{code.name}: {exc}") from _safe_cause(exc)
         if code == grpc.StatusCode.UNAUTHENTICATED:
-            raise _Unauthenticated(str(exc)) from exc
-        raise PermanentAdsError(f"{what}: {code.name}: {exc}") from exc
+            raise _Unauthenticated(str(exc)) from _safe_cause(exc)
+        raise PermanentAdsError(f"{what}: {code.name}: {exc}") from _safe_cause(exc)
     raise exc
 
 
@@ -530,12 +548,12 @@ def _raise_quota(exc: Exception, what: str, failure: Any, request_id: str | None
             f"(request id {request_id})",
             retry_after_s=delay,
             request_id=request_id,
-        ) from exc
+        ) from _safe_cause(exc)
     raise _Transient(
         f"RESOURCE_EXHAUSTED: {_messages(failure) or exc}",
         retry_delay=delay,
         request_id=request_id,
-    ) from exc
+    ) from _safe_cause(exc)
 
 
 # --- One search, with its retries -------------------------------------------------------------
@@ -577,7 +595,7 @@ def _attempt(customer_id: str, query: str, what: str, counter: CallCounter | Non
             raise CredentialsError(
                 f"{what}: a freshly refreshed access token was refused ({again}): check that "
                 "GOOGLE_ADS_REFRESH_TOKEN belongs to a user with access to this account"
-            ) from exc
+            ) from _safe_cause(exc)
 
 
 def _wait(state: RetryCallState) -> float:
@@ -628,7 +646,7 @@ def _search(
             f"{what}: gave up after {attempts} attempts: {exc} (request id {exc.request_id})",
             request_id=exc.request_id,
             attempts=attempts,
-        ) from exc
+        ) from _safe_cause(exc)
     except AdsError as exc:
         exc.attempts = retrying.statistics.get("attempt_number", 1)
         raise

@@ -247,16 +247,35 @@ def test_warm_up_takes_the_token_so_the_first_fetch_needs_no_grant(ads_sandbox, 
     assert _outcomes(ads_sandbox) == ["ok"]
 
 
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            "grant_type=refresh_token&client_secret=s3cr3t-x",
+            "grant_type=refresh_token&client_secret=[redacted]",
+        ),
+        ('{"access_token": "ya29.a0-xyz"}', '{"access_token": "[redacted]"}'),
+        ("Authorization: Bearer ya29.a0AbC-defgh", "Authorization: Bearer [redacted]"),
+        ('{"t": "1\\/\\/0g-configured"}', '{"t": "[redacted]"}'),  # JSON's escaped slashes
+        ("token 1%2F%2F0g-configured", "token [redacted]"),
+        ("bearer token expired", "bearer token expired"),
+    ],
+)
+def test_credentials_are_taken_out_of_an_error_text(settings, text, shown) -> None:
+    settings.GOOGLE_ADS_REFRESH_TOKEN = "1//0g-configured"
+    assert google_ads.redacted(text) == shown
+
+
 @contextlib.contextmanager
-def _echoing_token_endpoint(status: int, as_json: bool):
+def _echoing_token_endpoint(status: int, error: str | None):
     """A token endpoint (or a proxy before it) whose error body repeats the form it was sent."""
 
     class Echo(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             form = self.rfile.read(int(self.headers["Content-Length"])).decode()
-            body = json.dumps({"error": "upstream", "error_description": form}) if as_json else form
+            body = json.dumps({"error": error, "error_description": form}) if error else form
             self.send_response(status)
-            self.send_header("Content-Type", "application/json" if as_json else "text/plain")
+            self.send_header("Content-Type", "application/json" if error else "text/plain")
             self.end_headers()
             self.wfile.write(body.encode())
 
@@ -273,20 +292,32 @@ def _echoing_token_endpoint(status: int, as_json: bool):
         server.server_close()
 
 
-@pytest.mark.parametrize(("status", "as_json"), [(400, True), (400, False), (502, False)])
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (400, "upstream"),
+        (400, "invalid_grant"),  # the errors answered with a message of our own
+        (401, "invalid_client"),
+        (400, None),  # not JSON
+        (502, None),  # retried
+    ],
+)
 def test_a_token_endpoint_that_echoes_the_credentials_leaves_them_out_of_the_error(
-    ads_sandbox, settings, status, as_json
+    ads_sandbox, settings, status, error
 ):
     settings.GOOGLE_ADS_CLIENT_SECRET = "GOCSPX-a-real-looking-secret"
     settings.GOOGLE_ADS_REFRESH_TOKEN = "1//0g-a-real-looking-refresh-token"
-    with _echoing_token_endpoint(status, as_json) as token_uri:
+    with _echoing_token_endpoint(status, error) as token_uri:
         settings.GOOGLE_ADS_TOKEN_URI = token_uri
         with pytest.raises((CredentialsError, TransientAdsError)) as raised:
             google_ads.fetch_data(CUSTOMER, DAY)
 
     said = "".join(traceback.format_exception(raised.value))
-    assert "token refresh failed" in said
-    assert "client_secret=[redacted]" in said
+    if error in ("invalid_grant", "invalid_client"):
+        assert "GOOGLE_ADS_" in said  # the message names the setting to renew
+    else:
+        assert "token refresh failed" in said
+        assert "client_secret=[redacted]" in said
     for secret in ("GOCSPX-a-real-looking-secret", "0g-a-real-looking-refresh-token"):
         assert secret not in said
 

@@ -239,6 +239,29 @@ def test_a_failure_before_the_day_started_still_settles_the_run(tmp_path: Path) 
     assert run.finished_at is not None
 
 
+def test_a_failure_is_stored_without_credentials_and_cut(tmp_path: Path, monkeypatch) -> None:
+    run = _run(tmp_path, planned=2)
+    other = DAY - dt.timedelta(days=1)
+    for day in (DAY, other):
+        SyncDay.objects.create(customer_id=CUSTOMER, date=day, run=run, state=SyncDay.State.PENDING)
+
+    def bug(*args: object, **kwargs: object) -> None:  # not one of the client's own errors
+        raise RuntimeError("refused: client_secret=GOCSPX-leaked&x=" + "y" * 5000)
+
+    monkeypatch.setattr(services.google_ads, "get_account", bug)
+    monkeypatch.setattr(services.google_ads, "fetch_data", bug)
+    services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+    services.day_fail(
+        customer_id=CUSTOMER, day=other, run_id=run.pk, error="E: client_secret=GOCSPX-leaked"
+    )
+
+    for day in (DAY, other):
+        error = SyncDay.objects.get(customer_id=CUSTOMER, date=day).last_error
+        assert "GOCSPX-leaked" not in error
+        assert "client_secret=[redacted]" in error
+        assert len(error) <= google_ads.ERROR_TEXT_MAX + len("... (cut)")
+
+
 def _plan_yesterday(tmp_path: Path) -> services.Plan:
     plan = services.run_plan(trigger="beat", customer_ids=[CUSTOMER], days=1, output_dir=tmp_path)
     assert plan is not None
