@@ -12,8 +12,13 @@ from typing import Any
 
 from django.views.debug import SafeExceptionReporterFilter
 
-# scheme://user:password@ (the user may be empty: redis://:password@host).
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*(?P<at>@)", re.I)
+# scheme://user:password@host: the user ends at the first ':', the password at the last '@'
+# before the host (both may hold '@', as urlsplit, psycopg and kombu read them; the user may be
+# empty: redis://:password@host).
+_URL_PASSWORD = re.compile(
+    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#\s]*:)[^/?#\s]*(?P<at>@)(?=[^@/?#\s]*(?:[/?#\s]|$))",
+    re.I,
+)
 
 
 def without_passwords(text: str) -> str:

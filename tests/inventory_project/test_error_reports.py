@@ -44,6 +44,11 @@ def test_the_debug_page_shows_url_settings_without_their_passwords() -> None:
         ("redis://:pw@h:6379/0", "redis://:********************@h:6379/0"),
         ("amqp://guest:p%40ss@h//", "amqp://guest:********************@h//"),
         ("postgres://postgres@127.0.0.1/db", "postgres://postgres@127.0.0.1/db"),
+        ("postgres://app:p@ss@db:5432/x", "postgres://app:********************@db:5432/x"),
+        ("amqp://user@corp:pw1@rabbit//", "amqp://user@corp:********************@rabbit//"),
+        ("redis://:s3cr@t@[::1]:6379/0", "redis://:********************@[::1]:6379/0"),
+        ("redis://:pw@host", "redis://:********************@host"),
+        ("https://api.example:8443/users/@me", "https://api.example:8443/users/@me"),
         ("https://example.com/a:b@c", "https://example.com/a:b@c"),  # no user info
         ("no url here: a@b", "no url here: a@b"),
     ],
