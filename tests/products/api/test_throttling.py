@@ -65,6 +65,26 @@ def test_a_made_up_token_is_no_way_around_the_limit(product, method) -> None:
     assert anonymous == (429 if method == "get" else 200)
 
 
+@pytest.mark.parametrize("who", ["anonymous", "without permission", "session without CSRF"])
+def test_refused_writes_count_against_the_limit(product, who) -> None:
+    if who == "anonymous":
+        client = APIClient(REMOTE_ADDR="10.9.0.6")
+    elif who == "without permission":
+        client = token_client(make_user("nobody"))
+    else:
+        client = APIClient(enforce_csrf_checks=True)
+        client.force_login(make_user("clerk", "change_product"))
+    with override_settings(RATELIMIT_WRITES="3/m"):
+        statuses = [
+            client.put(
+                f"/api/products/{product.id}", {"price": "1.00", "stock_level": 1}, format="json"
+            ).status_code
+            for _ in range(5)
+        ]
+    refused = 401 if who == "anonymous" else 403
+    assert statuses == [refused] * 3 + [429] * 2
+
+
 def test_the_schema_counts_as_a_read(product) -> None:
     client = APIClient(REMOTE_ADDR="10.9.0.4")
     with override_settings(RATELIMIT_READS="2/m"):
