@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig, TooManyFieldsSent
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from django_ratelimit.exceptions import Ratelimited
@@ -82,10 +82,13 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     elif isinstance(exc, OperationalError | InterfaceError):
         logger.exception("database unavailable")
         exc = ServiceUnavailable()
-    elif isinstance(exc, DatabaseError):
-        # A constraint the validators missed: never a 500 for the client's input.
-        logger.exception("database rejected a write")
+    elif isinstance(exc, IntegrityError | DataError):
+        # A constraint or a value the validators missed: never a 500 for the client's input.
+        logger.exception("database rejected the data")
         exc = exceptions.ValidationError({"non_field_errors": ["The database rejected the data."]})
+    # Any other database error (a missing column: code deployed before its migration) is the
+    # server's: left to Django, which logs it and answers handler500's JSON 500, so that alerts
+    # on server errors see it (it was a 400 "invalid", on reads too).
 
     response = drf_exception_handler(exc, context)
     if response is None:

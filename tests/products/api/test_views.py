@@ -5,11 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from django.db import ProgrammingError
 from django.test import override_settings
 from rest_framework.test import APIClient
 
 from inventory_project.parsers import GIVEN_TWICE, GIVEN_TWICE_IN_FORM
-from products import cache
+from products import cache, selectors
 from products.models import Product
 from tests.products.conftest import ProductFactory
 
@@ -750,3 +751,16 @@ def test_a_cached_search_for_a_real_replacement_character_does_not_answer_bad_by
     response = anon.get("/api/products/search?name=a%FFb")
     assert response.status_code == 400
     assert error_of(response)["fields"] == {"name": ["Not valid UTF-8."]}
+
+
+def test_a_database_error_that_is_not_the_client_s_is_a_500(anon, product, monkeypatch) -> None:
+    def missing_column(**kwargs: object) -> None:
+        raise ProgrammingError('column "stock_level" does not exist')
+
+    monkeypatch.setattr(selectors, "product_list", missing_column)
+    anon.raise_request_exception = False
+
+    response = anon.get("/api/products?page=1&limit=5")
+
+    assert response.status_code == 500
+    assert error_of(response)["code"] == "server_error"
