@@ -714,7 +714,9 @@ def day_fail(*, customer_id: str, day: dt.date, run_id: int, error: str) -> bool
 def _day_failed(*, entry: SyncDay, run_id: int, error: str, **fields: Any) -> DayOutcome:
     """Settle a started day as failed for its run (with the ledger `fields` given), and close
     the run if it was the last."""
-    logger.warning("ads sync: %s %s failed: %s", entry.customer_id, entry.date, error)
+    logger.warning(
+        "ads sync: %s %s failed (run %s): %s", entry.customer_id, entry.date, run_id, error
+    )
     _settle(
         entry_id=entry.pk, run_id=run_id, state=SyncDay.State.FAILED, last_error=error, **fields
     )
@@ -776,6 +778,12 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
         request_id = getattr(exc, "request_id", None)
         if request_id and request_id not in error:
             error += f" (request_id {request_id})"
+        if isinstance(exc, google_ads.CredentialsError):
+            # The installation's credentials, not the account's day: missing, revoked or refused
+            # for every day alike. Counted toward the day's backoff, a deployment without its
+            # refresh token for two daily detections left every missing day waiting 2 to 30
+            # days after the fix, unless someone ran a backfill.
+            return _day_failed(entry=entry, run_id=run_id, error=error, retry_after=None)
         return _day_failed(
             entry=entry,
             run_id=run_id,

@@ -262,6 +262,27 @@ def test_a_failure_is_stored_without_credentials_and_cut(tmp_path: Path, monkeyp
         assert len(error) <= google_ads.ERROR_TEXT_MAX + len("... (cut)")
 
 
+def test_missing_or_refused_credentials_do_not_back_the_day_off(
+    ads_sandbox, settings, tmp_path: Path
+) -> None:
+    settings.ADS_SYNC_FAILED_DAILY_RETRIES = 1
+    customer = ads_sandbox.customers[0]
+    AdsAccount.objects.create(customer_id=customer, time_zone="UTC", currency_code="EUR")
+    settings.GOOGLE_ADS_REFRESH_TOKEN = ""  # a deployment without its refresh token
+
+    for _ in range(3):
+        plan = services.run_plan(
+            trigger="beat", customer_ids=[customer], days=1, output_dir=tmp_path
+        )
+        assert plan is not None
+        assert len(plan.days) == 1  # planned again at every detection
+        services.day_sync(customer_id=customer, day=plan.days[0][1], run_id=plan.run.pk)
+
+    entry = SyncDay.objects.get()
+    assert (entry.state, entry.failures, entry.retry_after) == (SyncDay.State.FAILED, 0, None)
+    assert "GOOGLE_ADS_REFRESH_TOKEN" in entry.last_error
+
+
 def _plan_yesterday(tmp_path: Path) -> services.Plan:
     plan = services.run_plan(trigger="beat", customer_ids=[CUSTOMER], days=1, output_dir=tmp_path)
     assert plan is not None
