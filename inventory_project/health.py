@@ -2,15 +2,25 @@
 
 `/healthz` answers as long as the process serves requests. `/readyz` checks every service a
 request or a task depends on and names the ones that fail, so an orchestrator (or a person)
-knows which to look at.
+knows which to look at. It answers 503 only when a service the web cannot do without fails
+(REQUIRED: PostgreSQL); with Redis or RabbitMQ down the API still answers (from PostgreSQL;
+the admin's "run task" says it cannot send), so those are named as "degraded" with a 200,
+rather than taking every web process out of rotation at once.
+
+Each check runs in a thread of its own and gets CHECK_TIMEOUT_S: a hung service (a PostgreSQL
+that accepts connections and answers nothing) is named as timed out, and the probe still
+answers, where it waited with no end.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
-from django.db import connection
+from django.db import connection, connections
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
@@ -22,6 +32,10 @@ from inventory_project.celery import app as celery_app
 logger = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_S = 2
+# What a check may take beyond its own timeouts before the probe stops waiting for it.
+CHECK_GRACE_S = 0.5
+# The services without which the web process cannot serve: their failure is a 503.
+REQUIRED = frozenset({"database"})
 
 
 def _check_database() -> None:
@@ -62,21 +76,45 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+def _in_thread(check: Callable[[], None]) -> None:
+    try:
+        check()
+    finally:
+        connections.close_all()  # this thread's own, if the check opened one
+
+
+def run_checks() -> dict[str, str]:
+    """Every check at once, each "ok" or "error: <what>", within CHECK_TIMEOUT_S (and grace)."""
+    results: dict[str, str] = {}
+    executor = ThreadPoolExecutor(max_workers=len(CHECKS), thread_name_prefix="readyz")
+    try:
+        futures = {name: executor.submit(_in_thread, check) for name, check in CHECKS.items()}
+        deadline = time.monotonic() + CHECK_TIMEOUT_S + CHECK_GRACE_S
+        for name, future in futures.items():
+            try:
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                logger.warning("readiness check %s did not answer in %s s", name, CHECK_TIMEOUT_S)
+                results[name] = "error: timed out"
+            except Exception as exc:
+                # The detail (hosts, ports) goes to the log, not to anonymous callers.
+                logger.warning("readiness check %s failed: %s", name, exc)
+                results[name] = f"error: {type(exc).__name__}"
+            else:
+                results[name] = "ok"
+    finally:
+        executor.shutdown(wait=False)  # a hung check's thread ends when its service answers
+    return results
+
+
 @never_cache
 @require_safe
 def readyz(request: HttpRequest) -> JsonResponse:
-    results: dict[str, str] = {}
-    for name, check in CHECKS.items():
-        try:
-            check()
-        except Exception as exc:
-            # The detail (hosts, ports) goes to the log, not to anonymous callers.
-            logger.warning("readiness check %s failed: %s", name, exc)
-            results[name] = f"error: {type(exc).__name__}"
-        else:
-            results[name] = "ok"
+    results = run_checks()
     failing = [name for name, outcome in results.items() if outcome != "ok"]
+    unavailable = REQUIRED.intersection(failing)
+    status = "unavailable" if unavailable else "degraded" if failing else "ok"
     return JsonResponse(
-        {"status": "unavailable" if failing else "ok", "checks": results, "failing": failing},
-        status=503 if failing else 200,
+        {"status": status, "checks": results, "failing": failing},
+        status=503 if unavailable else 200,
     )
