@@ -30,6 +30,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from inventory_project import logs
 from products.api.throttling import client_ip, counted_usage
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ def _by_ip(group: str, request: HttpRequest) -> str:
     return f"ip:{client_ip(request)}"
 
 
+_UNCOUNTED = logs.Every()
+
+
 def _usage(
     request: HttpRequest, group: str, key: Callable[[str, HttpRequest], str], increment: bool
 ) -> dict[str, Any] | None:
@@ -54,7 +58,9 @@ def _usage(
         request, group=group, key=key, rate=settings.RATELIMIT_LOGINS, increment=increment
     )
     if usage is None and settings.RATELIMIT_ENABLE:
-        logger.warning("rate limit counters unavailable (Redis down?): logins unlimited")
+        _UNCOUNTED.warning(
+            logger, "rate limit counters unavailable (Redis down?): logins unlimited"
+        )
     return usage
 
 

@@ -15,7 +15,11 @@ from django.core.cache import cache
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
+from inventory_project import logs
+
 logger = logging.getLogger(__name__)
+# With Redis down, each process limits itself: said once a minute, not at every call.
+_LOCAL = logs.Every()
 
 _RESERVE = """
 local rate = tonumber(ARGV[1])
@@ -67,7 +71,9 @@ def acquire(name: str, rate: float, burst: float = 1.0) -> float:
         raw = connection.eval(_RESERVE, 1, cache.make_key(name), rate, max(1.0, burst))
         wait = float(raw.decode() if isinstance(raw, bytes) else raw)
     except RedisError as exc:
-        logger.warning("rate limit %s: Redis unavailable (%s); limiting per process", name, exc)
+        _LOCAL.warning(
+            logger, "rate limit %s: Redis unavailable (%s); limiting per process", name, exc
+        )
         wait = _local_wait(rate)
     if wait > 0:
         time.sleep(wait)

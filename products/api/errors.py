@@ -25,7 +25,11 @@ from rest_framework.response import Response
 from rest_framework.utils.serializer_helpers import ReturnDict
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from inventory_project import logs
+
 logger = logging.getLogger(__name__)
+# A database outage fails every request: one line a minute says so, not a traceback each.
+DATABASE_DOWN = logs.Every()
 
 API_PREFIX = "/api/"
 
@@ -80,7 +84,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     elif isinstance(exc, ObjectDoesNotExist):
         exc = exceptions.NotFound()
     elif isinstance(exc, OperationalError | InterfaceError):
-        logger.exception("database unavailable")
+        DATABASE_DOWN.error(logger, "database unavailable: %s: %s", type(exc).__name__, exc)
         exc = ServiceUnavailable()
     elif isinstance(exc, IntegrityError | DataError):
         # A constraint or a value the validators missed: never a 500 for the client's input.

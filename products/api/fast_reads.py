@@ -37,7 +37,7 @@ from django.utils.encoding import iri_to_uri
 from rest_framework.renderers import JSONRenderer
 
 from products import cache
-from products.api import fast_path
+from products.api import errors, fast_path
 from products.api.serializers import ListQuerySerializer, SearchQuerySerializer
 from products.api.views import (
     PageFunction,
@@ -160,10 +160,12 @@ class ProductPagesApp:
         )
         try:
             content = self.renderer.render(page.page_function(query, url))
-        except (OperationalError, InterfaceError):
+        except (OperationalError, InterfaceError) as exc:
             # Answered here as the view answers it: the view would first wait for a
             # connection as long again.
-            logger.exception("database unavailable")
+            errors.DATABASE_DOWN.error(
+                logger, "database unavailable: %s: %s", type(exc).__name__, exc
+            )
             status, headers, body = fast_path.unavailable(_headers(page.view))
             return status, [*headers, ("Content-Length", str(len(body)))], body
         except Exception:

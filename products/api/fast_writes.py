@@ -41,7 +41,7 @@ from rest_framework.renderers import JSONRenderer
 from inventory_project import parsers
 from products import cache, services
 from products.api import fast_path
-from products.api.errors import SERVER_ERROR_DETAIL, error_body
+from products.api.errors import DATABASE_DOWN, SERVER_ERROR_DETAIL, error_body
 from products.api.serializers import ProductOutputSerializer, ProductUpdateSerializer
 from products.api.views import ProductDetailView
 from products.models import Product
@@ -116,9 +116,9 @@ class ProductUpdateApp:
             serializer = ProductUpdateSerializer(data=data, partial=method == "PATCH")
             if not serializer.is_valid() or fast_path.over_view_limit(request, self.view):
                 return None
-        except (OperationalError, InterfaceError):
+        except (OperationalError, InterfaceError) as exc:
             # The token query found no database: the view would wait for the pool again.
-            logger.exception("database unavailable")
+            DATABASE_DOWN.error(logger, "database unavailable: %s: %s", type(exc).__name__, exc)
             return self._unavailable()
         except Exception:
             # Nothing is written yet: the view answers (400, 401, 403, its JSON 500) and logs
@@ -128,10 +128,10 @@ class ProductUpdateApp:
             product = services.product_update(product_id=product_id, **serializer.validated_data)
         except (Product.DoesNotExist, ValidationError, IntegrityError, DataError):
             return None  # refused, nothing committed: the view answers 404 or 400
-        except (OperationalError, InterfaceError):
+        except (OperationalError, InterfaceError) as exc:
             # The UPDATE may have committed before the connection failed: running it again
             # through the view would write twice. Answer as the view would answer this error.
-            logger.exception("database unavailable")
+            DATABASE_DOWN.error(logger, "database unavailable: %s: %s", type(exc).__name__, exc)
             return self._unavailable()
         # Committed. What follows renders the answer; the write-through never raises.
         try:

@@ -20,6 +20,7 @@ from django_ratelimit.core import get_usage
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.throttling import BaseThrottle
 
+from inventory_project import logs
 from products import cache
 
 logger = logging.getLogger(__name__)
@@ -169,6 +170,8 @@ def counted_usage(
     return usage
 
 
+_UNCOUNTED = logs.Every()
+
 READ_GROUP = "products:read"
 WRITE_GROUP = "products:write"
 
@@ -202,7 +205,9 @@ class ProductRateThrottle(BaseThrottle):
         rate = settings.RATELIMIT_READS if is_read else settings.RATELIMIT_WRITES
         usage = count_once(request, group=group, rate=rate)
         if usage is None:
-            logger.warning("rate limit counters unavailable (Redis down?): serving unthrottled")
+            _UNCOUNTED.warning(
+                logger, "rate limit counters unavailable (Redis down?): serving unthrottled"
+            )
             return True
         if usage["should_limit"]:
             self._wait = max(1, int(usage["time_left"]))

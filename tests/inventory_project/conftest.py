@@ -36,11 +36,13 @@ def serving(**settings_env: str) -> Iterator[int]:
     the test settings' environment; yields its port."""
     port = _free_port()
     env = process_env(
-        HOST="127.0.0.1",
-        PORT=str(port),
-        WEB_CONCURRENCY="1",
-        GUNICORN_ACCESSLOG="",
-        **settings_env,
+        **{
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "WEB_CONCURRENCY": "1",
+            "GUNICORN_ACCESSLOG": "",
+            **settings_env,
+        }
     )
     gunicorn_bin = Path(sys.executable).parent / "gunicorn"
     process = subprocess.Popen(

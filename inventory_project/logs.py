@@ -1,0 +1,56 @@
+"""Log lines that an outage would otherwise repeat at every request or call.
+
+With Redis or PostgreSQL down, a warning written per request (and a traceback per request)
+buried everything else in the log: 40 requests, 40 lines saying the same. `Every` writes its
+line at most once per interval in a process, and says how many it left out since.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from typing import Any
+
+INTERVAL_S = 60.0
+_ALL: weakref.WeakSet[Every] = weakref.WeakSet()
+
+
+def reset_all() -> None:
+    """Every line may be written at once again (tests: each starts with none written)."""
+    for every in list(_ALL):
+        every.reset()
+
+
+class Every:
+    """One call site's line, at most once per `interval_s` in this process."""
+
+    def __init__(self, interval_s: float = INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._next = 0.0
+        self._left_out = 0
+        _ALL.add(self)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._next, self._left_out = 0.0, 0
+
+    def log(self, logger: logging.Logger, level: int, message: str, *args: Any) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now < self._next:
+                self._left_out += 1
+                return
+            left_out, self._left_out, self._next = self._left_out, 0, now + self.interval_s
+        if left_out:
+            message += " (and %d time(s) since the last such line)"
+            args = (*args, left_out)
+        logger.log(level, message, *args)
+
+    def warning(self, logger: logging.Logger, message: str, *args: Any) -> None:
+        self.log(logger, logging.WARNING, message, *args)
+
+    def error(self, logger: logging.Logger, message: str, *args: Any) -> None:
+        self.log(logger, logging.ERROR, message, *args)
