@@ -242,6 +242,12 @@ DATABASES = {"default": _default_db}
 # --- Redis: cache, rate limits, locks -------------------------------------------------------
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Refused at start, naming the variable: without a scheme the server started and every API
+# read was a 500 ("Redis URL must specify one of the following schemes").
+if urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
+    raise ImproperlyConfigured(
+        f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {REDIS_URL.split('@')[-1]!r}"
+    )
 # Short timeouts: a dead or black-holed Redis must degrade to PostgreSQL, not hang requests.
 REDIS_SOCKET_TIMEOUT_S = env_float("REDIS_SOCKET_TIMEOUT_S", 0.25, positive=True)
 
@@ -435,6 +441,9 @@ LOGGING = {
         # time, unformatted: its lines go to the root handler alone.
         "django": {"handlers": [], "propagate": True},
         "django.db.backends": {"level": "INFO"},
+        # A request for a host not in ALLOWED_HOSTS is a 400 (in the access log) that every
+        # scanner sends: not an ERROR with a traceback each time.
+        "django.security.DisallowedHost": {"handlers": [], "propagate": False},
         "inventory_project.cache": {"level": "WARNING"},
     },
 }

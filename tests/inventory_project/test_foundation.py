@@ -3,7 +3,9 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import io
+import logging
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -317,12 +319,37 @@ def test_https_is_believed_only_from_the_trusted_proxies(proxies, proto, status)
     assert ("Strict-Transport-Security" in answer.headers) == (status == 404)
 
 
+def test_the_access_log_says_how_long_each_request_took(tmp_path) -> None:
+    log = tmp_path / "access.log"
+    with serving(GUNICORN_ACCESSLOG=str(log)) as port:
+        client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        client.request("GET", "/healthz")
+        client.getresponse().read()
+    (line,) = log.read_text().splitlines()
+    assert re.fullmatch(r'.*"GET /healthz HTTP/1.1" 200 \d+ "-" "[^"]*" \d+ms', line), line
+
+
+@pytest.mark.django_db
+def test_a_request_for_another_host_is_a_400_logged_without_an_error(client, caplog) -> None:
+    with caplog.at_level(logging.INFO):
+        response = client.get("/healthz", HTTP_HOST="scanner.example")
+    assert response.status_code == 400
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 def test_production_settings_refuse_to_start_without_a_secret_key() -> None:
     result = _manage(
         "check", DJANGO_SETTINGS_MODULE="inventory_project.settings.production", SECRET_KEY=None
     )
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1:6379", "http://127.0.0.1:6379/0"])
+def test_settings_refuse_a_redis_url_without_its_scheme(value) -> None:
+    result = _manage("check", REDIS_URL=value)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: REDIS_URL must be a redis://" in result.stderr
 
 
 @pytest.mark.parametrize(
