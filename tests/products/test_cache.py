@@ -103,6 +103,52 @@ def test_a_new_shape_of_the_json_is_not_served_from_old_entries_nor_old_etags(
     assert again.status_code == 304
 
 
+# The JSON's shape under each REPRESENTATION: a product's keys and value types, and a page's
+# keys. Changing the JSON fails this test until REPRESENTATION is bumped and its shape recorded
+# here: cached bodies and ETags of the old shape must not outlive the deploy.
+SHAPES = {
+    1: {
+        "product": {
+            "id": "int",
+            "name": "str",
+            "price": "str",
+            "stock_level": "int",
+            "version": "int",
+            "created_at": "str",
+            "updated_at": "str",
+        },
+        "page": [
+            "after_id",
+            "count",
+            "limit",
+            "next",
+            "page",
+            "previous",
+            "results",
+            "total_pages",
+        ],
+    },
+}
+
+
+def test_the_json_has_the_shape_its_representation_number_names() -> None:
+    product = ProductFactory()
+    client = APIClient()
+    detail = client.get(f"/api/products/{product.pk}").json()
+    page = client.get("/api/products?limit=1").json()
+    keyset = client.get("/api/products?after_id=0&limit=1").json()
+
+    shape = {
+        "product": {key: type(value).__name__ for key, value in detail.items()},
+        "page": sorted(page),
+    }
+    assert sorted(keyset) == shape["page"]
+    assert page["results"] == keyset["results"] == [detail]
+    assert shape == SHAPES.get(cache.REPRESENTATION), (
+        "The JSON changed: bump products.cache.REPRESENTATION and record its shape in SHAPES."
+    )
+
+
 def test_switched_off_every_read_goes_to_the_database(django_assert_num_queries) -> None:
     product = ProductFactory()
     client = APIClient()
