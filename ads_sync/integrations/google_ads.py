@@ -28,6 +28,7 @@ import os
 import random
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from urllib.parse import quote, quote_plus
@@ -611,12 +612,21 @@ def _wait(state: RetryCallState) -> float:
     return delay
 
 
-def _log_retry(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome is not None else None
-    sleep = state.next_action.sleep if state.next_action is not None else 0.0
-    logger.warning(
-        "Google Ads attempt %d failed (%s); retrying in %.2f s", state.attempt_number, exc, sleep
-    )
+def _retry_logger(what: str) -> Callable[[RetryCallState], None]:
+    """tenacity's before_sleep for one call: its line names the account and day (`what`)."""
+
+    def log(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        sleep = state.next_action.sleep if state.next_action is not None else 0.0
+        logger.warning(
+            "Google Ads %s: attempt %d failed (%s); retrying in %.2f s",
+            what,
+            state.attempt_number,
+            exc,
+            sleep,
+        )
+
+    return log
 
 
 def fetch_budget_s() -> float:
@@ -635,7 +645,7 @@ def _search(
         stop=stop_after_attempt(max_attempts) | stop_before_delay(fetch_budget_s()),
         wait=_wait,
         retry=retry_if_exception_type(_Transient),
-        before_sleep=_log_retry,
+        before_sleep=_retry_logger(what),
         reraise=True,
     )
     try:

@@ -93,13 +93,15 @@ def test_login_customer_id_is_sent_for_a_manager_account(ads_sandbox, settings):
     assert ads_sandbox.calls()[0]["login_customer_id"] == "9876543210"
 
 
-def test_internal_errors_are_retried_until_the_call_succeeds(ads_sandbox):
+def test_internal_errors_are_retried_until_the_call_succeeds(ads_sandbox, caplog):
     ads_sandbox.configure(fail_first={"internal": 2})
 
     rows = google_ads.fetch_data(CUSTOMER, DAY)
 
     assert len(rows) == len(data.rows_for(CUSTOMER, DAY))
     assert _outcomes(ads_sandbox) == ["internal", "internal", "ok"]
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert [line.split(":")[0] for line in retries] == [f"Google Ads {CUSTOMER} {DAY}"] * 2
 
 
 def test_unavailable_is_retried_up_to_max_attempts_then_transient(ads_sandbox, settings):
