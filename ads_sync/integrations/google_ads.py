@@ -128,7 +128,9 @@ def _safe_cause(exc: BaseException) -> BaseException | None:
     """`exc`, to chain to what is raised for it; None when its text, or a cause's, carries
     credentials: a logged traceback prints every exception of the chain."""
     seen: BaseException | None = exc
-    while seen is not None:
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:  # a chain may loop back on itself
+        visited.add(id(seen))
         text = str(seen)
         if without_credentials(text) != text:
             return None
