@@ -9,15 +9,22 @@ from drf_spectacular.views import SpectacularAPIView
 from inventory_project import health
 from products.api import errors
 from products.api.schema import SwaggerView
-from products.api.throttling import ProductRateThrottle
+from products.api.throttling import CountsRefusals, ProductRateThrottle
 
 # The admin's "View site" and the browsable API's login without ?next= (LOGIN_REDIRECT_URL)
 # lead to the API's list, by its route name as the redirect of / below, not to a 404.
 # Lazy (the URLconf is loading), and rendered as text like any str.
 admin.site.site_url = cast(str, reverse_lazy("products:list"))
 swagger_ui = SwaggerView.as_view(url_name="schema")
-# The schema is built at every request (about 30 KB): it counts as a read against the limit.
-schema = SpectacularAPIView.as_view(throttle_classes=[ProductRateThrottle])
+
+
+class SchemaView(CountsRefusals, SpectacularAPIView):
+    # Built at every request (about 30 KB): it counts as a read against the limit, refused
+    # requests (a made-up token) too.
+    throttle_classes = [ProductRateThrottle]
+
+
+schema = SchemaView.as_view()
 
 urlpatterns = [
     # Someone who opens the server's address lands on the API, not on a 404.

@@ -17,8 +17,11 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage
+from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS
+from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
+from rest_framework.views import APIView
 
 from inventory_project import logs
 from products import cache
@@ -216,3 +219,22 @@ class ProductRateThrottle(BaseThrottle):
 
     def wait(self) -> float | None:
         return self._wait
+
+
+class CountsRefusals(APIView):
+    """A view whose refused requests count against its throttles.
+
+    DRF authenticates, checks permissions, then throttles, so a refused request was a way
+    around the rate limit: a made-up token, an anonymous write, a missing permission or CSRF
+    token got its 401 or 403 (after a token query), however many. A request refused there
+    counts now (as the anonymous client's when authentication failed), and over the limit is a
+    429. Only the request's own checks count: the browsable API asks the same permissions of
+    copies of the request to decide which forms to draw, and a page view must not use up writes.
+    """
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().initial(request, *args, **kwargs)
+        except (AuthenticationFailed, NotAuthenticated, PermissionDenied):
+            self.check_throttles(request)
+            raise

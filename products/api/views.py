@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection
-from typing import Any, NoReturn
+from typing import Any
 
 from django.http import HttpRequest, HttpResponseBase, HttpResponseNotModified, QueryDict
 from django.urls import reverse
@@ -12,7 +12,7 @@ from django.utils.cache import patch_cache_control, set_response_etag
 from django.utils.http import parse_etags
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import APIException, NotFound
+from rest_framework.exceptions import NotFound
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -33,7 +33,7 @@ from products.api.serializers import (
     SearchQuerySerializer,
     ensure_utf8,
 )
-from products.api.throttling import ProductRateThrottle
+from products.api.throttling import CountsRefusals, ProductRateThrottle
 from products.models import Product
 
 # Ids and versions are bigints: a longer number names no product (and int() of thousands of
@@ -123,30 +123,12 @@ LOCATION = OpenApiParameter(
 )
 
 
-class ProductAPIView(GenericAPIView):
+class ProductAPIView(CountsRefusals, GenericAPIView):
     # DjangoModelPermissionsOrAnonReadOnly (settings) reads the model from here; rows are
     # always fetched through the selectors.
     queryset = Product.objects.all()
     throttle_classes = [ProductRateThrottle]
     schema = ProductAutoSchema()
-
-    # DRF throttles after authentication and permissions, so a refused request was a way around
-    # the rate limit: a made-up token, a missing CSRF token or a missing permission got its
-    # 401 or 403 (after a token query), however many. A refused request counts now (as the
-    # anonymous client's when authentication failed), and over the limit is a 429.
-
-    def perform_authentication(self, request: Request) -> None:
-        try:
-            super().perform_authentication(request)
-        except APIException:
-            self.check_throttles(request)  # as the anonymous user DRF has set by now
-            raise
-
-    def permission_denied(
-        self, request: Request, message: str | None = None, code: str | None = None
-    ) -> NoReturn:
-        self.check_throttles(request)
-        super().permission_denied(request, message, code)
 
     def finalize_response(  # type: ignore[override]
         self, request: Request, response: Response, *args: Any, **kwargs: Any

@@ -85,6 +85,32 @@ def test_refused_writes_count_against_the_limit(product, who) -> None:
     assert statuses == [refused] * 3 + [429] * 2
 
 
+def test_viewing_browsable_pages_uses_up_no_writes(product) -> None:
+    # The page asks the permissions of copies of the request (PUT, DELETE) to draw its forms:
+    # refused for a user who may change but not delete, they are not refusals to count.
+    clerk = token_client(make_user("clerk", "change_product"))
+    with override_settings(RATELIMIT_WRITES="3/m", RATELIMIT_READS="100/m"):
+        pages = [
+            clerk.get(f"/api/products/{product.id}", HTTP_ACCEPT="text/html").status_code
+            for _ in range(4)
+        ]
+        write = clerk.put(
+            f"/api/products/{product.id}", {"price": "1.00", "stock_level": 1}, format="json"
+        )
+    assert pages == [200] * 4
+    assert write.status_code == 200
+
+
+def test_a_made_up_token_is_no_way_around_the_schema_s_limit() -> None:
+    client = APIClient(REMOTE_ADDR="10.9.0.8")
+    with override_settings(RATELIMIT_READS="2/m"):
+        statuses = [
+            client.get("/api/schema/", HTTP_AUTHORIZATION=f"Token made-up-{n}").status_code
+            for n in range(4)
+        ]
+    assert statuses == [401, 401, 429, 429]
+
+
 def test_the_schema_counts_as_a_read(product) -> None:
     client = APIClient(REMOTE_ADDR="10.9.0.4")
     with override_settings(RATELIMIT_READS="2/m"):
