@@ -37,13 +37,20 @@ class Every:
         with self._lock:
             self._next, self._left_out = 0.0, 0
 
-    def log(self, logger: logging.Logger, level: int, message: str, *args: Any) -> None:
+    def admit(self) -> int | None:
+        """None when the line is to be left out; else how many were left out before it."""
         with self._lock:
             now = time.monotonic()
             if now < self._next:
                 self._left_out += 1
-                return
+                return None
             left_out, self._left_out, self._next = self._left_out, 0, now + self.interval_s
+        return left_out
+
+    def log(self, logger: logging.Logger, level: int, message: str, *args: Any) -> None:
+        left_out = self.admit()
+        if left_out is None:
+            return
         if left_out:
             message += " (and %d time(s) since the last such line)"
             args = (*args, left_out)
@@ -54,3 +61,25 @@ class Every:
 
     def error(self, logger: logging.Logger, message: str, *args: Any) -> None:
         self.log(logger, logging.ERROR, message, *args)
+
+
+class Sparse(logging.Filter):
+    """A logging filter: its logger's records once a minute, without their tracebacks.
+
+    For a logger that an outside party can make write at will (Django's DisallowedHost, for
+    every scanner's request): the first line still says what is wrong.
+    """
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        self._every = Every()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        left_out = self._every.admit()
+        if left_out is None:
+            return False
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        if left_out:
+            record.msg = f"{record.getMessage()} (and {left_out} time(s) since the last such line)"
+            record.args = ()
+        return True

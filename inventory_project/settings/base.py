@@ -244,7 +244,7 @@ DATABASES = {"default": _default_db}
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Refused at start, naming the variable: without a scheme the server started and every API
 # read was a 500 ("Redis URL must specify one of the following schemes").
-if urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
+if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):  # as redis-py reads it
     raise ImproperlyConfigured(
         f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {REDIS_URL.split('@')[-1]!r}"
     )
@@ -434,6 +434,7 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"},
     },
+    "filters": {"sparse": {"()": "inventory_project.logs.Sparse"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
     "loggers": {
@@ -442,8 +443,9 @@ LOGGING = {
         "django": {"handlers": [], "propagate": True},
         "django.db.backends": {"level": "INFO"},
         # A request for a host not in ALLOWED_HOSTS is a 400 (in the access log) that every
-        # scanner sends: not an ERROR with a traceback each time.
-        "django.security.DisallowedHost": {"handlers": [], "propagate": False},
+        # scanner sends: a line a minute without the traceback, not one each time (the line
+        # still tells a deploy whose ALLOWED_HOSTS lacks its own host).
+        "django.security.DisallowedHost": {"filters": ["sparse"]},
         "inventory_project.cache": {"level": "WARNING"},
     },
 }
