@@ -15,9 +15,10 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR
 from django.core.validators import ProhibitNullCharactersValidator
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.utils.html import format_html
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.admin import PeriodicTaskAdmin
@@ -166,6 +167,17 @@ class KeyHidingTokenAdmin(TokenAdmin):
     """
 
     list_display = ("key_start", "user", "created")
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # A popup's rows carry the value it hands back to its opener, the key here (the token's
+        # primary key), in each link: nothing picks a token in a popup.
+        if IS_POPUP_VAR in request.GET or TO_FIELD_VAR in request.GET:
+            return HttpResponseBadRequest(
+                "Tokens are not picked in a popup.\n", content_type="text/plain"
+            )
+        return super().changelist_view(request, extra_context)
 
     @admin.display(description="key")
     def key_start(self, token: TokenProxy) -> str:

@@ -410,6 +410,18 @@ def test_no_list_can_be_filtered_by_a_key_or_a_password(client, page, codenames)
     assert "result" not in response.content.decode()
 
 
+@pytest.mark.parametrize("query", ["_popup=1", "_to_field=key", "_popup=1&_to_field=key"])
+def test_the_token_list_is_no_popup_whose_links_carry_keys(client, query) -> None:
+    owner = get_user_model().objects.create_user("owner", password="pw")
+    key = Token.objects.create(user=owner).key
+    viewer = _staff_client(client, "view_tokenproxy")
+
+    response = viewer.get(f"{TOKENS}?{query}")
+
+    assert response.status_code == 400
+    assert key not in response.content.decode()
+
+
 def test_lists_are_still_filtered_by_other_fields_of_a_token(admin_client) -> None:
     owner = get_user_model().objects.create_user("owner", password="pw")
     Token.objects.create(user=owner)
