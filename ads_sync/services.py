@@ -778,11 +778,12 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
         request_id = getattr(exc, "request_id", None)
         if request_id and request_id not in error:
             error += f" (request_id {request_id})"
-        if isinstance(exc, google_ads.CredentialsError):
+        if isinstance(exc, google_ads.InstallationCredentialsError):
             # The installation's credentials, not the account's day: missing, revoked or refused
             # for every day alike. Counted toward the day's backoff, a deployment without its
             # refresh token for two daily detections left every missing day waiting 2 to 30
-            # days after the fix, unless someone ran a backfill.
+            # days after the fix, unless someone ran a backfill. (An account that refuses a
+            # freshly refreshed token is its own failure, backed off as usual.)
             return _day_failed(entry=entry, run_id=run_id, error=error, retry_after=None)
         return _day_failed(
             entry=entry,

@@ -165,6 +165,11 @@ class CredentialsError(PermanentAdsError):
     """The refresh token is revoked or the OAuth client is wrong: a person must renew it."""
 
 
+class InstallationCredentialsError(CredentialsError):
+    """The installation's own credentials are missing, revoked or refused by the token endpoint:
+    every account and day fails alike until they are fixed (not a day's failure to back off)."""
+
+
 class DailyQuotaExhausted(AdsError):
     """The account's daily quota is gone: stop the run, defer the remaining dates."""
 
@@ -347,7 +352,7 @@ def _build_client(config: tuple[str, ...]) -> _Client:
         if not value
     ]
     if missing:
-        raise CredentialsError(
+        raise InstallationCredentialsError(
             f"Google Ads credentials are not configured: set {', '.join(missing)}"
         )
     if ca:
@@ -435,18 +440,18 @@ _TRANSIENT_CODES = {
 def _raise_refresh_error(exc: auth_exceptions.RefreshError) -> NoReturn:
     text = str(exc)
     if "invalid_grant" in text:
-        raise CredentialsError(
+        raise InstallationCredentialsError(
             "the token endpoint refused GOOGLE_ADS_REFRESH_TOKEN (invalid_grant: revoked or "
             "expired): authorize again and set a new GOOGLE_ADS_REFRESH_TOKEN"
         ) from _safe_cause(exc)
     if "invalid_client" in text or "unauthorized_client" in text:
-        raise CredentialsError(
+        raise InstallationCredentialsError(
             "the token endpoint refused the OAuth client: check GOOGLE_ADS_CLIENT_ID and "
             "GOOGLE_ADS_CLIENT_SECRET"
         ) from _safe_cause(exc)
     if getattr(exc, "retryable", False):
         raise _Transient(f"token refresh failed: {text}") from _safe_cause(exc)
-    raise CredentialsError(f"token refresh failed: {text}") from _safe_cause(exc)
+    raise InstallationCredentialsError(f"token refresh failed: {text}") from _safe_cause(exc)
 
 
 def _trailing_metadata(exc: BaseException) -> tuple[tuple[str, Any], ...]:
@@ -524,7 +529,7 @@ def _raise_classified(exc: Exception, what: str) -> NoReturn:
             raise _Unauthenticated(text) from _safe_cause(exc)
         if isinstance(exc, api_exceptions.ServiceUnavailable) and "invalid_grant" in str(exc):
             # The gRPC auth plugin refreshed the token itself and the token endpoint refused.
-            raise CredentialsError(
+            raise InstallationCredentialsError(
                 "the token endpoint refused GOOGLE_ADS_REFRESH_TOKEN (invalid_grant: revoked or "
                 "expired): authorize again and set a new GOOGLE_ADS_REFRESH_TOKEN"
             ) from _safe_cause(exc)

@@ -283,6 +283,30 @@ def test_missing_or_refused_credentials_do_not_back_the_day_off(
     assert "GOOGLE_ADS_REFRESH_TOKEN" in entry.last_error
 
 
+def test_an_account_that_refuses_a_fresh_token_is_still_backed_off(
+    ads_sandbox, settings, tmp_path: Path
+) -> None:
+    settings.ADS_SYNC_FAILED_DAILY_RETRIES = 1
+    customer = ads_sandbox.customers[0]
+    AdsAccount.objects.create(customer_id=customer, time_zone="UTC", currency_code="EUR")
+    ads_sandbox.configure(fail_first={"unauthenticated": 10_000})
+
+    planned = []
+    for _ in range(4):
+        plan = services.run_plan(
+            trigger="beat", customer_ids=[customer], days=1, output_dir=tmp_path
+        )
+        assert plan is not None
+        planned.append(len(plan.days))
+        for c, d in plan.days:
+            services.day_sync(customer_id=c, day=d, run_id=plan.run.pk)
+
+    entry = SyncDay.objects.get()
+    assert planned == [1, 1, 0, 0]
+    assert entry.failures == 2
+    assert "freshly refreshed access token was refused" in entry.last_error
+
+
 def _plan_yesterday(tmp_path: Path) -> services.Plan:
     plan = services.run_plan(trigger="beat", customer_ids=[CUSTOMER], days=1, output_dir=tmp_path)
     assert plan is not None
