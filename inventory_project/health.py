@@ -15,10 +15,9 @@ answers, where it waited with no end.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 
 from django.db import connection, connections
 from django.http import HttpRequest, JsonResponse
@@ -83,27 +82,40 @@ def _in_thread(check: Callable[[], None]) -> None:
         connections.close_all()  # this thread's own, if the check opened one
 
 
+class _Check(threading.Thread):
+    """One check in a daemon thread: one hung on its service (until TCP gives up) neither
+    holds the probe nor keeps the process from exiting, as a pool's threads would."""
+
+    def __init__(self, name: str, check: Callable[[], None]) -> None:
+        super().__init__(name=f"readyz-{name}", daemon=True)
+        self.check = check
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            _in_thread(self.check)
+        except Exception as exc:
+            self.error = exc
+
+
 def run_checks() -> dict[str, str]:
     """Every check at once, each "ok" or "error: <what>", within CHECK_TIMEOUT_S (and grace)."""
+    threads = {name: _Check(name, check) for name, check in CHECKS.items()}
+    for thread in threads.values():
+        thread.start()
+    deadline = time.monotonic() + CHECK_TIMEOUT_S + CHECK_GRACE_S
     results: dict[str, str] = {}
-    executor = ThreadPoolExecutor(max_workers=len(CHECKS), thread_name_prefix="readyz")
-    try:
-        futures = {name: executor.submit(_in_thread, check) for name, check in CHECKS.items()}
-        deadline = time.monotonic() + CHECK_TIMEOUT_S + CHECK_GRACE_S
-        for name, future in futures.items():
-            try:
-                future.result(timeout=max(0.0, deadline - time.monotonic()))
-            except FutureTimeout:
-                logger.warning("readiness check %s did not answer in %s s", name, CHECK_TIMEOUT_S)
-                results[name] = "error: timed out"
-            except Exception as exc:
-                # The detail (hosts, ports) goes to the log, not to anonymous callers.
-                logger.warning("readiness check %s failed: %s", name, exc)
-                results[name] = f"error: {type(exc).__name__}"
-            else:
-                results[name] = "ok"
-    finally:
-        executor.shutdown(wait=False)  # a hung check's thread ends when its service answers
+    for name, thread in threads.items():
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            logger.warning("readiness check %s did not answer in %s s", name, CHECK_TIMEOUT_S)
+            results[name] = "error: timed out"
+        elif thread.error is not None:
+            # The detail (hosts, ports) goes to the log, not to anonymous callers.
+            logger.warning("readiness check %s failed: %s", name, thread.error)
+            results[name] = f"error: {type(thread.error).__name__}"
+        else:
+            results[name] = "ok"
     return results
 
 

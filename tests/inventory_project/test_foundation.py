@@ -161,8 +161,11 @@ def test_readyz_is_503_naming_a_database_that_hangs(client, monkeypatch) -> None
     monkeypatch.setattr(health, "CHECK_TIMEOUT_S", 0.1)
     try:
         response = client.get("/readyz")
+        hung = [t for t in threading.enumerate() if t.name == "readyz-database"]
     finally:
         released.set()
+    # Left behind while its service hangs, it does not keep the process from exiting.
+    assert [t.daemon for t in hung] == [True]
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "unavailable"
