@@ -92,11 +92,12 @@ class AccountInfo:
 # it) that echoes the form it was sent, a JSON body with a token in it, a header.
 _CREDENTIAL_FIELD = re.compile(
     r"""(?P<name>client_secret|refresh_token|access_token|id_token|assertion|developer[-_]token)
-        (?P<sep>["']?\s*[=:]\s*["']?)
+        (?P<sep>=|["']\s*:\s*["'])  # a form's field, or a JSON (or repr) key: not prose
         [^&\s"',;}]+""",
     re.IGNORECASE | re.VERBOSE,
 )
-_BEARER = re.compile(r"(?P<name>Bearer)(?P<sep>\s+)[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
+# A token, not a word ("Bearer authentication is required").
+_BEARER = re.compile(r"(?P<name>Bearer)(?P<sep>\s+)[A-Za-z0-9._~+/=-]{20,}", re.IGNORECASE)
 REDACTED = "[redacted]"
 # An error text is stored with its day and shown in the admin: a whole HTML error page is not.
 ERROR_TEXT_MAX = 1000

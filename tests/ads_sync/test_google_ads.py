@@ -257,7 +257,12 @@ def test_warm_up_takes_the_token_so_the_first_fetch_needs_no_grant(ads_sandbox, 
             "grant_type=refresh_token&client_secret=[redacted]",
         ),
         ('{"access_token": "ya29.a0-xyz"}', '{"access_token": "[redacted]"}'),
-        ("Authorization: Bearer ya29.a0AbC-defgh", "Authorization: Bearer [redacted]"),
+        ("Authorization: Bearer ya29.a0AbC-defgh-ijklmnop", "Authorization: Bearer [redacted]"),
+        ("{'refresh_token': '1-abc'}", "{'refresh_token': '[redacted]'}"),
+        # Prose is left alone.
+        ("401: Bearer authentication is required", "401: Bearer authentication is required"),
+        ("failed assertion: expected 3 rows", "failed assertion: expected 3 rows"),
+        ("id_token: missing from response", "id_token: missing from response"),
         ('{"t": "1\\/\\/0g-configured"}', '{"t": "[redacted]"}'),  # JSON's escaped slashes
         ("token 1%2F%2F0g-configured", "token [redacted]"),
         ("bearer token expired", "bearer token expired"),
