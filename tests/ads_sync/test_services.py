@@ -262,37 +262,10 @@ def test_a_failure_is_stored_without_credentials_and_cut(tmp_path: Path, monkeyp
         assert len(error) <= google_ads.ERROR_TEXT_MAX + len("... (cut)")
 
 
-def test_missing_or_refused_credentials_do_not_back_the_day_off(
-    ads_sandbox, settings, tmp_path: Path
-) -> None:
-    settings.ADS_SYNC_FAILED_DAILY_RETRIES = 1
-    customer = ads_sandbox.customers[0]
-    AdsAccount.objects.create(customer_id=customer, time_zone="UTC", currency_code="EUR")
-    settings.GOOGLE_ADS_REFRESH_TOKEN = ""  # a deployment without its refresh token
-
-    for _ in range(3):
-        plan = services.run_plan(
-            trigger="beat", customer_ids=[customer], days=1, output_dir=tmp_path
-        )
-        assert plan is not None
-        assert len(plan.days) == 1  # planned again at every detection
-        services.day_sync(customer_id=customer, day=plan.days[0][1], run_id=plan.run.pk)
-
-    entry = SyncDay.objects.get()
-    assert (entry.state, entry.failures, entry.retry_after) == (SyncDay.State.FAILED, 0, None)
-    assert "GOOGLE_ADS_REFRESH_TOKEN" in entry.last_error
-
-
-def test_an_account_that_refuses_a_fresh_token_is_still_backed_off(
-    ads_sandbox, settings, tmp_path: Path
-) -> None:
-    settings.ADS_SYNC_FAILED_DAILY_RETRIES = 1
-    customer = ads_sandbox.customers[0]
-    AdsAccount.objects.create(customer_id=customer, time_zone="UTC", currency_code="EUR")
-    ads_sandbox.configure(fail_first={"unauthenticated": 10_000})
-
+def _daily_detections(customer: str, tmp_path: Path, times: int) -> list[int]:
+    """The days each of `times` daily detections of one account planned, each day synced."""
     planned = []
-    for _ in range(4):
+    for _ in range(times):
         plan = services.run_plan(
             trigger="beat", customer_ids=[customer], days=1, output_dir=tmp_path
         )
@@ -300,11 +273,33 @@ def test_an_account_that_refuses_a_fresh_token_is_still_backed_off(
         planned.append(len(plan.days))
         for c, d in plan.days:
             services.day_sync(customer_id=c, day=d, run_id=plan.run.pk)
+    return planned
 
+
+@pytest.mark.parametrize(
+    ("cause", "planned", "failures", "said"),
+    [
+        # The installation's: every day alike, planned again at every detection.
+        ("no refresh token", [1, 1, 1], 0, "GOOGLE_ADS_REFRESH_TOKEN"),
+        # The account's: backed off as any failure of its own.
+        ("fresh token refused", [1, 1, 0, 0], 2, "freshly refreshed access token was refused"),
+    ],
+)
+def test_only_the_installation_s_credential_failures_skip_the_backoff(
+    ads_sandbox, settings, tmp_path: Path, cause, planned, failures, said
+) -> None:
+    settings.ADS_SYNC_FAILED_DAILY_RETRIES = 1
+    customer = ads_sandbox.customers[0]
+    AdsAccount.objects.create(customer_id=customer, time_zone="UTC", currency_code="EUR")
+    if cause == "no refresh token":
+        settings.GOOGLE_ADS_REFRESH_TOKEN = ""
+    else:
+        ads_sandbox.configure(fail_first={"unauthenticated": 10_000})
+
+    assert _daily_detections(customer, tmp_path, len(planned)) == planned
     entry = SyncDay.objects.get()
-    assert planned == [1, 1, 0, 0]
-    assert entry.failures == 2
-    assert "freshly refreshed access token was refused" in entry.last_error
+    assert (entry.state, entry.failures) == (SyncDay.State.FAILED, failures)
+    assert said in entry.last_error
 
 
 def _plan_yesterday(tmp_path: Path) -> services.Plan:
