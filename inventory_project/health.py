@@ -75,13 +75,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-def _in_thread(check: Callable[[], None]) -> None:
-    try:
-        check()
-    finally:
-        connections.close_all()  # this thread's own, if the check opened one
-
-
 class _Check(threading.Thread):
     """One check in a daemon thread: one hung on its service (until TCP gives up) neither
     holds the probe nor keeps the process from exiting, as a pool's threads would."""
@@ -93,9 +86,11 @@ class _Check(threading.Thread):
 
     def run(self) -> None:
         try:
-            _in_thread(self.check)
+            self.check()
         except Exception as exc:
             self.error = exc
+        finally:
+            connections.close_all()  # this thread's own, if the check opened one
 
 
 def run_checks() -> dict[str, str]:

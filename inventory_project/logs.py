@@ -51,10 +51,7 @@ class Every:
         left_out = self.admit()
         if left_out is None:
             return
-        if left_out:
-            message += " (and %d time(s) since the last such line)"
-            args = (*args, left_out)
-        logger.log(level, message, *args)
+        logger.log(level, message + _left_out(left_out), *args)
 
     def warning(self, logger: logging.Logger, message: str, *args: Any) -> None:
         self.log(logger, logging.WARNING, message, *args)
@@ -80,6 +77,10 @@ class Sparse(logging.Filter):
             return False
         record.exc_info, record.exc_text, record.stack_info = None, None, None
         if left_out:
-            record.msg = f"{record.getMessage()} (and {left_out} time(s) since the last such line)"
-            record.args = ()
+            record.msg, record.args = record.getMessage() + _left_out(left_out), ()
         return True
+
+
+def _left_out(count: int) -> str:
+    """What a line says of the lines left out before it (none: nothing)."""
+    return f" (and {count} time(s) since the last such line)" if count else ""

@@ -438,13 +438,17 @@ _TRANSIENT_CODES = {
 }
 
 
+# Said whether the client's refresh or the gRPC auth plugin's met invalid_grant.
+INVALID_GRANT_ADVICE = (
+    "the token endpoint refused GOOGLE_ADS_REFRESH_TOKEN (invalid_grant: revoked or expired): "
+    "authorize again and set a new GOOGLE_ADS_REFRESH_TOKEN"
+)
+
+
 def _raise_refresh_error(exc: auth_exceptions.RefreshError) -> NoReturn:
     text = str(exc)
     if "invalid_grant" in text:
-        raise InstallationCredentialsError(
-            "the token endpoint refused GOOGLE_ADS_REFRESH_TOKEN (invalid_grant: revoked or "
-            "expired): authorize again and set a new GOOGLE_ADS_REFRESH_TOKEN"
-        ) from _safe_cause(exc)
+        raise InstallationCredentialsError(INVALID_GRANT_ADVICE) from _safe_cause(exc)
     if "invalid_client" in text or "unauthorized_client" in text:
         raise InstallationCredentialsError(
             "the token endpoint refused the OAuth client: check GOOGLE_ADS_CLIENT_ID and "
@@ -530,10 +534,7 @@ def _raise_classified(exc: Exception, what: str) -> NoReturn:
             raise _Unauthenticated(text) from _safe_cause(exc)
         if isinstance(exc, api_exceptions.ServiceUnavailable) and "invalid_grant" in str(exc):
             # The gRPC auth plugin refreshed the token itself and the token endpoint refused.
-            raise InstallationCredentialsError(
-                "the token endpoint refused GOOGLE_ADS_REFRESH_TOKEN (invalid_grant: revoked or "
-                "expired): authorize again and set a new GOOGLE_ADS_REFRESH_TOKEN"
-            ) from _safe_cause(exc)
+            raise InstallationCredentialsError(INVALID_GRANT_ADVICE) from _safe_cause(exc)
         if isinstance(exc, _TRANSIENT_API_ERRORS):
             raise _Transient(text, request_id=request_id) from _safe_cause(exc)
         raise PermanentAdsError(

@@ -31,6 +31,12 @@ logger = logging.getLogger(__name__)
 # A database outage fails every request: one line a minute says so, not a traceback each.
 DATABASE_DOWN = logs.Every()
 
+
+def log_database_unavailable(log: logging.Logger, exc: Exception) -> None:
+    """Say (once a minute per process, see DATABASE_DOWN) that a request found no database."""
+    DATABASE_DOWN.error(log, "database unavailable: %s: %s", type(exc).__name__, exc)
+
+
 API_PREFIX = "/api/"
 
 CODES_BY_STATUS = {
@@ -84,7 +90,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     elif isinstance(exc, ObjectDoesNotExist):
         exc = exceptions.NotFound()
     elif isinstance(exc, OperationalError | InterfaceError):
-        DATABASE_DOWN.error(logger, "database unavailable: %s: %s", type(exc).__name__, exc)
+        log_database_unavailable(logger, exc)
         exc = ServiceUnavailable()
     elif isinstance(exc, IntegrityError | DataError):
         # A constraint or a value the validators missed: never a 500 for the client's input.

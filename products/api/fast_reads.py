@@ -163,9 +163,7 @@ class ProductPagesApp:
         except (OperationalError, InterfaceError) as exc:
             # Answered here as the view answers it: the view would first wait for a
             # connection as long again.
-            errors.DATABASE_DOWN.error(
-                logger, "database unavailable: %s: %s", type(exc).__name__, exc
-            )
+            errors.log_database_unavailable(logger, exc)
             status, headers, body = fast_path.unavailable(_headers(page.view))
             return status, [*headers, ("Content-Length", str(len(body)))], body
         except Exception:

@@ -41,7 +41,7 @@ from rest_framework.renderers import JSONRenderer
 from inventory_project import parsers
 from products import cache, services
 from products.api import fast_path
-from products.api.errors import DATABASE_DOWN, SERVER_ERROR_DETAIL, error_body
+from products.api.errors import SERVER_ERROR_DETAIL, error_body, log_database_unavailable
 from products.api.serializers import ProductOutputSerializer, ProductUpdateSerializer
 from products.api.views import ProductDetailView
 from products.models import Product
@@ -118,7 +118,7 @@ class ProductUpdateApp:
                 return None
         except (OperationalError, InterfaceError) as exc:
             # The token query found no database: the view would wait for the pool again.
-            DATABASE_DOWN.error(logger, "database unavailable: %s: %s", type(exc).__name__, exc)
+            log_database_unavailable(logger, exc)
             return self._unavailable()
         except Exception:
             # Nothing is written yet: the view answers (400, 401, 403, its JSON 500) and logs
@@ -131,7 +131,7 @@ class ProductUpdateApp:
         except (OperationalError, InterfaceError) as exc:
             # The UPDATE may have committed before the connection failed: running it again
             # through the view would write twice. Answer as the view would answer this error.
-            DATABASE_DOWN.error(logger, "database unavailable: %s: %s", type(exc).__name__, exc)
+            log_database_unavailable(logger, exc)
             return self._unavailable()
         # Committed. What follows renders the answer; the write-through never raises.
         try:
