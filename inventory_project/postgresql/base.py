@@ -9,10 +9,12 @@ connection has nothing to read. So this backend looks at the socket on every che
 query only when there is something to read, and swaps a connection the server closed for
 another. The settings turn `CONN_HEALTH_CHECKS` off, so the pool does not check as well.
 
-What neither check catches in time is a peer that vanished without a word (a host gone, a
-network cut): the empty query would wait for TCP to give up too.
+A peer that vanished without a word (a host gone, a network cut) has nothing to read either,
+until TCP gives up on it: the settings' `DB_CONNECTION_DEFAULTS` (keepalive probes, a user
+timeout) make that seconds, not hours, and the checkout after it replaces the connection.
 
-It also reads `timestamptz` values with psycopg's C loader (see `UtcTimestamptzLoader`).
+It also reads `timestamptz` values with psycopg's C loader (see `UtcTimestamptzLoader`), and
+migrates with a bounded wait for locks (schema.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import psycopg
 from django.db.backends.postgresql import base
 from psycopg.adapt import AdaptersMap, Loader
 from psycopg_pool import ConnectionPool
+
+from inventory_project.postgresql.schema import DatabaseSchemaEditor
 
 _TIMESTAMPTZ = psycopg.postgres.types["timestamptz"].oid
 # psycopg's timestamptz text loader: its C class with psycopg[binary], else the Python one.
@@ -83,6 +87,8 @@ def _mid_statement(connection: psycopg.Connection[Any]) -> bool:
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    SchemaEditorClass = DatabaseSchemaEditor
+
     def ensure_connection(self) -> None:
         """Replace a connection left in the middle of a statement before it is used again.
 

@@ -211,10 +211,20 @@ DB_POOL_MIN_SIZE = env_int("DB_POOL_MIN_SIZE", 2, minimum=0)
 # Sized for a gthread worker with several threads plus the tests' concurrent clients.
 DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 20, minimum=1)
 DB_POOL_TIMEOUT_S = env_float("DB_POOL_TIMEOUT_S", 10.0, positive=True)
+# psycopg_pool tries a lost connection again at doubling intervals (1, 2, 4, 8 s ...) for five
+# minutes, and only one such attempt at a time may grow the pool: after an outage of a minute
+# its next try could come half a minute after PostgreSQL was back, with every request meanwhile
+# waiting DB_POOL_TIMEOUT_S for a 503. An attempt gives up after this long instead, and the
+# next request that finds no connection starts another at once.
+DB_POOL_RECONNECT_TIMEOUT_S = env_float("DB_POOL_RECONNECT_TIMEOUT_S", 5.0, positive=True)
 # psycopg prepares a statement on a connection once it has run this many times there, so hot
 # queries skip PostgreSQL's parse and plan (the token query's plan cost four times its run).
 # 0 turns it off: needed behind PgBouncer in transaction mode before version 1.21.
 DB_PREPARE_THRESHOLD = env_int("DB_PREPARE_THRESHOLD", 5)
+
+# How long an atomic migration waits for a table's lock before it gives up, rolled back
+# (inventory_project/postgresql/schema.py); 0 waits as long as it takes.
+MIGRATION_LOCK_TIMEOUT_S = env_float("MIGRATION_LOCK_TIMEOUT_S", 5.0)
 
 _default_db = database_from_url(DATABASE_URL)
 _default_db.update(
@@ -231,7 +241,19 @@ _db_options["pool"] = {
     "min_size": DB_POOL_MIN_SIZE,
     "max_size": DB_POOL_MAX_SIZE,
     "timeout": DB_POOL_TIMEOUT_S,
+    "reconnect_timeout": DB_POOL_RECONNECT_TIMEOUT_S,
 }
+# A server that vanished without a word (a host gone, a network cut) was noticed only when TCP
+# gave up: about 15 minutes for a query waiting on it, two hours for an idle connection (the
+# cache listener's LISTEN among them, which meanwhile missed every change), two minutes for a
+# connection attempt. libpq's parameters; the URL's query string may set each otherwise.
+DB_CONNECTION_DEFAULTS = {
+    "connect_timeout": "5",  # seconds
+    "keepalives_idle": "10",  # seconds without traffic before the first probe
+    "keepalives_interval": "5",
+    "tcp_user_timeout": "10000",  # ms that sent data (a probe too) may go unacknowledged
+}
+_db_options = {**DB_CONNECTION_DEFAULTS, **_db_options}
 if DB_PREPARE_THRESHOLD > 0:
     # Only server-side binding sends parameters apart from the query text, which preparing needs.
     _db_options["server_side_binding"] = True

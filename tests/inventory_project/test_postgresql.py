@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import select
+import socket
+import threading
+import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import DataError, connection, transaction
+from django.conf import settings
+from django.db import DataError, OperationalError, connection, transaction
+from psycopg_pool import ConnectionPool
 
-from inventory_project.postgresql.base import closed_by_server
+from inventory_project.postgresql.base import DatabaseWrapper, closed_by_server
 from products.models import Product
 from tests.time_limits import STATEMENT_S, slow_statement_cut_short
 
@@ -181,3 +188,196 @@ def test_a_statement_cut_short_by_a_signal_is_cancelled_and_its_connection_repla
         assert cursor.fetchone() == (0,)
         cursor.execute("SELECT pg_try_advisory_lock(42), pg_advisory_unlock(42)")
         assert cursor.fetchone() == (True, True)
+
+
+# --- Outages ---------------------------------------------------------------------------------
+
+
+class Outage:
+    """A port in front of PostgreSQL that goes down (refusing connections and cutting the live
+    ones, as a restart or failover does) and comes back."""
+
+    def __init__(self) -> None:
+        params = connection.settings_dict
+        self.upstream = (params["HOST"] or "127.0.0.1", int(params["PORT"] or 5432))
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.links: list[socket.socket] = []
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.up()
+
+    def up(self) -> None:
+        self.stop.clear()
+        server = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: the same port
+        server.settimeout(0.1)
+        self.thread = threading.Thread(target=self._serve, args=(server,), daemon=True)
+        self.thread.start()
+
+    def down(self) -> None:
+        self.stop.set()
+        assert self.thread is not None
+        self.thread.join(5)
+        for link in self.links:
+            with contextlib.suppress(OSError):
+                link.shutdown(socket.SHUT_RDWR)
+            link.close()
+        self.links.clear()
+
+    def _serve(self, server: socket.socket) -> None:
+        with server:
+            while not self.stop.is_set():
+                try:
+                    client, _ = server.accept()
+                except TimeoutError:
+                    continue
+                upstream = socket.create_connection(self.upstream)
+                self.links += [client, upstream]
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := src.recv(65536):
+            dst.sendall(data)
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)
+
+
+@contextlib.contextmanager
+def _pool_behind(outage: Outage, **options: float) -> Any:
+    """The pool Django builds from the project's settings, through `outage`'s port."""
+    params = connection.settings_dict
+    pool_options = {**params["OPTIONS"]["pool"], **options}
+    wrapper = DatabaseWrapper(
+        {
+            **params,
+            "HOST": "127.0.0.1",
+            "PORT": str(outage.port),
+            "OPTIONS": {**params["OPTIONS"], "pool": pool_options},
+        },
+        alias=f"outage-{uuid.uuid4()}",
+    )
+    pool = wrapper.pool
+    assert pool is not None
+    pool.open(wait=True)
+    try:
+        yield pool
+    finally:
+        wrapper.close_pool()
+
+
+def _connects(pool: ConnectionPool) -> bool:
+    """Whether a request would get a connection (within the pool's timeout) that answers."""
+    try:
+        with pool.connection() as conn:
+            return conn.execute("SELECT 1").fetchone() == (1,)
+    except psycopg.OperationalError:  # PoolTimeout too: a request's 503
+        return False
+
+
+def test_after_a_long_outage_the_pool_connects_within_its_reconnect_timeout() -> None:
+    """psycopg_pool tries a lost connection again at doubling intervals (1, 3, 7, 15, 31 s
+    after the first try, 10 % jitter on each) for five minutes, and lets one such attempt at a
+    time grow the pool: at the end of an outage of 20 s its next try came 8 to 14 s later, each
+    request meanwhile waiting out the pool's timeout for a 503. Attempts give up after
+    `DB_POOL_RECONNECT_TIMEOUT_S` now (the longest gap between tries is then 2 s), and the next
+    request starts one at once."""
+    outage = Outage()
+    # Requests in the outage come every half second, as each waits the pool's timeout.
+    with _pool_behind(outage, timeout=0.5) as pool:
+        assert _connects(pool)
+        outage.down()
+        ends = time.monotonic() + 20
+        while time.monotonic() < ends:
+            assert not _connects(pool)
+        outage.up()
+        back = time.monotonic()
+        while not _connects(pool):
+            assert time.monotonic() - back < settings.DB_POOL_RECONNECT_TIMEOUT_S + 1, (
+                "no connection yet"
+            )
+        outage.down()
+
+
+def _tcp_settings(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
+    with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+        return (
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+        )
+
+
+def test_connections_notice_a_server_gone_without_a_word_within_seconds() -> None:
+    """A host gone or a network cut was noticed only when TCP gave up: a query waited about 15
+    minutes, an idle connection (the cache listener's LISTEN among them, missing every change
+    meanwhile) two hours. Pooled connections and the listener's, opened from the same
+    parameters, probe after 10 s of silence and give up after 10 s unacknowledged."""
+    expected = (1, 10, 10_000)
+    with connection.cursor():
+        assert _tcp_settings(connection.connection) == expected
+    params = connection.get_connection_params()
+    params.pop("pool", None)
+    with psycopg.connect(**params) as listener:  # as listen_product_changes connects
+        assert _tcp_settings(listener) == expected
+
+
+def test_a_connection_attempt_to_a_server_that_never_answers_gives_up() -> None:
+    """psycopg waits 130 s by default, holding one of the pool's three workers each time."""
+    params = connection.get_connection_params()
+    params.pop("pool", None)
+    failed = threading.Event()
+
+    def connect() -> None:
+        with pytest.raises(psycopg.OperationalError, match="timeout"):
+            psycopg.connect(**{**params, "host": "127.0.0.1", "port": silent.getsockname()[1]})
+        failed.set()
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        attempt = threading.Thread(target=connect, daemon=True)
+        attempt.start()
+        attempt.join(30)
+    assert failed.is_set()
+
+
+def test_a_migration_waiting_for_a_lock_gives_up_rather_than_queue_the_tables_queries(
+    settings: Any,
+) -> None:
+    """Behind a transaction that read the table, ALTER TABLE waited for it to end, and every
+    query on the table after it waited behind it."""
+    settings.MIGRATION_LOCK_TIMEOUT_S = 0.5
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE lock_probe (id int)")
+    params = connection.get_connection_params()
+    params.pop("pool", None)
+    failures: list[Exception] = []
+
+    def migrate() -> None:
+        try:
+            with connection.schema_editor() as editor:  # atomic, as a migration's
+                editor.execute("ALTER TABLE lock_probe ADD COLUMN added int")
+        except OperationalError as exc:
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    try:
+        with psycopg.connect(**params) as reader:
+            reader.execute("SELECT * FROM lock_probe")  # its transaction stays open
+            migration = threading.Thread(target=migrate, daemon=True)
+            migration.start()
+            migration.join(30)
+            assert not migration.is_alive(), "the migration still waits"
+        assert [type(exc.__cause__) for exc in failures] == [psycopg.errors.LockNotAvailable]
+        with connection.cursor() as cursor:  # rolled back whole
+            cursor.execute("SELECT count(*) FROM lock_probe")  # and the lock is gone
+            cursor.execute(
+                "SELECT count(*) FROM information_schema.columns WHERE table_name = 'lock_probe'"
+            )
+            assert cursor.fetchone() == (1,)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE lock_probe")
