@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +12,15 @@ from django_redis import get_redis_connection
 from inventory_project import logs
 from products import cache as product_cache
 from tests.workers import running_worker
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A shell without job control starts a background job (`make test &`, `setsid make test
+    # &`) with SIGINT ignored, and every process the job starts inherits that: the test that
+    # stops a child with Ctrl-C waited 30 s for it and failed. A handler, unlike "ignored", is
+    # reset to the default when a child starts.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
