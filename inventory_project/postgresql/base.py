@@ -11,7 +11,9 @@ another. The settings turn `CONN_HEALTH_CHECKS` off, so the pool does not check 
 
 A peer that vanished without a word (a host gone, a network cut) has nothing to read either,
 until TCP gives up on it: the settings' `DB_CONNECTION_DEFAULTS` (keepalive probes, a user
-timeout) make that seconds, not hours, and the checkout after it replaces the connection.
+timeout) make that about 30 s, not hours, and the checkout after it replaces the connection.
+The server is asked to do the same for its side (`DB_SERVER_KEEPALIVES`), so a connection
+the app gave up on does not hold its locks there for hours.
 
 It also reads `timestamptz` values with psycopg's C loader (see `UtcTimestamptzLoader`), and
 migrates with a bounded wait for locks (schema.py).
@@ -26,6 +28,7 @@ import select
 from typing import Any
 
 import psycopg
+from django.conf import settings
 from django.db.backends.postgresql import base
 from psycopg.adapt import AdaptersMap, Loader
 from psycopg_pool import ConnectionPool
@@ -115,6 +118,20 @@ class DatabaseWrapper(base.DatabaseWrapper):
             with contextlib.suppress(psycopg.Error):
                 raw.cancel_safe(timeout=5)
         super()._close()  # type: ignore[misc]  # not in django-stubs
+
+    def _configure_connection(self, connection: psycopg.Connection[Any]) -> bool:
+        """Django's set-up of a new connection (its time zone, role), and the server's
+        keepalives (the settings' DB_SERVER_KEEPALIVES), in one more round trip per
+        connection, not per checkout."""
+        commit: bool = super()._configure_connection(connection)  # type: ignore[misc]
+        keepalives = getattr(settings, "DB_SERVER_KEEPALIVES", {})
+        if keepalives:
+            calls = ", ".join(["set_config(%s, %s, false)"] * len(keepalives))
+            params = [part for item in keepalives.items() for part in item]
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT {calls}", params)
+            commit = True
+        return commit
 
     def get_connection_params(self) -> dict[str, Any]:
         params = super().get_connection_params()

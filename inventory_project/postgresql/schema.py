@@ -4,11 +4,11 @@
 (a report, a session left idle in a transaction) it waits, and every query on the table that
 comes after waits behind it, reads included: the API stopped for as long as that transaction
 lasted. An atomic migration now gives up after `MIGRATION_LOCK_TIMEOUT_S` instead, rolled back
-whole, and `make migrate` can be run again once the transaction is gone.
+whole, and `make migrate` can be run again once the transaction is gone. The limit holds for
+every lock the migration waits for: a row's too, in a data migration.
 
-Migrations that are not atomic (`CREATE INDEX CONCURRENTLY`) keep PostgreSQL's endless wait: a
-concurrent build stopped half way leaves an invalid index behind, which 0007's `IF NOT EXISTS`
-would then keep.
+Migrations that are not atomic (0005's and 0007's concurrent index builds) keep PostgreSQL's
+wait: the locks they wait for let reads and writes through, so their waiting holds nobody up.
 """
 
 from __future__ import annotations

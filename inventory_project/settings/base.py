@@ -15,6 +15,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from inventory_project.postgresql.pool import reconnect_while_requests_wait
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 
@@ -215,16 +217,23 @@ DB_POOL_TIMEOUT_S = env_float("DB_POOL_TIMEOUT_S", 10.0, positive=True)
 # minutes, and only one such attempt at a time may grow the pool: after an outage of a minute
 # its next try could come half a minute after PostgreSQL was back, with every request meanwhile
 # waiting DB_POOL_TIMEOUT_S for a 503. An attempt gives up after this long instead, and the
-# next request that finds no connection starts another at once.
+# next starts at once while requests wait (inventory_project/postgresql/pool.py).
 DB_POOL_RECONNECT_TIMEOUT_S = env_float("DB_POOL_RECONNECT_TIMEOUT_S", 5.0, positive=True)
 # psycopg prepares a statement on a connection once it has run this many times there, so hot
 # queries skip PostgreSQL's parse and plan (the token query's plan cost four times its run).
 # 0 turns it off: needed behind PgBouncer in transaction mode before version 1.21.
 DB_PREPARE_THRESHOLD = env_int("DB_PREPARE_THRESHOLD", 5)
 
-# How long an atomic migration waits for a table's lock before it gives up, rolled back
-# (inventory_project/postgresql/schema.py); 0 waits as long as it takes.
+# How long an atomic migration waits for a lock (a table's, or a row's in a data migration)
+# before it gives up, rolled back (inventory_project/postgresql/schema.py); 0: no limit.
 MIGRATION_LOCK_TIMEOUT_S = env_float("MIGRATION_LOCK_TIMEOUT_S", 5.0)
+# PostgreSQL takes whole milliseconds up to 2^31 - 1: below 1 ms it read 0 (no limit), above
+# every atomic migration failed ("value exceeds integer range").
+if MIGRATION_LOCK_TIMEOUT_S and not 0.001 <= MIGRATION_LOCK_TIMEOUT_S <= 2_147_483:
+    raise ImproperlyConfigured(
+        "MIGRATION_LOCK_TIMEOUT_S must be 0 (no limit) or 0.001 to 2147483 seconds, "
+        f"got {os.environ['MIGRATION_LOCK_TIMEOUT_S']!r}"
+    )
 
 _default_db = database_from_url(DATABASE_URL)
 _default_db.update(
@@ -242,16 +251,27 @@ _db_options["pool"] = {
     "max_size": DB_POOL_MAX_SIZE,
     "timeout": DB_POOL_TIMEOUT_S,
     "reconnect_timeout": DB_POOL_RECONNECT_TIMEOUT_S,
+    "reconnect_failed": reconnect_while_requests_wait,
 }
 # A server that vanished without a word (a host gone, a network cut) was noticed only when TCP
 # gave up: about 15 minutes for a query waiting on it, two hours for an idle connection (the
 # cache listener's LISTEN among them, which meanwhile missed every change), two minutes for a
-# connection attempt. libpq's parameters; the URL's query string may set each otherwise.
+# connection attempt. libpq's parameters; the URL's query string may set each otherwise. The
+# user timeout also ends a connection whose server reads nothing for that long while the app
+# sends (a COPY): 30 s, not less.
 DB_CONNECTION_DEFAULTS = {
     "connect_timeout": "5",  # seconds
     "keepalives_idle": "10",  # seconds without traffic before the first probe
     "keepalives_interval": "5",
-    "tcp_user_timeout": "10000",  # ms that sent data (a probe too) may go unacknowledged
+    "tcp_user_timeout": "30000",  # ms that sent data (a probe too) may go unacknowledged
+}
+# The server's side: a connection the app gave up on in a cut stayed open on the server for two
+# hours (its keepalive default), with any transaction's locks. Set on each new connection
+# (inventory_project/postgresql/base.py); about 25 s of silence ends it.
+DB_SERVER_KEEPALIVES = {
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
 }
 _db_options = {**DB_CONNECTION_DEFAULTS, **_db_options}
 if DB_PREPARE_THRESHOLD > 0:

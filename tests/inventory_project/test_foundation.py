@@ -459,6 +459,17 @@ def test_a_count_out_of_its_range_is_refused_naming_it(name, value) -> None:
     assert f"got '{value}'" in result.stderr
 
 
+@pytest.mark.parametrize("value", ["0.0001", "3000000"])
+def test_a_migration_lock_timeout_postgresql_would_misread_is_refused(value) -> None:
+    """Below a millisecond it read 0 (no limit); past 2^31 - 1 ms every migration failed."""
+    result = _manage("check", MIGRATION_LOCK_TIMEOUT_S=value)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: MIGRATION_LOCK_TIMEOUT_S must be 0 (no limit) or" in (
+        result.stderr
+    )
+    assert f"got '{value}'" in result.stderr
+
+
 def test_bad_numbers_stop_the_service_at_start_naming_them() -> None:
     for name, value in [("ADS_SYNC_TIMEOUT_S", "nan"), ("ADS_SYNC_HISTORY_DAYS", "0")]:
         result = _manage("check", **{name: value})

@@ -302,6 +302,33 @@ def test_after_a_long_outage_the_pool_connects_within_its_reconnect_timeout() ->
         outage.down()
 
 
+def test_requests_already_waiting_through_an_outage_get_a_connection_soon_after_it() -> None:
+    """psycopg_pool starts an attempt only for a request that finds no connection. In an
+    outage every gthread thread is already waiting: after an attempt gave up (every
+    DB_POOL_RECONNECT_TIMEOUT_S), nothing tried again until one of them timed out."""
+    outage = Outage()
+    with _pool_behind(outage, timeout=40) as pool:
+        assert _connects(pool)
+        outage.down()
+        pool.check()  # the connections the outage cut go: the request below has to wait
+        got: list[float] = []
+
+        def wait() -> None:  # one request, waiting from the start of the outage
+            with contextlib.suppress(psycopg.OperationalError), pool.connection() as conn:
+                conn.execute("SELECT 1")
+                got.append(time.monotonic())
+
+        waiting = threading.Thread(target=wait, daemon=True)
+        waiting.start()
+        time.sleep(12)  # two attempts give up meanwhile
+        outage.up()
+        back = time.monotonic()
+        waiting.join(settings.DB_POOL_RECONNECT_TIMEOUT_S + 1)
+        outage.down()
+        assert got, "no connection yet"
+        assert got[0] - back < settings.DB_POOL_RECONNECT_TIMEOUT_S + 1
+
+
 def _tcp_settings(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
     with socket.socket(fileno=os.dup(conn.fileno())) as sock:
         return (
@@ -315,14 +342,28 @@ def test_connections_notice_a_server_gone_without_a_word_within_seconds() -> Non
     """A host gone or a network cut was noticed only when TCP gave up: a query waited about 15
     minutes, an idle connection (the cache listener's LISTEN among them, missing every change
     meanwhile) two hours. Pooled connections and the listener's, opened from the same
-    parameters, probe after 10 s of silence and give up after 10 s unacknowledged."""
-    expected = (1, 10, 10_000)
+    parameters, probe after 10 s of silence and give up after 30 s unacknowledged."""
+    expected = (1, 10, 30_000)
     with connection.cursor():
         assert _tcp_settings(connection.connection) == expected
     params = connection.get_connection_params()
     params.pop("pool", None)
     with psycopg.connect(**params) as listener:  # as listen_product_changes connects
         assert _tcp_settings(listener) == expected
+
+
+def test_the_server_drops_connections_the_app_lost_within_seconds_too() -> None:
+    """A connection the app gave up on in a cut stayed open on the server for two hours (its
+    keepalive default), holding any transaction's locks. PostgreSQL reports its socket's
+    values."""
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW tcp_keepalives_idle")
+        idle = cursor.fetchone()
+        cursor.execute("SHOW tcp_keepalives_interval")
+        interval = cursor.fetchone()
+        cursor.execute("SHOW tcp_keepalives_count")
+        count = cursor.fetchone()
+    assert (idle, interval, count) == (("10",), ("5",), ("3",))
 
 
 def test_a_connection_attempt_to_a_server_that_never_answers_gives_up() -> None:
