@@ -233,6 +233,19 @@ def test_ensure_database_without_a_database_name_is_a_clear_error(settings) -> N
         call_command("ensure_database")
 
 
+def test_ensure_database_connects_with_the_urls_options() -> None:
+    """It took the host, port, user and password alone: a server that needs `sslmode` (or
+    `options`) was asked without them."""
+    result = _manage(
+        "ensure_database",
+        DJANGO_SETTINGS_MODULE="inventory_project.settings.local",
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres?sslmode=require",
+    )
+    assert result.returncode != 0, result.stdout  # this server speaks no TLS
+    assert "cannot reach PostgreSQL" in result.stderr
+    assert "SSL" in result.stderr
+
+
 def _manage(*args: str, **env: str | None) -> subprocess.CompletedProcess[str]:
     """manage.py in a process of its own, under the test settings unless `env` says otherwise;
     `env` is laid over this process's environment (None: the variable left out)."""

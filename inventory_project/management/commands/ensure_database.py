@@ -3,6 +3,7 @@ from __future__ import annotations
 import psycopg
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 from psycopg import sql
 
 
@@ -14,14 +15,11 @@ class Command(BaseCommand):
         name = str(db["NAME"] or "")
         if not name:
             raise CommandError("DATABASE_URL names no database (postgres://user@host:port/NAME)")
-        params = {
-            "host": db["HOST"] or None,
-            "port": db["PORT"] or None,
-            "user": db["USER"] or None,
-            "password": db["PASSWORD"] or None,
-            "dbname": "postgres",
-            "connect_timeout": 5,
-        }
+        # As the app connects (DATABASE_URL's options, sslmode among them), to the server's
+        # maintenance database: the configured one may not exist yet.
+        params = connection.get_connection_params()
+        params.pop("pool", None)
+        params["dbname"] = "postgres"
         try:
             with psycopg.connect(**params, autocommit=True) as conn:  # type: ignore[arg-type]
                 exists = conn.execute(
