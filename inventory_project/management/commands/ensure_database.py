@@ -21,7 +21,7 @@ class Command(BaseCommand):
         params.pop("pool", None)
         params["dbname"] = "postgres"
         try:
-            with psycopg.connect(**params, autocommit=True) as conn:  # type: ignore[arg-type]
+            with psycopg.connect(**params, autocommit=True) as conn:
                 exists = conn.execute(
                     "SELECT 1 FROM pg_database WHERE datname = %s", [name]
                 ).fetchone()
