@@ -206,10 +206,16 @@ class Outage:
         self.links: list[socket.socket] = []
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
+        # While down, the port stays bound without listening (refused, as a closed port), so
+        # no other socket takes it meanwhile as its local port.
+        self.reserved: socket.socket | None = None
         self.up()
 
     def up(self) -> None:
         self.stop.clear()
+        if self.reserved is not None:
+            self.reserved.close()
+            self.reserved = None
         server = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: the same port
         server.settimeout(0.1)
         self.thread = threading.Thread(target=self._serve, args=(server,), daemon=True)
@@ -224,6 +230,18 @@ class Outage:
                 link.shutdown(socket.SHUT_RDWR)
             link.close()
         self.links.clear()
+        self.reserved = socket.socket()
+        self.reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.reserved.bind(("127.0.0.1", self.port))
+
+    def __enter__(self) -> Outage:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.stop.is_set():
+            self.down()
+        if self.reserved is not None:
+            self.reserved.close()
 
     def _serve(self, server: socket.socket) -> None:
         with server:
@@ -285,9 +303,8 @@ def test_after_a_long_outage_the_pool_connects_within_its_reconnect_timeout() ->
     request meanwhile waiting out the pool's timeout for a 503. Attempts give up after
     `DB_POOL_RECONNECT_TIMEOUT_S` now (the longest gap between tries is then 2 s), and the next
     request starts one at once."""
-    outage = Outage()
     # Requests in the outage come every half second, as each waits the pool's timeout.
-    with _pool_behind(outage, timeout=0.5) as pool:
+    with Outage() as outage, _pool_behind(outage, timeout=0.5) as pool:
         assert _connects(pool)
         outage.down()
         ends = time.monotonic() + 20
@@ -299,15 +316,13 @@ def test_after_a_long_outage_the_pool_connects_within_its_reconnect_timeout() ->
             assert time.monotonic() - back < settings.DB_POOL_RECONNECT_TIMEOUT_S + 1, (
                 "no connection yet"
             )
-        outage.down()
 
 
 def test_requests_already_waiting_through_an_outage_get_a_connection_soon_after_it() -> None:
     """psycopg_pool starts an attempt only for a request that finds no connection. In an
     outage every gthread thread is already waiting: after an attempt gave up (every
     DB_POOL_RECONNECT_TIMEOUT_S), nothing tried again until one of them timed out."""
-    outage = Outage()
-    with _pool_behind(outage, timeout=40) as pool:
+    with Outage() as outage, _pool_behind(outage, timeout=40) as pool:
         assert _connects(pool)
         outage.down()
         pool.check()  # the connections the outage cut go: the request below has to wait
@@ -324,7 +339,6 @@ def test_requests_already_waiting_through_an_outage_get_a_connection_soon_after_
         outage.up()
         back = time.monotonic()
         waiting.join(settings.DB_POOL_RECONNECT_TIMEOUT_S + 1)
-        outage.down()
         assert got, "no connection yet"
         assert got[0] - back < settings.DB_POOL_RECONNECT_TIMEOUT_S + 1
 
