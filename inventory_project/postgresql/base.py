@@ -31,7 +31,7 @@ import psycopg
 from django.conf import settings
 from django.db.backends.postgresql import base
 from psycopg.adapt import AdaptersMap, Loader
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from inventory_project.postgresql.schema import DatabaseSchemaEditor
 
@@ -141,7 +141,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         return params
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
-        connection = super().get_new_connection(conn_params)
+        connection = self._checkout(conn_params)
         pool = self.pool
         if pool is None:
             return connection
@@ -156,5 +156,30 @@ class DatabaseWrapper(base.DatabaseWrapper):
             if not closed:
                 break
             pool.putconn(connection)
-            connection = super().get_new_connection(conn_params)
+            connection = self._checkout(conn_params)
         return connection
+
+    def _checkout(self, conn_params: dict[str, Any]) -> Any:
+        """Django's checkout, shedding load while the pool finds no connection.
+
+        While PostgreSQL is down every checkout waited the pool's whole timeout
+        (`DB_POOL_TIMEOUT_S`, 10 s) for its 503, holding a server thread: the requests queued
+        behind them, health probes among them, waited up to 50 s. Once a checkout has timed
+        out, the next ones wait `DB_POOL_OUTAGE_TIMEOUT_S` (each still starts a connection
+        attempt if none is under way) until one gets a connection.
+        """
+        pool = self.pool
+        try:
+            connection = super().get_new_connection(conn_params)
+        except PoolTimeout:
+            if pool is not None:
+                pool.timeout = settings.DB_POOL_OUTAGE_TIMEOUT_S
+            raise
+        if pool is not None and pool.timeout != self._pool_timeout():
+            pool.timeout = self._pool_timeout()
+        return connection
+
+    def _pool_timeout(self) -> float:
+        """The pool's timeout as the settings give it (psycopg_pool's default: 30 s)."""
+        options = self.settings_dict["OPTIONS"].get("pool")
+        return float(options.get("timeout", 30.0)) if isinstance(options, dict) else 30.0

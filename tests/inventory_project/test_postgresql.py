@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import DataError, OperationalError, connection, transaction
+from django.db import DataError, OperationalError, connection, connections, transaction
 from psycopg_pool import ConnectionPool
 
 from inventory_project.postgresql.base import DatabaseWrapper, closed_by_server
@@ -265,8 +265,9 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
 
 
 @contextlib.contextmanager
-def _pool_behind(outage: Outage, **options: float) -> Any:
-    """The pool Django builds from the project's settings, through `outage`'s port."""
+def _database_behind(outage: Outage, **options: float) -> Any:
+    """The project's database settings through `outage`'s port, the pool's options laid over
+    them: the backend, with the pool Django builds, open."""
     params = connection.settings_dict
     pool_options = {**params["OPTIONS"]["pool"], **options}
     wrapper = DatabaseWrapper(
@@ -281,10 +282,21 @@ def _pool_behind(outage: Outage, **options: float) -> Any:
     pool = wrapper.pool
     assert pool is not None
     pool.open(wait=True)
+    # contrib.postgres looks a new connection up by its alias (its type handlers).
+    connections[wrapper.alias] = wrapper
     try:
-        yield pool
+        yield wrapper
     finally:
+        wrapper.close()
         wrapper.close_pool()
+        del connections[wrapper.alias]
+
+
+@contextlib.contextmanager
+def _pool_behind(outage: Outage, **options: float) -> Any:
+    """The pool Django builds from the project's settings, through `outage`'s port."""
+    with _database_behind(outage, **options) as database:
+        yield database.pool
 
 
 def _connects(pool: ConnectionPool) -> bool:
@@ -341,6 +353,31 @@ def test_requests_already_waiting_through_an_outage_get_a_connection_soon_after_
         waiting.join(settings.DB_POOL_RECONNECT_TIMEOUT_S + 1)
         assert got, "no connection yet"
         assert got[0] - back < settings.DB_POOL_RECONNECT_TIMEOUT_S + 1
+
+
+def test_while_the_database_is_down_checkouts_after_the_first_give_up_at_once() -> None:
+    """Every checkout waited the pool's whole timeout for its 503, holding a server thread:
+    the requests queued behind them, health probes among them, waited up to 50 s."""
+    with Outage() as outage, _database_behind(outage, timeout=3) as database:
+        database.connect()
+        database.close()
+        outage.down()
+        waits = []
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(psycopg.OperationalError):  # PoolTimeout
+                database.connect()  # a request's checkout, as ensure_connection makes it
+            waits.append(time.monotonic() - started)
+        assert waits[0] >= 3  # the first waits the pool's timeout
+        assert max(waits[1:]) < settings.DB_POOL_OUTAGE_TIMEOUT_S + 1
+        outage.up()
+        back = time.monotonic()
+        while True:
+            with contextlib.suppress(psycopg.OperationalError):
+                database.connect()
+                break
+            assert time.monotonic() - back < settings.DB_POOL_RECONNECT_TIMEOUT_S + 1
+        assert database.pool.timeout == 3  # its own again, once a checkout got a connection
 
 
 def _tcp_settings(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
