@@ -48,7 +48,9 @@ def _check_database() -> None:
     # requests' DB_POOL_TIMEOUT_S: with PostgreSQL down the probe answered after 10 s, longer
     # than an orchestrator's probe timeout.
     pool.open()  # as Django opens it on its first connection: a probe may come first
-    with pool.connection(timeout=CHECK_TIMEOUT_S) as conn:
+    # While the requests' checkouts give up at once (a database found down: the backend's
+    # _checkout), so does the probe's: 2 s each held a server thread in an outage.
+    with pool.connection(timeout=min(CHECK_TIMEOUT_S, pool.timeout)) as conn:
         conn.execute("SELECT 1").fetchone()
 
 

@@ -166,14 +166,17 @@ class DatabaseWrapper(base.DatabaseWrapper):
         (`DB_POOL_TIMEOUT_S`, 10 s) for its 503, holding a server thread: the requests queued
         behind them, health probes among them, waited up to 50 s. Once a checkout has timed
         out, the next ones wait `DB_POOL_OUTAGE_TIMEOUT_S` (each still starts a connection
-        attempt if none is under way) until one gets a connection.
+        attempt if none is under way) until one gets a connection. The first wave of requests
+        in an outage still waits the whole timeout; so does, once, a pool that was full for
+        that long with the database up, and after it every checkout that finds none free
+        within the shorter wait, until one does.
         """
         pool = self.pool
         try:
             connection = super().get_new_connection(conn_params)
         except PoolTimeout:
             if pool is not None:
-                pool.timeout = settings.DB_POOL_OUTAGE_TIMEOUT_S
+                pool.timeout = min(settings.DB_POOL_OUTAGE_TIMEOUT_S, self._pool_timeout())
             raise
         if pool is not None and pool.timeout != self._pool_timeout():
             pool.timeout = self._pool_timeout()

@@ -110,6 +110,10 @@ def test_the_database_probe_waits_its_own_timeout_for_a_connection(client, monke
     assert client.get("/readyz").status_code == 200
     assert asked == [health.CHECK_TIMEOUT_S]
     assert health.CHECK_TIMEOUT_S < settings.DB_POOL_TIMEOUT_S
+    # ... nor longer than the requests' own wait once the database was found down.
+    monkeypatch.setattr(pool, "timeout", settings.DB_POOL_OUTAGE_TIMEOUT_S)
+    assert client.get("/readyz").status_code == 200
+    assert asked[-1] == settings.DB_POOL_OUTAGE_TIMEOUT_S
 
 
 @pytest.mark.django_db
