@@ -594,7 +594,6 @@ def test_a_plan_is_stored_under_the_advisory_lock_whichever_lock_its_planner_hol
 
     AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
     params = connection.get_connection_params()
-    params.pop("pool", None)
     with psycopg.connect(**params, autocommit=True) as fallback_planner:
         fallback_planner.execute("SELECT pg_advisory_lock(%s)", [locks.PLANNING_ADVISORY_KEY])
         with connection.cursor() as cursor:

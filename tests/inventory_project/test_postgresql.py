@@ -398,7 +398,6 @@ def test_connections_notice_a_server_gone_without_a_word_within_seconds() -> Non
     with connection.cursor():
         assert _tcp_settings(connection.connection) == expected
     params = connection.get_connection_params()
-    params.pop("pool", None)
     with psycopg.connect(**params) as listener:  # as listen_product_changes connects
         assert _tcp_settings(listener) == expected
 
@@ -420,7 +419,6 @@ def test_the_server_drops_connections_the_app_lost_within_seconds_too() -> None:
 def test_a_connection_attempt_to_a_server_that_never_answers_gives_up() -> None:
     """psycopg waits 130 s by default, holding one of the pool's three workers each time."""
     params = connection.get_connection_params()
-    params.pop("pool", None)
     failed = threading.Event()
 
     def connect() -> None:
@@ -444,7 +442,6 @@ def test_a_migration_waiting_for_a_lock_gives_up_rather_than_queue_the_tables_qu
     with connection.cursor() as cursor:
         cursor.execute("CREATE TABLE lock_probe (id int)")
     params = connection.get_connection_params()
-    params.pop("pool", None)
     failures: list[Exception] = []
 
     def migrate() -> None:

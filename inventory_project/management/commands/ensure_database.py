@@ -18,7 +18,6 @@ class Command(BaseCommand):
         # As the app connects (DATABASE_URL's options, sslmode among them), to the server's
         # maintenance database: the configured one may not exist yet.
         params = connection.get_connection_params()
-        params.pop("pool", None)
         params["dbname"] = "postgres"
         try:
             with psycopg.connect(**params, autocommit=True) as conn:

@@ -54,7 +54,6 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         params = connection.get_connection_params()
-        params.pop("pool", None)
         first, most = options["reconnect_delay"], options["reconnect_delay_max"]
         if most is None:
             most = max(first, RECONNECT_DELAY_MAX_S)
