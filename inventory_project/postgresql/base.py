@@ -176,12 +176,13 @@ class DatabaseWrapper(base.DatabaseWrapper):
             connection = super().get_new_connection(conn_params)
         except PoolTimeout:
             if pool is not None:
-                pool.timeout = min(settings.DB_POOL_OUTAGE_TIMEOUT_S, self._pool_timeout())
+                pool.timeout = min(settings.DB_POOL_OUTAGE_TIMEOUT_S, self._pool_timeout)
             raise
-        if pool is not None and pool.timeout != self._pool_timeout():
-            pool.timeout = self._pool_timeout()
+        if pool is not None and pool.timeout != self._pool_timeout:
+            pool.timeout = self._pool_timeout
         return connection
 
+    @functools.cached_property
     def _pool_timeout(self) -> float:
         """The pool's timeout as the settings give it (psycopg_pool's default: 30 s)."""
         options = self.settings_dict["OPTIONS"].get("pool")
