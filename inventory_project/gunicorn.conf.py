@@ -28,7 +28,10 @@ control_socket_disable = True
 
 
 def post_worker_init(worker: Any) -> None:
-    """Answer the requests gunicorn itself refuses in the API's JSON error shape."""
+    """Bound what a request's SQL may wait for (the settings' WEB_DB_*), and answer the
+    requests gunicorn itself refuses in the API's JSON error shape."""
     from inventory_project import server_errors
+    from inventory_project.postgresql import base
 
+    base.serve_web_requests()
     server_errors.install(worker.cfg)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from urllib.parse import quote
 
 from django.db import connection
+from django.test import override_settings
+
+from inventory_project.postgresql import base as backend
 
 
 def database_url(name: str | None = None) -> str:
@@ -14,3 +19,24 @@ def database_url(name: str | None = None) -> str:
     if db["PASSWORD"]:
         user += ":" + quote(db["PASSWORD"], safe="")
     return f"postgres://{user}@{db['HOST']}:{db['PORT'] or 5432}/{name or db['NAME']}"
+
+
+@contextlib.contextmanager
+def web_server_connections(**session: str) -> Iterator[None]:
+    """This process's connections as a gunicorn worker's (`serve_web_requests`), with the
+    server settings `session` (WEB_DB_SESSION's names, in milliseconds) for the web's limits.
+
+    The pool is closed before and after: its connections carry what they were opened with.
+    """
+    connection.close()
+    connection.close_pool()
+    saved = dict(backend._session_settings)
+    try:
+        with override_settings(WEB_DB_SESSION=session):
+            backend.serve_web_requests()
+        yield
+    finally:
+        backend._session_settings.clear()
+        backend._session_settings.update(saved)
+        connection.close()
+        connection.close_pool()

@@ -15,8 +15,9 @@ timeout) make that about 30 s, not hours, and the checkout after it replaces the
 The server is asked to do the same for its side (`DB_SERVER_KEEPALIVES`), so a connection
 the app gave up on does not hold its locks there for hours.
 
-It also reads `timestamptz` values with psycopg's C loader (see `UtcTimestamptzLoader`), and
-migrates with a bounded wait for locks (schema.py).
+In a web server's process (`serve_web_requests`) each connection also carries the limits on
+what a request's SQL may wait for. It also reads `timestamptz` values with psycopg's C loader
+(see `UtcTimestamptzLoader`), and migrates with a bounded wait for locks (schema.py).
 """
 
 from __future__ import annotations
@@ -67,6 +68,23 @@ def _adapters(template: AdaptersMap) -> AdaptersMap:
     adapters = AdaptersMap(template)
     adapters.register_loader(_TIMESTAMPTZ, UtcTimestamptzLoader)
     return adapters
+
+
+# The server settings this process's new connections set beyond the keepalives: a web
+# server's limits once serve_web_requests() has run, none elsewhere.
+_session_settings: dict[str, str] = {}
+
+
+def serve_web_requests() -> None:
+    """Give this process's new connections the web's limits (the settings' WEB_DB_SESSION): a
+    request's statement waits at most so long for a lock, runs at most so long, and its
+    transaction is ended if left idle that long; past one, the request gets a 503 saying which.
+
+    gunicorn.conf.py calls it in each worker before it serves. Celery's workers, the commands
+    and migrations never call it: they wait for advisory locks on purpose, and a migration may
+    build an index for minutes. Connections opened before the call keep what they have.
+    """
+    _session_settings.update(settings.WEB_DB_SESSION)
 
 
 def closed_by_server(connection: psycopg.Connection[Any]) -> bool:
@@ -121,13 +139,13 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _configure_connection(self, connection: psycopg.Connection[Any]) -> bool:
         """Django's set-up of a new connection (its time zone, role), and the server's
-        keepalives (the settings' DB_SERVER_KEEPALIVES), in one more round trip per
-        connection, not per checkout."""
+        keepalives (the settings' DB_SERVER_KEEPALIVES) with a web server's limits
+        (`serve_web_requests`), in one more round trip per connection, not per checkout."""
         commit: bool = super()._configure_connection(connection)  # type: ignore[misc]
-        keepalives = getattr(settings, "DB_SERVER_KEEPALIVES", {})
-        if keepalives:
-            calls = ", ".join(["set_config(%s, %s, false)"] * len(keepalives))
-            params = [part for item in keepalives.items() for part in item]
+        session = {**getattr(settings, "DB_SERVER_KEEPALIVES", {}), **_session_settings}
+        if session:
+            calls = ", ".join(["set_config(%s, %s, false)"] * len(session))
+            params = [part for item in session.items() for part in item]
             with connection.cursor() as cursor:
                 cursor.execute(f"SELECT {calls}", params)
             commit = True

@@ -71,6 +71,23 @@ def env_float(name: str, default: float, *, positive: bool = False) -> float:
     return value
 
 
+def env_pg_timeout_s(name: str, default: float) -> float:
+    """Seconds for one of PostgreSQL's timeouts, 0 for none. PostgreSQL takes whole
+    milliseconds up to 2^31 - 1: below 1 ms it read 0 (no limit), above it refused the value
+    ("value exceeds integer range") on every connection or migration that set it."""
+    value = env_float(name, default)
+    if value and not 0.001 <= value <= 2_147_483:
+        raise ImproperlyConfigured(
+            f"{name} must be 0 (no limit) or 0.001 to 2147483 seconds, got {os.environ[name]!r}"
+        )
+    return value
+
+
+def pg_milliseconds(seconds: float) -> str:
+    """A timeout as PostgreSQL's settings take it with no unit: whole milliseconds."""
+    return str(round(seconds * 1000))
+
+
 def env_time_of_day(name: str, default: str) -> tuple[int, int]:
     """A time of day as HH:MM (or HH), 00:00 to 23:59: the hour and the minute."""
     raw = env_str(name, default).strip() or default
@@ -230,14 +247,26 @@ DB_PREPARE_THRESHOLD = env_int("DB_PREPARE_THRESHOLD", 5)
 
 # How long an atomic migration waits for a lock (a table's, or a row's in a data migration)
 # before it gives up, rolled back (inventory_project/postgresql/schema.py); 0: no limit.
-MIGRATION_LOCK_TIMEOUT_S = env_float("MIGRATION_LOCK_TIMEOUT_S", 5.0)
-# PostgreSQL takes whole milliseconds up to 2^31 - 1: below 1 ms it read 0 (no limit), above
-# every atomic migration failed ("value exceeds integer range").
-if MIGRATION_LOCK_TIMEOUT_S and not 0.001 <= MIGRATION_LOCK_TIMEOUT_S <= 2_147_483:
-    raise ImproperlyConfigured(
-        "MIGRATION_LOCK_TIMEOUT_S must be 0 (no limit) or 0.001 to 2147483 seconds, "
-        f"got {os.environ['MIGRATION_LOCK_TIMEOUT_S']!r}"
-    )
+MIGRATION_LOCK_TIMEOUT_S = env_pg_timeout_s("MIGRATION_LOCK_TIMEOUT_S", 5.0)
+# What a web request's SQL may wait for, set on each connection of a gunicorn worker
+# (gunicorn.conf.py; inventory_project/postgresql/base.py), 0 for no limit. Without them a
+# request waited as long as whatever held its lock: ten PUTs behind a row lock that a shell kept
+# for 30 s held all eight of the server's threads that long, and /healthz waited 28.6 s behind
+# them. Past a limit the request gets a 503 saying which. Celery's workers, the commands and
+# migrations keep PostgreSQL's defaults: they wait for advisory locks on purpose, and may build
+# an index for minutes (the tasks have time limits of their own).
+WEB_DB_LOCK_TIMEOUT_S = env_pg_timeout_s("WEB_DB_LOCK_TIMEOUT_S", 5.0)
+WEB_DB_STATEMENT_TIMEOUT_S = env_pg_timeout_s("WEB_DB_STATEMENT_TIMEOUT_S", 10.0)
+# A transaction of a web request idle this long (a request stuck between two statements) is
+# ended by the server, with its locks.
+WEB_DB_IDLE_IN_TRANSACTION_TIMEOUT_S = env_pg_timeout_s(
+    "WEB_DB_IDLE_IN_TRANSACTION_TIMEOUT_S", 60.0
+)
+WEB_DB_SESSION = {
+    "lock_timeout": pg_milliseconds(WEB_DB_LOCK_TIMEOUT_S),
+    "statement_timeout": pg_milliseconds(WEB_DB_STATEMENT_TIMEOUT_S),
+    "idle_in_transaction_session_timeout": pg_milliseconds(WEB_DB_IDLE_IN_TRANSACTION_TIMEOUT_S),
+}
 
 _default_db = database_from_url(DATABASE_URL)
 _default_db.update(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig, TooManyFieldsSent
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -30,11 +31,43 @@ from inventory_project import logs
 logger = logging.getLogger(__name__)
 # A database outage fails every request: one line a minute says so, not a traceback each.
 DATABASE_DOWN = logs.Every()
+# So does a lock that someone holds, for every request that needs it.
+DATABASE_LIMIT = logs.Every()
+
+LOCK_WAIT_DETAIL = (
+    "Another transaction holds a lock this request needs, past the time the request may wait "
+    "for it; try again shortly."
+)
+STATEMENT_DETAIL = (
+    "The database cancelled this request's query: it ran past its time limit, or an operator "
+    "cancelled it; try again shortly."
+)
+IDLE_TRANSACTION_DETAIL = (
+    "The database ended this request's transaction: it was left idle past its time limit; "
+    "try again shortly."
+)
+
+
+def _limit_reached(exc: Exception) -> str | None:
+    """What a 503 says when a web request's SQL reached one of its limits (the settings'
+    WEB_DB_*), rather than found no database; None for any other error."""
+    cause = exc.__cause__
+    if isinstance(cause, psycopg.errors.LockNotAvailable):
+        return LOCK_WAIT_DETAIL
+    if isinstance(cause, psycopg.errors.QueryCanceled):
+        return STATEMENT_DETAIL
+    if isinstance(cause, psycopg.errors.IdleInTransactionSessionTimeout):
+        return IDLE_TRANSACTION_DETAIL  # an InternalError: its SQLSTATE's class is 25
+    return None
 
 
 def log_database_unavailable(log: logging.Logger, exc: Exception) -> None:
-    """Say (once a minute per process, see DATABASE_DOWN) that a request found no database."""
-    DATABASE_DOWN.error(log, "database unavailable: %s: %s", type(exc).__name__, exc)
+    """Say (once a minute per process and kind) that a request found no database, or waited
+    past a limit for it."""
+    if _limit_reached(exc) is None:
+        DATABASE_DOWN.error(log, "database unavailable: %s: %s", type(exc).__name__, exc)
+    else:
+        DATABASE_LIMIT.warning(log, "database limit reached: %s: %s", type(exc).__name__, exc)
 
 
 API_PREFIX = "/api/"
@@ -72,6 +105,12 @@ class ServiceUnavailable(exceptions.APIException):
     wait = 5
 
 
+def unavailable_detail(exc: Exception) -> str:
+    """The message of the 503 for a database error (OperationalError, InterfaceError, or a
+    web request's limit reached)."""
+    return _limit_reached(exc) or str(ServiceUnavailable.default_detail)
+
+
 def error_body(
     code: str, message: str, fields: dict[str, list[str]] | None = None
 ) -> dict[str, Any]:
@@ -89,9 +128,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         exc = exceptions.ValidationError(_django_validation_detail(exc))
     elif isinstance(exc, ObjectDoesNotExist):
         exc = exceptions.NotFound()
-    elif isinstance(exc, OperationalError | InterfaceError):
+    elif isinstance(exc, OperationalError | InterfaceError) or _limit_reached(exc):
         log_database_unavailable(logger, exc)
-        exc = ServiceUnavailable()
+        exc = ServiceUnavailable(unavailable_detail(exc))
     elif isinstance(exc, IntegrityError | DataError):
         # A constraint or a value the validators missed: never a 500 for the client's input.
         logger.exception("database rejected the data")

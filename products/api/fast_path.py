@@ -38,7 +38,7 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 
 from products import cache, selectors
-from products.api.errors import ServiceUnavailable, error_body
+from products.api.errors import ServiceUnavailable, error_body, unavailable_detail
 from products.api.throttling import READ_GROUP, count_once
 from products.api.views import (
     NOT_MODIFIED_KEEPS,
@@ -397,12 +397,14 @@ def keep_as_detail(product_id: int, entry: cache.Entry) -> None:
         logger.warning("write-through of product %s skipped", product_id, exc_info=True)
 
 
-def unavailable(headers: dict[str, str]) -> tuple[str, list[tuple[str, str]], bytes]:
-    """The view's 503 for an unreachable database (errors.ServiceUnavailable, with its
+def unavailable(
+    headers: dict[str, str], exc: Exception
+) -> tuple[str, list[tuple[str, str]], bytes]:
+    """The view's 503 for the database error `exc` (errors.ServiceUnavailable, with its
     Retry-After), sent with `headers`, those the view sends with its JSON. The fast paths answer
     it themselves: the view would first wait out the connection pool's timeout again."""
     body = JSONRenderer().render(
-        error_body(ServiceUnavailable.default_code, str(ServiceUnavailable.default_detail))
+        error_body(ServiceUnavailable.default_code, unavailable_detail(exc))
     )
     retry_after = ("Retry-After", str(ServiceUnavailable.wait))
     return "503 Service Unavailable", [*headers.items(), retry_after], body

@@ -164,7 +164,7 @@ class ProductPagesApp:
             # Answered here as the view answers it: the view would first wait for a
             # connection as long again.
             errors.log_database_unavailable(logger, exc)
-            status, headers, body = fast_path.unavailable(_headers(page.view))
+            status, headers, body = fast_path.unavailable(_headers(page.view), exc)
             return status, [*headers, ("Content-Length", str(len(body)))], body
         except Exception:
             return None  # a page past the end (404): the view answers

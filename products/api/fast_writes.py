@@ -119,7 +119,7 @@ class ProductUpdateApp:
         except (OperationalError, InterfaceError) as exc:
             # The token query found no database: the view would wait for the pool again.
             log_database_unavailable(logger, exc)
-            return self._unavailable()
+            return self._unavailable(exc)
         except Exception:
             # Nothing is written yet: the view answers (400, 401, 403, its JSON 500) and logs
             # what it has to.
@@ -132,7 +132,7 @@ class ProductUpdateApp:
             # The UPDATE may have committed before the connection failed: running it again
             # through the view would write twice. Answer as the view would answer this error.
             log_database_unavailable(logger, exc)
-            return self._unavailable()
+            return self._unavailable(exc)
         # Committed. What follows renders the answer; the write-through never raises.
         try:
             content = self.renderer.render(ProductOutputSerializer(product).data)
@@ -148,8 +148,8 @@ class ProductUpdateApp:
         fast_path.keep_as_detail(product_id, entry)
         return "200 OK", list(entry.headers.items()), content
 
-    def _unavailable(self) -> tuple[str, list[tuple[str, str]], bytes]:
-        return fast_path.unavailable(fast_path.view_json_headers(self.view))
+    def _unavailable(self, exc: Exception) -> tuple[str, list[tuple[str, str]], bytes]:
+        return fast_path.unavailable(fast_path.view_json_headers(self.view), exc)
 
     def _error(
         self, status: str, code: str, detail: str

@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from products import selectors, services
-from products.api.errors import PreconditionFailed, ServiceUnavailable
+from products.api.errors import PreconditionFailed
 from products.api.pagination import keyset_page_data, offset_page_data
 from products.api.schema import ProductAutoSchema
 from products.api.serializers import (
@@ -56,7 +56,8 @@ ERROR_DESCRIPTIONS = {
     413: "The request body is larger than the server takes (DATA_UPLOAD_MAX_MEMORY_SIZE).",
     415: "Unsupported Content-Type, or a Content-Encoding: send the body uncompressed.",
     429: "Rate limit exceeded; see Retry-After.",
-    503: str(ServiceUnavailable.default_detail),
+    503: "The database is unavailable, or the request waited past one of its limits for it (a "
+    "lock another transaction holds, a query's time); see Retry-After.",
 }
 # What any operation may answer, whatever it is asked: a read is public, but a bad token sent
 # with one is refused all the same (DRF authenticates before it looks at permissions); and a

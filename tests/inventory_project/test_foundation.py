@@ -476,14 +476,22 @@ def test_a_count_out_of_its_range_is_refused_naming_it(name, value) -> None:
     assert f"got '{value}'" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MIGRATION_LOCK_TIMEOUT_S",
+        "WEB_DB_LOCK_TIMEOUT_S",
+        "WEB_DB_STATEMENT_TIMEOUT_S",
+        "WEB_DB_IDLE_IN_TRANSACTION_TIMEOUT_S",
+    ],
+)
 @pytest.mark.parametrize("value", ["0.0001", "3000000"])
-def test_a_migration_lock_timeout_postgresql_would_misread_is_refused(value) -> None:
-    """Below a millisecond it read 0 (no limit); past 2^31 - 1 ms every migration failed."""
-    result = _manage("check", MIGRATION_LOCK_TIMEOUT_S=value)
+def test_a_postgresql_timeout_postgresql_would_misread_is_refused(name, value) -> None:
+    """Below a millisecond it read 0 (no limit); past 2^31 - 1 ms every migration or web
+    connection that set it failed."""
+    result = _manage("check", **{name: value})
     assert result.returncode != 0
-    assert "ImproperlyConfigured: MIGRATION_LOCK_TIMEOUT_S must be 0 (no limit) or" in (
-        result.stderr
-    )
+    assert f"ImproperlyConfigured: {name} must be 0 (no limit) or" in result.stderr
     assert f"got '{value}'" in result.stderr
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
 import select
 import socket
@@ -16,11 +18,23 @@ import psycopg
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import DataError, OperationalError, connection, connections, transaction
+from django.db import (
+    DataError,
+    InternalError,
+    OperationalError,
+    connection,
+    connections,
+    transaction,
+)
 from psycopg_pool import ConnectionPool
+from rest_framework.authtoken.models import Token
 
 from inventory_project.postgresql.base import DatabaseWrapper, closed_by_server
+from products.api.errors import LOCK_WAIT_DETAIL
 from products.models import Product
+from tests.database import web_server_connections
+from tests.inventory_project.conftest import serving
+from tests.products.conftest import ProductFactory, make_user
 from tests.time_limits import STATEMENT_S, slow_statement_cut_short
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -470,3 +484,136 @@ def test_a_migration_waiting_for_a_lock_gives_up_rather_than_queue_the_tables_qu
     finally:
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE lock_probe")
+
+
+# --- What a web request's SQL may wait for ---------------------------------------------------
+
+# The web's limits, shorter than the settings' (milliseconds, as WEB_DB_SESSION holds them).
+WEB_LIMITS = {
+    "lock_timeout": "500",
+    "statement_timeout": "1000",
+    "idle_in_transaction_session_timeout": "500",
+}
+_LIMITS_QUERY = (
+    "SELECT current_setting('lock_timeout'), current_setting('statement_timeout'),"
+    " current_setting('idle_in_transaction_session_timeout')"
+)
+
+
+def _raised_within(seconds: float, call: Any) -> BaseException | None:
+    """What `call` raised (None for nothing) in a thread of its own, with a connection of its
+    own; fails if it is still running after `seconds`."""
+    raised: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            raised.append(None)
+        except BaseException as exc:
+            raised.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still waiting after {seconds} s"
+    return raised[0]
+
+
+def _row_lock_held(product: Product) -> Any:
+    """A connection holding `product`'s row lock in an open transaction, as a shell might."""
+    holder = psycopg.connect(**connection.get_connection_params())
+    holder.execute("SELECT 1 FROM products_product WHERE id = %s FOR UPDATE", [product.pk])
+    return holder
+
+
+def test_the_workers_commands_and_migrations_keep_postgresqls_defaults() -> None:
+    """They wait for advisory locks on purpose (one `migrate` at a time, the ads planner's
+    lock), and a migration may build an index for minutes."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LIMITS_QUERY)
+        assert cursor.fetchone() == ("0", "0", "0")
+
+
+def test_a_web_servers_connections_carry_the_settings_limits() -> None:
+    with web_server_connections(**settings.WEB_DB_SESSION), connection.cursor() as cursor:
+        cursor.execute(_LIMITS_QUERY)
+        assert cursor.fetchone() == ("5s", "10s", "1min")
+
+
+def test_a_web_request_waits_for_a_row_lock_no_longer_than_its_limit() -> None:
+    """Ten PUTs behind a row lock that a shell kept held all of gunicorn's eight threads for as
+    long as it was kept, and every request behind them waited too."""
+    product = ProductFactory(stock_level=1)
+    with web_server_connections(**WEB_LIMITS), _row_lock_held(product):
+        raised = _raised_within(
+            20, lambda: Product.objects.filter(pk=product.pk).update(stock_level=2)
+        )
+    assert isinstance(raised, OperationalError)
+    assert isinstance(raised.__cause__, psycopg.errors.LockNotAvailable)
+    product.refresh_from_db()
+    assert product.stock_level == 1
+
+
+def test_a_web_requests_statement_is_cancelled_past_its_limit() -> None:
+    def slow() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT pg_sleep({STATEMENT_S})")
+
+    with web_server_connections(**WEB_LIMITS):
+        raised = _raised_within(20, slow)
+    assert isinstance(raised, OperationalError)
+    assert isinstance(raised.__cause__, psycopg.errors.QueryCanceled)
+
+
+def _wait_until_ended(pid: int) -> None:
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as observer:
+        deadline = time.monotonic() + 20
+        while observer.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline, "the transaction is still open"
+            time.sleep(0.05)
+
+
+def test_a_web_requests_transaction_left_idle_past_its_limit_ends_with_its_locks() -> None:
+    product = ProductFactory()
+
+    def lock_then_stall() -> None:
+        with transaction.atomic():
+            Product.objects.select_for_update().get(pk=product.pk)
+            _wait_until_ended(connection.connection.info.backend_pid)
+            Product.objects.count()  # the request's next statement: its session is gone
+
+    with web_server_connections(**WEB_LIMITS):
+        with pytest.raises(InternalError) as raised:
+            lock_then_stall()
+        assert isinstance(raised.value.__cause__, psycopg.errors.IdleInTransactionSessionTimeout)
+        with _row_lock_held(product):  # its lock went with it
+            pass
+        assert Product.objects.filter(pk=product.pk).exists()  # the next checkout is fine
+
+
+def test_gunicorns_workers_answer_a_put_behind_a_held_lock_with_a_503_saying_so() -> None:
+    product = ProductFactory(stock_level=1)
+    token = Token.objects.create(user=make_user("clerk", "change_product")).key
+    with serving(WEB_DB_LOCK_TIMEOUT_S="0.5") as port, _row_lock_held(product):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        conn.request(
+            "PUT",
+            f"/api/products/{product.pk}",
+            body=json.dumps({"price": "1.00", "stock_level": 2}),
+            headers={
+                "Authorization": f"Token {token}",
+                "Content-Type": "application/json",
+                "Host": "localhost",
+            },
+        )
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        conn.close()
+    assert (response.status, response.headers["Retry-After"]) == (503, "5")
+    assert body["error"] == {"code": "service_unavailable", "message": LOCK_WAIT_DETAIL}
+    product.refresh_from_db()
+    assert product.stock_level == 1
