@@ -193,6 +193,9 @@ MIDDLEWARE = [
     "inventory_project.logins.LoginRateLimitMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Last, so that it sees a view's exception first: a database outage or a lock held too
+    # long is a 503 page, not the 500 of a bug.
+    "inventory_project.unavailable.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "inventory_project.urls"

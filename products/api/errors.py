@@ -48,7 +48,7 @@ IDLE_TRANSACTION_DETAIL = (
 )
 
 
-def _limit_reached(exc: Exception) -> str | None:
+def limit_reached(exc: Exception) -> str | None:
     """What a 503 says when a web request's SQL reached one of its limits (the settings'
     WEB_DB_*), rather than found no database; None for any other error."""
     cause = exc.__cause__
@@ -64,7 +64,7 @@ def _limit_reached(exc: Exception) -> str | None:
 def log_database_unavailable(log: logging.Logger, exc: Exception) -> None:
     """Say (once a minute per process and kind) that a request found no database, or waited
     past a limit for it."""
-    if _limit_reached(exc) is None:
+    if limit_reached(exc) is None:
         DATABASE_DOWN.error(log, "database unavailable: %s: %s", type(exc).__name__, exc)
     else:
         DATABASE_LIMIT.warning(log, "database limit reached: %s: %s", type(exc).__name__, exc)
@@ -108,7 +108,7 @@ class ServiceUnavailable(exceptions.APIException):
 def unavailable_detail(exc: Exception) -> str:
     """The message of the 503 for a database error (OperationalError, InterfaceError, or a
     web request's limit reached)."""
-    return _limit_reached(exc) or str(ServiceUnavailable.default_detail)
+    return limit_reached(exc) or str(ServiceUnavailable.default_detail)
 
 
 def error_body(
@@ -128,7 +128,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         exc = exceptions.ValidationError(_django_validation_detail(exc))
     elif isinstance(exc, ObjectDoesNotExist):
         exc = exceptions.NotFound()
-    elif isinstance(exc, OperationalError | InterfaceError) or _limit_reached(exc):
+    elif isinstance(exc, OperationalError | InterfaceError) or limit_reached(exc):
         log_database_unavailable(logger, exc)
         exc = ServiceUnavailable(unavailable_detail(exc))
     elif isinstance(exc, IntegrityError | DataError):
@@ -190,7 +190,7 @@ def _django_validation_detail(exc: DjangoValidationError) -> dict[str, list[str]
     return {"non_field_errors": list(exc.messages)}
 
 
-def _is_api(request: HttpRequest) -> bool:
+def is_api(request: HttpRequest) -> bool:
     return request.path.startswith(API_PREFIX)
 
 
@@ -200,7 +200,7 @@ def body_too_large() -> str:
 
 
 def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    if _is_api(request):
+    if is_api(request):
         if isinstance(exception, RequestDataTooBig):
             return JsonResponse(error_body("too_large", body_too_large()), status=413)
         if isinstance(exception, TooManyFieldsSent):
@@ -212,7 +212,7 @@ def handler400(request: HttpRequest, exception: Exception | None = None) -> Http
 
 
 def handler403(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    if _is_api(request):
+    if is_api(request):
         message = str(exception) if isinstance(exception, DjangoPermissionDenied) else ""
         return JsonResponse(
             error_body("permission_denied", message or "Permission denied."), status=403
@@ -221,7 +221,7 @@ def handler403(request: HttpRequest, exception: Exception | None = None) -> Http
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    if _is_api(request):
+    if is_api(request):
         message = "No such resource."
         if isinstance(exception, Http404) and request.resolver_match is not None:
             message = str(exception) or message
@@ -233,6 +233,6 @@ SERVER_ERROR_DETAIL = "Internal server error."
 
 
 def handler500(request: HttpRequest) -> HttpResponse:
-    if _is_api(request):
+    if is_api(request):
         return JsonResponse(error_body("server_error", SERVER_ERROR_DETAIL), status=500)
     return defaults.server_error(request)
