@@ -32,11 +32,10 @@ def entry() -> beat.PersistentEntry:
 def test_every_entry_and_its_next_one_retry_the_send_for_minutes(
     entry: beat.PersistentEntry,
 ) -> None:
-    assert (entry.options["retry"], entry.options["retry_policy"]) == (
-        True,
-        beat.PUBLISH_RETRY_POLICY,
-    )
-    assert next(entry).options["retry_policy"] == beat.PUBLISH_RETRY_POLICY  # after a run
+    for each in (entry, next(entry)):  # and after a run
+        policy = dict(each.options["retry_policy"])
+        assert policy.pop("errback") == beat.SendRetried("t")  # the name, for its log lines
+        assert (each.options["retry"], policy) == (True, beat.PUBLISH_RETRY_POLICY)
     assert celery_app.conf.beat_scheduler == "inventory_project.beat:Scheduler"
 
 
@@ -91,10 +90,11 @@ def _queued(queue: str) -> int:
 
 
 def test_a_due_task_sent_while_the_broker_restarts_reaches_it(
-    entry: beat.PersistentEntry,
+    entry: beat.PersistentEntry, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Beat marks an entry run before sending it; with Celery's default retries (about 0.6 s)
-    a broker away at the due minute lost that day's detection."""
+    a broker away at the due minute lost that day's detection. The retries are logged: until
+    the last one failed, nothing said that beat stood still."""
     options = entry.options
     queue = f"beat-test-{uuid.uuid4()}"
 
@@ -104,8 +104,17 @@ def test_a_due_task_sent_while_the_broker_restarts_reaches_it(
         pytest.raises(KombuOperationalError),
     ):
         tasks.clear_expired_sessions.apply_async(connection=conn, queue=queue)  # Celery's default
+    caplog.clear()
     with broker_back_after(2.0) as url, Connection(url) as conn:
         tasks.clear_expired_sessions.apply_async(
             connection=conn, queue=queue, **{k: v for k, v in options.items() if k != "headers"}
         )
     assert _queued(queue) == 1
+    retried = [r.getMessage() for r in caplog.records if r.name == "inventory_project.beat"]
+    assert len(retried) == 1  # once a minute
+    assert retried[0].startswith("sending 't': the broker is out of reach (")
+
+
+def test_an_entry_after_its_run_is_equal_to_the_one_before(entry: beat.PersistentEntry) -> None:
+    """Beat rebuilds its schedule's heap when an entry compares unequal to the one it had."""
+    assert next(entry).editable_fields_equal(entry)
