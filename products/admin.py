@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
 from django.db import router, transaction
-from django.db.models import QuerySet
+from django.db.models import Count, Model, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.utils.text import smart_split, unescape_string_literal
 
@@ -29,14 +29,25 @@ class StockLevelFilter(admin.SimpleListFilter):
             ("in", "In stock"),
         ]
 
+    conditions = {
+        "out": Q(stock_level=0),
+        "low": Q(stock_level__gt=0, stock_level__lt=LOW_STOCK_THRESHOLD),
+        "in": Q(stock_level__gte=LOW_STOCK_THRESHOLD),
+    }
+
     def queryset(self, request: HttpRequest, queryset: QuerySet[Product]) -> QuerySet[Product]:
-        if self.value() == "out":
-            return queryset.filter(stock_level=0)
-        if self.value() == "low":
-            return queryset.filter(stock_level__gt=0, stock_level__lt=LOW_STOCK_THRESHOLD)
-        if self.value() == "in":
-            return queryset.filter(stock_level__gte=LOW_STOCK_THRESHOLD)
-        return queryset
+        condition = self.conditions.get(str(self.value()))
+        return queryset if condition is None else queryset.filter(condition)
+
+    def get_facet_counts(self, pk_attname: str, filtered_qs: QuerySet[Model]) -> dict[str, Count]:
+        """The counts of the list's "Show counts" link, each choice's condition counted in one
+        scan. Django's own counts each as `id IN (the choice's queryset)`, which PostgreSQL ran
+        as a scan of the subquery per row: hours over a million products, the page cancelled
+        at the web's statement limit (WEB_DB_STATEMENT_TIMEOUT_S) with a 503."""
+        return {
+            f"{index}__c": Count(pk_attname, filter=self.conditions[str(value)])
+            for index, (value, _) in enumerate(self.lookup_choices)
+        }
 
 
 class ProductAdminForm(forms.ModelForm):
