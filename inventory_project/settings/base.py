@@ -11,9 +11,10 @@ import math
 import os
 import re
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
+from kombu.transport import TRANSPORT_ALIASES
 
 from inventory_project.postgresql.pool import reconnect_while_requests_wait
 
@@ -130,15 +131,22 @@ def env_customer_ids(name: str, *, many: bool = True) -> list[str]:
     return [item.replace("-", "") for item in given]
 
 
+def url_parts(name: str, url: str) -> tuple[SplitResult, int | None]:
+    """The URL in variable `name`, split, and its port: a port that is not a number (or past
+    65535) and a bad IPv6 address are refused naming the variable, where urllib's traceback
+    named neither it nor the URL. The messages hold no part of the URL's password."""
+    try:
+        parts = urlsplit(url)
+        return parts, parts.port
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from exc
+
+
 def database_from_url(url: str) -> dict[str, object]:
     """Translate `postgres://user:password@host:port/name?option=value` into a DATABASES entry."""
-    parts = urlsplit(url)
+    parts, port = url_parts("DATABASE_URL", url)
     if parts.scheme not in {"postgres", "postgresql"}:
         raise ImproperlyConfigured(f"DATABASE_URL must be a postgres:// URL, got {parts.scheme!r}")
-    try:
-        port = parts.port
-    except ValueError as exc:  # not a number, or past 65535: a traceback from urllib
-        raise ImproperlyConfigured(f"DATABASE_URL: {exc}") from exc
     return {
         # Django's backend, with a cheaper check of pooled connections (see its docstring).
         "ENGINE": "inventory_project.postgresql",
@@ -350,6 +358,16 @@ DJANGO_REDIS_LOGGER = "inventory_project.cache"
 # --- Celery (RabbitMQ broker; progress lives in the database, so no result backend) ---------
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# Each of its URLs (Celery takes failover ones, `;`-separated) checked at start: one whose port
+# was not a number started the web (its /readyz failing) and stopped the worker and beat with
+# a traceback that named neither the variable nor the URL.
+for _broker in CELERY_BROKER_URL.split(";"):
+    _parts, _ = url_parts("CELERY_BROKER_URL", _broker)
+    if "://" not in _broker or _parts.scheme not in TRANSPORT_ALIASES:  # kombu's test
+        raise ImproperlyConfigured(
+            "CELERY_BROKER_URL must be a URL of a transport Celery knows (amqp://, redis://, "
+            f"...), got {_broker.split('://')[0] if '://' in _broker else _broker.split('@')[-1]!r}"
+        )
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True

@@ -391,6 +391,38 @@ def test_settings_refuse_a_redis_url_without_its_scheme(value) -> None:
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
+        # A traceback from urllib that named neither the variable nor the URL; the worker
+        # and beat stopped with it, the web started with its /readyz failing.
+        ("CELERY_BROKER_URL", "amqp://guest:s3cret@127.0.0.1:notaport//", "Port could not be"),
+        ("CELERY_BROKER_URL", "amqp://guest:s3cret@[::1//", "Invalid IPv6 URL"),
+        ("CELERY_BROKER_URL", "guest:s3cret@127.0.0.1", "a transport Celery knows"),
+        ("CELERY_BROKER_URL", "http://guest:s3cret@127.0.0.1//", "got 'http'"),
+        (
+            "CELERY_BROKER_URL",
+            "amqp://guest:guest@127.0.0.1//;amqp://guest:s3cret@127.0.0.1:x//",
+            "Port could not be",
+        ),
+        ("DATABASE_URL", "postgres://u:s3cret@[::1/inventory", "Invalid IPv6 URL"),
+    ],
+)
+def test_a_url_python_cannot_read_is_refused_naming_it_but_not_its_password(
+    name, value, message
+) -> None:
+    result = _manage("check", **{name: value})
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {name}" in result.stderr
+    assert message in result.stderr
+    assert "s3cret" not in result.stderr
+
+
+def test_failover_broker_urls_and_a_scheme_in_capitals_are_taken_as_kombu_takes_them() -> None:
+    both = "AMQP://guest:guest@127.0.0.1:5672//;amqp://guest:guest@127.0.0.2:5672//"
+    assert _manage("check", CELERY_BROKER_URL=both).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
         ("GOOGLE_ADS_CUSTOMER_IDS", "123-456-7890,12345", "got '12345'"),
         ("GOOGLE_ADS_CUSTOMER_IDS", "123-456-789O", "got '123-456-789O'"),
         ("GOOGLE_ADS_LOGIN_CUSTOMER_ID", "1234567890,1234567891", "takes one customer id"),
