@@ -134,12 +134,16 @@ def env_customer_ids(name: str, *, many: bool = True) -> list[str]:
 def url_parts(name: str, url: str) -> tuple[SplitResult, int | None]:
     """The URL in variable `name`, split, and its port: a port that is not a number (or past
     65535) and a bad IPv6 address are refused naming the variable, where urllib's traceback
-    named neither it nor the URL. The messages hold no part of the URL's password."""
+    named neither it nor the URL. Not with urllib's words: a password holding an unencoded
+    `/` is cut there, and urllib quoted what came before it as the port."""
     try:
         parts = urlsplit(url)
         return parts, parts.port
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name}: {exc}") from exc
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name}: its port is not a number from 0 to 65535, or its IPv6 address is "
+            "malformed; in the user name and password, percent-encode any of : / ? # [ ] @"
+        ) from None
 
 
 def database_from_url(url: str) -> dict[str, object]:
@@ -363,7 +367,8 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5
 # a traceback that named neither the variable nor the URL.
 for _broker in CELERY_BROKER_URL.split(";"):
     _parts, _ = url_parts("CELERY_BROKER_URL", _broker)
-    if "://" not in _broker or _parts.scheme not in TRANSPORT_ALIASES:  # kombu's test
+    # As kombu reads it: `redis+socket://` is the redis transport.
+    if "://" not in _broker or _parts.scheme.partition("+")[0] not in TRANSPORT_ALIASES:
         raise ImproperlyConfigured(
             "CELERY_BROKER_URL must be a URL of a transport Celery knows (amqp://, redis://, "
             f"...), got {_broker.split('://')[0] if '://' in _broker else _broker.split('@')[-1]!r}"

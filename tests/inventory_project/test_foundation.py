@@ -393,16 +393,19 @@ def test_settings_refuse_a_redis_url_without_its_scheme(value) -> None:
     [
         # A traceback from urllib that named neither the variable nor the URL; the worker
         # and beat stopped with it, the web started with its /readyz failing.
-        ("CELERY_BROKER_URL", "amqp://guest:s3cret@127.0.0.1:notaport//", "Port could not be"),
-        ("CELERY_BROKER_URL", "amqp://guest:s3cret@[::1//", "Invalid IPv6 URL"),
+        ("CELERY_BROKER_URL", "amqp://guest:s3cret@127.0.0.1:notaport//", "its port is not"),
+        ("CELERY_BROKER_URL", "amqp://guest:s3cret@[::1//", "IPv6 address is malformed"),
+        # urllib cuts at the `/` and took the password's start for the port, in its message.
+        ("CELERY_BROKER_URL", "amqp://guest:s3cret/more@127.0.0.1:5672//", "percent-encode"),
         ("CELERY_BROKER_URL", "guest:s3cret@127.0.0.1", "a transport Celery knows"),
         ("CELERY_BROKER_URL", "http://guest:s3cret@127.0.0.1//", "got 'http'"),
         (
             "CELERY_BROKER_URL",
             "amqp://guest:guest@127.0.0.1//;amqp://guest:s3cret@127.0.0.1:x//",
-            "Port could not be",
+            "its port is not",
         ),
-        ("DATABASE_URL", "postgres://u:s3cret@[::1/inventory", "Invalid IPv6 URL"),
+        ("DATABASE_URL", "postgres://u:s3cret@[::1/inventory", "IPv6 address is malformed"),
+        ("DATABASE_URL", "postgres://u:s3cret/more@127.0.0.1/inventory", "percent-encode"),
     ],
 )
 def test_a_url_python_cannot_read_is_refused_naming_it_but_not_its_password(
@@ -415,9 +418,15 @@ def test_a_url_python_cannot_read_is_refused_naming_it_but_not_its_password(
     assert "s3cret" not in result.stderr
 
 
-def test_failover_broker_urls_and_a_scheme_in_capitals_are_taken_as_kombu_takes_them() -> None:
-    both = "AMQP://guest:guest@127.0.0.1:5672//;amqp://guest:guest@127.0.0.2:5672//"
-    assert _manage("check", CELERY_BROKER_URL=both).returncode == 0
+@pytest.mark.parametrize(
+    "value",
+    [
+        "AMQP://guest:guest@127.0.0.1:5672//;amqp://guest:guest@127.0.0.2:5672//",
+        "redis+socket:///var/run/redis/redis.sock",  # kombu's redis transport
+    ],
+)
+def test_broker_urls_kombu_takes_are_taken(value) -> None:
+    assert _manage("check", CELERY_BROKER_URL=value).returncode == 0
 
 
 @pytest.mark.parametrize(
