@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from urllib.parse import quote
 
+import psycopg
 from django.db import connection
 from django.test import override_settings
 
@@ -40,3 +42,15 @@ def web_server_connections(**session: str) -> Iterator[None]:
         backend._session_settings.update(saved)
         connection.close()
         connection.close_pool()
+
+
+def wait_until_session_ended(pid: int, within_s: float = 20) -> None:
+    """Wait until PostgreSQL has ended the session of backend `pid` (as its
+    idle-in-transaction limit does); fails after `within_s`."""
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as observer:
+        deadline = time.monotonic() + within_s
+        while observer.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline, "the transaction is still open"
+            time.sleep(0.05)

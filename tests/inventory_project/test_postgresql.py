@@ -32,7 +32,7 @@ from rest_framework.authtoken.models import Token
 from inventory_project.postgresql.base import DatabaseWrapper, closed_by_server
 from products.api.errors import LOCK_WAIT_DETAIL
 from products.models import Product
-from tests.database import web_server_connections
+from tests.database import wait_until_session_ended, web_server_connections
 from tests.inventory_project.conftest import serving
 from tests.products.conftest import ProductFactory, make_user
 from tests.time_limits import STATEMENT_S, slow_statement_cut_short
@@ -567,23 +567,13 @@ def test_a_web_requests_statement_is_cancelled_past_its_limit() -> None:
     assert isinstance(raised.__cause__, psycopg.errors.QueryCanceled)
 
 
-def _wait_until_ended(pid: int) -> None:
-    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as observer:
-        deadline = time.monotonic() + 20
-        while observer.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]
-        ).fetchone() != (0,):
-            assert time.monotonic() < deadline, "the transaction is still open"
-            time.sleep(0.05)
-
-
 def test_a_web_requests_transaction_left_idle_past_its_limit_ends_with_its_locks() -> None:
     product = ProductFactory()
 
     def lock_then_stall() -> None:
         with transaction.atomic():
             Product.objects.select_for_update().get(pk=product.pk)
-            _wait_until_ended(connection.connection.info.backend_pid)
+            wait_until_session_ended(connection.connection.info.backend_pid)
             Product.objects.count()  # the request's next statement: its session is gone
 
     with web_server_connections(**WEB_LIMITS):

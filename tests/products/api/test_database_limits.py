@@ -9,7 +9,6 @@ would hold them.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +23,7 @@ from products.api.fast_path import CachedReadsApp
 from products.api.fast_reads import ProductPagesApp
 from products.api.fast_writes import ProductUpdateApp
 from products.models import Product
-from tests.database import web_server_connections
+from tests.database import wait_until_session_ended, web_server_connections
 from tests.products.api.wsgi_client import CountingDjango, send
 from tests.products.conftest import ProductFactory, make_user
 
@@ -129,14 +128,7 @@ def test_a_delete_whose_transaction_stalls_past_the_limit_is_a_503_and_deletes_n
     delete = Product.delete
 
     def stalled_delete(self: Product, *args: Any, **kwargs: Any) -> Any:
-        pid = connection.connection.info.backend_pid
-        with psycopg.connect(**connection.get_connection_params(), autocommit=True) as observer:
-            deadline = time.monotonic() + 20
-            while observer.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]
-            ).fetchone() != (0,):
-                assert time.monotonic() < deadline, "the transaction is still open"
-                time.sleep(0.05)
+        wait_until_session_ended(connection.connection.info.backend_pid)
         return delete(self, *args, **kwargs)
 
     monkeypatch.setattr(Product, "delete", stalled_delete)
