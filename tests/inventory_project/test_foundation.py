@@ -630,7 +630,7 @@ def psycopg_connect(db: dict[str, Any]) -> psycopg.Connection[Any]:
 @pytest.mark.parametrize("port", ["abc", "99999"])
 def test_a_database_url_with_a_bad_port_names_the_setting(port: str) -> None:
     """It was urllib's ValueError, a traceback naming neither the setting nor the URL's part."""
-    with pytest.raises(ImproperlyConfigured, match="DATABASE_URL: Port"):
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_URL: its port is not a number"):
         database_from_url(f"postgres://postgres@127.0.0.1:{port}/x")
 
 
