@@ -12,15 +12,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from products.api.errors import (
     ServiceUnavailable,
+    database_unavailable,
     error_body,
     is_api,
-    limit_reached,
     log_database_unavailable,
     unavailable_detail,
 )
@@ -38,9 +37,7 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, OperationalError | InterfaceError) and not limit_reached(
-            exception
-        ):
+        if not database_unavailable(exception):
             return None  # Django's 500: a bug
         log_database_unavailable(logger, exception)
         message = unavailable_detail(exception)

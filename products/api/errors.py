@@ -61,6 +61,12 @@ def limit_reached(exc: Exception) -> str | None:
     return None
 
 
+def database_unavailable(exc: Exception) -> bool:
+    """Whether `exc` is the database's failure, answered with a 503: no database (an
+    OperationalError, an InterfaceError), or a web request's limit reached."""
+    return isinstance(exc, OperationalError | InterfaceError) or limit_reached(exc) is not None
+
+
 def log_database_unavailable(log: logging.Logger, exc: Exception) -> None:
     """Say (once a minute per process and kind) that a request found no database, or waited
     past a limit for it."""
@@ -128,7 +134,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         exc = exceptions.ValidationError(_django_validation_detail(exc))
     elif isinstance(exc, ObjectDoesNotExist):
         exc = exceptions.NotFound()
-    elif isinstance(exc, OperationalError | InterfaceError) or limit_reached(exc):
+    elif database_unavailable(exc):
         log_database_unavailable(logger, exc)
         exc = ServiceUnavailable(unavailable_detail(exc))
     elif isinstance(exc, IntegrityError | DataError):
