@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,8 +13,11 @@ from django.db import connection
 from django.db.models import Model, QuerySet
 
 
-def run_at_once(step: Callable[[], object], times: int = 2) -> list[BaseException]:
-    """Run `step` in `times` threads at once; what each raised. Each gives its connection back."""
+def run_at_once(
+    step: Callable[[], object], times: int = 2, within_s: float = 120
+) -> list[BaseException]:
+    """Run `step` in `times` threads at once; what each raised. Each gives its connection back.
+    Fails if one is still running after `within_s`."""
     raised: list[BaseException] = []
 
     def run() -> None:
@@ -24,11 +28,13 @@ def run_at_once(step: Callable[[], object], times: int = 2) -> list[BaseExceptio
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=run) for _ in range(times)]
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(times)]
     for thread in threads:
         thread.start()
+    deadline = time.monotonic() + within_s
     for thread in threads:
-        thread.join(timeout=120)
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(thread.is_alive() for thread in threads), f"still running after {within_s} s"
     return raised
 
 

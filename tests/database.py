@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
@@ -21,6 +22,16 @@ def database_url(name: str | None = None) -> str:
     if db["PASSWORD"]:
         user += ":" + quote(db["PASSWORD"], safe="")
     return f"postgres://{user}@{db['HOST']}:{db['PORT'] or 5432}/{name or db['NAME']}"
+
+
+# The web's limits, shortened for the tests (milliseconds, as WEB_DB_SESSION holds them): not so
+# short that a busy machine's pause between two statements of a request's transaction ends it
+# where a test does not mean to.
+WEB_LIMITS = {
+    "lock_timeout": "300",
+    "statement_timeout": "2000",
+    "idle_in_transaction_session_timeout": "2000",
+}
 
 
 @contextlib.contextmanager
@@ -54,3 +65,22 @@ def wait_until_session_ended(pid: int, within_s: float = 20) -> None:
         ).fetchone() != (0,):
             assert time.monotonic() < deadline, "the transaction is still open"
             time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def lock_holder() -> Iterator[psycopg.Connection[Any]]:
+    """A connection of the test's own, outside the web's limits, as a shell or a migration
+    would hold locks: its transaction keeps what it takes until the block ends, or until it has
+    sat 20 s (the server then ends it: a request waiting with no limit gets its lock, and the
+    test fails rather than hangs)."""
+    with psycopg.connect(**connection.get_connection_params()) as holder:
+        holder.execute("SET idle_in_transaction_session_timeout = '20s'")
+        yield holder
+
+
+@contextlib.contextmanager
+def row_lock_held(pk: int) -> Iterator[None]:
+    """Product `pk`'s row locked by `lock_holder`'s connection for the block."""
+    with lock_holder() as holder:
+        holder.execute("SELECT 1 FROM products_product WHERE id = %s FOR UPDATE", [pk])
+        yield

@@ -32,7 +32,13 @@ from rest_framework.authtoken.models import Token
 from inventory_project.postgresql.base import DatabaseWrapper, closed_by_server
 from products.api.errors import LOCK_WAIT_DETAIL
 from products.models import Product
-from tests.database import wait_until_session_ended, web_server_connections
+from tests.concurrency import run_at_once
+from tests.database import (
+    WEB_LIMITS,
+    row_lock_held,
+    wait_until_session_ended,
+    web_server_connections,
+)
 from tests.inventory_project.conftest import serving
 from tests.products.conftest import ProductFactory, make_user
 from tests.time_limits import STATEMENT_S, slow_statement_cut_short
@@ -488,44 +494,10 @@ def test_a_migration_waiting_for_a_lock_gives_up_rather_than_queue_the_tables_qu
 
 # --- What a web request's SQL may wait for ---------------------------------------------------
 
-# The web's limits, shorter than the settings' (milliseconds, as WEB_DB_SESSION holds them).
-WEB_LIMITS = {
-    "lock_timeout": "500",
-    "statement_timeout": "1000",
-    "idle_in_transaction_session_timeout": "500",
-}
 _LIMITS_QUERY = (
     "SELECT current_setting('lock_timeout'), current_setting('statement_timeout'),"
     " current_setting('idle_in_transaction_session_timeout')"
 )
-
-
-def _raised_within(seconds: float, call: Any) -> BaseException | None:
-    """What `call` raised (None for nothing) in a thread of its own, with a connection of its
-    own; fails if it is still running after `seconds`."""
-    raised: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            call()
-            raised.append(None)
-        except BaseException as exc:
-            raised.append(exc)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"still waiting after {seconds} s"
-    return raised[0]
-
-
-def _row_lock_held(product: Product) -> Any:
-    """A connection holding `product`'s row lock in an open transaction, as a shell might."""
-    holder = psycopg.connect(**connection.get_connection_params())
-    holder.execute("SELECT 1 FROM products_product WHERE id = %s FOR UPDATE", [product.pk])
-    return holder
 
 
 def test_the_workers_commands_and_migrations_keep_postgresqls_defaults() -> None:
@@ -546,9 +518,11 @@ def test_a_web_request_waits_for_a_row_lock_no_longer_than_its_limit() -> None:
     """Ten PUTs behind a row lock that a shell kept held all of gunicorn's eight threads for as
     long as it was kept, and every request behind them waited too."""
     product = ProductFactory(stock_level=1)
-    with web_server_connections(**WEB_LIMITS), _row_lock_held(product):
-        raised = _raised_within(
-            20, lambda: Product.objects.filter(pk=product.pk).update(stock_level=2)
+    with web_server_connections(**WEB_LIMITS), row_lock_held(product.pk):
+        (raised,) = run_at_once(
+            lambda: Product.objects.filter(pk=product.pk).update(stock_level=2),
+            times=1,
+            within_s=20,
         )
     assert isinstance(raised, OperationalError)
     assert isinstance(raised.__cause__, psycopg.errors.LockNotAvailable)
@@ -562,7 +536,7 @@ def test_a_web_requests_statement_is_cancelled_past_its_limit() -> None:
             cursor.execute(f"SELECT pg_sleep({STATEMENT_S})")
 
     with web_server_connections(**WEB_LIMITS):
-        raised = _raised_within(20, slow)
+        (raised,) = run_at_once(slow, times=1, within_s=20)
     assert isinstance(raised, OperationalError)
     assert isinstance(raised.__cause__, psycopg.errors.QueryCanceled)
 
@@ -580,7 +554,7 @@ def test_a_web_requests_transaction_left_idle_past_its_limit_ends_with_its_locks
         with pytest.raises(InternalError) as raised:
             lock_then_stall()
         assert isinstance(raised.value.__cause__, psycopg.errors.IdleInTransactionSessionTimeout)
-        with _row_lock_held(product):  # its lock went with it
+        with row_lock_held(product.pk):  # its lock went with it
             pass
         assert Product.objects.filter(pk=product.pk).exists()  # the next checkout is fine
 
@@ -588,7 +562,7 @@ def test_a_web_requests_transaction_left_idle_past_its_limit_ends_with_its_locks
 def test_gunicorns_workers_answer_a_put_behind_a_held_lock_with_a_503_saying_so() -> None:
     product = ProductFactory(stock_level=1)
     token = Token.objects.create(user=make_user("clerk", "change_product")).key
-    with serving(WEB_DB_LOCK_TIMEOUT_S="0.5") as port, _row_lock_held(product):
+    with serving(WEB_DB_LOCK_TIMEOUT_S="0.5") as port, row_lock_held(product.pk):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
         conn.request(
             "PUT",

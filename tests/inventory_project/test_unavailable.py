@@ -5,24 +5,16 @@ from __future__ import annotations
 import html
 from decimal import Decimal
 
-import psycopg
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.test import Client, RequestFactory
 
 from inventory_project.unavailable import DatabaseUnavailableMiddleware
 from products.api.errors import LOCK_WAIT_DETAIL
 from products.models import Product
-from tests.database import web_server_connections
+from tests.database import WEB_LIMITS, row_lock_held, web_server_connections
 from tests.products.conftest import ProductFactory
 from tests.products.test_admin import change_url, page_inputs
-
-LIMITS = {
-    "lock_timeout": "300",
-    "statement_timeout": "2000",
-    "idle_in_transaction_session_timeout": "2000",
-}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -32,13 +24,8 @@ def test_an_admin_save_behind_a_row_lock_held_past_the_limit_is_a_503_page_sayin
     client.force_login(get_user_model().objects.create_superuser("boss", "", "pw"))
     product = ProductFactory(price=Decimal("10.00"), stock_level=10)
     form = page_inputs(client, change_url(product))
-    with psycopg.connect(**connection.get_connection_params()) as holder:
-        # Ended by the server after 20 s of waiting: without a limit the save then goes through
-        # and the test fails, rather than hangs.
-        holder.execute("SET idle_in_transaction_session_timeout = '20s'")
-        holder.execute("SELECT 1 FROM products_product WHERE id = %s FOR UPDATE", [product.pk])
-        with web_server_connections(**LIMITS):
-            response = client.post(change_url(product), {**form, "stock_level": "3"})
+    with row_lock_held(product.pk), web_server_connections(**WEB_LIMITS):
+        response = client.post(change_url(product), {**form, "stock_level": "3"})
     assert (response.status_code, response["Retry-After"]) == (503, "5")
     assert html.escape(LOCK_WAIT_DETAIL) in response.content.decode()
     product.refresh_from_db()

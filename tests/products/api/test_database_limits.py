@@ -23,19 +23,16 @@ from products.api.fast_path import CachedReadsApp
 from products.api.fast_reads import ProductPagesApp
 from products.api.fast_writes import ProductUpdateApp
 from products.models import Product
-from tests.database import wait_until_session_ended, web_server_connections
+from tests.database import (
+    WEB_LIMITS,
+    lock_holder,
+    wait_until_session_ended,
+    web_server_connections,
+)
 from tests.products.api.wsgi_client import CountingDjango, send
 from tests.products.conftest import ProductFactory, make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache_state")]
-
-# Short, but not so short that a busy machine's pause between two statements of a request's
-# transaction ends it where the test does not mean to.
-LIMITS = {
-    "lock_timeout": "300",
-    "statement_timeout": "2000",
-    "idle_in_transaction_session_timeout": "2000",
-}
 
 
 @pytest.fixture
@@ -51,11 +48,7 @@ def token() -> str:
 
 @pytest.fixture
 def holder() -> Iterator[psycopg.Connection[Any]]:
-    """A connection of the test's own, outside the web's limits; its transaction stays open
-    until the test ends it, or for 20 s of waiting (a request that waits without a limit then
-    gets its lock, and the test fails rather than hangs)."""
-    with psycopg.connect(**connection.get_connection_params()) as conn:
-        conn.execute("SET idle_in_transaction_session_timeout = '20s'")
+    with lock_holder() as conn:
         yield conn
 
 
@@ -85,7 +78,7 @@ def test_a_put_behind_a_row_lock_held_past_the_limit_is_a_503_saying_so(
     app, django = stack
     product = ProductFactory(stock_level=1)
     holder.execute("SELECT 1 FROM products_product WHERE id = %s FOR UPDATE", [product.pk])
-    with web_server_connections(**LIMITS):
+    with web_server_connections(**WEB_LIMITS):
         fast = put(app, product, token, 2)
         with override_settings(PRODUCT_FAST_WRITES=False):
             view = put(app, product, token, 3)
@@ -101,7 +94,7 @@ def test_with_no_lock_limit_the_statement_limit_still_ends_the_wait(stack, token
     app, _ = stack
     product = ProductFactory(stock_level=1)
     holder.execute("SELECT 1 FROM products_product WHERE id = %s FOR UPDATE", [product.pk])
-    with web_server_connections(**{**LIMITS, "lock_timeout": "0"}):
+    with web_server_connections(**{**WEB_LIMITS, "lock_timeout": "0"}):
         answer = put(app, product, token, 2)
     holder.rollback()
     assert_503(answer, errors.STATEMENT_DETAIL)
@@ -112,7 +105,7 @@ def test_a_page_behind_a_migrations_table_lock_is_a_503_saying_so(stack, holder)
     app, django = stack
     ProductFactory()
     holder.execute("LOCK TABLE products_product IN ACCESS EXCLUSIVE MODE")
-    with web_server_connections(**LIMITS):
+    with web_server_connections(**WEB_LIMITS):
         answer = send(app, "GET", "/api/products", QUERY_STRING="page=1")
     holder.rollback()
     assert django.calls == 0
@@ -134,7 +127,7 @@ def test_a_delete_whose_transaction_stalls_past_the_limit_is_a_503_and_deletes_n
         return delete(self, *args, **kwargs)
 
     monkeypatch.setattr(Product, "delete", stalled_delete)
-    with web_server_connections(**LIMITS):
+    with web_server_connections(**WEB_LIMITS):
         answer = send(
             app, "DELETE", f"/api/products/{product.pk}", HTTP_AUTHORIZATION=f"Token {token}"
         )
