@@ -19,9 +19,6 @@ from django.test import override_settings
 from rest_framework.authtoken.models import Token
 
 from products.api import errors
-from products.api.fast_path import CachedReadsApp
-from products.api.fast_reads import ProductPagesApp
-from products.api.fast_writes import ProductUpdateApp
 from products.models import Product
 from tests.database import (
     WEB_LIMITS,
@@ -29,16 +26,10 @@ from tests.database import (
     wait_until_session_ended,
     web_server_connections,
 )
-from tests.products.api.wsgi_client import CountingDjango, send
+from tests.products.api.wsgi_client import send
 from tests.products.conftest import ProductFactory, make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache_state")]
-
-
-@pytest.fixture
-def stack() -> tuple[Any, CountingDjango]:
-    django = CountingDjango()
-    return CachedReadsApp(ProductPagesApp(ProductUpdateApp(django))), django
 
 
 @pytest.fixture

@@ -34,12 +34,6 @@ DJANGO_ALONE = {
 
 
 @pytest.fixture
-def stack() -> tuple[CachedReadsApp, CountingDjango]:
-    django = CountingDjango()
-    return CachedReadsApp(ProductPagesApp(ProductUpdateApp(django))), django
-
-
-@pytest.fixture
 def token() -> str:
     return Token.objects.create(user=make_user("clerk", "change_product")).key
 

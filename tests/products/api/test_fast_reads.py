@@ -16,10 +16,7 @@ from django.db import OperationalError
 from django.test import override_settings
 
 from products import cache, selectors, services
-from products.api.fast_path import CachedReadsApp
-from products.api.fast_reads import ProductPagesApp
-from products.api.fast_writes import ProductUpdateApp
-from tests.products.api.wsgi_client import CountingDjango, send
+from tests.products.api.wsgi_client import send
 from tests.products.conftest import ProductFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache_state")]
@@ -71,12 +68,6 @@ def catalogue() -> None:
         ("A<B> cable", "1.00"),
     ]:
         ProductFactory(name=name, price=Decimal(price))
-
-
-@pytest.fixture
-def stack() -> tuple[CachedReadsApp, CountingDjango]:
-    django = CountingDjango()
-    return CachedReadsApp(ProductPagesApp(ProductUpdateApp(django))), django
 
 
 def get(app: Any, path: str, query: str, **environ: str) -> tuple[int, dict[str, str], bytes]:
