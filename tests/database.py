@@ -13,6 +13,7 @@ from django.db import connection
 from django.test import override_settings
 
 from inventory_project.postgresql import base as backend
+from inventory_project.postgresql import connection as answers
 
 
 def database_url(name: str | None = None) -> str:
@@ -35,22 +36,24 @@ WEB_LIMITS = {
 
 
 @contextlib.contextmanager
-def web_server_connections(**session: str) -> Iterator[None]:
+def web_server_connections(answer_timeout_s: float = 0, **session: str) -> Iterator[None]:
     """This process's connections as a gunicorn worker's (`serve_web_requests`), with the
-    server settings `session` (WEB_DB_SESSION's names, in milliseconds) for the web's limits.
+    server settings `session` (WEB_DB_SESSION's names, in milliseconds) for the web's limits,
+    and `answer_timeout_s` for WEB_DB_ANSWER_TIMEOUT_S (0: none).
 
     The pool is closed before and after: its connections carry what they were opened with.
     """
     connection.close()
     connection.close_pool()
-    saved = dict(backend._session_settings)
+    saved = dict(backend._session_settings), answers.answer_timeout_s()
     try:
-        with override_settings(WEB_DB_SESSION=session):
+        with override_settings(WEB_DB_SESSION=session, WEB_DB_ANSWER_TIMEOUT_S=answer_timeout_s):
             backend.serve_web_requests()
         yield
     finally:
         backend._session_settings.clear()
-        backend._session_settings.update(saved)
+        backend._session_settings.update(saved[0])
+        answers.answer_within(saved[1])
         connection.close()
         connection.close_pool()
 

@@ -34,6 +34,7 @@ from django.db.backends.postgresql import base
 from psycopg.adapt import AdaptersMap, Loader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from inventory_project.postgresql import connection as answers
 from inventory_project.postgresql.schema import DatabaseSchemaEditor
 
 _TIMESTAMPTZ = psycopg.postgres.types["timestamptz"].oid
@@ -79,12 +80,15 @@ def serve_web_requests() -> None:
     """Give this process's new connections the web's limits (the settings' WEB_DB_SESSION): a
     request's statement waits at most so long for a lock, runs at most so long, and its
     transaction is ended if left idle that long; past one, the request gets a 503 saying which.
+    Its connections also stop waiting for an answer after WEB_DB_ANSWER_TIMEOUT_S, which ends
+    a request on a server that enforces nothing any more (connection.py).
 
     gunicorn.conf.py calls it in each worker before it serves. Celery's workers, the commands
     and migrations never call it: they wait for advisory locks on purpose, and a migration may
     build an index for minutes. Connections opened before the call keep what they have.
     """
     _session_settings.update(settings.WEB_DB_SESSION)
+    answers.answer_within(settings.WEB_DB_ANSWER_TIMEOUT_S)
 
 
 def closed_by_server(connection: psycopg.Connection[Any]) -> bool:

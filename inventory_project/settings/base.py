@@ -16,6 +16,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 from django.core.exceptions import ImproperlyConfigured
 from kombu.transport import TRANSPORT_ALIASES
 
+from inventory_project.postgresql.connection import Connection
 from inventory_project.postgresql.pool import reconnect_while_requests_wait
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -277,6 +278,18 @@ WEB_DB_STATEMENT_TIMEOUT_S = env_pg_timeout_s("WEB_DB_STATEMENT_TIMEOUT_S", 10.0
 WEB_DB_IDLE_IN_TRANSACTION_TIMEOUT_S = env_pg_timeout_s(
     "WEB_DB_IDLE_IN_TRANSACTION_TIMEOUT_S", 60.0
 )
+# How long a web request waits for any one answer from PostgreSQL before its connection is
+# closed and it gets a 503: the limits above are the server's own, and a server that stopped
+# working without closing its sockets (a frozen process, a stalled disk) enforces none of them,
+# while its kernel keeps TCP's probes answered. A request on it waited with no end, and with it
+# every request queued behind the worker's threads (inventory_project/postgresql/connection.py).
+# Above the statement limit, so that a slow query gets PostgreSQL's own answer; 0: no limit.
+WEB_DB_ANSWER_TIMEOUT_S = env_float("WEB_DB_ANSWER_TIMEOUT_S", 15.0)
+if 0 < WEB_DB_ANSWER_TIMEOUT_S <= WEB_DB_STATEMENT_TIMEOUT_S:
+    raise ImproperlyConfigured(
+        "WEB_DB_ANSWER_TIMEOUT_S must be above WEB_DB_STATEMENT_TIMEOUT_S "
+        f"({WEB_DB_STATEMENT_TIMEOUT_S:g}), or 0 for no limit, got {WEB_DB_ANSWER_TIMEOUT_S:g}"
+    )
 WEB_DB_SESSION = {
     "lock_timeout": pg_milliseconds(WEB_DB_LOCK_TIMEOUT_S),
     "statement_timeout": pg_milliseconds(WEB_DB_STATEMENT_TIMEOUT_S),
@@ -300,6 +313,8 @@ _db_options["pool"] = {
     "timeout": DB_POOL_TIMEOUT_S,
     "reconnect_timeout": DB_POOL_RECONNECT_TIMEOUT_S,
     "reconnect_failed": reconnect_while_requests_wait,
+    # psycopg's, with the web's bound on waiting for an answer (WEB_DB_ANSWER_TIMEOUT_S).
+    "connection_class": Connection,
 }
 # A server that vanished without a word (a host gone, a network cut) was noticed only when TCP
 # gave up: about 15 minutes for a query waiting on it, two hours for an idle connection (the

@@ -27,6 +27,7 @@ from rest_framework.utils.serializer_helpers import ReturnDict
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from inventory_project import logs
+from inventory_project.postgresql.connection import NoAnswer
 
 logger = logging.getLogger(__name__)
 # A database outage fails every request: one line a minute says so, not a traceback each.
@@ -46,6 +47,7 @@ IDLE_TRANSACTION_DETAIL = (
     "The database ended this request's transaction: it was left idle past its time limit; "
     "try again shortly."
 )
+NO_ANSWER_DETAIL = "The database did not answer in time; try again shortly."
 
 
 def limit_reached(exc: Exception) -> str | None:
@@ -114,6 +116,8 @@ class ServiceUnavailable(exceptions.APIException):
 def unavailable_detail(exc: Exception) -> str:
     """The message of the 503 for a database error (OperationalError, InterfaceError, or a
     web request's limit reached)."""
+    if isinstance(exc.__cause__, NoAnswer):
+        return NO_ANSWER_DETAIL
     return limit_reached(exc) or str(ServiceUnavailable.default_detail)
 
 

@@ -536,6 +536,22 @@ def test_a_postgresql_timeout_postgresql_would_misread_is_refused(name, value) -
     assert f"got '{value}'" in result.stderr
 
 
+@pytest.mark.parametrize(("answer", "statement"), [("10", "10"), ("5", "10"), ("2", "3")])
+def test_an_answer_limit_not_above_the_statement_limit_is_refused(answer, statement) -> None:
+    """A slow statement would lose its connection before PostgreSQL's own limit answered."""
+    result = _manage("check", WEB_DB_ANSWER_TIMEOUT_S=answer, WEB_DB_STATEMENT_TIMEOUT_S=statement)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: WEB_DB_ANSWER_TIMEOUT_S must be above" in result.stderr
+
+
+@pytest.mark.parametrize(("answer", "statement"), [("0", "10"), ("2", "0"), ("11", "10")])
+def test_an_answer_limit_above_the_statement_limit_or_either_off_is_accepted(
+    answer, statement
+) -> None:
+    result = _manage("check", WEB_DB_ANSWER_TIMEOUT_S=answer, WEB_DB_STATEMENT_TIMEOUT_S=statement)
+    assert result.returncode == 0, result.stderr
+
+
 def test_bad_numbers_stop_the_service_at_start_naming_them() -> None:
     for name, value in [("ADS_SYNC_TIMEOUT_S", "nan"), ("ADS_SYNC_HISTORY_DAYS", "0")]:
         result = _manage("check", **{name: value})

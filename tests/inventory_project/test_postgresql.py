@@ -30,11 +30,13 @@ from psycopg_pool import ConnectionPool
 from rest_framework.authtoken.models import Token
 
 from inventory_project.postgresql.base import DatabaseWrapper, closed_by_server
-from products.api.errors import LOCK_WAIT_DETAIL
+from inventory_project.postgresql.connection import NoAnswer
+from products.api.errors import LOCK_WAIT_DETAIL, NO_ANSWER_DETAIL
 from products.models import Product
 from tests.concurrency import run_at_once
 from tests.database import (
     WEB_LIMITS,
+    database_url,
     row_lock_held,
     wait_until_session_ended,
     web_server_connections,
@@ -215,7 +217,9 @@ def test_a_statement_cut_short_by_a_signal_is_cancelled_and_its_connection_repla
 
 class Outage:
     """A port in front of PostgreSQL that goes down (refusing connections and cutting the live
-    ones, as a restart or failover does) and comes back."""
+    ones, as a restart or failover does) and comes back, or freezes (what is sent is taken and
+    nothing answered, as by a server whose process stopped while its kernel still runs TCP)
+    and thaws."""
 
     def __init__(self) -> None:
         params = connection.settings_dict
@@ -225,6 +229,8 @@ class Outage:
             self.port = probe.getsockname()[1]
         self.links: list[socket.socket] = []
         self.stop = threading.Event()
+        self.flowing = threading.Event()
+        self.flowing.set()
         self.thread: threading.Thread | None = None
         # While down, the port stays bound without listening (refused, as a closed port), so
         # no other socket takes it meanwhile as its local port.
@@ -254,6 +260,12 @@ class Outage:
         self.reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.reserved.bind(("127.0.0.1", self.port))
 
+    def freeze(self) -> None:
+        self.flowing.clear()
+
+    def thaw(self) -> None:
+        self.flowing.set()
+
     def __enter__(self) -> Outage:
         return self
 
@@ -273,15 +285,17 @@ class Outage:
                 upstream = socket.create_connection(self.upstream)
                 self.links += [client, upstream]
                 for a, b in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+                    threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while data := src.recv(65536):
-            dst.sendall(data)
-    with contextlib.suppress(OSError):
-        dst.shutdown(socket.SHUT_WR)
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                while not self.flowing.wait(0.1):
+                    if self.stop.is_set():
+                        return
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
 
 
 @contextlib.contextmanager
@@ -559,15 +573,42 @@ def test_a_web_requests_transaction_left_idle_past_its_limit_ends_with_its_locks
         assert Product.objects.filter(pk=product.pk).exists()  # the next checkout is fine
 
 
-def test_gunicorns_workers_answer_a_put_behind_a_held_lock_with_a_503_saying_so() -> None:
-    product = ProductFactory(stock_level=1)
-    token = Token.objects.create(user=make_user("clerk", "change_product")).key
-    with serving(WEB_DB_LOCK_TIMEOUT_S="0.5") as port, row_lock_held(product.pk):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+def test_a_web_request_on_a_frozen_server_stops_waiting_after_its_answer_limit() -> None:
+    """A server that stopped working without closing its sockets enforces none of its limits,
+    and its kernel answers TCP's probes: a request waited for its answer with no end."""
+    with (
+        Outage() as outage,
+        _database_behind(outage) as database,
+        web_server_connections(answer_timeout_s=1),
+    ):
+
+        def select() -> None:
+            with database.cursor() as cursor:
+                cursor.execute("SELECT 1")
+
+        select()
+        outage.freeze()
+        database.inc_thread_sharing()
+        try:
+            (raised,) = run_at_once(select, times=1, within_s=20)
+        finally:
+            database.dec_thread_sharing()
+        outage.thaw()
+        assert isinstance(raised, OperationalError)
+        assert isinstance(raised.__cause__, NoAnswer)
+        assert database.connection.closed  # never handed out again
+        database.close()
+        select()  # the pool's next connection answers
+
+
+def _put(port: int, token: str, pk: int, stock_level: int) -> tuple[int, Any, dict[str, Any]]:
+    """A PUT to the server on `port`: its status, headers and JSON body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
         conn.request(
             "PUT",
-            f"/api/products/{product.pk}",
-            body=json.dumps({"price": "1.00", "stock_level": 2}),
+            f"/api/products/{pk}",
+            body=json.dumps({"price": "1.00", "stock_level": stock_level}),
             headers={
                 "Authorization": f"Token {token}",
                 "Content-Type": "application/json",
@@ -575,9 +616,40 @@ def test_gunicorns_workers_answer_a_put_behind_a_held_lock_with_a_503_saying_so(
             },
         )
         response = conn.getresponse()
-        body = json.loads(response.read())
+        return response.status, response.headers, json.loads(response.read())
+    finally:
         conn.close()
-    assert (response.status, response.headers["Retry-After"]) == (503, "5")
+
+
+def test_gunicorns_workers_answer_a_put_behind_a_held_lock_with_a_503_saying_so() -> None:
+    product = ProductFactory(stock_level=1)
+    token = Token.objects.create(user=make_user("clerk", "change_product")).key
+    with serving(WEB_DB_LOCK_TIMEOUT_S="0.5") as port, row_lock_held(product.pk):
+        status, headers, body = _put(port, token, product.pk, 2)
+    assert (status, headers["Retry-After"]) == (503, "5")
     assert body["error"] == {"code": "service_unavailable", "message": LOCK_WAIT_DETAIL}
     product.refresh_from_db()
     assert product.stock_level == 1
+
+
+def test_gunicorns_workers_answer_a_put_on_a_frozen_database_with_a_503_saying_so() -> None:
+    product = ProductFactory(stock_level=1)
+    token = Token.objects.create(user=make_user("clerk", "change_product")).key
+    with (
+        Outage() as outage,
+        serving(
+            DATABASE_URL=database_url().replace(
+                f"@{connection.settings_dict['HOST']}:{connection.settings_dict['PORT'] or 5432}/",
+                f"@127.0.0.1:{outage.port}/",
+            ),
+            WEB_DB_STATEMENT_TIMEOUT_S="0.5",
+            WEB_DB_ANSWER_TIMEOUT_S="1",
+        ) as port,
+    ):
+        assert _put(port, token, product.pk, 2)[0] == 200
+        outage.freeze()
+        status, headers, body = _put(port, token, product.pk, 3)
+        outage.thaw()
+        assert (status, headers["Retry-After"]) == (503, "5")
+        assert body["error"] == {"code": "service_unavailable", "message": NO_ANSWER_DETAIL}
+        assert _put(port, token, product.pk, 4)[0] == 200  # a new connection, once it answers
