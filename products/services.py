@@ -69,8 +69,10 @@ def product_update(
         try:
             cursor.execute(sql, params)
         except (OperationalError, InterfaceError):
-            # The connection failed with the UPDATE in flight: it may have committed, and no
-            # invalidation is registered yet. Invalidating a row that did not change costs a miss.
+            # The connection failed with the UPDATE in flight: it may have committed, or may
+            # commit later (a server that stopped answering runs it once it resumes: the
+            # listener's invalidation covers that), and no invalidation is registered yet.
+            # Invalidating a row that did not change costs a miss.
             if not connection.in_atomic_block:
                 cache.invalidate([product_id])
             raise

@@ -12,7 +12,7 @@ another. The settings turn `CONN_HEALTH_CHECKS` off, so the pool does not check 
 A peer that vanished without a word (a host gone, a network cut) has nothing to read either,
 until TCP gives up on it: the settings' `DB_CONNECTION_DEFAULTS` (keepalive probes, a user
 timeout) make that about 30 s, not hours, and the checkout after it replaces the connection.
-The server is asked to do the same for its side (`DB_SERVER_KEEPALIVES`), so a connection
+The server is asked to do the same for its side (`DB_SERVER_SESSION`), so a connection
 the app gave up on does not hold its locks there for hours.
 
 In a web server's process (`serve_web_requests`) each connection also carries the limits on
@@ -131,6 +131,20 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self.close()
         super().ensure_connection()
 
+    def close_if_health_check_failed(self) -> None:
+        """Before a query (Django's `_cursor`), also replace a connection closed under the
+        request, outside a transaction.
+
+        One closed because its server stopped answering (connection.py) failed every later
+        query of the request with "the connection is closed", the error page's among them,
+        which then said less than the first failure.
+        """
+        raw = self.connection
+        if raw is not None and raw.closed and not self.in_atomic_block:
+            self.close()
+            return
+        super().close_if_health_check_failed()
+
     def _close(self) -> None:
         # A statement still running is cancelled on the server before its connection goes
         # (the pool closes a connection handed back ACTIVE): left alone, it ran to its end,
@@ -143,10 +157,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _configure_connection(self, connection: psycopg.Connection[Any]) -> bool:
         """Django's set-up of a new connection (its time zone, role), and the server's
-        keepalives (the settings' DB_SERVER_KEEPALIVES) with a web server's limits
+        keepalives and client checks (the settings' DB_SERVER_SESSION) with a web server's limits
         (`serve_web_requests`), in one more round trip per connection, not per checkout."""
         commit: bool = super()._configure_connection(connection)  # type: ignore[misc]
-        session = {**getattr(settings, "DB_SERVER_KEEPALIVES", {}), **_session_settings}
+        session = {**getattr(settings, "DB_SERVER_SESSION", {}), **_session_settings}
         if session:
             calls = ", ".join(["set_config(%s, %s, false)"] * len(session))
             params = [part for item in session.items() for part in item]

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from django.conf import settings
 from psycopg.abc import RV, PQGen
 from psycopg.connection import _WAIT_INTERVAL
 from psycopg.errors import _WaitTimeout
@@ -55,7 +56,24 @@ class Connection(psycopg.Connection[Any]):
             # cancel would wait on the same server. The server ends the session (and rolls back
             # its transaction) once it reads again; the pool replaces the connection.
             self.pgconn.finish()
+            _stopped_answering(self)
             raise NoAnswer(
                 f"PostgreSQL did not answer within {limit:g} s (WEB_DB_ANSWER_TIMEOUT_S); "
                 "the connection was closed"
             ) from None
+
+
+def _stopped_answering(connection: Connection) -> None:
+    """The server this pooled connection reached stopped answering: its other connections in
+    the pool go too, and checkouts wait the pool's outage wait until one gets a connection.
+
+    Each idle connection would have cost the request that took it the whole answer limit, and
+    each request finding none the pool's whole timeout: with PostgreSQL frozen, twelve PUTs on
+    eight threads took up to 25 s for their 503s, a browsable-API page 30 s. The backend's
+    checkout sets the pool's own timeout again once a checkout gets a connection.
+    """
+    pool = getattr(connection, "_pool", None)  # psycopg_pool's, as Django's backend reads it
+    if pool is None:
+        return
+    pool.drain()  # closes the idle ones, those in use when handed back; opens new ones
+    pool.timeout = min(pool.timeout, settings.DB_POOL_OUTAGE_TIMEOUT_S)

@@ -328,13 +328,17 @@ DB_CONNECTION_DEFAULTS = {
     "keepalives_interval": "5",
     "tcp_user_timeout": "30000",  # ms that sent data (a probe too) may go unacknowledged
 }
-# The server's side: a connection the app gave up on in a cut stayed open on the server for two
-# hours (its keepalive default), with any transaction's locks. Set on each new connection
-# (inventory_project/postgresql/base.py); about 25 s of silence ends it.
-DB_SERVER_KEEPALIVES = {
+# The server's side, set on each new connection (inventory_project/postgresql/base.py). A
+# connection the app gave up on in a cut stayed open on the server for two hours (its keepalive
+# default), with any transaction's locks: about 25 s of silence ends it. A statement whose
+# client closed its connection (WEB_DB_ANSWER_TIMEOUT_S, a worker killed at its hard time
+# limit) ran on to its end, holding its locks, where no statement limit ended it: the server
+# looks at the client's socket every second while it runs (PostgreSQL 14+).
+DB_SERVER_SESSION = {
     "tcp_keepalives_idle": "10",
     "tcp_keepalives_interval": "5",
     "tcp_keepalives_count": "3",
+    "client_connection_check_interval": "1000",  # ms
 }
 _db_options = {**DB_CONNECTION_DEFAULTS, **_db_options}
 if DB_PREPARE_THRESHOLD > 0:

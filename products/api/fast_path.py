@@ -38,7 +38,13 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 
 from products import cache, selectors
-from products.api.errors import ServiceUnavailable, error_body, unavailable_detail
+from products.api.errors import (
+    ServiceUnavailable,
+    database_unavailable,
+    error_body,
+    log_database_unavailable,
+    unavailable_detail,
+)
 from products.api.throttling import READ_GROUP, count_once
 from products.api.views import (
     NOT_MODIFIED_KEEPS,
@@ -393,8 +399,11 @@ def keep_as_detail(product_id: int, entry: cache.Entry) -> None:
             entry,
             is_current=lambda: selectors.product_version(product_id=product_id) == version,
         )
-    except Exception:
-        logger.warning("write-through of product %s skipped", product_id, exc_info=True)
+    except Exception as exc:
+        if database_unavailable(exc):  # the outage's line, once a minute, not a traceback
+            log_database_unavailable(logger, exc)
+        else:
+            logger.warning("write-through of product %s skipped", product_id, exc_info=True)
 
 
 def unavailable(

@@ -26,7 +26,7 @@ from django.db import (
     connections,
     transaction,
 )
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from rest_framework.authtoken.models import Token
 
 from inventory_project.postgresql.base import DatabaseWrapper, closed_by_server
@@ -110,6 +110,14 @@ def test_connections_the_server_closed_are_replaced_on_checkout() -> None:
     pool = connection.pool
     assert pool is not None
     assert pool.get_stats()["pool_size"] <= pool.max_size  # each dead one handed back once
+
+
+def test_a_connection_closed_under_a_request_is_replaced_before_its_next_query() -> None:
+    """Every later query of the request failed with "the connection is closed" (the error
+    page's too, which then said less than the first failure)."""
+    Product.objects.count()
+    connection.connection.close()  # as a server that stopped answering leaves it (connection.py)
+    assert Product.objects.count() == 0
 
 
 def test_closed_by_server_reads_a_notice_without_discarding_the_connection() -> None:
@@ -591,14 +599,36 @@ def test_a_web_request_on_a_frozen_server_stops_waiting_after_its_answer_limit()
         database.inc_thread_sharing()
         try:
             (raised,) = run_at_once(select, times=1, within_s=20)
+            assert isinstance(raised, OperationalError)
+            assert isinstance(raised.__cause__, NoAnswer)
+            assert database.connection.closed  # never handed out again
+            database.close()
+            # The pool's other connections went with it: the next request is not handed one
+            # to wait out the limit again, and waits the pool's short outage wait.
+            (raised,) = run_at_once(select, times=1, within_s=20)
+            assert isinstance(raised, OperationalError)
+            assert isinstance(raised.__cause__, PoolTimeout)
         finally:
             database.dec_thread_sharing()
         outage.thaw()
-        assert isinstance(raised, OperationalError)
-        assert isinstance(raised.__cause__, NoAnswer)
-        assert database.connection.closed  # never handed out again
-        database.close()
-        select()  # the pool's next connection answers
+        back = time.monotonic()
+        while True:  # the pool's new connections answer
+            with contextlib.suppress(OperationalError):
+                select()
+                break
+            database.close()
+            assert time.monotonic() - back < settings.DB_POOL_RECONNECT_TIMEOUT_S + 5
+
+
+def test_a_statement_whose_client_gave_up_is_ended_by_the_server() -> None:
+    """With no statement limit (behind PgBouncer, the role's may be longer), a statement
+    whose connection WEB_DB_ANSWER_TIMEOUT_S closed ran on to its end, with its locks."""
+    with web_server_connections(answer_timeout_s=1):
+        pid = connection.cursor().connection.info.backend_pid
+        with pytest.raises(OperationalError) as raised, connection.cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(30)")
+        assert isinstance(raised.value.__cause__, NoAnswer)
+        wait_until_session_ended(pid, within_s=10)
 
 
 def _put(port: int, token: str, pk: int, stock_level: int) -> tuple[int, Any, dict[str, Any]]:
