@@ -8,6 +8,7 @@ Layout in Redis (every key carries the django-redis KEY_PREFIX and has a TTL):
     products:d<rep>:<epoch>:<id>:<ver>   detail response bytes
     products:l<rep>:<epoch>:<gen>:<digest>  list/search page response bytes, per normalized query
     products:lock:<entry key>            who is filling a missing entry (stampede guard)
+    products:server                      the run_id of the server the entries were written on
 
 Readers look up the counters and the entry in one round trip (a Lua script) and, on a miss,
 store what they read from PostgreSQL under the key built from the counters they saw *before*
@@ -111,6 +112,24 @@ for i = 1, #KEYS do
   redis.call('EXPIRE', KEYS[i], ttl)
 end
 return #KEYS
+"""
+
+
+# Whether the server is the one the entries were written on (its run_id, kept beside the
+# counters); if not, bump the epoch as _INVALIDATE does, and remember this server.
+_CHECK_SERVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('INCR', KEYS[2])
+else
+  local now = redis.call('TIME')
+  redis.call('SET', KEYS[2], now[1] .. string.format('%06d', tonumber(now[2])))
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
 """
 
 
@@ -274,6 +293,40 @@ def _build_near(redis: Any, prefix: str) -> NearCache | None:
         max_bytes=settings.PRODUCT_NEAR_CACHE_MAX_BYTES,
         ttl_s=settings.PRODUCT_CACHE_TTL_S,
     )
+
+
+def server_key() -> str:
+    """The key of the server's run_id that the entries were written on (see redis_connected)."""
+    return str(django_cache.make_key("products:server"))
+
+
+def redis_connected(connection: Any) -> None:
+    """Every new connection to the cache's Redis (inventory_project/redis_connect.py), before
+    its first command: a server the entries were not written on drops them all (a new epoch).
+
+    A restart (one that reloaded an older snapshot brings back counters and entries that later
+    writes had invalidated), or a failover to a replica that had not received the last bumps:
+    redis-py reconnected to it without a word, and only a process whose near cache's connection
+    broke with it noticed. The server's run_id is kept beside the counters; a connection that
+    finds another (or none) bumps the epoch and writes its own, so the first process to reach a
+    new server moves every process on, fresh ones included.
+    """
+    connection.send_command("INFO", "server")
+    info = connection.read_response()
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    run_id = next(
+        (line[7:].strip() for line in text.splitlines() if line.startswith("run_id:")), None
+    )
+    if not run_id:
+        return  # a server that does not say (a proxy): the near cache's connection still counts
+    keys = [server_key(), django_cache.make_key("products:epoch")]
+    connection.send_command("EVAL", _CHECK_SERVER, 2, *keys, run_id, COUNTER_TTL_S)
+    if connection.read_response() == 1:
+        logger.warning(
+            "product cache: Redis server %s is new to the cache (a restart, a failover, a first "
+            "start); epoch bumped, older entries dropped",
+            run_id[:12],
+        )
 
 
 def _near_lost(reason: str) -> None:
@@ -575,14 +628,13 @@ def forget_queued_invalidations() -> None:
 
 
 def _send_invalidation(keys: list[str]) -> None:
-    """Bump these counters; if Redis fails, or this process rests from it, leave it to the
-    epoch bump that ends the rest (after a failure counted here, which a bump already in
-    progress does not cover: it may have read the counters before this write)."""
-    if redis_resting():
-        with _state.lock:
-            _state.suspect = True
-            _state.failures += 1
-        return
+    """Bump these counters, also while this process rests from Redis after a failure: the
+    write is acknowledged after this, and the other processes, which may well reach Redis (the
+    failure was this process's: a timeout on a starved CPU, a connection killed), learn of it
+    only here. Skipped while resting, they served the old entry until this process's next cache
+    lookup or the listener's NOTIFY bumped something. If Redis fails, the epoch bump that ends
+    this process's rest drops what it may have missed, and the listener invalidates the
+    write's products once it reaches Redis."""
     try:
         _bump(keys)
     except Exception as exc:

@@ -46,10 +46,14 @@ def _delete_test_keys() -> None:
     try:
         redis = get_redis_connection("default")
         prefix = cache.make_key("")  # "<KEY_PREFIX>:<version>:"
-        # The whole test prefix: includes keys written by django-ratelimit and locks.
+        # The whole test prefix: includes keys written by django-ratelimit and locks. Not the
+        # server's run_id: without it, the next new connection, in the middle of a test,
+        # would bump the epoch (products.cache.redis_connected).
         pattern = prefix.split(":", 1)[0] + ":*"
+        keep = product_cache.server_key().encode()
         for key in redis.scan_iter(match=pattern, count=1000):
-            redis.delete(key)
+            if key != keep:
+                redis.delete(key)
     except Exception:
         pass
 

@@ -16,6 +16,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 from django.core.exceptions import ImproperlyConfigured
 from kombu.transport import TRANSPORT_ALIASES
 
+from inventory_project import redis_connect
 from inventory_project.postgresql.connection import Connection
 from inventory_project.postgresql.pool import reconnect_while_requests_wait
 
@@ -371,7 +372,13 @@ CACHES = {
             "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT_S,
             "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT_S,
             "IGNORE_EXCEPTIONS": True,
-            "CONNECTION_POOL_KWARGS": {"max_connections": 100, "retry_on_timeout": False},
+            "CONNECTION_POOL_KWARGS": {
+                "max_connections": 100,
+                "retry_on_timeout": False,
+                # Each new connection checks that the server is the one the product cache's
+                # entries were written on (a restart may have reloaded an older snapshot).
+                "redis_connect_func": redis_connect.connected,
+            },
         },
     }
 }

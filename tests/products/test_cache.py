@@ -6,6 +6,8 @@ Writes are committed for real (`transaction=True`), since invalidation runs afte
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import socket
 import threading
 import time
@@ -22,6 +24,7 @@ from products import cache, selectors, services
 from products.api.fast_path import ProductCacheMiddleware
 from products.api.views import ProductDetailView
 from products.models import Product
+from tests.inventory_project.conftest import serving
 from tests.processes import closed_port, listener
 from tests.products.conftest import ProductFactory, make_user, token_client
 
@@ -376,6 +379,38 @@ def test_a_hundred_concurrent_misses_on_one_key_cost_one_database_read() -> None
     assert {status for status, _ in bodies} == {200}
     assert len({body for _, body in bodies}) == 1
     assert len(loads) == 1, f"{len(loads)} loads; cache state: suspect={cache._state.suspect}"
+
+
+def _stock_served_by(port: int, product_id: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request("GET", f"/api/products/{product_id}", headers={"Host": "localhost"})
+        response = conn.getresponse()
+        assert response.status == 200
+        return int(json.loads(response.read())["stock_level"])
+    finally:
+        conn.close()
+
+
+def test_a_write_while_this_process_rests_from_redis_still_reaches_the_others(
+    monkeypatch,
+) -> None:
+    """A process that saw Redis fail leaves it alone for a second. A write it acknowledged
+    meanwhile sent no invalidation, and the other processes, which reached Redis all along,
+    served the old entry until something else bumped a counter (here, for good: no listener)."""
+    product = ProductFactory(stock_level=5)
+    clerk = token_client(make_user("clerk", "change_product"))
+    with serving() as port:  # the other processes: gunicorn's worker, its near cache on
+        assert _stock_served_by(port, product.pk) == 5
+        assert _stock_served_by(port, product.pk) == 5  # from its cache now
+        monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 60.0)
+        cache.redis_failed("a call timed out on a busy machine")
+        assert cache.redis_resting()
+        response = clerk.put(
+            f"/api/products/{product.pk}", {"price": "1.00", "stock_level": 4}, format="json"
+        )
+        assert response.status_code == 200
+        assert _stock_served_by(port, product.pk) == 4
 
 
 class BlackHole:

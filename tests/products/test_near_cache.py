@@ -6,6 +6,7 @@ another process: bump a counter, then wait one more round trip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -245,6 +247,54 @@ def test_a_redis_restored_from_an_older_snapshot_serves_nothing_cached_before_it
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def _restored_from_an_older_snapshot(tmp_path: Any) -> Iterator[None]:
+    """A Redis of the test's own holding a detail entry that a write after its snapshot
+    invalidated; the block runs after a restart that reloaded that snapshot."""
+    binary, port = _redis_binary_and_port()
+    proc = _start_redis(binary, port, str(tmp_path))
+    caches = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}
+    try:
+        with override_settings(CACHES=caches):
+            cached_detail(body=b'{"before":true}')
+            redis.Redis(port=port).save()  # the snapshot holds the entry and its counters
+            cache.invalidate([DETAIL_ID])  # a write after the snapshot
+            assert cache.detail_lookup(DETAIL_ID).entry is None
+            redis.Redis(port=port).shutdown(nosave=True)
+            proc.wait(timeout=10)
+            proc = _start_redis(binary, port, str(tmp_path))  # loads the older snapshot
+            assert redis.Redis(port=port).dbsize() > 0
+            yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_restored_snapshot_is_noticed_without_a_near_cache(tmp_path) -> None:
+    """redis-py reconnected to the restarted server without a word: only the near cache's
+    connection noticed, and with it off (PRODUCT_NEAR_CACHE_MAX_BYTES=0) the entry the write had
+    invalidated was served again."""
+    with (
+        override_settings(PRODUCT_NEAR_CACHE_MAX_BYTES=0),
+        _restored_from_an_older_snapshot(tmp_path),
+    ):
+        assert cache.detail_lookup(DETAIL_ID).entry is None
+
+
+def test_a_process_that_first_connects_after_a_restore_serves_nothing_from_before_it(
+    tmp_path,
+) -> None:
+    """A process that never saw the server go (one started after the restart, or whose near
+    cache had just subscribed again) saw nothing to distrust."""
+    with _restored_from_an_older_snapshot(tmp_path):
+        # A process of its own: a near cache subscribing anew, no failure seen (this one's
+        # near cache may have seen its connection break), no connection open.
+        cache.reset()
+        cache._state.suspect = False
+        cache._redis().connection_pool.disconnect()
+        assert cache.detail_lookup(DETAIL_ID).entry is None
 
 
 def test_an_invalidation_in_this_process_is_seen_by_its_next_read() -> None:
