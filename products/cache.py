@@ -52,6 +52,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.dispatch import receiver
 from django_redis import get_redis_connection
 from redis.connection import Connection, UnixDomainSocketConnection
+from redis.exceptions import ResponseError
 
 from products.near_cache import NearCache
 
@@ -312,7 +313,10 @@ def redis_connected(connection: Any) -> None:
     new server moves every process on, fresh ones included.
     """
     connection.send_command("INFO", "server")
-    info = connection.read_response()
+    try:
+        info = connection.read_response()
+    except ResponseError:  # an ACL without INFO: the near cache's connection still counts
+        return
     text = info.decode() if isinstance(info, bytes) else str(info)
     run_id = next(
         (line[7:].strip() for line in text.splitlines() if line.startswith("run_id:")), None

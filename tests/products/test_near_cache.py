@@ -297,6 +297,19 @@ def test_a_process_that_first_connects_after_a_restore_serves_nothing_from_befor
         assert cache.detail_lookup(DETAIL_ID).entry is None
 
 
+def test_a_redis_user_without_info_still_has_the_cache(own_redis) -> None:
+    """The server's run_id comes from INFO, which an ACL may refuse: every connection failed."""
+    port, _ = own_redis
+    redis.Redis(port=port).acl_setuser(
+        "app", enabled=True, passwords=["+secret"], keys=["*"], commands=["+@all", "-info"]
+    )
+    location = f"redis://app:secret@127.0.0.1:{port}/0"
+    caches = {"default": {**settings.CACHES["default"], "LOCATION": location}}
+    with override_settings(CACHES=caches):
+        cached_detail()
+        assert cache.detail_lookup(DETAIL_ID).entry is not None
+
+
 def test_an_invalidation_in_this_process_is_seen_by_its_next_read() -> None:
     for round_ in range(200):
         cached_detail(body=b'{"round":%d}' % round_)
