@@ -119,7 +119,8 @@ return #KEYS
 # Whether the server is the one the entries were written on (its run_id, kept beside the
 # counters); if not, bump the epoch as _INVALIDATE does, and remember this server.
 _CHECK_SERVER = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local known = redis.call('GET', KEYS[1])
+if known == ARGV[1] then
   return 0
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
@@ -130,6 +131,9 @@ else
 end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if known then
+  return 2
+end
 return 1
 """
 
@@ -325,10 +329,14 @@ def redis_connected(connection: Any) -> None:
         return  # a server that does not say (a proxy): the near cache's connection still counts
     keys = [server_key(), django_cache.make_key("products:epoch")]
     connection.send_command("EVAL", _CHECK_SERVER, 2, *keys, run_id, COUNTER_TTL_S)
-    if connection.read_response() == 1:
-        logger.warning(
-            "product cache: Redis server %s is new to the cache (a restart, a failover, a first "
-            "start); epoch bumped, older entries dropped",
+    outcome = connection.read_response()
+    if outcome:
+        # 2: another server's id was there (a restart, a failover); 1: none (a first start, or
+        # the key was flushed or evicted).
+        logger.log(
+            logging.WARNING if outcome == 2 else logging.INFO,
+            "product cache: Redis server %s is new to the cache; epoch bumped, older entries "
+            "dropped",
             run_id[:12],
         )
 

@@ -272,7 +272,7 @@ def _restored_from_an_older_snapshot(tmp_path: Any) -> Iterator[None]:
         proc.wait(timeout=10)
 
 
-def test_a_restored_snapshot_is_noticed_without_a_near_cache(tmp_path) -> None:
+def test_a_restored_snapshot_is_noticed_without_a_near_cache(tmp_path, caplog) -> None:
     """redis-py reconnected to the restarted server without a word: only the near cache's
     connection noticed, and with it off (PRODUCT_NEAR_CACHE_MAX_BYTES=0) the entry the write had
     invalidated was served again."""
@@ -280,7 +280,10 @@ def test_a_restored_snapshot_is_noticed_without_a_near_cache(tmp_path) -> None:
         override_settings(PRODUCT_NEAR_CACHE_MAX_BYTES=0),
         _restored_from_an_older_snapshot(tmp_path),
     ):
+        caplog.clear()
         assert cache.detail_lookup(DETAIL_ID).entry is None
+    (said,) = [r for r in caplog.records if "new to the cache" in r.getMessage()]
+    assert said.levelname == "WARNING"  # another server's id was there: a restart
 
 
 def test_a_process_that_first_connects_after_a_restore_serves_nothing_from_before_it(
