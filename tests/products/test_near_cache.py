@@ -227,28 +227,6 @@ def test_a_hung_redis_stops_the_near_cache_before_a_writer_could_give_up(own_red
             os.kill(proc.pid, signal.SIGCONT)
 
 
-def test_a_redis_restored_from_an_older_snapshot_serves_nothing_cached_before_it(tmp_path) -> None:
-    binary, port = _redis_binary_and_port()
-    proc = _start_redis(binary, port, str(tmp_path))
-    caches = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}
-    try:
-        with override_settings(CACHES=caches):
-            cached_detail(body=b'{"before":true}')
-            redis.Redis(port=port).save()  # the snapshot holds the entry and its counters
-            cache.invalidate([DETAIL_ID])  # a write after the snapshot
-            assert cache.detail_lookup(DETAIL_ID).entry is None
-            redis.Redis(port=port).shutdown(nosave=True)
-            proc.wait(timeout=10)
-            proc = _start_redis(binary, port, str(tmp_path))  # loads the older snapshot
-            assert redis.Redis(port=port).dbsize() > 0
-            # The near cache's connection broke with the restart: this process may have missed
-            # invalidations, so the epoch moves on before anything is served from Redis.
-            assert cache.detail_lookup(DETAIL_ID).entry is None
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 @contextlib.contextmanager
 def _restored_from_an_older_snapshot(tmp_path: Any) -> Iterator[None]:
     """A Redis of the test's own holding a detail entry that a write after its snapshot
@@ -270,6 +248,13 @@ def _restored_from_an_older_snapshot(tmp_path: Any) -> Iterator[None]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_redis_restored_from_an_older_snapshot_serves_nothing_cached_before_it(tmp_path) -> None:
+    with _restored_from_an_older_snapshot(tmp_path):
+        # The near cache's connection broke with the restart: this process may have missed
+        # invalidations, so the epoch moves on before anything is served from Redis.
+        assert cache.detail_lookup(DETAIL_ID).entry is None
 
 
 def test_a_restored_snapshot_is_noticed_without_a_near_cache(tmp_path, caplog) -> None:
