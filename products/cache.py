@@ -54,6 +54,7 @@ from django_redis import get_redis_connection
 from redis.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import ResponseError
 
+from inventory_project import logs
 from products.near_cache import NearCache
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ NEAR_LEASE_S = 0.1
 # After a failure, leave Redis alone this long: a black-holed Redis costs one socket timeout
 # per interval per process, not one per request.
 RETRY_AFTER_FAILURE_S = 1.0
+SERVER_CHECK_REFUSED = logs.Every()
 
 _LOOKUP_DETAIL = """
 local epoch = redis.call('GET', KEYS[1]) or '0'
@@ -121,15 +123,19 @@ return #KEYS
 _CHECK_SERVER = """
 local known = redis.call('GET', KEYS[1])
 if known == ARGV[1] then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
   return 0
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('INCR', KEYS[2])
-else
-  local now = redis.call('TIME')
-  redis.call('SET', KEYS[2], now[1] .. string.format('%06d', tonumber(now[2])))
+-- The server's clock in microseconds, not the restored epoch plus one: a bump made between the
+-- snapshot and the restart had already used that value, and an entry stored late under it (by
+-- a request in flight across the restart) would become current again.
+local now = redis.call('TIME')
+local epoch = tonumber(now[1] .. string.format('%06d', tonumber(now[2])))
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+if current and current >= epoch then
+  epoch = current + 1
 end
-redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[2], string.format('%d', epoch), 'EX', ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 if known then
   return 2
@@ -190,6 +196,8 @@ class _State:
         self.suspect = False
         self.failures = 0  # counts failures, so a recovery cannot clear a newer one
         self.retry_at = 0.0
+        # Until then, invalidations are not sent: one failed in this rest (_send_invalidation).
+        self.skip_sends_until = 0.0
         self.context: _Context | None = None
 
 
@@ -329,7 +337,14 @@ def redis_connected(connection: Any) -> None:
         return  # a server that does not say (a proxy): the near cache's connection still counts
     keys = [server_key(), django_cache.make_key("products:epoch")]
     connection.send_command("EVAL", _CHECK_SERVER, 2, *keys, run_id, COUNTER_TTL_S)
-    outcome = connection.read_response()
+    try:
+        outcome = connection.read_response()
+    except ResponseError as exc:
+        # Refused (an ACL without EVAL, a read-only replica, a full Redis that evicts nothing):
+        # the connection still serves what it can, the rate limits among them; failing it
+        # here failed every connection.
+        SERVER_CHECK_REFUSED.warning(logger, "product cache: the server check was refused: %s", exc)
+        return
     if outcome:
         # 2: another server's id was there (a restart, a failover); 1: none (a first start, or
         # the key was flushed or evicted).
@@ -390,6 +405,7 @@ def _healthy() -> bool:
         if _state.failures != failures:
             return False  # Redis failed again while we bumped: bump again next time
         _state.suspect = False
+        _state.skip_sends_until = 0.0
     logger.warning("product cache reachable again; epoch bumped, older entries dropped")
     return True
 
@@ -644,10 +660,21 @@ def _send_invalidation(keys: list[str]) -> None:
     write is acknowledged after this, and the other processes, which may well reach Redis (the
     failure was this process's: a timeout on a starved CPU, a connection killed), learn of it
     only here. Skipped while resting, they served the old entry until this process's next cache
-    lookup or the listener's NOTIFY bumped something. If Redis fails, the epoch bump that ends
-    this process's rest drops what it may have missed, and the listener invalidates the
-    write's products once it reaches Redis."""
+    lookup or the listener's NOTIFY bumped something.
+
+    Once a send has failed, the others in the rest it started are skipped: against a
+    black-holed Redis each send waits out the socket timeout, and a loop of writes (a command,
+    the listener's one invalidation per NOTIFY) went at four a second. What a failed or skipped
+    send leaves out, the epoch bump that ends this process's rest drops here, and the listener
+    invalidates in the other processes once it reaches Redis (the failure counted here: a bump
+    already in progress may have read the counters before this write)."""
+    if time.monotonic() < _state.skip_sends_until:
+        with _state.lock:
+            _state.suspect = True
+            _state.failures += 1
+        return
     try:
         _bump(keys)
     except Exception as exc:
         _fail(exc)
+        _state.skip_sends_until = _state.retry_at

@@ -140,7 +140,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
         which then said less than the first failure.
         """
         raw = self.connection
-        if raw is not None and raw.closed and not self.in_atomic_block:
+        # Not in a transaction: its earlier statements went with the connection, and the next
+        # one must fail rather than run, committed, on another (set_autocommit(False) too).
+        if raw is not None and raw.closed and not self.in_atomic_block and self.autocommit:
             self.close()
             return
         super().close_if_health_check_failed()

@@ -20,6 +20,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import (
     DataError,
+    InterfaceError,
     InternalError,
     OperationalError,
     connection,
@@ -118,6 +119,25 @@ def test_a_connection_closed_under_a_request_is_replaced_before_its_next_query()
     Product.objects.count()
     connection.connection.close()  # as a server that stopped answering leaves it (connection.py)
     assert Product.objects.count() == 0
+
+
+def test_a_connection_closed_in_a_manual_transaction_is_not_replaced() -> None:
+    """Its earlier statements went with it: the next one must fail, not run and commit alone
+    on another connection."""
+    product = ProductFactory(stock_level=1)
+    update = "UPDATE products_product SET stock_level = %s WHERE id = %s"
+    transaction.set_autocommit(False)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(update, [2, product.pk])
+        connection.connection.close()
+        with pytest.raises((InterfaceError, OperationalError)), connection.cursor() as cursor:
+            cursor.execute(update, [3, product.pk])
+    finally:
+        connection.close()
+        transaction.set_autocommit(True)
+    product.refresh_from_db()
+    assert product.stock_level == 1
 
 
 def test_closed_by_server_reads_a_notice_without_discarding_the_connection() -> None:

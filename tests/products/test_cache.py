@@ -422,8 +422,35 @@ class BlackHole:
         self.sock.listen(128)
         self.port = self.sock.getsockname()[1]
 
+    def attempts(self) -> int:
+        """How many connections were made to it."""
+        self.sock.settimeout(0.1)
+        made = 0
+        with contextlib.suppress(TimeoutError):
+            while True:
+                self.sock.accept()[0].close()
+                made += 1
+        return made
+
     def close(self) -> None:
         self.sock.close()
+
+
+def test_writes_try_a_black_holed_redis_once_per_rest_not_each(monkeypatch) -> None:
+    """Each send waited out the socket timeout: a loop of writes (a command, the listener's
+    invalidation per NOTIFY) went at four a second."""
+    monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 60.0)
+    hole = BlackHole()
+    caches = {"default": {**settings.CACHES["default"]}}
+    caches["default"]["LOCATION"] = f"redis://127.0.0.1:{hole.port}/0"
+    try:
+        with override_settings(CACHES=caches):
+            for product_id in range(5):
+                cache.invalidate([product_id])
+            assert cache._state.suspect
+        assert hole.attempts() == 1
+    finally:
+        hole.close()
 
 
 @pytest.mark.parametrize("outage", ["refused", "black-holed"])

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import redis
 from django.conf import settings
+from django.core.cache import cache as django_cache
 from django.test import override_settings
 
 from products import cache, near_cache
@@ -285,17 +286,60 @@ def test_a_process_that_first_connects_after_a_restore_serves_nothing_from_befor
         assert cache.detail_lookup(DETAIL_ID).entry is None
 
 
-def test_a_redis_user_without_info_still_has_the_cache(own_redis) -> None:
-    """The server's run_id comes from INFO, which an ACL may refuse: every connection failed."""
+@pytest.mark.parametrize("refused", ["-info", "-eval"])
+def test_a_redis_user_refused_the_server_check_still_has_the_cache(own_redis, refused) -> None:
+    """The server's run_id comes from INFO and is compared by EVAL, which an ACL may refuse (as
+    a read-only replica or a full Redis refuses the write): every connection failed, the rate
+    limits' too. The product cache's own scripts run by EVALSHA."""
     port, _ = own_redis
     redis.Redis(port=port).acl_setuser(
-        "app", enabled=True, passwords=["+secret"], keys=["*"], commands=["+@all", "-info"]
+        "app", enabled=True, passwords=["+secret"], keys=["*"], commands=["+@all", refused]
     )
     location = f"redis://app:secret@127.0.0.1:{port}/0"
     caches = {"default": {**settings.CACHES["default"], "LOCATION": location}}
     with override_settings(CACHES=caches):
+        django_cache.set("rate-limit-counter", 1)
+        assert django_cache.get("rate-limit-counter") == 1
         cached_detail()
         assert cache.detail_lookup(DETAIL_ID).entry is not None
+
+
+def test_a_restart_moves_the_epoch_past_every_value_used_before_it(tmp_path) -> None:
+    """The check bumped the restored epoch by one: a bump made between the snapshot and the
+    restart had already used that value, and an entry a slow reader stored under it after the
+    restart was current again."""
+    binary, port = _redis_binary_and_port()
+    proc = _start_redis(binary, port, str(tmp_path))
+    caches = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}
+    try:
+        with override_settings(CACHES=caches):
+            cache.detail_lookup(DETAIL_ID)
+            redis.Redis(port=port).save()
+            cache.bump_epoch()  # after the snapshot
+            slow = cache.detail_lookup(DETAIL_ID)  # a reader, still in flight at the restart
+            cache.invalidate([DETAIL_ID])  # a write it missed
+            redis.Redis(port=port).shutdown(nosave=True)
+            proc.wait(timeout=10)
+            proc = _start_redis(binary, port, str(tmp_path))  # loads the older snapshot
+            cache.store(slow, cache.Entry(headers={"ETag": '"x"'}, body=b'{"old":true}'))
+            cache.reset()  # a process that reads after it
+            cache._state.suspect = False
+            assert cache.detail_lookup(DETAIL_ID).entry is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_server_that_stays_keeps_its_run_id_past_the_counters_ttl() -> None:
+    """Only a new connection found the key, and a match left its TTL alone: seven days after
+    it was written every entry was dropped, as after a restart."""
+    key = cache.server_key()
+    client = cache._redis()
+    client.ping()
+    client.expire(key, 100)
+    client.connection_pool.disconnect()
+    client.ping()  # a new connection, to the same server
+    assert client.ttl(key) > 100
 
 
 def test_an_invalidation_in_this_process_is_seen_by_its_next_read() -> None:
