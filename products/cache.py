@@ -124,6 +124,7 @@ _CHECK_SERVER = """
 local known = redis.call('GET', KEYS[1])
 if known == ARGV[1] then
   redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
   return 0
 end
 -- The server's clock in microseconds, not the restored epoch plus one: a bump made between the
@@ -196,8 +197,12 @@ class _State:
         self.suspect = False
         self.failures = 0  # counts failures, so a recovery cannot clear a newer one
         self.retry_at = 0.0
-        # Until then, invalidations are not sent: one failed in this rest (_send_invalidation).
+        # Invalidations failed in a row, and until when they are not sent once two have
+        # (_send_invalidation); skips counted, and how many an epoch bump has covered.
+        self.send_failures = 0
         self.skip_sends_until = 0.0
+        self.skips = 0
+        self.skips_covered = 0
         self.context: _Context | None = None
 
 
@@ -394,7 +399,7 @@ def _healthy() -> bool:
         return True
     if time.monotonic() < _state.retry_at:
         return False
-    failures = _state.failures
+    failures, skips = _state.failures, _state.skips
     try:
         bump_epoch()
     except Exception:
@@ -402,10 +407,10 @@ def _healthy() -> bool:
             _state.retry_at = time.monotonic() + RETRY_AFTER_FAILURE_S
         return False
     with _state.lock:
+        _state.skips_covered = max(_state.skips_covered, skips)
         if _state.failures != failures:
             return False  # Redis failed again while we bumped: bump again next time
         _state.suspect = False
-        _state.skip_sends_until = 0.0
     logger.warning("product cache reachable again; epoch bumped, older entries dropped")
     return True
 
@@ -662,19 +667,31 @@ def _send_invalidation(keys: list[str]) -> None:
     only here. Skipped while resting, they served the old entry until this process's next cache
     lookup or the listener's NOTIFY bumped something.
 
-    Once a send has failed, the others in the rest it started are skipped: against a
-    black-holed Redis each send waits out the socket timeout, and a loop of writes (a command,
-    the listener's one invalidation per NOTIFY) went at four a second. What a failed or skipped
-    send leaves out, the epoch bump that ends this process's rest drops here, and the listener
-    invalidates in the other processes once it reaches Redis (the failure counted here: a bump
-    already in progress may have read the counters before this write)."""
-    if time.monotonic() < _state.skip_sends_until:
+    After two sends in a row have failed, the others in the rest the last one started are
+    skipped: against a black-holed Redis each send waits out the socket timeout, and a loop of
+    writes (a command, the listener's one invalidation per NOTIFY) went at four a second. One
+    failure alone (a stall, a killed connection) skips nothing. What is skipped, the next send
+    that goes out covers with an epoch bump, as does this process's next cache lookup
+    (`_healthy`); the listener invalidates it in the other processes meanwhile, once it reaches
+    Redis (a skip counts as a failure: a bump already in progress may have read the counters
+    before this write)."""
+    if _state.send_failures >= 2 and time.monotonic() < _state.skip_sends_until:
         with _state.lock:
             _state.suspect = True
             _state.failures += 1
+            _state.skips += 1
         return
+    skips = _state.skips
+    if skips > _state.skips_covered:
+        keys = [*keys, _key("epoch")]
     try:
         _bump(keys)
     except Exception as exc:
         _fail(exc)
-        _state.skip_sends_until = _state.retry_at
+        with _state.lock:
+            _state.send_failures += 1
+            _state.skip_sends_until = _state.retry_at
+        return
+    with _state.lock:
+        _state.send_failures = 0
+        _state.skips_covered = max(_state.skips_covered, skips)

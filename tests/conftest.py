@@ -35,12 +35,14 @@ def _clean_cache() -> Iterator[None]:
     logs.reset_all()  # an outage's once-a-minute lines, written by an earlier test
     product_cache.reset()
     product_cache._state.suspect = False  # a test that broke Redis leaves no rest behind
+    product_cache._state.send_failures = 0
     product_cache._state.skip_sends_until = 0.0
     product_cache.forget_queued_invalidations()  # ids a rolled-back test never committed
     yield
     _delete_test_keys()
     product_cache.reset()
     product_cache._state.suspect = False
+    product_cache._state.send_failures = 0
     product_cache._state.skip_sends_until = 0.0
 
 

@@ -11,6 +11,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -436,21 +437,69 @@ class BlackHole:
         self.sock.close()
 
 
-def test_writes_try_a_black_holed_redis_once_per_rest_not_each(monkeypatch) -> None:
-    """Each send waited out the socket timeout: a loop of writes (a command, the listener's
-    invalidation per NOTIFY) went at four a second."""
-    monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 60.0)
+@contextlib.contextmanager
+def _black_holed_redis() -> Iterator[BlackHole]:
+    """The cache's Redis, for the block, a port that accepts connections and never answers."""
     hole = BlackHole()
     caches = {"default": {**settings.CACHES["default"]}}
     caches["default"]["LOCATION"] = f"redis://127.0.0.1:{hole.port}/0"
     try:
         with override_settings(CACHES=caches):
-            for product_id in range(5):
-                cache.invalidate([product_id])
-            assert cache._state.suspect
-        assert hole.attempts() == 1
+            yield hole
     finally:
         hole.close()
+
+
+def test_writes_try_a_black_holed_redis_twice_per_rest_not_each_time(monkeypatch) -> None:
+    """Each send waited out the socket timeout: a loop of writes (a command, the listener's
+    invalidation per NOTIFY) went at four a second."""
+    monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 60.0)
+    with _black_holed_redis() as hole:
+        for product_id in range(5):
+            cache.invalidate([product_id])
+        assert cache._state.suspect
+        assert hole.attempts() == 2
+
+
+def test_one_failed_send_does_not_keep_the_next_writes_from_the_others(monkeypatch) -> None:
+    """One send that failed (Redis stalled for a moment) made the writes of the next second
+    skip theirs, and the other processes, which reached Redis, served the old entries."""
+    product = ProductFactory(stock_level=5)
+    clerk = token_client(make_user("clerk", "change_product"))
+    monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 60.0)
+    with serving() as port:
+        assert _stock_served_by(port, product.pk) == 5
+        assert _stock_served_by(port, product.pk) == 5  # from its cache now
+        with _black_holed_redis():
+            cache.invalidate([product.pk + 1])  # fails: this process rests
+        response = clerk.put(
+            f"/api/products/{product.pk}", {"price": "1.00", "stock_level": 4}, format="json"
+        )
+        assert response.status_code == 200
+        assert _stock_served_by(port, product.pk) == 4
+
+
+def test_writes_skipped_after_failed_sends_are_covered_by_the_next_send(monkeypatch) -> None:
+    """A process that only writes (a command, a task) never looks the cache up, which is where
+    a rest's skipped invalidations were made up for (an epoch bump): the other processes
+    served their old entries until the entries expired."""
+    product = ProductFactory(stock_level=5)
+    other = ProductFactory()
+    clerk = token_client(make_user("clerk", "change_product"))
+    monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 60.0)
+    with serving() as port:
+        assert _stock_served_by(port, product.pk) == 5
+        assert _stock_served_by(port, product.pk) == 5
+        with _black_holed_redis():
+            cache.invalidate([other.pk])
+            cache.invalidate([other.pk])  # two failed: the rest's next sends are skipped
+        response = clerk.put(
+            f"/api/products/{product.pk}", {"price": "1.00", "stock_level": 4}, format="json"
+        )
+        assert response.status_code == 200  # its invalidation skipped
+        cache._state.skip_sends_until = 0.0  # the rest is over
+        services.product_update(product_id=other.pk, stock_level=7)  # the next write
+        assert _stock_served_by(port, product.pk) == 4
 
 
 @pytest.mark.parametrize("outage", ["refused", "black-holed"])

@@ -330,16 +330,18 @@ def test_a_restart_moves_the_epoch_past_every_value_used_before_it(tmp_path) -> 
         proc.wait(timeout=10)
 
 
-def test_a_server_that_stays_keeps_its_run_id_past_the_counters_ttl() -> None:
+def test_a_server_that_stays_keeps_its_run_id_and_epoch_past_the_counters_ttl() -> None:
     """Only a new connection found the key, and a match left its TTL alone: seven days after
-    it was written every entry was dropped, as after a restart."""
-    key = cache.server_key()
+    it was written every entry was dropped, as after a restart. The epoch's too, where no
+    outage had bumped it."""
+    keys = [cache.server_key(), cache._key("epoch")]
     client = cache._redis()
-    client.ping()
-    client.expire(key, 100)
+    cache.bump_epoch()
+    for key in keys:
+        client.expire(key, 100)
     client.connection_pool.disconnect()
     client.ping()  # a new connection, to the same server
-    assert client.ttl(key) > 100
+    assert [client.ttl(key) > 100 for key in keys] == [True, True]
 
 
 def test_an_invalidation_in_this_process_is_seen_by_its_next_read() -> None:
