@@ -411,6 +411,7 @@ def _healthy() -> bool:
         if _state.failures != failures:
             return False  # Redis failed again while we bumped: bump again next time
         _state.suspect = False
+        _state.send_failures = 0  # Redis answers: one failure must not start skipping again
     logger.warning("product cache reachable again; epoch bumped, older entries dropped")
     return True
 

@@ -461,6 +461,20 @@ def test_writes_try_a_black_holed_redis_twice_per_rest_not_each_time(monkeypatch
         assert hole.attempts() == 2
 
 
+def test_after_redis_is_back_one_failed_send_skips_nothing_again(monkeypatch) -> None:
+    monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 60.0)
+    with _black_holed_redis():
+        cache.invalidate([1])
+        cache.invalidate([1])  # two in a row: skipping
+    cache._state.retry_at = cache._state.skip_sends_until = 0.0  # the rest is over
+    assert cache.detail_lookup(1).slot is not None  # Redis answered its epoch bump
+    with _black_holed_redis():
+        cache.invalidate([1])  # one failure
+    skips = cache._state.skips
+    cache.invalidate([1])
+    assert cache._state.skips == skips  # sent, not skipped
+
+
 def test_one_failed_send_does_not_keep_the_next_writes_from_the_others(monkeypatch) -> None:
     """One send that failed (Redis stalled for a moment) made the writes of the next second
     skip theirs, and the other processes, which reached Redis, served the old entries."""
