@@ -197,9 +197,12 @@ class _State:
         self.suspect = False
         self.failures = 0  # counts failures, so a recovery cannot clear a newer one
         self.retry_at = 0.0
-        # Invalidations failed in a row, and until when they are not sent once two have
-        # (_send_invalidation); skips counted, and how many an epoch bump has covered.
+        # Invalidations failed in a row (one per send started after the last counted
+        # failure: threads caught by one stall count once), and until when they are not sent
+        # once two have (_send_invalidation); skips counted, and how many an epoch bump has
+        # covered.
         self.send_failures = 0
+        self.send_failure_mark = 0
         self.skip_sends_until = 0.0
         self.skips = 0
         self.skips_covered = 0
@@ -676,22 +679,24 @@ def _send_invalidation(keys: list[str]) -> None:
     (`_healthy`); the listener invalidates it in the other processes meanwhile, once it reaches
     Redis (a skip counts as a failure: a bump already in progress may have read the counters
     before this write)."""
-    if _state.send_failures >= 2 and time.monotonic() < _state.skip_sends_until:
-        with _state.lock:
+    with _state.lock:  # one decision: a send that reads `skips` after it sees this skip
+        if _state.send_failures >= 2 and time.monotonic() < _state.skip_sends_until:
             _state.suspect = True
             _state.failures += 1
             _state.skips += 1
-        return
-    skips = _state.skips
-    if skips > _state.skips_covered:
+            return
+        skips, covered, mark = _state.skips, _state.skips_covered, _state.send_failure_mark
+    if skips > covered:
         keys = [*keys, _key("epoch")]
     try:
         _bump(keys)
     except Exception as exc:
         _fail(exc)
         with _state.lock:
-            _state.send_failures += 1
-            _state.skip_sends_until = _state.retry_at
+            if _state.send_failure_mark == mark:  # no other send's failure counted meanwhile
+                _state.send_failure_mark += 1
+                _state.send_failures += 1
+                _state.skip_sends_until = _state.retry_at
         return
     with _state.lock:
         _state.send_failures = 0

@@ -475,6 +475,28 @@ def test_after_redis_is_back_one_failed_send_skips_nothing_again(monkeypatch) ->
     assert cache._state.skips == skips  # sent, not skipped
 
 
+def test_two_threads_caught_by_one_stall_count_as_one_failed_send(monkeypatch) -> None:
+    """Failures were counted per send: two gthread threads' sends in one stall were "two in a
+    row", and the next write was skipped with Redis answering again."""
+    monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 60.0)
+    start = threading.Barrier(2, timeout=10)
+
+    def send() -> None:
+        start.wait()
+        cache.invalidate([1])
+
+    with _black_holed_redis():
+        cache._context()  # one client for both threads, as in a worker
+        threads = [threading.Thread(target=send) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=20)
+    skips = cache._state.skips
+    cache.invalidate([1])
+    assert cache._state.skips == skips  # sent, not skipped
+
+
 def test_one_failed_send_does_not_keep_the_next_writes_from_the_others(monkeypatch) -> None:
     """One send that failed (Redis stalled for a moment) made the writes of the next second
     skip theirs, and the other processes, which reached Redis, served the old entries."""
