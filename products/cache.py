@@ -102,25 +102,33 @@ return 0
 
 # Bump each product's version and the catalogue generation, keeping every counter's TTL. A
 # missing counter starts at the server's time in microseconds (see COUNTER_TTL_S).
-_INVALIDATE = """
-local ttl = tonumber(ARGV[1])
+# The server's clock in microseconds, as a counter's text: where a counter starts again.
+_CLOCK_US = """
 local now = redis.call('TIME')
-local start = now[1] .. string.format('%06d', tonumber(now[2]))
+local clock_us = now[1] .. string.format('%06d', tonumber(now[2]))
+"""
+
+_INVALIDATE = (
+    _CLOCK_US
+    + """
+local ttl = tonumber(ARGV[1])
 for i = 1, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     redis.call('INCR', KEYS[i])
   else
-    redis.call('SET', KEYS[i], start)
+    redis.call('SET', KEYS[i], clock_us)
   end
   redis.call('EXPIRE', KEYS[i], ttl)
 end
 return #KEYS
 """
+)
 
 
 # Whether the server is the one the entries were written on (its run_id, kept beside the
-# counters); if not, bump the epoch as _INVALIDATE does, and remember this server.
-_CHECK_SERVER = """
+# counters); if not, move the epoch on, and remember this server.
+_CHECK_SERVER = (
+    """
 local known = redis.call('GET', KEYS[1])
 if known == ARGV[1] then
   redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -130,8 +138,10 @@ end
 -- The server's clock in microseconds, not the restored epoch plus one: a bump made between the
 -- snapshot and the restart had already used that value, and an entry stored late under it (by
 -- a request in flight across the restart) would become current again.
-local now = redis.call('TIME')
-local epoch = tonumber(now[1] .. string.format('%06d', tonumber(now[2])))
+"""
+    + _CLOCK_US
+    + """
+local epoch = tonumber(clock_us)
 local current = tonumber(redis.call('GET', KEYS[2]) or '0')
 if current and current >= epoch then
   epoch = current + 1
@@ -143,6 +153,7 @@ if known then
 end
 return 1
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
