@@ -11,7 +11,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import pytest
@@ -393,25 +393,44 @@ def _stock_served_by(port: int, product_id: int) -> int:
         conn.close()
 
 
+@contextlib.contextmanager
+def _cached_in_another_process(product: Product) -> Iterator[Callable[[], int]]:
+    """gunicorn's worker (another process, its near cache on) serving `product`'s detail from
+    its cache; yields what reads the stock level it serves."""
+    with serving() as port:
+        assert _stock_served_by(port, product.pk) == product.stock_level
+        assert _stock_served_by(port, product.pk) == product.stock_level  # from its cache now
+        yield lambda: _stock_served_by(port, product.pk)
+
+
+def _put_stock(client: APIClient, product_id: int, stock_level: int) -> int:
+    response = client.put(
+        f"/api/products/{product_id}",
+        {"price": "1.00", "stock_level": stock_level},
+        format="json",
+    )
+    return int(response.status_code)
+
+
+@pytest.fixture
+def long_rest(monkeypatch) -> None:
+    """A process that saw Redis fail rests from it for a minute (the tests' own is 0 s)."""
+    monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 60.0)
+
+
 def test_a_write_while_this_process_rests_from_redis_still_reaches_the_others(
-    monkeypatch,
+    long_rest,
 ) -> None:
     """A process that saw Redis fail leaves it alone for a second. A write it acknowledged
     meanwhile sent no invalidation, and the other processes, which reached Redis all along,
     served the old entry until something else bumped a counter (here, for good: no listener)."""
     product = ProductFactory(stock_level=5)
     clerk = token_client(make_user("clerk", "change_product"))
-    with serving() as port:  # the other processes: gunicorn's worker, its near cache on
-        assert _stock_served_by(port, product.pk) == 5
-        assert _stock_served_by(port, product.pk) == 5  # from its cache now
-        monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 60.0)
+    with _cached_in_another_process(product) as served_stock:
         cache.redis_failed("a call timed out on a busy machine")
         assert cache.redis_resting()
-        response = clerk.put(
-            f"/api/products/{product.pk}", {"price": "1.00", "stock_level": 4}, format="json"
-        )
-        assert response.status_code == 200
-        assert _stock_served_by(port, product.pk) == 4
+        assert _put_stock(clerk, product.pk, 4) == 200
+        assert served_stock() == 4
 
 
 class BlackHole:
@@ -450,10 +469,9 @@ def _black_holed_redis() -> Iterator[BlackHole]:
         hole.close()
 
 
-def test_writes_try_a_black_holed_redis_twice_per_rest_not_each_time(monkeypatch) -> None:
+def test_writes_try_a_black_holed_redis_twice_per_rest_not_each_time(long_rest) -> None:
     """Each send waited out the socket timeout: a loop of writes (a command, the listener's
     invalidation per NOTIFY) went at four a second."""
-    monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 60.0)
     with _black_holed_redis() as hole:
         for product_id in range(5):
             cache.invalidate([product_id])
@@ -461,8 +479,7 @@ def test_writes_try_a_black_holed_redis_twice_per_rest_not_each_time(monkeypatch
         assert hole.attempts() == 2
 
 
-def test_after_redis_is_back_one_failed_send_skips_nothing_again(monkeypatch) -> None:
-    monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 60.0)
+def test_after_redis_is_back_one_failed_send_skips_nothing_again(long_rest) -> None:
     with _black_holed_redis():
         cache.invalidate([1])
         cache.invalidate([1])  # two in a row: skipping
@@ -475,10 +492,9 @@ def test_after_redis_is_back_one_failed_send_skips_nothing_again(monkeypatch) ->
     assert cache._state.skips == skips  # sent, not skipped
 
 
-def test_two_threads_caught_by_one_stall_count_as_one_failed_send(monkeypatch) -> None:
+def test_two_threads_caught_by_one_stall_count_as_one_failed_send(long_rest) -> None:
     """Failures were counted per send: two gthread threads' sends in one stall were "two in a
     row", and the next write was skipped with Redis answering again."""
-    monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 60.0)
     start = threading.Barrier(2, timeout=10)
 
     def send() -> None:
@@ -497,45 +513,33 @@ def test_two_threads_caught_by_one_stall_count_as_one_failed_send(monkeypatch) -
     assert cache._state.skips == skips  # sent, not skipped
 
 
-def test_one_failed_send_does_not_keep_the_next_writes_from_the_others(monkeypatch) -> None:
+def test_one_failed_send_does_not_keep_the_next_writes_from_the_others(long_rest) -> None:
     """One send that failed (Redis stalled for a moment) made the writes of the next second
     skip theirs, and the other processes, which reached Redis, served the old entries."""
     product = ProductFactory(stock_level=5)
     clerk = token_client(make_user("clerk", "change_product"))
-    monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 60.0)
-    with serving() as port:
-        assert _stock_served_by(port, product.pk) == 5
-        assert _stock_served_by(port, product.pk) == 5  # from its cache now
+    with _cached_in_another_process(product) as served_stock:
         with _black_holed_redis():
             cache.invalidate([product.pk + 1])  # fails: this process rests
-        response = clerk.put(
-            f"/api/products/{product.pk}", {"price": "1.00", "stock_level": 4}, format="json"
-        )
-        assert response.status_code == 200
-        assert _stock_served_by(port, product.pk) == 4
+        assert _put_stock(clerk, product.pk, 4) == 200
+        assert served_stock() == 4
 
 
-def test_writes_skipped_after_failed_sends_are_covered_by_the_next_send(monkeypatch) -> None:
+def test_writes_skipped_after_failed_sends_are_covered_by_the_next_send(long_rest) -> None:
     """A process that only writes (a command, a task) never looks the cache up, which is where
     a rest's skipped invalidations were made up for (an epoch bump): the other processes
     served their old entries until the entries expired."""
     product = ProductFactory(stock_level=5)
     other = ProductFactory()
     clerk = token_client(make_user("clerk", "change_product"))
-    monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 60.0)
-    with serving() as port:
-        assert _stock_served_by(port, product.pk) == 5
-        assert _stock_served_by(port, product.pk) == 5
+    with _cached_in_another_process(product) as served_stock:
         with _black_holed_redis():
             cache.invalidate([other.pk])
             cache.invalidate([other.pk])  # two failed: the rest's next sends are skipped
-        response = clerk.put(
-            f"/api/products/{product.pk}", {"price": "1.00", "stock_level": 4}, format="json"
-        )
-        assert response.status_code == 200  # its invalidation skipped
+        assert _put_stock(clerk, product.pk, 4) == 200  # its invalidation skipped
         cache._state.skip_sends_until = 0.0  # the rest is over
         services.product_update(product_id=other.pk, stock_level=7)  # the next write
-        assert _stock_served_by(port, product.pk) == 4
+        assert served_stock() == 4
 
 
 @pytest.mark.parametrize("outage", ["refused", "black-holed"])
