@@ -228,27 +228,57 @@ def test_a_hung_redis_stops_the_near_cache_before_a_writer_could_give_up(own_red
             os.kill(proc.pid, signal.SIGCONT)
 
 
+class _SnapshotRedis:
+    """A Redis of the test's own, the cache's for the block (`_snapshot_redis`), that keeps
+    the snapshots it is asked for and restarts from the last one."""
+
+    def __init__(self, workdir: str) -> None:
+        self.binary, self.port = _redis_binary_and_port()
+        self.workdir = workdir
+        self.proc = _start_redis(self.binary, self.port, workdir)
+        self.client = redis.Redis(port=self.port)
+
+    def restart_from_snapshot(self) -> None:
+        self.client.shutdown(nosave=True)
+        self.proc.wait(timeout=10)
+        self.proc = _start_redis(self.binary, self.port, self.workdir)
+
+
+@contextlib.contextmanager
+def _snapshot_redis(tmp_path: Any) -> Iterator[_SnapshotRedis]:
+    server = _SnapshotRedis(str(tmp_path))
+    location = f"redis://127.0.0.1:{server.port}/0"
+    try:
+        with override_settings(
+            CACHES={"default": {**settings.CACHES["default"], "LOCATION": location}}
+        ):
+            yield server
+    finally:
+        server.proc.terminate()
+        server.proc.wait(timeout=10)
+
+
+def _as_a_new_process() -> None:
+    """This process's cache as a process of its own would find it: a near cache subscribing
+    anew, no failure seen (this one's near cache may have seen its connection break), no
+    connection open."""
+    cache.reset()
+    cache._state.suspect = False
+    cache._redis().connection_pool.disconnect()
+
+
 @contextlib.contextmanager
 def _restored_from_an_older_snapshot(tmp_path: Any) -> Iterator[None]:
     """A Redis of the test's own holding a detail entry that a write after its snapshot
     invalidated; the block runs after a restart that reloaded that snapshot."""
-    binary, port = _redis_binary_and_port()
-    proc = _start_redis(binary, port, str(tmp_path))
-    caches = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}
-    try:
-        with override_settings(CACHES=caches):
-            cached_detail(body=b'{"before":true}')
-            redis.Redis(port=port).save()  # the snapshot holds the entry and its counters
-            cache.invalidate([DETAIL_ID])  # a write after the snapshot
-            assert cache.detail_lookup(DETAIL_ID).entry is None
-            redis.Redis(port=port).shutdown(nosave=True)
-            proc.wait(timeout=10)
-            proc = _start_redis(binary, port, str(tmp_path))  # loads the older snapshot
-            assert redis.Redis(port=port).dbsize() > 0
-            yield
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with _snapshot_redis(tmp_path) as server:
+        cached_detail(body=b'{"before":true}')
+        server.client.save()  # the snapshot holds the entry and its counters
+        cache.invalidate([DETAIL_ID])  # a write after the snapshot
+        assert cache.detail_lookup(DETAIL_ID).entry is None
+        server.restart_from_snapshot()
+        assert server.client.dbsize() > 0
+        yield
 
 
 def test_a_redis_restored_from_an_older_snapshot_serves_nothing_cached_before_it(tmp_path) -> None:
@@ -278,11 +308,7 @@ def test_a_process_that_first_connects_after_a_restore_serves_nothing_from_befor
     """A process that never saw the server go (one started after the restart, or whose near
     cache had just subscribed again) saw nothing to distrust."""
     with _restored_from_an_older_snapshot(tmp_path):
-        # A process of its own: a near cache subscribing anew, no failure seen (this one's
-        # near cache may have seen its connection break), no connection open.
-        cache.reset()
-        cache._state.suspect = False
-        cache._redis().connection_pool.disconnect()
+        _as_a_new_process()
         assert cache.detail_lookup(DETAIL_ID).entry is None
 
 
@@ -308,26 +334,16 @@ def test_a_restart_moves_the_epoch_past_every_value_used_before_it(tmp_path) -> 
     """The check bumped the restored epoch by one: a bump made between the snapshot and the
     restart had already used that value, and an entry a slow reader stored under it after the
     restart was current again."""
-    binary, port = _redis_binary_and_port()
-    proc = _start_redis(binary, port, str(tmp_path))
-    caches = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}
-    try:
-        with override_settings(CACHES=caches):
-            cache.detail_lookup(DETAIL_ID)
-            redis.Redis(port=port).save()
-            cache.bump_epoch()  # after the snapshot
-            slow = cache.detail_lookup(DETAIL_ID)  # a reader, still in flight at the restart
-            cache.invalidate([DETAIL_ID])  # a write it missed
-            redis.Redis(port=port).shutdown(nosave=True)
-            proc.wait(timeout=10)
-            proc = _start_redis(binary, port, str(tmp_path))  # loads the older snapshot
-            cache.store(slow, cache.Entry(headers={"ETag": '"x"'}, body=b'{"old":true}'))
-            cache.reset()  # a process that reads after it
-            cache._state.suspect = False
-            assert cache.detail_lookup(DETAIL_ID).entry is None
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with _snapshot_redis(tmp_path) as server:
+        cache.detail_lookup(DETAIL_ID)
+        server.client.save()
+        cache.bump_epoch()  # after the snapshot
+        slow = cache.detail_lookup(DETAIL_ID)  # a reader, still in flight at the restart
+        cache.invalidate([DETAIL_ID])  # a write it missed
+        server.restart_from_snapshot()
+        cache.store(slow, cache.Entry(headers={"ETag": '"x"'}, body=b'{"old":true}'))
+        _as_a_new_process()  # one that reads after it
+        assert cache.detail_lookup(DETAIL_ID).entry is None
 
 
 def test_a_server_that_stays_keeps_its_run_id_and_epoch_past_the_counters_ttl() -> None:
