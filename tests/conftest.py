@@ -33,13 +33,16 @@ def _clean_cache() -> Iterator[None]:
     """
     _delete_test_keys()
     logs.reset_all()  # an outage's once-a-minute lines, written by an earlier test
-    product_cache.reset()
-    product_cache._state.suspect = False  # a test that broke Redis leaves no rest behind
-    product_cache._state.send_failures = 0
-    product_cache._state.skip_sends_until = 0.0
+    _reset_product_cache()
     product_cache.forget_queued_invalidations()  # ids a rolled-back test never committed
     yield
     _delete_test_keys()
+    _reset_product_cache()
+
+
+def _reset_product_cache() -> None:
+    """The client and near cache built anew, and no outage state left by a test that broke
+    Redis: no rest, no failed sends counted."""
     product_cache.reset()
     product_cache._state.suspect = False
     product_cache._state.send_failures = 0
