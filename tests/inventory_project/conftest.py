@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,3 +69,23 @@ def serving(**settings_env: str) -> Iterator[int]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def json_request(
+    port: int, method: str, path: str, body: Any = None, token: str | None = None
+) -> tuple[int, Any, Any]:
+    """One request to the server `serving` started on `port` (JSON `body`, `token` for the
+    Authorization header): its status, headers and JSON answer."""
+    headers = {"Host": "localhost"}
+    if token is not None:
+        headers["Authorization"] = f"Token {token}"
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        payload = None if body is None else json.dumps(body)
+        conn.request(method, path, body=payload, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.headers, json.loads(response.read())
+    finally:
+        conn.close()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import http.client
-import json
 import os
 import select
 import socket
@@ -42,7 +40,7 @@ from tests.database import (
     wait_until_session_ended,
     web_server_connections,
 )
-from tests.inventory_project.conftest import serving
+from tests.inventory_project.conftest import json_request, serving
 from tests.products.conftest import ProductFactory, make_user
 from tests.time_limits import STATEMENT_S, slow_statement_cut_short
 
@@ -651,24 +649,10 @@ def test_a_statement_whose_client_gave_up_is_ended_by_the_server() -> None:
         wait_until_session_ended(pid, within_s=10)
 
 
-def _put(port: int, token: str, pk: int, stock_level: int) -> tuple[int, Any, dict[str, Any]]:
+def _put(port: int, token: str, pk: int, stock_level: int) -> tuple[int, Any, Any]:
     """A PUT to the server on `port`: its status, headers and JSON body."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    try:
-        conn.request(
-            "PUT",
-            f"/api/products/{pk}",
-            body=json.dumps({"price": "1.00", "stock_level": stock_level}),
-            headers={
-                "Authorization": f"Token {token}",
-                "Content-Type": "application/json",
-                "Host": "localhost",
-            },
-        )
-        response = conn.getresponse()
-        return response.status, response.headers, json.loads(response.read())
-    finally:
-        conn.close()
+    body = {"price": "1.00", "stock_level": stock_level}
+    return json_request(port, "PUT", f"/api/products/{pk}", body, token=token)
 
 
 def test_gunicorns_workers_answer_a_put_behind_a_held_lock_with_a_503_saying_so() -> None:

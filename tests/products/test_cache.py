@@ -6,8 +6,6 @@ Writes are committed for real (`transaction=True`), since invalidation runs afte
 from __future__ import annotations
 
 import contextlib
-import http.client
-import json
 import socket
 import threading
 import time
@@ -25,7 +23,7 @@ from products import cache, selectors, services
 from products.api.fast_path import ProductCacheMiddleware
 from products.api.views import ProductDetailView
 from products.models import Product
-from tests.inventory_project.conftest import serving
+from tests.inventory_project.conftest import json_request, serving
 from tests.processes import closed_port, listener
 from tests.products.conftest import ProductFactory, make_user, token_client
 
@@ -383,14 +381,9 @@ def test_a_hundred_concurrent_misses_on_one_key_cost_one_database_read() -> None
 
 
 def _stock_served_by(port: int, product_id: int) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    try:
-        conn.request("GET", f"/api/products/{product_id}", headers={"Host": "localhost"})
-        response = conn.getresponse()
-        assert response.status == 200
-        return int(json.loads(response.read())["stock_level"])
-    finally:
-        conn.close()
+    status, _, body = json_request(port, "GET", f"/api/products/{product_id}")
+    assert status == 200
+    return int(body["stock_level"])
 
 
 @contextlib.contextmanager
