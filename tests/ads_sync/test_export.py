@@ -140,8 +140,10 @@ def test_export_to_a_named_pipe_writes_into_it_and_leaves_it_a_pipe(tmp_path: Pa
         call_command("export_ads_csv", "--out", str(fifo), stdout=io.StringIO())
     finally:
         if reader.is_alive():  # the command never opened it: let the reader go
-            with contextlib.suppress(OSError), open(fifo, "wb"):
-                pass
+            # Without blocking: a reader that finished after the check leaves no one to open
+            # against, and a blocking open waited for one for ever (ENXIO now, suppressed).
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         reader.join(timeout=10)
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
     lines = list(csv.DictReader(io.StringIO(received[0].decode())))
