@@ -24,6 +24,7 @@ GIVEN_TWICE_IN_FORM = "Given more than once in this form: which one was meant is
 
 # A lone surrogate can only come from an escape: raw text decoded as UTF-8 holds none.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_INT_DIGITS_MAX = 4000
 _PARSE_CONSTANT = strict_constant if api_settings.STRICT_JSON else None
 
 
@@ -31,7 +32,8 @@ def load_json(text: str) -> Any:
     """A JSON body as the API reads it, for the parser and for `products.api.fast_writes`.
 
     - Numbers with a fraction or an exponent are Decimals: as binary floats, `1e-400` became 0
-      and `7.0000000000000001` became 7 before any field could refuse them.
+      and `7.0000000000000001` became 7 before any field could refuse them. So are integers of
+      thousands of digits, which int() refuses with a message that names no field.
     - NaN and Infinity are refused (DRF's STRICT_JSON).
     - Text that is not Unicode (a lone surrogate escape, `"\\ud800"`) is a 400 naming the field
       that holds it: kept, it would fail later, when the answer naming it is encoded (a 500).
@@ -42,11 +44,21 @@ def load_json(text: str) -> Any:
     Raises ValueError for malformed JSON, and ValidationError or ParseError for the rest.
     """
     data = json.loads(
-        text, parse_constant=_PARSE_CONSTANT, parse_float=Decimal, object_pairs_hook=_object
+        text,
+        parse_constant=_PARSE_CONSTANT,
+        parse_float=Decimal,
+        parse_int=_integer,
+        object_pairs_hook=_object,
     )
     if _SURROGATE_ESCAPE.search(text):
         _refuse_surrogates(data)
     return data
+
+
+def _integer(text: str) -> int | Decimal:
+    # int() refuses more than 4,300 digits (sys.set_int_max_str_digits) with a message that names
+    # no field; as a Decimal, the field refuses it as out of range, naming itself.
+    return int(text) if len(text) <= _INT_DIGITS_MAX else Decimal(text)
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

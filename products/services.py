@@ -21,7 +21,8 @@ from products.models import Product
 
 
 class VersionMismatch(Exception):
-    """The caller's If-Match did not name the product's current version."""
+    """The product's current version is not one the caller's preconditions allow (If-Match did
+    not name it, or If-None-Match did)."""
 
     def __init__(self, current: Product) -> None:
         super().__init__(f"product {current.pk} is at version {current.version}")
@@ -43,12 +44,15 @@ def product_update(
     price: Decimal | None = None,
     stock_level: int | None = None,
     expected_versions: Collection[int] | None = None,
+    refused_versions: Collection[int] | None = None,
+    refuse_existing: bool = False,
 ) -> Product:
     """Set price and/or stock level in one statement, and return the product as written.
 
-    One `UPDATE ... RETURNING`: the version check of `expected_versions` (from If-Match) is part
-    of its WHERE clause, so two concurrent writers of the same version cannot both win (the
-    second re-reads the row after the first commits and no longer matches), and the write costs
+    One `UPDATE ... RETURNING`: the version checks (`expected_versions` from If-Match,
+    `refused_versions` and `refuse_existing` from If-None-Match) are part of its WHERE clause,
+    so two concurrent writers of the same version cannot both win (the second re-reads the row
+    after the first commits and no longer matches), and the write costs
     one round trip instead of a locking read, a save and a commit. It is a single statement, so
     it needs no transaction of its own; not going through Model.save(), it sends no post_save
     and invalidates the cache itself, after commit, as every bulk write does.
@@ -63,6 +67,11 @@ def product_update(
     if expected_versions is not None:
         where += f" AND {_field('version').column} = ANY(%s)"
         params.append(list(expected_versions))
+    if refused_versions:
+        where += f" AND NOT {_field('version').column} = ANY(%s)"
+        params.append(list(refused_versions))
+    if refuse_existing:
+        where += " AND FALSE"  # then told apart from a missing product below
     table = Product._meta.db_table
     sql = f"UPDATE {table} SET {sets} WHERE {where} RETURNING {_COLUMNS}"  # noqa: S608
     with connection.cursor() as cursor:
@@ -111,10 +120,23 @@ def _cleaned(**values: Any) -> dict[str, Any]:
     return cleaned
 
 
-def product_delete(*, product_id: int, expected_versions: Collection[int] | None = None) -> None:
-    """Delete a product; raises Product.DoesNotExist or VersionMismatch."""
+def product_delete(
+    *,
+    product_id: int,
+    expected_versions: Collection[int] | None = None,
+    refused_versions: Collection[int] | None = None,
+    refuse_existing: bool = False,
+) -> None:
+    """Delete a product; raises Product.DoesNotExist or VersionMismatch.
+
+    The preconditions are product_update's, checked on the row locked for the delete.
+    """
     with transaction.atomic():
         product = Product.objects.select_for_update().get(pk=product_id)
-        if expected_versions is not None and product.version not in expected_versions:
+        if (
+            refuse_existing
+            or (expected_versions is not None and product.version not in expected_versions)
+            or (refused_versions is not None and product.version in refused_versions)
+        ):
             raise VersionMismatch(product)
         product.delete()

@@ -104,6 +104,10 @@ class PreconditionFailed(exceptions.APIException):
     default_code = "precondition_failed"
 
 
+IF_NONE_MATCH_FAILED = "If-None-Match names the resource's current ETag (or is *): not written."
+IF_MATCH_READ_FAILED = "If-Match does not name the resource's current ETag."
+
+
 class ServiceUnavailable(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "The database is unavailable; try again shortly."

@@ -99,9 +99,11 @@ def anonymous_json_get(meta: dict[str, Any], query_string: str) -> bool:
 
     Anything else is left to Django: an Accept header that DRF answers otherwise (the browsable
     API, `indent`, a 406), a `format` parameter however encoded, a session cookie or a CSRF
-    cookie Django would replace, a script prefix.
+    cookie Django would replace, a script prefix, an If-Match (the view answers 412 if it fails).
     """
     if meta.get("REQUEST_METHOD") != "GET" or "HTTP_AUTHORIZATION" in meta:
+        return False
+    if "HTTP_IF_MATCH" in meta:
         return False
     if common_middleware_acts():
         return False

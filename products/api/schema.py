@@ -6,7 +6,7 @@ from typing import Any
 
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter
-from drf_spectacular.views import SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -65,16 +65,25 @@ def without_slash_twins(endpoints: list[Endpoint]) -> list[Endpoint]:
     ]
 
 
-class SwaggerView(SpectacularSwaggerView):
+class JSONErrors:
+    """Errors in the API's JSON, as under every /api/ path, whatever the view renders its 200
+    in: a 405, a 404 for an unknown `format`, a 406 for an Accept it has no renderer for."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response: Response = super().handle_exception(exc)  # type: ignore[misc]
+        self.request.accepted_renderer = JSONRenderer()  # type: ignore[attr-defined]
+        self.request.accepted_media_type = JSONRenderer.media_type  # type: ignore[attr-defined]
+        return response
+
+
+class SwaggerView(JSONErrors, SpectacularSwaggerView):
     """The Swagger page. It answers GET and HEAD: DRF answered OPTIONS (its metadata) through
     the page's template renderer, which has no template for it, a 500. Its errors (a 405 for
-    any other method) are the API's JSON, as under every /api/ path, not that renderer's
-    plain-text "405 Method Not Allowed" labelled text/html."""
+    any other method) are JSON (JSONErrors), not that renderer's plain-text "405 Method Not
+    Allowed" labelled text/html."""
 
     http_method_names = ["get", "head"]
 
-    def handle_exception(self, exc: Exception) -> Response:
-        response: Response = super().handle_exception(exc)
-        self.request.accepted_renderer = JSONRenderer()
-        self.request.accepted_media_type = JSONRenderer.media_type
-        return response
+
+class SchemaView(JSONErrors, SpectacularAPIView):
+    """The OpenAPI document (YAML, or JSON with `?format=json`); its errors are JSON, not YAML."""

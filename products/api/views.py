@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, TypedDict
 
 from django.http import HttpRequest, HttpResponseBase, HttpResponseNotModified, QueryDict
 from django.urls import reverse
@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from products import selectors, services
-from products.api.errors import PreconditionFailed
+from products.api.errors import IF_MATCH_READ_FAILED, IF_NONE_MATCH_FAILED, PreconditionFailed
 from products.api.pagination import keyset_page_data, offset_page_data
 from products.api.schema import ProductAutoSchema
 from products.api.serializers import (
@@ -50,7 +50,7 @@ ERROR_DESCRIPTIONS = {
     "token).",
     403: "Authenticated but lacking the model permission.",
     404: "No such product, or a page past the end.",
-    412: "If-Match does not name the product's current ETag.",
+    412: "If-Match does not name the current ETag, or If-None-Match does.",
     406: "The Accept header names no type this API answers in (JSON, or HTML for the "
     "browsable API).",
     413: "The request body is larger than the server takes (DATA_UPLOAD_MAX_MEMORY_SIZE).",
@@ -86,6 +86,23 @@ IF_MATCH = OpenApiParameter(
     OpenApiParameter.HEADER,
     required=False,
     description="The product's ETag; the write is refused with 412 if the product has changed.",
+)
+IF_NONE_MATCH_WRITE = OpenApiParameter(
+    "If-None-Match",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description=(
+        "ETags the write must not overwrite, or `*`; refused with 412 if one is the product's "
+        "current ETag (compared weakly), or for `*`, since the product exists."
+    ),
+)
+IF_MATCH_READ = OpenApiParameter(
+    "If-Match",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="ETags the answer must have, or `*`; 412 if the current one is not among them.",
 )
 IF_NONE_MATCH = OpenApiParameter(
     "If-None-Match",
@@ -149,6 +166,10 @@ class ProductAPIView(CountsRefusals, GenericAPIView):
             if not response.has_header("ETag"):
                 response.render()
                 set_response_etag(response)
+            if if_match_fails(request, response["ETag"]):
+                # RFC 9110, 13.1.1: a read too, which fast_path leaves to this view.
+                failed = self.handle_exception(PreconditionFailed(IF_MATCH_READ_FAILED))
+                return self.finalize_response(request, failed, *args, **kwargs)
             if if_none_match_fails(request, response["ETag"]):
                 not_modified = HttpResponseNotModified()
                 # What the 200 would send of these (RFC 9110, 15.4.5): a cache that refreshes
@@ -168,8 +189,8 @@ class ProductListView(ProductAPIView):
         operation_id="products_list",
         summary="List products",
         description="Page by `page` (with a count) or by `after_id` (keyset), not both.",
-        parameters=[ListQuerySerializer, IF_NONE_MATCH, READ_ETAG],
-        responses={200: ProductPageSerializer, **NOT_MODIFIED, **errors(400, 404)},
+        parameters=[ListQuerySerializer, IF_NONE_MATCH, IF_MATCH_READ, READ_ETAG],
+        responses={200: ProductPageSerializer, **NOT_MODIFIED, **errors(400, 404, 412)},
     )
     def get(self, request: Request) -> Response:
         query = _validated_query(ListQuerySerializer, request)
@@ -198,8 +219,8 @@ class ProductDetailView(ProductAPIView):
     @extend_schema(
         operation_id="products_retrieve",
         summary="One product",
-        parameters=[IF_NONE_MATCH, READ_ETAG],
-        responses={200: ProductOutputSerializer, **NOT_MODIFIED, **errors(404)},
+        parameters=[IF_NONE_MATCH, IF_MATCH_READ, READ_ETAG],
+        responses={200: ProductOutputSerializer, **NOT_MODIFIED, **errors(400, 404, 412)},
     )
     def get(self, request: Request, pk: int) -> Response:
         return _product_response(_get_product(pk), status.HTTP_200_OK)
@@ -207,7 +228,7 @@ class ProductDetailView(ProductAPIView):
     @extend_schema(
         operation_id="products_update",
         summary="Set price and stock level",
-        parameters=[IF_MATCH, WRITE_ETAG],
+        parameters=[IF_MATCH, IF_NONE_MATCH_WRITE, WRITE_ETAG],
         request=ProductUpdateSerializer,
         responses={200: ProductOutputSerializer, **errors(400, 403, 404, 412)},
     )
@@ -217,7 +238,7 @@ class ProductDetailView(ProductAPIView):
     @extend_schema(
         operation_id="products_partial_update",
         summary="Set price and/or stock level",
-        parameters=[IF_MATCH, WRITE_ETAG],
+        parameters=[IF_MATCH, IF_NONE_MATCH_WRITE, WRITE_ETAG],
         request=ProductUpdateSerializer,
         responses={200: ProductOutputSerializer, **errors(400, 403, 404, 412)},
     )
@@ -227,30 +248,30 @@ class ProductDetailView(ProductAPIView):
     @extend_schema(
         operation_id="products_destroy",
         summary="Delete a product",
-        parameters=[IF_MATCH],
+        parameters=[IF_MATCH, IF_NONE_MATCH_WRITE],
         responses={204: None, **errors(403, 404, 412)},
     )
     def delete(self, request: Request, pk: int) -> Response:
         _check_id(pk)
+        preconditions = _preconditions(request, pk)
         try:
-            services.product_delete(product_id=pk, expected_versions=_if_match(request, pk))
+            services.product_delete(product_id=pk, **preconditions)
         except Product.DoesNotExist as exc:
             raise NotFound(f"No product with id {pk}.") from exc
         except services.VersionMismatch as exc:
-            raise PreconditionFailed() from exc
+            raise _precondition_failed(preconditions, exc) from exc
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     def _update(self, request: Request, pk: int, *, partial: bool) -> Response:
         _check_id(pk)
         data = _validated(ProductUpdateSerializer, request.data, partial=partial)
+        preconditions = _preconditions(request, pk)
         try:
-            product = services.product_update(
-                product_id=pk, expected_versions=_if_match(request, pk), **data
-            )
+            product = services.product_update(product_id=pk, **preconditions, **data)
         except Product.DoesNotExist as exc:
             raise NotFound(f"No product with id {pk}.") from exc
         except services.VersionMismatch as exc:
-            raise PreconditionFailed() from exc
+            raise _precondition_failed(preconditions, exc) from exc
         return _product_response(product, status.HTTP_200_OK)
 
 
@@ -262,8 +283,8 @@ class ProductSearchView(ProductAPIView):
             "Give at least one of `name`, `min_price` and `max_price`; `min_price` not above "
             "`max_price`. Page by `page` or by `after_id`, not both."
         ),
-        parameters=[SearchQuerySerializer, IF_NONE_MATCH, READ_ETAG],
-        responses={200: ProductPageSerializer, **NOT_MODIFIED, **errors(400, 404)},
+        parameters=[SearchQuerySerializer, IF_NONE_MATCH, IF_MATCH_READ, READ_ETAG],
+        responses={200: ProductPageSerializer, **NOT_MODIFIED, **errors(400, 404, 412)},
     )
     def get(self, request: Request) -> Response:
         query = _validated_query(SearchQuerySerializer, request)
@@ -364,15 +385,54 @@ def etag_version(etag: str, pk: int) -> int | None:
     return int(match[2]) if match and int(match[1]) == pk else None
 
 
-def _if_match(request: Request, pk: int) -> Collection[int] | None:
-    """The versions If-Match allows; None when absent or `*`; empty (always 412) when foreign."""
+class Preconditions(TypedDict):
+    """A write's If-Match and If-None-Match, as services.product_update takes them."""
+
+    expected_versions: Collection[int] | None
+    refused_versions: Collection[int] | None
+    refuse_existing: bool
+
+
+def _preconditions(request: Request, pk: int) -> Preconditions:
+    """The versions If-Match allows (None when absent or `*`; empty, always 412, when it names
+    only other products) and those If-None-Match refuses (`*`: any, as the product exists).
+    If-None-Match compares weakly (RFC 9110, 13.1.2): `W/"<etag>"` refuses the version too."""
+    expected: set[int] | None = None
+    if_match = request.headers.get("If-Match")
+    if if_match is not None and (etags := parse_etags(if_match)) != ["*"]:
+        expected = {v for etag in etags if (v := etag_version(etag, pk)) is not None}
+    refused: set[int] | None = None
+    refuse_existing = False
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match:
+        etags = parse_etags(if_none_match)
+        refuse_existing = etags == ["*"]
+        refused = {
+            v for etag in etags if (v := etag_version(etag.removeprefix("W/"), pk)) is not None
+        }
+    return {
+        "expected_versions": expected,
+        "refused_versions": refused,
+        "refuse_existing": refuse_existing,
+    }
+
+
+def _precondition_failed(
+    preconditions: Preconditions, mismatch: services.VersionMismatch
+) -> PreconditionFailed:
+    expected = preconditions["expected_versions"]
+    if expected is not None and mismatch.current.version not in expected:
+        return PreconditionFailed()
+    return PreconditionFailed(IF_NONE_MATCH_FAILED)
+
+
+def if_match_fails(request: HttpRequest, etag: str) -> bool:
+    """True when an If-Match of a read names neither `etag` nor `*` (strong comparison)."""
     header = request.headers.get("If-Match")
     if header is None:
-        return None
+        return False
     etags = parse_etags(header)
-    if etags == ["*"]:
-        return None
-    return {v for etag in etags if (v := etag_version(etag, pk)) is not None}
+    return etags != ["*"] and etag not in etags
 
 
 def if_none_match_fails(request: HttpRequest, etag: str) -> bool:

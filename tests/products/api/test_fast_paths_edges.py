@@ -81,6 +81,23 @@ def test_a_304_from_the_cache_is_djangos_304(stack, path: str, through_wsgi_laye
 
 
 @pytest.mark.parametrize("path", ["/api/products/1", "/api/products", "/api/products/search"])
+@pytest.mark.parametrize("through_wsgi_layer", [True, False])
+def test_a_cached_read_whose_if_match_fails_is_djangos_412(
+    stack, path: str, through_wsgi_layer: bool
+) -> None:
+    app, _ = stack
+    ProductFactory(pk=1, name="Steel bar")
+    query = "name=steel" if path.endswith("search") else ""
+    send(app, "GET", path, QUERY_STRING=query)  # cached now
+    if not through_wsgi_layer:
+        app = ProductPagesApp(ProductUpdateApp(CountingDjango()))
+    cached = send(app, "GET", path, QUERY_STRING=query, HTTP_IF_MATCH='"1-999-1"')
+    alone = by_django(app, "GET", path, QUERY_STRING=query, HTTP_IF_MATCH='"1-999-1"')
+    assert cached[0] == alone[0] == 412
+    assert cached[2] == alone[2]
+
+
+@pytest.mark.parametrize("path", ["/api/products/1", "/api/products", "/api/products/search"])
 @pytest.mark.parametrize("cache_on", [True, False])
 @pytest.mark.parametrize("with_token", [True, False])
 def test_a_304_varies_as_its_200(stack, token, path: str, cache_on: bool, with_token) -> None:

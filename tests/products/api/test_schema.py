@@ -132,7 +132,10 @@ def test_reads_document_304_and_every_operation_401_406_413_415_and_503(client) 
         assert every <= operation["responses"].keys(), operation["operationId"]
         has_304 = "304" in operation["responses"]
         names = {parameter["name"] for parameter in operation.get("parameters", [])}
-        assert has_304 == ("If-None-Match" in names) == (method == "GET"), operation["operationId"]
+        assert has_304 == (method == "GET"), operation["operationId"]
+        # Reads revalidate with it, writes refuse to overwrite the ETags it names.
+        assert ("If-None-Match" in names) == (method != "POST"), operation["operationId"]
+        assert ("If-Match" in names) == (method != "POST"), operation["operationId"]
 
 
 @pytest.mark.parametrize("path", ["/api/schema", "/api/schema/", "/api/docs", "/api/docs/"])
@@ -151,6 +154,22 @@ def test_the_docs_page_answers_get_and_head_and_refuses_the_rest(client, path: s
         # It was plain text labelled text/html: every /api/ error is the API's JSON.
         assert response["Content-Type"] == "application/json"
         assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("method", "query", "accept", "code"),
+    [
+        ("put", "", "*/*", 405),
+        ("get", "?format=xml", "application/json", 404),
+        ("get", "", "application/xml", 406),
+    ],
+)
+def test_the_schemas_errors_are_the_apis_json(client, method, query, accept, code) -> None:
+    """They were YAML (the schema's own renderer), whatever the client accepted."""
+    response = getattr(client, method)(f"/api/schema/{query}", HTTP_ACCEPT=accept)
+    assert response.status_code == code
+    assert response["Content-Type"] == "application/json"
+    assert set(response.json()) == {"error"}
 
 
 def test_the_schema_lists_only_the_products_operations(client) -> None:

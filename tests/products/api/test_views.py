@@ -79,6 +79,18 @@ def test_if_none_match_with_old_etag_is_200(anon, product) -> None:
     assert response["ETag"] == f'"{product.id}-2-1"'
 
 
+@pytest.mark.parametrize(
+    "path", ["/api/products/{id}", "/api/products", "/api/products/search?name=a"]
+)
+def test_a_read_whose_if_match_fails_is_412(anon, product, path: str) -> None:
+    url = path.format(id=product.id)
+    etag = anon.get(url)["ETag"]
+    assert anon.get(url, HTTP_IF_MATCH=f"{etag}, *").status_code == 200
+    response = anon.get(url, HTTP_IF_MATCH=f'"{product.id}-999-1"')
+    assert response.status_code == 412
+    assert error_of(response)["code"] == "precondition_failed"
+
+
 def test_list_if_none_match_is_304_until_the_catalogue_changes(anon, product) -> None:
     etag = anon.get("/api/products")["ETag"]
     assert anon.get("/api/products", HTTP_IF_NONE_MATCH=etag).status_code == 304
@@ -143,6 +155,24 @@ def test_list_bad_paging_parameter_is_400_naming_it(anon, query, field) -> None:
     error = error_of(response)
     assert error["code"] == "invalid"
     assert field in error["fields"]
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "field"),
+    [
+        ("/api/products", "page=2&page=1", "page"),
+        ("/api/products", "limit=5&limit=7", "limit"),
+        ("/api/products", "after_id=1&after_id=2", "after_id"),
+        ("/api/products/search", "name=steel&name=hammer", "name"),
+        ("/api/products/search", "name=a&max_price=1&max_price=1", "max_price"),
+    ],
+)
+def test_a_parameter_given_twice_is_400_naming_it(anon, path, query, field) -> None:
+    """A QueryDict reads the last one; a proxy or another framework may read the first."""
+    response = anon.get(f"{path}?{query}&utm=1&utm=2")
+    assert response.status_code == 400
+    assert set(error_of(response)["fields"]) == {field}
+    assert "more than once" in error_of(response)["fields"][field][0]
 
 
 def test_list_limit_100_is_allowed(anon) -> None:
@@ -272,6 +302,18 @@ def test_json_numbers_are_checked_as_written_not_as_floats(clerk, body, field, m
     )
     assert response.status_code == 400
     assert message in " ".join(error_of(response)["fields"][field])
+    assert not Product.objects.exists()
+
+
+@pytest.mark.parametrize("field", ["price", "stock_level"])
+def test_a_json_integer_of_thousands_of_digits_is_refused_naming_its_field(clerk, field) -> None:
+    """int() refuses more than 4,300 digits: the 400 named no field and told the client to
+    call sys.set_int_max_str_digits()."""
+    values = {"price": '"1.00"', "stock_level": "1", field: "1" * 5001}
+    body = f'{{"name": "A", "price": {values["price"]}, "stock_level": {values["stock_level"]}}}'
+    response = clerk.post("/api/products", body, content_type="application/json")
+    assert response.status_code == 400
+    assert set(error_of(response)["fields"]) == {field}
     assert not Product.objects.exists()
 
 
@@ -489,6 +531,67 @@ def test_if_match_star_matches_any_version(clerk, product) -> None:
     assert response.status_code == 200
 
 
+@pytest.mark.parametrize("method", ["put", "patch"])
+def test_if_none_match_star_on_an_existing_product_is_412_and_writes_nothing(
+    clerk, product, method: str
+) -> None:
+    response = getattr(clerk, method)(
+        f"/api/products/{product.id}",
+        {"price": "1.00", "stock_level": 1},
+        format="json",
+        HTTP_IF_NONE_MATCH="*",
+    )
+    assert response.status_code == 412
+    assert "If-None-Match" in error_of(response)["message"]
+    product.refresh_from_db()
+    assert product.version == 1
+
+
+@pytest.mark.parametrize("weak", ["", "W/"])
+def test_if_none_match_naming_the_current_etag_refuses_the_write(clerk, product, weak) -> None:
+    response = clerk.patch(
+        f"/api/products/{product.id}",
+        {"stock_level": 1},
+        format="json",
+        HTTP_IF_NONE_MATCH=f'"{product.id}-0-1", {weak}{product.etag}',
+    )
+    assert response.status_code == 412
+    product.refresh_from_db()
+    assert product.version == 1
+
+
+def test_if_none_match_naming_an_older_etag_lets_the_write_through(clerk, product) -> None:
+    old_etag = product.etag
+    Product.objects.filter(pk=product.pk).update(stock_level=5)  # someone else wrote: v2
+    response = clerk.patch(
+        f"/api/products/{product.id}",
+        {"stock_level": 1},
+        format="json",
+        HTTP_IF_NONE_MATCH=old_etag,
+    )
+    assert response.status_code == 200
+    assert response.json()["version"] == 3
+
+
+def test_if_none_match_star_on_a_missing_product_is_404(clerk) -> None:
+    response = clerk.patch(
+        "/api/products/999999", {"stock_level": 1}, format="json", HTTP_IF_NONE_MATCH="*"
+    )
+    assert response.status_code == 404
+
+
+def test_a_failed_if_match_is_named_when_if_none_match_passes(clerk, product) -> None:
+    response = clerk.patch(
+        f"/api/products/{product.id}",
+        {"stock_level": 1},
+        format="json",
+        HTTP_IF_MATCH=f'"{product.id}-9-1"',
+        HTTP_IF_NONE_MATCH=f'"{product.id}-8-1"',
+    )
+    assert response.status_code == 412
+    assert "If-Match does not name" in error_of(response)["message"]
+
+
 # --- delete --------------------------------------------------------------------------------
 
 
@@ -500,6 +603,15 @@ def test_delete_is_204_and_then_404(clerk, product) -> None:
 
 def test_delete_with_stale_if_match_is_412(clerk, product) -> None:
     response = clerk.delete(f"/api/products/{product.id}", HTTP_IF_MATCH=f'"{product.id}-9-1"')
+    assert response.status_code == 412
+    assert Product.objects.filter(pk=product.pk).exists()
+
+
+@pytest.mark.parametrize("header", ["*", "{etag}"])
+def test_delete_with_if_none_match_naming_the_product_is_412(clerk, product, header) -> None:
+    response = clerk.delete(
+        f"/api/products/{product.id}", HTTP_IF_NONE_MATCH=header.format(etag=product.etag)
+    )
     assert response.status_code == 412
     assert Product.objects.filter(pk=product.pk).exists()
 
