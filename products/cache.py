@@ -524,9 +524,9 @@ def page_lookup(path: str, *, host: str, scheme: str, params: Sequence[tuple[str
 
     The path, host and scheme are part of the key: the page's links repeat them.
 
-    Parameters are ordered by name only (a stable sort keeps repeated names in their order,
-    which decides the value DRF reads) and encoded losslessly, so no two different queries
-    share a key: `name=a%26page%3D3` and `name=a&page=3` stay apart.
+    Parameters are ordered by name only (a stable sort keeps repeated names, the page's own
+    refused but others kept, in their order) and encoded losslessly, so no two different
+    queries share a key: `name=a%26page%3D3` and `name=a&page=3` stay apart.
     """
     ordered = sorted(params, key=lambda pair: pair[0])
     normalized = orjson.dumps([path, host, scheme, ordered])

@@ -45,6 +45,7 @@ from products.api.errors import (
     log_database_unavailable,
     unavailable_detail,
 )
+from products.api.serializers import ListQuerySerializer, SearchQuerySerializer
 from products.api.throttling import READ_GROUP, count_once
 from products.api.views import (
     NOT_MODIFIED_KEEPS,
@@ -63,6 +64,11 @@ PAGES = {"/api/products": "list", "/api/products/": "list"}
 PAGES.update({"/api/products/search": "search", "/api/products/search/": "search"})
 STORED_HEADERS = ("Content-Type", "ETag", "Vary", "Allow")
 LOOKUP_ENVIRON_KEY = "products.cache_lookup"
+# The query parameters each page reads.
+QUERY_NAMES = {
+    "list": frozenset(ListQuerySerializer().fields),
+    "search": frozenset(SearchQuerySerializer().fields),
+}
 
 
 def _lookup(path: str, query_string: str, host: str, scheme: str) -> cache.Lookup | None:
@@ -83,6 +89,10 @@ def _lookup(path: str, query_string: str, host: str, scheme: str) -> cache.Looku
     except UnicodeDecodeError:
         # Not UTF-8: the view refuses it. Decoded with replacement, it would share the key of
         # a query for a real U+FFFD.
+        return None
+    ours = [name for name, _ in params if name in QUERY_NAMES[PAGES[path]]]
+    if len(ours) > len(set(ours)):
+        # The view refuses it (400); an entry stored for it before that may not answer it.
         return None
     return cache.page_lookup(path, host=host, scheme=scheme, params=params)
 

@@ -140,6 +140,10 @@ class PriceField(PlainDecimalField):
     def to_internal_value(self, data: Any) -> Decimal:
         if isinstance(data, bool) or not isinstance(data, str | int | float | Decimal):
             self.fail("invalid")
+        if isinstance(data, int):
+            # As a Decimal, a long one gets the digits' message (DRF's text-length check said
+            # "String value too large" from 1,001 digits).
+            data = Decimal(data)
         if isinstance(data, Decimal) and data.is_finite():
             # A JSON number is its value: 19.990 is 19.99. (A string keeps its form, as ever.)
             # Its precision is checked first: DRF's length limit on the number's text would

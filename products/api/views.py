@@ -12,7 +12,7 @@ from django.utils.cache import patch_cache_control, set_response_etag
 from django.utils.http import parse_etags
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -45,12 +45,13 @@ _NUMBER = "(0|[1-9][0-9]{0,18})"
 _ETAG = re.compile(rf'^"{_NUMBER}-{_NUMBER}(?:-{_NUMBER})?"$')
 
 ERROR_DESCRIPTIONS = {
-    400: "Invalid input; `fields` names each bad field or parameter.",
+    400: "Invalid input; `fields` names each bad field, parameter or header (any request: a "
+    "query string of more than DATA_UPLOAD_MAX_NUMBER_FIELDS fields).",
     401: "Credentials missing on a write, or invalid on any request (an unknown or malformed "
     "token).",
     403: "Authenticated but lacking the model permission.",
     404: "No such product, or a page past the end.",
-    412: "If-Match does not name the current ETag, or If-None-Match does.",
+    412: "If-Match does not name the product's current ETag, or If-None-Match does (or is `*`).",
     406: "The Accept header names no type this API answers in (JSON, or HTML for the "
     "browsable API).",
     413: "The request body is larger than the server takes (DATA_UPLOAD_MAX_MEMORY_SIZE).",
@@ -64,14 +65,19 @@ ERROR_DESCRIPTIONS = {
 # request body too large or content-coded is refused before the method is looked at
 # (inventory_project/request_body.py), a GET's or a DELETE's too. ProductAutoSchema declares
 # the Retry-After of the 429 and the 503.
-EVERY_OPERATION = (401, 406, 413, 415, 429, 503)
+EVERY_OPERATION = (400, 401, 406, 413, 415, 429, 503)
+READ_DESCRIPTIONS = {412: "If-Match names neither the answer's current ETag nor `*`."}
 
 
-def errors(*codes: int) -> dict[int, OpenApiResponse]:
+def errors(*codes: int, descriptions: dict[int, str] | None = None) -> dict[int, OpenApiResponse]:
+    described = {**ERROR_DESCRIPTIONS, **(descriptions or {})}
     return {
-        code: OpenApiResponse(ErrorSerializer, description=ERROR_DESCRIPTIONS[code])
+        code: OpenApiResponse(ErrorSerializer, description=described[code])
         for code in sorted({*codes, *EVERY_OPERATION})
     }
+
+
+READ_ERRORS = errors(404, 412, descriptions=READ_DESCRIPTIONS)
 
 
 # Reads answer 304, with no body, when If-None-Match names the current ETag.
@@ -169,7 +175,11 @@ class ProductAPIView(CountsRefusals, GenericAPIView):
             if if_match_fails(request, response["ETag"]):
                 # RFC 9110, 13.1.1: a read too, which fast_path leaves to this view.
                 failed = self.handle_exception(PreconditionFailed(IF_MATCH_READ_FAILED))
-                return self.finalize_response(request, failed, *args, **kwargs)
+                answer = self.finalize_response(request, failed, *args, **kwargs)
+                # DRF adds the view's Vary once, to the first response it finalizes.
+                if response.has_header("Vary"):
+                    answer["Vary"] = response["Vary"]
+                return answer
             if if_none_match_fails(request, response["ETag"]):
                 not_modified = HttpResponseNotModified()
                 # What the 200 would send of these (RFC 9110, 15.4.5): a cache that refreshes
@@ -190,7 +200,7 @@ class ProductListView(ProductAPIView):
         summary="List products",
         description="Page by `page` (with a count) or by `after_id` (keyset), not both.",
         parameters=[ListQuerySerializer, IF_NONE_MATCH, IF_MATCH_READ, READ_ETAG],
-        responses={200: ProductPageSerializer, **NOT_MODIFIED, **errors(400, 404, 412)},
+        responses={200: ProductPageSerializer, **NOT_MODIFIED, **READ_ERRORS},
     )
     def get(self, request: Request) -> Response:
         query = _validated_query(ListQuerySerializer, request)
@@ -220,7 +230,7 @@ class ProductDetailView(ProductAPIView):
         operation_id="products_retrieve",
         summary="One product",
         parameters=[IF_NONE_MATCH, IF_MATCH_READ, READ_ETAG],
-        responses={200: ProductOutputSerializer, **NOT_MODIFIED, **errors(400, 404, 412)},
+        responses={200: ProductOutputSerializer, **NOT_MODIFIED, **READ_ERRORS},
     )
     def get(self, request: Request, pk: int) -> Response:
         return _product_response(_get_product(pk), status.HTTP_200_OK)
@@ -259,19 +269,27 @@ class ProductDetailView(ProductAPIView):
         except Product.DoesNotExist as exc:
             raise NotFound(f"No product with id {pk}.") from exc
         except services.VersionMismatch as exc:
-            raise _precondition_failed(preconditions, exc) from exc
+            raise _mismatch(preconditions, exc) from exc
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     def _update(self, request: Request, pk: int, *, partial: bool) -> Response:
         _check_id(pk)
-        data = _validated(ProductUpdateSerializer, request.data, partial=partial)
         preconditions = _preconditions(request, pk)
+        if preconditions != NO_PRECONDITIONS:
+            # Answered before the body is read (RFC 9110, 13.2.1); the UPDATE checks them
+            # again, as its compare-and-set.
+            version = selectors.product_version(product_id=pk)
+            if version is None:
+                raise NotFound(f"No product with id {pk}.")
+            if (failed := _precondition_failed(preconditions, version)) is not None:
+                raise failed
+        data = _validated(ProductUpdateSerializer, request.data, partial=partial)
         try:
             product = services.product_update(product_id=pk, **preconditions, **data)
         except Product.DoesNotExist as exc:
             raise NotFound(f"No product with id {pk}.") from exc
         except services.VersionMismatch as exc:
-            raise _precondition_failed(preconditions, exc) from exc
+            raise _mismatch(preconditions, exc) from exc
         return _product_response(product, status.HTTP_200_OK)
 
 
@@ -284,7 +302,7 @@ class ProductSearchView(ProductAPIView):
             "`max_price`. Page by `page` or by `after_id`, not both."
         ),
         parameters=[SearchQuerySerializer, IF_NONE_MATCH, IF_MATCH_READ, READ_ETAG],
-        responses={200: ProductPageSerializer, **NOT_MODIFIED, **errors(400, 404, 412)},
+        responses={200: ProductPageSerializer, **NOT_MODIFIED, **READ_ERRORS},
     )
     def get(self, request: Request) -> Response:
         query = _validated_query(SearchQuerySerializer, request)
@@ -393,10 +411,24 @@ class Preconditions(TypedDict):
     refuse_existing: bool
 
 
+NO_PRECONDITIONS: Preconditions = {
+    "expected_versions": None,
+    "refused_versions": None,
+    "refuse_existing": False,
+}
+# What RFC 9110 allows in If-Match and If-None-Match: `*`, or a list of entity tags (empty
+# elements allowed, 5.6.1). Django's parse_etags drops what does not parse.
+_ENTITY_TAG = r'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"'
+_ENTITY_TAGS = re.compile(rf"^[ \t,]*{_ENTITY_TAG}(?:[ \t]*,[ \t,]*{_ENTITY_TAG})*[ \t,]*$")
+NOT_ENTITY_TAGS = 'Not * or a list of entity tags ("...", W/"..."): not written.'
+
+
 def _preconditions(request: Request, pk: int) -> Preconditions:
     """The versions If-Match allows (None when absent or `*`; empty, always 412, when it names
     only other products) and those If-None-Match refuses (`*`: any, as the product exists).
-    If-None-Match compares weakly (RFC 9110, 13.1.2): `W/"<etag>"` refuses the version too."""
+    If-None-Match compares weakly (RFC 9110, 13.1.2): `W/"<etag>"` refuses the version too.
+    A malformed If-None-Match is a 400: ignored, the guard it was meant to be would let the
+    write through (a malformed If-Match allows no version)."""
     expected: set[int] | None = None
     if_match = request.headers.get("If-Match")
     if if_match is not None and (etags := parse_etags(if_match)) != ["*"]:
@@ -404,7 +436,9 @@ def _preconditions(request: Request, pk: int) -> Preconditions:
     refused: set[int] | None = None
     refuse_existing = False
     if_none_match = request.headers.get("If-None-Match")
-    if if_none_match:
+    if if_none_match is not None and if_none_match.strip(" \t,"):
+        if if_none_match.strip() != "*" and not _ENTITY_TAGS.match(if_none_match):
+            raise ValidationError({"If-None-Match": [NOT_ENTITY_TAGS]})
         etags = parse_etags(if_none_match)
         refuse_existing = etags == ["*"]
         refused = {
@@ -417,13 +451,20 @@ def _preconditions(request: Request, pk: int) -> Preconditions:
     }
 
 
-def _precondition_failed(
-    preconditions: Preconditions, mismatch: services.VersionMismatch
-) -> PreconditionFailed:
+def _precondition_failed(preconditions: Preconditions, version: int) -> PreconditionFailed | None:
+    """The 412 for a product at `version`, naming the header that refuses it, or None."""
     expected = preconditions["expected_versions"]
-    if expected is not None and mismatch.current.version not in expected:
+    if expected is not None and version not in expected:
         return PreconditionFailed()
-    return PreconditionFailed(IF_NONE_MATCH_FAILED)
+    refused = preconditions["refused_versions"]
+    if preconditions["refuse_existing"] or (refused is not None and version in refused):
+        return PreconditionFailed(IF_NONE_MATCH_FAILED)
+    return None
+
+
+def _mismatch(preconditions: Preconditions, exc: services.VersionMismatch) -> PreconditionFailed:
+    """The 412 for a write whose compare-and-set failed."""
+    return _precondition_failed(preconditions, exc.current.version) or PreconditionFailed()
 
 
 def if_match_fails(request: HttpRequest, etag: str) -> bool:

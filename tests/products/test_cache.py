@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from urllib.parse import parse_qsl
 
 import pytest
 from django.conf import settings
@@ -792,6 +793,21 @@ def test_a_query_with_escaped_separators_never_shares_a_cached_page_with_another
     assert crafted.json()["count"] == 0  # searched for the literal text "a&page=1"
     real = anon.get("/api/products/search?name=a&page=1")
     assert real.json()["count"] == 1
+
+
+def test_an_entry_stored_for_a_parameter_given_twice_is_not_served() -> None:
+    """An older release answered `page=2&page=1` with page 1 and stored it: the view refuses
+    it now, and the cache must not answer for it."""
+    ProductFactory.create_batch(3)
+    anon = APIClient()
+    query = "page=2&page=1"
+    answer = anon.get("/api/products?page=1")
+    lookup = cache.page_lookup(
+        "/api/products", host="testserver", scheme="http", params=parse_qsl(query)
+    )
+    headers = {name: answer[name] for name in ("Content-Type", "ETag", "Vary")}
+    cache.store(lookup, cache.Entry(headers=headers, body=answer.content))
+    assert anon.get(f"/api/products?{query}").status_code == 400
 
 
 def test_a_parameter_given_twice_is_refused_though_one_of_its_values_is_cached() -> None:

@@ -172,6 +172,15 @@ def test_the_schemas_errors_are_the_apis_json(client, method, query, accept, cod
     assert set(response.json()) == {"error"}
 
 
+def test_a_reads_412_is_described_by_if_match_alone(client) -> None:
+    """If-None-Match on a read gives a 304, never a 412."""
+    paths = client.get("/api/schema/", {"format": "json"}).json()["paths"]
+    for path in ("/api/products", "/api/products/{id}", "/api/products/search"):
+        description = paths[path]["get"]["responses"]["412"]["description"]
+        assert "If-Match" in description, path
+        assert "If-None-Match" not in description, path
+
+
 def test_the_schema_lists_only_the_products_operations(client) -> None:
     paths = client.get("/api/schema", {"format": "json"}).json()["paths"]
     assert sorted(paths) == ["/api/products", "/api/products/search", "/api/products/{id}"]

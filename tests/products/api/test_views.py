@@ -91,6 +91,13 @@ def test_a_read_whose_if_match_fails_is_412(anon, product, path: str) -> None:
     assert error_of(response)["code"] == "precondition_failed"
 
 
+def test_a_reads_412_varies_as_its_200_does(anon, product) -> None:
+    url = f"/api/products/{product.id}"
+    response = anon.get(url, HTTP_IF_MATCH='"nope"')
+    assert response.status_code == 412
+    assert response["Vary"] == anon.get(url)["Vary"]
+
+
 def test_list_if_none_match_is_304_until_the_catalogue_changes(anon, product) -> None:
     etag = anon.get("/api/products")["ETag"]
     assert anon.get("/api/products", HTTP_IF_NONE_MATCH=etag).status_code == 304
@@ -303,6 +310,17 @@ def test_json_numbers_are_checked_as_written_not_as_floats(clerk, body, field, m
     assert response.status_code == 400
     assert message in " ".join(error_of(response)["fields"][field])
     assert not Product.objects.exists()
+
+
+@pytest.mark.parametrize("digits", [13, 2000, 5000])
+def test_a_long_integer_price_gets_the_digits_message_whatever_its_length(clerk, digits) -> None:
+    """From 1,001 digits DRF's text-length check said "String value too large"."""
+    body = f'{{"name": "A", "price": {"9" * digits}, "stock_level": 1}}'
+    response = clerk.post("/api/products", body, content_type="application/json")
+    assert response.status_code == 400
+    assert error_of(response)["fields"]["price"] == [
+        "Ensure that there are no more than 12 digits in total."
+    ]
 
 
 @pytest.mark.parametrize("field", ["price", "stock_level"])
@@ -558,6 +576,43 @@ def test_if_none_match_naming_the_current_etag_refuses_the_write(clerk, product,
     assert response.status_code == 412
     product.refresh_from_db()
     assert product.version == 1
+
+
+@pytest.mark.parametrize("header", ["{id}-1-1", '"{id}-1-1', '*, "{id}-1-1"', "*, *"])
+def test_a_malformed_if_none_match_is_400_and_writes_nothing(clerk, product, header) -> None:
+    """Ignored, a guard with a typo in it (an unquoted ETag) let the write overwrite."""
+    response = clerk.patch(
+        f"/api/products/{product.id}",
+        {"stock_level": 1},
+        format="json",
+        HTTP_IF_NONE_MATCH=header.format(id=product.id),
+    )
+    assert response.status_code == 400
+    assert set(error_of(response)["fields"]) == {"If-None-Match"}
+    product.refresh_from_db()
+    assert product.version == 1
+
+
+@pytest.mark.parametrize("header", ["", " , ", '"x,y", W/"z"', '"{id}-9-1",,'])
+def test_a_well_formed_if_none_match_naming_no_current_etag_lets_the_write_through(
+    clerk, product, header
+) -> None:
+    response = clerk.patch(
+        f"/api/products/{product.id}",
+        {"stock_level": 1},
+        format="json",
+        HTTP_IF_NONE_MATCH=header.format(id=product.id),
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("headers", [{"HTTP_IF_NONE_MATCH": "*"}, {"HTTP_IF_MATCH": '"1-9-1"'}])
+def test_a_failed_precondition_is_answered_before_the_body_is_read(clerk, product, headers) -> None:
+    """RFC 9110, 13.2.1: a 412, not the 400 the incomplete PUT would get without it."""
+    response = clerk.put(
+        f"/api/products/{product.id}", {"stock_level": 1}, format="json", **headers
+    )
+    assert response.status_code == 412
 
 
 def test_if_none_match_naming_an_older_etag_lets_the_write_through(clerk, product) -> None:
