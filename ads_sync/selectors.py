@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,17 +160,43 @@ def done_days_needing_csv(
         ).values_list("date", "fetched_at")
         for day, fetched_at in done:
             key = (window.customer_id, day)
-            if key in exclude:
-                continue
-            path = day_csv_path(output_dir=output_dir, customer_id=window.customer_id, day=day)
-            try:
-                written = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
-            except (FileNotFoundError, NotADirectoryError):
-                result.append(key)
-                continue
-            if fetched_at is not None and written < fetched_at - CSV_CLOCK_SLACK:
+            if key not in exclude and _csv_outdated(output_dir, key, fetched_at):
                 result.append(key)
     return result
+
+
+def done_days_needing_csv_of(
+    *, days: Iterable[tuple[str, dt.date]], output_dir: str | Path
+) -> list[tuple[str, dt.date]]:
+    """Of these days, the done ones whose CSV file is gone from `output_dir` or older than the
+    day's last fetch (another run fetched them into its own folder)."""
+    wanted = set(days)
+    if not wanted:
+        return []
+    done = SyncDay.objects.filter(
+        customer_id__in={c for c, _ in wanted},
+        date__in={d for _, d in wanted},
+        state=SyncDay.State.DONE,
+    ).values_list("customer_id", "date", "fetched_at")
+    return sorted(
+        (customer_id, day)
+        for customer_id, day, fetched_at in done
+        if (customer_id, day) in wanted
+        and _csv_outdated(output_dir, (customer_id, day), fetched_at)
+    )
+
+
+def _csv_outdated(
+    output_dir: str | Path, key: tuple[str, dt.date], fetched_at: dt.datetime | None
+) -> bool:
+    """The day's file in `output_dir` is gone, or older than the day's last fetch."""
+    customer_id, day = key
+    path = day_csv_path(output_dir=output_dir, customer_id=customer_id, day=day)
+    try:
+        written = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    return fetched_at is not None and written < fetched_at - CSV_CLOCK_SLACK
 
 
 @dataclass(frozen=True, slots=True)

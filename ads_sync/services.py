@@ -11,7 +11,7 @@ import re
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -458,32 +458,44 @@ def plan_csv_restore(*, plan: Plan) -> None:
     not leave them so. A run with no day to fetch finished when it was planned; its time is
     extended to count the rewriting.
     """
-    written, errors = 0, []
-    try:
-        for customer_id, day in plan.csv_missing:
-            try:
-                day_csv_write(customer_id=customer_id, day=day, output_dir=plan.run.output_dir)
-            except OSError as exc:
-                # A file that cannot be written (its account's folder is not one) is the run's
-                # note: the tasks are sent, and the next plan there tries it again.
-                errors.append(f"{customer_id} {day}: {exc}")
-                continue
-            written += 1
-    finally:
-        # The files written, not those planned: a folder that fails halfway counts what it took.
-        if written != len(plan.csv_missing):
-            SyncRun.objects.filter(pk=plan.run.pk).update(csv_rewritten=written)
-    if errors:
-        logger.error("ads sync: run %s: %d CSV file(s) not rewritten", plan.run.pk, len(errors))
-        note = f"{len(errors)} CSV file(s) could not be rewritten, first: {errors[0]}"
-        SyncRun.objects.filter(pk=plan.run.pk).update(
-            notes=Concat(F("notes"), Value("\n" if plan.run.notes else ""), Value(note))
-        )
+    # The plan stored them with the run as rewritten already.
+    run_csv_restore(run=plan.run, days=plan.csv_missing, counted=len(plan.csv_missing))
     if plan.csv_missing and not plan.days:
         now = timezone.now()
         SyncRun.objects.filter(pk=plan.run.pk, finished_at__isnull=False).update(
             finished_at=now, elapsed_s=_elapsed_until(now)
         )
+
+
+def run_csv_restore(*, run: SyncRun, days: Sequence[tuple[str, dt.date]], counted: int = 0) -> int:
+    """Rewrite from the database the CSVs of these done days into the run's folder; how many
+    were written. They count as the run's rewritten files, `counted` of them already.
+
+    A file that cannot be written (its account's folder is not one) is the run's note, and the
+    next plan there tries it again.
+    """
+    written, errors = 0, []
+    try:
+        for customer_id, day in days:
+            try:
+                day_csv_write(customer_id=customer_id, day=day, output_dir=run.output_dir)
+            except OSError as exc:
+                errors.append(f"{customer_id} {day}: {exc}")
+                continue
+            written += 1
+    finally:
+        # The files written, not those planned: a folder that fails halfway counts what it took.
+        if written != counted:
+            SyncRun.objects.filter(pk=run.pk).update(
+                csv_rewritten=F("csv_rewritten") + written - counted
+            )
+    if errors:
+        logger.error("ads sync: run %s: %d CSV file(s) not rewritten", run.pk, len(errors))
+        note = f"{len(errors)} CSV file(s) could not be rewritten, first: {errors[0]}"
+        SyncRun.objects.filter(pk=run.pk).update(
+            notes=Concat(F("notes"), Value("\n" if run.notes else ""), Value(note))
+        )
+    return written
 
 
 def csv_dir_ensure(*, output_dir: str | Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import csv
 import datetime as dt
 import io
 import os
@@ -458,6 +459,29 @@ def test_a_backfill_waits_for_its_dates_that_another_run_is_fetching(
     assert "waiting for 6 date(s) of this range that run(s)" in text
     assert "of those: 6 done, 0 failed, 0 deferred, 0 still in flight" in text
     assert set(SyncDay.objects.values_list("state", flat=True)) == {SyncDay.State.DONE}
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_the_dates_it_waited_for_have_their_files_in_its_own_folder_too(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """It exited 0 with none of their day files in its --output-dir, and a totals file without
+    their lines: the other run wrote them into its own folder only."""
+    ads_sandbox.configure(latency_s=0.3)
+    theirs, ours = tmp_path / "daily", tmp_path / "export"
+    _backfill("--days", "3", "--output-dir", str(theirs), "--no-wait")
+    text, run = _backfill("--days", "3", "--output-dir", str(ours))
+
+    assert run.planned == 0
+    assert "of those: 6 done" in text
+    days = list(SyncDay.objects.filter(state=SyncDay.State.DONE))
+    assert len(days) == 6
+    for day in days:
+        assert csv_rows(ours, day.customer_id, day.date) == expected_rows(day.customer_id, day.date)
+    with selectors.totals_csv_path(output_dir=ours).open(newline="") as totals:
+        lines = {(line["customer_id"], line["date"]) for line in csv.DictReader(totals)}
+    assert lines == {(day.customer_id, day.date.isoformat()) for day in days}
+    assert sum(fetched_days(ads_sandbox.calls()).values()) == 6  # written, not fetched again
 
 
 def test_a_date_stranded_in_another_run_exits_4_naming_the_run(

@@ -56,6 +56,7 @@ class _Elsewhere:
     """What became of this range's dates that other runs were fetching."""
 
     runs: list[int] = field(default_factory=list)
+    done: tuple[tuple[str, dt.date], ...] = ()
     failed: int = 0
     deferred: int = 0
     in_flight: int = 0  # their runs made no progress for OTHER_RUNS_STALL_S
@@ -356,6 +357,8 @@ class Command(DatabaseCommand):
             # Dates of the range that another run was fetching were skipped by this plan: the
             # range is complete only once they are too (`backfill_ads && export_ads_csv`).
             elsewhere = self._wait_for_other_runs(run, customers)
+            if elsewhere.done:
+                self._write_their_files(run, elsewhere.done)
         except KeyboardInterrupt as exc:
             if self.stdout.isatty():
                 self.stdout.write("")
@@ -449,14 +452,35 @@ class Command(DatabaseCommand):
                 )
                 last_line = now
             if not unsettled or now - last[1] > OTHER_RUNS_STALL_S:
+                done = tuple(
+                    sorted(k for k, state in states.items() if state == SyncDay.State.DONE)
+                )
                 failed = sum(1 for state in states.values() if state == SyncDay.State.FAILED)
                 deferred = sum(1 for state in states.values() if state == SyncDay.State.DEFERRED)
                 self.stdout.write(
                     f"  of those: {len(keys) - unsettled - failed - deferred} done, {failed} "
                     f"failed, {deferred} deferred, {unsettled} still in flight"
                 )
-                return _Elsewhere(runs=runs, failed=failed, deferred=deferred, in_flight=unsettled)
+                return _Elsewhere(
+                    runs=runs, done=done, failed=failed, deferred=deferred, in_flight=unsettled
+                )
             time.sleep(POLL_S * 5)
+
+    def _write_their_files(self, run: SyncRun, done: tuple[tuple[str, dt.date], ...]) -> None:
+        """The day files of the dates other runs fetched for this range, written from the
+        database into this run's folder where they wrote theirs elsewhere, and this folder's
+        totals file rebuilt: the one this run wrote as it finished was without them."""
+        gone = selectors.done_days_needing_csv_of(days=done, output_dir=run.output_dir)
+        written = services.run_csv_restore(run=run, days=gone)
+        if gone:
+            self.stdout.write(
+                f"  {written} of their {len(gone)} day file(s) written into {run.output_dir} from "
+                "the database (the other run wrote them into its own folder)"
+            )
+        try:
+            services.totals_csv_write(output_dir=run.output_dir)
+        except OSError as exc:
+            self.stderr.write(f"the totals file in {run.output_dir} could not be rebuilt: {exc}")
 
     def _read(self, read: Callable[[], _T]) -> _T | None:
         """What `read` reads; None, after a pause, while PostgreSQL is unreachable (restarting):
