@@ -8,7 +8,8 @@ How a call goes: one GoogleAdsService.SearchStream per (customer, date) through 
 `google-ads` library, after a slot from the Redis token bucket shared by every worker
 (ADS_SYNC_MAX_QPS), with a deadline (ADS_SYNC_TIMEOUT_S) on every call. Failures are classified:
 
-- transient (deadline, unavailable, internal, short-term quota): retried with exponential backoff
+- transient (deadline, unavailable, internal, short-term quota, and unknown: SearchStream's reset
+  mid-answer, "Stream removed"): retried with exponential backoff
   and jitter (ADS_SYNC_RETRY_BASE_S .. ADS_SYNC_RETRY_MAX_S), never sooner than the server's
   `retry_delay`, up to ADS_SYNC_MAX_ATTEMPTS attempts, then TransientAdsError;
 - UNAUTHENTICATED (an access token expired or revoked early): refresh the credentials, one more try;
@@ -423,18 +424,26 @@ class _Unauthenticated(Exception):
     pass
 
 
+# UNKNOWN is how gRPC reports a stream the server side reset mid-answer ("Stream removed", with
+# no request id: google-ads-python#663, #707): a transport failure, as UNAVAILABLE is, which a
+# new call may get past. CANCELLED is not taken for one: it is mostly the caller's own (a closed
+# or collected channel, google-ads-python#634), and the one server-sent case reported on
+# SearchStream (#924) was a server fault that failed that account's calls "consistently" for
+# days: retries a second apart within one call would not get past it.
 _TRANSIENT_API_ERRORS = (
     api_exceptions.DeadlineExceeded,
     api_exceptions.ServiceUnavailable,
     api_exceptions.InternalServerError,
     api_exceptions.Aborted,
     api_exceptions.GatewayTimeout,
+    api_exceptions.Unknown,
 )
 _TRANSIENT_CODES = {
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.INTERNAL,
     grpc.StatusCode.ABORTED,
+    grpc.StatusCode.UNKNOWN,
 }
 
 

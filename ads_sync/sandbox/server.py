@@ -67,6 +67,9 @@ FAULT_KINDS = (
     "unauthenticated",  # UNAUTHENTICATED, as if the access token had expired
     "permission_denied",  # PERMISSION_DENIED (USER_PERMISSION_DENIED)
     "invalid_argument",  # INVALID_ARGUMENT (a query error)
+    # The first row's batch, then the stream reset that gRPC reports as UNKNOWN "Stream
+    # removed", without trailing metadata: the real SearchStream's (google-ads-python#707).
+    "stream_removed",
 )
 
 DEFAULT_FAULTS: dict[str, Any] = {
@@ -477,7 +480,7 @@ class _AdsServicer:
                 hang_s = faults["hang_s"]
                 cancelled.wait(float(hang_s) if hang_s is not None else HANG_MAX_S)
                 context.abort(grpc.StatusCode.UNAVAILABLE, "The sandbox hung up.")
-            if kind is not None:
+            if kind is not None and kind != "stream_removed":
                 raise _fault_abort(kind, faults)
 
             if query.resource == "customer":
@@ -488,6 +491,12 @@ class _AdsServicer:
                     for day in query.dates
                     for row in data.rows_for(customer_id, day)
                 ]
+            if kind == "stream_removed":
+                entry["outcome"] = kind
+                entry["rows"] = len(rows[:1])
+                self.state.record(entry)
+                yield SearchGoogleAdsStreamResponse(results=rows[:1], request_id=request_id)
+                context.abort(grpc.StatusCode.UNKNOWN, "Stream removed")
             entry["outcome"] = "ok"
             entry["rows"] = len(rows)
             self.state.record(entry)

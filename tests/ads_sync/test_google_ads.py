@@ -115,6 +115,19 @@ def test_unavailable_is_retried_up_to_max_attempts_then_transient(ads_sandbox, s
     assert _outcomes(ads_sandbox) == ["unavailable"] * 3
 
 
+def test_a_stream_removed_mid_answer_is_retried_like_unavailable(ads_sandbox):
+    """SearchStream's known reset reaches the client as UNKNOWN "Stream removed" after a first
+    batch (google-ads-python#707): it failed the day at once as a PermanentAdsError."""
+    ads_sandbox.configure(fail_first={"stream_removed": 1})
+
+    rows = google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert [row.campaign_id for row in rows] == [
+        r.campaign_id for r in data.rows_for(CUSTOMER, DAY)
+    ]
+    assert _outcomes(ads_sandbox) == ["stream_removed", "ok"]
+
+
 def test_short_quota_error_waits_at_least_the_servers_retry_delay(ads_sandbox):
     ads_sandbox.configure(fail_first={"quota": 1}, quota_retry_delay_s=0.6)
 
