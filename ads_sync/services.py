@@ -240,7 +240,23 @@ def day_rows_replace(
     *, customer_id: str, day: dt.date, rows: list[google_ads.CampaignDay], currency_code: str
 ) -> int:
     """Make the database hold exactly `rows` for (customer, day): upsert on the natural key and
-    delete the campaigns the API no longer returns, in one transaction."""
+    delete the campaigns the API no longer returns, in one transaction; how many rows it holds.
+
+    A row the answer holds twice is stored once: PostgreSQL refuses an upsert that names one
+    row twice ("ON CONFLICT DO UPDATE command cannot affect row a second time"). Two different
+    rows for one campaign raise PermanentAdsError naming it, and the day's rows are left as
+    they were: which of the two is right is not known.
+    """
+    unique: dict[int, google_ads.CampaignDay] = {}
+    for row in rows:
+        seen = unique.setdefault(row.campaign_id, row)
+        if seen != row:
+            raise google_ads.PermanentAdsError(
+                f"{customer_id} {day}: campaign {row.campaign_id} came twice in the answer with "
+                f"different figures ({_figures(seen)}; then {_figures(row)}); the day's rows "
+                "are left as they were"
+            )
+    rows = list(unique.values())
     now = timezone.now()
     objects = [
         CampaignDayMetric(
@@ -277,6 +293,13 @@ def day_rows_replace(
             campaign_id__in=[row.campaign_id for row in rows]
         ).delete()
     return len(objects)
+
+
+def _figures(row: google_ads.CampaignDay) -> str:
+    return (
+        f"{row.date} {row.campaign_name!r}: impressions {row.impressions}, clicks {row.clicks}, "
+        f"cost_micros {row.cost_micros}, conversions {row.conversions}"
+    )
 
 
 # --- Accounts -------------------------------------------------------------------------------
@@ -804,7 +827,8 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
             **_failure_fields(failures=entry.failures, planned_at=run.started_at),
         )
 
-    outcome = DayOutcome(state=SyncDay.State.DONE, rows=len(rows))
+    stored = 0
+    outcome = DayOutcome(state=SyncDay.State.DONE)
 
     def finish() -> None:
         nonlocal outcome
@@ -825,7 +849,7 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
             entry_id=entry.pk,
             run_id=run_id,
             state=SyncDay.State.DONE,
-            rows=len(rows),
+            rows=stored,
             fetched_at=fetched_at,
             duration_ms=duration_ms,
             last_error="",
@@ -836,15 +860,24 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
                 "ads sync: %s %s done: %d row(s) in %d ms (run %s)",
                 customer_id,
                 day,
-                len(rows),
+                stored,
                 duration_ms,
                 run_id,
             )
         run_finish_if_settled(run_id=run_id)
 
-    with transaction.atomic():
-        day_rows_replace(
-            customer_id=customer_id, day=day, rows=rows, currency_code=account.currency_code
+    try:
+        with transaction.atomic():
+            stored = day_rows_replace(
+                customer_id=customer_id, day=day, rows=rows, currency_code=account.currency_code
+            )
+            outcome = DayOutcome(state=SyncDay.State.DONE, rows=stored)
+            transaction.on_commit(finish)
+    except google_ads.PermanentAdsError as exc:  # an answer that cannot be stored
+        return _day_failed(
+            entry=entry,
+            run_id=run_id,
+            error=f"{type(exc).__name__}: {exc}",
+            **_failure_fields(failures=entry.failures, planned_at=run.started_at),
         )
-        transaction.on_commit(finish)
     return outcome

@@ -14,6 +14,7 @@ and inject faults while the sandbox runs in another process:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -93,7 +94,11 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "revoke_refresh_token": False,
     # Customers that exist but this user may not read (PERMISSION_DENIED).
     "denied_customers": [],
+    # The first campaign row of every answer sent twice in it: "same" (as it is) or "changed"
+    # (the second time with one more impression); None: every row once.
+    "duplicate_first_row": None,
 }
+DUPLICATES = (None, "same", "changed")
 
 _NUMBERS = (int, float)
 # Settings whose values are numbers: seconds, and for fail_first and fail_rate each kind's.
@@ -119,6 +124,8 @@ def _check_fault(key: str, value: Any) -> None:
         raise ValueError(f"{key} must map fault kinds to numbers >= 0, not {value!r}")
     if key == "denied_customers" and not isinstance(value, list):
         raise ValueError(f"denied_customers must be a list, not {value!r}")
+    if key == "duplicate_first_row" and value not in DUPLICATES:
+        raise ValueError(f"duplicate_first_row must be one of {DUPLICATES}, not {value!r}")
 
 
 _SELECT_RE = re.compile(
@@ -486,10 +493,17 @@ class _AdsServicer:
             if query.resource == "customer":
                 rows = [_build_row(query.fields, _field_values(customer_id, None, None))]
             else:
+                served = [
+                    (day, row) for day in query.dates for row in data.rows_for(customer_id, day)
+                ]
+                if served and faults["duplicate_first_row"]:
+                    day, first = served[0]
+                    if faults["duplicate_first_row"] == "changed":
+                        first = dataclasses.replace(first, impressions=first.impressions + 1)
+                    served.insert(1, (day, first))
                 rows = [
                     _build_row(query.fields, _field_values(customer_id, day, row))
-                    for day in query.dates
-                    for row in data.rows_for(customer_id, day)
+                    for day, row in served
                 ]
             if kind == "stream_removed":
                 entry["outcome"] = kind

@@ -28,7 +28,8 @@
 - `.configure(**faults)`: merge faults (see ads_sync/sandbox/server.py DEFAULT_FAULTS):
   latency_s, fail_first={kind: n} (first n attempts of every customer+date fail),
   fail_rate={kind: fraction} (deterministic by hash), quota_retry_delay_s,
-  daily_quota_retry_delay_s, hang_s, token_ttl_s, revoke_refresh_token, denied_customers.
+  daily_quota_retry_delay_s, hang_s, token_ttl_s, revoke_refresh_token, denied_customers,
+  duplicate_first_row ("same" | "changed": the first campaign row of an answer sent twice).
   Kinds: quota, daily_quota, internal, unavailable, hang, unauthenticated, permission_denied,
   invalid_argument, stream_removed (the first row's batch, then UNKNOWN "Stream removed").
 - `.expire_tokens()`: every access token issued so far stops working (UNAUTHENTICATED).

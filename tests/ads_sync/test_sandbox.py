@@ -98,6 +98,21 @@ def test_each_fault_kind_is_served_as_that_failure(ads_sandbox, settings, kind):
     assert ads_sandbox.calls()[0]["outcome"] == kind
 
 
+@pytest.mark.parametrize(("duplicate", "more_impressions"), [("same", 0), ("changed", 1)])
+def test_duplicate_first_row_sends_the_first_campaign_row_twice(
+    ads_sandbox, duplicate, more_impressions
+):
+    customer = data.DEFAULT_CUSTOMERS[0]
+    day = data.first_full_day(customer, dt.date(2025, 2, 1))
+    served = [row.campaign_id for row in data.rows_for(customer, day)]
+    ads_sandbox.configure(duplicate_first_row=duplicate)
+
+    rows = google_ads.fetch_data(customer, day)
+
+    assert [row.campaign_id for row in rows] == served[:1] + served
+    assert rows[1].impressions - rows[0].impressions == more_impressions
+
+
 def test_command_prints_the_environment_that_points_the_app_at_it(tmp_path):
     out = io.StringIO()
     env_file = tmp_path / "env"

@@ -18,6 +18,7 @@ from django.utils import timezone
 from ads_sync import locks, selectors, services
 from ads_sync.integrations import google_ads
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
+from ads_sync.sandbox import data
 
 from .factories import campaign_day
 
@@ -260,6 +261,51 @@ def test_a_failure_is_stored_without_credentials_and_cut(tmp_path: Path, monkeyp
         assert "GOCSPX-leaked" not in error
         assert "client_secret=[redacted]" in error
         assert len(error) <= google_ads.ERROR_TEXT_MAX + len("... (cut)")
+
+
+def _sandbox_day(ads_sandbox, tmp_path: Path) -> tuple[str, dt.date, SyncRun]:
+    """A pending day with campaign rows in the sandbox, and its run."""
+    customer = ads_sandbox.customers[0]
+    day = data.first_full_day(customer, DAY)
+    run = _run(tmp_path)
+    SyncDay.objects.create(customer_id=customer, date=day, run=run, state=SyncDay.State.PENDING)
+    return customer, day, run
+
+
+def test_a_campaign_row_the_api_sends_twice_is_stored_once(
+    ads_sandbox, tmp_path: Path, django_capture_on_commit_callbacks
+) -> None:
+    """It failed the day with PostgreSQL's "ON CONFLICT DO UPDATE command cannot affect row a
+    second time", and so did every retry."""
+    ads_sandbox.configure(duplicate_first_row="same")
+    customer, day, run = _sandbox_day(ads_sandbox, tmp_path)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = services.day_sync(customer_id=customer, day=day, run_id=run.pk)
+
+    served = [(r.campaign_id, r.impressions) for r in data.rows_for(customer, day)]
+    assert (outcome.state, outcome.rows) == (SyncDay.State.DONE, len(served))
+    stored = CampaignDayMetric.objects.filter(customer_id=customer, date=day).order_by(
+        "campaign_id"
+    )
+    assert list(stored.values_list("campaign_id", "impressions")) == served
+
+
+def test_two_different_rows_for_one_campaign_fail_the_day_naming_it(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """They failed it with a ProgrammingError that named no campaign."""
+    ads_sandbox.configure(duplicate_first_row="changed")
+    customer, day, run = _sandbox_day(ads_sandbox, tmp_path)
+
+    outcome = services.day_sync(customer_id=customer, day=day, run_id=run.pk)
+
+    campaign = data.rows_for(customer, day)[0].campaign_id
+    assert outcome.state == SyncDay.State.FAILED
+    assert SyncDay.objects.get().last_error.startswith(
+        f"PermanentAdsError: {customer} {day}: campaign {campaign} came twice in the answer"
+    )
+    assert not CampaignDayMetric.objects.exists()
 
 
 def _daily_detections(customer: str, tmp_path: Path, times: int) -> list[int]:
