@@ -347,6 +347,24 @@ def test_dates_deferred_by_a_daily_quota_make_the_exit_status_4(
 
 
 @pytest.mark.usefixtures("sync_worker")
+def test_the_summary_of_deferred_dates_says_which_the_next_gap_detection_fetches(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """It said "the next gap detection runs them", which it does not for dates before
+    ADS_SYNC_HISTORY_DAYS or accounts not in GOOGLE_ADS_CUSTOMER_IDS."""
+    daily_quota_from_the_first_fetch(ads_sandbox)
+    out = io.StringIO()
+
+    with pytest.raises(CommandError, match="deferred to a later run"):
+        call_command("backfill_ads", *("--days", "3", "--output-dir", str(tmp_path)), stdout=out)
+
+    assert (
+        "deferred dates wait for the daily quota (the next gap detection fetches those of "
+        "GOOGLE_ADS_CUSTOMER_IDS within ADS_SYNC_HISTORY_DAYS; backfill_ads fetches any)"
+    ) in out.getvalue()
+
+
+@pytest.mark.usefixtures("sync_worker")
 def test_ctrl_c_while_waiting_names_the_run_that_goes_on_and_exits_130(
     ads_sandbox, tmp_path: Path, monkeypatch
 ) -> None:

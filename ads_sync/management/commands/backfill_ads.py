@@ -604,7 +604,8 @@ class Command(DatabaseCommand):
                 lines.append(f"  ... and {len(failures) - 20} more (admin: Sync days, failed)")
         if run.deferred:
             lines.append(
-                "deferred dates wait for the daily quota, or were taken over by a newer run; "
-                "the next gap detection runs them"
+                "deferred dates wait for the daily quota (the next gap detection fetches those of "
+                "GOOGLE_ADS_CUSTOMER_IDS within ADS_SYNC_HISTORY_DAYS; backfill_ads fetches any), "
+                "or were taken over by a newer run, which fetches them"
             )
         self.stdout.write("\n".join(lines))
