@@ -246,6 +246,13 @@ DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/inven
 DB_POOL_MIN_SIZE = env_int("DB_POOL_MIN_SIZE", 2, minimum=0)
 # Sized for a gthread worker with several threads plus the tests' concurrent clients.
 DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 20, minimum=1)
+# psycopg_pool refuses a max below the min only when Django opens the pool: the processes started
+# and every request was a 500 (/readyz a 503) with its ValueError, which named neither variable.
+if DB_POOL_MAX_SIZE < DB_POOL_MIN_SIZE:
+    raise ImproperlyConfigured(
+        f"DB_POOL_MAX_SIZE must be at least DB_POOL_MIN_SIZE ({DB_POOL_MIN_SIZE}), "
+        f"got {DB_POOL_MAX_SIZE}"
+    )
 DB_POOL_TIMEOUT_S = env_float("DB_POOL_TIMEOUT_S", 10.0, positive=True)
 # Once a checkout has waited DB_POOL_TIMEOUT_S in vain, the next ones wait this long, until one
 # gets a connection (inventory_project/postgresql/base.py): in an outage, a 503 in half a
@@ -352,11 +359,22 @@ DATABASES = {"default": _default_db}
 # --- Redis: cache, rate limits, locks -------------------------------------------------------
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
-# Refused at start, naming the variable: without a scheme the server started and every API
-# read was a 500 ("Redis URL must specify one of the following schemes").
+# Refused at start, naming the variable: without a scheme, or with a port that was not a number,
+# the server started and every API read was a 500 ("Redis URL must specify one of the following
+# schemes", urllib's "Port could not be cast to integer value").
 if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):  # as redis-py reads it
     raise ImproperlyConfigured(
         f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {REDIS_URL.split('@')[-1]!r}"
+    )
+_redis_parts, _ = url_parts("REDIS_URL", REDIS_URL)
+# redis-py reads the path of a redis:// URL as the database number, and silently took db 0 for
+# one that was not a number (`/cache`).
+if _redis_parts.scheme != "unix" and not re.fullmatch(
+    r"[0-9]*", unquote(_redis_parts.path).replace("/", "")
+):
+    raise ImproperlyConfigured(
+        "REDIS_URL: its path is the database number, a whole number (redis://host:6379/0), "
+        f"got {_redis_parts.path!r}"
     )
 # Short timeouts: a dead or black-holed Redis must degrade to PostgreSQL, not hang requests.
 REDIS_SOCKET_TIMEOUT_S = env_float("REDIS_SOCKET_TIMEOUT_S", 0.25, positive=True)
@@ -554,7 +572,15 @@ PERIODIC_TASKS.append(
 
 # --- Logging: everything to stderr, where the process manager or container runtime collects it
 
-LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+# In any case, as celery's --loglevel takes it; empty is the default. logging.config refused
+# `info`, `10` or `verbose` in every process with a traceback that did not name the variable.
+_log_levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+if LOG_LEVEL not in _log_levels:
+    raise ImproperlyConfigured(
+        f"LOG_LEVEL must be one of {', '.join(_log_levels)} (any case), "
+        f"got {os.environ['LOG_LEVEL']!r}"
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -389,6 +389,73 @@ def test_settings_refuse_a_redis_url_without_its_scheme(value) -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        # Both passed `check`: every API read was then a 500 (urllib's ValueError), or the
+        # cache was silently db 0.
+        ("redis://127.0.0.1:notaport/0", "its port is not a number"),
+        ("redis://127.0.0.1:6379/cache", "a whole number (redis://host:6379/0), got '/cache'"),
+        ("redis://127.0.0.1:6379/-1", "a whole number (redis://host:6379/0), got '/-1'"),
+    ],
+)
+def test_a_redis_url_redis_py_would_misread_is_refused_naming_it(value, message) -> None:
+    result = _manage("check", REDIS_URL=value)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: REDIS_URL" in result.stderr
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    "value", ["redis://127.0.0.1:6379", "redis://127.0.0.1:6379/15", "unix:///tmp/redis.sock"]
+)
+def test_redis_urls_redis_py_reads_are_taken(value) -> None:
+    result = _manage("check", REDIS_URL=value)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "level"), [("info", "INFO"), (" Warning ", "WARNING"), ("", "INFO")]
+)
+def test_the_log_level_is_taken_in_any_case_and_empty_is_the_default(value, level) -> None:
+    """`info` (which celery's --loglevel takes) stopped every Django process with
+    logging.config's "Unable to configure root logger"."""
+    result = _manage(
+        "shell",
+        "-c",
+        "import logging; print(logging.getLevelName(logging.getLogger().level))",
+        LOG_LEVEL=value,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == level
+
+
+@pytest.mark.parametrize("value", ["verbose", "10", "WARN"])
+def test_a_log_level_logging_does_not_name_is_refused_naming_it(value) -> None:
+    result = _manage("check", LOG_LEVEL=value)
+    assert result.returncode != 0
+    assert (
+        "ImproperlyConfigured: LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL "
+        f"(any case), got '{value}'"
+    ) in result.stderr
+
+
+@pytest.mark.parametrize(("min_size", "max_size"), [("2", "1"), ("5", "4")])
+def test_a_pool_max_below_its_min_is_refused_naming_both(min_size, max_size) -> None:
+    """It passed `check`; then every request was a 500, and /readyz a 503, with psycopg_pool's
+    "max_size must be greater or equal than min_size"."""
+    result = _manage("check", DB_POOL_MIN_SIZE=min_size, DB_POOL_MAX_SIZE=max_size)
+    assert result.returncode != 0
+    assert (
+        f"ImproperlyConfigured: DB_POOL_MAX_SIZE must be at least DB_POOL_MIN_SIZE ({min_size}), "
+        f"got {max_size}"
+    ) in result.stderr
+
+
+def test_a_pool_max_equal_to_its_min_is_taken() -> None:
+    assert _manage("check", DB_POOL_MIN_SIZE="3", DB_POOL_MAX_SIZE="3").returncode == 0
+
+
+@pytest.mark.parametrize(
     ("name", "value", "message"),
     [
         # A traceback from urllib that named neither the variable nor the URL; the worker
