@@ -169,7 +169,9 @@ def database_from_url(url: str) -> dict[str, object]:
 
 SECRET_KEY = env_str("SECRET_KEY", "")
 DEBUG = env_bool("DEBUG", False)
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+# Empty (or only commas) is the default, as for the other variables: an empty list answered
+# every request with a 400 outside DEBUG. No settings module has a default of its own.
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "") or ["localhost", "127.0.0.1", "[::1]"]
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
 # Error reports (DEBUG's page, e-mails) hide the password inside URL settings too.
@@ -417,7 +419,9 @@ for _broker in CELERY_BROKER_URL.split(";"):
             "CELERY_BROKER_URL must be a URL of a transport Celery knows (amqp://, redis://, "
             f"...), got {_broker.split('://')[0] if '://' in _broker else _broker.split('@')[-1]!r}"
         )
-CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
+# Empty is the default (as the Procfile's worker --hostname reads it): with an empty name Celery
+# configured no queue at all, and routed its tasks to none.
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery").strip() or "celery"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 # No results to expire: without this, beat adds a daily `celery.backend_cleanup` task that
@@ -540,7 +544,10 @@ ADS_SYNC_MAX_ATTEMPTS = env_int("ADS_SYNC_MAX_ATTEMPTS", 5, minimum=1)
 ADS_SYNC_RETRY_BASE_S = env_float("ADS_SYNC_RETRY_BASE_S", 1.0)
 ADS_SYNC_RETRY_MAX_S = env_float("ADS_SYNC_RETRY_MAX_S", 60.0)
 # A relative folder is the project's: web, workers and commands may run in other directories.
-ADS_SYNC_OUTPUT_DIR = BASE_DIR / Path(env_str("ADS_SYNC_OUTPUT_DIR", "output")).expanduser()
+# Empty is the default: it was the project folder itself, and the CSVs landed among the code.
+ADS_SYNC_OUTPUT_DIR = (
+    BASE_DIR / Path(env_str("ADS_SYNC_OUTPUT_DIR", "output").strip() or "output").expanduser()
+)
 ADS_SYNC_HISTORY_DAYS = env_int("ADS_SYNC_HISTORY_DAYS", 730, minimum=1)
 ADS_SYNC_LOOKBACK_DAYS = env_int("ADS_SYNC_LOOKBACK_DAYS", 3, minimum=0)
 # A failed day is tried by every daily detection this many times in a row; after that the

@@ -364,6 +364,31 @@ def test_requests_for_other_hosts_are_a_line_a_minute_without_tracebacks() -> No
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "default"),
+    [
+        # The customer folders and ads_daily_totals.csv were written into the project folder.
+        ("ADS_SYNC_OUTPUT_DIR", str(ROOT / "output")),
+        # Every request was a 400.
+        ("ALLOWED_HOSTS", "['localhost', '127.0.0.1', '[::1]']"),
+        # Celery configured no queue at all: its tasks were routed to none.
+        ("CELERY_TASK_DEFAULT_QUEUE", "celery"),
+    ],
+)
+@pytest.mark.parametrize("value", ["", " "])
+def test_an_empty_value_is_the_default(name, default, value) -> None:
+    result = _manage(
+        "shell",
+        "-c",
+        f"from django.conf import settings; print(settings.{name})",
+        DJANGO_SETTINGS_MODULE="inventory_project.settings.production",
+        SECRET_KEY="x7!" + uuid.uuid4().hex + uuid.uuid4().hex,
+        **{name: value},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == default
+
+
 def test_production_settings_refuse_to_start_without_a_secret_key() -> None:
     result = _manage(
         "check", DJANGO_SETTINGS_MODULE="inventory_project.settings.production", SECRET_KEY=None
