@@ -7,6 +7,7 @@ production: the SECURE_* ones). Every one is listed with its default in `.env.ex
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
 import re
@@ -268,8 +269,9 @@ DB_POOL_OUTAGE_TIMEOUT_S = env_float("DB_POOL_OUTAGE_TIMEOUT_S", 0.5, positive=T
 DB_POOL_RECONNECT_TIMEOUT_S = env_float("DB_POOL_RECONNECT_TIMEOUT_S", 5.0, positive=True)
 # psycopg prepares a statement on a connection once it has run this many times there, so hot
 # queries skip PostgreSQL's parse and plan (the token query's plan cost four times its run).
-# 0 turns it off: needed behind PgBouncer in transaction mode before version 1.21.
-DB_PREPARE_THRESHOLD = env_int("DB_PREPARE_THRESHOLD", 5)
+# 0 turns it off: needed behind PgBouncer in transaction mode before version 1.21. A negative
+# number was taken silently, as 0.
+DB_PREPARE_THRESHOLD = env_int("DB_PREPARE_THRESHOLD", 5, minimum=0)
 
 # How long an atomic migration waits for a lock (a table's, or a row's in a data migration)
 # before it gives up, rolled back (inventory_project/postgresql/schema.py); 0: no limit.
@@ -435,6 +437,13 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300, minimum=1)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360, minimum=1)
+# The soft limit lets a task end itself (SoftTimeLimitExceeded) before the hard one kills its
+# process: at or past the hard limit it never came.
+if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        "CELERY_TASK_SOFT_TIME_LIMIT must be below CELERY_TASK_TIME_LIMIT "
+        f"({CELERY_TASK_TIME_LIMIT}), got {CELERY_TASK_SOFT_TIME_LIMIT}"
+    )
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TIMEZONE = "UTC"
@@ -548,8 +557,11 @@ ADS_SYNC_RETRY_MAX_S = env_float("ADS_SYNC_RETRY_MAX_S", 60.0)
 ADS_SYNC_OUTPUT_DIR = (
     BASE_DIR / Path(env_str("ADS_SYNC_OUTPUT_DIR", "output").strip() or "output").expanduser()
 )
-ADS_SYNC_HISTORY_DAYS = env_int("ADS_SYNC_HISTORY_DAYS", 730, minimum=1)
-ADS_SYNC_LOOKBACK_DAYS = env_int("ADS_SYNC_LOOKBACK_DAYS", 3, minimum=0)
+# Back to 2000-01-01 at most, as `backfill_ads --days`: Google Ads has no earlier data. Unbounded,
+# a million days overflowed the date arithmetic (OverflowError) in every gap detection.
+_ads_sync_days_max = (dt.date.today() - dt.date(2000, 1, 1)).days
+ADS_SYNC_HISTORY_DAYS = env_int("ADS_SYNC_HISTORY_DAYS", 730, minimum=1, maximum=_ads_sync_days_max)
+ADS_SYNC_LOOKBACK_DAYS = env_int("ADS_SYNC_LOOKBACK_DAYS", 3, minimum=0, maximum=_ads_sync_days_max)
 # A failed day is tried by every daily detection this many times in a row; after that the
 # detection waits 2, 4, 8 ... days between tries, at most the max. `backfill_ads` does not wait.
 ADS_SYNC_FAILED_DAILY_RETRIES = env_int("ADS_SYNC_FAILED_DAILY_RETRIES", 2, minimum=0)

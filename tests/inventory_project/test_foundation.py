@@ -596,7 +596,11 @@ def test_a_delay_below_zero_or_not_a_number_is_refused(monkeypatch, value) -> No
     ("name", "value"),
     [
         ("ADS_SYNC_HISTORY_DAYS", "0"),  # planned nothing, every day
+        # Every gap detection failed (OverflowError): the dates went back past the year 1.
+        ("ADS_SYNC_HISTORY_DAYS", "1000000"),
         ("ADS_SYNC_LOOKBACK_DAYS", "-1"),
+        ("ADS_SYNC_LOOKBACK_DAYS", "1000000"),
+        ("DB_PREPARE_THRESHOLD", "-1"),  # taken as 0, silently
         ("ADS_SYNC_MAX_ATTEMPTS", "0"),
         ("PORT", "70000"),
         ("RATELIMIT_IPV4_MASK", "33"),
@@ -607,6 +611,23 @@ def test_a_count_out_of_its_range_is_refused_naming_it(name, value) -> None:
     assert result.returncode != 0
     assert f"ImproperlyConfigured: {name} must be an integer in " in result.stderr
     assert f"got '{value}'" in result.stderr
+
+
+def test_a_history_back_to_2000_is_taken() -> None:
+    days = str((dt.date.today() - dt.date(2000, 1, 1)).days)
+    result = _manage("check", ADS_SYNC_HISTORY_DAYS=days, ADS_SYNC_LOOKBACK_DAYS=days)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(("soft", "hard"), [("360", "360"), ("400", "360")])
+def test_a_soft_time_limit_not_below_the_hard_one_is_refused(soft, hard) -> None:
+    """The hard limit killed the task's process before its soft limit could let it end."""
+    result = _manage("check", CELERY_TASK_SOFT_TIME_LIMIT=soft, CELERY_TASK_TIME_LIMIT=hard)
+    assert result.returncode != 0
+    assert (
+        "ImproperlyConfigured: CELERY_TASK_SOFT_TIME_LIMIT must be below CELERY_TASK_TIME_LIMIT "
+        f"({hard}), got {soft}"
+    ) in result.stderr
 
 
 @pytest.mark.parametrize(
