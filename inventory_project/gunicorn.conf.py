@@ -4,17 +4,44 @@ import multiprocessing
 import os
 from typing import Any
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
-workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count())
+from django.core.exceptions import ImproperlyConfigured
+
+
+def _env_int(name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+    """As the settings' env_int (inventory_project/settings/base.py), which gunicorn's master
+    cannot import here without loading every Django setting: empty is the default, and a value
+    that is no integer, or out of range, is refused naming the variable. Read with a bare int(),
+    `abc` was a traceback that named none, and a 0 made a server that listened and never
+    answered (WEB_CONCURRENCY, GUNICORN_WORKER_CONNECTIONS) or whose workers failed to boot
+    (GUNICORN_THREADS)."""
+    raw = os.environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"{minimum}..{maximum if maximum is not None else ''}"
+        raise ImproperlyConfigured(f"{name} must be an integer in {bounds}, got {raw!r}")
+    return value
+
+
+# gunicorn itself reads WEB_CONCURRENCY as it starts, before this file: it stops on a value
+# that is not an integer, an empty one included, with its own traceback.
+_port = _env_int("PORT", 8000, minimum=1, maximum=65535)
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{_port}"  # noqa: S104
+workers = _env_int("WEB_CONCURRENCY", multiprocessing.cpu_count(), minimum=1)
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = _env_int("GUNICORN_THREADS", 4, minimum=1)
 # Open connections one worker takes at most (gunicorn's default: 1000). A worker that has its
 # share stops accepting, so the others get the rest: without a cap, a burst of new keep-alive
 # connections can all land on the one worker that was awake, and wait on its GIL while the
 # other workers idle. gthread keeps at most this minus `threads` connections alive.
-worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+worker_connections = _env_int("GUNICORN_WORKER_CONNECTIONS", 1000, minimum=1)
+# 0: no keep-alive; a timeout of 0: none (gunicorn's meanings).
+keepalive = _env_int("GUNICORN_KEEPALIVE", 5, minimum=0)
+timeout = _env_int("GUNICORN_TIMEOUT", 30, minimum=0)
 graceful_timeout = 20
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None
 # gunicorn's default line, with how long the request took (milliseconds) at its end.

@@ -1,0 +1,99 @@
+"""inventory_project/gunicorn.conf.py, read as gunicorn reads it: a file run on its own."""
+
+from __future__ import annotations
+
+import re
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from tests.processes import closed_port, process_env
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF = ROOT / "inventory_project" / "gunicorn.conf.py"
+NUMBERS = (
+    "PORT",
+    "WEB_CONCURRENCY",
+    "GUNICORN_THREADS",
+    "GUNICORN_WORKER_CONNECTIONS",
+    "GUNICORN_KEEPALIVE",
+    "GUNICORN_TIMEOUT",
+)
+
+
+def _read(monkeypatch, **env: str) -> dict[str, Any]:
+    for name in (*NUMBERS, "HOST"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(CONF))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "accepted"),
+    [
+        ("WEB_CONCURRENCY", "0", "1.."),  # gunicorn listened with no worker: requests hung
+        ("GUNICORN_WORKER_CONNECTIONS", "0", "1.."),  # each worker accepted none: the same
+        ("GUNICORN_THREADS", "0", "1.."),  # "Worker failed to boot", again and again
+        ("GUNICORN_KEEPALIVE", "-1", "0.."),
+        ("GUNICORN_TIMEOUT", "-1", "0.."),
+        ("PORT", "70000", "1..65535"),
+    ],
+)
+def test_a_number_gunicorn_cannot_serve_with_is_refused_naming_it(
+    monkeypatch, name, value, accepted
+) -> None:
+    message = f"{name} must be an integer in {accepted}, got '{value}'"
+    with pytest.raises(ImproperlyConfigured, match=re.escape(message)):
+        _read(monkeypatch, **{name: value})
+
+
+@pytest.mark.parametrize("name", NUMBERS)
+@pytest.mark.parametrize("value", ["abc", "1.5"])
+def test_a_number_that_is_none_is_refused_naming_it(monkeypatch, name, value) -> None:
+    """A bare int() traceback, which named no variable."""
+    with pytest.raises(ImproperlyConfigured, match=f"{name} must be an integer, got '{value}'"):
+        _read(monkeypatch, **{name: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "setting", "default"),
+    [
+        ("PORT", "bind", "0.0.0.0:8000"),
+        ("GUNICORN_THREADS", "threads", 4),
+        ("GUNICORN_WORKER_CONNECTIONS", "worker_connections", 1000),
+        ("GUNICORN_KEEPALIVE", "keepalive", 5),
+        ("GUNICORN_TIMEOUT", "timeout", 30),
+    ],
+)
+def test_an_empty_number_is_the_default(monkeypatch, name, setting, default) -> None:
+    assert _read(monkeypatch, **{name: ""})[setting] == default
+
+
+def test_zero_keeps_its_meaning_for_keep_alive_and_the_timeout(monkeypatch) -> None:
+    """gunicorn's: no keep-alive, no timeout."""
+    conf = _read(monkeypatch, GUNICORN_KEEPALIVE="0", GUNICORN_TIMEOUT="0")
+    assert (conf["keepalive"], conf["timeout"]) == (0, 0)
+
+
+def test_gunicorn_stops_at_start_naming_the_variable() -> None:
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            *("-c", str(CONF), "inventory_project.wsgi"),
+        ],
+        cwd=ROOT,
+        env=process_env(HOST="127.0.0.1", PORT=str(closed_port()), GUNICORN_THREADS="0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: GUNICORN_THREADS must be an integer in 1.., got '0'" in (
+        result.stderr
+    )
