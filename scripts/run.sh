@@ -3,8 +3,8 @@
 # listener and (without Google Ads credentials) the API sandbox under one process manager.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Every step reads .env as honcho's processes do: the database it prepares and the URLs it
-# prints are the ones web uses.
+# Every step reads .env as the processes do (they get these exported values): the database it
+# prepares and the URLs it prints are the ones web uses.
 source scripts/dotenv.sh
 export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-inventory_project.settings.local}"
 PORT="${PORT:-8000}"
@@ -51,14 +51,18 @@ echo "  Google Ads: gap detection queued; progress in the admin (Sync runs) and"
   "${ADS_SYNC_OUTPUT_DIR:-./output}"
 # No real Google Ads refresh token (in .env or the environment): run the local sandbox API and
 # point web/worker/beat at it (.sandbox/env is read after .env, so it wins).
+processes=(web worker beat listener)
 if [[ -z "${GOOGLE_ADS_REFRESH_TOKEN:-}" ]]; then
   .venv/bin/python manage.py google_ads_sandbox --state-dir .sandbox --env-only \
     --grpc-port "${ADS_SANDBOX_GRPC_PORT}" --oauth-port "${ADS_SANDBOX_OAUTH_PORT}" \
     --env-file .sandbox/env >/dev/null
+  dotenv_export .sandbox/env
   echo "  Google Ads: no GOOGLE_ADS_REFRESH_TOKEN, using the local sandbox API (.sandbox/env)"
   # The sandbox has no Google quota to protect: backfill two years in about a minute.
   export ADS_SYNC_MAX_QPS="${ADS_SYNC_MAX_QPS:-25}"
   echo
-  exec .venv/bin/honcho start -f Procfile -e .env,.sandbox/env web worker beat listener sandbox
+  processes+=(sandbox)
 fi
-exec .venv/bin/honcho start -f Procfile web worker beat listener
+# The processes get the values exported above: honcho would read .env again with its own parser
+# (scripts/dotenv.sh says what it changed), so it is given no file.
+exec .venv/bin/honcho start -f Procfile -e /dev/null "${processes[@]}"

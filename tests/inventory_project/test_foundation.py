@@ -763,6 +763,60 @@ def test_a_database_url_with_a_bad_port_names_the_setting(port: str) -> None:
         database_from_url(f"postgres://postgres@127.0.0.1:{port}/x")
 
 
+def _dotenv(tmp_path: Path, content: str, script: str) -> subprocess.CompletedProcess[str]:
+    """`script` in bash after scripts/dotenv.sh has read `content` as .env, GUNICORN_ACCESSLOG
+    set in the shell."""
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "dotenv.sh").symlink_to(ROOT / "scripts" / "dotenv.sh")
+    (tmp_path / ".env").write_text(content)
+    return subprocess.run(
+        ["bash", "-c", f"set -eu; source scripts/dotenv.sh; {script}"],
+        cwd=tmp_path,
+        env={**os.environ, "GUNICORN_ACCESSLOG": "-"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "value"),
+    [
+        # honcho's parser, which read it before, cut the value at `#`: Django's
+        # get_random_secret_key() puts one in most keys.
+        ("SECRET_KEY=ab#cd$ef", "ab#cd$ef"),
+        # It dropped a `NAME=` line, so the shell's value stayed.
+        ("GUNICORN_ACCESSLOG=", ""),
+        ("export SECRET_KEY=abc", "abc"),  # dropped too
+        ("SECRET_KEY = ab cd ", "ab cd"),  # "abcd"
+        ("SECRET_KEY=' ab # cd '", " ab # cd "),
+        ('SECRET_KEY=""', ""),
+    ],
+)
+def test_dotenv_gives_each_value_as_written(tmp_path, line, value) -> None:
+    name = line.removeprefix("export ").partition("=")[0].strip()
+    result = _dotenv(tmp_path, f"# a comment\n\n{line}\n", f'printf "[%s]" "${name}"')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"[{value}]"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("SECRET_KEY", "not NAME=value"),
+        ("1KEY=abc", "not NAME=value"),
+        ("SECRET_KEY='abc' # the key", "SECRET_KEY's value starts with a quote that does not end"),
+        ('SECRET_KEY="abc', "SECRET_KEY's value starts with a quote that does not end"),
+    ],
+)
+def test_a_dotenv_line_it_cannot_read_stops_it_naming_the_line(tmp_path, line, message) -> None:
+    result = _dotenv(tmp_path, f"PORT=8001\n{line}\n", "echo went on")
+    assert result.returncode != 0
+    assert result.stderr.startswith(f".env, line 2: {message}")
+    assert "went on" not in result.stdout
+
+
 @pytest.mark.django_db
 def test_make_run_with_its_port_in_use_refuses_before_touching_the_database(tmp_path) -> None:
     """It created and migrated the database its .env names, then refused: a second checkout
