@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import yaml
 from celery.beat import Scheduler
 from django.conf import settings
 from django.contrib.sessions.models import Session
@@ -336,6 +337,21 @@ def test_https_is_believed_only_from_the_trusted_proxies(proxies, proto, status)
         answer = client.getresponse()
     assert answer.status == status  # 404: taken as https; 301: sent to https
     assert ("Strict-Transport-Security" in answer.headers) == (status == 404)
+
+
+def test_compose_names_each_variable_it_sets_over_docker_env() -> None:
+    """Its header said that any variable of docker/.env reached the containers, while its
+    `environment:` set five of them over it; and a docker/.env PORT moved gunicorn off the port
+    that the web's `ports` publishes."""
+    text = (ROOT / "docker" / "compose.yaml").read_text()
+    header = text.partition("\nname:")[0]
+    compose = yaml.safe_load(text)
+    environment = compose["x-app"]["environment"]
+    fixed = [name for name, value in environment.items() if "${" not in str(value)]
+    assert "PORT" in fixed
+    assert [name for name in fixed if not re.search(rf"\b{name}\b", header)] == []
+    (published,) = compose["services"]["web"]["ports"]
+    assert published.rpartition(":")[2] == environment["PORT"]
 
 
 def test_the_access_log_says_how_long_each_request_took(tmp_path) -> None:
