@@ -2,13 +2,16 @@
 # shell), so that every step sees the database, port and queue that web, worker and beat see:
 # `make run` hands its processes these exported values, and honcho reads no .env of its own.
 # No .env: nothing. The syntax (.env.example's header says it for users):
-#   NAME=value     the value is the rest of the line as written, `#` included, without the
-#                  spaces at its ends (and any around the `=`); `export NAME=value` is the same
-#   NAME='value'   or "value": what is between the quotes, as written (no escapes, no `$`)
+#   NAME=value     the value is the rest of the line as written, `#` and `$` included, up to a
+#                  comment (a `#` after a space) and without the spaces at its ends (and any
+#                  around the `=`); `export NAME=value` is the same
+#   NAME='value'   or "value": what is between the quotes, as written (no escapes, no `$`),
+#                  then only a comment if anything
 #   NAME=          empty: set, to nothing, over the shell's value
-#   # ...          a comment, only as a whole line; blank lines are skipped
+#   # ...          a comment line; blank lines are skipped
+# As python-dotenv and Docker Compose read an unquoted value, except that `$` is not expanded.
 # Any other line stops here, naming its line number. honcho's own parser, used before, cut a
-# value at `#` (a SECRET_KEY), dropped `NAME=` and `export` lines, and removed spaces.
+# value at any `#` (a SECRET_KEY), dropped `NAME=` and `export` lines, and removed spaces.
 
 # dotenv_export FILE: export FILE's settings, or stop (return 1) at its first line that is none.
 dotenv_export() {
@@ -30,12 +33,15 @@ for number, line in enumerate(lines, 1):
         sys.exit(f"{path}, line {number}: not NAME=value (the syntax is in .env.example)")
     name, value = setting[1], setting[2].strip()
     if value[:1] in {"'", '"'}:
-        if len(value) < 2 or value[-1] != value[0]:
+        quoted = re.fullmatch(r"""(['"])(.*?)\1\s*(?:#.*)?""", value)
+        if quoted is None:
             sys.exit(
                 f"{path}, line {number}: {name}'s value starts with a quote that does not end "
-                "it (comments are whole lines only)"
+                "it, or is followed by more than a comment"
             )
-        value = value[1:-1]
+        value = quoted[2]
+    else:
+        value = re.split(r"\s#", value, maxsplit=1)[0].rstrip()
     print(f"export {name}={shlex.quote(value)} || return 1")
 PY
 )" || return 1

@@ -808,6 +808,9 @@ def _dotenv(tmp_path: Path, content: str, script: str) -> subprocess.CompletedPr
         ("SECRET_KEY = ab cd ", "ab cd"),  # "abcd"
         ("SECRET_KEY=' ab # cd '", " ab # cd "),
         ('SECRET_KEY=""', ""),
+        # A comment after a value, as python-dotenv and Docker Compose read one.
+        ("PORT=8001  # the web's", "8001"),
+        ("SECRET_KEY='abc' # the key", "abc"),
     ],
 )
 def test_dotenv_gives_each_value_as_written(tmp_path, line, value) -> None:
@@ -822,7 +825,7 @@ def test_dotenv_gives_each_value_as_written(tmp_path, line, value) -> None:
     [
         ("SECRET_KEY", "not NAME=value"),
         ("1KEY=abc", "not NAME=value"),
-        ("SECRET_KEY='abc' # the key", "SECRET_KEY's value starts with a quote that does not end"),
+        ("SECRET_KEY='abc' def", "SECRET_KEY's value starts with a quote that does not end"),
         ('SECRET_KEY="abc', "SECRET_KEY's value starts with a quote that does not end"),
     ],
 )
