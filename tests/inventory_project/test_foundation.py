@@ -405,6 +405,26 @@ def test_an_empty_value_is_the_default(name, default, value) -> None:
     assert result.stdout.splitlines()[-1] == default
 
 
+@pytest.mark.parametrize(
+    ("name", "setting", "default"),
+    [
+        ("TEST_DATABASE_NAME", 'DATABASES["default"]["TEST"]["NAME"]', "test_inventory"),
+        ("TEST_CACHE_KEY_PREFIX", 'CACHES["default"]["KEY_PREFIX"]', "inv-test"),
+        ("TEST_CELERY_TASK_DEFAULT_QUEUE", "CELERY_TASK_DEFAULT_QUEUE", "inventory-tests"),
+    ],
+)
+def test_an_empty_test_name_is_its_default(name, setting, default) -> None:
+    result = _manage(
+        "shell",
+        "-c",
+        f"from django.conf import settings; print(settings.{setting})",
+        DJANGO_SETTINGS_MODULE="inventory_project.settings.test",
+        **{name: " "},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == default
+
+
 def test_production_settings_refuse_to_start_without_a_secret_key() -> None:
     result = _manage(
         "check", DJANGO_SETTINGS_MODULE="inventory_project.settings.production", SECRET_KEY=None
