@@ -86,7 +86,8 @@ def run(options: dict[str, Any], out: Any = sys.stdout) -> int:
             calls_file=Path(options["calls_file"]) if options["calls_file"] else None,
         )
         sandbox.state.configure(options["faults"])
-        lines = [f"{key}={value}" for key, value in sandbox.env().items()]
+        # `NAME=""`: an empty value that scripts/dotenv.sh sets (a bare `NAME=` sets nothing).
+        lines = [f"{key}={value}" if value else f'{key}=""' for key, value in sandbox.env().items()]
         if options["env_file"]:
             Path(options["env_file"]).write_text("".join(f"{line}\n" for line in lines))
         if options["env_only"]:

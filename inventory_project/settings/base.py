@@ -370,16 +370,21 @@ if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):  # as redis-p
     raise ImproperlyConfigured(
         f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {REDIS_URL.split('@')[-1]!r}"
     )
-_redis_parts, _ = url_parts("REDIS_URL", REDIS_URL)
-# redis-py reads the path of a redis:// URL as the database number, and silently took db 0 for
-# one that was not a number (`/cache`).
-if _redis_parts.scheme != "unix" and not re.fullmatch(
-    r"[0-9]*", unquote(_redis_parts.path).replace("/", "")
-):
-    raise ImproperlyConfigured(
-        "REDIS_URL: its path is the database number, a whole number (redis://host:6379/0), "
-        f"got {_redis_parts.path!r}"
-    )
+# django-redis takes a comma-separated list (the primary, then replicas): each is checked.
+for _redis_url in REDIS_URL.split(","):
+    _redis_parts, _ = url_parts("REDIS_URL", _redis_url)
+    # redis-py reads the path of a redis:// URL as the database number (unless `?db=` gives
+    # it), and silently took db 0 for one that was not a number (`/cache`).
+    if (
+        _redis_parts.scheme != "unix"
+        and "db=" not in _redis_parts.query
+        and not re.fullmatch(r"[0-9]*", unquote(_redis_parts.path).replace("/", ""))
+    ):
+        # Not the path itself: a password holding an unencoded `/` would be in it.
+        raise ImproperlyConfigured(
+            "REDIS_URL: its path is the database number, a whole number (redis://host:6379/0); "
+            "in the password, percent-encode any of : / ? # [ ] @"
+        )
 # Short timeouts: a dead or black-holed Redis must degrade to PostgreSQL, not hang requests.
 REDIS_SOCKET_TIMEOUT_S = env_float("REDIS_SOCKET_TIMEOUT_S", 0.25, positive=True)
 
@@ -593,13 +598,16 @@ PERIODIC_TASKS.append(
 
 # In any case, as celery's --loglevel takes it; empty is the default. logging.config refused
 # `info`, `10` or `verbose` in every process with a traceback that did not name the variable.
-_log_levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-LOG_LEVEL = env_str("LOG_LEVEL", "INFO").strip().upper() or "INFO"
-if LOG_LEVEL not in _log_levels:
+# WARN and FATAL are logging's (and celery's) other names for WARNING and CRITICAL.
+_log_levels = {name: name for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
+_log_levels.update(WARN="WARNING", FATAL="CRITICAL")
+_log_level = env_str("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+if _log_level not in _log_levels:
     raise ImproperlyConfigured(
         f"LOG_LEVEL must be one of {', '.join(_log_levels)} (any case), "
         f"got {os.environ['LOG_LEVEL']!r}"
     )
+LOG_LEVEL = _log_levels[_log_level]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -455,8 +455,11 @@ def test_settings_refuse_a_redis_url_without_its_scheme(value) -> None:
         # Both passed `check`: every API read was then a 500 (urllib's ValueError), or the
         # cache was silently db 0.
         ("redis://127.0.0.1:notaport/0", "its port is not a number"),
-        ("redis://127.0.0.1:6379/cache", "a whole number (redis://host:6379/0), got '/cache'"),
-        ("redis://127.0.0.1:6379/-1", "a whole number (redis://host:6379/0), got '/-1'"),
+        ("redis://127.0.0.1:6379/cache", "a whole number (redis://host:6379/0)"),
+        ("redis://127.0.0.1:6379/-1", "a whole number (redis://host:6379/0)"),
+        # A password with an unencoded `/` lands in the path: the message must not show it.
+        ("redis://:12/s3cret@127.0.0.1:6379/0", "a whole number (redis://host:6379/0)"),
+        ("redis://127.0.0.1:6379/0,redis://:s3cret@h:6379/x", "a whole number"),
     ],
 )
 def test_a_redis_url_redis_py_would_misread_is_refused_naming_it(value, message) -> None:
@@ -464,10 +467,19 @@ def test_a_redis_url_redis_py_would_misread_is_refused_naming_it(value, message)
     assert result.returncode != 0
     assert "ImproperlyConfigured: REDIS_URL" in result.stderr
     assert message in result.stderr
+    assert "s3cret" not in result.stderr
 
 
 @pytest.mark.parametrize(
-    "value", ["redis://127.0.0.1:6379", "redis://127.0.0.1:6379/15", "unix:///tmp/redis.sock"]
+    "value",
+    [
+        "redis://127.0.0.1:6379",
+        "redis://127.0.0.1:6379/15",
+        "unix:///tmp/redis.sock",
+        # django-redis's primary and replicas; redis-py's `?db=`, which wins over the path.
+        "redis://127.0.0.1:6379/0,redis://127.0.0.1:6379/0",
+        "redis://127.0.0.1:6379/x?db=2",
+    ],
 )
 def test_redis_urls_redis_py_reads_are_taken(value) -> None:
     result = _manage("check", REDIS_URL=value)
@@ -475,7 +487,14 @@ def test_redis_urls_redis_py_reads_are_taken(value) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "level"), [("info", "INFO"), (" Warning ", "WARNING"), ("", "INFO")]
+    ("value", "level"),
+    [
+        ("info", "INFO"),
+        (" Warning ", "WARNING"),
+        ("", "INFO"),
+        ("warn", "WARNING"),
+        ("fatal", "CRITICAL"),
+    ],
 )
 def test_the_log_level_is_taken_in_any_case_and_empty_is_the_default(value, level) -> None:
     """`info` (which celery's --loglevel takes) stopped every Django process with
@@ -490,13 +509,13 @@ def test_the_log_level_is_taken_in_any_case_and_empty_is_the_default(value, leve
     assert result.stdout.splitlines()[-1] == level
 
 
-@pytest.mark.parametrize("value", ["verbose", "10", "WARN"])
+@pytest.mark.parametrize("value", ["verbose", "10", "NOTSET"])
 def test_a_log_level_logging_does_not_name_is_refused_naming_it(value) -> None:
     result = _manage("check", LOG_LEVEL=value)
     assert result.returncode != 0
     assert (
-        "ImproperlyConfigured: LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL "
-        f"(any case), got '{value}'"
+        "ImproperlyConfigured: LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, "
+        f"WARN, FATAL (any case), got '{value}'"
     ) in result.stderr
 
 
@@ -822,8 +841,12 @@ def _dotenv(tmp_path: Path, content: str, script: str) -> subprocess.CompletedPr
         # honcho's parser, which read it before, cut the value at `#`: Django's
         # get_random_secret_key() puts one in most keys.
         ("SECRET_KEY=ab#cd$ef", "ab#cd$ef"),
-        # It dropped a `NAME=` line, so the shell's value stayed.
-        ("GUNICORN_ACCESSLOG=", ""),
+        # A bare `NAME=` sets nothing, as honcho's parser read it (a .env copied from an
+        # older .env.example has `SECRET_KEY=`, `GOOGLE_ADS_REFRESH_TOKEN=` ...); `NAME=""`
+        # sets an empty value, which honcho could not.
+        ("GUNICORN_ACCESSLOG=", "-"),
+        ("GUNICORN_ACCESSLOG=   # off", "-"),
+        ('GUNICORN_ACCESSLOG=""', ""),
         ("export SECRET_KEY=abc", "abc"),  # dropped too
         ("SECRET_KEY = ab cd ", "ab cd"),  # "abcd"
         ("SECRET_KEY=' ab # cd '", " ab # cd "),
@@ -831,6 +854,8 @@ def _dotenv(tmp_path: Path, content: str, script: str) -> subprocess.CompletedPr
         # A comment after a value, as python-dotenv and Docker Compose read one.
         ("PORT=8001  # the web's", "8001"),
         ("SECRET_KEY='abc' # the key", "abc"),
+        # Escapes in double quotes, as honcho, python-dotenv and Compose read them.
+        ('SECRET_KEY="ab\\"cd\\\\e # f"', 'ab"cd\\e # f'),
     ],
 )
 def test_dotenv_gives_each_value_as_written(tmp_path, line, value) -> None:
@@ -838,6 +863,15 @@ def test_dotenv_gives_each_value_as_written(tmp_path, line, value) -> None:
     result = _dotenv(tmp_path, f"# a comment\n\n{line}\n", f'printf "[%s]" "${name}"')
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"[{value}]"
+
+
+def test_a_byte_order_mark_before_the_first_line_is_not_part_of_it(tmp_path) -> None:
+    """Notepad writes one; the first line, a comment, was refused as not NAME=value."""
+    result = _dotenv(
+        tmp_path, "\ufeff# copied from .env.example\nPORT=8001\n", 'printf "[%s]" "$PORT"'
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[8001]"
 
 
 @pytest.mark.parametrize(
