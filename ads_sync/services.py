@@ -482,17 +482,25 @@ def plan_csv_restore(*, plan: Plan) -> None:
     extended to count the rewriting.
     """
     # The plan stored them with the run as rewritten already.
-    run_csv_restore(run=plan.run, days=plan.csv_missing, counted=len(plan.csv_missing))
-    if plan.csv_missing and not plan.days:
-        now = timezone.now()
-        SyncRun.objects.filter(pk=plan.run.pk, finished_at__isnull=False).update(
-            finished_at=now, elapsed_s=_elapsed_until(now)
-        )
+    run_csv_restore(
+        run=plan.run,
+        days=plan.csv_missing,
+        counted=len(plan.csv_missing),
+        after_finish=not plan.days,
+    )
 
 
-def run_csv_restore(*, run: SyncRun, days: Sequence[tuple[str, dt.date]], counted: int = 0) -> int:
+def run_csv_restore(
+    *,
+    run: SyncRun,
+    days: Sequence[tuple[str, dt.date]],
+    counted: int = 0,
+    after_finish: bool = False,
+) -> tuple[int, list[str]]:
     """Rewrite from the database the CSVs of these done days into the run's folder; how many
-    were written. They count as the run's rewritten files, `counted` of them already.
+    were written, and the errors of those that were not ("customer date: error"). They count as
+    the run's rewritten files, `counted` of them already. `after_finish`: the run has finished
+    and its time is extended to count the rewriting.
 
     A file that cannot be written (its account's folder is not one) is the run's note, and the
     next plan there tries it again.
@@ -518,7 +526,12 @@ def run_csv_restore(*, run: SyncRun, days: Sequence[tuple[str, dt.date]], counte
         SyncRun.objects.filter(pk=run.pk).update(
             notes=Concat(F("notes"), Value("\n" if run.notes else ""), Value(note))
         )
-    return written
+    if days and after_finish:
+        now = timezone.now()
+        SyncRun.objects.filter(pk=run.pk, finished_at__isnull=False).update(
+            finished_at=now, elapsed_s=_elapsed_until(now)
+        )
+    return written, errors
 
 
 def csv_dir_ensure(*, output_dir: str | Path) -> None:

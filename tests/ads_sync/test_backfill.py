@@ -502,6 +502,60 @@ def test_the_dates_it_waited_for_have_their_files_in_its_own_folder_too(
     assert sum(fetched_days(ads_sandbox.calls()).values()) == 6  # written, not fetched again
 
 
+@pytest.mark.usefixtures("sync_worker")
+def test_the_summary_counts_the_files_of_the_dates_it_waited_for_and_their_time(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """The summary was printed before their files were written ("csv rewritten 0" for a run
+    that ended with 6), and the run's time ended before the writing."""
+    ads_sandbox.configure(latency_s=0.3)
+    theirs, ours = tmp_path / "daily", tmp_path / "export"
+    _backfill("--days", "3", "--output-dir", str(theirs), "--no-wait")
+    text, run = _backfill("--days", "3", "--output-dir", str(ours))
+
+    assert text.index("of those: 6 done") < text.index(f"Summary of run {run.pk}")
+    assert _summary_figure(text, "csv rewritten") == run.csv_rewritten == 6
+    written = max(
+        selectors.day_csv_path(output_dir=ours, customer_id=day.customer_id, day=day.date)
+        .stat()
+        .st_mtime
+        for day in SyncDay.objects.all()
+    )
+    assert run.finished_at is not None
+    assert run.finished_at.timestamp() >= written
+    began = run.planning_started_at or run.started_at
+    assert run.elapsed_s == pytest.approx((run.finished_at - began).total_seconds())
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_file_of_the_dates_it_waited_for_that_cannot_be_written_exits_73_naming_it(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """It exited 0, the range said complete, with the files missing: only the run's notes, in
+    the admin, said so."""
+    ads_sandbox.configure(latency_s=0.3)
+    theirs, ours = tmp_path / "daily", tmp_path / "export"
+    _backfill("--days", "3", "--output-dir", str(theirs), "--no-wait")
+    blocked = ads_sandbox.customers[0]
+    account_dir = selectors.day_csv_path(
+        output_dir=ours, customer_id=blocked, day=dt.date.today()
+    ).parent
+    account_dir.parent.mkdir()
+    account_dir.write_text("")  # the account's folder is a file: no day file goes in it
+
+    out = io.StringIO()
+    with pytest.raises(CommandError) as refused:
+        call_command("backfill_ads", "--days", "3", "--output-dir", str(ours), stdout=out)
+
+    assert refused.value.returncode == backfill_ads.CANT_CREATE
+    message = str(refused.value)
+    assert message.startswith(
+        f"3 day file(s) fetched by another run could not be written into {ours}, first: {blocked} "
+    )
+    assert f"File exists: '{account_dir}'" in message
+    assert _summary_figure(out.getvalue(), "csv rewritten") == 3  # the other account's
+
+
 def test_a_date_stranded_in_another_run_exits_4_naming_the_run(
     ads_sandbox, tmp_path: Path, monkeypatch
 ) -> None:

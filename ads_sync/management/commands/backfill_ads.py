@@ -351,25 +351,38 @@ class Command(DatabaseCommand):
             if problems:
                 raise CommandError("; ".join(problems), returncode=1)
             return
+        finished = False
         try:
             run = self._wait(run, queue)
-            self._summary(run)
+            finished = True
             # Dates of the range that another run was fetching were skipped by this plan: the
             # range is complete only once they are too (`backfill_ads && export_ads_csv`).
             elsewhere = self._wait_for_other_runs(run, customers)
-            if elsewhere.done:
-                self._write_their_files(run, elsewhere.done)
+            unwritten = self._write_their_files(run, elsewhere.done) if elsewhere.done else []
         except KeyboardInterrupt as exc:
             if self.stdout.isatty():
                 self.stdout.write("")
+            if finished:
+                self._summary(run)
             raise CommandError(
                 f"stopped waiting; run {run.pk} goes on in the workers (admin: Sync runs)",
                 returncode=interrupted_status(exc),
             ) from None
+        # After the restore of their files, which the run counts (csv rewritten, its time).
+        self._summary(run)
         if run.failed:
             problems.append(f"{run.failed} date(s) failed")
         if elsewhere.failed:
             problems.append(f"{elsewhere.failed} date(s) fetched by another run failed")
+        if unwritten:
+            # Not a failed date: the folder is what a retry needs mended, as when this run's
+            # own folder cannot be written (and the next run there writes these files).
+            status = 1 if problems else CANT_CREATE
+            problems.append(
+                f"{len(unwritten)} day file(s) fetched by another run could not be written "
+                f"into {run.output_dir}, first: {unwritten[0]}"
+            )
+            raise CommandError("; ".join(problems), returncode=status)
         if problems:
             raise CommandError("; ".join(problems), returncode=1)
         if run.deferred or elsewhere.deferred or elsewhere.in_flight or not_complete:
@@ -466,12 +479,13 @@ class Command(DatabaseCommand):
                 )
             time.sleep(POLL_S * 5)
 
-    def _write_their_files(self, run: SyncRun, done: tuple[tuple[str, dt.date], ...]) -> None:
+    def _write_their_files(self, run: SyncRun, done: tuple[tuple[str, dt.date], ...]) -> list[str]:
         """The day files of the dates other runs fetched for this range, written from the
         database into this run's folder where they wrote theirs elsewhere, and this folder's
-        totals file rebuilt: the one this run wrote as it finished was without them."""
+        totals file rebuilt: the one this run wrote as it finished was without them. The run
+        is read again; the errors of the files that could not be written are returned."""
         gone = selectors.done_days_needing_csv_of(days=done, output_dir=run.output_dir)
-        written = services.run_csv_restore(run=run, days=gone)
+        written, errors = services.run_csv_restore(run=run, days=gone, after_finish=True)
         if gone:
             self.stdout.write(
                 f"  {written} of their {len(gone)} day file(s) written into {run.output_dir} from "
@@ -481,6 +495,8 @@ class Command(DatabaseCommand):
             services.totals_csv_write(output_dir=run.output_dir)
         except OSError as exc:
             self.stderr.write(f"the totals file in {run.output_dir} could not be rebuilt: {exc}")
+        run.refresh_from_db()
+        return errors
 
     def _read(self, read: Callable[[], _T]) -> _T | None:
         """What `read` reads; None, after a pause, while PostgreSQL is unreachable (restarting):
