@@ -9,7 +9,7 @@ How a call goes: one GoogleAdsService.SearchStream per (customer, date) through 
 (ADS_SYNC_MAX_QPS), with a deadline (ADS_SYNC_TIMEOUT_S) on every call. Failures are classified:
 
 - transient (deadline, unavailable, internal, short-term quota, and unknown: SearchStream's reset
-  mid-answer, "Stream removed"): retried with exponential backoff
+  mid-answer, "Stream removed", without a GoogleAdsFailure): retried with exponential backoff
   and jitter (ADS_SYNC_RETRY_BASE_S .. ADS_SYNC_RETRY_MAX_S), never sooner than the server's
   `retry_delay`, up to ADS_SYNC_MAX_ATTEMPTS attempts, then TransientAdsError;
 - UNAUTHENTICATED (an access token expired or revoked early): refresh the credentials, one more try;
@@ -429,7 +429,9 @@ class _Unauthenticated(Exception):
 # new call may get past. CANCELLED is not taken for one: it is mostly the caller's own (a closed
 # or collected channel, google-ads-python#634), and the one server-sent case reported on
 # SearchStream (#924) was a server fault that failed that account's calls "consistently" for
-# days: retries a second apart within one call would not get past it.
+# days: retries a second apart within one call would not get past it. An UNKNOWN with a
+# GoogleAdsFailure in its trailing metadata is not a reset: the server answered with an error of
+# its own (a GoogleAdsException), which is permanent as any other code it has not published.
 _TRANSIENT_API_ERRORS = (
     api_exceptions.DeadlineExceeded,
     api_exceptions.ServiceUnavailable,
@@ -469,7 +471,9 @@ def _raise_refresh_error(exc: auth_exceptions.RefreshError) -> NoReturn:
 
 
 def _trailing_metadata(exc: BaseException) -> tuple[tuple[str, Any], ...]:
-    for candidate in (getattr(exc, "response", None), *(getattr(exc, "errors", None) or ())):
+    # api_core's errors keep the call as their response or among their errors; a bare RpcError
+    # is the call.
+    for candidate in (getattr(exc, "response", None), *(getattr(exc, "errors", None) or ()), exc):
         trailing = getattr(candidate, "trailing_metadata", None)
         if callable(trailing):
             try:
@@ -525,7 +529,7 @@ def _raise_classified(exc: Exception, what: str) -> NoReturn:
         request_id = exc.request_id
         if code == grpc.StatusCode.UNAUTHENTICATED:
             raise _Unauthenticated(message) from _safe_cause(exc)
-        if code in _TRANSIENT_CODES:
+        if code in _TRANSIENT_CODES and code != grpc.StatusCode.UNKNOWN:
             raise _Transient(f"{code.name}: {message}", request_id=request_id) from _safe_cause(exc)
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             _raise_quota(exc, what, exc.failure, request_id)
@@ -544,14 +548,16 @@ def _raise_classified(exc: Exception, what: str) -> NoReturn:
         if isinstance(exc, api_exceptions.ServiceUnavailable) and "invalid_grant" in str(exc):
             # The gRPC auth plugin refreshed the token itself and the token endpoint refused.
             raise InstallationCredentialsError(INVALID_GRANT_ADVICE) from _safe_cause(exc)
-        if isinstance(exc, _TRANSIENT_API_ERRORS):
+        reset = not isinstance(exc, api_exceptions.Unknown) or failure is None
+        if isinstance(exc, _TRANSIENT_API_ERRORS) and reset:
             raise _Transient(text, request_id=request_id) from _safe_cause(exc)
         raise PermanentAdsError(
             f"{what}: {text} (request id {request_id})", request_id=request_id
         ) from _safe_cause(exc)
     if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
         code = exc.code()
-        if code in _TRANSIENT_CODES:
+        reset = code != grpc.StatusCode.UNKNOWN or _failure_of(exc)[0] is None
+        if code in _TRANSIENT_CODES and reset:
             raise _Transient(f"{code.name}: {exc}") from _safe_cause(exc)
         if code == grpc.StatusCode.UNAUTHENTICATED:
             raise _Unauthenticated(str(exc)) from _safe_cause(exc)

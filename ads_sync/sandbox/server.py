@@ -71,6 +71,9 @@ FAULT_KINDS = (
     # The first row's batch, then the stream reset that gRPC reports as UNKNOWN "Stream
     # removed", without trailing metadata: the real SearchStream's (google-ads-python#707).
     "stream_removed",
+    # UNKNOWN with a GoogleAdsFailure (ERROR_CODE_NOT_PUBLISHED): the server's own answer, not a
+    # reset of the stream.
+    "unknown",
 )
 
 DEFAULT_FAULTS: dict[str, Any] = {
@@ -383,6 +386,13 @@ def _fault_abort(kind: str, faults: dict[str, Any]) -> _Abort:
         )
     if kind == "unavailable":
         return _Abort(code.UNAVAILABLE, "The service is currently unavailable.", kind)
+    if kind == "unknown":
+        return _Abort(
+            code.UNKNOWN,
+            "An error whose code is not published.",
+            kind,
+            {"internal_error": InternalErrorEnum.InternalError.ERROR_CODE_NOT_PUBLISHED},
+        )
     if kind == "unauthenticated":
         return _Abort(
             code.UNAUTHENTICATED,

@@ -21,8 +21,8 @@
   ("YYYY-MM-DD", None for the account query), query ("campaign" | "customer"), attempt (per
   customer+date, counted since the last reset), outcome ("ok", "quota", "daily_quota",
   "internal", "unavailable", "hang", "unauthenticated[:expired|:unknown]",
-  "permission_denied", "invalid_argument", "invalid_customer_id", "stream_removed"), rows (for
-  "stream_removed", those sent before the reset), t (epoch seconds when
+  "permission_denied", "invalid_argument", "invalid_customer_id", "stream_removed",
+  "unknown"), rows (for "stream_removed", those sent before the reset), t (epoch seconds when
   received), request_id, login_customer_id. `.calls(method="token")` lists the OAuth grants
   (outcome "ok" | "invalid_grant" | "invalid_client"); `.calls(method=None)` both.
 - `.configure(**faults)`: merge faults (see ads_sync/sandbox/server.py DEFAULT_FAULTS):
@@ -31,7 +31,8 @@
   daily_quota_retry_delay_s, hang_s, token_ttl_s, revoke_refresh_token, denied_customers,
   duplicate_first_row ("same" | "changed": the first campaign row of an answer sent twice).
   Kinds: quota, daily_quota, internal, unavailable, hang, unauthenticated, permission_denied,
-  invalid_argument, stream_removed (the first row's batch, then UNKNOWN "Stream removed").
+  invalid_argument, stream_removed (the first row's batch, then UNKNOWN "Stream removed"),
+  unknown (UNKNOWN with a GoogleAdsFailure: the server's own error).
 - `.expire_tokens()`: every access token issued so far stops working (UNAUTHENTICATED).
 - `.reset()`: default faults, empty record, every issued access token valid again.
 - Expected data: `ads_sync.sandbox.data.rows_for(customer_id, day)` (deterministic; about one

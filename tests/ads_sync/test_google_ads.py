@@ -16,7 +16,9 @@ import time
 import traceback
 from pathlib import Path
 
+import grpc
 import pytest
+from google.ads.googleads.v26.errors.types import errors as ads_errors
 from google.api_core import exceptions as api_exceptions
 
 from ads_sync.integrations import google_ads
@@ -126,6 +128,53 @@ def test_a_stream_removed_mid_answer_is_retried_like_unavailable(ads_sandbox):
         r.campaign_id for r in data.rows_for(CUSTOMER, DAY)
     ]
     assert _outcomes(ads_sandbox) == ["stream_removed", "ok"]
+
+
+def test_an_unknown_the_server_sends_with_a_google_ads_failure_is_permanent(ads_sandbox, settings):
+    """d3e32b2 made every UNKNOWN transient: the server's own error, a GoogleAdsException, was
+    retried ADS_SYNC_MAX_ATTEMPTS times and reported as transient."""
+    settings.ADS_SYNC_MAX_ATTEMPTS = 3
+    ads_sandbox.configure(fail_first={"unknown": 10})
+
+    with pytest.raises(PermanentAdsError, match="UNKNOWN: An error whose code is not published"):
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert _outcomes(ads_sandbox) == ["unknown"]
+
+
+class _UnknownCall(grpc.RpcError):
+    """A call ended UNKNOWN, as gRPC raises it bare or api_core keeps it as an error's response:
+    the branches that the sandbox's failures, which the library turns into GoogleAdsException
+    or api_core's Unknown without a GoogleAdsFailure, do not all reach."""
+
+    def __init__(self, failure: bool) -> None:
+        self.trailing: list[tuple[str, str | bytes]] = [("request-id", "sandbox-request")]
+        if failure:
+            error = ads_errors.GoogleAdsError(message="An error whose code is not published.")
+            serialized = ads_errors.GoogleAdsFailure.serialize(
+                ads_errors.GoogleAdsFailure(errors=[error])
+            )
+            self.trailing.append((google_ads._FAILURE_KEY, serialized))
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNKNOWN
+
+    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return tuple(self.trailing)
+
+
+@pytest.mark.parametrize("as_api_core", [False, True], ids=["bare", "api_core"])
+@pytest.mark.parametrize(
+    ("failure", "classified"),
+    [(True, PermanentAdsError), (False, google_ads._Transient)],
+    ids=["with_failure", "reset"],
+)
+def test_an_unknown_is_retried_only_without_a_google_ads_failure(as_api_core, failure, classified):
+    call = _UnknownCall(failure)
+    exc: Exception = api_exceptions.Unknown("Unknown", response=call) if as_api_core else call
+
+    with pytest.raises(classified):
+        google_ads._raise_classified(exc, "Google Ads test")
 
 
 def test_short_quota_error_waits_at_least_the_servers_retry_delay(ads_sandbox):
