@@ -631,8 +631,9 @@ def test_dates_past_the_accounts_yesterday_are_named_as_not_planned(
     )
     not_complete = "note: not complete yet in the accounts' time zones, so not planned: the dates"
     notes = [line for line in text.splitlines() if line.startswith(not_complete)]
-    # Each account after its own yesterday, the latest of them the range's end (from 00:00 to
-    # 08:00 UTC, Los Angeles' yesterday is a day before Tokyo's, and is named first).
+    # Each account after its own yesterday, the latest of them the range's end: from 05:00 to
+    # 08:00 UTC (04:00 to 07:00 in summer), Los Angeles' (1234567890) is a day before New
+    # York's (2345678901), and is named first.
     assert len(notes) == 1
     assert f" after {run.range_end} for " in notes[0]
     wait_for_run(run.pk)
