@@ -133,10 +133,28 @@ def product_delete(
     """
     with transaction.atomic():
         product = Product.objects.select_for_update().get(pk=product_id)
-        if (
-            refuse_existing
-            or (expected_versions is not None and product.version not in expected_versions)
-            or (refused_versions is not None and product.version in refused_versions)
-        ):
+        refused_by = precondition_refusing(
+            product.version,
+            expected_versions=expected_versions,
+            refused_versions=refused_versions,
+            refuse_existing=refuse_existing,
+        )
+        if refused_by is not None:
             raise VersionMismatch(product)
         product.delete()
+
+
+def precondition_refusing(
+    version: int,
+    *,
+    expected_versions: Collection[int] | None = None,
+    refused_versions: Collection[int] | None = None,
+    refuse_existing: bool = False,
+) -> str | None:
+    """The header whose precondition (product_update's) refuses a product at `version`:
+    "If-Match", then "If-None-Match" (RFC 9110, 13.2.2's order), or None."""
+    if expected_versions is not None and version not in expected_versions:
+        return "If-Match"
+    if refuse_existing or (refused_versions is not None and version in refused_versions):
+        return "If-None-Match"
+    return None

@@ -453,11 +453,10 @@ def _preconditions(request: Request, pk: int) -> Preconditions:
 
 def _precondition_failed(preconditions: Preconditions, version: int) -> PreconditionFailed | None:
     """The 412 for a product at `version`, naming the header that refuses it, or None."""
-    expected = preconditions["expected_versions"]
-    if expected is not None and version not in expected:
+    refused_by = services.precondition_refusing(version, **preconditions)
+    if refused_by == "If-Match":
         return PreconditionFailed()
-    refused = preconditions["refused_versions"]
-    if preconditions["refuse_existing"] or (refused is not None and version in refused):
+    if refused_by == "If-None-Match":
         return PreconditionFailed(IF_NONE_MATCH_FAILED)
     return None
 
