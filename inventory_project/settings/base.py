@@ -28,6 +28,12 @@ def env_str(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def env_filled(name: str, default: str) -> str:
+    """The variable without the spaces at its ends; empty or blank is the default, as for the
+    numbers and switches (an empty queue name, say, configured no queue at all)."""
+    return env_str(name, default).strip() or default
+
+
 def env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -94,7 +100,7 @@ def pg_milliseconds(seconds: float) -> str:
 
 def env_time_of_day(name: str, default: str) -> tuple[int, int]:
     """A time of day as HH:MM (or HH), 00:00 to 23:59: the hour and the minute."""
-    raw = env_str(name, default).strip() or default
+    raw = env_filled(name, default)
     match = re.fullmatch(r"([0-9]{1,2})(?::([0-9]{2}))?", raw)
     hour, minute = (int(match[1]), int(match[2] or 0)) if match else (-1, -1)
     if not (0 <= hour <= 23 and 0 <= minute <= 59):
@@ -107,7 +113,7 @@ def env_time_of_day(name: str, default: str) -> tuple[int, int]:
 def env_rate(name: str, default: str) -> str:
     """A django-ratelimit rate, checked whole: it reads "5/x" as 5 a second and fails on every
     request for "abc" (a 500 from the first API read)."""
-    raw = env_str(name, default).strip() or default
+    raw = env_filled(name, default)
     match = re.fullmatch(r"([0-9]+)/([0-9]*)([smhd])", raw)
     if match is None or int(match[1]) == 0 or int(match[2] or 1) == 0:
         raise ImproperlyConfigured(
@@ -428,7 +434,7 @@ for _broker in CELERY_BROKER_URL.split(";"):
         )
 # Empty is the default (as the Procfile's worker --hostname reads it): with an empty name Celery
 # configured no queue at all, and routed its tasks to none.
-CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery").strip() or "celery"
+CELERY_TASK_DEFAULT_QUEUE = env_filled("CELERY_TASK_DEFAULT_QUEUE", "celery")
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 # No results to expire: without this, beat adds a daily `celery.backend_cleanup` task that
@@ -559,9 +565,7 @@ ADS_SYNC_RETRY_BASE_S = env_float("ADS_SYNC_RETRY_BASE_S", 1.0)
 ADS_SYNC_RETRY_MAX_S = env_float("ADS_SYNC_RETRY_MAX_S", 60.0)
 # A relative folder is the project's: web, workers and commands may run in other directories.
 # Empty is the default: it was the project folder itself, and the CSVs landed among the code.
-ADS_SYNC_OUTPUT_DIR = (
-    BASE_DIR / Path(env_str("ADS_SYNC_OUTPUT_DIR", "output").strip() or "output").expanduser()
-)
+ADS_SYNC_OUTPUT_DIR = BASE_DIR / Path(env_filled("ADS_SYNC_OUTPUT_DIR", "output")).expanduser()
 # Back to 2000-01-01 at most, as `backfill_ads --days`: Google Ads has no earlier data. Unbounded,
 # a million days overflowed the date arithmetic (OverflowError) in every gap detection.
 _ads_sync_days_max = (dt.date.today() - dt.date(2000, 1, 1)).days
@@ -601,7 +605,7 @@ PERIODIC_TASKS.append(
 # WARN and FATAL are logging's (and celery's) other names for WARNING and CRITICAL.
 _log_levels = {name: name for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
 _log_levels.update(WARN="WARNING", FATAL="CRITICAL")
-_log_level = env_str("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+_log_level = env_filled("LOG_LEVEL", "INFO").upper()
 if _log_level not in _log_levels:
     raise ImproperlyConfigured(
         f"LOG_LEVEL must be one of {', '.join(_log_levels)} (any case), "
