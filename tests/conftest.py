@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 
@@ -13,8 +14,23 @@ from inventory_project import logs
 from products import cache as product_cache
 from tests.workers import running_worker
 
+TEST_SETTINGS = "inventory_project.settings.test"
+
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The fixtures below delete every key under the settings' cache prefix, before and after
+    # each test. Under any other settings module that prefix is `make run`'s (`inv`, or .env's
+    # CACHE_KEY_PREFIX), and a running server lost its cache, rate limits and locks at every
+    # test. A DJANGO_SETTINGS_MODULE in the environment (a shell that exported .env) wins over
+    # pyproject.toml's, so it is checked here. pytest-django has put the module it chose there.
+    module = os.environ.get("DJANGO_SETTINGS_MODULE")
+    if module != TEST_SETTINGS:
+        raise pytest.UsageError(
+            f"the tests run only under DJANGO_SETTINGS_MODULE={TEST_SETTINGS}, not {module!r}: "
+            "they delete every cache key under the settings' prefix, which in other settings "
+            "is a running server's. Unset DJANGO_SETTINGS_MODULE (pyproject.toml then gives "
+            f"the test settings) or set it to {TEST_SETTINGS}."
+        )
     # A shell without job control starts a background job (`make test &`, `setsid make test
     # &`) with SIGINT ignored, and every process the job starts inherits that: the test that
     # stops a child with Ctrl-C waited 30 s for it and failed. A handler, unlike "ignored", is

@@ -282,6 +282,23 @@ def test_the_test_settings_never_take_the_prefix_and_queue_of_make_run() -> None
     assert result.stdout.splitlines()[-1].split() == ["inv-test", "inventory-tests"]
 
 
+def test_pytest_under_other_settings_stops_before_any_test() -> None:
+    """A shell that exported .env's DJANGO_SETTINGS_MODULE gave pytest `make run`'s settings
+    over pyproject.toml's, and every test's fixtures deleted the running server's cache keys."""
+    small = "tests/inventory_project/test_logs.py"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q", small],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "inventory_project.settings.local"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout + result.stderr
+    assert "not 'inventory_project.settings.local'" in result.stderr
+    assert "Unset DJANGO_SETTINGS_MODULE" in result.stderr
+
+
 def test_production_settings_pass_the_deploy_check() -> None:
     result = _manage(
         *("check", "--deploy", "--fail-level", "WARNING"),
