@@ -346,7 +346,10 @@ def redis_connected(connection: Any) -> None:
     connection.send_command("INFO", "server")
     try:
         info = connection.read_response()
-    except ResponseError:  # an ACL without INFO: the near cache's connection still counts
+    except ResponseError as exc:
+        # An ACL without INFO: the near cache's connection still counts, and nothing else says
+        # that a restart goes unnoticed by processes without one.
+        SERVER_CHECK_REFUSED.warning(logger, "product cache: the server check was refused: %s", exc)
         return
     text = info.decode() if isinstance(info, bytes) else str(info)
     run_id = next(

@@ -318,16 +318,33 @@ def test_a_redis_user_refused_the_server_check_still_has_the_cache(own_redis, re
     a read-only replica or a full Redis refuses the write): every connection failed, the rate
     limits' too. The product cache's own scripts run by EVALSHA."""
     port, _ = own_redis
-    redis.Redis(port=port).acl_setuser(
-        "app", enabled=True, passwords=["+secret"], keys=["*"], commands=["+@all", refused]
-    )
-    location = f"redis://app:secret@127.0.0.1:{port}/0"
-    caches = {"default": {**settings.CACHES["default"], "LOCATION": location}}
-    with override_settings(CACHES=caches):
+    with override_settings(CACHES=_as_user_refused(port, refused)):
         django_cache.set("rate-limit-counter", 1)
         assert django_cache.get("rate-limit-counter") == 1
         cached_detail()
         assert cache.detail_lookup(DETAIL_ID).entry is not None
+
+
+@pytest.mark.parametrize("refused", ["-info", "-eval"])
+def test_a_refused_server_check_is_logged_once_a_minute(own_redis, refused, caplog) -> None:
+    """Without the check, a restart goes unnoticed by a process without a near cache: the
+    README says it is logged. A refused INFO returned without a word."""
+    port, _ = own_redis
+    with override_settings(CACHES=_as_user_refused(port, refused)):
+        cache.detail_lookup(DETAIL_ID)
+        cache._redis().connection_pool.disconnect()
+        cache._redis().ping()  # a second new connection, in the same minute
+    said = [r for r in caplog.records if "server check was refused" in r.getMessage()]
+    assert [r.levelname for r in said] == ["WARNING"]
+
+
+def _as_user_refused(port: int, refused: str) -> dict[str, Any]:
+    """CACHES for a Redis user on `port` whose ACL refuses the `refused` command."""
+    redis.Redis(port=port).acl_setuser(
+        "app", enabled=True, passwords=["+secret"], keys=["*"], commands=["+@all", refused]
+    )
+    location = f"redis://app:secret@127.0.0.1:{port}/0"
+    return {"default": {**settings.CACHES["default"], "LOCATION": location}}
 
 
 def test_a_restart_moves_the_epoch_past_every_value_used_before_it(tmp_path) -> None:
