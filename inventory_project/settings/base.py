@@ -398,7 +398,9 @@ CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "inv"),
+        # Empty is the default: an empty prefix put the keys at `:1:products:...`, beside any
+        # other user of the same Redis database.
+        "KEY_PREFIX": env_filled("CACHE_KEY_PREFIX", "inv"),
         "TIMEOUT": 300,
         "OPTIONS": {
             "CLIENT_CLASS": "django_redis.client.DefaultClient",

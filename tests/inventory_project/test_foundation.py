@@ -398,22 +398,24 @@ def test_requests_for_other_hosts_are_a_line_a_minute_without_tracebacks() -> No
 
 
 @pytest.mark.parametrize(
-    ("name", "default"),
+    ("name", "setting", "default"),
     [
         # The customer folders and ads_daily_totals.csv were written into the project folder.
-        ("ADS_SYNC_OUTPUT_DIR", str(ROOT / "output")),
+        ("ADS_SYNC_OUTPUT_DIR", "ADS_SYNC_OUTPUT_DIR", str(ROOT / "output")),
         # Every request was a 400.
-        ("ALLOWED_HOSTS", "['localhost', '127.0.0.1', '[::1]']"),
+        ("ALLOWED_HOSTS", "ALLOWED_HOSTS", "['localhost', '127.0.0.1', '[::1]']"),
         # Celery configured no queue at all: its tasks were routed to none.
-        ("CELERY_TASK_DEFAULT_QUEUE", "celery"),
+        ("CELERY_TASK_DEFAULT_QUEUE", "CELERY_TASK_DEFAULT_QUEUE", "celery"),
+        # The keys had no prefix at all (`:1:products:...`).
+        ("CACHE_KEY_PREFIX", 'CACHES["default"]["KEY_PREFIX"]', "inv"),
     ],
 )
 @pytest.mark.parametrize("value", ["", " "])
-def test_an_empty_value_is_the_default(name, default, value) -> None:
+def test_an_empty_value_is_the_default(name, setting, default, value) -> None:
     result = _manage(
         "shell",
         "-c",
-        f"from django.conf import settings; print(settings.{name})",
+        f"from django.conf import settings; print(settings.{setting})",
         DJANGO_SETTINGS_MODULE="inventory_project.settings.production",
         SECRET_KEY="x7!" + uuid.uuid4().hex + uuid.uuid4().hex,
         **{name: value},
