@@ -484,7 +484,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (one per core)")
     parser.add_argument("--pool", default="threads", help="Celery pool of each worker")
     parser.add_argument("--concurrency", type=int, default=8, help="per worker process")
-    parser.add_argument("--no-doc", action="store_true", help="print only")
+    parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
     args = parser.parse_args()
 
     # A terminated bench still stops what it started: SIGTERM unwinds through the finally below.
@@ -516,7 +516,7 @@ def main() -> int:
             c, n, workers=args.workers, pool=args.pool, concurrency=args.concurrency, stamp=stamp
         )
         print(table)
-        if not args.no_doc:
+        if not args.no_docs:
             write_section(table, BEGIN, END)
         return 0
     finally:
