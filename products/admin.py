@@ -1,3 +1,7 @@
+"""Products in the admin: prices and stock levels edited in the list, or a product on its page,
+saving only the fields the editor changed and never over a change made since the page loaded
+(ProductAdminForm); a stock-level filter, and a name search through the search keys index."""
+
 from __future__ import annotations
 
 import re

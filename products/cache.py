@@ -100,14 +100,16 @@ end
 return 0
 """
 
-# Bump each product's version and the catalogue generation, keeping every counter's TTL. A
-# missing counter starts at the server's time in microseconds (see COUNTER_TTL_S).
 # The server's clock in microseconds, as a counter's text: where a counter starts again.
 _CLOCK_US = """
 local now = redis.call('TIME')
 local clock_us = now[1] .. string.format('%06d', tonumber(now[2]))
 """
 
+# Bump each counter given (products' versions and the catalogue generation; the epoch for
+# bump_epoch, invalidate_all, and a send that covers skipped ones) and set its TTL to
+# COUNTER_TTL_S again. A missing counter starts at the server's clock in microseconds (see
+# COUNTER_TTL_S).
 _INVALIDATE = (
     _CLOCK_US
     + """

@@ -14,9 +14,9 @@ Why a local copy cannot serve a stale read:
   counter that expires or is flushed and counts up again cannot find an entry from before; they
   also expire after the cache TTL, as their Redis copies do.
 - **Ordering.** Every read drains that socket before it looks here. A writer waits for one more
-  Redis round trip after bumping a counter (`cache.fence`): Redis flushes the pushes of a
-  command before it reads the next one, so by the time a write is acknowledged, its push sits in
-  every process's socket, and any read that starts later sees it.
+  Redis round trip after bumping a counter (the PING in `cache._bump`): Redis flushes the pushes
+  of a command before it reads the next one, so by the time a write is acknowledged, its push
+  sits in every process's socket, and any read that starts later sees it.
 - **Late fills.** A value fetched from Redis is kept only if none of the counters it was read
   with was invalidated since the read began draining (`open()` returns a token, `remember()`
   checks the invalidations processed after it), so a thread that read a counter just before a
@@ -123,8 +123,9 @@ class NearCache:
         self._counters: dict[str, bytes] = {}
         self._entries: dict[str, _Entry] = {}
         # Counter key -> keys of the entries built from it: when a counter changes, so much as
-        # expires and restarts from 0, what was built from its old values goes too, or a value
-        # the counter reaches again would find an entry from before.
+        # expires (a missing counter reads as 0 until a bump starts it again from Redis's clock
+        # in microseconds), what was built from its old values goes too, or a value the counter
+        # has again would find an entry from before.
         self._dependents: dict[str, set[str]] = {}
         self._bytes = 0
         self._token = 0  # bumped by every invalidation processed and every reset
@@ -393,7 +394,7 @@ class NearCache:
             if kind != b"invalidate":
                 return
             self._token += 1
-            if keys is None:  # FLUSHALL / FLUSHDB: every counter restarts from 0
+            if keys is None:  # FLUSHALL / FLUSHDB: every counter is gone (reads as 0)
                 self._clear()
                 self._refuse_all_before_now()
                 return

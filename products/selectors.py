@@ -1,5 +1,5 @@
-"""Reads of the inventory. Views call only these, so a cache can sit here (see products/cache.py
-once it exists) without touching the views.
+"""Reads of the inventory, from PostgreSQL. The cache is not here: it keeps whole answers ahead of
+the views that call these (api/fast_path.py; keys in products/cache.py).
 
 Two paging styles: page/limit (OFFSET-like, with a count) for people, and keyset (`after_id`) for
 clients that walk the whole catalogue, whose cost does not grow with depth.

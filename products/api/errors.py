@@ -3,8 +3,8 @@
     {"error": {"code": "not_found", "message": "...", "fields": {"price": ["..."]}}}
 
 `fields` appears only on validation errors. The DRF exception handler covers the views; the
-handler404/handler500 functions (wired in inventory_project/urls.py) cover Django's own errors
-for /api/ paths, such as an unknown URL.
+handler400, handler403, handler404 and handler500 functions (wired in inventory_project/urls.py)
+cover Django's own errors for /api/ paths, such as an unknown URL.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ Two layers, both keyed only through products/cache.py:
 - `CachedReadsApp` wraps the WSGI application (inventory_project/wsgi.py). A cache hit for an
   anonymous JSON read is answered there, before Django builds a request: no middleware, URL
   resolution, DRF or PostgreSQL. It sends the headers Django's security middleware would.
-- `ProductCacheMiddleware` sits right after the security middleware. It answers hits for
-  requests that did not come through the WSGI layer (the test client, runserver) and, on a miss,
+- `ProductCacheMiddleware` sits after the security and X-Frame-Options middlewares, whose
+  headers its answers get, and ahead of sessions and auth. It answers hits for requests that
+  did not come through the WSGI layer (the test client, runserver) and, on a miss,
   lets the normal DRF view answer and stores a cacheable 200 under the key that was current
   *before* the view read the database (products/cache.py explains why that makes late stores
   harmless). It also makes concurrent misses of one key wait for a single loader.
@@ -259,7 +260,7 @@ def answer_entry(
 ) -> tuple[int, list[tuple[str, str]], bytes]:
     """A cached answer as Django sends it (security headers apart): a 304 when If-None-Match
     names its ETag, with what the 200 would send of NOT_MODIFIED_KEEPS, else a 200 with the
-    entry. CommonMiddleware adds the Content-Length."""
+    entry; each with the Content-Length that CommonMiddleware gives Django's answers."""
     etag = entry.etag
     if etag and "HTTP_IF_NONE_MATCH" in meta:
         request = HttpRequest()

@@ -3,23 +3,28 @@
 `ProductUpdateApp` wraps the WSGI application (inventory_project/wsgi.py), like
 `fast_path.CachedReadsApp` does for cache hits. It answers one shape of request: a PUT or
 PATCH of `/api/products/<id>` with a token, a JSON body and nothing unusual (no query string,
-preconditions, cookies or content negotiation). For those it does what `ProductDetailView` does,
-with the same parts, in the same order of checks: the view's authenticators, permission classes
-and throttle, the same input serializer, `services.product_update`, the same output serializer
-and renderer, and the headers the view and Django's middleware would send.
+preconditions, Origin or content negotiation; cookies only when there is neither a session
+cookie nor a CSRF cookie Django would replace). For those it does what `ProductDetailView` does,
+with the same parts: the body decoded as the view's JSON parser decodes it, the view's
+authenticators and permission classes, the same input serializer, then the view's throttle,
+`services.product_update`, the same output serializer and renderer, and the headers the view
+and Django's middleware would send. The throttle comes after the serializer, not before it as in
+the view: a request this path hands on is counted by the view, once.
 
 What it leaves out is the generic machinery around those parts (building Django's and DRF's
-request objects, nine middlewares, URL resolution, content negotiation, parser selection,
-exception handling): about half the CPU of a write, which bounds a mixed read/write load.
+request objects, the middleware stack, URL resolution, content negotiation, parser selection,
+exception handling): a fifth to a quarter of a write's CPU (docs/benchmarks.md, "What was cut").
 
 Everything else falls through to Django untouched, and so does every request that would not
 get a 200: a bad token, a missing permission, invalid input, an unknown product, a client over
 its rate limit, an error before the write. The normal view then answers it with the usual
 error, so error responses have one implementation. Nothing is written before the last of those
-checks, except the rate-limit counter (see `fast_path.over_view_limit`). One error is answered here:
-the database unavailable, a 503 in the view's shape. During the UPDATE, which may have
-committed, sending the request on would write it twice; before it (the token query), the view
-would wait for the connection pool again. `PRODUCT_FAST_WRITES=false` switches the path off.
+checks, except the rate-limit counter (see `fast_path.over_view_limit`). Two errors are answered
+here, in the view's shape. The database unavailable, or past a limit: a 503. During the UPDATE,
+which may have committed, sending the request on would write it twice; before it (the token
+query), the view would wait for the connection pool again. And an answer to a committed update
+that cannot be rendered: a 500, for the same reason. `PRODUCT_FAST_WRITES=false` switches the
+path off.
 """
 
 from __future__ import annotations

@@ -1,3 +1,6 @@
+"""`manage.py listen_product_changes` (the Procfile's `listener`): invalidate the product cache
+for the writes PostgreSQL announces on `product_changes`, those that bypass Django's signals."""
+
 from __future__ import annotations
 
 import logging

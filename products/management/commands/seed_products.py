@@ -1,3 +1,6 @@
+"""`manage.py seed_products --count N [--replace]`: load N plausible products with PostgreSQL
+COPY, into an empty table unless --replace, and drop every cached entry after the commit."""
+
 from __future__ import annotations
 
 import random
