@@ -346,11 +346,12 @@ def run_plan(
     output_dir: str | Path | None = None,
     lock_wait_s: float = 0.0,
 ) -> Plan | None:
-    """Plan one run under the planning lock: select the missing days, put them in the ledger as
-    pending for a new SyncRun, and rewrite from the database the CSVs of done days that are gone
-    or older than the day's last fetch.
+    """Plan one run under the planning lock: select the missing days and put them in the ledger
+    as pending for a new SyncRun. The done days whose CSVs are gone or older than the day's last
+    fetch are returned (`Plan.csv_missing`) for `plan_csv_restore` to rewrite after the fan-out.
 
-    Returns None when another planning holds the lock (its run is the one fan-out).
+    Returns None when another planning holds the lock (its run is the one fan-out), or when the
+    lock expired before the plan was stored (another planner may be planning these days).
     """
     # Once each: the ledger's upsert may not name one (customer, date) twice.
     customer_ids = list(dict.fromkeys(customer_ids or settings.GOOGLE_ADS_CUSTOMER_IDS))
@@ -782,7 +783,10 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
     write the day's CSV from the database after commit, then mark the ledger done.
 
     Idempotent: a redelivered task whose day this run already settled does nothing; one that
-    died midway starts over and leaves the same rows. Failures are recorded, never raised.
+    died midway starts over and leaves the same rows. The API's failures, an answer that cannot
+    be stored and a CSV file that cannot be written are recorded on the day, not raised; a
+    database error (storing the rows, settling the day) is raised, for `tasks.sync_day` to
+    record the day as crashed or try it again.
     """
     run = SyncRun.objects.filter(pk=run_id).first()
     if run is None:
@@ -820,8 +824,10 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
         return DayOutcome(state=SyncDay.State.DEFERRED, error=reason)
     except Exception as exc:
         # Anything the client could not handle (retries spent, permanent, credentials, or a
-        # bug) fails this day only; the next gap detection tries it again. Stored and shown in
-        # the admin: without credentials, and cut (the client's own errors are already).
+        # bug) fails this day only. The next daily detections try it again, after
+        # ADS_SYNC_FAILED_DAILY_RETRIES of them only once its backoff has passed
+        # (_failure_fields); a backfill, at once. Stored and shown in the admin: without
+        # credentials, and cut (the client's own errors are already).
         error = google_ads.redacted(f"{type(exc).__name__}: {exc}")
         request_id = getattr(exc, "request_id", None)
         if request_id and request_id not in error:

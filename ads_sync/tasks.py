@@ -1,4 +1,10 @@
-"""Thin Celery tasks: detect the missing days, then one task per (customer, date)."""
+"""The sync's Celery tasks and the fan-out around them.
+
+`detect_gaps` (beat) and `backfill_ads` plan a run and send one `sync_day` task per (customer,
+date) through `run_start`. `sync_day` records a day whose service crashed, and tries it again
+while the database cannot take that record. `resend_unsettled` and `resend_lost` send again the
+tasks of runs that lost theirs (a purged queue, a broker that lost its data).
+"""
 
 from __future__ import annotations
 
