@@ -1,3 +1,6 @@
+"""Celery tasks of the project itself, not of a domain: the expired-session cleanup beat runs
+daily, and a heartbeat the tests send through a real worker."""
+
 from __future__ import annotations
 
 import time
@@ -11,7 +14,7 @@ HEARTBEAT_KEY = "worker:heartbeat:{token}"
 
 @shared_task(name="inventory_project.heartbeat", soft_time_limit=10, time_limit=15)
 def heartbeat(token: str) -> None:
-    """Record that a worker picked up work, under the caller's token (for probes and tests)."""
+    """Record that a worker picked up work, under the caller's token (for the tests)."""
     cache.set(HEARTBEAT_KEY.format(token=token), time.time(), timeout=300)
 
 

@@ -1,3 +1,8 @@
+"""The project's URLs: `/` (a redirect to the API), the probes (`/healthz`, `/readyz`), the
+admin, the API under `/api/` with its schema and Swagger page, the browsable API's login and
+logout (`/api-auth/`), and the handlers that answer Django's own errors in the API's JSON shape
+under `/api/`."""
+
 from typing import cast
 
 from django.contrib import admin

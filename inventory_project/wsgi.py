@@ -1,3 +1,16 @@
+"""The WSGI application, the only entry point (gunicorn serves it): a stack of layers that a
+request goes through in this order, the ones that answer some requests handing on the others:
+
+1. `head.HeadWithoutBodyApp`: a HEAD answer keeps GET's headers and loses its body.
+2. `forwarded.TrustedProtoApp`: X-Forwarded-Proto is dropped unless a trusted proxy sent it.
+3. `request_body.ChunkedBodyApp`: a chunked body is read and given the Content-Length every
+   layer below reads it by; a body too large, or coded otherwise, is refused.
+4. `products.api.fast_path.CachedReadsApp`: cache hits of anonymous JSON product reads.
+5. `products.api.fast_reads.ProductPagesApp`: the list and search pages the cache did not hold.
+6. `products.api.fast_writes.ProductUpdateApp`: plain token updates of one product.
+7. Django, through the middleware stack (settings.MIDDLEWARE): everything else.
+"""
+
 import os
 
 from django.core.wsgi import get_wsgi_application
@@ -14,11 +27,7 @@ from products.api.fast_path import CachedReadsApp  # noqa: E402
 from products.api.fast_reads import ProductPagesApp  # noqa: E402
 from products.api.fast_writes import ProductUpdateApp  # noqa: E402
 
-# Cached anonymous product reads, the list and search pages the cache does not hold, and plain
-# token updates of one product are answered before Django builds a request; everything else
-# goes to Django. First, X-Forwarded-Proto is dropped unless a trusted proxy sent it, and a
-# chunked body is given the Content-Length every layer below reads it by. Outermost, a HEAD
-# request's answer keeps its headers and loses its body.
+# The layers 1 to 6 of the docstring, outermost first.
 application = HeadWithoutBodyApp(
     TrustedProtoApp(
         ChunkedBodyApp(CachedReadsApp(ProductPagesApp(ProductUpdateApp(django_application))))

@@ -1,3 +1,6 @@
+"""`manage.py bootstrap_demo [--username NAME]` (`make run`): a development database prepared
+once, with the periodic tasks, demo products in an empty catalogue and a demo admin user."""
+
 from __future__ import annotations
 
 import secrets

@@ -1,3 +1,6 @@
+"""`manage.py ensure_database` (`make migrate`, `make run`): create the configured PostgreSQL
+database if it does not exist yet."""
+
 from __future__ import annotations
 
 import psycopg

@@ -1,3 +1,7 @@
+"""`manage.py ensure_periodic_tasks` (on release, and in bootstrap_demo): create the periodic
+tasks of settings.PERIODIC_TASKS that are missing, leaving existing ones as an operator saved
+them."""
+
 from __future__ import annotations
 
 import json
