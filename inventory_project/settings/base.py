@@ -557,7 +557,7 @@ GOOGLE_ADS_CUSTOMER_IDS = env_customer_ids("GOOGLE_ADS_CUSTOMER_IDS")
 # The manager account the accounts are reached through, if any.
 GOOGLE_ADS_LOGIN_CUSTOMER_ID = "".join(env_customer_ids("GOOGLE_ADS_LOGIN_CUSTOMER_ID", many=False))
 GOOGLE_ADS_ENDPOINT = env_str("GOOGLE_ADS_ENDPOINT", "googleads.googleapis.com")
-GOOGLE_ADS_TOKEN_URI = env_str("GOOGLE_ADS_TOKEN_URI", "https://oauth2.googleapis.com/token")
+GOOGLE_ADS_TOKEN_URI = env_filled("GOOGLE_ADS_TOKEN_URI", "https://oauth2.googleapis.com/token")
 GOOGLE_ADS_CA_FILE = env_str("GOOGLE_ADS_CA_FILE", "")
 ADS_SYNC_TIMEOUT_S = env_float("ADS_SYNC_TIMEOUT_S", 60.0, positive=True)
 ADS_SYNC_MAX_QPS = env_float("ADS_SYNC_MAX_QPS", 5.0, positive=True)

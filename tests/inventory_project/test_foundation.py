@@ -408,6 +408,8 @@ def test_requests_for_other_hosts_are_a_line_a_minute_without_tracebacks() -> No
         ("CELERY_TASK_DEFAULT_QUEUE", "CELERY_TASK_DEFAULT_QUEUE", "celery"),
         # The keys had no prefix at all (`:1:products:...`).
         ("CACHE_KEY_PREFIX", 'CACHES["default"]["KEY_PREFIX"]', "inv"),
+        # Every token refresh failed: google-auth posted to an empty address.
+        ("GOOGLE_ADS_TOKEN_URI", "GOOGLE_ADS_TOKEN_URI", "https://oauth2.googleapis.com/token"),
     ],
 )
 @pytest.mark.parametrize("value", ["", " "])

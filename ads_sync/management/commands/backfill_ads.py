@@ -306,7 +306,7 @@ class Command(DatabaseCommand):
                 returncode=2,
             ) from exc
         except KeyboardInterrupt as exc:
-            # run_start has failed whatever it had planned and not sent (tasks.run_plan).
+            # run_start has failed whatever it had planned and not sent (services.run_plan).
             raise CommandError(
                 "interrupted while planning; dates it planned and had not sent are marked "
                 "failed and planned again by the next gap detection or backfill; dates sent "
