@@ -32,8 +32,13 @@ def _env_int(name: str, default: int, *, minimum: int, maximum: int | None = Non
 _port = _env_int("PORT", 8000, minimum=1, maximum=65535)
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{_port}"  # noqa: S104
 workers = _env_int("WEB_CONCURRENCY", multiprocessing.cpu_count(), minimum=1)
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+# gthread, dropping a client that goes quiet in the middle of a request (gunicorn_worker.py).
+worker_class = os.environ.get(
+    "GUNICORN_WORKER_CLASS", "inventory_project.gunicorn_worker.ThreadWorker"
+)
 threads = _env_int("GUNICORN_THREADS", 4, minimum=1)
+# Seconds that worker waits for each next piece of a request it reads; 0: no limit.
+_read_timeout = _env_int("GUNICORN_READ_TIMEOUT_S", 10, minimum=0)
 # Open connections one worker takes at most (gunicorn's default: 1000). A worker that has its
 # share stops accepting, so the others get the rest: without a cap, a burst of new keep-alive
 # connections can all land on the one worker that was awake, and wait on its GIL while the
@@ -55,10 +60,11 @@ control_socket_disable = True
 
 
 def post_worker_init(worker: Any) -> None:
-    """Bound what a request's SQL may wait for (the settings' WEB_DB_*), and answer the
-    requests gunicorn itself refuses in the API's JSON error shape."""
+    """Bound what a request's SQL may wait for (the settings' WEB_DB_*), answer the requests
+    gunicorn itself refuses in the API's JSON error shape, and hand the worker its read limit."""
     from inventory_project import server_errors
     from inventory_project.postgresql import base
 
     base.serve_web_requests()
     server_errors.install(worker.cfg)
+    worker.read_timeout = _read_timeout

@@ -23,6 +23,7 @@ NUMBERS = (
     "GUNICORN_WORKER_CONNECTIONS",
     "GUNICORN_KEEPALIVE",
     "GUNICORN_TIMEOUT",
+    "GUNICORN_READ_TIMEOUT_S",
 )
 
 
@@ -42,6 +43,7 @@ def _read(monkeypatch, **env: str) -> dict[str, Any]:
         ("GUNICORN_THREADS", "0", "1.."),  # "Worker failed to boot", again and again
         ("GUNICORN_KEEPALIVE", "-1", "0.."),
         ("GUNICORN_TIMEOUT", "-1", "0.."),
+        ("GUNICORN_READ_TIMEOUT_S", "-1", "0.."),
         ("PORT", "70000", "1..65535"),
     ],
 )
@@ -69,6 +71,7 @@ def test_a_number_that_is_none_is_refused_naming_it(monkeypatch, name, value) ->
         ("GUNICORN_WORKER_CONNECTIONS", "worker_connections", 1000),
         ("GUNICORN_KEEPALIVE", "keepalive", 5),
         ("GUNICORN_TIMEOUT", "timeout", 30),
+        ("GUNICORN_READ_TIMEOUT_S", "_read_timeout", 10),
     ],
 )
 def test_an_empty_number_is_the_default(monkeypatch, name, setting, default) -> None:
