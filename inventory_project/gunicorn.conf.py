@@ -53,6 +53,12 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms'
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# No header from those proxies sets a WSGI variable (gunicorn's default takes SCRIPT_NAME and
+# PATH_INFO from headers of those names). A proxy that passes a client's headers with
+# underscores on (HAProxy, Envoy) let the client move the app under a prefix: /x/admin/login/
+# with `SCRIPT_NAME: /x` was the admin, past the proxy's rules for /admin/, and a prefix the
+# path lacks was a 500. Nothing here is served under a prefix.
+forwarder_headers = ""
 # The control socket (gunicorn 25.1+) is not used here, and its default path
 # ($XDG_RUNTIME_DIR or $HOME/.gunicorn) is shared by every server of a user (make run, the
 # tests' and the benchmark's), and not writable in the image. Older releases ignore this.

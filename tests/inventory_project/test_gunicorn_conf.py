@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import re
 import runpy
 import subprocess
@@ -100,3 +101,23 @@ def test_gunicorn_stops_at_start_naming_the_variable() -> None:
     assert "ImproperlyConfigured: GUNICORN_THREADS must be an integer in 1.., got '0'" in (
         result.stderr
     )
+
+
+def _get(port: int, path: str, **headers: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request("GET", path, headers={"Host": "localhost", **headers})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_script_name_header_from_a_trusted_peer_moves_nothing(gunicorn: int) -> None:
+    """A proxy that passes a client's underscore headers on (HAProxy, Envoy) let the client
+    serve the admin under any prefix (past the proxy's rules for /admin/), or get a 500 for a
+    prefix the path lacks. The tests connect from 127.0.0.1, which FORWARDED_ALLOW_IPS trusts."""
+    assert _get(gunicorn, "/x/admin/login/", SCRIPT_NAME="/x") == 404
+    assert _get(gunicorn, "/admin/login/", SCRIPT_NAME="/zzz") == 200
