@@ -145,6 +145,10 @@ def _search(filters: ProductFilters, page: int, limit: int) -> OffsetPage:
         return OffsetPage(products, count, page, limit)
     queryset = _filtered(filters).order_by("id")
     count = queryset.count()
+    if page > max(1, math.ceil(count / limit)):
+        # Before the page query, whose OFFSET reads every match before it (a full scan for
+        # page 2147483 of a common term), as product_list checks.
+        raise PageOutOfRange(f"page {page} is past the last page")
     # Two queries on purpose: a window count(*) in the page query makes the planner walk the
     # primary key in id order over the whole table (measured: 1 s instead of 25 ms).
     products = list(queryset[offset : offset + limit])
