@@ -11,8 +11,8 @@ request. A body larger than DATA_UPLOAD_MAX_MEMORY_SIZE is refused with 413; und
 that does not end the stream (the development server), with 411 Length Required. Other
 transfer codings (gzip) are refused with 501, as HTTP asks of a server that does not know them.
 
-An API request whose Content-Length is over that limit is refused with the same 413 before its
-body is read (under DEBUG, Django answered it with its HTML debug page and a 400).
+A request whose Content-Length is over that limit is refused with the same 413 before its body
+is read, whatever its path (see `_declared_too_large`).
 
 A body with a content coding (`Content-Encoding: gzip`) is refused here too, with 415 and
 `Accept-Encoding: identity` (RFC 9110, 15.5.16; RFC 7694): nothing below decodes it, so gzip
@@ -92,14 +92,18 @@ class ChunkedBodyApp:
 
 
 def _declared_too_large(environ: dict[str, Any]) -> bool:
-    """An API request whose Content-Length is over DATA_UPLOAD_MAX_MEMORY_SIZE.
+    """A request whose Content-Length is over DATA_UPLOAD_MAX_MEMORY_SIZE, on any path.
 
-    Django refuses it too, once the body is read, as the API's JSON 413 (errors.handler400);
-    but with DEBUG on, Django answers the error with its HTML debug page and a 400 instead of
-    the handler. Refused here, it is the same 413 in every setting, and the body is never read.
+    Django refuses an API one too, once the body is read, as the API's JSON 413
+    (errors.handler400); but with DEBUG on, Django answers the error with its HTML debug page
+    and a 400 instead of the handler. Refused here, it is the same 413 in every setting, and the
+    body is never read. Elsewhere Django counts only a form's fields against the limit, not a
+    multipart body's files: an anonymous 30-50 MB upload to /admin/login/ was read to its end
+    and spooled to a temporary file before its 403. Nothing here takes files, and no form comes
+    near the limit (Django refuses fields past it anyway).
     """
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    if limit is None or not environ.get("PATH_INFO", "").startswith(API_PREFIX):
+    if limit is None:
         return False
     try:
         return int(environ.get("CONTENT_LENGTH") or 0) > limit

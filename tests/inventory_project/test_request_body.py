@@ -165,3 +165,48 @@ def test_gunicorn_hands_a_chunked_patch_to_the_api_whole(gunicorn: int, token: s
     assert (response.status, body["price"], body["stock_level"]) == (200, "77.77", 3)
     product.refresh_from_db()
     assert product.price == Decimal("77.77")
+
+
+def _post(path: str, body: io.BytesIO, length: int, content_type: str) -> tuple[int, str, bytes]:
+    env: dict[str, Any] = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "HTTP_HOST": "testserver",
+        "CONTENT_TYPE": content_type,
+        "CONTENT_LENGTH": str(length),
+        "wsgi.input": body,
+    }
+    setup_testing_defaults(env)
+    captured: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        captured["status"], captured["headers"] = int(status[:3]), dict(headers)
+
+    content = b"".join(application(env, start_response))
+    return captured["status"], captured["headers"]["Content-Type"], content
+
+
+@pytest.mark.parametrize("path", ["/admin/login/", "/api-auth/login/"])
+def test_a_body_over_the_upload_limit_is_refused_unread_outside_the_api_too(path: str) -> None:
+    """An anonymous 30-50 MB multipart POST to /admin/login/ was read to its end and its file
+    part spooled to disk before the 403: Django counts a form's fields against the limit, not
+    its files."""
+    part = b"--b\r\nContent-Disposition: form-data; name=f; filename=x\r\n\r\n" + b"x" * 1_000_000
+    body = io.BytesIO(part)
+
+    status, content_type, content = _post(
+        path, body, 40 * 1024 * 1024, "multipart/form-data; boundary=b"
+    )
+
+    assert (status, content_type) == (413, "text/plain; charset=utf-8")
+    assert content == b"The request body is larger than 2621440 bytes."
+    assert body.tell() == 0
+
+
+def test_a_login_form_within_the_limit_is_still_read() -> None:
+    form = b"username=nobody&password=wrong"
+    status, _, content = _post(
+        "/admin/login/", io.BytesIO(form), len(form), "application/x-www-form-urlencoded"
+    )
+    assert status == 403  # past the size check, to Django's CSRF check (no cookie)
+    assert b"CSRF" in content
