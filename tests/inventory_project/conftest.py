@@ -15,9 +15,16 @@ from typing import Any
 
 import pytest
 
+from inventory_project import health
 from tests.processes import process_env
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_readiness() -> None:
+    """Each test's /readyz checks its own services, not results kept from the test before."""
+    health.forget_results()
 
 
 def _free_port() -> int:

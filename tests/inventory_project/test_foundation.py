@@ -28,6 +28,7 @@ from django.db import connection, connections
 from django.test import override_settings
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
+from kombu import Connection
 from psycopg_pool import ConnectionPool
 
 from inventory_project import health, tasks
@@ -113,6 +114,7 @@ def test_the_database_probe_waits_its_own_timeout_for_a_connection(client, monke
     assert health.CHECK_TIMEOUT_S < settings.DB_POOL_TIMEOUT_S
     # ... nor longer than the requests' own wait once the database was found down.
     monkeypatch.setattr(pool, "timeout", settings.DB_POOL_OUTAGE_TIMEOUT_S)
+    health.forget_results()
     assert client.get("/readyz").status_code == 200
     assert asked[-1] == settings.DB_POOL_OUTAGE_TIMEOUT_S
 
@@ -157,6 +159,55 @@ def test_readyz_is_200_degraded_naming_the_broker_when_rabbitmq_is_unreachable(
     response = client.get("/readyz")
     assert response.status_code == 200
     assert (response.json()["status"], response.json()["failing"]) == ("degraded", ["broker"])
+
+
+class _CountedConnection(Connection):
+    """kombu's Connection, counting the broker connections the probe opens."""
+
+    opened: list[str] = []
+
+    def ensure_connection(self, *args: Any, **kwargs: Any) -> Any:
+        type(self).opened.append(self.as_uri())
+        return super().ensure_connection(*args, **kwargs)
+
+
+@pytest.fixture
+def broker_connections(monkeypatch) -> list[str]:
+    monkeypatch.setattr(health, "Connection", _CountedConnection)
+    monkeypatch.setattr(_CountedConnection, "opened", [])
+    return _CountedConnection.opened
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("broker", ["up", "down"])
+def test_readyz_calls_within_a_second_check_the_services_once(
+    client, monkeypatch, broker_connections, broker
+) -> None:
+    """Each call opened a RabbitMQ connection (and three threads, and a database checkout):
+    one client made about 250 broker connections a second. A failure is kept as long."""
+    if broker == "down":
+        monkeypatch.setattr(
+            celery_app.conf, "broker_url", f"amqp://guest:guest@127.0.0.1:{CLOSED_PORT}//"
+        )
+    monkeypatch.setattr(health, "RESULT_TTL_S", 3600)  # "within the second", however slow
+
+    first, second = client.get("/readyz"), client.get("/readyz")
+
+    assert len(broker_connections) == 1
+    assert first.json() == second.json()
+    assert (second.json()["failing"] == ["broker"]) is (broker == "down")
+
+
+@pytest.mark.django_db
+def test_readyz_checks_again_once_its_results_are_older_than_their_time(
+    client, monkeypatch, broker_connections
+) -> None:
+    monkeypatch.setattr(health, "RESULT_TTL_S", 0)
+
+    client.get("/readyz")
+    client.get("/readyz")
+
+    assert len(broker_connections) == 2
 
 
 @pytest.mark.django_db
