@@ -70,6 +70,8 @@ QUERY_NAMES = {
     "list": frozenset(ListQuerySerializer().fields),
     "search": frozenset(SearchQuerySerializer().fields),
 }
+# A page answered but not stored (see _lookup): a miss with nowhere to store it.
+NOT_STORED = cache.Lookup(entry=None, slot=None)
 
 
 def _lookup(path: str, query_string: str, host: str, scheme: str) -> cache.Lookup | None:
@@ -95,6 +97,12 @@ def _lookup(path: str, query_string: str, host: str, scheme: str) -> cache.Looku
     if len(ours) > len(set(ours)):
         # The view refuses it (400); an entry stored for it before that may not answer it.
         return None
+    if len(ours) < len(params):
+        # A parameter the view does not read (`cb=<random>`): answered, never stored. Each such
+        # query was an entry of its own, so a client within its rate limit could fill Redis
+        # (20 KB per 100-byte request), and at maxmemory every write failed, the rate-limit
+        # counters' too. A lookup with nowhere to store is a miss for every layer.
+        return NOT_STORED
     return cache.page_lookup(path, host=host, scheme=scheme, params=params)
 
 

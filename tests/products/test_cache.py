@@ -6,6 +6,7 @@ Writes are committed for real (`transaction=True`), since invalidation runs afte
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -15,17 +16,21 @@ from urllib.parse import parse_qsl
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache as django_cache
 from django.core.management import call_command
 from django.db import OperationalError, connection, transaction
 from django.test import RequestFactory, override_settings
+from django_redis import get_redis_connection
 from rest_framework.test import APIClient
 
+from inventory_project.wsgi import application
 from products import cache, selectors, services
 from products.api.fast_path import ProductCacheMiddleware
 from products.api.views import ProductDetailView
 from products.models import Product
 from tests.inventory_project.conftest import json_request, serving
 from tests.processes import closed_port, listener
+from tests.products.api.wsgi_client import send
 from tests.products.conftest import ProductFactory, make_user, token_client
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache_state")]
@@ -868,3 +873,35 @@ def test_a_change_after_a_rolled_back_savepoint_is_still_invalidated(monkeypatch
     assert stock_of(anon, second.pk) == 2
     assert stock_of(anon, first.pk) == 5
     assert calls == [sorted([first.pk, second.pk])]  # one more miss for the first: harmless
+
+
+def _page_entries() -> list[bytes]:
+    """The list and search pages stored in Redis (this test run's prefix)."""
+    pattern = django_cache.make_key(f"products:l{cache.REPRESENTATION}:*")
+    return list(get_redis_connection("default").scan_iter(match=pattern))
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [("/api/products", "limit=100&cb=8f3a"), ("/api/products/search", "name=steel&cb=8f3a")],
+)
+@pytest.mark.parametrize("fast_reads", [True, False], ids=["wsgi-path", "view"])
+def test_a_page_asked_for_with_a_parameter_the_view_ignores_is_answered_but_not_stored(
+    settings, path: str, query: str, fast_reads: bool
+) -> None:
+    """Every parameter went into the page's key: `cb=<random>` made each request an entry of
+    its own (20 KB for a 100-byte request), and filled Redis while staying within the rate
+    limit."""
+    settings.PRODUCT_FAST_READS = fast_reads
+    ProductFactory(name="steel bolt")
+
+    status, _, body = send(application, "GET", path, QUERY_STRING=query)
+    answered_again = send(application, "GET", path, QUERY_STRING=query)
+
+    assert (status, json.loads(body)["count"]) == (200, 1)
+    assert answered_again[2] == body
+    assert _page_entries() == []
+    # Without the parameter, the page is stored as before.
+    plain = query.removesuffix("&cb=8f3a")
+    assert send(application, "GET", path, QUERY_STRING=plain)[0] == 200
+    assert len(_page_entries()) == 1
