@@ -5,7 +5,8 @@
   permission to change tasks (upstream offers them to anyone who may view the list).
 - Crontabs: the form shown again with its errors no longer crashes describing the schedule.
 - API tokens: a key is shown once, to whoever creates it, and after that only its first
-  characters (DRF's admin listed every key to anyone who may view tokens).
+  characters (DRF's admin listed every key to anyone who may view tokens). Tokens are not
+  edited, and only a superuser manages the token of a user with rights the editor lacks.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.core.exceptions import PermissionDenied
 from django.core.validators import ProhibitNullCharactersValidator
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.utils.html import format_html
 from django_celery_beat import admin as beat_admin
@@ -164,6 +168,14 @@ class KeyHidingTokenAdmin(TokenAdmin):
 
     A new key is shown once, in the message after it is created; a lost key is replaced by
     deleting the token and adding another. Keys are still stored in clear (DRF's model).
+
+    - No token page answers as a popup: a popup hands its opener the object's primary key,
+      which is the key (saving a token's page with `_popup=1` answered it whole).
+    - A token is never edited: its user does not change, so a token made for one user never
+      becomes another's (the change page shows it, read only).
+    - A user who is not a superuser may add (or delete, to replace) only the token of a user
+      whose rights are theirs too: not a superuser's, nor one of a user with a permission they
+      lack. The add form offers only those users, and the save checks again.
     """
 
     list_display = ("key_start", "user", "created")
@@ -173,11 +185,40 @@ class KeyHidingTokenAdmin(TokenAdmin):
     ) -> HttpResponse:
         # A popup's rows carry the value it hands back to its opener, the key here (the token's
         # primary key), in each link: nothing picks a token in a popup.
-        if IS_POPUP_VAR in request.GET or TO_FIELD_VAR in request.GET:
-            return HttpResponseBadRequest(
-                "Tokens are not picked in a popup.\n", content_type="text/plain"
-            )
-        return super().changelist_view(request, extra_context)
+        return _popup_refused(request) or super().changelist_view(request, extra_context)
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        return _popup_refused(request) or super().changeform_view(
+            request, object_id, form_url, extra_context
+        )
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return _popup_refused(request) or super().delete_view(request, object_id, extra_context)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        allowed = super().has_delete_permission(request, obj)
+        return allowed and (obj is None or _may_manage_token_of(request.user, obj.user))
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "user":
+            kwargs["queryset"] = _users_within_rights_of(request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: TokenProxy, form: Any, change: bool) -> None:
+        if not _may_manage_token_of(request.user, obj.user):
+            raise PermissionDenied
+        super().save_model(request, obj, form, change)
 
     @admin.display(description="key")
     def key_start(self, token: TokenProxy) -> str:
@@ -200,6 +241,39 @@ class KeyHidingTokenAdmin(TokenAdmin):
 
 # Enough to tell tokens apart in the list, far too little to guess the rest.
 KEY_SHOWN = 6
+
+
+def _popup_refused(request: HttpRequest) -> HttpResponse | None:
+    """A 400 for a token page asked for as a popup (or for a popup's field), else None."""
+    if any(
+        name in query
+        for name in (IS_POPUP_VAR, TO_FIELD_VAR)
+        for query in (request.GET, request.POST)
+    ):
+        return HttpResponseBadRequest(
+            "Token pages do not open in a popup.\n", content_type="text/plain"
+        )
+    return None
+
+
+def _users_within_rights_of(editor: Any) -> QuerySet[Any]:
+    """The users whose token `editor` may manage: anyone for a superuser; otherwise users who
+    are not superusers and hold no permission (of their own or a group's) that `editor` lacks.
+    A token acts with its user's rights, so managing one is holding them."""
+    users = get_user_model().objects.all()
+    if editor.is_superuser:
+        return users
+    theirs = Permission.objects.filter(Q(user=editor) | Q(group__user=editor))
+    lacked = Permission.objects.exclude(pk__in=theirs.values("pk"))
+    return (
+        users.filter(is_superuser=False)
+        .exclude(user_permissions__in=lacked)
+        .exclude(groups__permissions__in=lacked)
+    )
+
+
+def _may_manage_token_of(editor: Any, user: Any) -> bool:
+    return bool(editor.is_superuser) or _users_within_rights_of(editor).filter(pk=user.pk).exists()
 
 
 def _token_str(token: Token) -> str:

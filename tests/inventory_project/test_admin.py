@@ -449,3 +449,110 @@ def test_deleting_a_user_does_not_show_their_token_s_key(admin_client) -> None:
     for response in (page, selected):
         assert key not in response.content.decode()
         assert "token of owner" in response.content.decode()
+
+
+def _token_of(username: str, *, superuser: bool = False, codenames: tuple[str, ...] = ()) -> Token:
+    users = get_user_model().objects
+    make = users.create_superuser if superuser else users.create_user
+    user = make(username, password="pw")
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    return Token.objects.create(user=user)
+
+
+@pytest.mark.parametrize(
+    "popup", ["_popup=1", "_to_field=key", ""], ids=["popup", "to-field", "no"]
+)
+def test_saving_a_token_s_page_neither_answers_its_key_nor_moves_it(client, popup) -> None:
+    """Django's answer to a popup's save hands the opener the primary key: the token's key,
+    whole, to anyone who may change tokens; and the save gave the token to another user."""
+    token = _token_of("owner")
+    other = get_user_model().objects.create_user("other")
+    editor = _staff_client(client, "view_tokenproxy", "change_tokenproxy")
+    body = f"user={other.pk}&_save=Save" + (f"&{popup}" if popup else "")
+
+    response = editor.post(
+        f"{TOKENS}{token.user.pk}/change/", body, content_type="application/x-www-form-urlencoded"
+    )
+
+    assert token.key not in response.content.decode()
+    assert response.status_code == (400 if popup else 403)
+    assert Token.objects.get(key=token.key).user == token.user
+    assert not Token.objects.filter(user=other).exists()
+
+
+def test_adding_a_token_in_a_popup_is_refused(admin_client) -> None:
+    owner = get_user_model().objects.create_user("owner")
+
+    response = admin_client.post(f"{TOKENS}add/?_popup=1", {"user": owner.pk, "_popup": "1"})
+
+    assert response.status_code == 400
+    assert not Token.objects.filter(user=owner).exists()
+
+
+@pytest.mark.parametrize("target", ["superuser", "more rights"])
+def test_a_user_who_is_not_a_superuser_cannot_add_a_token_for_someone_above_them(
+    client, target
+) -> None:
+    """The add form offered every user, and its message showed the new key: a token for a
+    superuser works for everything."""
+    if target == "superuser":
+        above = get_user_model().objects.create_superuser("root", "", "pw")
+    else:
+        above = get_user_model().objects.create_user("manager")
+        above.user_permissions.set(Permission.objects.filter(codename="delete_product"))
+    editor = _staff_client(client, "view_tokenproxy", "add_tokenproxy", "add_product")
+
+    form = editor.get(f"{TOKENS}add/")
+    response = editor.post(f"{TOKENS}add/", {"user": above.pk})
+
+    assert f'value="{above.pk}"' not in form.content.decode()
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["user"]
+    assert not Token.objects.filter(user=above).exists()
+
+
+def test_the_save_itself_refuses_a_token_for_someone_above_the_editor(rf) -> None:
+    """Not only the form's choices."""
+    from django.contrib import admin as django_admin
+    from django.core.exceptions import PermissionDenied
+    from rest_framework.authtoken.models import TokenProxy
+
+    root = get_user_model().objects.create_superuser("root", "", "pw")
+    editor = get_user_model().objects.create_user("clerk", is_staff=True)
+    request = rf.post(f"{TOKENS}add/")
+    request.user = editor
+
+    with pytest.raises(PermissionDenied):
+        django_admin.site._registry[TokenProxy].save_model(
+            request, TokenProxy(user=root), form=None, change=False
+        )
+    assert not Token.objects.filter(user=root).exists()
+
+
+def test_a_token_is_still_replaced_by_deleting_it_and_adding_another(client) -> None:
+    """For a user within the editor's rights; a superuser's token is not theirs to delete."""
+    token = _token_of("owner", codenames=("view_product",))
+    root_token = _token_of("root", superuser=True)
+    editor = _staff_client(
+        client, "view_tokenproxy", "add_tokenproxy", "delete_tokenproxy", "view_product"
+    )
+
+    deleted = editor.post(f"{TOKENS}{token.user.pk}/delete/", {"post": "yes"})
+    added = editor.post(f"{TOKENS}add/", {"user": token.user.pk}, follow=True)
+    refused = editor.post(f"{TOKENS}{root_token.user.pk}/delete/", {"post": "yes"})
+
+    assert deleted.status_code == 302
+    new = Token.objects.get(user=token.user)
+    assert new.key != token.key
+    assert any(new.key in str(m) for m in added.context["messages"])
+    assert refused.status_code == 403
+    assert Token.objects.filter(key=root_token.key).exists()
+
+
+def test_a_superuser_still_adds_a_token_for_another_superuser(admin_client) -> None:
+    root = get_user_model().objects.create_superuser("root", "", "pw")
+
+    response = admin_client.post(f"{TOKENS}add/", {"user": root.pk})
+
+    assert response.status_code == 302
+    assert Token.objects.filter(user=root).exists()
