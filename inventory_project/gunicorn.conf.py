@@ -30,7 +30,9 @@ def _env_int(name: str, default: int, *, minimum: int, maximum: int | None = Non
 # gunicorn itself reads WEB_CONCURRENCY as it starts, before this file: it stops on a value
 # that is not an integer, an empty one included, with its own traceback.
 _port = _env_int("PORT", 8000, minimum=1, maximum=65535)
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{_port}"  # noqa: S104
+# Loopback unless HOST says otherwise: a server is put on the network on purpose (plain HTTP,
+# maybe the local settings' DEBUG pages). The Docker image sets 0.0.0.0 for its published port.
+bind = f"{os.environ.get('HOST') or '127.0.0.1'}:{_port}"
 workers = _env_int("WEB_CONCURRENCY", multiprocessing.cpu_count(), minimum=1)
 # gthread, dropping a client that goes quiet in the middle of a request (gunicorn_worker.py).
 worker_class = os.environ.get(

@@ -15,7 +15,9 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inventory_project.settings.local")
+# A server started without a settings module is a deployment's: the local settings' DEBUG
+# pages and public key are for manage.py and `make run`, which name them.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inventory_project.settings.production")
 
 django_application = get_wsgi_application()
 

@@ -42,6 +42,7 @@ from inventory_project.settings.base import (
 from tests.concurrency import both_look_first, run_at_once
 from tests.database import database_url
 from tests.inventory_project.conftest import serving
+from tests.processes import process_env
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("inventory_project", "products", "ads_sync", "templates")
@@ -495,6 +496,32 @@ def test_an_empty_test_name_is_its_default(name, setting, default) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == default
+
+
+@pytest.mark.parametrize("module", ["inventory_project.wsgi", "inventory_project.celery"])
+def test_the_web_and_celery_apps_take_the_production_settings_unless_told(module) -> None:
+    """They took the local ones: a server or worker started without DJANGO_SETTINGS_MODULE
+    showed DEBUG pages and signed with the public development key."""
+    code = f"import {module}; from django.conf import settings; print(settings.SETTINGS_MODULE)"
+    env = process_env(SECRET_KEY=secrets.token_urlsafe(50))
+    del env["DJANGO_SETTINGS_MODULE"]
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "inventory_project.settings.production"
+
+
+def test_manage_py_takes_the_local_settings_unless_told() -> None:
+    code = "from django.conf import settings; print(settings.SETTINGS_MODULE)"
+    result = _manage("shell", "--no-imports", "-c", code, DJANGO_SETTINGS_MODULE=None)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "inventory_project.settings.local"
 
 
 def test_production_settings_refuse_to_start_without_a_secret_key() -> None:

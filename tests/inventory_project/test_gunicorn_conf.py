@@ -67,7 +67,7 @@ def test_a_number_that_is_none_is_refused_naming_it(monkeypatch, name, value) ->
 @pytest.mark.parametrize(
     ("name", "setting", "default"),
     [
-        ("PORT", "bind", "0.0.0.0:8000"),
+        ("PORT", "bind", "127.0.0.1:8000"),
         ("GUNICORN_THREADS", "threads", 4),
         ("GUNICORN_WORKER_CONNECTIONS", "worker_connections", 1000),
         ("GUNICORN_KEEPALIVE", "keepalive", 5),
@@ -77,6 +77,20 @@ def test_a_number_that_is_none_is_refused_naming_it(monkeypatch, name, value) ->
 )
 def test_an_empty_number_is_the_default(monkeypatch, name, setting, default) -> None:
     assert _read(monkeypatch, **{name: ""})[setting] == default
+
+
+@pytest.mark.parametrize(
+    ("env", "bind"),
+    [
+        ({}, "127.0.0.1:8000"),
+        ({"HOST": ""}, "127.0.0.1:8000"),
+        ({"HOST": "0.0.0.0"}, "0.0.0.0:8000"),
+    ],
+)
+def test_gunicorn_listens_on_loopback_unless_host_says_otherwise(monkeypatch, env, bind) -> None:
+    """It listened on every interface: a server started by hand, with the local settings'
+    DEBUG pages or not, was reachable from the network over plain HTTP."""
+    assert _read(monkeypatch, **env)["bind"] == bind
 
 
 def test_zero_keeps_its_meaning_for_keep_alive_and_the_timeout(monkeypatch) -> None:
