@@ -423,6 +423,69 @@ def test_compose_names_each_variable_it_sets_over_docker_env() -> None:
     assert published.rpartition(":")[2] == environment["PORT"]
 
 
+def _compose(**env: str) -> Any:
+    """docker/compose.yaml with its values interpolated from `env` as Compose does it, for the
+    forms the file uses: ${NAME}, ${NAME:-default}, and ${NAME:?message} (LookupError)."""
+
+    def one(match: re.Match[str]) -> str:
+        name, form, text = match.groups()
+        if env.get(name):
+            return env[name]
+        if form == ":?":
+            raise LookupError(text)
+        return text if form == ":-" else ""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: walk(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        return (
+            re.sub(r"\$\{(\w+)(:[-?])?([^}]*)\}", one, value) if isinstance(value, str) else value
+        )
+
+    return walk(yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text()))
+
+
+COMPOSE_SECRETS = {
+    "SECRET_KEY": "k" * 50,
+    "POSTGRES_PASSWORD": "pg-s3cret",
+    "RABBITMQ_USER": "inventory",
+    "RABBITMQ_PASSWORD": "mq-s3cret",
+}
+
+
+def test_compose_takes_the_service_passwords_from_docker_env() -> None:
+    """postgres/postgres and guest/guest were set under `environment:`, which docker/.env
+    cannot change; and the image lets guest in from any address."""
+    compose = _compose(**COMPOSE_SECRETS)
+    app, services = compose["x-app"]["environment"], compose["services"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "pg-s3cret"
+    assert app["DATABASE_URL"] == "postgres://postgres:pg-s3cret@postgres:5432/inventory"
+    assert services["rabbitmq"]["environment"] == {
+        "RABBITMQ_DEFAULT_USER": "inventory",
+        "RABBITMQ_DEFAULT_PASS": "mq-s3cret",
+    }
+    assert app["CELERY_BROKER_URL"] == "amqp://inventory:mq-s3cret@rabbitmq:5672//"
+
+
+@pytest.mark.parametrize("name", ["POSTGRES_PASSWORD", "RABBITMQ_USER", "RABBITMQ_PASSWORD"])
+def test_compose_refuses_to_start_without_a_service_password(name) -> None:
+    with pytest.raises(LookupError, match=f"set {name}"):
+        _compose(**{**COMPOSE_SECRETS, name: ""})
+
+
+@pytest.mark.parametrize(
+    ("publish", "ports"), [(None, "127.0.0.1:8000:8000"), ("0.0.0.0:8080", "0.0.0.0:8080:8000")]
+)
+def test_compose_publishes_the_web_on_loopback_unless_told(publish, ports) -> None:
+    """`8000:8000` published plain HTTP on every interface of the host."""
+    env = COMPOSE_SECRETS if publish is None else {**COMPOSE_SECRETS, "WEB_PUBLISH": publish}
+    assert _compose(**env)["services"]["web"]["ports"] == [ports]
+    header = (ROOT / "docker" / "compose.yaml").read_text().partition("\nname:")[0]
+    assert "WEB_PUBLISH" in header
+
+
 def test_the_access_log_says_how_long_each_request_took(tmp_path) -> None:
     log = tmp_path / "access.log"
     with serving(GUNICORN_ACCESSLOG=str(log)) as port:
