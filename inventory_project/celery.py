@@ -1,12 +1,43 @@
 """The Celery app. Configuration comes from Django settings (the CELERY_ namespace)."""
 
 import os
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from celery import Celery
+from django.conf import settings
 
 # As wsgi.py: a worker or beat started without a settings module is a deployment's.
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inventory_project.settings.production")
 
+_PREFIX = "CELERY_"
+
+
+class CelerySettings(Mapping[str, Any]):
+    """The Django settings named CELERY_*, under Celery's own names (CELERY_BROKER_URL is
+    broker_url), read from the settings each time Celery asks.
+
+    Only these: given the whole settings module (config_from_object with a namespace), Celery's
+    configuration table, which a worker sends to any broker client that asks (`inspect conf`)
+    and `celery report` prints, held every Django setting, REDIS_URL and the cache's LOCATION
+    with their passwords among them; and the broker URL under its Django name, which Celery
+    does not know to mask. Under broker_url it masks the password.
+    """
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(settings, _PREFIX + key.upper())
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def __iter__(self) -> Iterator[str]:
+        names = (name for name in dir(settings) if name.startswith(_PREFIX))
+        return (name.removeprefix(_PREFIX).lower() for name in names)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 app = Celery("inventory_project")
-app.config_from_object("django.conf:settings", namespace="CELERY")
+app.config_from_object(CelerySettings())
 app.autodiscover_tasks()
