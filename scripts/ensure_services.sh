@@ -7,11 +7,13 @@ set -euo pipefail
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # True when the URL names the instance this script can start: this machine, the default port.
+# The URL goes to python in its environment, not its arguments: it may hold a password, and every
+# user of the machine can read a process's arguments (ps, /proc/<pid>/cmdline).
 is_local_default() {
   local url=$1 port=$2 endpoint
-  endpoint=$(python3 -c 'import sys, urllib.parse as u
-p = u.urlsplit(sys.argv[1])
-print(p.hostname or "127.0.0.1", p.port or sys.argv[2])' "$url" "$port" 2>/dev/null) || return 1
+  endpoint=$(SERVICE_URL="$url" python3 -c 'import os, sys, urllib.parse as u
+p = u.urlsplit(os.environ["SERVICE_URL"])
+print(p.hostname or "127.0.0.1", p.port or sys.argv[1])' "$port" 2>/dev/null) || return 1
   case "$endpoint" in
     "127.0.0.1 $port" | "localhost $port" | "::1 $port") return 0 ;;
     *) return 1 ;;

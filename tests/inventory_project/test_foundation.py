@@ -6,6 +6,7 @@ import io
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -1050,6 +1051,34 @@ def test_a_dotenv_line_it_cannot_read_stops_it_naming_the_line(tmp_path, line, m
     assert result.returncode != 0
     assert result.stderr.startswith(f".env, line 2: {message}")
     assert "went on" not in result.stdout
+
+
+def test_ensure_services_passes_no_service_url_on_a_command_line(tmp_path) -> None:
+    """It gave each URL, password and all, to `python3 -c` as an argument: every user of the
+    machine can read a process's arguments (/proc/<pid>/cmdline)."""
+    python3 = shutil.which("python3")
+    (tmp_path / "python3").write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$@" >> "{tmp_path}/arguments"\nexec {python3} "$@"\n'
+    )
+    (tmp_path / "python3").chmod(0o755)
+    # Another host (a documentation address): the script starts nothing for it, whatever runs here.
+    urls = {
+        "DATABASE_URL": "postgres://app:pg-s3cret@192.0.2.1:5432/inventory",
+        "REDIS_URL": "redis://:redis-s3cret@192.0.2.1:6379/0",
+        "CELERY_BROKER_URL": "amqp://app:mq-s3cret@192.0.2.1:5672//",
+    }
+    result = subprocess.run(
+        ["scripts/ensure_services.sh"],
+        cwd=ROOT,
+        env={**os.environ, **urls, "PATH": f"{tmp_path}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    arguments = (tmp_path / "arguments").read_text()
+    assert arguments.count("urlsplit") == 3  # each URL was looked at
+    assert [word for word in ("s3cret", "192.0.2.1") if word in arguments] == []
 
 
 @pytest.mark.django_db
