@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import os
 import re
+import secrets
 import tempfile
 import time
 from collections import Counter
@@ -63,7 +64,6 @@ def micros_to_currency(micros: int) -> Decimal:
 # --- CSV files ------------------------------------------------------------------------------
 
 
-CSV_FILE_MODE = 0o644
 # A writer killed between its temporary file and the rename (SIGKILL, a power cut) leaves the
 # file behind; a planning removes those this old, which no live writer can still be writing.
 CSV_LEFTOVER_AFTER_S = 3600
@@ -88,15 +88,21 @@ def _campaign_row(row: CampaignDayMetric) -> list[object]:
 
 @contextlib.contextmanager
 def _atomic_csv(path: Path) -> Iterator[Any]:
-    """Write to a temporary file next to `path`, then os.replace it: readers never see half."""
+    """Write to a temporary file next to `path`, then os.replace it: readers never see half.
+
+    A new file gets the mode open() would give it (0666 less the umask); a file replaced keeps
+    its own, so an export over a file only its owner may read does not open it to others.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp_name = _csv_temporary(path)
     try:
         # The file object owns the descriptor from here: closed whatever fails next (a chmod
         # refused by the mount left it open, one per day written, until the worker ran out).
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            # mkstemp creates 0600 and os.replace keeps it: give readers the usual 0644.
-            os.fchmod(handle.fileno(), CSV_FILE_MODE)
+            with contextlib.suppress(FileNotFoundError):
+                mode = os.stat(path).st_mode & 0o777
+                if mode != os.fstat(fd).st_mode & 0o777:
+                    os.fchmod(fd, mode)
             yield csv.writer(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -105,6 +111,19 @@ def _atomic_csv(path: Path) -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+def _csv_temporary(path: Path) -> tuple[int, str]:
+    """A new file beside `path` for `_atomic_csv` (a name _CSV_LEFTOVER matches), and its name.
+
+    Not mkstemp's: it creates 0600 whatever the umask, which os.replace then gave the CSV.
+    """
+    while True:
+        name = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), name
+        except FileExistsError:  # another write's name (48 random bits: all but never)
+            continue
 
 
 def day_csv_write(*, customer_id: str, day: dt.date, output_dir: str | Path) -> Path:

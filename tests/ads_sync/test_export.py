@@ -62,6 +62,19 @@ def test_export_to_a_folder_is_a_clear_error(tmp_path: Path) -> None:
         call_command("export_ads_csv", "--out", str(tmp_path), stdout=io.StringIO())
 
 
+def test_an_export_over_an_existing_file_keeps_its_mode(tmp_path: Path) -> None:
+    """A file only its owner could read was replaced by one that everyone can (0644)."""
+    services.day_rows_replace(
+        customer_id="1111111111", day=DAY, rows=[campaign_day(campaign_id=1)], currency_code="EUR"
+    )
+    out = tmp_path / "private.csv"
+    out.write_text("")
+    out.chmod(0o600)
+    call_command("export_ads_csv", "--out", str(out), stdout=io.StringIO())
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert out.read_text().startswith("customer_id,")
+
+
 def test_export_to_a_dash_writes_the_csv_alone_to_standard_output(tmp_path: Path) -> None:
     services.day_rows_replace(
         customer_id="1111111111", day=DAY, rows=[campaign_day(campaign_id=1)], currency_code="EUR"

@@ -5,6 +5,7 @@ import csv
 import datetime as dt
 import errno
 import os
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -209,9 +210,30 @@ def test_a_day_this_run_already_settled_is_not_synced_again(tmp_path: Path) -> N
     assert SyncDay.objects.get(customer_id=CUSTOMER, date=DAY).attempts == 0
 
 
-def test_day_csv_files_are_readable_by_other_users(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_a_new_csv_file_has_the_mode_the_umask_gives(tmp_path: Path, umask, mode) -> None:
+    """It was 0644 whatever the umask: a deployment that keeps its files from other users (027,
+    077) had every day's figures readable by all."""
+    with _umask(umask):
+        path = services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
+    assert path.stat().st_mode & 0o777 == mode
+
+
+def test_a_csv_file_written_again_keeps_its_mode(tmp_path: Path) -> None:
     path = services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
-    assert path.stat().st_mode & 0o777 == 0o644
+    path.chmod(0o640)
+    with _umask(0o022):
+        services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o640
 
 
 def _run(tmp_path: Path, planned: int = 1) -> SyncRun:
@@ -700,7 +722,12 @@ def test_a_csv_whose_mode_cannot_be_set_leaves_no_file_or_descriptor_behind(
         return [link for link in links if link.startswith(str(tmp_path))]
 
     monkeypatch.setattr(os, "fchmod", refused)
+    # A new file is created with its mode, and one whose mode is the new one's is not changed:
+    # on such a mount, where every file has the mount's mode, no chmod is asked for.
+    path = services.day_csv_write(customer_id="1111111111", day=DAY, output_dir=tmp_path)
+    services.day_csv_write(customer_id="1111111111", day=DAY, output_dir=tmp_path)
+    path.chmod(0o600)
     with pytest.raises(PermissionError):
         services.day_csv_write(customer_id="1111111111", day=DAY, output_dir=tmp_path)
     assert open_here() == []
-    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [path.name]
