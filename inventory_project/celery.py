@@ -1,11 +1,15 @@
 """The Celery app. Configuration comes from Django settings (the CELERY_ namespace)."""
 
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
 from django.conf import settings
+
+from inventory_project.logs import WithoutCredentials
 
 # As wsgi.py: a worker or beat started without a settings module is a deployment's.
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inventory_project.settings.production")
@@ -41,3 +45,13 @@ class CelerySettings(Mapping[str, Any]):
 app = Celery("inventory_project")
 app.config_from_object(CelerySettings())
 app.autodiscover_tasks()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _handlers_without_credentials(logger: logging.Logger, **_: object) -> None:
+    """The worker and beat replace the root logger's handler (the settings' LOGGING, with its
+    WithoutCredentials filter) by their own, and give the task logger one: the same filter on
+    theirs."""
+    for handler in logger.handlers:
+        handler.addFilter(WithoutCredentials())

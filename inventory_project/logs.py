@@ -3,6 +3,9 @@
 With Redis or PostgreSQL down, a warning written per request (and a traceback per request)
 buried everything else in the log: 40 requests, 40 lines saying the same. `Every` writes its
 line at most once per interval in a process, and says how many it left out since.
+
+And `WithoutCredentials`, the handlers' filter that keeps the Google Ads credentials out of
+every line, the libraries' included.
 """
 
 from __future__ import annotations
@@ -79,6 +82,41 @@ class Sparse(logging.Filter):
         if left_out:
             record.msg, record.args = record.getMessage() + _left_out(left_out), ()
         return True
+
+
+class WithoutCredentials(logging.Filter):
+    """A handler's filter: the Google Ads credentials taken out of every line it writes, from
+    its message (arguments included) and its traceback, as the client takes them out of its
+    own errors (google_ads.without_credentials).
+
+    For the lines the project does not write itself: google-ads' `Request made: ...` and gRPC's
+    traceback of a failed AuthMetadataPluginCallback carried the token endpoint's answer, which
+    may repeat the form it was sent (client_secret, refresh_token). A line that holds no
+    credential, nearly every one (the web's too), costs a few substring checks and is left as
+    it is (google_ads.may_hold_credentials).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Here, not at the top: google_ads imports this module (through its rate limit).
+        from ads_sync.integrations import google_ads
+
+        try:
+            message = record.getMessage()
+            if google_ads.may_hold_credentials(message):
+                record.msg, record.args = google_ads.without_credentials(message), ()
+            if record.exc_info and not record.exc_text:
+                # As the handler's formatter would, which then writes this text.
+                record.exc_text = _TRACEBACKS.formatException(record.exc_info)
+            if record.exc_text and google_ads.may_hold_credentials(record.exc_text):
+                record.exc_text = google_ads.without_credentials(record.exc_text)
+            if record.stack_info and google_ads.may_hold_credentials(record.stack_info):
+                record.stack_info = google_ads.without_credentials(record.stack_info)
+        except Exception:  # noqa: S110 (a filter that raises would raise in the logging call)
+            pass  # a message its arguments do not fit: the handler says so, as without a filter
+        return True
+
+
+_TRACEBACKS = logging.Formatter()
 
 
 def _left_out(count: int) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import signal
 from collections.abc import Iterator
@@ -90,3 +92,16 @@ def celery_worker() -> Iterator[object]:
     """
     with running_worker() as worker:
         yield worker
+
+
+@pytest.fixture
+def logged() -> Iterator[io.StringIO]:
+    """What the settings' stderr handler (LOGGING, its filters included) writes in the test."""
+    (handler,) = [h for h in logging.getLogger().handlers if h.name == "stderr"]
+    assert isinstance(handler, logging.StreamHandler)
+    stream = io.StringIO()
+    before = handler.setStream(stream)
+    try:
+        yield stream
+    finally:
+        handler.setStream(before)

@@ -27,6 +27,7 @@ The client is built lazily, once per process (gRPC channels do not survive fork)
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import random
@@ -94,14 +95,25 @@ class AccountInfo:
 
 # Credentials as an error text may carry them back: a token endpoint (or a proxy in front of
 # it) that echoes the form it was sent, a JSON body with a token in it, a header.
+_CREDENTIAL_NAMES = (
+    "client_secret",
+    "refresh_token",
+    "access_token",
+    "id_token",
+    "assertion",
+    "developer_token",
+    "developer-token",
+)
 _CREDENTIAL_FIELD = re.compile(
-    r"""(?P<name>client_secret|refresh_token|access_token|id_token|assertion|developer[-_]token)
+    rf"""(?P<name>{"|".join(_CREDENTIAL_NAMES)})
         (?P<sep>=|["']\s*:\s*["'])  # a form's field, or a JSON (or repr) key: not prose
-        [^&\s"',;}]+""",
+        [^&\s"',;}}]+""",
     re.IGNORECASE | re.VERBOSE,
 )
 # A token, not a word ("Bearer authentication is required").
 _BEARER = re.compile(r"(?P<name>Bearer)(?P<sep>\s+)[A-Za-z0-9._~+/=-]{20,}", re.IGNORECASE)
+# In lower case, what each pattern above needs a text to hold before it can match.
+_CREDENTIAL_WORDS = (*_CREDENTIAL_NAMES, "bearer")
 REDACTED = "[redacted]"
 # An error text is stored with its day and shown in the admin: a whole HTML error page is not.
 ERROR_TEXT_MAX = 1000
@@ -110,17 +122,44 @@ ERROR_TEXT_MAX = 1000
 def without_credentials(text: str) -> str:
     """`text` without the configured credentials (as they are, URL-encoded or JSON-escaped) and
     any credential-named field's or authorization header's value."""
-    for secret in (
+    for spelling in _spellings(_credentials()):
+        text = text.replace(spelling, REDACTED)
+    text = _CREDENTIAL_FIELD.sub(rf"\g<name>\g<sep>{REDACTED}", text)
+    return _BEARER.sub(rf"\g<name>\g<sep>{REDACTED}", text)
+
+
+def may_hold_credentials(text: str) -> bool:
+    """False when `without_credentials(text)` is `text` as it is, told by substring checks
+    alone: the logging filter (inventory_project.logs) runs the patterns only for the lines
+    that pass this."""
+    if not text.isascii():
+        # A case-insensitive pattern also takes four letters that are not ASCII for ASCII ones
+        # (the long s for s, the Kelvin sign for k ...), which lower() leaves as they are.
+        return True
+    lowered = text.lower()
+    return any(word in lowered for word in _CREDENTIAL_WORDS) or any(
+        spelling in text for spelling in _spellings(_credentials())
+    )
+
+
+def _credentials() -> tuple[str, ...]:
+    return (
         settings.GOOGLE_ADS_CLIENT_SECRET,
         settings.GOOGLE_ADS_REFRESH_TOKEN,
         settings.GOOGLE_ADS_DEVELOPER_TOKEN,
-    ):
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _spellings(credentials: tuple[str, ...]) -> tuple[str, ...]:
+    """Each credential (of 4 characters or more) as a text may hold it: as it is, URL-encoded,
+    JSON-escaped; in the order they are taken out."""
+    found: list[str] = []
+    for secret in credentials:
         if len(secret) >= 4:
             spellings = {secret, quote(secret, safe=""), quote_plus(secret)}
-            for spelling in sorted(spellings | {s.replace("/", "\\/") for s in spellings}):
-                text = text.replace(spelling, REDACTED)
-    text = _CREDENTIAL_FIELD.sub(rf"\g<name>\g<sep>{REDACTED}", text)
-    return _BEARER.sub(rf"\g<name>\g<sep>{REDACTED}", text)
+            found += sorted(spellings | {s.replace("/", "\\/") for s in spellings})
+    return tuple(found)
 
 
 def redacted(text: str) -> str:

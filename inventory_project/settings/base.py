@@ -620,8 +620,19 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"},
     },
-    "filters": {"sparse": {"()": "inventory_project.logs.Sparse"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "sparse": {"()": "inventory_project.logs.Sparse"},
+        # On the handler: every logger's lines pass it, the libraries' too. (Celery's worker
+        # and beat put handlers of their own in its place: inventory_project/celery.py.)
+        "credentials": {"()": "inventory_project.logs.WithoutCredentials"},
+    },
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["credentials"],
+        }
+    },
     "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
     "loggers": {
         # Django's own console handler (DEBUG only) would print each of its lines a second
@@ -633,6 +644,15 @@ LOGGING = {
         # still tells a deploy whose ALLOWED_HOSTS lacks its own host).
         "django.security.DisallowedHost": {"filters": ["sparse"]},
         "inventory_project.cache": {"level": "WARNING"},
+        # google-api-core turns this logger's propagation off when a client is built, unless
+        # it is configured: google-ads' lines (`Request made: ... FaultMessage: ...` for a failed
+        # call) then went to logging's last resort, unformatted and past the handler's filter.
+        # Configured, they reach the handler; from WARNING up, as the last resort took them
+        # (its INFO is a line per API call).
+        "google": {
+            "level": LOG_LEVEL if LOG_LEVEL in ("ERROR", "CRITICAL") else "WARNING",
+            "propagate": True,
+        },
     },
 }
 

@@ -336,12 +336,23 @@ def test_credentials_are_taken_out_of_an_error_text(settings, text, shown) -> No
 
 
 @contextlib.contextmanager
-def _echoing_token_endpoint(status: int, error: str | None):
-    """A token endpoint (or a proxy before it) whose error body repeats the form it was sent."""
+def _echoing_token_endpoint(status: int, error: str | None, *, grants_first: bool = False):
+    """A token endpoint (or a proxy before it) whose error body repeats the form it was sent;
+    `grants_first`: its first answer is a token valid for 60 s, which google-auth takes for
+    expired at once (gRPC's auth plugin refreshes it for the call)."""
+    granted = []
 
     class Echo(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             form = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            if grants_first and not granted:
+                granted.append(form)
+                token = {"access_token": "ya29.granted-once", "expires_in": 60}
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(json.dumps(token).encode())
+                return
             body = json.dumps({"error": error, "error_description": form}) if error else form
             self.send_response(status)
             self.send_header("Content-Type", "application/json" if error else "text/plain")
@@ -389,6 +400,27 @@ def test_a_token_endpoint_that_echoes_the_credentials_leaves_them_out_of_the_err
         assert "client_secret=[redacted]" in said
     for secret in ("GOCSPX-a-real-looking-secret", "0g-a-real-looking-refresh-token"):
         assert secret not in said
+
+
+def test_a_token_endpoint_that_echoes_the_credentials_leaves_them_out_of_the_librarys_log(
+    ads_sandbox, settings, logged
+):
+    """The client's own errors were redacted, but google-ads' `Request made: ... FaultMessage:`
+    line and gRPC's traceback of the failed AuthMetadataPluginCallback wrote the refused
+    refresh's form, client secret and refresh token included."""
+    settings.GOOGLE_ADS_CLIENT_SECRET = "GOCSPX-a-real-looking-secret"
+    settings.GOOGLE_ADS_REFRESH_TOKEN = "1//0g-a-real-looking-refresh-token"
+    with _echoing_token_endpoint(400, "upstream", grants_first=True) as token_uri:
+        settings.GOOGLE_ADS_TOKEN_URI = token_uri
+        # The call's refresh fails in gRPC's plugin, the next try's in the client's own.
+        with pytest.raises(CredentialsError):
+            google_ads.fetch_data(CUSTOMER, DAY)
+
+    written = logged.getvalue()
+    assert "Request made: " in written
+    assert "AuthMetadataPluginCallback" in written
+    for secret in ("GOCSPX-a-real-looking-secret", "0g-a-real-looking-refresh-token"):
+        assert secret not in written
 
 
 def test_warm_up_without_credentials_calls_nothing_and_says_so(ads_sandbox, settings):

@@ -52,3 +52,42 @@ def test_celery_report_prints_no_password() -> None:
     out = _run(str(Path(sys.executable).parent / "celery"), "-A", "inventory_project", "report")
     assert [password for password in PASSWORDS if password in out] == []
     assert "task_default_queue" in out
+
+
+# A worker's logging as `celery worker` sets it up, then a library's line with a credential.
+WORKER_LOG = """
+import django, logging
+django.setup()
+from google.api_core import client_logging
+from inventory_project.celery import app
+app.log.setup(loglevel="INFO")
+client_logging.initialize_logging()  # as building a Google Ads client does
+try:
+    raise RuntimeError("token endpoint: client_secret=GOCSPX-configured-client-secret")
+except RuntimeError:
+    logging.getLogger("grpc._plugin_wrapping").exception("AuthMetadataPluginCallback failed")
+logging.getLogger("google.ads.googleads.client").warning(
+    "Request made: FaultMessage: %s", "refresh_token=1//0g-configured-refresh-token"
+)
+"""
+
+
+def test_a_worker_writes_no_credential_in_its_log() -> None:
+    """The worker puts handlers of its own in the place of the settings' one (LOGGING), whose
+    filter takes the credentials out."""
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER_LOG],
+        cwd=ROOT,
+        env=process_env(
+            GOOGLE_ADS_CLIENT_SECRET="GOCSPX-configured-client-secret",
+            GOOGLE_ADS_REFRESH_TOKEN="1//0g-configured-refresh-token",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    for secret in ("GOCSPX-configured-client-secret", "0g-configured-refresh-token"):
+        assert secret not in result.stderr
+    assert "AuthMetadataPluginCallback failed" in result.stderr
+    assert "Request made: FaultMessage: refresh_token=[redacted]" in result.stderr
