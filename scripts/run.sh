@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: check its ports, prepare the database once, then web, worker, beat, the cache
-# listener and (without Google Ads credentials) the API sandbox under one process manager.
+# listener and (without Google Ads credentials, unless the settings are production's) the API
+# sandbox under one process manager.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Every step reads .env as the processes do (they get these exported values): the database it
@@ -14,11 +15,31 @@ export HOST="${HOST:-127.0.0.1}"
 export ADS_SANDBOX_GRPC_PORT="${ADS_SANDBOX_GRPC_PORT:-50051}"
 export ADS_SANDBOX_OAUTH_PORT="${ADS_SANDBOX_OAUTH_PORT:-8089}"
 
+# The local sandbox API stands in for Google Ads only when none of its credentials is set and
+# the settings are not production's (a module named so): it took over whenever the refresh
+# token was missing, and the sandbox's rows landed in the database of a deployment's settings
+# and credentials. Some set and others not is a mistake: stop before anything starts.
+credentials=(GOOGLE_ADS_CLIENT_ID GOOGLE_ADS_CLIENT_SECRET GOOGLE_ADS_REFRESH_TOKEN
+  GOOGLE_ADS_DEVELOPER_TOKEN GOOGLE_ADS_CUSTOMER_IDS)
+missing=()
+for name in "${credentials[@]}"; do
+  [[ -n "${!name:-}" ]] || missing+=("$name")
+done
+sandbox=false
+if (( ${#missing[@]} > 0 && ${#missing[@]} < ${#credentials[@]} )); then
+  printf -v named '%s, ' "${missing[@]}"
+  echo "make run: Google Ads credentials incomplete: set ${named%, } too (in .env or the" \
+    "environment), or none of them for the local sandbox API." >&2
+  exit 1
+elif (( ${#missing[@]} > 0 )) && [[ "$DJANGO_SETTINGS_MODULE" != *production* ]]; then
+  sandbox=true
+fi
+
 # Before anything is migrated, queued or started: a port in use (this checkout's `make run`
 # already running, or another's) would stop every process halfway through start-up, and a second
 # checkout whose .env still names the first one's database would migrate it first.
 ports=("PORT=${PORT}")
-if [[ -z "${GOOGLE_ADS_REFRESH_TOKEN:-}" ]]; then
+if $sandbox; then
   ports+=("ADS_SANDBOX_GRPC_PORT=${ADS_SANDBOX_GRPC_PORT}" "ADS_SANDBOX_OAUTH_PORT=${ADS_SANDBOX_OAUTH_PORT}")
 fi
 for setting in "${ports[@]}"; do
@@ -49,19 +70,24 @@ MSG
   "from ads_sync.tasks import detect_gaps; detect_gaps.delay(trigger='beat')"
 echo "  Google Ads: gap detection queued; progress in the admin (Sync runs) and" \
   "${ADS_SYNC_OUTPUT_DIR:-./output}"
-# No real Google Ads refresh token (in .env or the environment): run the local sandbox API and
-# point web/worker/beat at it (.sandbox/env is read after .env, so it wins).
+# No Google Ads credentials (in .env or the environment), and not the production settings: run
+# the local sandbox API and point web/worker/beat at it (.sandbox/env is read after .env, so it
+# wins).
 processes=(web worker beat listener)
-if [[ -z "${GOOGLE_ADS_REFRESH_TOKEN:-}" ]]; then
+if $sandbox; then
   .venv/bin/python manage.py google_ads_sandbox --state-dir .sandbox --env-only \
     --grpc-port "${ADS_SANDBOX_GRPC_PORT}" --oauth-port "${ADS_SANDBOX_OAUTH_PORT}" \
     --env-file .sandbox/env >/dev/null
   dotenv_export .sandbox/env
-  echo "  Google Ads: no GOOGLE_ADS_REFRESH_TOKEN, using the local sandbox API (.sandbox/env)"
+  echo "  Google Ads: no credentials set, using the local sandbox API (.sandbox/env)"
   # The sandbox has no Google quota to protect: backfill two years in about a minute.
   export ADS_SYNC_MAX_QPS="${ADS_SYNC_MAX_QPS:-25}"
   echo
   processes+=(sandbox)
+elif (( ${#missing[@]} > 0 )); then
+  echo "  Google Ads: no credentials set, and no sandbox for the production settings: nothing" \
+    "is synced"
+  echo
 fi
 # The processes get the values exported above: honcho would read .env again with its own parser
 # (scripts/dotenv.sh says what it changed), so it is given no file.

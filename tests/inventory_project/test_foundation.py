@@ -43,7 +43,7 @@ from inventory_project.settings.base import (
 from tests.concurrency import both_look_first, run_at_once
 from tests.database import database_url
 from tests.inventory_project.conftest import serving
-from tests.processes import process_env
+from tests.processes import closed_port, process_env
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("inventory_project", "products", "ads_sync", "templates")
@@ -1081,12 +1081,36 @@ def test_ensure_services_passes_no_service_url_on_a_command_line(tmp_path) -> No
     assert [word for word in ("s3cret", "192.0.2.1") if word in arguments] == []
 
 
+GOOGLE_ADS_CREDENTIALS = {
+    "GOOGLE_ADS_CLIENT_ID": "client-id",
+    "GOOGLE_ADS_CLIENT_SECRET": "client-secret",
+    "GOOGLE_ADS_REFRESH_TOKEN": "refresh-token",
+    "GOOGLE_ADS_DEVELOPER_TOKEN": "developer-token",
+    "GOOGLE_ADS_CUSTOMER_IDS": "1234567890",
+}
+
+
+def _make_run(tmp_path: Path, dotenv: str) -> subprocess.CompletedProcess[str]:
+    """`make run` in a checkout of this one in `tmp_path` whose .env is `dotenv`, with no
+    GOOGLE_ADS_* variable from this process's environment."""
+    for name in ("Makefile", "scripts", "manage.py", ".venv", *PACKAGES):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / ".env").write_text(dotenv)
+    # -o install: this checkout's virtualenv is the one installed already.
+    return subprocess.run(
+        ["make", "--no-print-directory", "-o", "install", "run"],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("GOOGLE_ADS_")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 @pytest.mark.django_db
 def test_make_run_with_its_port_in_use_refuses_before_touching_the_database(tmp_path) -> None:
     """It created and migrated the database its .env names, then refused: a second checkout
     whose .env still names the first one's database migrated it with its own branch."""
-    for name in ("Makefile", "scripts", "manage.py", ".venv", *PACKAGES):
-        (tmp_path / name).symlink_to(ROOT / name)
     db = connection.settings_dict
     name = f"{db['NAME']}_second_checkout"
     with psycopg_connect(db) as admin:
@@ -1094,18 +1118,11 @@ def test_make_run_with_its_port_in_use_refuses_before_touching_the_database(tmp_
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        (tmp_path / ".env").write_text(
-            f"PORT={busy.getsockname()[1]}\n"
-            f"DATABASE_URL={database_url(name)}\n"
-            "GOOGLE_ADS_REFRESH_TOKEN=set-so-no-sandbox-ports-are-checked\n"
-        )
-        # -o install: this checkout's virtualenv is the one installed already.
-        done = subprocess.run(
-            ["make", "--no-print-directory", "-o", "install", "run"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
+        done = _make_run(
+            tmp_path,
+            f"PORT={busy.getsockname()[1]}\nDATABASE_URL={database_url(name)}\n"
+            # Real credentials, so that no sandbox ports are checked.
+            + "".join(f"{key}={value}\n" for key, value in GOOGLE_ADS_CREDENTIALS.items()),
         )
     with psycopg_connect(db) as admin:
         created = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
@@ -1113,3 +1130,40 @@ def test_make_run_with_its_port_in_use_refuses_before_touching_the_database(tmp_
     assert done.returncode != 0
     assert "is in use" in done.stderr, done.stderr
     assert created is None
+
+
+def test_make_run_with_some_google_ads_credentials_stops_naming_the_others(tmp_path) -> None:
+    """Without a refresh token it ran the sandbox, whatever else was set: with a deployment's
+    settings and credentials, the sandbox's rows landed in its database."""
+    given = ("GOOGLE_ADS_CLIENT_ID", "GOOGLE_ADS_REFRESH_TOKEN", "GOOGLE_ADS_CUSTOMER_IDS")
+    with socket.socket() as busy:  # so that, going on, it stops at its port check
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        done = _make_run(
+            tmp_path,
+            f"PORT={busy.getsockname()[1]}\n"
+            + "".join(f"{key}={GOOGLE_ADS_CREDENTIALS[key]}\n" for key in given),
+        )
+    assert done.returncode != 0
+    assert (
+        "make run: Google Ads credentials incomplete: set GOOGLE_ADS_CLIENT_SECRET, "
+        "GOOGLE_ADS_DEVELOPER_TOKEN too"
+    ) in done.stderr, done.stderr
+
+
+def test_make_run_with_the_production_settings_starts_no_sandbox(tmp_path) -> None:
+    """No credentials and the production settings: the sandbox would fill that database."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        done = _make_run(
+            tmp_path,
+            "DJANGO_SETTINGS_MODULE=inventory_project.settings.production\n"
+            f"SECRET_KEY={secrets.token_urlsafe(50)}\n"
+            f"PORT={closed_port()}\nADS_SANDBOX_GRPC_PORT={busy.getsockname()[1]}\n"
+            # Past its port check, it stops at the database.
+            f"DATABASE_URL=postgres://postgres@127.0.0.1:{CLOSED_PORT}/inventory\n",
+        )
+    assert done.returncode != 0
+    assert "ADS_SANDBOX_GRPC_PORT" not in done.stderr  # the sandbox's ports were not checked
+    assert "cannot reach PostgreSQL" in done.stderr, done.stderr
