@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Q
 
+from ads_sync.integrations import google_ads
 from ads_sync.models import AdsAccount, SyncDay
 
 # A pending/running day of an unfinished run is in flight and not planned again, unless it has
@@ -134,6 +135,10 @@ def backed_off_days(*, windows: list[Window], now: dt.datetime | None = None) ->
 
 
 def day_csv_path(*, output_dir: str | Path, customer_id: str, day: dt.date) -> Path:
+    """The day's file in `output_dir`; ValueError for a customer id that is not ten digits (as
+    the ledger keys it): it names the folder, and "../x" or a newline made another one."""
+    if google_ads.normalize_customer_id(customer_id) != customer_id:
+        raise ValueError(f"a customer id's folder is named by its ten digits: {customer_id!r}")
     return Path(output_dir) / customer_id / f"{day.isoformat()}.csv"
 
 

@@ -207,7 +207,25 @@ def detect_gaps(
     The runs this detection started itself (`own_runs`, cut short) do not count: their unsent
     days failed, and the next try plans them.
     """
-    first_try = dt.datetime.fromisoformat(since) if since else timezone.now()
+    # The arguments come from the broker, where any client may put a message, or from a
+    # periodic task's kwargs edited in the admin: a trigger that is none of the runs' went into
+    # the run's row (or failed its INSERT), a `since` that is no date and time stopped the task
+    # with a traceback.
+    if trigger not in SyncRun.Trigger.values:
+        logger.error(
+            "ads sync: detect_gaps refused: trigger %r is none of %s; nothing planned",
+            trigger,
+            ", ".join(SyncRun.Trigger.values),
+        )
+        return None
+    try:
+        first_try = dt.datetime.fromisoformat(since) if since else timezone.now()
+    except (TypeError, ValueError):
+        logger.error(
+            "ads sync: detect_gaps refused: since %r is not an ISO date and time; nothing planned",
+            since,
+        )
+        return None
     own = list(own_runs or [])
     if (
         since
@@ -262,12 +280,24 @@ def sync_day(self: Any, customer_id: str, date_iso: str, run_id: int) -> str:
     If the failure cannot be recorded either (PostgreSQL restarting), the task is tried again
     later (every SYNC_DAY_DATABASE_RETRY_S, for an hour): were it acknowledged as it is, its day
     would stay `running` and its run open for 12 hours, until a later plan took the day over.
+
+    The customer id is taken as the ledger keys it (ten digits, dashes allowed) and the date as
+    an ISO date; anything else is refused, logged, and nothing is written ("refused").
     """
-    day = dt.date.fromisoformat(date_iso)
+    # From the broker, where any client may put a message, or a periodic task's args typed in
+    # the admin: "12-3456-7890", " 1234567890\n" or "../../x" wrote ledger and metric rows, and
+    # a CSV folder, under the raw string, then failed with an IntegrityError and left the day
+    # `running`.
+    try:
+        customer_id = google_ads.normalize_customer_id(customer_id)
+        day = dt.date.fromisoformat(date_iso)
+    except (TypeError, ValueError) as exc:
+        logger.error("ads sync: sync_day refused (run %r): %s; nothing written", run_id, exc)
+        return "refused"
     try:
         return services.day_sync(customer_id=customer_id, day=day, run_id=run_id).state
     except Exception as exc:
-        logger.exception("ads sync: %s %s crashed", customer_id, date_iso)
+        logger.exception("ads sync: %s %s crashed", customer_id, day)
         try:
             services.day_fail(
                 customer_id=customer_id,
@@ -279,7 +309,7 @@ def sync_day(self: Any, customer_id: str, date_iso: str, run_id: int) -> str:
             logger.warning(
                 "ads sync: %s %s: the database is unreachable; the day is tried again in %s s",
                 customer_id,
-                date_iso,
+                day,
                 SYNC_DAY_DATABASE_RETRY_S,
             )
             close_old_connections()

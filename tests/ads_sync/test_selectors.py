@@ -157,3 +157,20 @@ def test_done_days_whose_csv_is_older_than_their_last_fetch_are_listed(tmp_path:
     windows = _windows(start=days[0], end=days[1])
     stale = selectors.done_days_needing_csv(windows=windows, output_dir=tmp_path, exclude=set())
     assert stale == [(CUSTOMERS[0], days[0])]
+
+
+@pytest.mark.parametrize(
+    "customer_id", ["../../../tmp/x", "1234567890\n", " 1234567890", "123-456-7890", "123456789"]
+)
+def test_a_day_file_is_never_named_after_a_customer_id_that_is_not_ten_digits(
+    tmp_path: Path, customer_id
+) -> None:
+    """The id names the file's folder: `../` put it outside the CSV folder, a newline in its
+    name."""
+    with pytest.raises(ValueError, match="ten digits"):
+        selectors.day_csv_path(output_dir=tmp_path, customer_id=customer_id, day=YESTERDAY)
+
+
+def test_a_day_file_is_in_its_accounts_folder(tmp_path: Path) -> None:
+    path = selectors.day_csv_path(output_dir=tmp_path, customer_id=CUSTOMERS[0], day=YESTERDAY)
+    assert path == tmp_path / CUSTOMERS[0] / "2025-02-28.csv"

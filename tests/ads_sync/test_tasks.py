@@ -312,6 +312,64 @@ def test_a_day_whose_failure_cannot_be_recorded_is_tried_again_not_left_running(
     assert (run.failed, run.finished_at is not None) == (1, True)
 
 
+@pytest.mark.parametrize(
+    "customer_id", ["../../../tmp/x", "1234567890\nx", "123456789", "12345678901", "", None]
+)
+def test_sync_day_refuses_a_customer_id_that_is_not_ten_digits_and_writes_nothing(
+    customer_id, tmp_path: Path, caplog
+) -> None:
+    """A message put on the queue by hand (or a periodic task's args typed in the admin) wrote
+    ledger and metric rows and a CSV folder under the raw string, then failed with an
+    IntegrityError and left the day `running`."""
+    run = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=1)
+    with caplog.at_level(logging.ERROR, logger="ads_sync.tasks"):
+        assert tasks.sync_day(customer_id, "2025-01-10", run.pk) == "refused"
+    assert "sync_day refused" in caplog.text
+    assert (SyncDay.objects.count(), CampaignDayMetric.objects.count()) == (0, 0)
+    assert not AdsAccount.objects.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("date_iso", ["2025-13-01", "yesterday", "", 20250110, None])
+def test_sync_day_refuses_a_date_that_is_not_one_and_writes_nothing(
+    date_iso, tmp_path: Path
+) -> None:
+    """It stopped with fromisoformat's traceback."""
+    run = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=1)
+    assert tasks.sync_day("1111111111", date_iso, run.pk) == "refused"
+    assert not SyncDay.objects.exists()
+
+
+@pytest.mark.parametrize("customer_id", ["12-3456-7890", " 1234567890\n"])
+def test_a_sync_day_takes_a_customer_id_as_the_ledger_keys_it(
+    ads_sandbox, customer_id, tmp_path: Path
+) -> None:
+    day = dt.date(2025, 1, 10)
+    run = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=1)
+    SyncDay.objects.create(customer_id="1234567890", date=day, run=run)
+
+    assert tasks.sync_day(customer_id, day.isoformat(), run.pk) == SyncDay.State.DONE
+
+    assert list(SyncDay.objects.values_list("customer_id", "state")) == [
+        ("1234567890", SyncDay.State.DONE)
+    ]
+    assert set(CampaignDayMetric.objects.values_list("customer_id", flat=True)) <= {"1234567890"}
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["1234567890"]
+    assert (tmp_path / "1234567890" / "2025-01-10.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("trigger", "since"), [("beat", "yesterday"), ("beat", 5), ("x" * 40, None), ("manual", None)]
+)
+def test_detect_gaps_refuses_a_trigger_or_since_it_cannot_take_and_plans_nothing(
+    trigger, since, caplog
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="ads_sync.tasks"):
+        assert tasks.detect_gaps(trigger=trigger, since=since) is None
+    assert "detect_gaps refused" in caplog.text
+    assert not SyncRun.objects.exists()
+
+
 def test_a_csv_that_cannot_be_written_fails_the_day_without_counting_toward_its_backoff(
     ads_sandbox, tmp_path: Path
 ) -> None:
