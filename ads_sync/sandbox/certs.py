@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,14 +57,20 @@ def ensure_certificate(state_dir: Path, host: str = "127.0.0.1") -> CertPaths:
         .sign(key, hashes.SHA256())
     )
     tmp_key = paths.key.with_suffix(".tmp")
-    tmp_key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+    # Only its owner may read the key from the moment the file exists: written and then made
+    # 0600, it was readable by everyone in between under the usual umask (022). A leftover
+    # with a wider mode is narrowed before the write; a symbolic link is not followed.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(tmp_key, flags, 0o600), "wb") as handle:
+        if os.fstat(handle.fileno()).st_mode & 0o077:
+            os.fchmod(handle.fileno(), 0o600)
+        handle.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
         )
-    )
-    tmp_key.chmod(0o600)
     tmp_key.replace(paths.key)
     tmp_cert = paths.cert.with_suffix(".tmp")
     tmp_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

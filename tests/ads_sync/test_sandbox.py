@@ -16,8 +16,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from ads_sync.integrations import google_ads
-from ads_sync.sandbox import data
+from ads_sync.sandbox import certs, data
 from ads_sync.sandbox.server import FAULT_KINDS
+from tests.files import refuse_chmod, umask
 
 
 def _post_form(url: str, form: dict[str, str]) -> tuple[int, dict[str, str]]:
@@ -198,3 +199,21 @@ def test_command_says_why_it_cannot_start(tmp_path):
                 port,
                 stdout=io.StringIO(),
             )
+
+
+def test_the_sandboxs_private_key_is_never_readable_by_others(tmp_path, monkeypatch) -> None:
+    """Written, then made 0600: readable by everyone in between under umask 022. Created 0600,
+    it needs no chmod (refused here) and is 0600 whatever the umask (0 here)."""
+    refuse_chmod(monkeypatch)
+    with umask(0):
+        paths = certs.ensure_certificate(tmp_path)
+    assert paths.key.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_leftover_key_file_others_could_read_is_narrowed_before_the_write(tmp_path) -> None:
+    """A write cut short left `sandbox-key.tmp`, maybe with a wider mode: the key goes into it
+    only once only its owner may read it."""
+    (tmp_path / "sandbox-key.tmp").write_text("")
+    (tmp_path / "sandbox-key.tmp").chmod(0o644)
+    paths = certs.ensure_certificate(tmp_path)
+    assert paths.key.stat().st_mode & 0o777 == 0o600

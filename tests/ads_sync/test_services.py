@@ -5,7 +5,6 @@ import csv
 import datetime as dt
 import errno
 import os
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from ads_sync import locks, selectors, services
 from ads_sync.integrations import google_ads
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 from ads_sync.sandbox import data
+from tests.files import umask
 
 from .factories import campaign_day
 
@@ -210,20 +210,11 @@ def test_a_day_this_run_already_settled_is_not_synced_again(tmp_path: Path) -> N
     assert SyncDay.objects.get(customer_id=CUSTOMER, date=DAY).attempts == 0
 
 
-@contextlib.contextmanager
-def _umask(mask: int) -> Iterator[None]:
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
-@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
-def test_a_new_csv_file_has_the_mode_the_umask_gives(tmp_path: Path, umask, mode) -> None:
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_a_new_csv_file_has_the_mode_the_umask_gives(tmp_path: Path, mask, mode) -> None:
     """It was 0644 whatever the umask: a deployment that keeps its files from other users (027,
     077) had every day's figures readable by all."""
-    with _umask(umask):
+    with umask(mask):
         path = services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
     assert path.stat().st_mode & 0o777 == mode
 
@@ -231,7 +222,7 @@ def test_a_new_csv_file_has_the_mode_the_umask_gives(tmp_path: Path, umask, mode
 def test_a_csv_file_written_again_keeps_its_mode(tmp_path: Path) -> None:
     path = services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
     path.chmod(0o640)
-    with _umask(0o022):
+    with umask(0o022):
         services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
     assert path.stat().st_mode & 0o777 == 0o640
 

@@ -3,6 +3,7 @@ once, with the periodic tasks, demo products in an empty catalogue and a demo ad
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,7 @@ class Command(DatabaseCommand):
             self.stdout.write(self.style.SUCCESS(f"created demo admin user {username!r}"))
             self.stdout.write(f"admin login: {username} / {password}")
             if username == DEFAULT_USERNAME:
-                PASSWORD_FILE.write_text(password + "\n")
-                PASSWORD_FILE.chmod(0o600)
+                _write_owner_only(PASSWORD_FILE, password + "\n")
             else:  # the file keeps the default admin's, which `make run` prints
                 self.stdout.write(f"(not kept in {PASSWORD_FILE.name}: note it now)")
             return
@@ -74,3 +74,17 @@ class Command(DatabaseCommand):
                 f"{PASSWORD_FILE.name} does not hold; set one with "
                 f"`scripts/manage.sh changepassword {username}`"
             )
+
+
+def _write_owner_only(path: Path, text: str) -> None:
+    """Write `text` to `path`, a file only its owner may read from the moment it exists.
+
+    Written with open() and then made 0600, it was readable by everyone in between under the
+    usual umask (022). A file that was there with a wider mode is narrowed before the write,
+    and a symbolic link is not followed (OSError): the password would go where it points.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(path, flags, 0o600), "w") as handle:
+        if os.fstat(handle.fileno()).st_mode & 0o077:
+            os.fchmod(handle.fileno(), 0o600)
+        handle.write(text)

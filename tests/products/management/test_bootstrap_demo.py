@@ -8,6 +8,7 @@ from django.core.management import CommandError, call_command
 from inventory_project.management.commands import bootstrap_demo
 from products.models import Product
 from tests.concurrency import run_at_once
+from tests.files import refuse_chmod, umask
 from tests.products.conftest import ProductFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -84,3 +85,32 @@ def test_two_bootstraps_at_once_seed_once_and_both_succeed(django_user_model) ->
     assert errors == []
     assert Product.objects.count() == bootstrap_demo.DEMO_PRODUCTS
     assert django_user_model.objects.filter(username="admin").count() == 1
+
+
+def test_the_kept_password_is_never_readable_by_others(monkeypatch) -> None:
+    """Written, then made 0600: readable by everyone in between under umask 022. Created 0600,
+    it needs no chmod (refused here) and is 0600 whatever the umask (0 here)."""
+    ProductFactory()
+    refuse_chmod(monkeypatch)
+    with umask(0):
+        _bootstrap()
+    assert bootstrap_demo.PASSWORD_FILE.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_kept_password_file_others_could_read_is_narrowed_before_the_write() -> None:
+    ProductFactory()
+    bootstrap_demo.PASSWORD_FILE.write_text("an earlier checkout's\n")
+    bootstrap_demo.PASSWORD_FILE.chmod(0o644)
+    _bootstrap()
+    assert bootstrap_demo.PASSWORD_FILE.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_password_is_not_written_through_a_symbolic_link(tmp_path) -> None:
+    """A link put where the file goes would have had the password written where it points."""
+    ProductFactory()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("")
+    bootstrap_demo.PASSWORD_FILE.symlink_to(elsewhere)
+    with pytest.raises(OSError, match="symbolic links"):  # ELOOP: O_NOFOLLOW
+        _bootstrap()
+    assert elsewhere.read_text() == ""
