@@ -9,10 +9,15 @@ such connections held all eight threads of two workers, and /healthz waited with
 Here a thread that reads a request waits at most `read_timeout` seconds (GUNICORN_READ_TIMEOUT_S,
 handed over by gunicorn.conf.py) for each piece of it, the head or the body, whoever reads it
 (gunicorn's parser, a WSGI layer, Django). A client silent that long is dropped: one line in the
-log, no answer, no traceback. A connection kept alive between requests waits in the poller as
-before, for the keep-alive time; a slow upload that keeps sending is not cut short. A client that
-sends a byte now and then is not stopped by any per-read timeout: that is the buffering proxy's
-job (README, "Deploying").
+log, no answer, no traceback. The limit is the kernel's (SO_RCVTIMEO, set once per connection),
+not Python's socket timeout: set around each read, that one added two switches of the socket's
+mode and a poll to every read, each a system call that lets go of the GIL, which another thread
+of a busy worker may then hold for up to sys.getswitchinterval().
+
+A connection kept alive between requests waits in the poller as before, for the keep-alive
+time; a slow upload that keeps sending is not cut short. A client that sends a byte now and
+then is not stopped by any per-read timeout: that is the buffering proxy's job (README,
+"Deploying").
 
 Only plain HTTP/1.x connections are bounded, which is what gunicorn serves here (TLS ends at the
 proxy in front): with TLS or HTTP/2 configured, gunicorn builds those connections itself.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 from typing import Any
 
 from gunicorn import http
@@ -41,25 +47,21 @@ class ClientIdle(BaseException):
 
 
 class _Reads:
-    """What a connection's parser reads from: its socket, each wait for data bounded."""
+    """What a connection's parser reads from: its socket, whose reads the kernel bounds."""
 
-    def __init__(self, sock: socket.socket, timeout: float) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.timeout = timeout
 
     def recv(self, size: int) -> bytes:
-        sock = self.sock
-        if sock.gettimeout() is not None:
-            # gunicorn's own bounded read (draining an unread body with its deadline): its
-            # timeout, and its handling of it.
-            return sock.recv(size)
-        sock.settimeout(self.timeout)
         try:
-            return sock.recv(size)
-        except TimeoutError:
-            raise ClientIdle from None
-        finally:
-            sock.settimeout(None)  # blocking again, as gthread left it: its writes are its own
+            return self.sock.recv(size)
+        except BlockingIOError:
+            # A blocking socket's recv ends this way only when SO_RCVTIMEO's time has passed
+            # (gunicorn's own bounded reads, draining an unread body, set a Python timeout:
+            # theirs is a TimeoutError, and theirs to handle).
+            if self.sock.gettimeout() is None:
+                raise ClientIdle from None
+            raise
 
     # gunicorn's parser sets and restores a timeout around such a drain.
     def gettimeout(self) -> float | None:
@@ -78,10 +80,15 @@ class ThreadWorker(gthread.ThreadWorker):
 
     def handle(self, conn: Any) -> Any:
         if conn.parser is None and self.read_timeout > 0 and self._plain_http(conn):
-            # What TConn.init() makes for such a connection, reading through _Reads.
-            conn.parser = http.get_parser(
-                self.cfg, _Reads(conn.sock, self.read_timeout), conn.client
+            # What TConn.init() makes for such a connection, reading through _Reads; the
+            # socket's blocking reads end after read_timeout (setblocking leaves this alone).
+            seconds, fraction = divmod(self.read_timeout, 1)
+            conn.sock.setsockopt(
+                socket.SOL_SOCKET,
+                socket.SO_RCVTIMEO,
+                struct.pack("ll", int(seconds), int(fraction * 1_000_000)),
             )
+            conn.parser = http.get_parser(self.cfg, _Reads(conn.sock), conn.client)
         try:
             return super().handle(conn)
         except ClientIdle:
