@@ -19,6 +19,13 @@ time; a slow upload that keeps sending is not cut short. A client that sends a b
 then is not stopped by any per-read timeout: that is the buffering proxy's job (README,
 "Deploying").
 
+A connection that is not kept alive is closed as gthread closes it (RFC 9112, 9.6: the write
+side first, then what the client still sends read and dropped until it closes, for 2 s at
+most), but without waiting in the worker's main loop: gthread waited there for each such
+client, so clients that read their `Connection: close` answer and kept the socket open held up
+every other connection, accepting included (20 of them: /healthz waited 40 s). Here the
+socket waits in the poller with the kept-alive ones.
+
 Only plain HTTP/1.x connections are bounded, which is what gunicorn serves here (TLS ends at the
 proxy in front): with TLS or HTTP/2 configured, gunicorn builds those connections itself.
 """
@@ -26,8 +33,11 @@ proxy in front): with TLS or HTTP/2 configured, gunicorn builds those connection
 from __future__ import annotations
 
 import contextlib
+import selectors
 import socket
 import struct
+import time
+from functools import partial
 from typing import Any
 
 from gunicorn import http
@@ -72,11 +82,65 @@ class _Reads:
 
 
 class ThreadWorker(gthread.ThreadWorker):
-    """gthread, dropping a client that goes quiet in the middle of a request."""
+    """gthread, dropping a client that goes quiet in the middle of a request, and closing
+    connections without waiting for their clients in its main loop."""
 
     # Seconds; gunicorn.conf.py sets it from GUNICORN_READ_TIMEOUT_S (post_worker_init).
     # 0: no limit, as gthread.
     read_timeout: float = 0
+    # How long a closing connection waits for its client to close, as gthread's close_graceful.
+    LINGER_S = 2.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Closing sockets (write side shut), and when each is closed at the latest.
+        self._lingering: dict[socket.socket, float] = {}
+
+    def enqueue_req(self, conn: Any) -> None:
+        # gthread's finish_request (its main loop) closes a connection that is not kept alive
+        # with conn.close(graceful=True): this connection's close lingers in the poller instead.
+        if "close" not in vars(conn):
+            conn.close = partial(self._close, conn)
+        super().enqueue_req(conn)
+
+    def _close(self, conn: Any, graceful: bool = False) -> None:
+        if not graceful:
+            gthread.TConn.close(conn)
+            return
+        sock = conn.sock
+        try:
+            sock.setblocking(False)
+            sock.shutdown(socket.SHUT_WR)
+            self.poller.register(sock, selectors.EVENT_READ, self._lingering_readable)
+        except (OSError, ValueError, KeyError):
+            gthread.TConn.close(conn)  # already shut (a dropped client) or gone
+            return
+        self._lingering[sock] = time.monotonic() + self.LINGER_S
+
+    def _lingering_readable(self, sock: socket.socket) -> None:
+        try:
+            if sock.recv(65536):
+                return  # dropped; the client may send more, until its time is up
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        self._closed(sock)  # the client closed (or the connection broke)
+
+    def _closed(self, sock: socket.socket) -> None:
+        del self._lingering[sock]
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            self.poller.unregister(sock)
+        with contextlib.suppress(OSError):
+            sock.close()
+
+    def murder_keepalived(self, force: bool = False) -> None:
+        # Called by the main loop at least once a second, and with force=True as it ends.
+        super().murder_keepalived(force)
+        now = time.monotonic()
+        for sock, deadline in list(self._lingering.items()):
+            if force or deadline <= now:
+                self._closed(sock)
 
     def handle(self, conn: Any) -> Any:
         if conn.parser is None and self.read_timeout > 0 and self._plain_http(conn):
@@ -97,8 +161,7 @@ class ThreadWorker(gthread.ThreadWorker):
                 _address(conn.client),
                 self.read_timeout,
             )
-            # gthread closes it gracefully, waiting up to 2 s (in its main loop) for the client
-            # to close first; a client that sends nothing would make it wait them out.
+            # No lingering close for a client that sends nothing: shut both ways now.
             with contextlib.suppress(OSError):
                 conn.sock.shutdown(socket.SHUT_RDWR)
             return False

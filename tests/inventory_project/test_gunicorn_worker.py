@@ -118,3 +118,19 @@ def test_an_upload_of_the_largest_body_sent_slowly_is_read_whole() -> None:
     assert answer.startswith(b"HTTP/1.1 201 "), answer[:300]
     created = json.loads(answer.partition(b"\r\n\r\n")[2])
     assert Product.objects.get(pk=created["id"]).name == "Slow upload"
+
+
+def test_clients_that_keep_a_closed_connection_open_hold_up_no_other_client() -> None:
+    """gthread closed a connection that was not kept alive in its main loop, waiting up to 2 s
+    for the client to close too: twelve clients that read their `Connection: close` answer and
+    kept the socket open held up accepting for about 24 s. The probe's 10 s wait would fail."""
+    with serving(**SMALL) as port:
+        held = [_connect(port, _healthz()) for _ in range(12)]
+        try:
+            answers = [_answer(sock) for sock in held]  # each answered, then its FIN
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as probe:
+                assert _status(probe, _healthz()) == 200
+        finally:
+            for sock in held:
+                sock.close()
+    assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers)
