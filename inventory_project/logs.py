@@ -102,6 +102,15 @@ class WithoutCredentials(logging.Filter):
 
         try:
             message = record.getMessage()
+        except Exception:
+            # Arguments that do not fit the message: the handler would print both as they are
+            # (logging's handleError). The line says so, without the credentials.
+            try:
+                message = f"unformattable log line: {record.msg!r} % {record.args!r}"
+            except Exception:
+                message = "unformattable log line"
+            record.msg, record.args = message, ()
+        try:
             if google_ads.may_hold_credentials(message):
                 record.msg, record.args = google_ads.without_credentials(message), ()
             if record.exc_info and not record.exc_text:
@@ -112,7 +121,7 @@ class WithoutCredentials(logging.Filter):
             if record.stack_info and google_ads.may_hold_credentials(record.stack_info):
                 record.stack_info = google_ads.without_credentials(record.stack_info)
         except Exception:  # noqa: S110 (a filter that raises would raise in the logging call)
-            pass  # a message its arguments do not fit: the handler says so, as without a filter
+            pass
         return True
 
 

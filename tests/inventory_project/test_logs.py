@@ -83,3 +83,16 @@ def test_a_line_without_credentials_is_let_through_as_it_is(monkeypatch) -> None
     )
     assert logs.WithoutCredentials().filter(record)
     assert (record.msg, record.args) == ("Not Found: %s", ("/x",))
+
+
+@pytest.mark.usefixtures("credentials")
+def test_a_line_whose_arguments_do_not_fit_is_written_without_the_credentials(logged) -> None:
+    """The filter let such a record through as it was, and logging's handleError printed its
+    message and arguments as they were, the refresh token among them."""
+    logging.getLogger("ads_sync").warning(
+        "token refresh answered %s", f"refresh_token={REFRESH_TOKEN}", 5
+    )
+
+    text = logged.getvalue()
+    assert REFRESH_TOKEN not in text
+    assert "unformattable log line: 'token refresh answered %s'" in text
