@@ -10,7 +10,7 @@ from .base import SECRET_KEY, env_bool, env_int, require_secret_key
 DEBUG = False
 SECRET_KEY = require_secret_key(SECRET_KEY)
 
-# The proxy terminates TLS and says so in X-Forwarded-Proto, which the outermost WSGI layer
+# The proxy terminates TLS and says so in X-Forwarded-Proto, which a WSGI layer ahead of Django
 # (inventory_project.forwarded) removes unless the peer is in FORWARDED_ALLOW_IPS: Django alone
 # would believe it from any client.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
