@@ -72,6 +72,17 @@ QUERY_NAMES = {
 }
 # A page answered but not stored (see _lookup): a miss with nowhere to store it.
 NOT_STORED = cache.Lookup(entry=None, slot=None)
+# The numbers' one spelling a page is stored under (or empty). The views also take others
+# (leading zeros and spaces, `100.000`), each of which was an entry of its own.
+_INTEGER = re.compile(r"(?:0|[1-9][0-9]*)?\Z")
+_PRICE = re.compile(r"(?:(?:0|[1-9][0-9]*)(?:\.[0-9]{1,2})?)?\Z")
+STORED_SPELLINGS = {
+    "page": _INTEGER,
+    "limit": _INTEGER,
+    "after_id": _INTEGER,
+    "min_price": _PRICE,
+    "max_price": _PRICE,
+}
 
 
 def _lookup(path: str, query_string: str, host: str, scheme: str) -> cache.Lookup | None:
@@ -103,6 +114,11 @@ def _lookup(path: str, query_string: str, host: str, scheme: str) -> cache.Looku
         # (20 KB per 100-byte request), and at maxmemory every write failed, the rate-limit
         # counters' too. A lookup with nowhere to store is a miss for every layer.
         return NOT_STORED
+    for name, value in params:
+        spelling = STORED_SPELLINGS.get(name)
+        if spelling is not None and not spelling.match(value):
+            # `limit=0100`, `limit=%20100`, ...: the same page under ever more keys.
+            return NOT_STORED
     return cache.page_lookup(path, host=host, scheme=scheme, params=params)
 
 
