@@ -157,6 +157,17 @@ def _charset(parser_context: Any) -> str:
     return str(parsers.get_encoding(parser_context or {}))  # type: ignore[attr-defined]
 
 
+def charset_refusal(charset: str) -> str | None:
+    """The 400's message for a charset that is no text encoding, the parsers' (`_charset`)
+    word for word; None for a text encoding. For the layers that refuse one before Django reads
+    the request (inventory_project/request_body.py)."""
+    try:
+        _charset({"encoding": charset})
+    except ParseError as exc:
+        return str(exc.detail)
+    return None
+
+
 def _once_each(data: QueryDict) -> QueryDict:
     """The form's fields, each given once: as in JSON (load_json), a field given twice is a
     400 naming it (DRF took the last)."""

@@ -19,17 +19,26 @@ A body with a content coding (`Content-Encoding: gzip`) is refused here too, wit
 `Accept-Encoding: identity` (RFC 9110, 15.5.16; RFC 7694): nothing below decodes it, so gzip
 reached the parser as bytes ("JSON parse error ... byte 0x8b"), and a plain body labelled gzip
 was taken as it was.
+
+So is a Content-Type whose charset is a codec Python knows but no text encoding (`rot13`, `hex`,
+`bz2_codec`), with the API parsers' 400 naming it: Django takes it as the request's encoding and
+decodes the query string and a multipart form with it, a LookupError, a 500 (a GET's raised
+while Django builds the request, where no handler runs). A charset Python does not know is left
+to Django, which reads UTF-8 instead.
 """
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
+from django.utils.http import parse_header_parameters
 
+from inventory_project.parsers import charset_refusal
 from products.api.errors import API_PREFIX, body_too_large, error_body
 
 StartResponse = Callable[..., Any]
@@ -54,6 +63,9 @@ class ChunkedBodyApp:
                 "uncompressed.",
                 [("Accept-Encoding", "identity")],
             )
+        bad_charset = _no_text_charset(environ)
+        if bad_charset is not None:
+            return _refuse(environ, start_response, "400 Bad Request", "parse_error", bad_charset)
         if encoding is None:
             if _declared_too_large(environ):
                 return _refuse(
@@ -110,6 +122,22 @@ def _declared_too_large(environ: dict[str, Any]) -> bool:
         return int(environ.get("CONTENT_LENGTH") or 0) > limit
     except ValueError:  # gunicorn refuses such a header before the app; Django reads it as 0
         return False
+
+
+def _no_text_charset(environ: dict[str, Any]) -> str | None:
+    """The refusal of the Content-Type's charset, if Django would take it as the request's
+    encoding (as HttpRequest._set_content_type_params does) and it is no text encoding."""
+    content_type = environ.get("CONTENT_TYPE", "")
+    if "charset" not in content_type.lower():
+        return None
+    charset = parse_header_parameters(content_type)[1].get("charset")
+    if charset is None:
+        return None
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        return None
+    return charset_refusal(charset)
 
 
 def _has_body(environ: dict[str, Any]) -> bool:

@@ -4,7 +4,8 @@ request goes through in this order, the ones that answer some requests handing o
 1. `head.HeadWithoutBodyApp`: a HEAD answer keeps GET's headers and loses its body.
 2. `forwarded.TrustedProtoApp`: X-Forwarded-Proto is dropped unless a trusted proxy sent it.
 3. `request_body.ChunkedBodyApp`: a chunked body is read and given the Content-Length every
-   layer below reads it by; a body too large, or coded otherwise, is refused.
+   layer below reads it by; a body too large or coded otherwise, and a charset that is no text
+   encoding, are refused.
 4. `products.api.fast_path.CachedReadsApp`: cache hits of anonymous JSON product reads.
 5. `products.api.fast_reads.ProductPagesApp`: the list and search pages the cache did not hold.
 6. `products.api.fast_writes.ProductUpdateApp`: plain token updates of one product.

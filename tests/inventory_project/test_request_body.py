@@ -167,14 +167,26 @@ def test_gunicorn_hands_a_chunked_patch_to_the_api_whole(gunicorn: int, token: s
     assert product.price == Decimal("77.77")
 
 
-def _post(path: str, body: io.BytesIO, length: int, content_type: str) -> tuple[int, str, bytes]:
+def _call(
+    method: str,
+    path: str,
+    content_type: str,
+    body: bytes | io.BytesIO = b"",
+    query: str = "",
+    **extra: str,
+) -> tuple[int, str, bytes]:
+    """The WSGI application's status, Content-Type and body for a request with a
+    Content-Length (that of `body`, unless `extra` says otherwise)."""
+    stream = body if isinstance(body, io.BytesIO) else io.BytesIO(body)
     env: dict[str, Any] = {
-        "REQUEST_METHOD": "POST",
+        "REQUEST_METHOD": method,
         "PATH_INFO": path,
+        "QUERY_STRING": query,
         "HTTP_HOST": "testserver",
         "CONTENT_TYPE": content_type,
-        "CONTENT_LENGTH": str(length),
-        "wsgi.input": body,
+        "CONTENT_LENGTH": str(len(stream.getvalue())),
+        "wsgi.input": stream,
+        **extra,
     }
     setup_testing_defaults(env)
     captured: dict[str, Any] = {}
@@ -184,6 +196,10 @@ def _post(path: str, body: io.BytesIO, length: int, content_type: str) -> tuple[
 
     content = b"".join(application(env, start_response))
     return captured["status"], captured["headers"]["Content-Type"], content
+
+
+def _post(path: str, body: io.BytesIO, length: int, content_type: str) -> tuple[int, str, bytes]:
+    return _call("POST", path, content_type, body, CONTENT_LENGTH=str(length))
 
 
 @pytest.mark.parametrize("path", ["/admin/login/", "/api-auth/login/"])
@@ -210,3 +226,75 @@ def test_a_login_form_within_the_limit_is_still_read() -> None:
     )
     assert status == 403  # past the size check, to Django's CSRF check (no cookie)
     assert b"CSRF" in content
+
+
+CSRF_SECRET = "abcdefghijklmnopqrstuvwxyzABCDEF"
+# A login form as a browser sends it, CSRF cookie and Origin included: CSRF reads the form.
+LOGIN_FORM = (
+    b"--b\r\nContent-Disposition: form-data; name=username\r\n\r\nnobody\r\n"
+    b"--b\r\nContent-Disposition: form-data; name=password\r\n\r\nwrong\r\n"
+    b"--b\r\nContent-Disposition: form-data; name=csrfmiddlewaretoken\r\n\r\n"
+    + CSRF_SECRET.encode()
+    + b"\r\n--b--\r\n"
+)
+BROWSER = {"HTTP_COOKIE": f"csrftoken={CSRF_SECRET}", "HTTP_ORIGIN": "http://testserver"}
+
+
+def get_login_page(charset: str) -> tuple[int, str, bytes]:
+    return _call("GET", "/admin/login/", f"text/plain{charset}", query="next=/admin/")
+
+
+def post_login_form(charset: str) -> tuple[int, str, bytes]:
+    content_type = f"multipart/form-data; boundary=b{charset}"
+    return _call("POST", "/admin/login/", content_type, LOGIN_FORM, **BROWSER)
+
+
+def search(charset: str) -> tuple[int, str, bytes]:
+    return _call("GET", "/api/products/search", f"text/plain{charset}", query="name=anvil")
+
+
+@pytest.mark.parametrize("send", [get_login_page, post_login_form])
+def test_a_charset_that_is_no_text_encoding_is_a_400_naming_it_outside_the_api(send) -> None:
+    """Django keeps any codec Python knows as the request's encoding and decodes the query
+    string and a multipart form with it: a LookupError, a 500 (under gunicorn, the GET's raised
+    where no handler runs)."""
+    status, content_type, content = send("; charset=rot13")
+
+    assert (status, content_type) == (400, "text/plain; charset=utf-8")
+    assert content == b'Unsupported charset "rot13" in request Content-Type header.'
+
+
+@pytest.mark.parametrize("fast_reads", [True, False])
+@pytest.mark.parametrize("charset", ["hex", "HEX", '"hex"', "bz2_codec"])
+def test_a_charset_that_is_no_text_encoding_is_the_apis_400_naming_it(
+    settings, fast_reads: bool, charset: str
+) -> None:
+    settings.PRODUCT_FAST_READS = fast_reads
+    status, content_type, content = search(f"; charset={charset}")
+
+    assert (status, content_type) == (400, "application/json")
+    error = json.loads(content)["error"]
+    assert error["code"] == "parse_error"
+    assert error["message"] == (
+        f'Unsupported charset "{charset.strip(chr(34))}" in request Content-Type header.'
+    )
+
+
+@pytest.mark.parametrize("charset", ["; charset=utf-8", "; charset=latin-1", ""])
+def test_a_text_charset_or_none_still_reaches_the_views(charset: str) -> None:
+    ProductFactory(name="anvil")
+    status, _, content = search(charset)
+    assert status == 200
+    assert [p["name"] for p in json.loads(content)["results"]] == ["anvil"]
+
+    assert get_login_page(charset)[0] == 200
+    status, _, content = post_login_form(charset)
+    assert status == 200  # past CSRF, which read the form, to the login's own answer
+    assert b"Please enter the correct username" in content
+
+
+def test_a_charset_python_does_not_know_is_read_as_utf8() -> None:
+    """As Django and the parsers do (tests/inventory_project/test_parsers.py)."""
+    ProductFactory(name="anvil")
+    assert search("; charset=nonesuch")[0] == 200
+    assert get_login_page("; charset=nonesuch")[0] == 200
