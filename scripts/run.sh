@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: check its ports, prepare the database once, then web, worker, beat, the cache
-# listener and (without Google Ads credentials, unless the settings are production's) the API
-# sandbox under one process manager.
+# listener and (without Google Ads credentials, and with DEBUG on) the API sandbox under one
+# process manager.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Every step reads .env as the processes do (they get these exported values): the database it
@@ -16,9 +16,9 @@ export ADS_SANDBOX_GRPC_PORT="${ADS_SANDBOX_GRPC_PORT:-50051}"
 export ADS_SANDBOX_OAUTH_PORT="${ADS_SANDBOX_OAUTH_PORT:-8089}"
 
 # The local sandbox API stands in for Google Ads only when none of its credentials is set and
-# the settings are not production's (a module named so): it took over whenever the refresh
-# token was missing, and the sandbox's rows landed in the database of a deployment's settings
-# and credentials. Some set and others not is a mistake: stop before anything starts.
+# the settings have DEBUG on: it took over whenever the refresh token was missing, and the
+# sandbox's rows landed in the database of a deployment's settings and credentials. Some set
+# and others not is a mistake: stop before anything starts.
 credentials=(GOOGLE_ADS_CLIENT_ID GOOGLE_ADS_CLIENT_SECRET GOOGLE_ADS_REFRESH_TOKEN
   GOOGLE_ADS_DEVELOPER_TOKEN GOOGLE_ADS_CUSTOMER_IDS)
 missing=()
@@ -31,7 +31,14 @@ if (( ${#missing[@]} > 0 && ${#missing[@]} < ${#credentials[@]} )); then
   echo "make run: Google Ads credentials incomplete: set ${named%, } too (in .env or the" \
     "environment), or none of them for the local sandbox API." >&2
   exit 1
-elif (( ${#missing[@]} > 0 )) && [[ "$DJANGO_SETTINGS_MODULE" != *production* ]]; then
+fi
+# Demo data and the sandbox are for a development database, which is one whose settings have
+# DEBUG on (local's, unless DEBUG=false): Django says, whatever the module is named. A module
+# that cannot be loaded stops here, before anything is migrated; any answer but True is off.
+debug=$(.venv/bin/python manage.py shell --no-imports -c \
+  "from django.conf import settings; print(settings.DEBUG is True)")
+if [[ "$debug" == True ]]; then debug=true; else debug=false; fi
+if (( ${#missing[@]} > 0 )) && $debug; then
   sandbox=true
 fi
 
@@ -52,7 +59,11 @@ done
 
 scripts/migrate.sh
 .venv/bin/python manage.py collectstatic --noinput --verbosity 0
-.venv/bin/python manage.py bootstrap_demo
+if $debug; then
+  .venv/bin/python manage.py bootstrap_demo
+else
+  echo "make run: DEBUG is off in ${DJANGO_SETTINGS_MODULE}: no demo products and no demo admin user."
+fi
 
 cat <<MSG
 
@@ -70,7 +81,7 @@ MSG
   "from ads_sync.tasks import detect_gaps; detect_gaps.delay(trigger='beat')"
 echo "  Google Ads: gap detection queued; progress in the admin (Sync runs) and" \
   "${ADS_SYNC_OUTPUT_DIR:-./output}"
-# No Google Ads credentials (in .env or the environment), and not the production settings: run
+# No Google Ads credentials (in .env or the environment), and DEBUG on: run
 # the local sandbox API and point web/worker/beat at it (.sandbox/env is read after .env, so it
 # wins).
 processes=(web worker beat listener)
@@ -85,8 +96,7 @@ if $sandbox; then
   echo
   processes+=(sandbox)
 elif (( ${#missing[@]} > 0 )); then
-  echo "  Google Ads: no credentials set, and no sandbox for the production settings: nothing" \
-    "is synced"
+  echo "  Google Ads: no credentials set, and no sandbox with DEBUG off: nothing is synced"
   echo
 fi
 # The processes get the values exported above: honcho would read .env again with its own parser

@@ -40,6 +40,7 @@ from inventory_project.settings.base import (
     env_rate,
     env_time_of_day,
 )
+from products.models import Product
 from tests.concurrency import both_look_first, run_at_once
 from tests.database import database_url
 from tests.inventory_project.conftest import serving
@@ -1167,3 +1168,44 @@ def test_make_run_with_the_production_settings_starts_no_sandbox(tmp_path) -> No
     assert done.returncode != 0
     assert "ADS_SANDBOX_GRPC_PORT" not in done.stderr  # the sandbox's ports were not checked
     assert "cannot reach PostgreSQL" in done.stderr, done.stderr
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "settings_env",
+    [
+        f"DJANGO_SETTINGS_MODULE=inventory_project.settings.production\n"
+        f"SECRET_KEY={secrets.token_urlsafe(50)}\n",
+        "DJANGO_SETTINGS_MODULE=inventory_project.settings.local\nDEBUG=false\n",
+    ],
+    ids=["production", "local-without-debug"],
+)
+def test_make_run_with_debug_off_loads_no_demo_data(tmp_path, settings_env: str) -> None:
+    """bootstrap_demo ran whatever the settings: with the production ones, 3,000 demo products
+    and a superuser `admin`, whose password went to a file, landed in that database."""
+    db = connection.settings_dict
+    name = f"{db['NAME']}_debug_off"
+    with psycopg_connect(db) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    try:
+        done = _make_run(
+            tmp_path,
+            settings_env + f"PORT={closed_port()}\nDATABASE_URL={database_url(name)}\n"
+            # The demo data, if loaded, bumps the cache's generation: under the test's prefix.
+            f"CACHE_KEY_PREFIX={settings.CACHES['default']['KEY_PREFIX']}\n"
+            # Past the demo data, it stops where it queues the gap detection.
+            f"CELERY_BROKER_URL=amqp://guest:guest@127.0.0.1:{CLOSED_PORT}//\n",
+        )
+        with psycopg.connect(database_url(name)) as made:
+            users = made.execute("SELECT count(*) FROM auth_user").fetchone()
+            products = made.execute(f"SELECT count(*) FROM {Product._meta.db_table}").fetchone()
+    finally:
+        with psycopg_connect(db) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    assert done.returncode != 0
+    module = settings_env.split("\n")[0].split("=")[1]
+    assert (
+        f"make run: DEBUG is off in {module}: no demo products and no demo admin user.\n"
+        in done.stdout
+    ), done.stdout + done.stderr
+    assert (users, products) == ((0,), (0,))
