@@ -6,10 +6,13 @@ import io
 import logging
 import os
 import signal
+import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 from django.core.cache import cache
+from django_ratelimit import core as ratelimit_core
 from django_redis import get_redis_connection
 
 from inventory_project import logs
@@ -65,6 +68,19 @@ def _reset_product_cache() -> None:
     product_cache._state.suspect = False
     product_cache._state.send_failures = 0
     product_cache._state.skip_sends_until = 0.0
+
+
+@pytest.fixture(autouse=True)
+def _one_rate_limit_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's requests count in one rate-limit window: django-ratelimit's clock stands
+    still at the test's start.
+
+    Its windows are fixed, and each client's ends at a second of every minute set by its key
+    (zlib.crc32 of it: hh:mm:39 for `ip:10.9.0.1`). A test whose requests straddled that second
+    counted the later ones in a new window, and the 429 it expected was a 200.
+    """
+    now = time.time()
+    monkeypatch.setattr(ratelimit_core, "time", SimpleNamespace(time=lambda: now))
 
 
 def _delete_test_keys() -> None:
