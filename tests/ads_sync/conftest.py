@@ -41,6 +41,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
@@ -56,6 +57,8 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 
+from ads_sync import selectors
+from ads_sync.models import AdsAccount
 from ads_sync.sandbox import data
 from tests.processes import stop
 
@@ -179,6 +182,27 @@ def ads_sandbox_server(
     finally:
         stop(process)
         log.close()
+
+
+@pytest.fixture(autouse=True)
+def _accounts_days_from_the_test_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every planning in a test, and every window the test works out, takes each account's
+    yesterday as of the test's start.
+
+    A test plans more than once, or plans and then works out what the planning should have
+    done; when an account's midnight fell in between (05:00 and 08:00 UTC for the sandbox's New
+    York and Los Angeles accounts in winter, 04:00 and 07:00 in summer, 00:00 for UTC ones),
+    the two counted from different yesterdays. A window given its own `now` keeps it.
+    """
+    start = dt.datetime.now(dt.UTC)
+    yesterday = selectors.account_yesterday
+
+    def from_the_test_start(
+        *, account: AdsAccount | None, now: dt.datetime | None = None
+    ) -> dt.date:
+        return yesterday(account=account, now=now or start)
+
+    monkeypatch.setattr(selectors, "account_yesterday", from_the_test_start)
 
 
 @pytest.fixture

@@ -93,10 +93,9 @@ def sync_worker() -> Iterator[object]:
 def assert_complete(customers: tuple[str, ...], output_dir: Path, days: int) -> None:
     """Every day of every account's window is done, with the sandbox's rows in the ORM and CSV.
 
-    The windows are those of the first run's planning: an account's yesterday may have moved on
-    since (at midnight in its time zone, 05:00 or 08:00 UTC for the sandbox's accounts)."""
-    planned_at = SyncRun.objects.earliest("started_at").started_at
-    windows = selectors.sync_windows(customer_ids=list(customers), days=days, now=planned_at)
+    The windows are those every planning of the test used: its accounts' days as of the test's
+    start (conftest.py, `_accounts_days_from_the_test_start`)."""
+    windows = selectors.sync_windows(customer_ids=list(customers), days=days)
     for window in windows:
         for day in days_between(window.start, window.end):
             expected = expected_rows(window.customer_id, day)
