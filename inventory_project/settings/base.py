@@ -569,8 +569,10 @@ ADS_SYNC_RETRY_MAX_S = env_float("ADS_SYNC_RETRY_MAX_S", 60.0)
 # Empty is the default: it was the project folder itself, and the CSVs landed among the code.
 ADS_SYNC_OUTPUT_DIR = BASE_DIR / Path(env_filled("ADS_SYNC_OUTPUT_DIR", "output")).expanduser()
 # Back to 2000-01-01 at most, as `backfill_ads --days`: Google Ads has no earlier data. Unbounded,
-# a million days overflowed the date arithmetic (OverflowError) in every gap detection.
-_ads_sync_days_max = (dt.date.today() - dt.date(2000, 1, 1)).days
+# a million days overflowed the date arithmetic (OverflowError) in every gap detection. The UTC
+# date, as backfill_ads': Django sets TZ only after the settings are read, so date.today() here
+# was the machine's.
+_ads_sync_days_max = (dt.datetime.now(dt.UTC).date() - dt.date(2000, 1, 1)).days
 ADS_SYNC_HISTORY_DAYS = env_int("ADS_SYNC_HISTORY_DAYS", 730, minimum=1, maximum=_ads_sync_days_max)
 ADS_SYNC_LOOKBACK_DAYS = env_int("ADS_SYNC_LOOKBACK_DAYS", 3, minimum=0, maximum=_ads_sync_days_max)
 # A failed day is tried by every daily detection this many times in a row; after that the

@@ -832,10 +832,16 @@ def test_a_count_out_of_its_range_is_refused_naming_it(name, value) -> None:
     assert f"got '{value}'" in result.stderr
 
 
-def test_a_history_back_to_2000_is_taken() -> None:
-    days = str((dt.date.today() - dt.date(2000, 1, 1)).days)
-    result = _manage("check", ADS_SYNC_HISTORY_DAYS=days, ADS_SYNC_LOOKBACK_DAYS=days)
-    assert result.returncode == 0, result.stderr
+# Twelve hours behind UTC and fourteen ahead: at any hour, one of them is on another date.
+@pytest.mark.parametrize("machine_tz", ["UTC", "Etc/GMT+12", "Etc/GMT-14"])
+def test_a_history_back_to_2000_is_taken_and_no_further(machine_tz) -> None:
+    """Counted from the UTC date, as `backfill_ads --days`: the bound was the machine's date,
+    so west of UTC the documented value was refused for part of each day."""
+    days = (dt.datetime.now(dt.UTC).date() - dt.date(2000, 1, 1)).days
+    taken = _manage("check", ADS_SYNC_HISTORY_DAYS=str(days), TZ=machine_tz)
+    refused = _manage("check", ADS_SYNC_HISTORY_DAYS=str(days + 1), TZ=machine_tz)
+    assert taken.returncode == 0, taken.stderr
+    assert "ADS_SYNC_HISTORY_DAYS must be an integer in " in refused.stderr
 
 
 @pytest.mark.parametrize(("soft", "hard"), [("360", "360"), ("400", "360")])
