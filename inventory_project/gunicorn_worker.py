@@ -116,6 +116,8 @@ class ThreadWorker(gthread.ThreadWorker):
             gthread.TConn.close(conn)  # already shut (a dropped client) or gone
             return
         self._lingering[sock] = time.monotonic() + self.LINGER_S
+        # Still open: counted against worker_connections, and waited for as the worker stops.
+        self.nr_conns += 1
 
     def _lingering_readable(self, sock: socket.socket) -> None:
         try:
@@ -129,8 +131,15 @@ class ThreadWorker(gthread.ThreadWorker):
 
     def _closed(self, sock: socket.socket) -> None:
         del self._lingering[sock]
+        self.nr_conns -= 1
         with contextlib.suppress(OSError, ValueError, KeyError):
             self.poller.unregister(sock)
+        # What arrived since the last read is read too: unread bytes make close() a reset,
+        # which drops the answer still queued for the client.
+        with contextlib.suppress(OSError):
+            for _ in range(16):
+                if not sock.recv(65536):
+                    break
         with contextlib.suppress(OSError):
             sock.close()
 

@@ -4,6 +4,7 @@ the middle of a request no longer holds a thread."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -134,3 +135,39 @@ def test_clients_that_keep_a_closed_connection_open_hold_up_no_other_client() ->
             for sock in held:
                 sock.close()
     assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers)
+
+
+def _client_sockets_of_the_worker_on(port: int) -> int:
+    """How many sockets the one worker of the gunicorn serving `port` holds open, its listener
+    among them."""
+    ours = f"PORT={port}".encode()
+    for pid in [name for name in os.listdir("/proc") if name.isdigit()]:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+            parent_environ = Path(f"/proc/{parent}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if ours in environ and ours in parent_environ:  # the worker: its master has it too
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            return sum(link.startswith("socket:") for link in links)
+    raise AssertionError(f"no worker of the gunicorn on port {port}")
+
+
+def test_closing_connections_count_against_the_workers_connections() -> None:
+    """Connections left to close in the poller were not counted: with a cap of three, forty
+    clients that kept their closed connections open were forty sockets in the worker at once
+    (past its file descriptor limit, accept() failed and the worker died)."""
+    with serving(**SMALL, GUNICORN_WORKER_CONNECTIONS="3") as port:
+        before = _client_sockets_of_the_worker_on(port)
+        held = [_connect(port, _healthz()) for _ in range(3)]
+        try:
+            answers = [_answer(sock) for sock in held]
+            held += [_connect(port, _healthz()) for _ in range(10)]
+            time.sleep(0.5)  # for the worker to take whatever it would take
+            during = _client_sockets_of_the_worker_on(port) - before
+        finally:
+            for sock in held:
+                sock.close()
+    assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers)
+    assert during <= 3, during
