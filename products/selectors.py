@@ -41,7 +41,7 @@ class OffsetPage:
 
     @property
     def total_pages(self) -> int:
-        return max(1, math.ceil(self.count / self.limit))
+        return _total_pages(self.count, self.limit)
 
     @property
     def has_next(self) -> bool:
@@ -79,8 +79,7 @@ def product_version(*, product_id: int) -> int | None:
 def product_list(*, page: int, limit: int) -> OffsetPage:
     """Page `page` (1-based) of the whole catalogue in id order."""
     count = _catalogue_count()
-    if page > max(1, math.ceil(count / limit)):
-        raise PageOutOfRange(f"page {page} is past the last page")
+    _ensure_counted_in_range(page, count, limit)
     offset = (page - 1) * limit
     if offset:
         # The per-bucket counts say which block of ids holds row number `offset` and how many
@@ -145,10 +144,9 @@ def _search(filters: ProductFilters, page: int, limit: int) -> OffsetPage:
         return OffsetPage(products, count, page, limit)
     queryset = _filtered(filters).order_by("id")
     count = queryset.count()
-    if page > max(1, math.ceil(count / limit)):
-        # Before the page query, whose OFFSET reads every match before it (a full scan for
-        # page 2147483 of a common term), as product_list checks.
-        raise PageOutOfRange(f"page {page} is past the last page")
+    # Before the page query, whose OFFSET reads every match before it (a full scan for page
+    # 2147483 of a common term), as product_list checks.
+    _ensure_counted_in_range(page, count, limit)
     # Two queries on purpose: a window count(*) in the page query makes the planner walk the
     # primary key in id order over the whole table (measured: 1 s instead of 25 ms).
     products = list(queryset[offset : offset + limit])
@@ -363,6 +361,16 @@ def _ensure_in_range(page: int, products: list[Product]) -> None:
     if page == 1 or products:
         return
     raise PageOutOfRange(f"page {page} is past the last page")
+
+
+def _ensure_counted_in_range(page: int, count: int, limit: int) -> None:
+    """PageOutOfRange for a page past the last of `count` rows, told before it is read."""
+    if page > _total_pages(count, limit):
+        raise PageOutOfRange(f"page {page} is past the last page")
+
+
+def _total_pages(count: int, limit: int) -> int:
+    return max(1, math.ceil(count / limit))
 
 
 def _catalogue_count() -> int:
