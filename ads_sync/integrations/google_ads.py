@@ -473,21 +473,21 @@ class _Unauthenticated(Exception):
 # SearchStream (#924) was a server fault that failed that account's calls "consistently" for
 # days: retries a second apart within one call would not get past it. An UNKNOWN with a
 # GoogleAdsFailure in its trailing metadata is not a reset: the server answered with an error of
-# its own (a GoogleAdsException), which is permanent as any other code it has not published.
+# its own (a GoogleAdsException), which is permanent as any other code it has not published. So
+# UNKNOWN is not among the transient errors below: each branch of _raise_classified takes it as
+# a reset when it comes without a failure.
 _TRANSIENT_API_ERRORS = (
     api_exceptions.DeadlineExceeded,
     api_exceptions.ServiceUnavailable,
     api_exceptions.InternalServerError,
     api_exceptions.Aborted,
     api_exceptions.GatewayTimeout,
-    api_exceptions.Unknown,
 )
 _TRANSIENT_CODES = {
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.INTERNAL,
     grpc.StatusCode.ABORTED,
-    grpc.StatusCode.UNKNOWN,
 }
 
 
@@ -571,7 +571,7 @@ def _raise_classified(exc: Exception, what: str) -> NoReturn:
         request_id = exc.request_id
         if code == grpc.StatusCode.UNAUTHENTICATED:
             raise _Unauthenticated(message) from _safe_cause(exc)
-        if code in _TRANSIENT_CODES and code != grpc.StatusCode.UNKNOWN:
+        if code in _TRANSIENT_CODES:  # an UNKNOWN here has a failure: no reset
             raise _Transient(f"{code.name}: {message}", request_id=request_id) from _safe_cause(exc)
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             _raise_quota(exc, what, exc.failure, request_id)
@@ -590,16 +590,16 @@ def _raise_classified(exc: Exception, what: str) -> NoReturn:
         if isinstance(exc, api_exceptions.ServiceUnavailable) and "invalid_grant" in str(exc):
             # The gRPC auth plugin refreshed the token itself and the token endpoint refused.
             raise InstallationCredentialsError(INVALID_GRANT_ADVICE) from _safe_cause(exc)
-        reset = not isinstance(exc, api_exceptions.Unknown) or failure is None
-        if isinstance(exc, _TRANSIENT_API_ERRORS) and reset:
+        reset = isinstance(exc, api_exceptions.Unknown) and failure is None
+        if isinstance(exc, _TRANSIENT_API_ERRORS) or reset:
             raise _Transient(text, request_id=request_id) from _safe_cause(exc)
         raise PermanentAdsError(
             f"{what}: {text} (request id {request_id})", request_id=request_id
         ) from _safe_cause(exc)
     if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
         code = exc.code()
-        reset = code != grpc.StatusCode.UNKNOWN or _failure_of(exc)[0] is None
-        if code in _TRANSIENT_CODES and reset:
+        reset = code == grpc.StatusCode.UNKNOWN and _failure_of(exc)[0] is None
+        if code in _TRANSIENT_CODES or reset:
             raise _Transient(f"{code.name}: {exc}") from _safe_cause(exc)
         if code == grpc.StatusCode.UNAUTHENTICATED:
             raise _Unauthenticated(str(exc)) from _safe_cause(exc)
