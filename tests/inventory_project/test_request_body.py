@@ -298,3 +298,35 @@ def test_a_charset_python_does_not_know_is_read_as_utf8() -> None:
     ProductFactory(name="anvil")
     assert search("; charset=nonesuch")[0] == 200
     assert get_login_page("; charset=nonesuch")[0] == 200
+
+
+def test_a_content_type_that_names_no_charset_parameter_still_reaches_the_views() -> None:
+    """The word charset in the Content-Type, but not as its parameter: nothing to refuse."""
+    ProductFactory(name="anvil")
+    for content_type in ("; x-charset=rot13", "; charset", "+charset"):
+        status, _, content = search(content_type)
+        assert status == 200, content_type
+        assert [p["name"] for p in json.loads(content)["results"]] == ["anvil"]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_without_an_upload_limit_a_body_is_read_whole(token: str, settings, chunked) -> None:
+    """DATA_UPLOAD_MAX_MEMORY_SIZE = None is Django's "no limit"."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = None
+    product = ProductFactory(price=Decimal("6.08"))
+    body = b'{"price": "77.77"}'
+    environ: dict[str, Any] = {}
+    if not chunked:
+        environ |= {"HTTP_TRANSFER_ENCODING": None, "CONTENT_LENGTH": str(len(body))}
+    status, answer = patch_chunked(product.pk, token, body, terminated=True, **environ)
+    assert (status, answer["price"]) == (200, "77.77")
+
+
+def test_a_content_length_that_is_no_number_is_left_to_django() -> None:
+    """Django reads it as 0 (gunicorn refuses it before the application)."""
+    ProductFactory(name="anvil")
+    status, _, content = _call(
+        "GET", "/api/products/search", "text/plain", query="name=anvil", CONTENT_LENGTH="12a"
+    )
+    assert status == 200
+    assert [p["name"] for p in json.loads(content)["results"]] == ["anvil"]
