@@ -9,6 +9,7 @@ connection the way Django's request cycle does.
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -145,6 +146,9 @@ def test_it_gives_its_database_connection_back(stack, token) -> None:
         (b'{"price": "1.00", "stock_level": 7.0000000000000001}', {}, 400),
         (b'{"price": "1.00", "stock_level": 2, "\\ud800": 1}', {}, 400),
         (b'{"price": "1.00", "stock_level": 2, "price": "9.00"}', {}, 400),
+        ({"price": "1.00", "stock_level": 2}, {"HTTP_HOST": "evil.example"}, 400),
+        (b'{"price": "1.00", "stock_level": 2}' + b" " * 4096, {}, 200),
+        ({"price": "1.00", "stock_level": 2}, {"CONTENT_LENGTH": "35x"}, 400),
     ],
     ids=[
         "bad-json",
@@ -166,6 +170,9 @@ def test_it_gives_its_database_connection_back(stack, token) -> None:
         "fraction-of-a-stock-level",
         "lone-surrogate-key",
         "a-name-given-twice",
+        "host-not-allowed",
+        "body-over-4-kib",
+        "content-length-not-a-number",
     ],
 )
 def test_everything_else_is_answered_by_the_view(stack, token, body, environ, code) -> None:
@@ -177,6 +184,28 @@ def test_everything_else_is_answered_by_the_view(stack, token, body, environ, co
     product.refresh_from_db()
     if code != 200:
         assert (product.price, product.stock_level, product.version) == (Decimal("5.00"), 3, 1)
+
+
+@pytest.mark.parametrize(
+    ("settings_", "environ", "code"),
+    [
+        ({"SECURE_SSL_REDIRECT": True}, {}, 301),
+        ({"PREPEND_WWW": True}, {}, 301),
+        ({"DISALLOWED_USER_AGENTS": [re.compile("BadBot")]}, {"HTTP_USER_AGENT": "BadBot"}, 403),
+    ],
+    ids=["https-redirect", "prepend-www", "disallowed-user-agent"],
+)
+def test_a_write_django_redirects_or_refuses_is_not_made(token, settings_, environ, code) -> None:
+    """Django's middlewares answer these before the view: the fast path must not write."""
+    product = ProductFactory(price=Decimal("5.00"), stock_level=3)
+    with override_settings(**settings_):
+        # Built here: Django's middlewares read some settings once, as they are built.
+        django = CountingDjango()
+        app = CachedReadsApp(ProductUpdateApp(django))
+        status, _, _ = put(app, product, token, {"price": "1.00", "stock_level": 2}, **environ)
+    assert (status, django.calls) == (code, 1)
+    product.refresh_from_db()
+    assert (product.price, product.stock_level, product.version) == (Decimal("5.00"), 3, 1)
 
 
 def test_a_user_without_the_permission_gets_the_views_403(stack) -> None:
