@@ -193,6 +193,17 @@ def test_a_raw_utf8_query_does_not_share_a_key_with_its_mojibake(stack) -> None:
             {"USE_X_FORWARDED_PORT": True},
         ),
         ({}, [], {"SECURE_REFERRER_POLICY": ["same-origin", "strict-origin"]}),
+        ({}, [], {"SECURE_SSL_REDIRECT": True}),
+        (
+            {"wsgi.url_scheme": "https"},
+            [],
+            {
+                "SECURE_HSTS_SECONDS": 3600,
+                "SECURE_HSTS_INCLUDE_SUBDOMAINS": True,
+                "SECURE_HSTS_PRELOAD": True,
+            },
+        ),
+        ({"HTTP_X_FORWARDED_HOST": "evil.example"}, [], {"USE_X_FORWARDED_HOST": True}),
         ({}, [], {"SECURE_REFERRER_POLICY": "same-origin, strict-origin"}),
         (
             {"HTTP_USER_AGENT": "BadBot/1.0"},
