@@ -12,9 +12,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from types import SimpleNamespace
 from urllib.parse import parse_qsl
 
 import pytest
+import redis
 from django.conf import settings
 from django.core.cache import cache as django_cache
 from django.core.management import call_command
@@ -68,6 +70,50 @@ def test_a_leader_slower_than_its_lock_does_not_release_the_next_leaders_lock() 
     assert redis.get(lookup.lock_key) == second  # later readers still wait for the second
     cache.release(lookup, second)
     assert not redis.exists(lookup.lock_key)
+
+
+def test_a_reader_waiting_for_a_leader_that_stored_nothing_loads_at_once(monkeypatch) -> None:
+    """The leader found nothing to cache (a 404, an error) and released its lock: the readers
+    waiting for it load themselves instead of polling for an entry until FILL_WAIT_S."""
+    product = ProductFactory()
+    lookup = cache.detail_lookup(product.pk)
+    _, lease = cache.claim(lookup)
+    assert lease is not None
+    waits: list[float] = []
+
+    def leader_done_meanwhile(seconds: float) -> None:
+        waits.append(seconds)
+        cache.release(lookup, lease)
+
+    monkeypatch.setattr(
+        cache, "time", SimpleNamespace(monotonic=time.monotonic, sleep=leader_done_meanwhile)
+    )
+    assert cache.claim(lookup) == (None, None)
+    assert len(waits) == 1
+
+
+def _connection_reset(*args: object, **kwargs: object) -> None:
+    raise redis.exceptions.ConnectionError("Connection reset by peer")
+
+
+@pytest.mark.parametrize("step", ["waiting", "storing", "releasing"])
+def test_redis_failing_after_a_miss_is_no_cache_not_an_error(monkeypatch, step: str) -> None:
+    """Between a reader's lookup and its store, Redis may go: the reader loads from
+    PostgreSQL as with no cache, and this process rests from Redis as after any failure."""
+    product = ProductFactory()
+    lookup = cache.detail_lookup(product.pk)
+    _, lease = cache.claim(lookup)  # this reader leads
+    assert lease is not None
+    if step == "waiting":  # another reader, waiting for the leader's entry
+        monkeypatch.setattr(cache._redis(), "pipeline", _connection_reset)
+        assert cache.claim(lookup) == (None, None)
+    elif step == "storing":
+        monkeypatch.setattr(cache._redis(), "set", _connection_reset)
+        cache.store(lookup, cache.Entry(headers={}, body=b"{}"))
+    else:
+        monkeypatch.setattr(cache, "_script", lambda name, source: _connection_reset)
+        cache.release(lookup, lease)
+    assert cache._state.suspect
 
 
 def test_if_none_match_is_answered_304_from_the_cache(django_assert_num_queries) -> None:
