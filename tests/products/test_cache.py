@@ -116,6 +116,40 @@ def test_redis_failing_after_a_miss_is_no_cache_not_an_error(monkeypatch, step: 
     assert cache._state.suspect
 
 
+def _save_in_one_transaction(products: list[Product], *, stock_level: int) -> None:
+    with transaction.atomic():
+        for product in products:
+            product.stock_level = stock_level
+            product.save()
+
+
+def test_ids_an_interrupted_send_did_not_reach_go_with_the_next_commit(monkeypatch) -> None:
+    """A send interrupted between batches (Ctrl-C, a worker stopping) leaves the rest of its ids
+    queued: the next commit on the connection sends them, rather than their cached reads
+    staying stale until the listener or the TTL."""
+    monkeypatch.setattr(cache, "INVALIDATE_BATCH", 2)
+    products = ProductFactory.create_batch(5, stock_level=5)
+    anon = APIClient()
+    assert [stock_of(anon, p.pk) for p in products] == [5] * 5
+    calls: list[list[int]] = []
+    invalidate = cache.invalidate
+
+    def interrupted_at_the_second_batch(product_ids) -> None:
+        calls.append(list(product_ids))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        invalidate(product_ids)
+
+    monkeypatch.setattr(cache, "invalidate", interrupted_at_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        _save_in_one_transaction(products, stock_level=1)
+    assert len(calls) == 2
+    assert [stock_of(anon, p.pk) for p in products] == [1, 1, 5, 5, 5]
+
+    ProductFactory()  # the connection's next commit
+    assert [stock_of(anon, p.pk) for p in products] == [1] * 5
+
+
 def test_if_none_match_is_answered_304_from_the_cache(django_assert_num_queries) -> None:
     product = ProductFactory()
     client = APIClient()
