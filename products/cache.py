@@ -540,7 +540,7 @@ def page_lookup(path: str, *, host: str, scheme: str, params: Sequence[tuple[str
 
 
 def claim(lookup: Lookup) -> tuple[Entry | None, bytes | None]:
-    """On a miss, decide who loads: returns (entry, lease).
+    """On a miss (`lookup.entry` is None), decide who loads: returns (entry, lease).
 
     The first reader to miss a key takes a short lock and is the leader: it gets a lease (the
     lock's value, its own), loads from PostgreSQL, stores, then calls `release` with the lease.
@@ -549,8 +549,6 @@ def claim(lookup: Lookup) -> tuple[Entry | None, bytes | None]:
     concurrent requests costs PostgreSQL one query. With no cache, everyone loads and nobody
     leads.
     """
-    if lookup.entry is not None:
-        return lookup.entry, None
     if lookup.slot is None:
         return None, None
     try:
