@@ -498,7 +498,7 @@ REST_FRAMEWORK = {
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "inventory_project.negotiation.ContentNegotiation",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
-    # One JSON error shape for every API error, and django-ratelimit's 403 mapped to 429.
+    # One JSON error shape for every API error.
     "EXCEPTION_HANDLER": "products.api.errors.api_exception_handler",
 }
 

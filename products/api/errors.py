@@ -21,7 +21,6 @@ from django.db import DataError, IntegrityError, InterfaceError, OperationalErro
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.template import TemplateDoesNotExist, loader
 from django.views import defaults
-from django_ratelimit.exceptions import Ratelimited
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.utils.serializer_helpers import ReturnDict
@@ -137,9 +136,7 @@ def error_body(
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """REST_FRAMEWORK["EXCEPTION_HANDLER"]: every error a view raises, in the one shape."""
-    if isinstance(exc, Ratelimited):
-        exc = exceptions.Throttled(wait=60)
-    elif isinstance(exc, DjangoValidationError):
+    if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(_django_validation_detail(exc))
     elif isinstance(exc, ObjectDoesNotExist):
         exc = exceptions.NotFound()
