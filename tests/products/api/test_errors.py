@@ -1,9 +1,15 @@
-"""Django's own errors, answered by the handlers of products/api/errors.py."""
+"""Errors answered by products/api/errors.py: Django's own (its handlers), and a view's
+(`api_exception_handler`)."""
 
 from __future__ import annotations
 
 import pytest
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError, IntegrityError
 from django.test import Client
+
+from products.api.errors import api_exception_handler
+from products.models import Product
 
 pytestmark = pytest.mark.django_db
 
@@ -26,3 +32,42 @@ def test_a_login_form_that_is_not_utf8_is_a_400_not_a_500(url: str) -> None:
 
     assert response.status_code == 400
     assert "Bad Request (400)" in response.content.decode()
+
+
+# A view's errors that the serializers and views should have answered first: the handler's
+# safety net keeps them in the API's shape rather than a 500.
+
+
+def test_a_model_validation_the_serializer_missed_is_a_400_naming_its_fields() -> None:
+    exc = DjangoValidationError({"name": ["Too long."], "__all__": ["Inconsistent."]})
+    response = api_exception_handler(exc, {})
+    assert response is not None
+    assert response.status_code == 400
+    assert response.data["error"]["fields"] == {
+        "name": ["Too long."],
+        "non_field_errors": ["Inconsistent."],
+    }
+
+
+def test_a_model_validation_without_fields_is_a_400_of_the_whole_input() -> None:
+    response = api_exception_handler(DjangoValidationError("Inconsistent."), {})
+    assert response is not None
+    assert response.status_code == 400
+    assert response.data["error"]["fields"] == {"non_field_errors": ["Inconsistent."]}
+
+
+def test_a_missing_row_a_view_did_not_catch_is_a_404() -> None:
+    response = api_exception_handler(Product.DoesNotExist("No product."), {})
+    assert response is not None
+    assert (response.status_code, response.data["error"]["code"]) == (404, "not_found")
+
+
+@pytest.mark.parametrize("error", [IntegrityError, DataError])
+def test_data_the_database_refused_is_a_400_not_a_500(error: type[Exception], caplog) -> None:
+    response = api_exception_handler(error("violates check constraint"), {})
+    assert response is not None
+    assert response.status_code == 400
+    assert response.data["error"]["fields"] == {
+        "non_field_errors": ["The database rejected the data."]
+    }
+    assert "database rejected the data" in caplog.text  # logged: a validator is missing
