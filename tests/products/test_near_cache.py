@@ -446,3 +446,13 @@ def test_a_fill_older_than_the_invalidations_remembered_is_refused(monkeypatch) 
     before = lua_calls()
     assert cache.detail_lookup(DETAIL_ID).entry is not None
     assert lua_calls() == before + 1  # not kept: asked Redis again
+
+
+def test_the_near_cache_stays_within_its_memory_bound_dropping_the_oldest_first() -> None:
+    bound = 2500  # three detail entries of this size, four counters
+    with override_settings(PRODUCT_NEAR_CACHE_MAX_BYTES=bound):
+        lookups = [cached_detail(DETAIL_ID + n, body=b"x" * 100) for n in range(5)]
+        assert near()._bytes <= bound
+        assert len(near()._counters) <= bound // near_cache.ENTRY_OVERHEAD
+        kept = [near().entry(lookup.slot.key) is not None for lookup in lookups]
+        assert kept == [False, False, True, True, True]
