@@ -456,3 +456,36 @@ def test_the_near_cache_stays_within_its_memory_bound_dropping_the_oldest_first(
         assert len(near()._counters) <= bound // near_cache.ENTRY_OVERHEAD
         kept = [near().entry(lookup.slot.key) is not None for lookup in lookups]
         assert kept == [False, False, True, True, True]
+
+
+def test_a_flush_of_redis_empties_the_near_cache_and_keeps_its_connection(own_redis) -> None:
+    """Redis announces a flush as one invalidation of no key in particular: every counter
+    is gone, and so is every entry built from one."""
+    port, _ = own_redis
+    caches = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}
+    with override_settings(CACHES=caches):
+        lookup = cached_detail()
+        sock = near()._sock
+        client = redis.Redis(port=port)
+        client.flushall()
+        client.ping()
+        assert near().open() is not None
+        assert near()._sock is sock
+        assert near().entry(lookup.slot.key) is None
+        assert near().counter(cache._key(f"ver:{DETAIL_ID}")) is None
+
+
+def test_a_tracking_connection_reset_by_redis_is_a_failure_not_an_error(own_redis) -> None:
+    """Redis killed while hung resets the connection (a PING it never read): the read goes on
+    without the near cache, and the process treats it as Redis failing."""
+    port, proc = own_redis
+    caches = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}
+    with override_settings(CACHES=caches):
+        cached_detail()
+        os.kill(proc.pid, signal.SIGSTOP)
+        near()._ping(time.monotonic())  # left unread in the stopped server's socket
+        os.kill(proc.pid, signal.SIGKILL)
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # gone; the fixture reaps it
+        assert near().open() is None
+        assert near()._sock is None
+        assert cache._state.suspect
