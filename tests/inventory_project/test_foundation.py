@@ -36,7 +36,9 @@ from inventory_project import health, tasks
 from inventory_project.celery import app as celery_app
 from inventory_project.settings.base import (
     database_from_url,
+    env_bool,
     env_float,
+    env_int,
     env_rate,
     env_time_of_day,
 )
@@ -796,6 +798,29 @@ def test_a_timeout_or_rate_that_is_no_positive_number_is_refused_naming_it(
     monkeypatch.setenv("ADS_SYNC_TIMEOUT_S", value)
     with pytest.raises(ImproperlyConfigured, match=f"ADS_SYNC_TIMEOUT_S must be .* got '{value}'"):
         env_float("ADS_SYNC_TIMEOUT_S", 60.0, positive=True)
+
+
+@pytest.mark.parametrize(
+    ("read", "name", "value", "message"),
+    [
+        (env_bool, "DEBUG", "maybe", "a boolean (true/false)"),
+        (env_int, "DB_POOL_MIN_SIZE", "two", "an integer"),
+        (env_float, "ADS_SYNC_TIMEOUT_S", "1,5", "a number"),
+    ],
+)
+def test_a_value_of_the_wrong_kind_is_refused_naming_its_variable(
+    monkeypatch, read, name: str, value: str, message: str
+) -> None:
+    """Python's own error ("invalid literal for int() with base 10: 'two'") names no
+    variable."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ImproperlyConfigured, match=f"^{name} must be {re.escape(message)}, got"):
+        read(name, 1)
+
+
+def test_a_database_url_that_is_not_postgresql_is_refused_naming_it() -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"^DATABASE_URL must be a postgres:// URL"):
+        database_from_url("mysql://root@127.0.0.1:3306/inventory")
 
 
 @pytest.mark.parametrize(("value", "expected"), [("0", 0.0), ("0.5", 0.5), ("2", 2.0)])
