@@ -1,0 +1,35 @@
+"""The outbound token bucket shared by every worker (ads_sync/integrations/rate_limit.py)."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+from django.conf import settings as django_settings
+
+from ads_sync.integrations import rate_limit
+from tests.processes import closed_port
+
+
+def test_with_redis_down_each_process_spaces_its_own_calls(settings, monkeypatch, caplog) -> None:
+    """Stopping the sync for a cache outage would be worse than a brief excess: each process
+    keeps to the rate on its own, and says so once."""
+    settings.CACHES = {
+        "default": {
+            **django_settings.CACHES["default"],
+            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
+        }
+    }
+    slept: list[float] = []
+    clock = SimpleNamespace(monotonic=lambda: 100.0, sleep=slept.append)
+    monkeypatch.setattr(rate_limit, "time", clock)
+    monkeypatch.setattr(rate_limit, "_local_next", 0.0)
+    caplog.set_level(logging.WARNING, logger=rate_limit.__name__)
+
+    waits = [rate_limit.acquire("ads-test-bucket", rate=2.0) for _ in range(3)]
+
+    assert waits == [0.0, 0.5, 1.0]
+    assert slept == [0.5, 1.0]
+    (said,) = [r.getMessage() for r in caplog.records if r.name == rate_limit.__name__]
+    assert "Redis unavailable" in said
+    assert "limiting per process" in said
