@@ -61,11 +61,10 @@ def _local_wait(rate: float) -> float:
 def acquire(name: str, rate: float, burst: float = 1.0) -> float:
     """Block until the shared bucket `name` grants one call at `rate` per second; return the wait.
 
-    A rate of 0 or less means no limit. With Redis down each process limits itself to `rate`
-    (logged), because stopping the sync for a cache outage would be worse than a brief excess.
+    `rate` is above 0 (ADS_SYNC_MAX_QPS, whose setting refuses anything else). With Redis down
+    each process limits itself to `rate` (logged), because stopping the sync for a cache outage
+    would be worse than a brief excess.
     """
-    if rate <= 0:
-        return 0.0
     try:
         connection = get_redis_connection("default")
         raw = connection.eval(_RESERVE, 1, cache.make_key(name), rate, max(1.0, burst))
