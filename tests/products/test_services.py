@@ -40,6 +40,14 @@ def test_update_with_a_stale_expected_version_raises_and_writes_nothing() -> Non
     assert Product.objects.get(pk=product.pk).stock_level == 3
 
 
+def test_update_refusing_any_existing_version_raises_and_writes_nothing() -> None:
+    """If-None-Match: * on a product that exists: the UPDATE's own check, not only the view's."""
+    product = ProductFactory(stock_level=4)
+    with pytest.raises(services.VersionMismatch):
+        services.product_update(product_id=product.pk, stock_level=1, refuse_existing=True)
+    assert Product.objects.get(pk=product.pk).stock_level == 4
+
+
 def test_update_of_a_missing_product_raises_does_not_exist() -> None:
     with pytest.raises(Product.DoesNotExist):
         services.product_update(product_id=123456, stock_level=1)
