@@ -3,10 +3,12 @@ serializers' shallow field copies behave as DRF's deep ones."""
 
 from __future__ import annotations
 
+import types
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.http import QueryDict
 from django.test import override_settings
 from django.utils import translation
@@ -170,3 +172,23 @@ def test_no_shared_validator_keeps_a_message_rendered_once() -> None:
         for field in serializer_class._declared_fields.values():
             for validator in field.validators:
                 assert not isinstance(getattr(validator, "message", None), lazy_format)
+
+
+def test_a_field_whose_message_was_rendered_before_its_class_is_refused() -> None:
+    """Rendered once, a DRF message keeps that language for good (and its first render is not
+    thread-safe): a serializer given such a field, one shared with another serializer, fails
+    as it is defined rather than in production."""
+    field = serializers.IntegerField(max_value=5)
+    str(field.validators[0].message)  # rendered, as when another serializer used the field
+    with pytest.raises(ImproperlyConfigured, match="rendered before the class was defined"):
+        types.new_class("Shared", (StrictInputSerializer,), exec_body=lambda ns: ns.update(n=field))
+
+
+def test_a_name_holding_a_lone_surrogate_is_refused() -> None:
+    """The JSON parser refuses one first; the field holds to it for any other caller, since
+    such a name fails only later, when the answer naming it is encoded."""
+    serializer = ProductCreateSerializer(
+        data={"name": "Lamp \ud800", "price": "1.00", "stock_level": 1}
+    )
+    assert not serializer.is_valid()
+    assert serializer.errors == {"name": ["Not a valid string."]}
