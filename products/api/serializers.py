@@ -82,9 +82,6 @@ class StrictIntegerField(serializers.IntegerField):
         if isinstance(data, str):
             if not _from_form(self) or not _DIGITS.match(data.strip()):
                 self.fail("invalid")
-        elif isinstance(data, float):
-            if not data.is_integer():
-                self.fail("invalid")
         elif isinstance(data, Decimal):  # a JSON number written with a fraction or exponent
             # 1e3 and 7.0 are integers; 7.0000000000000001 and 1e-400 are not.
             if not data.is_finite() or data != data.to_integral_value():
