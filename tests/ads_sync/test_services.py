@@ -276,6 +276,25 @@ def test_a_failure_is_stored_without_credentials_and_cut(tmp_path: Path, monkeyp
         assert len(error) <= google_ads.ERROR_TEXT_MAX + len("... (cut)")
 
 
+def test_a_failure_cut_to_length_still_names_its_request_id(tmp_path: Path, monkeypatch) -> None:
+    """The client ends its errors with Google's request id, which a long message loses to the
+    cut: it is what Google's support asks for."""
+    run = _run(tmp_path)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        text = "INVALID_ARGUMENT: " + "x" * 5000 + " (request id req-42)"
+        raise google_ads.PermanentAdsError(text, request_id="req-42")
+
+    monkeypatch.setattr(services.google_ads, "get_account", refused)
+    monkeypatch.setattr(services.google_ads, "fetch_data", refused)
+    services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+
+    error = SyncDay.objects.get(customer_id=CUSTOMER, date=DAY).last_error
+    assert "... (cut)" in error
+    assert error.endswith(" (request_id req-42)")
+
+
 def _sandbox_day(ads_sandbox, tmp_path: Path) -> tuple[str, dt.date, SyncRun]:
     """A pending day with campaign rows in the sandbox, and its run."""
     customer = ads_sandbox.customers[0]
