@@ -323,6 +323,31 @@ def test_a_campaign_row_the_api_sends_twice_is_stored_once(
     assert list(stored.values_list("campaign_id", "impressions")) == served
 
 
+def test_a_day_taken_over_while_its_file_was_written_is_not_counted_by_this_run(
+    ads_sandbox, tmp_path: Path, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    """A newer plan took the day over (this task looked stale) between this task's rows and
+    its settling: the day is the newer run's to count, and this run's counts stay as they
+    were, or both runs would count it."""
+    customer, day, run = _sandbox_day(ads_sandbox, tmp_path)
+    newer = _run(tmp_path)
+    write = services.day_csv_write
+
+    def written_then_taken_over(**kwargs: Any) -> Path:
+        path = write(**kwargs)
+        SyncDay.objects.filter(customer_id=customer, date=day).update(run=newer)
+        return path
+
+    monkeypatch.setattr(services, "day_csv_write", written_then_taken_over)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.day_sync(customer_id=customer, day=day, run_id=run.pk)
+
+    run.refresh_from_db()
+    assert (run.done, run.rows) == (0, 0)
+    entry = SyncDay.objects.get(customer_id=customer, date=day)
+    assert (entry.run_id, entry.state) == (newer.pk, SyncDay.State.RUNNING)
+
+
 def test_two_different_rows_for_one_campaign_fail_the_day_naming_it(
     ads_sandbox, tmp_path: Path
 ) -> None:
