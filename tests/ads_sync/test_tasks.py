@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import redis
+from celery import group as celery_group
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from celery.signals import task_postrun
 from django.conf import settings as django_settings
@@ -659,3 +660,21 @@ def test_a_run_that_moved_lately_or_whose_tasks_are_queued_is_left_alone(
     monkeypatch.setattr(tasks.broker, "tasks_lost", lambda queue, run_ids: next(answers))
     assert [tasks.resend_lost() for _ in range(4)] == [0, 0, 0, 0]
     assert set(SyncDay.objects.filter(run=quiet).values_list("state", flat=True)) == {"pending"}
+
+
+def test_resending_runs_whose_days_are_all_settled_sends_and_says_nothing(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    run = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=1)
+    SyncDay.objects.create(
+        customer_id="1234567890", date=dt.date(2026, 1, 1), state=SyncDay.State.DONE, run=run
+    )
+    sent: list[list[Any]] = []
+    monkeypatch.setattr(
+        tasks, "group", lambda signatures: sent.append(list(signatures)) or celery_group([])
+    )
+    caplog.set_level(logging.INFO, logger=tasks.__name__)
+
+    assert tasks.resend_unsettled(run_ids=[run.pk]) == 0
+    assert sent == []
+    assert "sent again" not in caplog.text
