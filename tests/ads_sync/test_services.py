@@ -253,6 +253,15 @@ def test_a_failure_before_the_day_started_still_settles_the_run(tmp_path: Path) 
     assert run.finished_at is not None
 
 
+def test_a_failure_of_a_day_without_a_ledger_entry_is_not_recorded(tmp_path: Path) -> None:
+    """sync_day run by hand (the admin's "run task") for a day no plan holds, or whose entry
+    was deleted: there is nothing to settle."""
+    run = _run(tmp_path)
+    assert services.day_fail(customer_id=CUSTOMER, day=DAY, run_id=run.pk, error="boom") is False
+    run.refresh_from_db()
+    assert (run.failed, run.finished_at) == (0, None)
+
+
 def test_a_failure_is_stored_without_credentials_and_cut(tmp_path: Path, monkeypatch) -> None:
     run = _run(tmp_path, planned=2)
     other = DAY - dt.timedelta(days=1)
