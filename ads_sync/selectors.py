@@ -176,8 +176,6 @@ def done_days_needing_csv_of(
     """Of these days, the done ones whose CSV file is gone from `output_dir` or older than the
     day's last fetch (another run fetched them into its own folder)."""
     wanted = set(days)
-    if not wanted:
-        return []
     done = SyncDay.objects.filter(
         customer_id__in={c for c, _ in wanted},
         date__in={d for _, d in wanted},
