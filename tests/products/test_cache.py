@@ -699,6 +699,47 @@ def test_a_raw_multi_row_update_is_invalidated_through_the_listener_notification
         assert stock_of(anon, product.pk) == 1
 
 
+def test_a_raw_update_of_more_rows_than_a_notification_lists_drops_every_cached_product(
+    caplog,
+) -> None:
+    """Past 100 rows the trigger announces `*` rather than the ids: expected, not a warning."""
+    from products.management.commands.listen_product_changes import apply_notification
+
+    products = Product.objects.bulk_create(
+        Product(name=f"Bolt {n}", price=Decimal("1.00"), stock_level=5) for n in range(101)
+    )
+    anon = APIClient()
+    assert stock_of(anon, products[-1].pk) == 5
+    with connection.cursor() as cursor:
+        cursor.execute("LISTEN product_changes")
+        cursor.execute(
+            "UPDATE products_product SET stock_level = 1 WHERE id = ANY(%s)",
+            [[p.pk for p in products]],
+        )
+    notify = next(
+        n for n in connection.connection.notifies(timeout=5) if n.channel == "product_changes"
+    )
+    assert notify.payload == "*"
+    assert stock_of(anon, products[-1].pk) == 5  # nothing told the cache yet
+    apply_notification(notify.payload)
+    assert stock_of(anon, products[-1].pk) == 1
+    assert "unexpected" not in caplog.text
+
+
+def test_a_notification_the_listener_cannot_read_drops_every_cached_product(caplog) -> None:
+    from products.management.commands.listen_product_changes import apply_notification
+
+    product = ProductFactory(stock_level=5)
+    anon = APIClient()
+    assert stock_of(anon, product.pk) == 5
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE products_product SET stock_level = 1 WHERE id = %s", [product.pk])
+    assert stock_of(anon, product.pk) == 5
+    apply_notification(f"{product.pk},x")
+    assert stock_of(anon, product.pk) == 1
+    assert "unexpected product_changes payload" in caplog.text
+
+
 def _bulk_updated(update) -> list[int]:
     """Two products cached with stock 5, `update(products)`, then their stock as read."""
     products = ProductFactory.create_batch(2, stock_level=5)
