@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from inventory_project.parsers import NOT_UNICODE
 from products.models import Product
 from tests.products.conftest import make_user, token_client
 
@@ -63,3 +64,23 @@ def test_a_text_charset_still_reads_the_body(content_type, charset) -> None:
 
     assert response.status_code == 201, response.content
     assert response.json()["name"] == "Hammer"
+
+
+def _post_json(body: bytes) -> Any:
+    clerk = token_client(make_user("clerk", "add_product"))
+    return clerk.generic("POST", "/api/products", body, content_type="application/json")
+
+
+def test_a_body_that_is_no_object_holding_a_surrogate_pair_is_the_serializers_400() -> None:
+    """A pair of escapes is one character, no lone surrogate: nothing for the parser to refuse,
+    and the list is not looked into as an object would be (an AttributeError, a 500)."""
+    response = _post_json(b'["\\ud83d\\udca1"]')
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid"
+
+
+def test_a_lone_surrogate_nested_in_a_field_is_a_400_naming_the_field() -> None:
+    response = _post_json(b'{"name": {"k": "\\udfff"}, "price": "1.00", "stock_level": 1}')
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"name": [NOT_UNICODE]}
+    assert not Product.objects.exists()
