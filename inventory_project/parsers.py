@@ -178,7 +178,5 @@ def _once_each(data: QueryDict) -> QueryDict:
 
 
 def _is_utf8(encoding: str) -> bool:
-    try:
-        return codecs.lookup(encoding).name == "utf-8"
-    except LookupError:
-        return False
+    # `encoding` passed _charset: a codec Python knows.
+    return codecs.lookup(encoding).name == "utf-8"
