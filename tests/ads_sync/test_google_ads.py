@@ -31,6 +31,7 @@ from ads_sync.integrations.google_ads import (
     TransientAdsError,
 )
 from ads_sync.sandbox import data
+from tests.processes import closed_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CUSTOMER = data.DEFAULT_CUSTOMERS[0]
@@ -289,6 +290,19 @@ def test_revoked_refresh_token_fails_at_once_naming_the_credential(ads_sandbox):
     assert "invalid_grant" in str(raised.value)
     tokens = [c["outcome"] for c in ads_sandbox.calls(method="token")]
     assert tokens[granted:] == ["invalid_grant"]
+
+
+def test_an_unreachable_token_endpoint_is_retried_as_transient(ads_sandbox, settings):
+    """A token endpoint that cannot be reached is a network fault like UNAVAILABLE, retried and
+    then a TransientAdsError: not a bug's traceback failing the day at once."""
+    settings.GOOGLE_ADS_TOKEN_URI = f"http://127.0.0.1:{closed_port()}/token"
+    settings.ADS_SYNC_MAX_ATTEMPTS = 2
+
+    with pytest.raises(TransientAdsError, match="token endpoint unreachable") as raised:
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert raised.value.attempts == 2
+    assert ads_sandbox.calls(method=None) == []
 
 
 def test_missing_refresh_token_is_a_credentials_error_before_any_call(ads_sandbox, settings):
