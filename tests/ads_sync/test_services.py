@@ -5,6 +5,7 @@ import csv
 import datetime as dt
 import errno
 import os
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,47 @@ def test_a_failure_cut_to_length_still_names_its_request_id(tmp_path: Path, monk
     error = SyncDay.objects.get(customer_id=CUSTOMER, date=DAY).last_error
     assert "... (cut)" in error
     assert error.endswith(" (request_id req-42)")
+
+
+def _leftover(folder: Path, name: str, age_s: float) -> Path:
+    """A file in `folder` last written `age_s` seconds ago."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("partial")
+    then = time.time() - age_s
+    os.utime(path, (then, then))
+    return path
+
+
+def test_only_unfinished_csv_writes_older_than_the_limit_are_removed(tmp_path: Path) -> None:
+    account = tmp_path / CUSTOMER
+    old = _leftover(account, ".2025-01-10.csv.0a1b2c3d4e5f.tmp", services.CSV_LEFTOVER_AFTER_S + 60)
+    in_flight = _leftover(account, ".2025-01-11.csv.0a1b2c3d4e5f.tmp", 5)
+    day_file = _leftover(account, "2025-01-12.csv", services.CSV_LEFTOVER_AFTER_S + 60)
+
+    assert services.csv_leftovers_remove(output_dir=tmp_path) == 1
+    assert (old.exists(), in_flight.exists(), day_file.exists()) == (False, True, True)
+
+
+def test_an_account_folder_that_cannot_be_read_does_not_stop_the_tidying(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    """Tidying up is no reason to fail a planning: the other folders are still tidied."""
+    age = services.CSV_LEFTOVER_AFTER_S + 60
+    unreadable = tmp_path / "2222222222"
+    _leftover(unreadable, ".2025-01-10.csv.0a1b2c3d4e5f.tmp", age)
+    old = _leftover(tmp_path / CUSTOMER, ".2025-01-10.csv.0a1b2c3d4e5f.tmp", age)
+    scandir = os.scandir
+
+    def refusing(path: Any) -> Any:
+        if Path(path) == unreadable:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(services.os, "scandir", refusing)
+    assert services.csv_leftovers_remove(output_dir=tmp_path) == 1
+    assert not old.exists()
+    assert f"unfinished CSV writes in {unreadable} not removed" in caplog.text
 
 
 def _sandbox_day(ads_sandbox, tmp_path: Path) -> tuple[str, dt.date, SyncRun]:
