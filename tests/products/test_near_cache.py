@@ -140,6 +140,19 @@ def test_a_write_to_another_product_does_not_stop_a_fill(monkeypatch) -> None:
     assert lua_calls() == before  # kept in process memory by the slow reader
 
 
+def test_an_invalidation_processed_before_a_read_began_does_not_stop_its_fill(
+    monkeypatch,
+) -> None:
+    """Only invalidations after the read's `open` count: one of the entry's own counters from
+    before it (still on record) must not refuse what the read fetched afterwards."""
+    cached_detail()
+    bump_elsewhere(other_process(), f"ver:{DETAIL_ID}")
+    assert near().open() is not None  # processed, and on record
+    read_while_another_thread_drains(monkeypatch, "gen")
+    # Kept in process memory by the slow reader (the helper had dropped it).
+    assert near().counter(cache._key(f"ver:{DETAIL_ID}")) is not None
+
+
 def test_a_backlog_too_large_to_trust_empties_the_near_cache() -> None:
     cached_detail()
     client = other_process()
