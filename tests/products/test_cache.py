@@ -6,6 +6,7 @@ Writes are committed for real (`transaction=True`), since invalidation runs afte
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import socket
 import threading
@@ -19,6 +20,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.core.cache import cache as django_cache
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.db import OperationalError, connection, transaction
 from django.test import RequestFactory, override_settings
@@ -1034,3 +1036,20 @@ def test_a_page_asked_for_with_a_parameter_the_view_ignores_is_answered_but_not_
     # Without it, the page is stored as before.
     assert send(application, "GET", path, QUERY_STRING=plain)[0] == 200
     assert len(_page_entries()) == 1
+
+
+def _hashed_key(key: str, key_prefix: str, version: int) -> str:
+    return f"{key_prefix}:{version}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def test_a_cache_that_builds_its_keys_otherwise_is_refused_by_name() -> None:
+    """products.cache builds most keys as make_key("products:") + a suffix, and the restart
+    check (redis_connected) as make_key("products:epoch"): with a KEY_FUNCTION that does not
+    end a key with its name (a hash of it), the two differ, and a Redis restart would bump an
+    epoch no lookup reads."""
+    caches = {"default": {**settings.CACHES["default"], "KEY_FUNCTION": _hashed_key}}
+    with (
+        override_settings(CACHES=caches),
+        pytest.raises(ImproperlyConfigured, match="KEY_FUNCTION"),
+    ):
+        cache.detail_lookup(1)

@@ -502,3 +502,14 @@ def test_a_tracking_connection_reset_by_redis_is_a_failure_not_an_error(own_redi
         assert near().open() is None
         assert near()._sock is None
         assert cache._state.suspect
+
+
+def test_a_redis_reached_over_tls_is_used_without_a_near_cache(caplog) -> None:
+    """The tracking connection is a plain socket of its own: over TLS it would speak plain
+    text to the server."""
+    location = f"rediss://127.0.0.1:{_redis_binary_and_port()[1]}/0"
+    with override_settings(
+        CACHES={"default": {**settings.CACHES["default"], "LOCATION": location}}
+    ):
+        assert cache._context().near is None
+    assert "near cache off: SSLConnection is not supported" in caplog.text
