@@ -8,7 +8,9 @@ gives with the path switched off (`PRODUCT_FAST_READS=false`): status, headers a
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -160,6 +162,38 @@ def test_a_miss_is_loaded_here_and_stored_for_the_next_reader(stack) -> None:
     fourth = get(app, "/api/products/search", "name=steel&min_price=100&max_price=200")
     assert (json.loads(fourth[2])["count"], django.calls) == (3, 0)
     assert fourth[1]["ETag"] == first[1]["ETag"]
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=True)
+@pytest.mark.usefixtures("catalogue")
+def test_a_miss_another_reader_is_loading_is_answered_with_its_entry(
+    stack, monkeypatch, django_assert_num_queries
+) -> None:
+    """Under a stampede the readers that wait for the leader answer what it stored, rather
+    than each loading the page from PostgreSQL again."""
+    app, django = stack
+    stored = cache.Entry(headers={"ETag": '"the-leaders"'}, body=b'{"from": "the leader"}')
+    real_claim = cache.claim
+    leaders: list[tuple[cache.Lookup, bytes]] = []
+
+    def while_another_reader_leads(lookup: cache.Lookup) -> Any:
+        _, lease = real_claim(lookup)  # another reader missed first and leads
+        assert lease is not None
+        leaders.append((lookup, lease))
+        return real_claim(lookup)
+
+    def leader_stores_meanwhile(seconds: float) -> None:
+        for lookup, lease in leaders:
+            cache.store(lookup, stored)
+            cache.release(lookup, lease)
+
+    monkeypatch.setattr(cache, "claim", while_another_reader_leads)
+    monkeypatch.setattr(
+        cache, "time", SimpleNamespace(monotonic=time.monotonic, sleep=leader_stores_meanwhile)
+    )
+    with django_assert_num_queries(0):
+        status, headers, body = get(app, "/api/products/search", "name=steel")
+    assert (status, body, headers["ETag"], django.calls) == (200, stored.body, stored.etag, 0)
 
 
 @override_settings(PRODUCT_CACHE_ENABLED=True)
