@@ -418,6 +418,18 @@ def test_a_token_endpoint_that_echoes_the_credentials_leaves_them_out_of_the_err
         assert secret not in said
 
 
+def test_a_token_endpoint_that_says_to_try_again_later_is_retried(ads_sandbox, settings):
+    """OAuth's `temporarily_unavailable`, even with a 400: google-auth marks it retryable (after
+    its own retries, a few seconds)."""
+    settings.ADS_SYNC_MAX_ATTEMPTS = 2
+    with _echoing_token_endpoint(400, "temporarily_unavailable") as token_uri:
+        settings.GOOGLE_ADS_TOKEN_URI = token_uri
+        with pytest.raises(TransientAdsError, match="temporarily_unavailable") as raised:
+            google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert raised.value.attempts == 2
+
+
 def test_a_token_endpoint_that_echoes_the_credentials_leaves_them_out_of_the_librarys_log(
     ads_sandbox, settings, logged
 ):
