@@ -429,11 +429,22 @@ def _build_client(config: tuple[str, ...]) -> _Client:
 
 
 class _TimedAuthRequest(AuthRequest):
-    """The token endpoint gets the same deadline as the API (the library's default is 120 s)."""
+    """The token endpoint gets the same deadline as the API (the library's default is 120 s),
+    and the status of its last answer is kept: google-auth drops it from the RefreshError of an
+    answer that is not JSON (a proxy's 502 page), which it never marks retryable."""
+
+    status: int | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["timeout"] = settings.ADS_SYNC_TIMEOUT_S
-        return super().__call__(*args, **kwargs)
+        response = super().__call__(*args, **kwargs)
+        self.status = response.status
+        return response
+
+
+def _server_side(status: int | None) -> bool:
+    """An HTTP status that says the endpoint (or a proxy before it) failed, not the request."""
+    return status is not None and (status >= 500 or status in (408, 429))
 
 
 def _ensure_token(client: _Client, refused_token: str | None = None) -> None:
@@ -442,9 +453,14 @@ def _ensure_token(client: _Client, refused_token: str | None = None) -> None:
         creds = client.credentials
         if creds.valid and (refused_token is None or creds.token != refused_token):
             return
+        request = _TimedAuthRequest()
         try:
-            creds.refresh(_TimedAuthRequest())
+            creds.refresh(request)
         except auth_exceptions.RefreshError as exc:
+            if _server_side(request.status):
+                raise _Transient(
+                    f"token refresh failed: HTTP {request.status}: {exc}"
+                ) from _safe_cause(exc)
             _raise_refresh_error(exc)
         except auth_exceptions.TransportError as exc:
             raise _Transient(f"token endpoint unreachable: {exc}") from _safe_cause(exc)

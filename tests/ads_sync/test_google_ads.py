@@ -418,6 +418,23 @@ def test_a_token_endpoint_that_echoes_the_credentials_leaves_them_out_of_the_err
         assert secret not in said
 
 
+@pytest.mark.parametrize("status", [502, 503])
+def test_a_token_endpoint_failing_with_a_page_that_is_not_json_is_retried(
+    ads_sandbox, settings, status
+):
+    """A proxy's or an outage's error page before the token endpoint: google-auth never marks a
+    refusal that is not JSON retryable, and the day failed at once with "token refresh failed",
+    counted as the installation's credentials."""
+    settings.ADS_SYNC_MAX_ATTEMPTS = 2
+    with _echoing_token_endpoint(status, None) as token_uri:
+        settings.GOOGLE_ADS_TOKEN_URI = token_uri
+        with pytest.raises(TransientAdsError, match=f"HTTP {status}") as raised:
+            google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert raised.value.attempts == 2
+    assert ads_sandbox.calls() == []
+
+
 def test_a_token_endpoint_that_says_to_try_again_later_is_retried(ads_sandbox, settings):
     """OAuth's `temporarily_unavailable`, even with a 400: google-auth marks it retryable (after
     its own retries, a few seconds)."""
