@@ -351,6 +351,15 @@ def test_credentials_are_taken_out_of_an_error_text(settings, text, shown) -> No
     assert google_ads.redacted(text) == shown
 
 
+def test_a_credential_named_with_letters_that_fold_to_ascii_is_still_looked_for() -> None:
+    """The logging filter runs the patterns only on lines may_hold_credentials lets through,
+    and the case-insensitive pattern takes the long s (U+017F) for an s, which lower() keeps:
+    a substring check alone would let this line be logged as it is."""
+    text = "refused: client_\u017fecret=abc123"
+    assert google_ads.without_credentials(text) == "refused: client_\u017fecret=[redacted]"
+    assert google_ads.may_hold_credentials(text)
+
+
 @contextlib.contextmanager
 def _echoing_token_endpoint(status: int, error: str | None, *, grants_first: bool = False):
     """A token endpoint (or a proxy before it) whose error body repeats the form it was sent;
