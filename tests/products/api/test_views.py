@@ -72,6 +72,19 @@ def test_if_none_match_with_current_etag_is_304(anon, product) -> None:
     assert response["ETag"] == f'"{product.id}-1-1"'
 
 
+@pytest.mark.parametrize("cache_on", [True, False])
+def test_if_none_match_star_on_a_read_of_an_existing_product_is_304(
+    anon, product, settings, cache_on
+) -> None:
+    """RFC 9110, 13.1.2: `*` matches any current representation, from the view (a miss)
+    and from the cache (the second read) alike."""
+    settings.PRODUCT_CACHE_ENABLED = cache_on
+    for _ in range(2):
+        response = anon.get(f"/api/products/{product.id}", HTTP_IF_NONE_MATCH="*")
+        assert response.status_code == 304
+        assert response["ETag"] == product.etag
+
+
 def test_if_none_match_with_old_etag_is_200(anon, product) -> None:
     Product.objects.filter(pk=product.pk).update(stock_level=3)
     response = anon.get(f"/api/products/{product.id}", HTTP_IF_NONE_MATCH=f'"{product.id}-1-1"')
