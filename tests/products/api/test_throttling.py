@@ -153,6 +153,18 @@ def test_behind_a_trusted_proxy_the_proxy_appended_address_is_the_client(product
     assert (limited.status_code, other.status_code) == (429, 200)
 
 
+def test_a_forwarded_for_shorter_than_the_proxy_chain_counts_as_the_peer(product) -> None:
+    """Two proxies should have appended two entries: with one, which address is the client's
+    is unknown, and the peer counts (without the check: an IndexError, a 500)."""
+    proxy = APIClient(REMOTE_ADDR="127.0.0.1")
+    with override_settings(RATELIMIT_READS="2/m", TRUSTED_PROXY_COUNT=2):
+        statuses = [
+            proxy.get("/api/products", HTTP_X_FORWARDED_FOR=f"203.0.113.{n}").status_code
+            for n in range(3)
+        ]
+    assert statuses == [200, 200, 429]
+
+
 def test_an_ipv6_client_is_limited_by_its_64_not_by_its_address(product) -> None:
     with override_settings(RATELIMIT_READS="2/m"):
         for n in range(2):
