@@ -675,6 +675,21 @@ def test_writes_that_bypass_django_are_invalidated_by_the_listener() -> None:
         assert stock_of(anon, product.pk) == 2
 
 
+def _raw_update_announced(product_ids: list[int], *, stock_level: int) -> str:
+    """An UPDATE by raw SQL (no model signal); the payload its trigger announced."""
+    with connection.cursor() as cursor:
+        cursor.execute("LISTEN product_changes")
+        cursor.execute(
+            "UPDATE products_product SET stock_level = %s WHERE id = ANY(%s)",
+            [stock_level, product_ids],
+        )
+    # Only this channel's: a pooled connection may hold another test's notification.
+    notify = next(
+        n for n in connection.connection.notifies(timeout=5) if n.channel == "product_changes"
+    )
+    return str(notify.payload)
+
+
 def test_a_raw_multi_row_update_is_invalidated_through_the_listener_notification() -> None:
     """The trigger announces writes that bypass Django; applying the notification invalidates."""
     from products.management.commands.listen_product_changes import apply_notification
@@ -683,20 +698,11 @@ def test_a_raw_multi_row_update_is_invalidated_through_the_listener_notification
     anon = APIClient()
     for product in products:
         assert stock_of(anon, product.pk) == 5
-    with connection.cursor() as cursor:
-        cursor.execute("LISTEN product_changes")
-        cursor.execute(
-            "UPDATE products_product SET stock_level = 1 WHERE id = ANY(%s)",
-            [[p.pk for p in products]],
-        )
-    # Only this channel's: a pooled connection may hold another test's notification.
-    notify = next(
-        n for n in connection.connection.notifies(timeout=5) if n.channel == "product_changes"
-    )
-    assert sorted(int(i) for i in notify.payload.split(",")) == sorted(p.pk for p in products)
+    payload = _raw_update_announced([p.pk for p in products], stock_level=1)
+    assert sorted(int(i) for i in payload.split(",")) == sorted(p.pk for p in products)
     for product in products:
         assert stock_of(anon, product.pk) == 5  # nothing told the cache yet
-    apply_notification(notify.payload)
+    apply_notification(payload)
     for product in products:
         assert stock_of(anon, product.pk) == 1
 
@@ -712,18 +718,10 @@ def test_a_raw_update_of_more_rows_than_a_notification_lists_drops_every_cached_
     )
     anon = APIClient()
     assert stock_of(anon, products[-1].pk) == 5
-    with connection.cursor() as cursor:
-        cursor.execute("LISTEN product_changes")
-        cursor.execute(
-            "UPDATE products_product SET stock_level = 1 WHERE id = ANY(%s)",
-            [[p.pk for p in products]],
-        )
-    notify = next(
-        n for n in connection.connection.notifies(timeout=5) if n.channel == "product_changes"
-    )
-    assert notify.payload == "*"
+    payload = _raw_update_announced([p.pk for p in products], stock_level=1)
+    assert payload == "*"
     assert stock_of(anon, products[-1].pk) == 5  # nothing told the cache yet
-    apply_notification(notify.payload)
+    apply_notification(payload)
     assert stock_of(anon, products[-1].pk) == 1
     assert "unexpected" not in caplog.text
 
