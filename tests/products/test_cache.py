@@ -361,6 +361,26 @@ def test_an_update_whose_connection_fails_in_flight_still_invalidates() -> None:
     assert stock_of(anon, product.pk) == 4
 
 
+def test_an_update_in_a_transaction_is_invalidated_after_its_commit_not_before() -> None:
+    """A reader between the invalidation and the commit reads the old row and stores it under
+    the new key: sent before the commit, the invalidation leaves that entry current."""
+    product = ProductFactory(stock_level=5)
+    anon = APIClient()
+    read_meanwhile = {}
+
+    def reader() -> None:
+        read_meanwhile["stock"] = stock_of(APIClient(), product.pk)
+        connection.close()
+
+    with transaction.atomic():
+        services.product_update(product_id=product.pk, stock_level=4)
+        thread = threading.Thread(target=reader)
+        thread.start()
+        thread.join(timeout=10)
+    assert read_meanwhile == {"stock": 5}  # not committed yet: the old row, now cached
+    assert stock_of(anon, product.pk) == 4
+
+
 def test_a_model_save_outside_the_api_is_visible_to_the_next_read() -> None:
     product = ProductFactory(stock_level=5)
     anon = APIClient()
