@@ -932,6 +932,17 @@ def test_a_reader_storing_late_after_the_counters_were_flushed_stores_under_a_de
     assert stock_of(anon, product.pk) == 7
 
 
+def test_every_counter_a_write_bumps_keeps_a_ttl() -> None:
+    """Every key has a TTL: a counter the invalidation script left without one (INCR keeps
+    none it did not have) would outlive its product for good."""
+    product = ProductFactory()  # its creation starts the counters
+    services.product_update(product_id=product.pk, stock_level=1)  # ... and this counts them up
+    cache.invalidate_all()
+    redis = cache._redis()
+    for suffix in ("gen", f"ver:{product.pk}", "epoch"):
+        assert 0 < redis.ttl(cache._key(suffix)) <= cache.COUNTER_TTL_S, suffix
+
+
 def test_a_query_with_escaped_separators_never_shares_a_cached_page_with_another() -> None:
     ProductFactory(name="a bolt")
     anon = APIClient()
