@@ -376,6 +376,21 @@ def test_a_restart_moves_the_epoch_past_every_value_used_before_it(tmp_path) -> 
         assert cache.detail_lookup(DETAIL_ID).entry is None
 
 
+def test_a_new_server_moves_an_epoch_that_is_ahead_of_its_clock() -> None:
+    """The epoch starts again from the server's clock, or one past the epoch it finds where
+    that is ahead (a snapshot restored on a server whose clock is behind): left where it was,
+    every entry stored under it would be current again."""
+    client = cache._redis()
+    seconds, micros = client.time()
+    ahead = (seconds + 3600) * 1_000_000 + micros  # an hour ahead of the server's clock
+    client.set(cache._key("epoch"), ahead)
+    cached_detail(body=b'{"before":true}')  # under that epoch
+    client.delete(cache.server_key())  # the entries were not written on this server
+    _as_a_new_process()
+    assert cache.detail_lookup(DETAIL_ID).entry is None
+    assert int(client.get(cache._key("epoch"))) > ahead
+
+
 def test_a_server_that_stays_keeps_its_run_id_and_epoch_past_the_counters_ttl() -> None:
     """Only a new connection found the key, and a match left its TTL alone: seven days after
     it was written every entry was dropped, as after a restart. The epoch's too, where no
