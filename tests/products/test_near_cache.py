@@ -126,6 +126,15 @@ def read_while_another_thread_drains(monkeypatch, *written: str) -> None:
     monkeypatch.setattr(context, "script", real_script)
 
 
+def test_a_miss_keeps_its_counters_but_takes_no_room() -> None:
+    """Only entries count against PRODUCT_NEAR_CACHE_MAX_BYTES: a miss kept as an entry of
+    its own would push hot entries out."""
+    lookup = cache.detail_lookup(DETAIL_ID)
+    assert lookup.entry is None
+    assert near().counter(cache._key(f"ver:{DETAIL_ID}")) is not None
+    assert (near()._entries, near()._bytes) == ({}, 0)
+
+
 def test_a_counter_read_just_before_an_invalidation_is_not_kept_after_it(monkeypatch) -> None:
     """A write lands between the reader's fetch and its fill: what it fetched must not be kept."""
     read_while_another_thread_drains(monkeypatch, f"ver:{DETAIL_ID}")
