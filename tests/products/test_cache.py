@@ -580,6 +580,18 @@ def test_writes_try_a_black_holed_redis_twice_per_rest_not_each_time(long_rest) 
         assert hole.attempts() == 2
 
 
+def test_a_lookup_that_finds_redis_still_down_rests_before_trying_again(long_rest) -> None:
+    """After a rest, the first lookup tries Redis (its epoch bump); if Redis is still
+    black-holed, the next lookups must wait for the next rest, not each wait out a socket
+    timeout."""
+    with _black_holed_redis() as hole:
+        cache.redis_failed("an earlier call timed out")
+        cache._state.retry_at = 0.0  # the rest is over
+        for _ in range(3):
+            assert cache.detail_lookup(1).slot is None
+        assert hole.attempts() == 1
+
+
 def test_after_redis_is_back_one_failed_send_skips_nothing_again(long_rest) -> None:
     with _black_holed_redis():
         cache.invalidate([1])
