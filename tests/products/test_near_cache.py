@@ -25,7 +25,7 @@ from django.core.cache import cache as django_cache
 from django.test import override_settings
 
 from products import cache, near_cache
-from products.near_cache import BACKLOG_LIMIT
+from products.near_cache import BACKLOG_LIMIT, ENTRY_OVERHEAD
 
 DETAIL_ID = 4242
 
@@ -445,6 +445,29 @@ def test_near_entries_expire_with_the_cache_ttl(settings) -> None:
     assert near().entry(lookup.slot.key) is not None
     now[0] += settings.PRODUCT_CACHE_TTL_S + 1
     assert near().entry(lookup.slot.key) is None
+
+
+def test_the_near_cache_keeps_within_its_bytes_the_oldest_entries_going_first(settings) -> None:
+    body = b"x" * 2000
+    settings.PRODUCT_NEAR_CACHE_MAX_BYTES = 2 * (ENTRY_OVERHEAD + len(body) + 100)
+    for product_id in (DETAIL_ID, DETAIL_ID + 1, DETAIL_ID + 2):
+        cached_detail(product_id, body=body)
+    before = lua_calls()
+    assert cache.detail_lookup(DETAIL_ID + 2).entry is not None
+    assert lua_calls() == before  # the newest: from process memory
+    assert cache.detail_lookup(DETAIL_ID).entry is not None
+    assert lua_calls() == before + 1  # the oldest made room for it: from Redis
+
+
+def test_an_entry_two_readers_fill_is_counted_once() -> None:
+    """Both missed and both store: the second copy replaces the first, and its bytes must not
+    stay counted, or the bound empties the near cache sooner and sooner."""
+    first, second = cache.detail_lookup(DETAIL_ID), cache.detail_lookup(DETAIL_ID)
+    entry = cache.Entry(headers={"ETag": '"x"'}, body=b'{"v":1}')
+    cache.store(first, entry)
+    once = near()._bytes
+    cache.store(second, entry)
+    assert near()._bytes == once
 
 
 def test_an_idle_process_keeps_its_socket_drained() -> None:
