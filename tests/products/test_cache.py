@@ -451,6 +451,32 @@ def test_a_late_store_of_a_row_read_before_a_write_is_never_served() -> None:
     assert stock_of(APIClient(), product.pk) == 9
 
 
+def test_an_invalidation_returns_only_after_one_more_round_trip(monkeypatch) -> None:
+    """The fence of products/near_cache.py: Redis writes a command's invalidation pushes
+    before it reads the next command, so once a PING sent after the bump is answered, every
+    process's near cache has the push in its socket. Without the PING, a read elsewhere right
+    after the write is acknowledged may find its old copy: a window too narrow to hit by
+    reading, so this checks the round trip itself."""
+    calls: list[str] = []
+    script, client = cache._script, cache._redis()
+    ping = client.ping
+
+    def recorded_script(name, source):
+        run = script(name, source)
+
+        def recorded(**kwargs):
+            result = run(**kwargs)
+            calls.append(name)
+            return result
+
+        return recorded
+
+    monkeypatch.setattr(cache, "_script", recorded_script)
+    monkeypatch.setattr(client, "ping", lambda: calls.append("ping") or ping())
+    cache.invalidate([1])
+    assert calls == ["invalidate", "ping"]
+
+
 def test_a_hundred_concurrent_misses_on_one_key_cost_one_database_read() -> None:
     product = ProductFactory()
     view = ProductDetailView.as_view()
