@@ -631,6 +631,20 @@ def test_after_redis_is_back_one_failed_send_skips_nothing_again(long_rest) -> N
     assert cache._state.skips == skips  # sent, not skipped
 
 
+def test_skipped_sends_a_lookup_covered_are_not_covered_again(long_rest) -> None:
+    """The lookup after a rest bumps the epoch, which covers the invalidations skipped in it:
+    the next write must not bump the epoch again and drop every entry once more."""
+    with _black_holed_redis():
+        for _ in range(3):
+            cache.invalidate([1])  # two failed, the third skipped
+    assert cache._state.skips
+    cache._state.retry_at = cache._state.skip_sends_until = 0.0  # the rest is over
+    lookup = cache.detail_lookup(2)  # Redis answers its epoch bump
+    cache.store(lookup, cache.Entry(headers={"ETag": '"x"'}, body=b"{}"))
+    cache.invalidate([1])
+    assert cache.detail_lookup(2).entry is not None
+
+
 def test_two_threads_caught_by_one_stall_count_as_one_failed_send(long_rest) -> None:
     """Failures were counted per send: two gthread threads' sends in one stall were "two in a
     row", and the next write was skipped with Redis answering again."""
