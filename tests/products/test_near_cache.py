@@ -91,9 +91,10 @@ def test_a_catalogue_write_elsewhere_drops_every_cached_page_at_once() -> None:
     assert cache.page_lookup("list", host="h", scheme="https", params=params).entry is None
 
 
-def read_while_another_thread_drains(monkeypatch, *written: str) -> None:
+def read_while_another_thread_drains(monkeypatch, *written: str, flush: bool = False) -> None:
     """A reader fetches the detail's counters from Redis; before it keeps them, `written` counters
-    are bumped elsewhere and this thread drains the push."""
+    are bumped elsewhere (or, with `flush`, the database is flushed) and this thread drains the
+    push."""
     cached_detail()
     client = other_process()
     context = cache._context()
@@ -118,6 +119,8 @@ def read_while_another_thread_drains(monkeypatch, *written: str) -> None:
     slow = threading.Thread(target=cache.detail_lookup, args=(DETAIL_ID,), name="slow-reader")
     slow.start()
     fetched.wait()  # the slow reader holds what it read
+    if flush:
+        client.flushdb()
     bump_elsewhere(client, *written)
     assert near().open() is not None  # this thread drains the push
     resume.wait()
@@ -160,6 +163,17 @@ def test_an_invalidation_processed_before_a_read_began_does_not_stop_its_fill(
     read_while_another_thread_drains(monkeypatch, "gen")
     # Kept in process memory by the slow reader (the helper had dropped it).
     assert near().counter(cache._key(f"ver:{DETAIL_ID}")) is not None
+
+
+def test_a_fill_read_before_a_flush_is_not_kept_after_it(monkeypatch, own_redis) -> None:
+    """A flush invalidates every counter at once (one push without keys): a reader that
+    fetched counters and an entry before it must not keep them, or the old entry is served
+    under counters Redis no longer has. A Redis of the test's own: it is flushed."""
+    port, _ = own_redis
+    caches = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}
+    with override_settings(CACHES=caches):
+        read_while_another_thread_drains(monkeypatch, flush=True)
+        assert cache.detail_lookup(DETAIL_ID).entry is None
 
 
 def test_a_backlog_too_large_to_trust_empties_the_near_cache() -> None:
