@@ -205,6 +205,23 @@ def test_a_lost_invalidation_connection_empties_the_near_cache() -> None:
     assert near().open() is not None  # subscribed again
 
 
+def test_an_error_answer_on_the_tracking_connection_empties_the_near_cache(own_redis) -> None:
+    """Only a PONG answers a PING: an error in its place (here an ACL that refuses PING) says
+    the connection is not what the copy relies on, and must not extend its lease."""
+    port, _ = own_redis
+    with override_settings(CACHES=_as_user_refused(port, "-ping")):
+        cached_detail()
+        assert near()._counters
+        # Late enough in the lease to PING, and standing still there: the loop below ends
+        # only when the copy is dropped, not when the lease runs out.
+        now = [near()._valid_until - near()._lease_s * 0.4]
+        near()._clock = lambda: now[0]
+        deadline = time.monotonic() + 5
+        while near().open() is not None and time.monotonic() < deadline:
+            pass  # until the error answering the PING is read
+        assert (near()._sock, near()._counters, near()._entries) == (None, {}, {})
+
+
 def _redis_binary_and_port() -> tuple[str, int]:
     binary = shutil.which("redis-server")
     if binary is None:
