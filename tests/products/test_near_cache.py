@@ -501,6 +501,18 @@ def test_an_entry_two_readers_fill_is_counted_once() -> None:
     assert near()._bytes == once
 
 
+def test_an_answered_ping_renews_the_lease() -> None:
+    cached_detail()
+    now = [near()._valid_until - near()._lease_s * 0.4]  # late in the subscription's lease
+    near()._clock = lambda: now[0]
+    assert near().open() is not None  # ... which sends the PING that renews it
+    deadline = time.monotonic() + 5
+    while near()._pings and time.monotonic() < deadline:
+        assert near().open() is not None  # until the PONG is read
+    now[0] += near()._lease_s * 0.5  # past the subscription's lease
+    assert near().open() is not None
+
+
 def test_an_idle_process_keeps_its_socket_drained() -> None:
     cached_detail()
     assert any(t.name == "near-cache-drainer" for t in threading.enumerate())
