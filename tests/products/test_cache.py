@@ -152,6 +152,23 @@ def test_ids_an_interrupted_send_did_not_reach_go_with_the_next_commit(monkeypat
     assert [stock_of(anon, p.pk) for p in products] == [1] * 5
 
 
+def test_a_reader_waiting_for_a_leader_polls_redis_a_few_times_not_in_a_busy_loop(
+    monkeypatch,
+) -> None:
+    """Waiters back off (2 ms doubling to 50 ms): a hundred of them spinning on a slow
+    leader's key would load Redis with thousands of round trips each."""
+    monkeypatch.setattr(cache, "FILL_WAIT_S", 0.3)
+    lookup = cache.detail_lookup(1)
+    _, lease = cache.claim(lookup)  # the leader, which has stored nothing yet
+    assert lease is not None
+    redis, polls = cache._redis(), []
+    pipeline = redis.pipeline
+    monkeypatch.setattr(redis, "pipeline", lambda *a, **k: polls.append(1) or pipeline(*a, **k))
+    assert cache.claim(lookup) == (None, None)  # waited for it in vain: loads itself
+    assert 0 < len(polls) <= 12
+    cache.release(lookup, lease)
+
+
 def test_if_none_match_is_answered_304_from_the_cache(django_assert_num_queries) -> None:
     product = ProductFactory()
     client = APIClient()
