@@ -635,6 +635,16 @@ def test_a_lookup_that_finds_redis_still_down_rests_before_trying_again(long_res
         assert hole.attempts() == 1
 
 
+def test_a_reader_that_finds_redis_gone_as_it_claims_a_key_rests_from_it(long_rest) -> None:
+    """Like any other call: the next requests go straight to PostgreSQL instead of each
+    waiting out a socket timeout, and the epoch moves on when Redis is back."""
+    lookup = cache.detail_lookup(1)
+    assert lookup.slot is not None
+    with _black_holed_redis():
+        assert cache.claim(lookup) == (None, None)
+        assert cache.redis_resting()
+
+
 def test_after_redis_is_back_one_failed_send_skips_nothing_again(long_rest) -> None:
     with _black_holed_redis():
         cache.invalidate([1])
