@@ -169,6 +169,39 @@ def test_a_reader_waiting_for_a_leader_polls_redis_a_few_times_not_in_a_busy_loo
     cache.release(lookup, lease)
 
 
+def test_a_reader_that_takes_the_lock_after_a_leader_stored_serves_its_entry() -> None:
+    """A leader stored and released between this reader's lookup and its lock: the reader
+    answers the stored entry, and leaves no lock behind for the next readers to wait on."""
+    missed = cache.detail_lookup(1)
+    leader = cache.detail_lookup(1)
+    _, lease = cache.claim(leader)
+    assert lease is not None
+    stored = cache.Entry(headers={"ETag": '"x"'}, body=b"{}")
+    cache.store(leader, stored)
+    cache.release(leader, lease)
+    assert cache.claim(missed) == (stored, None)
+    assert not cache._redis().exists(missed.lock_key)
+
+
+def test_a_waiting_reader_stops_waiting_when_the_leader_stores_nothing(monkeypatch) -> None:
+    """A leader that found nothing to cache (a 404, an error) releases its lock: the readers
+    waiting for it load at once rather than wait out FILL_WAIT_S."""
+    monkeypatch.setattr(cache, "FILL_WAIT_S", 15.0)
+    lookup = cache.detail_lookup(1)
+    _, lease = cache.claim(lookup)  # the leader
+    assert lease is not None
+    redis, polling = cache._redis(), threading.Event()
+    pipeline = redis.pipeline
+    monkeypatch.setattr(redis, "pipeline", lambda *a, **k: polling.set() or pipeline(*a, **k))
+    claimed = []
+    waiter = threading.Thread(target=lambda: claimed.append(cache.claim(lookup)))
+    waiter.start()
+    assert polling.wait(timeout=10)  # the reader waits for the leader's entry
+    cache.release(lookup, lease)  # ... which stores nothing
+    waiter.join(timeout=10)
+    assert claimed == [(None, None)]
+
+
 def test_if_none_match_is_answered_304_from_the_cache(django_assert_num_queries) -> None:
     product = ProductFactory()
     client = APIClient()
