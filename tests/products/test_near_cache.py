@@ -481,13 +481,19 @@ def test_near_entries_expire_with_the_cache_ttl(settings) -> None:
 def test_the_near_cache_keeps_within_its_bytes_the_oldest_entries_going_first(settings) -> None:
     body = b"x" * 2000
     settings.PRODUCT_NEAR_CACHE_MAX_BYTES = 2 * (ENTRY_OVERHEAD + len(body) + 100)
-    for product_id in (DETAIL_ID, DETAIL_ID + 1, DETAIL_ID + 2):
-        cached_detail(product_id, body=body)
-    before = lua_calls()
-    assert cache.detail_lookup(DETAIL_ID + 2).entry is not None
-    assert lua_calls() == before  # the newest: from process memory
-    assert cache.detail_lookup(DETAIL_ID).entry is not None
-    assert lua_calls() == before + 1  # the oldest made room for it: from Redis
+    oldest, _, newest = (
+        cached_detail(product_id, body=body).slot
+        for product_id in (DETAIL_ID, DETAIL_ID + 1, DETAIL_ID + 2)
+    )
+    assert near().entry(newest.key) is not None
+    assert near().entry(oldest.key) is None  # it made room for the newest
+
+
+def test_an_entry_this_process_stores_is_kept_in_its_memory() -> None:
+    """The reader that loaded an entry keeps it: its next read needs no round trip."""
+    lookup = cache.detail_lookup(DETAIL_ID)
+    cache.store(lookup, cache.Entry(headers={"ETag": '"x"'}, body=b"{}"))
+    assert near().entry(lookup.slot.key) is not None
 
 
 def test_an_entry_two_readers_fill_is_counted_once() -> None:
