@@ -1139,6 +1139,20 @@ def test_a_change_after_a_rolled_back_savepoint_is_still_invalidated(monkeypatch
     assert calls == [sorted([first.pk, second.pk])]  # one more miss for the first: harmless
 
 
+@pytest.mark.parametrize("fast_reads", [True, False], ids=["wsgi-path", "view"])
+def test_a_page_answered_but_not_stored_leaves_the_cache_in_use(
+    settings, fast_reads: bool, django_assert_num_queries
+) -> None:
+    """Nowhere to store is not a Redis failure: taken for one, each such page dropped every
+    entry (a new epoch) and made the process rest from Redis."""
+    settings.PRODUCT_FAST_READS = fast_reads
+    product = ProductFactory()
+    assert send(application, "GET", f"/api/products/{product.pk}")[0] == 200  # cached
+    assert send(application, "GET", "/api/products", QUERY_STRING="limit=2&cb=1")[0] == 200
+    with django_assert_num_queries(0):
+        assert send(application, "GET", f"/api/products/{product.pk}")[0] == 200
+
+
 def _page_entries() -> list[bytes]:
     """The list and search pages stored in Redis (this test run's prefix)."""
     pattern = django_cache.make_key(f"products:l{cache.REPRESENTATION}:*")
