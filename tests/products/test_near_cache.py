@@ -176,6 +176,21 @@ def test_a_fill_read_before_a_flush_is_not_kept_after_it(monkeypatch, own_redis)
         assert cache.detail_lookup(DETAIL_ID).entry is None
 
 
+def test_a_push_it_cannot_read_empties_the_near_cache() -> None:
+    """A tracked name that is not UTF-8 (not one this app writes) stops the reading of the
+    pushes drained with it: the invalidations after it in the same read must not be lost.
+    Redis sends one push per tracked prefix, the epoch's before the versions'."""
+    cached_detail()
+    client = other_process()
+    pipe = client.pipeline(transaction=False)
+    pipe.incr(cache._key("epoch").encode() + b"\xff")
+    pipe.incr(cache._key(f"ver:{DETAIL_ID}"))
+    pipe.execute()
+    client.ping()
+    for _ in range(2):
+        assert cache.detail_lookup(DETAIL_ID).entry is None
+
+
 def test_a_backlog_too_large_to_trust_empties_the_near_cache() -> None:
     cached_detail()
     client = other_process()
