@@ -237,6 +237,35 @@ def test_an_error_answer_on_the_tracking_connection_empties_the_near_cache(own_r
         assert (near()._sock, near()._counters, near()._entries) == (None, {}, {})
 
 
+class _ResetSocket:
+    """The tracking connection's socket, its reads failing as a reset by the peer does."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+
+    def recv(self, size: int) -> bytes:
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    def send(self, data: bytes) -> int:
+        return self.real.send(data)
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def test_a_tracking_connection_that_fails_empties_the_near_cache_and_is_reported() -> None:
+    """An error, not just a closed connection: this process may have missed invalidations,
+    so its copy goes and the cache treats it as its own failure (a new epoch before the next
+    entry is served)."""
+    cached_detail()
+    sock = near()._sock
+    assert sock is not None
+    near()._sock = _ResetSocket(sock)  # type: ignore[assignment]
+    assert near().open() is None
+    assert (near()._entries, near()._counters) == ({}, {})
+    assert cache._state.suspect
+
+
 def _redis_binary_and_port() -> tuple[str, int]:
     binary = shutil.which("redis-server")
     if binary is None:
