@@ -553,6 +553,18 @@ def test_an_entry_two_readers_fill_is_counted_once() -> None:
 
 def test_an_answered_ping_renews_the_lease() -> None:
     cached_detail()
+    assert_an_answered_ping_renews_the_lease()
+
+
+def test_a_ping_the_last_connection_left_unanswered_does_not_hold_up_the_next() -> None:
+    cached_detail()
+    near()._pings.append(time.monotonic())  # sent on a connection that goes unanswered
+    near().forget()
+    cached_detail()  # subscribed anew
+    assert_an_answered_ping_renews_the_lease()
+
+
+def assert_an_answered_ping_renews_the_lease() -> None:
     now = [near()._valid_until - near()._lease_s * 0.4]  # late in the subscription's lease
     near()._clock = lambda: now[0]
     assert near().open() is not None  # ... which sends the PING that renews it
