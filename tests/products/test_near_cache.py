@@ -91,10 +91,13 @@ def test_a_catalogue_write_elsewhere_drops_every_cached_page_at_once() -> None:
     assert cache.page_lookup("list", host="h", scheme="https", params=params).entry is None
 
 
-def read_while_another_thread_drains(monkeypatch, *written: str, flush: bool = False) -> None:
+def read_while_another_thread_drains(
+    monkeypatch, *written: str, flush: bool = False, forget: bool = False
+) -> None:
     """A reader fetches the detail's counters from Redis; before it keeps them, `written` counters
     are bumped elsewhere (or, with `flush`, the database is flushed) and this thread drains the
-    push."""
+    push. With `forget`, the near cache is dropped first (a Redis failure), so the bump's push
+    goes to a connection that is gone, and this thread subscribes anew."""
     cached_detail()
     client = other_process()
     context = cache._context()
@@ -119,6 +122,8 @@ def read_while_another_thread_drains(monkeypatch, *written: str, flush: bool = F
     slow = threading.Thread(target=cache.detail_lookup, args=(DETAIL_ID,), name="slow-reader")
     slow.start()
     fetched.wait()  # the slow reader holds what it read
+    if forget:
+        near().forget()
     if flush:
         client.flushdb()
     bump_elsewhere(client, *written)
@@ -141,6 +146,13 @@ def test_a_miss_keeps_its_counters_but_takes_no_room() -> None:
 def test_a_counter_read_just_before_an_invalidation_is_not_kept_after_it(monkeypatch) -> None:
     """A write lands between the reader's fetch and its fill: what it fetched must not be kept."""
     read_while_another_thread_drains(monkeypatch, f"ver:{DETAIL_ID}")
+    assert cache.detail_lookup(DETAIL_ID).entry is None
+
+
+def test_a_fill_opened_before_the_near_cache_was_dropped_is_not_kept(monkeypatch) -> None:
+    """Invalidations sent while it had no connection never reach it: a reader that fetched
+    before the drop must not keep what it fetched once a new connection is in place."""
+    read_while_another_thread_drains(monkeypatch, f"ver:{DETAIL_ID}", forget=True)
     assert cache.detail_lookup(DETAIL_ID).entry is None
 
 
