@@ -450,6 +450,12 @@ def test_a_delete_is_visible_to_the_next_read_and_list() -> None:
     assert anon.get("/api/products").json()["count"] == 0
 
 
+def test_a_missing_product_is_not_cached_as_an_answer() -> None:
+    """Only a 200 is stored: a stored 404 would come back from the cache as a 200."""
+    anon = APIClient()
+    assert [anon.get("/api/products/999999").status_code for _ in range(2)] == [404, 404]
+
+
 def test_a_create_invalidates_every_cached_list_and_search_page() -> None:
     ProductFactory(name="steel bolt", price=Decimal("5.00"))
     anon = APIClient()
