@@ -25,7 +25,7 @@ from django.core.cache import cache as django_cache
 from django.test import override_settings
 
 from products import cache, near_cache
-from products.near_cache import BACKLOG_LIMIT, ENTRY_OVERHEAD
+from products.near_cache import BACKLOG_LIMIT
 
 DETAIL_ID = 4242
 
@@ -532,17 +532,6 @@ def test_near_entries_expire_with_the_cache_ttl(settings) -> None:
     assert near().entry(lookup.slot.key) is not None
     now[0] += settings.PRODUCT_CACHE_TTL_S + 1
     assert near().entry(lookup.slot.key) is None
-
-
-def test_the_near_cache_keeps_within_its_bytes_the_oldest_entries_going_first(settings) -> None:
-    body = b"x" * 2000
-    settings.PRODUCT_NEAR_CACHE_MAX_BYTES = 2 * (ENTRY_OVERHEAD + len(body) + 100)
-    oldest, _, newest = (
-        cached_detail(product_id, body=body).slot
-        for product_id in (DETAIL_ID, DETAIL_ID + 1, DETAIL_ID + 2)
-    )
-    assert near().entry(newest.key) is not None
-    assert near().entry(oldest.key) is None  # it made room for the newest
 
 
 def test_an_entry_this_process_stores_is_kept_in_its_memory() -> None:
