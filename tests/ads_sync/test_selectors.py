@@ -109,12 +109,31 @@ def test_the_daily_detection_leaves_a_failed_day_alone_until_its_retry_after() -
     assert len(selectors.missing_days(windows=windows, backoff=True, force=True, now=NOW)) == 2
 
 
-def test_days_in_flight_in_an_unfinished_run_are_not_planned_twice() -> None:
+@pytest.mark.parametrize("state", [SyncDay.State.PENDING, SyncDay.State.RUNNING])
+def test_days_in_flight_in_an_unfinished_run_are_not_planned_twice(state: str) -> None:
     day = dt.date(2025, 2, 5)
     run = SyncRun.objects.create(trigger="beat", output_dir="/tmp/x", planned=1)
-    SyncDay.objects.create(customer_id=CUSTOMERS[0], date=day, state=SyncDay.State.PENDING, run=run)
+    SyncDay.objects.create(customer_id=CUSTOMERS[0], date=day, state=state, run=run)
     windows = _windows(start=day, end=day)
     assert selectors.missing_days(windows=windows, now=timezone.now()) == [(CUSTOMERS[1], day)]
+
+
+def test_a_pending_day_of_a_finished_run_is_not_in_flight() -> None:
+    """No task of a finished run will settle the day: waiting 12 hours for it gains nothing."""
+    day = dt.date(2025, 2, 5)
+    run = SyncRun.objects.create(
+        trigger="beat", output_dir="/tmp/x", planned=1, failed=1, finished_at=timezone.now()
+    )
+    SyncDay.objects.create(customer_id=CUSTOMERS[0], date=day, state=SyncDay.State.PENDING, run=run)
+    windows = _windows(start=day, end=day)
+    assert len(selectors.missing_days(windows=windows, now=timezone.now())) == 2
+
+
+def test_a_pending_day_whose_run_was_deleted_is_not_in_flight() -> None:
+    day = dt.date(2025, 2, 5)
+    SyncDay.objects.create(customer_id=CUSTOMERS[0], date=day, state=SyncDay.State.PENDING)
+    windows = _windows(start=day, end=day)
+    assert len(selectors.missing_days(windows=windows, now=timezone.now())) == 2
 
 
 def test_a_stale_in_flight_day_is_taken_over() -> None:
