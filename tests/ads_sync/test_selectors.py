@@ -109,6 +109,22 @@ def test_the_daily_detection_leaves_a_failed_day_alone_until_its_retry_after() -
     assert len(selectors.missing_days(windows=windows, backoff=True, force=True, now=NOW)) == 2
 
 
+def test_the_daily_detection_plans_a_deferred_day_whatever_retry_after_its_failures_left() -> None:
+    """A failed day planned again by a backfill keeps its retry_after; deferred by a daily quota
+    there, it is no failure to wait out."""
+    day = dt.date(2025, 2, 5)
+    SyncDay.objects.create(
+        customer_id=CUSTOMERS[0],
+        date=day,
+        state=SyncDay.State.DEFERRED,
+        failures=3,
+        retry_after=NOW + dt.timedelta(days=4),
+    )
+    windows = _windows(start=day, end=day)
+    assert len(selectors.missing_days(windows=windows, backoff=True, now=NOW)) == 2
+    assert selectors.backed_off_days(windows=windows, now=NOW) == 0
+
+
 @pytest.mark.parametrize("state", [SyncDay.State.PENDING, SyncDay.State.RUNNING])
 def test_days_in_flight_in_an_unfinished_run_are_not_planned_twice(state: str) -> None:
     day = dt.date(2025, 2, 5)
