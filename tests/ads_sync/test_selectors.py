@@ -209,3 +209,16 @@ def test_a_day_file_is_never_named_after_a_customer_id_that_is_not_ten_digits(
 def test_a_day_file_is_in_its_accounts_folder(tmp_path: Path) -> None:
     path = selectors.day_csv_path(output_dir=tmp_path, customer_id=CUSTOMERS[0], day=YESTERDAY)
     assert path == tmp_path / CUSTOMERS[0] / "2025-02-28.csv"
+
+
+def test_of_the_days_asked_only_the_done_ones_whose_file_is_gone_are_listed(
+    tmp_path: Path,
+) -> None:
+    """The ledger is read by customer and by date apart: a pair not asked for comes back too."""
+    first, second = dt.date(2025, 2, 1), dt.date(2025, 2, 2)
+    _mark_done(CUSTOMERS[0], [first, second])
+    _mark_done(CUSTOMERS[1], [second])
+    services.day_csv_write(customer_id=CUSTOMERS[0], day=first, output_dir=tmp_path)
+    asked = [(CUSTOMERS[0], first), (CUSTOMERS[1], second)]
+    gone = selectors.done_days_needing_csv_of(days=asked, output_dir=tmp_path)
+    assert gone == [(CUSTOMERS[1], second)]
