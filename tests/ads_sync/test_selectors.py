@@ -222,3 +222,28 @@ def test_of_the_days_asked_only_the_done_ones_whose_file_is_gone_are_listed(
     asked = [(CUSTOMERS[0], first), (CUSTOMERS[1], second)]
     gone = selectors.done_days_needing_csv_of(days=asked, output_dir=tmp_path)
     assert gone == [(CUSTOMERS[1], second)]
+
+
+def test_a_runs_latency_is_the_percentiles_of_its_done_days_durations() -> None:
+    run = SyncRun.objects.create(trigger="backfill", output_dir="/tmp/x", planned=22, done=21)
+    for n in range(1, 21):
+        SyncDay.objects.create(
+            customer_id=CUSTOMERS[0],
+            date=YESTERDAY - dt.timedelta(days=n),
+            state=SyncDay.State.DONE,
+            duration_ms=n * 10,
+            run=run,
+        )
+    # Neither a day without a duration nor a failed one counts.
+    SyncDay.objects.create(
+        customer_id=CUSTOMERS[1], date=YESTERDAY, state=SyncDay.State.DONE, run=run
+    )
+    SyncDay.objects.create(
+        customer_id=CUSTOMERS[1],
+        date=YESTERDAY - dt.timedelta(days=1),
+        state=SyncDay.State.FAILED,
+        duration_ms=99_000,
+        run=run,
+    )
+    latency = selectors.run_latency(run_id=run.pk)
+    assert (latency.p50_ms, latency.p95_ms) == (pytest.approx(105.0), pytest.approx(190.5))
