@@ -513,6 +513,39 @@ def test_a_stale_day_that_moved_before_the_plan_locked_it_stays_with_its_run(
     assert old.deferred == 0
 
 
+def test_a_plan_settles_only_the_stale_days_it_takes_over_not_another_accounts_same_date(
+    tmp_path: Path,
+) -> None:
+    """A backfill of one account took over a stale day of another account on the same date."""
+    old = _run(tmp_path, planned=2)
+    stale = timezone.now() - selectors.IN_FLIGHT_STALE_AFTER - dt.timedelta(minutes=1)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=old)
+    SyncDay.objects.create(customer_id="2222222222", date=DAY, run=old)
+    SyncDay.objects.filter(run=old).update(updated_at=stale)
+
+    planned, taken = services._take_over(planned=[(CUSTOMER, DAY)])
+
+    assert (planned, taken) == ([(CUSTOMER, DAY)], {old.pk})
+    old.refresh_from_db()
+    assert old.deferred == 1
+
+
+def test_a_day_a_finished_run_left_pending_is_not_counted_again_for_that_run(
+    tmp_path: Path,
+) -> None:
+    """Its run counted it when it finished: counting it deferred too put the run past its
+    planned days."""
+    old = _run(tmp_path)
+    SyncRun.objects.filter(pk=old.pk).update(failed=1, finished_at=timezone.now())
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=old)
+
+    planned, taken = services._take_over(planned=[(CUSTOMER, DAY)])
+
+    assert (planned, taken) == ([(CUSTOMER, DAY)], set())
+    old.refresh_from_db()
+    assert (old.failed, old.deferred) == (1, 0)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_plan_locks_only_the_in_flight_days_it_takes_over(tmp_path: Path) -> None:
     old = _run(tmp_path, planned=2)
