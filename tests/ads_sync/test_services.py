@@ -690,6 +690,21 @@ def test_a_runs_time_counts_its_account_lookups_and_its_csv_rewrites(
     assert run.elapsed_s == pytest.approx(elapsed)
 
 
+def test_a_finished_runs_time_is_not_extended_when_it_has_no_file_to_rewrite(
+    tmp_path: Path,
+) -> None:
+    finished = timezone.now() - dt.timedelta(minutes=5)
+    run = SyncRun.objects.create(
+        trigger=SyncRun.Trigger.BACKFILL,
+        output_dir=str(tmp_path),
+        finished_at=finished,
+        elapsed_s=1.0,
+    )
+    assert services.run_csv_restore(run=run, days=[], after_finish=True) == (0, [])
+    run.refresh_from_db()
+    assert (run.finished_at, run.elapsed_s) == (finished, 1.0)
+
+
 def test_a_run_with_only_csvs_to_rewrite_is_finished_even_if_its_planner_dies(
     tmp_path: Path,
 ) -> None:
