@@ -263,6 +263,19 @@ def test_a_failure_of_a_day_without_a_ledger_entry_is_not_recorded(tmp_path: Pat
     assert (run.failed, run.finished_at) == (0, None)
 
 
+def test_a_crash_recorded_for_a_day_backs_off_from_its_runs_planning(
+    settings, tmp_path: Path
+) -> None:
+    settings.ADS_SYNC_FAILED_DAILY_RETRIES = 0
+    run = _run(tmp_path)
+    planned_at = timezone.now() - dt.timedelta(hours=5)
+    SyncRun.objects.filter(pk=run.pk).update(started_at=planned_at)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.RUNNING)
+    assert services.day_fail(customer_id=CUSTOMER, day=DAY, run_id=run.pk, error="boom")
+    entry = SyncDay.objects.get()
+    assert (entry.failures, entry.retry_after) == (1, planned_at + dt.timedelta(days=2, hours=-1))
+
+
 def test_a_failure_is_stored_without_credentials_and_cut(tmp_path: Path, monkeypatch) -> None:
     run = _run(tmp_path, planned=2)
     other = DAY - dt.timedelta(days=1)
