@@ -645,6 +645,18 @@ def test_a_runs_lost_tasks_are_sent_again_at_the_second_check(ads_sandbox, tmp_p
     assert len(fetched_days(ads_sandbox.calls())) == 3
 
 
+def test_a_run_sent_again_is_suspected_afresh_before_it_is_sent_a_second_time(
+    one_account: str, tmp_path: Path, monkeypatch
+) -> None:
+    """Its suspicion ends as its days are sent: were they lost again, the next check sent them
+    again at once, every ten minutes, instead of giving the sent tasks a check to show up."""
+    _lost_run(one_account, tmp_path, quiet_for=tasks.LOST_AFTER * 2)
+    monkeypatch.setattr(tasks.broker, "tasks_lost", lambda queue, run_ids: True)
+    sent = _record_fan_out(monkeypatch)
+    assert [tasks.resend_lost() for _ in range(4)] == [0, 3, 0, 3]
+    assert len(sent) == 6
+
+
 @pytest.mark.usefixtures("sync_worker")
 def test_a_run_that_moved_lately_or_whose_tasks_are_queued_is_left_alone(
     ads_sandbox, tmp_path: Path, monkeypatch
