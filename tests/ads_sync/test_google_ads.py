@@ -586,3 +586,12 @@ def test_a_retry_delay_past_the_calls_budget_gives_up_instead_of_sleeping(ads_sa
 
     assert raised.value.attempts == 1
     assert _outcomes(ads_sandbox) == ["quota"]
+
+
+def test_a_calls_budget_is_every_attempt_at_its_deadline_plus_a_minute_of_waits(settings):
+    """The tasks' time limits and the planning lock's TTL are built on it."""
+    settings.ADS_SYNC_TIMEOUT_S = 2.0
+    settings.ADS_SYNC_MAX_ATTEMPTS = 3
+    assert google_ads.fetch_budget_s() == 2.0 * 3 + 60
+    settings.ADS_SYNC_MAX_ATTEMPTS = 0  # still one attempt
+    assert google_ads.fetch_budget_s() == 2.0 + 60
