@@ -118,6 +118,21 @@ def test_unavailable_is_retried_up_to_max_attempts_then_transient(ads_sandbox, s
     assert _outcomes(ads_sandbox) == ["unavailable"] * 3
 
 
+def test_retries_spent_on_an_error_without_a_failure_name_the_last_request_id(
+    ads_sandbox, settings
+):
+    """UNAVAILABLE carries no GoogleAdsFailure: its request id is in the trailing metadata."""
+    settings.ADS_SYNC_MAX_ATTEMPTS = 2
+    ads_sandbox.configure(fail_first={"unavailable": 10})
+
+    with pytest.raises(TransientAdsError) as raised:
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    last = ads_sandbox.calls()[-1]["request_id"]
+    assert raised.value.request_id == last
+    assert f"(request id {last})" in str(raised.value)
+
+
 def test_a_stream_removed_mid_answer_is_retried_like_unavailable(ads_sandbox):
     """SearchStream's known reset reaches the client as UNKNOWN "Stream removed" after a first
     batch (google-ads-python#707): it failed the day at once as a PermanentAdsError."""
