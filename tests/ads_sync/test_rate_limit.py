@@ -1,14 +1,30 @@
-"""The outbound token bucket shared by every worker (ads_sync/integrations/rate_limit.py)."""
+"""The outbound token bucket shared by every worker (ads_sync/integrations/rate_limit.py).
+
+The spacing across processes is checked end to end in test_google_ads.py; these pin the
+bucket's own arithmetic, whose waits are what acquire() returns (Redis's clock, not ours).
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from types import SimpleNamespace
 
 from django.conf import settings as django_settings
 
 from ads_sync.integrations import rate_limit
 from tests.processes import closed_port
+
+
+def test_a_fresh_bucket_lets_one_call_through_then_spaces_the_next_at_the_rate() -> None:
+    name = f"ads_sync:test-bucket:{uuid.uuid4()}"
+    assert rate_limit.acquire(name, 2.0) == 0.0
+    started = time.monotonic()
+    wait = rate_limit.acquire(name, 2.0)
+    # Half a second after the first, less the few milliseconds between the two calls.
+    assert 0.25 < wait <= 0.5
+    assert time.monotonic() - started >= wait  # it returned once its slot came
 
 
 def test_with_redis_down_each_process_spaces_its_own_calls(settings, monkeypatch, caplog) -> None:
