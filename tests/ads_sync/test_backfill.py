@@ -645,7 +645,12 @@ def test_a_planning_removes_csv_writes_that_a_killed_worker_left_unfinished(
     folder = tmp_path / ads_sandbox.customers[0]
     folder.mkdir()
     old, recent = folder / ".2026-03-20.csv.2n6l6ut0.tmp", folder / ".2026-03-21.csv.x1.tmp"
-    unrelated = [folder / "notes.tmp", tmp_path / ".ads_daily_totals.csv.keep", folder / "a.csv"]
+    unrelated = [
+        folder / "notes.tmp",
+        tmp_path / ".ads_daily_totals.csv.keep",
+        folder / "a.csv",
+        folder / "2026-03-20.csv.2n6l6ut0.tmp",  # not hidden: no temporary file of ours
+    ]
     for path in (old, recent, *unrelated):
         path.write_text("customer_id,date\n")
     hours_ago = time.time() - 2 * 3600
