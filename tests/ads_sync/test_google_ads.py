@@ -20,6 +20,7 @@ import grpc
 import pytest
 from google.ads.googleads.v26.errors.types import errors as ads_errors
 from google.api_core import exceptions as api_exceptions
+from tenacity import RetryCallState, Retrying
 
 from ads_sync.integrations import google_ads
 from ads_sync.integrations.google_ads import (
@@ -610,3 +611,14 @@ def test_a_calls_budget_is_every_attempt_at_its_deadline_plus_a_minute_of_waits(
     assert google_ads.fetch_budget_s() == 2.0 * 3 + 60
     settings.ADS_SYNC_MAX_ATTEMPTS = 0  # still one attempt
     assert google_ads.fetch_budget_s() == 2.0 + 60
+
+
+def test_the_backoff_doubles_per_attempt_with_jitter_in_its_upper_half_up_to_the_max(settings):
+    """The tests' fast retry settings make any wait pass: its bounds are checked here."""
+    settings.ADS_SYNC_RETRY_BASE_S = 1.0
+    settings.ADS_SYNC_RETRY_MAX_S = 6.0
+    state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
+    for attempt, backoff in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 6.0), (5, 6.0)):
+        state.attempt_number = attempt
+        delays = [google_ads._wait(state) for _ in range(50)]
+        assert all(backoff / 2 <= delay <= backoff for delay in delays), (attempt, delays)
