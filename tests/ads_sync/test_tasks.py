@@ -645,6 +645,20 @@ def test_a_runs_lost_tasks_are_sent_again_at_the_second_check(ads_sandbox, tmp_p
     assert len(fetched_days(ads_sandbox.calls())) == 3
 
 
+def test_only_the_unsettled_days_of_a_run_are_sent_again(
+    one_account: str, tmp_path: Path, monkeypatch
+) -> None:
+    run = _lost_run(
+        one_account, tmp_path, quiet_for=dt.timedelta(seconds=tasks.SYNC_DAY_TIME_LIMIT_S * 2)
+    )
+    pending, running, done = SyncDay.objects.filter(run=run).order_by("-date")
+    SyncDay.objects.filter(pk=running.pk).update(state=SyncDay.State.RUNNING)
+    SyncDay.objects.filter(pk=done.pk).update(state=SyncDay.State.DONE)
+    sent = _record_fan_out(monkeypatch)
+    assert tasks.resend_unsettled(run_ids=[run.pk]) == 2
+    assert [s.args[1] for s in sent] == [pending.date.isoformat(), running.date.isoformat()]
+
+
 def test_a_run_sent_again_is_suspected_afresh_before_it_is_sent_a_second_time(
     one_account: str, tmp_path: Path, monkeypatch
 ) -> None:
@@ -655,6 +669,30 @@ def test_a_run_sent_again_is_suspected_afresh_before_it_is_sent_a_second_time(
     sent = _record_fan_out(monkeypatch)
     assert [tasks.resend_lost() for _ in range(4)] == [0, 3, 0, 3]
     assert len(sent) == 6
+
+
+def test_a_run_started_long_ago_that_moved_lately_is_not_suspected(
+    one_account: str, tmp_path: Path, monkeypatch
+) -> None:
+    """A long backfill settles days as it goes: it is quiet only once none moved lately."""
+    run = _lost_run(one_account, tmp_path, quiet_for=tasks.LOST_AFTER * 6)
+    SyncDay.objects.filter(run=run).update(updated_at=timezone.now())
+    monkeypatch.setattr(tasks.broker, "tasks_lost", lambda queue, run_ids: True)
+    sent = _record_fan_out(monkeypatch)
+    assert [tasks.resend_lost(), tasks.resend_lost()] == [0, 0]
+    assert sent == []
+
+
+def test_a_finished_runs_leftover_pending_day_is_not_sent_again(
+    one_account: str, tmp_path: Path, monkeypatch
+) -> None:
+    """Its run no longer waits on it: the next detection plans it (see test_selectors)."""
+    run = _lost_run(one_account, tmp_path, quiet_for=tasks.LOST_AFTER * 2)
+    SyncRun.objects.filter(pk=run.pk).update(failed=3, finished_at=timezone.now())
+    monkeypatch.setattr(tasks.broker, "tasks_lost", lambda queue, run_ids: True)
+    sent = _record_fan_out(monkeypatch)
+    assert [tasks.resend_lost(), tasks.resend_lost()] == [0, 0]
+    assert sent == []
 
 
 @pytest.mark.usefixtures("sync_worker")
