@@ -25,6 +25,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from ads_sync import locks, selectors, services, tasks
 from ads_sync.integrations import google_ads
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
+from inventory_project.celery import app as celery_app
 from tests.time_limits import slow_statement_cut_short
 
 from .helpers import (
@@ -728,3 +729,11 @@ def test_resending_runs_whose_days_are_all_settled_sends_and_says_nothing(
     assert tasks.resend_unsettled(run_ids=[run.pk]) == 0
     assert sent == []
     assert "sent again" not in caplog.text
+
+
+def test_the_beat_entries_of_the_sync_name_tasks_the_workers_register() -> None:
+    """A task renamed in code (or left to Celery's default name) made beat send messages no
+    worker knows, and the daily detection or the lost-task check silently never ran."""
+    entries = [e for e in django_settings.PERIODIC_TASKS if e["task"].startswith("ads_sync.")]
+    assert len(entries) == 2
+    assert all(entry["task"] in celery_app.tasks for entry in entries)
