@@ -263,6 +263,18 @@ def test_a_failure_of_a_day_without_a_ledger_entry_is_not_recorded(tmp_path: Pat
     assert (run.failed, run.finished_at) == (0, None)
 
 
+def test_a_crash_of_an_older_runs_task_leaves_a_day_a_newer_run_planned_alone(
+    tmp_path: Path,
+) -> None:
+    old, new = _run(tmp_path), _run(tmp_path)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=new, state=SyncDay.State.PENDING)
+    assert not services.day_fail(customer_id=CUSTOMER, day=DAY, run_id=old.pk, error="boom")
+    entry = SyncDay.objects.get()
+    assert (entry.run_id, entry.state) == (new.pk, SyncDay.State.PENDING)
+    old.refresh_from_db()
+    assert old.failed == 0
+
+
 def test_a_crash_recorded_for_a_day_backs_off_from_its_runs_planning(
     settings, tmp_path: Path
 ) -> None:
