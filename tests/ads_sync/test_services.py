@@ -506,6 +506,18 @@ def test_a_plan_that_takes_over_a_stale_day_settles_it_for_the_run_that_lost_it(
     assert SyncDay.objects.get().run_id == new.run.pk
 
 
+def test_a_plan_touches_no_ledger_entry_but_its_own_days(tmp_path: Path) -> None:
+    """Its days' updated_at is set after the upsert: set on every entry, it made every other
+    run's stale days look fresh, and none was ever taken over."""
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    stale = timezone.now() - selectors.IN_FLIGHT_STALE_AFTER - dt.timedelta(minutes=1)
+    other = SyncDay.objects.create(customer_id="2222222222", date=DAY, run=_run(tmp_path))
+    SyncDay.objects.filter(pk=other.pk).update(updated_at=stale)
+    _plan_yesterday(tmp_path)
+    other.refresh_from_db()
+    assert other.updated_at == stale
+
+
 def test_a_day_still_in_flight_is_neither_planned_again_nor_settled_for_its_run(
     tmp_path: Path,
 ) -> None:
