@@ -194,6 +194,21 @@ def test_done_days_whose_csv_is_older_than_their_last_fetch_are_listed(tmp_path:
     assert stale == [(CUSTOMERS[0], days[0])]
 
 
+def test_a_day_file_a_clock_tick_older_than_its_fetch_is_not_rewritten(tmp_path: Path) -> None:
+    """The file system's clock may lag the process's: the file the fetch itself wrote can look
+    a little older than the fetch, and was rewritten at every plan."""
+    day = dt.date(2025, 2, 1)
+    _mark_done(CUSTOMERS[0], [day])
+    fetched = timezone.now()
+    SyncDay.objects.filter(customer_id=CUSTOMERS[0]).update(fetched_at=fetched)
+    path = services.day_csv_write(customer_id=CUSTOMERS[0], day=day, output_dir=tmp_path)
+    tick = (fetched - dt.timedelta(milliseconds=500)).timestamp()
+    os.utime(path, (tick, tick))
+    windows = _windows(start=day, end=day)
+    stale = selectors.done_days_needing_csv(windows=windows, output_dir=tmp_path, exclude=set())
+    assert stale == []
+
+
 @pytest.mark.parametrize(
     "customer_id", ["../../../tmp/x", "1234567890\n", " 1234567890", "123-456-7890", "123456789"]
 )
