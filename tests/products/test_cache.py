@@ -183,25 +183,6 @@ def test_a_reader_that_takes_the_lock_after_a_leader_stored_serves_its_entry() -
     assert not cache._redis().exists(missed.lock_key)
 
 
-def test_a_waiting_reader_stops_waiting_when_the_leader_stores_nothing(monkeypatch) -> None:
-    """A leader that found nothing to cache (a 404, an error) releases its lock: the readers
-    waiting for it load at once rather than wait out FILL_WAIT_S."""
-    monkeypatch.setattr(cache, "FILL_WAIT_S", 15.0)
-    lookup = cache.detail_lookup(1)
-    _, lease = cache.claim(lookup)  # the leader
-    assert lease is not None
-    redis, polling = cache._redis(), threading.Event()
-    pipeline = redis.pipeline
-    monkeypatch.setattr(redis, "pipeline", lambda *a, **k: polling.set() or pipeline(*a, **k))
-    claimed = []
-    waiter = threading.Thread(target=lambda: claimed.append(cache.claim(lookup)))
-    waiter.start()
-    assert polling.wait(timeout=10)  # the reader waits for the leader's entry
-    cache.release(lookup, lease)  # ... which stores nothing
-    waiter.join(timeout=10)
-    assert claimed == [(None, None)]
-
-
 def test_if_none_match_is_answered_304_from_the_cache(django_assert_num_queries) -> None:
     product = ProductFactory()
     client = APIClient()
