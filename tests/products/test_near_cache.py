@@ -194,8 +194,7 @@ def test_a_fill_read_before_a_flush_is_not_kept_after_it(monkeypatch, own_redis)
     fetched counters and an entry before it must not keep them, or the old entry is served
     under counters Redis no longer has. A Redis of the test's own: it is flushed."""
     port, _ = own_redis
-    caches = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}
-    with override_settings(CACHES=caches):
+    with _on_redis(port):
         read_while_another_thread_drains(monkeypatch, flush=True)
         assert cache.detail_lookup(DETAIL_ID).entry is None
 
@@ -330,10 +329,18 @@ def own_redis() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _caches(location: str) -> dict[str, Any]:
+    return {"default": {**settings.CACHES["default"], "LOCATION": location}}
+
+
+def _on_redis(port: int) -> override_settings:
+    """The cache on the Redis at `port` (a test's own) for the `with` block."""
+    return override_settings(CACHES=_caches(f"redis://127.0.0.1:{port}/0"))
+
+
 def test_a_hung_redis_stops_the_near_cache_before_a_writer_could_give_up(own_redis) -> None:
     port, proc = own_redis
-    caches = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}
-    with override_settings(CACHES=caches):
+    with _on_redis(port):
         cached_detail()
         now = [time.monotonic()]
         near()._clock = lambda: now[0]
@@ -464,8 +471,7 @@ def _as_user_refused(port: int, refused: str) -> dict[str, Any]:
     redis.Redis(port=port).acl_setuser(
         "app", enabled=True, passwords=["+secret"], keys=["*"], commands=["+@all", refused]
     )
-    location = f"redis://app:secret@127.0.0.1:{port}/0"
-    return {"default": {**settings.CACHES["default"], "LOCATION": location}}
+    return _caches(f"redis://app:secret@127.0.0.1:{port}/0")
 
 
 def test_a_restart_moves_the_epoch_past_every_value_used_before_it(tmp_path) -> None:
@@ -600,8 +606,7 @@ def test_an_idle_process_keeps_its_socket_drained() -> None:
 
 def test_a_tracking_connection_that_stops_answering_pings_is_dropped(own_redis) -> None:
     port, proc = own_redis
-    caches = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}
-    with override_settings(CACHES=caches):
+    with _on_redis(port):
         cached_detail()
         os.kill(proc.pid, signal.SIGSTOP)
         try:
@@ -640,8 +645,7 @@ def test_a_flush_of_redis_empties_the_near_cache_and_keeps_its_connection(own_re
     """Redis announces a flush as one invalidation of no key in particular: every counter
     is gone, and so is every entry built from one."""
     port, _ = own_redis
-    caches = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}
-    with override_settings(CACHES=caches):
+    with _on_redis(port):
         lookup = cached_detail()
         sock = near()._sock
         client = redis.Redis(port=port)
@@ -657,8 +661,7 @@ def test_a_tracking_connection_reset_by_redis_is_a_failure_not_an_error(own_redi
     """Redis killed while hung resets the connection (a PING it never read): the read goes on
     without the near cache, and the process treats it as Redis failing."""
     port, proc = own_redis
-    caches = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}
-    with override_settings(CACHES=caches):
+    with _on_redis(port):
         cached_detail()
         os.kill(proc.pid, signal.SIGSTOP)
         near()._ping(time.monotonic())  # left unread in the stopped server's socket
