@@ -14,6 +14,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 
 from inventory_project.wsgi import application
+from tests.products.api.wsgi_client import send
 from tests.products.conftest import ProductFactory, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -177,25 +178,10 @@ def _call(
 ) -> tuple[int, str, bytes]:
     """The WSGI application's status, Content-Type and body for a request with a
     Content-Length (that of `body`, unless `extra` says otherwise)."""
-    stream = body if isinstance(body, io.BytesIO) else io.BytesIO(body)
-    env: dict[str, Any] = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "QUERY_STRING": query,
-        "HTTP_HOST": "testserver",
-        "CONTENT_TYPE": content_type,
-        "CONTENT_LENGTH": str(len(stream.getvalue())),
-        "wsgi.input": stream,
-        **extra,
-    }
-    setup_testing_defaults(env)
-    captured: dict[str, Any] = {}
-
-    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
-        captured["status"], captured["headers"] = int(status[:3]), dict(headers)
-
-    content = b"".join(application(env, start_response))
-    return captured["status"], captured["headers"]["Content-Type"], content
+    status, headers, content = send(
+        application, method, path, body, CONTENT_TYPE=content_type, QUERY_STRING=query, **extra
+    )
+    return status, headers["Content-Type"], content
 
 
 def _post(path: str, body: io.BytesIO, length: int, content_type: str) -> tuple[int, str, bytes]:

@@ -32,13 +32,20 @@ def send(
     without: Collection[str] = (),
     **environ: str,
 ) -> tuple[int, dict[str, str], bytes]:
-    """The status, headers and body `app` answers; `without` names environ keys to leave out."""
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode() if body else b""
+    """The status, headers and body `app` answers; `without` names environ keys to leave out.
+
+    `body` is bytes, a stream (read as the server's input, to see how far the app read it), or
+    what JSON-encodes to the bytes."""
+    if isinstance(body, io.BytesIO):
+        stream, raw = body, body.getvalue()
+    else:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode() if body else b""
+        stream = io.BytesIO(raw)
     env: dict[str, Any] = {
         "REQUEST_METHOD": method,
         "PATH_INFO": path,
         "HTTP_HOST": "testserver",
-        "wsgi.input": io.BytesIO(raw),
+        "wsgi.input": stream,
         "CONTENT_LENGTH": str(len(raw)),
     }
     if raw:
