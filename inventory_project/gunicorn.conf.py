@@ -40,7 +40,8 @@ worker_class = os.environ.get(
 )
 threads = _env_int("GUNICORN_THREADS", 4, minimum=1)
 # Seconds that worker waits for each next piece of a request it reads; 0: no limit.
-_read_timeout = _env_int("GUNICORN_READ_TIMEOUT_S", 10, minimum=0)
+# At most 2147483, as the settings' durations (SECONDS_MAX in settings/base.py).
+_read_timeout = _env_int("GUNICORN_READ_TIMEOUT_S", 10, minimum=0, maximum=2_147_483)
 # Open connections one worker takes at most (gunicorn's default: 1000). A worker that has its
 # share stops accepting, so the others get the rest: without a cap, a burst of new keep-alive
 # connections can all land on the one worker that was awake, and wait on its GIL while the

@@ -64,10 +64,19 @@ def env_int(
     return value
 
 
-def env_float(name: str, default: float, *, positive: bool = False) -> float:
+# The most seconds any duration setting takes: PostgreSQL's largest timeout (2^31 - 1 ms), about
+# 24.8 days. Far above any sane value, and far below where the sockets, locks and sleeps they are
+# passed to overflow (about 10^10 s: REDIS_SOCKET_TIMEOUT_S=1e10 raised OverflowError on every
+# Redis call, ADS_SYNC_TIMEOUT_S=1e10 on every Google Ads call).
+SECONDS_MAX = 2_147_483
+
+
+def env_float(
+    name: str, default: float, *, positive: bool = False, minimum: float | None = None
+) -> float:
     """A finite number (`nan` and `inf` are refused: a timeout or rate of either made the
     processes that read it fail later, with a message that did not name it); above 0 with
-    `positive`, else at least 0."""
+    `positive`, else at least 0; at least `minimum` if given."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -78,6 +87,16 @@ def env_float(name: str, default: float, *, positive: bool = False) -> float:
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         which = "above 0" if positive else "0 or more"
         raise ImproperlyConfigured(f"{name} must be a finite number {which}, got {raw!r}")
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+def env_seconds(name: str, default: float, *, positive: bool = False) -> float:
+    """A duration: env_float's number, at most SECONDS_MAX."""
+    value = env_float(name, default, positive=positive)
+    if value > SECONDS_MAX:
+        raise ImproperlyConfigured(f"{name} must be at most {SECONDS_MAX} seconds, got {value:g}")
     return value
 
 
@@ -86,9 +105,10 @@ def env_pg_timeout_s(name: str, default: float) -> float:
     milliseconds up to 2^31 - 1: below 1 ms it read 0 (no limit), above it refused the value
     ("value exceeds integer range") on every connection or migration that set it."""
     value = env_float(name, default)
-    if value and not 0.001 <= value <= 2_147_483:
+    if value and not 0.001 <= value <= SECONDS_MAX:
         raise ImproperlyConfigured(
-            f"{name} must be 0 (no limit) or 0.001 to 2147483 seconds, got {os.environ[name]!r}"
+            f"{name} must be 0 (no limit) or 0.001 to {SECONDS_MAX} seconds, "
+            f"got {os.environ[name]!r}"
         )
     return value
 
@@ -262,17 +282,17 @@ if DB_POOL_MAX_SIZE < DB_POOL_MIN_SIZE:
         f"DB_POOL_MAX_SIZE must be at least DB_POOL_MIN_SIZE ({DB_POOL_MIN_SIZE}), "
         f"got {DB_POOL_MAX_SIZE}"
     )
-DB_POOL_TIMEOUT_S = env_float("DB_POOL_TIMEOUT_S", 10.0, positive=True)
+DB_POOL_TIMEOUT_S = env_seconds("DB_POOL_TIMEOUT_S", 10.0, positive=True)
 # Once a checkout has waited DB_POOL_TIMEOUT_S in vain, the next ones wait this long, until one
 # gets a connection (inventory_project/postgresql/base.py): in an outage, a 503 in half a
 # second instead of a server thread held for ten, so the requests behind do not queue.
-DB_POOL_OUTAGE_TIMEOUT_S = env_float("DB_POOL_OUTAGE_TIMEOUT_S", 0.5, positive=True)
+DB_POOL_OUTAGE_TIMEOUT_S = env_seconds("DB_POOL_OUTAGE_TIMEOUT_S", 0.5, positive=True)
 # psycopg_pool tries a lost connection again at doubling intervals (1, 2, 4, 8 s ...) for five
 # minutes, and only one such attempt at a time may grow the pool: after an outage of a minute
 # its next try could come half a minute after PostgreSQL was back, with every request meanwhile
 # waiting DB_POOL_TIMEOUT_S for a 503. An attempt gives up after this long instead, and the
 # next starts at once while requests wait (inventory_project/postgresql/pool.py).
-DB_POOL_RECONNECT_TIMEOUT_S = env_float("DB_POOL_RECONNECT_TIMEOUT_S", 5.0, positive=True)
+DB_POOL_RECONNECT_TIMEOUT_S = env_seconds("DB_POOL_RECONNECT_TIMEOUT_S", 5.0, positive=True)
 # psycopg prepares a statement on a connection once it has run this many times there, so hot
 # queries skip PostgreSQL's parse and plan (the token query's plan cost four times its run).
 # 0 turns it off: needed behind PgBouncer in transaction mode before version 1.21. A negative
@@ -302,7 +322,7 @@ WEB_DB_IDLE_IN_TRANSACTION_TIMEOUT_S = env_pg_timeout_s(
 # while its kernel keeps TCP's probes answered. A request on it waited with no end, and with it
 # every request queued behind the worker's threads (inventory_project/postgresql/connection.py).
 # Above the statement limit, so that a slow query gets PostgreSQL's own answer; 0: no limit.
-WEB_DB_ANSWER_TIMEOUT_S = env_float("WEB_DB_ANSWER_TIMEOUT_S", 15.0)
+WEB_DB_ANSWER_TIMEOUT_S = env_seconds("WEB_DB_ANSWER_TIMEOUT_S", 15.0)
 if 0 < WEB_DB_ANSWER_TIMEOUT_S <= WEB_DB_STATEMENT_TIMEOUT_S:
     raise ImproperlyConfigured(
         "WEB_DB_ANSWER_TIMEOUT_S must be above WEB_DB_STATEMENT_TIMEOUT_S "
@@ -392,7 +412,7 @@ for _redis_url in REDIS_URL.split(","):
             "in the password, percent-encode any of : / ? # [ ] @"
         )
 # Short timeouts: a dead or black-holed Redis must degrade to PostgreSQL, not hang requests.
-REDIS_SOCKET_TIMEOUT_S = env_float("REDIS_SOCKET_TIMEOUT_S", 0.25, positive=True)
+REDIS_SOCKET_TIMEOUT_S = env_seconds("REDIS_SOCKET_TIMEOUT_S", 0.25, positive=True)
 
 CACHES = {
     "default": {
@@ -537,7 +557,7 @@ RATELIMIT_IPV4_MASK = env_int("RATELIMIT_IPV4_MASK", 32, minimum=0, maximum=32)
 # --- Products ---------------------------------------------------------------------------------
 
 PRODUCT_CACHE_ENABLED = env_bool("PRODUCT_CACHE_ENABLED", True)
-PRODUCT_CACHE_TTL_S = env_int("PRODUCT_CACHE_TTL_S", 300, minimum=1)
+PRODUCT_CACHE_TTL_S = env_int("PRODUCT_CACHE_TTL_S", 300, minimum=1, maximum=SECONDS_MAX)
 # Per-process copy of hot entries, kept coherent by Redis invalidation pushes; 0 turns it off.
 PRODUCT_NEAR_CACHE_MAX_BYTES = env_int("PRODUCT_NEAR_CACHE_MAX_BYTES", 64 * 1024 * 1024, minimum=0)
 # Token-authenticated JSON updates of one product answered ahead of Django's request cycle
@@ -559,12 +579,14 @@ GOOGLE_ADS_LOGIN_CUSTOMER_ID = "".join(env_customer_ids("GOOGLE_ADS_LOGIN_CUSTOM
 GOOGLE_ADS_ENDPOINT = env_str("GOOGLE_ADS_ENDPOINT", "googleads.googleapis.com")
 GOOGLE_ADS_TOKEN_URI = env_filled("GOOGLE_ADS_TOKEN_URI", "https://oauth2.googleapis.com/token")
 GOOGLE_ADS_CA_FILE = env_str("GOOGLE_ADS_CA_FILE", "")
-ADS_SYNC_TIMEOUT_S = env_float("ADS_SYNC_TIMEOUT_S", 60.0, positive=True)
-ADS_SYNC_MAX_QPS = env_float("ADS_SYNC_MAX_QPS", 5.0, positive=True)
+ADS_SYNC_TIMEOUT_S = env_seconds("ADS_SYNC_TIMEOUT_S", 60.0, positive=True)
+# At least one call in 1,000 s: a rate like 1e-320 made every call's wait infinite, and the
+# sleep raised OverflowError.
+ADS_SYNC_MAX_QPS = env_float("ADS_SYNC_MAX_QPS", 5.0, minimum=0.001)
 ADS_SYNC_MAX_ATTEMPTS = env_int("ADS_SYNC_MAX_ATTEMPTS", 5, minimum=1)
 # Exponential backoff with jitter between attempts: base, doubled per attempt, capped.
-ADS_SYNC_RETRY_BASE_S = env_float("ADS_SYNC_RETRY_BASE_S", 1.0)
-ADS_SYNC_RETRY_MAX_S = env_float("ADS_SYNC_RETRY_MAX_S", 60.0)
+ADS_SYNC_RETRY_BASE_S = env_seconds("ADS_SYNC_RETRY_BASE_S", 1.0)
+ADS_SYNC_RETRY_MAX_S = env_seconds("ADS_SYNC_RETRY_MAX_S", 60.0)
 # A relative folder is the project's: web, workers and commands may run in other directories.
 # Empty is the default: it was the project folder itself, and the CSVs landed among the code.
 ADS_SYNC_OUTPUT_DIR = BASE_DIR / Path(env_filled("ADS_SYNC_OUTPUT_DIR", "output")).expanduser()
@@ -578,7 +600,11 @@ ADS_SYNC_LOOKBACK_DAYS = env_int("ADS_SYNC_LOOKBACK_DAYS", 3, minimum=0, maximum
 # A failed day is tried by every daily detection this many times in a row; after that the
 # detection waits 2, 4, 8 ... days between tries, at most the max. `backfill_ads` does not wait.
 ADS_SYNC_FAILED_DAILY_RETRIES = env_int("ADS_SYNC_FAILED_DAILY_RETRIES", 2, minimum=0)
-ADS_SYNC_FAILED_BACKOFF_MAX_DAYS = env_int("ADS_SYNC_FAILED_BACKOFF_MAX_DAYS", 30, minimum=1)
+# At most the days since 2000-01-01, as the history: above about 2.9 million days the date of the
+# next try overflowed (OverflowError in the task that recorded the failure).
+ADS_SYNC_FAILED_BACKOFF_MAX_DAYS = env_int(
+    "ADS_SYNC_FAILED_BACKOFF_MAX_DAYS", 30, minimum=1, maximum=_ads_sync_days_max
+)
 # (hour, minute), UTC. Checked here: beat took "25:00" and then never ran the detection.
 ADS_SYNC_DAILY_AT = env_time_of_day("ADS_SYNC_DAILY_AT", "03:00")
 PERIODIC_TASKS.append(

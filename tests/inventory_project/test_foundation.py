@@ -35,11 +35,13 @@ from psycopg_pool import ConnectionPool
 from inventory_project import health, tasks
 from inventory_project.celery import app as celery_app
 from inventory_project.settings.base import (
+    SECONDS_MAX,
     database_from_url,
     env_bool,
     env_float,
     env_int,
     env_rate,
+    env_seconds,
     env_time_of_day,
 )
 from products.models import Product
@@ -846,6 +848,9 @@ def test_a_delay_below_zero_or_not_a_number_is_refused(monkeypatch, value) -> No
         ("ADS_SYNC_LOOKBACK_DAYS", "1000000"),
         ("DB_PREPARE_THRESHOLD", "-1"),  # taken as 0, silently
         ("ADS_SYNC_MAX_ATTEMPTS", "0"),
+        # The failure that reached it failed too: the date of the next try overflowed.
+        ("ADS_SYNC_FAILED_BACKOFF_MAX_DAYS", "3000000"),
+        ("PRODUCT_CACHE_TTL_S", "2147484"),  # as every duration setting
         ("PORT", "70000"),
         ("RATELIMIT_IPV4_MASK", "33"),
     ],
@@ -855,6 +860,32 @@ def test_a_count_out_of_its_range_is_refused_naming_it(name, value) -> None:
     assert result.returncode != 0
     assert f"ImproperlyConfigured: {name} must be an integer in " in result.stderr
     assert f"got '{value}'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        # OverflowError on every Redis call, and on every Google Ads call.
+        ("REDIS_SOCKET_TIMEOUT_S", "1e10", "at most 2147483 seconds"),
+        ("ADS_SYNC_TIMEOUT_S", "1e10", "at most 2147483 seconds"),
+        # Every call's wait was infinite, and its sleep raised OverflowError.
+        ("ADS_SYNC_MAX_QPS", "1e-320", "at least 0.001"),
+    ],
+)
+def test_a_duration_or_rate_beyond_what_its_callers_take_is_refused_naming_it(
+    name, value, message
+) -> None:
+    result = _manage("check", **{name: value})
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {name} must be {message}, got" in result.stderr
+
+
+def test_a_duration_may_be_as_long_as_postgresqls_longest_timeout(monkeypatch) -> None:
+    monkeypatch.setenv("REDIS_SOCKET_TIMEOUT_S", str(SECONDS_MAX))
+    assert env_seconds("REDIS_SOCKET_TIMEOUT_S", 0.25, positive=True) == SECONDS_MAX
+    monkeypatch.setenv("REDIS_SOCKET_TIMEOUT_S", str(SECONDS_MAX + 1))
+    with pytest.raises(ImproperlyConfigured, match="at most"):
+        env_seconds("REDIS_SOCKET_TIMEOUT_S", 0.25, positive=True)
 
 
 # Twelve hours behind UTC and fourteen ahead: at any hour, one of them is on another date.

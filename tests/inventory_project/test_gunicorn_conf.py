@@ -44,7 +44,8 @@ def _read(monkeypatch, **env: str) -> dict[str, Any]:
         ("GUNICORN_THREADS", "0", "1.."),  # "Worker failed to boot", again and again
         ("GUNICORN_KEEPALIVE", "-1", "0.."),
         ("GUNICORN_TIMEOUT", "-1", "0.."),
-        ("GUNICORN_READ_TIMEOUT_S", "-1", "0.."),
+        ("GUNICORN_READ_TIMEOUT_S", "-1", "0..2147483"),
+        ("GUNICORN_READ_TIMEOUT_S", "2147484", "0..2147483"),  # as every duration setting
         ("PORT", "70000", "1..65535"),
     ],
 )
