@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import logging
 import os
 import random
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -429,17 +431,45 @@ def _build_client(config: tuple[str, ...]) -> _Client:
 
 
 class _TimedAuthRequest(AuthRequest):
-    """The token endpoint gets the same deadline as the API (the library's default is 120 s),
-    and the status of its last answer is kept: google-auth drops it from the RefreshError of an
-    answer that is not JSON (a proxy's 502 page), which it never marks retryable."""
+    """One token refresh, google-auth's own tries included, gets the API's deadline
+    (ADS_SYNC_TIMEOUT_S): the library's default is 120 s a request, and it makes up to three
+    requests when the endpoint answers a retryable refusal, so one refresh could last three
+    deadlines and the waits between them. The status of its last answer is kept: google-auth
+    drops it from the RefreshError of an answer that is not JSON (a proxy's 502 page), which it
+    never marks retryable."""
 
     status: int | None = None
+    error = ""  # OAuth's error code in that answer, if any
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._deadline = time.monotonic() + float(settings.ADS_SYNC_TIMEOUT_S)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs["timeout"] = settings.ADS_SYNC_TIMEOUT_S
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            answer = f"HTTP {self.status} {self.error}".rstrip() if self.status else "no answer"
+            raise _RefreshOutOfTime(
+                f"{answer}, and ADS_SYNC_TIMEOUT_S ({settings.ADS_SYNC_TIMEOUT_S:g} s) ran out "
+                "before the library's next try"
+            )
+        kwargs["timeout"] = left
         response = super().__call__(*args, **kwargs)
         self.status = response.status
+        self.error = _oauth_error(response.data)
         return response
+
+
+class _RefreshOutOfTime(auth_exceptions.TransportError):
+    pass
+
+
+def _oauth_error(body: bytes) -> str:
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):  # not JSON, or not an object
+        return ""
+    return error if isinstance(error, str) else ""
 
 
 def _server_side(status: int | None) -> bool:
@@ -462,6 +492,8 @@ def _ensure_token(client: _Client, refused_token: str | None = None) -> None:
                     f"token refresh failed: HTTP {request.status}: {exc}"
                 ) from _safe_cause(exc)
             _raise_refresh_error(exc)
+        except _RefreshOutOfTime as exc:
+            raise _Transient(f"token refresh failed: {exc}") from _safe_cause(exc)
         except auth_exceptions.TransportError as exc:
             raise _Transient(f"token endpoint unreachable: {exc}") from _safe_cause(exc)
 

@@ -377,15 +377,19 @@ def test_a_credential_named_with_letters_that_fold_to_ascii_is_still_looked_for(
 
 
 @contextlib.contextmanager
-def _echoing_token_endpoint(status: int, error: str | None, *, grants_first: bool = False):
+def _echoing_token_endpoint(
+    status: int, error: str | None, *, grants_first: bool = False, posts: list[str] | None = None
+):
     """A token endpoint (or a proxy before it) whose error body repeats the form it was sent;
     `grants_first`: its first answer is a token valid for 60 s, which google-auth takes for
-    expired at once (gRPC's auth plugin refreshes it for the call)."""
+    expired at once (gRPC's auth plugin refreshes it for the call); `posts` gets each form."""
     granted = []
 
     class Echo(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             form = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            if posts is not None:
+                posts.append(form)
             if grants_first and not granted:
                 granted.append(form)
                 token = {"access_token": "ya29.granted-once", "expires_in": 60}
@@ -443,6 +447,30 @@ def test_a_token_endpoint_that_echoes_the_credentials_leaves_them_out_of_the_err
         assert secret not in said
 
 
+@pytest.mark.parametrize(
+    ("status", "error"), [(503, "backendError"), (400, "temporarily_unavailable")]
+)
+def test_one_token_refresh_with_the_librarys_own_tries_keeps_to_the_calls_deadline(
+    ads_sandbox, settings, status, error
+):
+    """google-auth tries a retryable refusal three times, a second and two apart, each request
+    with the deadline: one refresh could outlast three. Its next try after the deadline is not
+    made, and the attempt is retried as any other transient failure: OAuth's
+    `temporarily_unavailable` too, even with a 400 (google-auth marks it retryable)."""
+    settings.ADS_SYNC_MAX_ATTEMPTS = 2
+    settings.ADS_SYNC_TIMEOUT_S = 0.5  # below google-auth's first wait (0.9 s at least)
+    posts: list[str] = []
+    with _echoing_token_endpoint(status, error, posts=posts) as token_uri:
+        settings.GOOGLE_ADS_TOKEN_URI = token_uri
+        with pytest.raises(
+            TransientAdsError, match=f"HTTP {status} {error}, and ADS_SYNC_TIMEOUT_S"
+        ) as raised:
+            google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert raised.value.attempts == 2
+    assert len(posts) == 2  # one request an attempt, not three
+
+
 @pytest.mark.parametrize("status", [502, 503])
 def test_a_token_endpoint_failing_with_a_page_that_is_not_json_is_retried(
     ads_sandbox, settings, status
@@ -458,18 +486,6 @@ def test_a_token_endpoint_failing_with_a_page_that_is_not_json_is_retried(
 
     assert raised.value.attempts == 2
     assert ads_sandbox.calls() == []
-
-
-def test_a_token_endpoint_that_says_to_try_again_later_is_retried(ads_sandbox, settings):
-    """OAuth's `temporarily_unavailable`, even with a 400: google-auth marks it retryable (after
-    its own retries, a few seconds)."""
-    settings.ADS_SYNC_MAX_ATTEMPTS = 2
-    with _echoing_token_endpoint(400, "temporarily_unavailable") as token_uri:
-        settings.GOOGLE_ADS_TOKEN_URI = token_uri
-        with pytest.raises(TransientAdsError, match="temporarily_unavailable") as raised:
-            google_ads.fetch_data(CUSTOMER, DAY)
-
-    assert raised.value.attempts == 2
 
 
 def test_a_token_endpoint_that_echoes_the_credentials_leaves_them_out_of_the_librarys_log(
