@@ -4,29 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
-from wsgiref.util import setup_testing_defaults
 
 import pytest
 
 from inventory_project.head import HeadWithoutBodyApp
 from inventory_project.wsgi import application
+from tests.products.api.wsgi_client import send
 from tests.products.conftest import ProductFactory
-
-
-def call(method: str, path: str) -> tuple[str, dict[str, str], bytes]:
-    environ: dict[str, Any] = {"REQUEST_METHOD": method, "PATH_INFO": path}
-    setup_testing_defaults(environ)
-    started: dict[str, Any] = {}
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
-        started.update(status=status, headers=dict(headers))
-
-    body = application(environ, start_response)
-    try:
-        content = b"".join(body)
-    finally:
-        getattr(body, "close", lambda: None)()
-    return started["status"], started["headers"], content
 
 
 @pytest.mark.django_db(transaction=True)
@@ -35,8 +19,8 @@ def test_a_head_request_has_the_gets_headers_and_no_body(path: str) -> None:
     """Each HEAD's body reached gunicorn, which dropped it and logged a warning: a HEAD probe
     wrote a warning line every time."""
     path = path.format(id=ProductFactory().pk)
-    get_status, get_headers, get_body = call("GET", path)
-    head_status, head_headers, head_body = call("HEAD", path)
+    get_status, get_headers, get_body = send(application, "GET", path)
+    head_status, head_headers, head_body = send(application, "HEAD", path)
     assert get_body
     assert head_body == b""
     # Expires (never_cache on the probes) is the time of the answer.

@@ -56,8 +56,12 @@ def send(
         del env[name]
     captured: dict[str, Any] = {}
 
-    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
         captured["status"], captured["headers"] = int(status[:3]), dict(headers)
 
-    content = b"".join(app(env, start_response))
+    answer = app(env, start_response)
+    try:
+        content = b"".join(answer)
+    finally:  # as a server does: Django sends request_finished here
+        getattr(answer, "close", lambda: None)()
     return captured["status"], captured["headers"], content
