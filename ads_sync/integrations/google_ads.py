@@ -11,10 +11,10 @@ How a call goes: one GoogleAdsService.SearchStream per (customer, date) through 
 `google-ads` library, after a slot from the Redis token bucket shared by every worker
 (ADS_SYNC_MAX_QPS), with a deadline (ADS_SYNC_TIMEOUT_S) on every call. Failures are classified:
 
-- transient (deadline, unavailable, internal, short-term quota, and unknown: SearchStream's reset
-  mid-answer, "Stream removed", without a GoogleAdsFailure): retried with exponential backoff
-  and jitter (ADS_SYNC_RETRY_BASE_S .. ADS_SYNC_RETRY_MAX_S), never sooner than the server's
-  `retry_delay`, up to ADS_SYNC_MAX_ATTEMPTS attempts, then TransientAdsError;
+- transient (deadline, unavailable, internal, aborted, short-term quota, and unknown:
+  SearchStream's reset mid-answer, "Stream removed", without a GoogleAdsFailure): retried with
+  exponential backoff and jitter (ADS_SYNC_RETRY_BASE_S .. ADS_SYNC_RETRY_MAX_S), never sooner
+  than the server's `retry_delay`, up to ADS_SYNC_MAX_ATTEMPTS attempts, then TransientAdsError;
 - UNAUTHENTICATED (an access token expired or revoked early): refresh the credentials, one more try;
 - daily quota (a quota failure whose retry_delay is long): DailyQuotaExhausted at once;
 - a refresh token the token endpoint refuses (invalid_grant): CredentialsError at once;
