@@ -5,7 +5,8 @@ from Google Ads is the names below: CampaignDay, AccountInfo, the AdsError famil
 get_account; and around them CallCounter (the calls a run counts), redacted (an error's text
 without credentials), fetch_budget_s (one call's longest time with its retries, which the tasks'
 time limits and the planning lock build on), warm_up_in_background (a worker's client built as
-it starts) and normalize_customer_id.
+it starts), normalize_customer_id, and without_credentials and may_hold_credentials (the logging
+filter's, inventory_project/logs.py).
 
 How a call goes: one GoogleAdsService.SearchStream per (customer, date) through the real
 `google-ads` library, after a slot from the Redis token bucket shared by every worker
