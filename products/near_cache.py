@@ -23,9 +23,10 @@ Why a local copy cannot serve a stale read:
   write cannot put it back after another thread dropped it. Invalidations of other counters do
   not stop a fill: under a steady write load one arrives every few milliseconds, and refusing
   every fill that overlapped one left a quarter of hot reads going to Redis.
-- **Losing Redis.** Each use needs a lease: a PING answered within LEASE, sent at most that long
-  ago. The lease is shorter than the Redis socket timeout, so when Redis hangs, this copy stops
-  being used before any writer could have given up on its invalidation and answered. A closed
+- **Losing Redis.** Each use needs a lease: a PING sent at most `lease_s` ago and answered
+  (products/cache.py gives the lesser of NEAR_LEASE_S, 0.1 s, and the socket timeout / 2.5). The
+  lease is shorter than the Redis socket timeout, so when Redis hangs, this copy stops being
+  used before any writer could have given up on its invalidation and answered. A closed
   or broken socket, a PING unanswered for long, or a backlog so large that Redis may still be
   holding pushes back, drops everything and reconnects; nothing is kept until the new
   subscription is in place. A connection that Redis broke, that stopped answering, or that
