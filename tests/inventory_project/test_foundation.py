@@ -567,6 +567,32 @@ def test_an_empty_test_name_is_its_default(name, setting, default) -> None:
     assert result.stdout.splitlines()[-1] == default
 
 
+# Where the project reads its environment: the settings, gunicorn's config, the entry points'
+# DJANGO_SETTINGS_MODULE, and the Procfile's `${NAME:-default}` (the worker's concurrency, the
+# sandbox's ports).
+_READS_VARIABLE = re.compile(
+    r"""(?:env_\w+|os\.environ\.get|os\.environ\.setdefault)\(\s*["']([A-Z][A-Z0-9_]*)["']"""
+)
+
+
+def test_env_example_names_every_variable_read_and_no_other() -> None:
+    """.env.example is the list of every variable the project reads (its header, the README's
+    Configuration): a setting added without its line, or a line left for a setting removed,
+    makes it wrong without a word."""
+    example = re.findall(r"^(?:# )?([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M)
+    project = ROOT / "inventory_project"
+    python = [
+        *(project / "settings").glob("*.py"),
+        *(project / name for name in ("gunicorn.conf.py", "wsgi.py", "celery.py")),
+        ROOT / "manage.py",
+    ]
+    read = {name for path in python for name in _READS_VARIABLE.findall(path.read_text())}
+    read |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (ROOT / "Procfile").read_text()))
+    assert len(example) == len(set(example)), "a variable named twice"
+    assert sorted(set(example) - read) == [], "named in .env.example, read nowhere"
+    assert sorted(read - set(example)) == [], "read, but not in .env.example"
+
+
 @pytest.mark.parametrize("module", ["inventory_project.wsgi", "inventory_project.celery"])
 def test_the_web_and_celery_apps_take_the_production_settings_unless_told(module) -> None:
     """They took the local ones: a server or worker started without DJANGO_SETTINGS_MODULE
