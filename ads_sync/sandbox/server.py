@@ -63,7 +63,11 @@ FAULT_KINDS = (
     "quota",  # RESOURCE_EXHAUSTED, short-term quota, retry_delay = quota_retry_delay_s
     "daily_quota",  # RESOURCE_EXHAUSTED, daily quota, retry_delay = daily_quota_retry_delay_s
     "internal",  # INTERNAL
-    "unavailable",  # UNAVAILABLE
+    "unavailable",  # UNAVAILABLE, without a GoogleAdsFailure (a front end's)
+    # UNAVAILABLE and DEADLINE_EXCEEDED with a GoogleAdsFailure (internal_error TRANSIENT_ERROR,
+    # DEADLINE_EXCEEDED): the API's own, which the library raises as a GoogleAdsException.
+    "transient_error",
+    "deadline_exceeded",
     "hang",  # no answer until the client gives up (its deadline), or for hang_s seconds
     "unauthenticated",  # UNAUTHENTICATED, as if the access token had expired
     "permission_denied",  # PERMISSION_DENIED (USER_PERMISSION_DENIED)
@@ -386,6 +390,20 @@ def _fault_abort(kind: str, faults: dict[str, Any]) -> _Abort:
         )
     if kind == "unavailable":
         return _Abort(code.UNAVAILABLE, "The service is currently unavailable.", kind)
+    if kind == "transient_error":
+        return _Abort(
+            code.UNAVAILABLE,
+            "The service encountered a transient error.",
+            kind,
+            {"internal_error": InternalErrorEnum.InternalError.TRANSIENT_ERROR},
+        )
+    if kind == "deadline_exceeded":
+        return _Abort(
+            code.DEADLINE_EXCEEDED,
+            "The request took longer than a deadline.",
+            kind,
+            {"internal_error": InternalErrorEnum.InternalError.DEADLINE_EXCEEDED},
+        )
     if kind == "unknown":
         return _Abort(
             code.UNKNOWN,

@@ -20,17 +20,20 @@
 - `.calls(method="SearchStream")`: the record, oldest first; each a dict with customer_id, date
   ("YYYY-MM-DD", None for the account query), query ("campaign" | "customer"), attempt (per
   customer+date, counted since the last reset), outcome ("ok", "quota", "daily_quota",
-  "internal", "unavailable", "hang", "unauthenticated[:expired|:unknown]",
-  "permission_denied", "invalid_argument", "invalid_customer_id", "stream_removed",
-  "unknown"), rows (for "stream_removed", those sent before the reset), t (epoch seconds when
-  received), request_id, login_customer_id. `.calls(method="token")` lists the OAuth grants
-  (outcome "ok" | "invalid_grant" | "invalid_client"); `.calls(method=None)` both.
+  "internal", "unavailable", "transient_error", "deadline_exceeded", "hang",
+  "unauthenticated[:expired|:unknown]", "permission_denied", "invalid_argument",
+  "invalid_customer_id", "stream_removed", "unknown"), rows (for "stream_removed", those
+  sent before the reset), t (epoch seconds when received), request_id, login_customer_id.
+  `.calls(method="token")` lists the OAuth grants (outcome "ok" | "invalid_grant" |
+  "invalid_client"); `.calls(method=None)` both.
 - `.configure(**faults)`: merge faults (see ads_sync/sandbox/server.py DEFAULT_FAULTS):
   latency_s, fail_first={kind: n} (first n attempts of every customer+date fail),
   fail_rate={kind: fraction} (deterministic by hash), quota_retry_delay_s,
   daily_quota_retry_delay_s, hang_s, token_ttl_s, revoke_refresh_token, denied_customers,
   duplicate_first_row ("same" | "changed": the first campaign row of an answer sent twice).
-  Kinds: quota, daily_quota, internal, unavailable, hang, unauthenticated, permission_denied,
+  Kinds: quota, daily_quota, internal, unavailable (without a GoogleAdsFailure),
+  transient_error and deadline_exceeded (UNAVAILABLE and DEADLINE_EXCEEDED with one: the
+  library raises a GoogleAdsException), hang, unauthenticated, permission_denied,
   invalid_argument, stream_removed (the first row's batch, then UNKNOWN "Stream removed"),
   unknown (UNKNOWN with a GoogleAdsFailure: the server's own error).
 - `.expire_tokens()`: every access token issued so far stops working (UNAUTHENTICATED).

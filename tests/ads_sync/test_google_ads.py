@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.ads.googleads.errors import GoogleAdsException
 from google.ads.googleads.v26.errors.types import errors as ads_errors
 from google.api_core import exceptions as api_exceptions
 from tenacity import RetryCallState, Retrying
@@ -132,6 +133,35 @@ def test_retries_spent_on_an_error_without_a_failure_name_the_last_request_id(
     last = ads_sandbox.calls()[-1]["request_id"]
     assert raised.value.request_id == last
     assert f"(request id {last})" in str(raised.value)
+
+
+@pytest.mark.parametrize("kind", ["transient_error", "deadline_exceeded"])
+def test_a_google_ads_failure_sent_with_a_transient_status_is_retried(ads_sandbox, kind):
+    """UNAVAILABLE and DEADLINE_EXCEEDED that the API sends with a GoogleAdsFailure reach the
+    client as a GoogleAdsException, not as api_core's errors the other transient faults are."""
+    ads_sandbox.configure(fail_first={kind: 2})
+
+    rows = google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert len(rows) == len(data.rows_for(CUSTOMER, DAY))
+    assert _outcomes(ads_sandbox) == [kind, kind, "ok"]
+
+
+@pytest.mark.parametrize("kind", ["transient_error", "deadline_exceeded"])
+def test_retries_spent_on_a_google_ads_failure_name_the_last_request_id(
+    ads_sandbox, settings, kind
+):
+    settings.ADS_SYNC_MAX_ATTEMPTS = 2
+    ads_sandbox.configure(fail_first={kind: 10})
+
+    with pytest.raises(TransientAdsError) as raised:
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert isinstance(raised.value.__cause__.__cause__, GoogleAdsException)
+    last = ads_sandbox.calls()[-1]["request_id"]
+    assert raised.value.request_id == last
+    assert f"(request id {last})" in str(raised.value)
+    assert raised.value.attempts == 2
 
 
 def test_a_stream_removed_mid_answer_is_retried_like_unavailable(ads_sandbox):
