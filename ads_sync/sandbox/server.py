@@ -78,6 +78,8 @@ FAULT_KINDS = (
     # UNKNOWN with a GoogleAdsFailure (ERROR_CODE_NOT_PUBLISHED): the server's own answer, not a
     # reset of the stream.
     "unknown",
+    # An answer without a row, ended OK: for the account query (FROM customer), no account row.
+    "empty",
 )
 
 DEFAULT_FAULTS: dict[str, Any] = {
@@ -515,7 +517,7 @@ class _AdsServicer:
                 hang_s = faults["hang_s"]
                 cancelled.wait(float(hang_s) if hang_s is not None else HANG_MAX_S)
                 context.abort(grpc.StatusCode.UNAVAILABLE, "The sandbox hung up.")
-            if kind is not None and kind != "stream_removed":
+            if kind is not None and kind not in ("stream_removed", "empty"):
                 raise _fault_abort(kind, faults)
 
             if query.resource == "customer":
@@ -533,13 +535,15 @@ class _AdsServicer:
                     _build_row(query.fields, _field_values(customer_id, day, row))
                     for day, row in served
                 ]
+            if kind == "empty":
+                rows = []
             if kind == "stream_removed":
                 entry["outcome"] = kind
                 entry["rows"] = len(rows[:1])
                 self.state.record(entry)
                 yield SearchGoogleAdsStreamResponse(results=rows[:1], request_id=request_id)
                 context.abort(grpc.StatusCode.UNKNOWN, "Stream removed")
-            entry["outcome"] = "ok"
+            entry["outcome"] = kind or "ok"
             entry["rows"] = len(rows)
             self.state.record(entry)
             context.set_trailing_metadata((("request-id", request_id),))

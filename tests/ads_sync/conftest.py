@@ -22,7 +22,7 @@
   customer+date, counted since the last reset), outcome ("ok", "quota", "daily_quota",
   "internal", "unavailable", "transient_error", "deadline_exceeded", "hang",
   "unauthenticated[:expired|:unknown]", "permission_denied", "invalid_argument",
-  "invalid_customer_id", "stream_removed", "unknown"), rows (for "stream_removed", those
+  "invalid_customer_id", "stream_removed", "unknown", "empty"), rows (for "stream_removed", those
   sent before the reset), t (epoch seconds when received), request_id, login_customer_id.
   `.calls(method="token")` lists the OAuth grants (outcome "ok" | "invalid_grant" |
   "invalid_client"); `.calls(method=None)` both.
@@ -35,7 +35,8 @@
   transient_error and deadline_exceeded (UNAVAILABLE and DEADLINE_EXCEEDED with one: the
   library raises a GoogleAdsException), hang, unauthenticated, permission_denied,
   invalid_argument, stream_removed (the first row's batch, then UNKNOWN "Stream removed"),
-  unknown (UNKNOWN with a GoogleAdsFailure: the server's own error).
+  unknown (UNKNOWN with a GoogleAdsFailure: the server's own error), empty (an answer without
+  a row: for the account query, no account row).
 - `.expire_tokens()`: every access token issued so far stops working (UNAUTHENTICATED).
 - `.reset()`: default faults, empty record, every issued access token valid again.
 - Expected data: `ads_sync.sandbox.data.rows_for(customer_id, day)` (deterministic; about one

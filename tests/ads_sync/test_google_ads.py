@@ -90,6 +90,15 @@ def test_get_account_reads_time_zone_and_currency(ads_sandbox):
     assert [(c["query"], c["outcome"]) for c in ads_sandbox.calls()] == [("customer", "ok")]
 
 
+def test_an_account_query_answered_without_a_row_is_permanent(ads_sandbox):
+    ads_sandbox.configure(fail_first={"empty": 5})
+
+    with pytest.raises(PermanentAdsError, match="account query returned no row"):
+        google_ads.get_account(CUSTOMER)
+
+    assert [(c["query"], c["outcome"]) for c in ads_sandbox.calls()] == [("customer", "empty")]
+
+
 def test_login_customer_id_is_sent_for_a_manager_account(ads_sandbox, settings):
     settings.GOOGLE_ADS_LOGIN_CUSTOMER_ID = "9876543210"
 
