@@ -555,6 +555,28 @@ def test_warm_up_without_credentials_calls_nothing_and_says_so(ads_sandbox, sett
     assert ads_sandbox.calls(method=None) == []
 
 
+def test_a_warm_up_the_token_endpoint_refuses_is_logged_and_the_first_fetch_tries_again(
+    ads_sandbox, settings, caplog
+):
+    # Another configuration, so that warm_up builds this process a new client.
+    settings.GOOGLE_ADS_DEVELOPER_TOKEN = "refused-warm-up-developer-token"
+    ads_sandbox.configure(revoke_refresh_token=True)
+
+    assert google_ads.warm_up() is False
+    ads_sandbox.configure(revoke_refresh_token=False)
+    rows = google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert len(rows) == len(data.rows_for(CUSTOMER, DAY))
+    assert [(c["method"], c["outcome"]) for c in ads_sandbox.calls(method=None)] == [
+        ("token", "invalid_grant"),
+        ("token", "ok"),
+        ("SearchStream", "ok"),
+    ]
+    (warning,) = [r for r in caplog.records if "warm-up failed" in r.getMessage()]
+    assert warning.levelname == "WARNING"
+    assert google_ads.INVALID_GRANT_ADVICE in warning.getMessage()
+
+
 def _fetch_in_forked_child(customer_id: str, day: dt.date, queue) -> None:
     queue.put(len(google_ads.fetch_data(customer_id, day)))
 
