@@ -577,6 +577,63 @@ def test_a_warm_up_the_token_endpoint_refuses_is_logged_and_the_first_fetch_trie
     assert google_ads.INVALID_GRANT_ADVICE in warning.getMessage()
 
 
+@contextlib.contextmanager
+def _held_token_endpoint():
+    """A token endpoint that grants a token only once the test releases it (or 10 s have
+    passed): yields its URL, and events set when a request is in, when it is answered, and the
+    one that releases it."""
+    received = threading.Event()
+    answered = threading.Event()
+    release = threading.Event()
+
+    class Held(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            received.set()
+            release.wait(timeout=10)
+            body = json.dumps({"access_token": "ya29.held-grant", "expires_in": 3599}).encode()
+            answered.set()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Held)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/token", received, answered, release
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_workers_warm_up_goes_on_in_a_daemon_thread_while_the_worker_starts(
+    ads_sandbox, settings
+):
+    """A worker's start is not held up by the token endpoint, nor its exit by a warm-up that
+    still waits for one."""
+    settings.ADS_SYNC_TIMEOUT_S = 30.0  # longer than the endpoint holds a request
+    with _held_token_endpoint() as (token_uri, received, answered, release):
+        settings.GOOGLE_ADS_TOKEN_URI = token_uri
+
+        thread = google_ads.warm_up_in_background()
+
+        assert not answered.is_set(), "warm_up_in_background waited for the token"
+        assert received.wait(timeout=10), "the warm-up asked for no token"
+        assert thread.is_alive()
+        assert thread.daemon
+        release.set()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+        assert google_ads._get_client().credentials.token == "ya29.held-grant"
+
+
 def _fetch_in_forked_child(customer_id: str, day: dt.date, queue) -> None:
     queue.put(len(google_ads.fetch_data(customer_id, day)))
 
