@@ -29,6 +29,7 @@ from ads_sync.integrations.google_ads import (
     CampaignDay,
     CredentialsError,
     DailyQuotaExhausted,
+    InstallationCredentialsError,
     PermanentAdsError,
     TransientAdsError,
 )
@@ -546,6 +547,24 @@ def test_a_token_endpoint_that_echoes_the_credentials_leaves_them_out_of_the_lib
     assert "AuthMetadataPluginCallback" in written
     for secret in ("GOCSPX-a-real-looking-secret", "0g-a-real-looking-refresh-token"):
         assert secret not in written
+
+
+def test_a_refresh_token_refused_to_grpcs_auth_plugin_fails_at_once_naming_it(
+    ads_sandbox, settings
+):
+    """A token google-auth takes for stale as it is granted is refreshed again by gRPC's auth
+    plugin as the call starts: its invalid_grant comes back as UNAVAILABLE ("Getting metadata
+    from plugin failed"), not as a RefreshError, and is not a fault to retry."""
+    settings.ADS_SYNC_MAX_ATTEMPTS = 3
+    with _echoing_token_endpoint(400, "invalid_grant", grants_first=True) as token_uri:
+        settings.GOOGLE_ADS_TOKEN_URI = token_uri
+        with pytest.raises(
+            InstallationCredentialsError, match="GOOGLE_ADS_REFRESH_TOKEN"
+        ) as raised:
+            google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert raised.value.attempts == 1
+    assert ads_sandbox.calls() == []
 
 
 def test_warm_up_without_credentials_calls_nothing_and_says_so(ads_sandbox, settings):
