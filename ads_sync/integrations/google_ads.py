@@ -693,15 +693,17 @@ def _stream(
 def _attempt(customer_id: str, query: str, what: str, counter: CallCounter | None) -> list[Any]:
     client = _get_client()
     _ensure_token(client)
-    used_token = client.credentials.token
     try:
         return _stream(client, customer_id, query, counter)
     except Exception as exc:
+        # The token the call sent, read after it: one gone stale since _ensure_token (a wait
+        # for the rate limit) is refreshed by gRPC's auth plugin as the call starts.
+        sent_token = client.credentials.token
         try:
             _raise_classified(exc, what)
         except _Unauthenticated:
             logger.info("%s: access token refused; refreshing it for one more try", what)
-    _ensure_token(client, refused_token=used_token)
+    _ensure_token(client, refused_token=sent_token)
     try:
         return _stream(client, customer_id, query, counter)
     except Exception as exc:

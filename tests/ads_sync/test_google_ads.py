@@ -14,6 +14,7 @@ import textwrap
 import threading
 import time
 import traceback
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -565,6 +566,66 @@ def test_a_refresh_token_refused_to_grpcs_auth_plugin_fails_at_once_naming_it(
 
     assert raised.value.attempts == 1
     assert ads_sandbox.calls() == []
+
+
+@contextlib.contextmanager
+def _relaying_token_endpoint(ads_sandbox, expires_in: list[int], expire_after: int):
+    """A token endpoint before the sandbox's: the n-th grant is the sandbox's, told to the
+    client with expires_in[n - 1] (the last one for those after); after the grant numbered
+    `expire_after`, every token the sandbox issued so far stops working. Yields its URL."""
+    grants: list[str] = []
+
+    class Relay(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            form = self.rfile.read(int(self.headers["Content-Length"]))
+            sandbox_uri = ads_sandbox.env["GOOGLE_ADS_TOKEN_URI"]
+            with urllib.request.urlopen(sandbox_uri, data=form, timeout=10) as answer:
+                token = json.loads(answer.read())
+            grants.append(token["access_token"])
+            token["expires_in"] = expires_in[min(len(grants), len(expires_in)) - 1]
+            if len(grants) == expire_after:
+                ads_sandbox.expire_tokens()
+            body = json.dumps(token).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/token"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_token_grpcs_auth_plugin_took_mid_call_is_the_one_refreshed_when_it_is_refused(
+    ads_sandbox, settings
+):
+    """The client's token went stale between its own check and the call (here: granted for
+    60 s, inside google-auth's refresh margin), so gRPC's auth plugin took a new one for the
+    call, and the server refused that one. The refresh after the refusal compared the token
+    the client had before the call: it took the plugin's for a refresh already done, sent the
+    refused token again, and failed the day with CredentialsError."""
+    with _relaying_token_endpoint(ads_sandbox, [60, 3599], expire_after=2) as token_uri:
+        settings.GOOGLE_ADS_TOKEN_URI = token_uri
+
+        rows = google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert len(rows) == len(data.rows_for(CUSTOMER, DAY))
+    assert [(c["method"], c["outcome"]) for c in ads_sandbox.calls(method=None)] == [
+        ("token", "ok"),  # the client's own, stale as it comes
+        ("token", "ok"),  # gRPC's plugin, for the call; refused
+        ("SearchStream", "unauthenticated:expired"),
+        ("token", "ok"),  # the refresh after the refusal
+        ("SearchStream", "ok"),
+    ]
 
 
 def test_warm_up_without_credentials_calls_nothing_and_says_so(ads_sandbox, settings):
