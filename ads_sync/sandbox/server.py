@@ -106,6 +106,9 @@ DEFAULT_FAULTS: dict[str, Any] = {
     # The first campaign row of every answer sent twice in it: "same" (as it is) or "changed"
     # (the second time with one more impression); None: every row once.
     "duplicate_first_row": None,
+    # False: the faults end without a GoogleAdsFailure in their trailing metadata (the request
+    # id alone), as errors from a front end before the API come.
+    "send_failure": True,
 }
 DUPLICATES = (None, "same", "changed")
 
@@ -115,6 +118,7 @@ _NUMERIC = {key for key, value in DEFAULT_FAULTS.items() if isinstance(value, fl
 # Seconds, or None: token_ttl_s (no expiry), hang_s (until the client cancels).
 _NULLABLE = {"token_ttl_s", "hang_s"}
 _NUMERIC |= _NULLABLE
+_BOOLEAN = {key for key, value in DEFAULT_FAULTS.items() if isinstance(value, bool)}
 HANG_MAX_S = 600.0
 
 
@@ -126,6 +130,8 @@ def _check_fault(key: str, value: Any) -> None:
 
     if key in _NULLABLE and value is None:
         return
+    if key in _BOOLEAN and not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, not {value!r}")
     if key in _NUMERIC and not number(value):
         raise ValueError(f"{key} must be a number >= 0, not {value!r}")
     per_kind = key in ("fail_first", "fail_rate")
@@ -552,7 +558,9 @@ class _AdsServicer:
             entry["outcome"] = abort.outcome
             self.state.record(entry)
             trailing: list[tuple[str, str | bytes]] = [("request-id", request_id)]
-            if abort.error_code is not None:
+            with self.state.lock:
+                send_failure = self.state.faults["send_failure"]
+            if abort.error_code is not None and send_failure:
                 trailing.append((FAILURE_KEY, _failure_bytes(abort, request_id)))
             context.set_trailing_metadata(tuple(trailing))
             context.abort(abort.code, abort.message)

@@ -30,7 +30,8 @@
   latency_s, fail_first={kind: n} (first n attempts of every customer+date fail),
   fail_rate={kind: fraction} (deterministic by hash), quota_retry_delay_s,
   daily_quota_retry_delay_s, hang_s, token_ttl_s, revoke_refresh_token, denied_customers,
-  duplicate_first_row ("same" | "changed": the first campaign row of an answer sent twice).
+  duplicate_first_row ("same" | "changed": the first campaign row of an answer sent twice),
+  send_failure (False: faults end without a GoogleAdsFailure, as a front end's errors do).
   Kinds: quota, daily_quota, internal, unavailable (without a GoogleAdsFailure),
   transient_error and deadline_exceeded (UNAVAILABLE and DEADLINE_EXCEEDED with one: the
   library raises a GoogleAdsException), hang, unauthenticated, permission_denied,

@@ -246,6 +246,17 @@ def test_short_quota_error_waits_at_least_the_servers_retry_delay(ads_sandbox):
     assert calls[1]["t"] - calls[0]["t"] >= 0.6
 
 
+def test_a_quota_error_without_a_google_ads_failure_is_retried(ads_sandbox):
+    """RESOURCE_EXHAUSTED with no GoogleAdsFailure (a front end's) has no retry_delay: it is
+    a short-term limit, retried with the backoff, not a daily quota."""
+    ads_sandbox.configure(fail_first={"quota": 2}, send_failure=False)
+
+    rows = google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert len(rows) == len(data.rows_for(CUSTOMER, DAY))
+    assert _outcomes(ads_sandbox) == ["quota", "quota", "ok"]
+
+
 def test_daily_quota_stops_at_once_with_the_retry_delay(ads_sandbox):
     ads_sandbox.configure(fail_first={"daily_quota": 5}, daily_quota_retry_delay_s=7200)
 
@@ -323,6 +334,22 @@ def test_token_expiring_mid_run_is_refreshed_and_the_call_tried_once_more(ads_sa
     second_day = [c for c in calls if c.get("date") == next_day.isoformat()]
     assert [c["outcome"] for c in second_day] == ["unauthenticated:expired", "ok"]
     assert [c["outcome"] for c in calls if c["method"] == "token"][-1:] == ["ok"]
+
+
+def test_an_access_token_refused_without_a_google_ads_failure_is_refreshed_too(ads_sandbox):
+    """UNAUTHENTICATED with no GoogleAdsFailure (a front end's) reaches the client as api_core's
+    Unauthenticated, not as a GoogleAdsException."""
+    ads_sandbox.configure(fail_first={"unauthenticated": 1}, send_failure=False)
+
+    rows = google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert len(rows) == len(data.rows_for(CUSTOMER, DAY))
+    calls = [(c["method"], c["outcome"]) for c in ads_sandbox.calls(method=None)]
+    assert calls[-3:] == [
+        ("SearchStream", "unauthenticated"),
+        ("token", "ok"),
+        ("SearchStream", "ok"),
+    ]
 
 
 def test_access_token_refused_even_after_a_refresh_is_a_credentials_error(ads_sandbox):

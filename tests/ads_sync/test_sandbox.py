@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from google.api_core import exceptions as api_exceptions
 
 from ads_sync.integrations import google_ads
 from ads_sync.sandbox import certs, data
@@ -99,6 +100,17 @@ def test_each_fault_kind_is_served_as_that_failure(ads_sandbox, settings, kind):
     assert ads_sandbox.calls()[0]["outcome"] == kind
 
 
+def test_send_failure_off_ends_a_fault_with_its_request_id_alone(ads_sandbox):
+    ads_sandbox.configure(fail_first={"permission_denied": 1}, send_failure=False)
+
+    with pytest.raises(google_ads.PermanentAdsError) as raised:
+        google_ads.fetch_data(data.DEFAULT_CUSTOMERS[0], dt.date(2025, 2, 1))
+
+    # The library makes a GoogleAdsException of an error with a GoogleAdsFailure.
+    assert isinstance(raised.value.__cause__, api_exceptions.PermissionDenied)
+    assert raised.value.request_id == ads_sandbox.calls()[0]["request_id"]
+
+
 @pytest.mark.parametrize(("duplicate", "more_impressions"), [("same", 0), ("changed", 1)])
 def test_duplicate_first_row_sends_the_first_campaign_row_twice(
     ads_sandbox, duplicate, more_impressions
@@ -148,6 +160,7 @@ def test_command_prints_the_environment_that_points_the_app_at_it(tmp_path):
         (["--faults", '{"latency_s": "x"}'], "latency_s must be a number"),
         (["--faults", '{"fail_rate": {"quota": "half"}}'], "fail_rate must map"),
         (["--faults", '{"gremlins": 1}'], "unknown fault settings"),
+        (["--faults", '{"send_failure": "no"}'], "send_failure must be true or false"),
     ],
 )
 def test_command_refuses_bad_arguments_in_one_line(tmp_path, args, message):
