@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -444,38 +445,30 @@ def test_a_credential_named_with_letters_that_fold_to_ascii_is_still_looked_for(
     assert google_ads.may_hold_credentials(text)
 
 
-@contextlib.contextmanager
-def _echoing_token_endpoint(
-    status: int, error: str | None, *, grants_first: bool = False, posts: list[str] | None = None
-):
-    """A token endpoint (or a proxy before it) whose error body repeats the form it was sent;
-    `grants_first`: its first answer is a token valid for 60 s, which google-auth takes for
-    expired at once (gRPC's auth plugin refreshes it for the call); `posts` gets each form."""
-    granted = []
+# A token endpoint's answer: status, content type, body.
+_Reply = tuple[int, str, bytes]
 
-    class Echo(http.server.BaseHTTPRequestHandler):
+
+@contextlib.contextmanager
+def _token_endpoint(answer: Callable[[bytes], _Reply]) -> Iterator[str]:
+    """A token endpoint on a free port that answers each form as `answer` says; yields its
+    URL."""
+
+    class Endpoint(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            form = self.rfile.read(int(self.headers["Content-Length"])).decode()
-            if posts is not None:
-                posts.append(form)
-            if grants_first and not granted:
-                granted.append(form)
-                token = {"access_token": "ya29.granted-once", "expires_in": 60}
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(json.dumps(token).encode())
-                return
-            body = json.dumps({"error": error, "error_description": form}) if error else form
+            status, content_type, body = answer(
+                self.rfile.read(int(self.headers["Content-Length"]))
+            )
             self.send_response(status)
-            self.send_header("Content-Type", "application/json" if error else "text/plain")
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body.encode())
+            self.wfile.write(body)
 
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -483,6 +476,33 @@ def _echoing_token_endpoint(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _granted(token: dict[str, object]) -> _Reply:
+    return 200, "application/json", json.dumps(token).encode()
+
+
+def _echoing_token_endpoint(
+    status: int, error: str | None, *, grants_first: bool = False, posts: list[str] | None = None
+) -> contextlib.AbstractContextManager[str]:
+    """A token endpoint (or a proxy before it) whose error body repeats the form it was sent;
+    `grants_first`: its first answer is a token valid for 60 s, which google-auth takes for
+    expired at once (gRPC's auth plugin refreshes it for the call); `posts` gets each form."""
+    granted = []
+
+    def answer(form: bytes) -> _Reply:
+        if posts is not None:
+            posts.append(form.decode())
+        if grants_first and not granted:
+            granted.append(form)
+            return _granted({"access_token": "ya29.granted-once", "expires_in": 60})
+        text = form.decode()
+        if error:
+            body = json.dumps({"error": error, "error_description": text})
+            return status, "application/json", body.encode()
+        return status, "text/plain", text.encode()
+
+    return _token_endpoint(answer)
 
 
 @pytest.mark.parametrize(
@@ -595,41 +615,25 @@ def test_a_refresh_token_refused_to_grpcs_auth_plugin_fails_at_once_naming_it(
     assert ads_sandbox.calls() == []
 
 
-@contextlib.contextmanager
-def _relaying_token_endpoint(ads_sandbox, expires_in: list[int], expire_after: int):
+def _relaying_token_endpoint(
+    ads_sandbox, expires_in: list[int], expire_after: int
+) -> contextlib.AbstractContextManager[str]:
     """A token endpoint before the sandbox's: the n-th grant is the sandbox's, told to the
     client with expires_in[n - 1] (the last one for those after); after the grant numbered
-    `expire_after`, every token the sandbox issued so far stops working. Yields its URL."""
+    `expire_after`, every token the sandbox issued so far stops working."""
     grants: list[str] = []
 
-    class Relay(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            form = self.rfile.read(int(self.headers["Content-Length"]))
-            sandbox_uri = ads_sandbox.env["GOOGLE_ADS_TOKEN_URI"]
-            with urllib.request.urlopen(sandbox_uri, data=form, timeout=10) as answer:
-                token = json.loads(answer.read())
-            grants.append(token["access_token"])
-            token["expires_in"] = expires_in[min(len(grants), len(expires_in)) - 1]
-            if len(grants) == expire_after:
-                ads_sandbox.expire_tokens()
-            body = json.dumps(token).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(form: bytes) -> _Reply:
+        sandbox_uri = ads_sandbox.env["GOOGLE_ADS_TOKEN_URI"]
+        with urllib.request.urlopen(sandbox_uri, data=form, timeout=10) as response:
+            token = json.loads(response.read())
+        grants.append(token["access_token"])
+        token["expires_in"] = expires_in[min(len(grants), len(expires_in)) - 1]
+        if len(grants) == expire_after:
+            ads_sandbox.expire_tokens()
+        return _granted(token)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Relay)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/token"
-    finally:
-        server.shutdown()
-        server.server_close()
+    return _token_endpoint(answer)
 
 
 def test_a_token_grpcs_auth_plugin_took_mid_call_is_the_one_refreshed_when_it_is_refused(
@@ -693,31 +697,17 @@ def _held_token_endpoint():
     answered = threading.Event()
     release = threading.Event()
 
-    class Held(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            received.set()
-            release.wait(timeout=10)
-            body = json.dumps({"access_token": "ya29.held-grant", "expires_in": 3599}).encode()
-            answered.set()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(form: bytes) -> _Reply:
+        received.set()
+        release.wait(timeout=10)
+        answered.set()
+        return _granted({"access_token": "ya29.held-grant", "expires_in": 3599})
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Held)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/token", received, answered, release
+        with _token_endpoint(answer) as token_uri:
+            yield token_uri, received, answered, release
     finally:
         release.set()
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_workers_warm_up_goes_on_in_a_daemon_thread_while_the_worker_starts(
