@@ -36,6 +36,7 @@ from google.ads.googleads.v26.enums.types.campaign_status import CampaignStatusE
 from google.ads.googleads.v26.errors.types import errors as ads_errors
 from google.ads.googleads.v26.errors.types.authentication_error import AuthenticationErrorEnum
 from google.ads.googleads.v26.errors.types.authorization_error import AuthorizationErrorEnum
+from google.ads.googleads.v26.errors.types.database_error import DatabaseErrorEnum
 from google.ads.googleads.v26.errors.types.internal_error import InternalErrorEnum
 from google.ads.googleads.v26.errors.types.query_error import QueryErrorEnum
 from google.ads.googleads.v26.errors.types.quota_error import QuotaErrorEnum
@@ -68,6 +69,7 @@ FAULT_KINDS = (
     # DEADLINE_EXCEEDED): the API's own, which the library raises as a GoogleAdsException.
     "transient_error",
     "deadline_exceeded",
+    "aborted",  # ABORTED with a GoogleAdsFailure (database_error CONCURRENT_MODIFICATION)
     "hang",  # no answer until the client gives up (its deadline), or for hang_s seconds
     "unauthenticated",  # UNAUTHENTICATED, as if the access token had expired
     "permission_denied",  # PERMISSION_DENIED (USER_PERMISSION_DENIED)
@@ -411,6 +413,13 @@ def _fault_abort(kind: str, faults: dict[str, Any]) -> _Abort:
             "The request took longer than a deadline.",
             kind,
             {"internal_error": InternalErrorEnum.InternalError.DEADLINE_EXCEEDED},
+        )
+    if kind == "aborted":
+        return _Abort(
+            code.ABORTED,
+            "Multiple requests were attempting to modify the same resource at once.",
+            kind,
+            {"database_error": DatabaseErrorEnum.DatabaseError.CONCURRENT_MODIFICATION},
         )
     if kind == "unknown":
         return _Abort(

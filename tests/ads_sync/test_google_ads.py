@@ -147,10 +147,11 @@ def test_retries_spent_on_an_error_without_a_failure_name_the_last_request_id(
     assert f"(request id {last})" in str(raised.value)
 
 
-@pytest.mark.parametrize("kind", ["transient_error", "deadline_exceeded"])
+@pytest.mark.parametrize("kind", ["transient_error", "deadline_exceeded", "aborted"])
 def test_a_google_ads_failure_sent_with_a_transient_status_is_retried(ads_sandbox, kind):
-    """UNAVAILABLE and DEADLINE_EXCEEDED that the API sends with a GoogleAdsFailure reach the
-    client as a GoogleAdsException, not as api_core's errors the other transient faults are."""
+    """UNAVAILABLE, DEADLINE_EXCEEDED and ABORTED that the API sends with a GoogleAdsFailure
+    reach the client as a GoogleAdsException, not as api_core's errors the other transient
+    faults are."""
     ads_sandbox.configure(fail_first={kind: 2})
 
     rows = google_ads.fetch_data(CUSTOMER, DAY)
