@@ -1,0 +1,100 @@
+"""What the broker and the workers say about the sync's tasks (ads_sync/broker.py), against the
+real RabbitMQ: tasks_lost answers True only when it can be sure, and False whenever it cannot."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kombu import Consumer
+
+from ads_sync import broker
+from inventory_project.celery import app as celery_app
+from tests.processes import closed_port
+
+from .helpers import sync_worker  # noqa: F401 (a fixture)
+
+# No run has this id: a check of it finds none of its tasks anywhere.
+NO_SUCH_RUN = -1
+
+_holding = threading.Semaphore(0)  # released by each hold task as it starts
+_release = threading.Event()
+
+
+@celery_app.task(name="tests.ads_sync.test_broker.hold")
+def hold() -> None:
+    """A task that keeps its worker thread until the test lets it go (bounded: a test that
+    fails before then must not keep the worker's shutdown waiting)."""
+    _holding.release()
+    _release.wait(60)
+
+
+def test_a_broker_that_cannot_be_reached_is_never_taken_for_lost_tasks(monkeypatch) -> None:
+    """Lost would send every unsettled day of the run again; unreachable says nothing of them."""
+    monkeypatch.setattr(
+        celery_app.conf, "broker_url", f"amqp://guest:guest@127.0.0.1:{closed_port()}//"
+    )
+    queue = celery_app.conf.task_default_queue
+
+    assert broker.tasks_lost(queue, [NO_SUCH_RUN]) is False
+    assert broker.consumed(queue) is None  # not "no worker": one may wait for the broker
+    assert broker.queue_has_consumers(queue) is False
+
+
+def test_a_queue_that_does_not_exist_counts_nothing_and_loses_nothing() -> None:
+    queue = f"inventory-tests-missing-{uuid.uuid4()}"  # never declared: nobody consumes it
+
+    assert broker.queue_counts(queue) == (0, 0)
+    assert broker.consumed(queue) is False
+    assert broker.tasks_lost(queue, [NO_SUCH_RUN]) is False
+
+
+@pytest.fixture
+def a_consumer_that_is_no_worker() -> Iterator[None]:
+    """Another consumer of the test queue beside the module's worker, which does not answer the
+    workers' inspect broadcast: a worker of another app, or one too busy to answer in time."""
+    queue = celery_app.conf.task_default_queue
+    with celery_app.connection_for_write() as conn:
+        bound = celery_app.amqp.queues[queue](conn.default_channel)
+        with Consumer(conn.default_channel, queues=[bound], accept=["json"]):
+            yield
+
+
+@pytest.mark.usefixtures("sync_worker", "a_consumer_that_is_no_worker")
+def test_a_consumer_of_the_queue_that_does_not_answer_leaves_the_tasks_not_lost() -> None:
+    """It may hold the tasks: only when every consumer answered are they known to be nowhere."""
+    queue = celery_app.conf.task_default_queue
+    assert broker.queue_counts(queue) == (0, 2)
+    assert len(broker.workers_consuming(queue)) == 1
+
+    assert broker.tasks_lost(queue, [NO_SUCH_RUN]) is False
+
+
+@pytest.fixture
+def busy_worker(sync_worker) -> Iterator[None]:  # noqa: F811 (the fixture imported above)
+    """The module's worker with both its threads held by a task, and a third task waiting in
+    the queue: the worker takes no more than it can run (prefetch multiplier 1)."""
+    _release.clear()
+    for _ in range(3):
+        hold.delay()
+    try:
+        for _ in range(2):
+            assert _holding.acquire(timeout=30), "the worker did not start the tasks"
+        yield
+    finally:
+        _release.set()
+
+
+@pytest.mark.usefixtures("busy_worker")
+def test_a_message_waiting_in_the_queue_leaves_the_tasks_not_lost() -> None:
+    """The waiting message may be one of the run's: no worker can say what it holds."""
+    queue = celery_app.conf.task_default_queue
+    deadline = time.monotonic() + 10  # the third message reaches the queue after the others
+    while broker.queue_counts(queue) != (1, 1):
+        assert time.monotonic() < deadline, broker.queue_counts(queue)
+        time.sleep(0.05)
+
+    assert broker.tasks_lost(queue, [NO_SUCH_RUN]) is False
