@@ -27,6 +27,7 @@ from ads_sync import broker, selectors, services, tasks
 from ads_sync.management.commands import backfill_ads
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 from inventory_project.celery import app as celery_app
+from tests.processes import manage
 
 from .helpers import (
     csv_rows,
@@ -274,12 +275,38 @@ def test_bad_arguments_are_refused_with_a_message() -> None:
         (["--customer", "12345"], "ten digits"),
         (["--days", "1000000"], "before 2000-01-01"),
         (["--start", "2099-01-01", "--end", "2099-01-05"], "in the future"),
+        (["--days", "2", "--start", "2025-01-01"], "use either --days or --start/--end"),
+        (["--days", "0"], "--days must be at least 1"),
+        (["--start", "1999-12-31", "--end", "2000-01-05"], "--start 1999-12-31 is before 2000"),
+        (["--end", "2025-01-05", "--customer", "1234567890"], "--end needs --start"),
     ],
 )
 def test_arguments_that_cannot_name_a_day_or_an_account_are_refused(args, message) -> None:
     with pytest.raises(CommandError, match=message) as refused:
         call_command("backfill_ads", *args)
     assert refused.value.returncode == backfill_ads.USAGE  # 1 was also "a date failed"
+
+
+def test_no_customer_given_or_configured_is_refused_naming_both_ways(settings) -> None:
+    settings.GOOGLE_ADS_CUSTOMER_IDS = []
+    with pytest.raises(CommandError, match="set GOOGLE_ADS_CUSTOMER_IDS or pass --customer") as no:
+        call_command("backfill_ads", "--days", "1")
+    assert no.value.returncode == backfill_ads.USAGE
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--days", "abc"], "error: argument --days: invalid int value: 'abc'"),  # argparse's
+        (["--days", "0"], "CommandError: --days must be at least 1"),  # the command's own
+    ],
+)
+def test_an_argument_error_on_the_command_line_is_one_line_exiting_64(args, message) -> None:
+    result = manage("backfill_ads", *args)
+    _, stderr = result.communicate(timeout=120)
+    assert result.returncode == backfill_ads.USAGE
+    assert message in stderr
+    assert "Traceback" not in stderr
 
 
 @pytest.mark.usefixtures("sync_worker")
