@@ -54,6 +54,16 @@ def _backfill(*args: str) -> tuple[str, SyncRun]:
     return text, run
 
 
+class _Unpublishable:
+    """tasks.group whose fan-out the broker refuses."""
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    def apply_async(self) -> None:
+        raise KombuOperationalError("[Errno 111] Connection refused")
+
+
 def _summary_figure(text: str, label: str) -> int:
     match = re.search(rf"^\s+{label}\s+(\d+)", text, re.MULTILINE)
     assert match, text
@@ -336,14 +346,7 @@ def test_an_account_that_cannot_be_looked_up_makes_the_exit_status_non_zero(
 def test_a_broker_that_refuses_the_fan_out_is_a_clear_error(
     ads_sandbox, tmp_path: Path, monkeypatch, caplog
 ) -> None:
-    class Unpublishable:
-        def __init__(self, *args: object) -> None:
-            pass
-
-        def apply_async(self) -> None:
-            raise KombuOperationalError("[Errno 111] Connection refused")
-
-    monkeypatch.setattr(tasks, "group", Unpublishable)
+    monkeypatch.setattr(tasks, "group", _Unpublishable)
     with pytest.raises(CommandError, match="the broker could not take the tasks") as excinfo:
         call_command("backfill_ads", "--days", "2", "--output-dir", str(tmp_path))
     assert excinfo.value.returncode == 2
@@ -846,6 +849,28 @@ def test_tasks_lost_after_every_resend_end_the_wait_with_exit_4(
     assert lost.lost == 1 + backfill_ads.RESENDS_MAX
     # Its day is sent again by the next backfill's wait, or taken over by a later plan.
     assert SyncDay.objects.get().state == SyncDay.State.PENDING
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_resend_the_broker_refuses_is_said_and_tried_again_at_a_later_stall(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """The broker went away between the check and the resend: the wait goes on, and a later
+    stall check sends the days again."""
+    monkeypatch.setattr(backfill_ads, "STALL_CHECK_S", 0.3)
+    fan_outs = iter([lambda signatures: celery_group([]), _Unpublishable])  # lost, refused
+
+    def group(signatures: Any) -> Any:
+        return next(fan_outs, celery_group)(signatures)
+
+    monkeypatch.setattr(tasks, "group", group)
+    out, err = io.StringIO(), io.StringIO()
+    call_command("backfill_ads", *_one_day_of_one_account(tmp_path), stdout=out, stderr=err)
+
+    assert "could not send the lost tasks again ([Errno 111] Connection refused)" in err.getvalue()
+    assert "1 date(s) had no task left" in out.getvalue()
+    run = SyncRun.objects.get()
+    assert (run.done, run.finished_at is not None) == (1, True)
 
 
 def test_a_day_a_worker_may_still_be_running_is_not_sent_again(tmp_path: Path, monkeypatch) -> None:
