@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
@@ -543,9 +543,7 @@ def run_csv_restore(
     if errors:
         logger.error("ads sync: run %s: %d CSV file(s) not rewritten", run.pk, len(errors))
         note = f"{len(errors)} CSV file(s) could not be rewritten, first: {errors[0]}"
-        SyncRun.objects.filter(pk=run.pk).update(
-            notes=Concat(F("notes"), Value("\n" if run.notes else ""), Value(note))
-        )
+        _run_note_add(run_id=run.pk, note=note)
     if days and after_finish:
         now = timezone.now()
         SyncRun.objects.filter(pk=run.pk, finished_at__isnull=False).update(
@@ -647,10 +645,24 @@ def run_finish_if_settled(*, run_id: int) -> bool:
     )
     try:
         totals_csv_write(output_dir=run.output_dir)
-    except OSError:
+    except OSError as exc:
         # The run is settled whatever its folder allows; the next run there rebuilds the file.
         logger.exception("ads sync: the totals file in %s could not be written", run.output_dir)
+        # Said by the run too: backfill_ads, waiting for it, exits 73 on this note.
+        note = f"{totals_unwritten(output_dir=run.output_dir)}: {exc}"
+        _run_note_add(run_id=run.pk, note=note)
     return True
+
+
+def totals_unwritten(*, output_dir: str | Path) -> str:
+    """The start of the note of a run whose folder's totals file could not be written."""
+    return f"the totals file in {output_dir} could not be written"
+
+
+def _run_note_add(*, run_id: int, note: str) -> None:
+    """A line added to the run's notes, in one statement: another process may add one too."""
+    newline = Case(When(notes="", then=Value("")), default=Value("\n"))
+    SyncRun.objects.filter(pk=run_id).update(notes=Concat(F("notes"), newline, Value(note)))
 
 
 def _finish_claim(*, run_id: int) -> bool:

@@ -584,6 +584,50 @@ def test_a_file_of_the_dates_it_waited_for_that_cannot_be_written_exits_73_namin
     assert _summary_figure(out.getvalue(), "csv rewritten") == 3  # the other account's
 
 
+@pytest.mark.usefixtures("sync_worker")
+def test_a_totals_file_that_cannot_be_rebuilt_with_the_dates_it_waited_for_exits_73_naming_it(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """It said so on stderr and exited 0: README says the range is complete when it exits 0,
+    with this folder's totals file rebuilt with the dates another run fetched."""
+    ads_sandbox.configure(latency_s=0.3)
+    theirs, ours = tmp_path / "daily", tmp_path / "export"
+    _backfill("--days", "3", "--output-dir", str(theirs), "--no-wait")
+    totals = selectors.totals_csv_path(output_dir=ours)
+    totals.mkdir(parents=True)  # no file can be renamed over it
+
+    out = io.StringIO()
+    with pytest.raises(CommandError) as refused:
+        call_command("backfill_ads", "--days", "3", "--output-dir", str(ours), stdout=out)
+
+    assert refused.value.returncode == backfill_ads.CANT_CREATE
+    assert f"the totals file in {ours} could not be rebuilt: " in str(refused.value)
+    assert "Is a directory" in str(refused.value)
+    assert f"-> '{totals}'" in str(refused.value)  # the rename over it
+    assert _summary_figure(out.getvalue(), "csv rewritten") == 6  # the day files are written
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_totals_file_its_own_run_cannot_write_is_named_and_exits_73(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """The worker that finished the run logged it, and the command said nothing and exited 0:
+    `backfill_ads && cp ads_daily_totals.csv` copied the file of an earlier run."""
+    totals = selectors.totals_csv_path(output_dir=tmp_path)
+    totals.mkdir()
+    out = io.StringIO()
+    with pytest.raises(CommandError) as refused:
+        call_command("backfill_ads", *_one_day_of_one_account(tmp_path), stdout=out)
+
+    assert refused.value.returncode == backfill_ads.CANT_CREATE
+    assert f"the totals file in {tmp_path} could not be written: " in str(refused.value)
+    assert "Is a directory" in str(refused.value)
+    assert f"-> '{totals}'" in str(refused.value)  # the rename over it
+    run = SyncRun.objects.get()
+    assert (run.done, run.failed) == (1, 0)  # the day is fetched and its file written
+    assert f"the totals file in {tmp_path} could not be written" in out.getvalue()  # notes
+
+
 def test_a_date_stranded_in_another_run_exits_4_naming_the_run(
     ads_sandbox, tmp_path: Path, monkeypatch
 ) -> None:

@@ -132,6 +132,13 @@ def _not_complete(windows: Iterable[selectors.Window], end: dt.date | None) -> s
     return ", ".join(f"after {last} for {customer_id}" for last, customer_id in short)
 
 
+def _totals_unwritten(run: SyncRun) -> str:
+    """Why the run's folder's totals file could not be written as the run finished (its note),
+    or "" if it was."""
+    start = services.totals_unwritten(output_dir=run.output_dir)
+    return next((line for line in run.notes.splitlines() if line.startswith(start)), "")
+
+
 def _usage(message: str) -> CommandError:
     return CommandError(message, returncode=USAGE)
 
@@ -358,7 +365,10 @@ class Command(DatabaseCommand):
             # Dates of the range that another run was fetching were skipped by this plan: the
             # range is complete only once they are too (`backfill_ads && export_ads_csv`).
             elsewhere = self._wait_for_other_runs(run, customers)
-            unwritten = self._write_their_files(run, elsewhere.done) if elsewhere.done else []
+            if elsewhere.done:
+                unwritten, totals = self._write_their_files(run, elsewhere.done)
+            else:
+                unwritten, totals = [], _totals_unwritten(run)
         except KeyboardInterrupt as exc:
             if self.stdout.isatty():
                 self.stdout.write("")
@@ -374,14 +384,17 @@ class Command(DatabaseCommand):
             problems.append(f"{run.failed} date(s) failed")
         if elsewhere.failed:
             problems.append(f"{elsewhere.failed} date(s) fetched by another run failed")
-        if unwritten:
+        if unwritten or totals:
             # Not a failed date: the folder is what a retry needs mended, as when this run's
             # own folder cannot be written (and the next run there writes these files).
             status = 1 if problems else CANT_CREATE
-            problems.append(
-                f"{len(unwritten)} day file(s) fetched by another run could not be written "
-                f"into {run.output_dir}, first: {unwritten[0]}"
-            )
+            if unwritten:
+                problems.append(
+                    f"{len(unwritten)} day file(s) fetched by another run could not be written "
+                    f"into {run.output_dir}, first: {unwritten[0]}"
+                )
+            if totals:
+                problems.append(totals)
             raise CommandError("; ".join(problems), returncode=status)
         if problems:
             raise CommandError("; ".join(problems), returncode=1)
@@ -479,11 +492,14 @@ class Command(DatabaseCommand):
                 )
             time.sleep(POLL_S * 5)
 
-    def _write_their_files(self, run: SyncRun, done: tuple[tuple[str, dt.date], ...]) -> list[str]:
+    def _write_their_files(
+        self, run: SyncRun, done: tuple[tuple[str, dt.date], ...]
+    ) -> tuple[list[str], str]:
         """The day files of the dates other runs fetched for this range, written from the
         database into this run's folder where they wrote theirs elsewhere, and this folder's
         totals file rebuilt: the one this run wrote as it finished was without them. The run
-        is read again; the errors of the files that could not be written are returned."""
+        is read again; the errors of the day files that could not be written are returned,
+        and why the totals file could not be ("" if it was)."""
         gone = selectors.done_days_needing_csv_of(days=done, output_dir=run.output_dir)
         written, errors = services.run_csv_restore(run=run, days=gone, after_finish=True)
         if gone:
@@ -491,12 +507,13 @@ class Command(DatabaseCommand):
                 f"  {written} of their {len(gone)} day file(s) written into {run.output_dir} from "
                 "the database (the other run wrote them into its own folder)"
             )
+        totals = ""
         try:
             services.totals_csv_write(output_dir=run.output_dir)
         except OSError as exc:
-            self.stderr.write(f"the totals file in {run.output_dir} could not be rebuilt: {exc}")
+            totals = f"the totals file in {run.output_dir} could not be rebuilt: {exc}"
         run.refresh_from_db()
-        return errors
+        return errors, totals
 
     def _read(self, read: Callable[[], _T]) -> _T | None:
         """What `read` reads; None, after a pause, while PostgreSQL is unreachable (restarting):
