@@ -16,6 +16,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from ads_sync import services
+from tests.files import file_size_limit
 from tests.processes import manage
 
 from .factories import campaign_day
@@ -175,3 +176,37 @@ def test_export_to_a_link_writes_its_target_and_keeps_the_link(tmp_path: Path) -
     call_command("export_ads_csv", "--out", str(link), stdout=io.StringIO())
     assert link.is_symlink()
     assert target.read_text().startswith("customer_id,")
+
+
+def test_export_into_a_folder_that_cannot_be_written_is_a_clear_error() -> None:
+    """/sys refuses new files, even to root (who may write a folder whatever its mode)."""
+    services.day_rows_replace(
+        customer_id="1111111111", day=DAY, rows=[campaign_day(campaign_id=1)], currency_code="EUR"
+    )
+    out = Path("/sys/ads_export.csv")
+    with pytest.raises(CommandError, match=f"cannot write {out}: ") as refused:
+        call_command("export_ads_csv", "--out", str(out), stdout=io.StringIO())
+    assert isinstance(refused.value.__cause__, OSError)
+    assert not out.exists()
+
+
+def test_an_export_that_fails_halfway_leaves_the_file_it_was_to_replace_whole(
+    tmp_path: Path,
+) -> None:
+    """A write that fails on the way (a full disk) must leave the last good export as it was,
+    and nothing of the new one beside it."""
+    services.day_rows_replace(
+        customer_id="1111111111",
+        day=DAY,
+        rows=[campaign_day(campaign_id=n) for n in range(1, 201)],  # some 15 KB of lines
+        currency_code="EUR",
+    )
+    out = tmp_path / "ads_export.csv"
+    out.write_text("customer_id,date\n1111111111,2025-01-09\n")  # the last good export
+    good = out.read_bytes()
+
+    with file_size_limit(4096), pytest.raises(CommandError, match=f"cannot write {out}: "):
+        call_command("export_ads_csv", "--out", str(out), stdout=io.StringIO())
+
+    assert out.read_bytes() == good
+    assert list(tmp_path.iterdir()) == [out]
