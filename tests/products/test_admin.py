@@ -135,6 +135,13 @@ def change_url(product) -> str:
     return f"/admin/products/product/{product.pk}/change/"
 
 
+def other_user() -> psycopg.Connection:
+    """A connection of its own to the test database, in autocommit: another user's writes,
+    committed while the admin's request holds its transaction open."""
+    raw = connection.connection
+    return psycopg.connect(raw.info.dsn, password=raw.info.password, autocommit=True)
+
+
 def test_change_form_saves_only_what_the_editor_changed(admin_client) -> None:
     product = ProductFactory(name="Oak Desk", price=Decimal("10.00"), stock_level=10)
     form = page_inputs(admin_client, change_url(product))
@@ -164,6 +171,30 @@ def test_change_form_refuses_to_write_over_a_concurrent_change_of_the_same_field
     assert response.status_code == 302
     product.refresh_from_db()
     assert (product.price, product.stock_level) == (Decimal("12.00"), 15)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_change_form_whose_product_is_deleted_while_it_saves_says_so(
+    admin_client, monkeypatch
+) -> None:
+    """Deleted by another user after the admin read the product, before the form's check
+    locked it: the check finds no row."""
+    product = ProductFactory(stock_level=10)
+    form = page_inputs(admin_client, change_url(product))
+    get_object = ProductAdmin.get_object
+
+    def get_object_then_deleted(self, request, object_id, from_field=None):
+        found = get_object(self, request, object_id, from_field)
+        if request.method == "POST":
+            with other_user() as other:
+                other.execute("DELETE FROM products_product WHERE id = %s", [product.pk])
+        return found
+
+    monkeypatch.setattr(ProductAdmin, "get_object", get_object_then_deleted)
+    response = admin_client.post(change_url(product), {**form, "stock_level": "9", "_save": "1"})
+    assert response.status_code == 200
+    assert "This product was deleted after the page was loaded." in response.content.decode()
+    assert not Product.objects.filter(pk=product.pk).exists()  # and not written back
 
 
 def test_add_form_creates_a_product(admin_client) -> None:
@@ -226,8 +257,7 @@ def test_the_row_stays_locked_from_the_check_to_the_save(admin_client, monkeypat
     save_model = ProductAdmin.save_model
 
     def save_model_when_locked(self, request, obj, form, change) -> None:
-        raw = connection.connection
-        with psycopg.connect(raw.info.dsn, password=raw.info.password, autocommit=True) as other:
+        with other_user() as other:
             try:
                 other.execute(
                     "SELECT 1 FROM products_product WHERE id = %s FOR UPDATE NOWAIT", [obj.pk]
