@@ -468,6 +468,33 @@ def test_a_list_save_with_a_brace_in_a_field_name_leaves_out_a_deleted_row(admin
     assert kept.price == Decimal("12.00")
 
 
+@pytest.mark.parametrize(
+    ("garble", "status"),
+    [
+        ({"form-TOTAL_FORMS": None}, 200),  # Django: "ManagementForm data is missing"
+        ({"form-TOTAL_FORMS": "two"}, 200),
+        ({"form-TOTAL_FORMS": "5"}, 302),  # more than posted: the rest are empty extra forms
+        ({"form-0-id": "abc"}, 200),
+        ({"form-0-id": ""}, 200),
+    ],
+)
+def test_a_malformed_list_save_is_answered_never_a_server_error(
+    admin_client, garble, status
+) -> None:
+    first = ProductFactory(stock_level=10)
+    second = ProductFactory(stock_level=20)
+    post = {**changelist_post([first, second]), "form-1-stock_level": "21"}
+    for key, value in garble.items():
+        if value is None:
+            del post[key]
+        else:
+            post[key] = value
+    response = admin_client.post("/admin/products/product/", post)
+    assert response.status_code == status
+    second.refresh_from_db()
+    assert second.stock_level == (21 if status == 302 else 20)  # all the list or none of it
+
+
 def test_view_site_leads_to_the_api(admin_client) -> None:
     assert 'href="/api/products"' in admin_client.get("/admin/").content.decode()
 
