@@ -265,18 +265,30 @@ def test_a_user_who_may_only_view_periodic_tasks_cannot_run_or_switch_them(
     assert sent == []
 
 
-def test_a_user_who_may_change_periodic_tasks_still_switches_them(client) -> None:
+@pytest.mark.parametrize(
+    ("action", "before", "after"),
+    [
+        ("enable_tasks", False, True),
+        ("disable_tasks", True, False),
+        ("toggle_tasks", True, False),
+        ("toggle_tasks", False, True),
+    ],
+)
+def test_a_user_who_may_change_periodic_tasks_still_switches_them(
+    client, action, before, after
+) -> None:
     call_command("ensure_periodic_tasks")
     entry = PeriodicTask.objects.get(task=tasks.clear_expired_sessions.name)
+    PeriodicTask.objects.filter(pk=entry.pk).update(enabled=before)
     changer = _staff_client(client, "view_periodictask", "change_periodictask")
 
     changer.post(
         "/admin/django_celery_beat/periodictask/",
-        {"action": "disable_tasks", "_selected_action": [entry.pk]},
+        {"action": action, "_selected_action": [entry.pk]},
     )
 
     entry.refresh_from_db()
-    assert entry.enabled is False
+    assert entry.enabled is after
 
 
 TASK_ADD = "/admin/django_celery_beat/periodictask/add/"
