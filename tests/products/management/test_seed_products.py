@@ -6,7 +6,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, transaction
 
 from products.models import Product
 from tests.concurrency import both_look_first, run_at_once
@@ -65,6 +65,20 @@ def test_a_negative_seed_is_refused() -> None:
     """Python's random takes -5 as 5: two seeds that look different gave one catalogue."""
     with pytest.raises(CommandError, match="--seed must be >= 0"):
         call_command("seed_products", "--count", "1", "--seed", "-5", stdout=StringIO())
+
+
+def test_a_negative_count_is_refused() -> None:
+    with pytest.raises(CommandError, match="--count must be >= 0"):
+        call_command("seed_products", "--count", "-1", stdout=StringIO())
+
+
+def test_a_seeding_inside_a_callers_transaction_refreshes_the_statistics_there() -> None:
+    """VACUUM cannot run in a transaction block (bootstrap_demo's, a test's): ANALYZE does."""
+    with transaction.atomic():
+        call_command("seed_products", "--count", "500", stdout=StringIO())
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT reltuples FROM pg_class WHERE relname = 'products_product'")
+            assert cursor.fetchone()[0] == 500
 
 
 def test_ctrl_c_during_the_load_keeps_the_catalogue_and_says_so_in_one_line() -> None:
