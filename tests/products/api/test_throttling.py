@@ -274,3 +274,27 @@ def test_a_forwarded_address_with_a_port_counts_as_its_address(product, entries)
             proxy.get("/api/products", HTTP_X_FORWARDED_FOR=entry).status_code for entry in entries
         ]
     assert statuses == [200, 429]
+
+
+def test_a_star_in_forwarded_allow_ips_believes_any_peer(product) -> None:
+    proxy = APIClient(REMOTE_ADDR="192.0.2.99")
+    with override_settings(RATELIMIT_READS="1/m", TRUSTED_PROXY_COUNT=1, TRUSTED_PROXY_IPS=["*"]):
+        first = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="203.0.113.1")
+        other = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="203.0.113.2")
+    assert (first.status_code, other.status_code) == (200, 200)
+
+
+def test_an_entry_of_forwarded_allow_ips_that_is_no_address_is_left_out_and_named(
+    product, caplog
+) -> None:
+    """A host name (gunicorn takes none either) must not be a 500 on every request."""
+    proxy = APIClient(REMOTE_ADDR="10.1.2.3")
+    entries = ["proxy.internal.example", "10.0.0.0/8"]
+    with (
+        override_settings(RATELIMIT_READS="1/m", TRUSTED_PROXY_COUNT=1, TRUSTED_PROXY_IPS=entries),
+        caplog.at_level(logging.WARNING),
+    ):
+        first = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="203.0.113.1")
+        other = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="203.0.113.2")
+    assert (first.status_code, other.status_code) == (200, 200)  # the network still counts
+    assert "'proxy.internal.example' is not an address or network" in caplog.text
