@@ -30,6 +30,7 @@ from django.test import override_settings
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from kombu import Connection
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from inventory_project import health, tasks
@@ -294,6 +295,25 @@ def test_ensure_database_without_a_database_name_is_a_clear_error(settings) -> N
     settings.DATABASES = {"default": {**settings.DATABASES["default"], "NAME": ""}}
     with pytest.raises(CommandError, match="names no database"):
         call_command("ensure_database")
+
+
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")  # read by the command only
+def test_ensure_database_creates_a_missing_database_then_finds_it(settings) -> None:
+    name = f"{connection.settings_dict['NAME']}_ensured"  # this test run's own
+    settings.DATABASES = {"default": {**settings.DATABASES["default"], "NAME": name}}
+    params = {**connection.get_connection_params(), "dbname": "postgres"}
+    with psycopg.connect(**params, autocommit=True) as server:
+        server.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        try:
+            created, found = io.StringIO(), io.StringIO()
+            call_command("ensure_database", stdout=created)
+            call_command("ensure_database", stdout=found)
+            exists = server.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+            assert exists.fetchone() is not None
+        finally:
+            server.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    assert created.getvalue().strip().endswith(f"created database {name!r}")
+    assert found.getvalue().strip() == f"database {name!r} exists"
 
 
 def test_ensure_database_connects_with_the_urls_options() -> None:
