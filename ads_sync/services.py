@@ -68,6 +68,8 @@ def micros_to_currency(micros: int) -> Decimal:
 # file behind; a planning removes those this old, which no live writer can still be writing.
 CSV_LEFTOVER_AFTER_S = 3600
 _CSV_LEFTOVER = re.compile(r"\..+\.csv\.[^.]+\.tmp")
+# The longest file name, in bytes, on Linux's file systems (NAME_MAX).
+_NAME_MAX = 255
 
 
 def _campaign_row(row: CampaignDayMetric) -> list[object]:
@@ -118,8 +120,12 @@ def _csv_temporary(path: Path) -> tuple[int, str]:
 
     Not mkstemp's: it creates 0600 whatever the umask, which os.replace then gave the CSV.
     """
+    # The temporary name is 18 bytes longer than the file's ("." and ".<12 hex>.tmp"): for a
+    # file named near the longest name a folder takes, the start of its name is left out (the
+    # end, .csv, is what _CSV_LEFTOVER looks for).
+    base = os.fsdecode(os.fsencode(path.name)[-(_NAME_MAX - 18) :])
     while True:
-        name = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        name = str(path.parent / f".{base}.{secrets.token_hex(6)}.tmp")
         try:
             return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), name
         except FileExistsError:  # another write's name (48 random bits: all but never)

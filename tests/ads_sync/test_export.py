@@ -210,3 +210,19 @@ def test_an_export_that_fails_halfway_leaves_the_file_it_was_to_replace_whole(
 
     assert out.read_bytes() == good
     assert list(tmp_path.iterdir()) == [out]
+
+
+@pytest.mark.parametrize("length", [255, 240])
+def test_an_export_to_a_file_named_near_the_longest_name_is_written(
+    tmp_path: Path, length: int
+) -> None:
+    """Its temporary file's name, 18 bytes longer, was too long: "File name too long" for a
+    name the folder takes."""
+    services.day_rows_replace(
+        customer_id="1111111111", day=DAY, rows=[campaign_day(campaign_id=1)], currency_code="EUR"
+    )
+    out = tmp_path / ("é" * ((length - 4) // 2) + "x" * ((length - 4) % 2) + ".csv")
+    assert len(os.fsencode(out.name)) == length
+    call_command("export_ads_csv", "--out", str(out), stdout=io.StringIO())
+    assert out.read_text().startswith("customer_id,")
+    assert list(tmp_path.iterdir()) == [out]
