@@ -23,7 +23,7 @@ from django.core.management import CommandError, call_command
 from django.db import OperationalError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from ads_sync import broker, selectors, services, tasks
+from ads_sync import broker, locks, selectors, services, tasks
 from ads_sync.management.commands import backfill_ads
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 from inventory_project.celery import app as celery_app
@@ -651,6 +651,18 @@ def test_a_date_stranded_in_another_run_exits_4_naming_the_run(
 
 def _one_day_of_one_account(output_dir: Path) -> tuple[str, ...]:
     return ("--days", "1", "--customer", "1234567890", "--output-dir", str(output_dir))
+
+
+def test_a_planning_lock_held_by_another_planning_exits_3_saying_so(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
+    with locks.planning_lock() as held:  # another backfill's, or beat's detection
+        assert held
+        with pytest.raises(CommandError, match="another planning holds the planning lock") as busy:
+            call_command("backfill_ads", *_one_day_of_one_account(tmp_path), "--lock-wait", "0")
+    assert busy.value.returncode == 3
+    assert not SyncRun.objects.exists()
 
 
 def test_no_worker_on_the_queue_exits_2_saying_so(tmp_path: Path, monkeypatch) -> None:
