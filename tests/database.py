@@ -70,6 +70,12 @@ def wait_until_session_ended(pid: int, within_s: float = 20) -> None:
             time.sleep(0.05)
 
 
+def other_connection() -> psycopg.Connection[Any]:
+    """A connection of the test's own, in autocommit, as another user or process has: it sees
+    only what is committed, and what it writes is committed at once. Use it in a `with`."""
+    return psycopg.connect(**connection.get_connection_params(), autocommit=True)
+
+
 @contextlib.contextmanager
 def lock_holder() -> Iterator[psycopg.Connection[Any]]:
     """A connection of the test's own, outside the web's limits, as a shell or a migration

@@ -18,6 +18,7 @@ from django.test.utils import CaptureQueriesContext
 
 from products.admin import ProductAdmin, ProductAdminForm
 from products.models import Product
+from tests.database import other_connection
 from tests.products.conftest import ProductFactory
 
 pytestmark = pytest.mark.django_db
@@ -135,13 +136,6 @@ def change_url(product) -> str:
     return f"/admin/products/product/{product.pk}/change/"
 
 
-def other_user() -> psycopg.Connection:
-    """A connection of its own to the test database, in autocommit: another user's writes,
-    committed while the admin's request holds its transaction open."""
-    raw = connection.connection
-    return psycopg.connect(raw.info.dsn, password=raw.info.password, autocommit=True)
-
-
 def test_change_form_saves_only_what_the_editor_changed(admin_client) -> None:
     product = ProductFactory(name="Oak Desk", price=Decimal("10.00"), stock_level=10)
     form = page_inputs(admin_client, change_url(product))
@@ -186,7 +180,7 @@ def test_a_change_form_whose_product_is_deleted_while_it_saves_says_so(
     def get_object_then_deleted(self, request, object_id, from_field=None):
         found = get_object(self, request, object_id, from_field)
         if request.method == "POST":
-            with other_user() as other:
+            with other_connection() as other:
                 other.execute("DELETE FROM products_product WHERE id = %s", [product.pk])
         return found
 
@@ -257,7 +251,7 @@ def test_the_row_stays_locked_from_the_check_to_the_save(admin_client, monkeypat
     save_model = ProductAdmin.save_model
 
     def save_model_when_locked(self, request, obj, form, change) -> None:
-        with other_user() as other:
+        with other_connection() as other:
             try:
                 other.execute(
                     "SELECT 1 FROM products_product WHERE id = %s FOR UPDATE NOWAIT", [obj.pk]
