@@ -633,8 +633,25 @@ def _take_over(*, planned: list[tuple[str, dt.date]]) -> tuple[list[tuple[str, d
 def run_finish_if_settled(*, run_id: int) -> bool:
     """Close the run once every planned day is done, failed or deferred; exactly one caller
     wins and rebuilds the totals file."""
-    if not _finish_claim(run_id=run_id):
-        return False
+    # One transaction: the run is seen finished together with the note that its totals file
+    # could not be written, which backfill_ads reads once it sees the run finished. Written
+    # after the claim, the note could come too late for it (a large file fails at its rename).
+    try:
+        with transaction.atomic():
+            if not _finish_claim(run_id=run_id):
+                return False
+            _finished_totals_write(run_id=run_id)
+    except BaseException:
+        # Stopped while writing the file (a time limit): the run finishes all the same, as it
+        # did when the claim came first; no other caller would ever claim it.
+        _finish_claim(run_id=run_id)
+        raise
+    return True
+
+
+def _finished_totals_write(*, run_id: int) -> None:
+    """Say that the run finished, and rebuild its folder's totals file (or note on the run
+    that it could not be)."""
     run = SyncRun.objects.get(pk=run_id)
     logger.info(
         "ads sync: run %s (%s) finished in %.1f s: %s planned, %s done, %s failed, %s deferred,"
@@ -657,7 +674,6 @@ def run_finish_if_settled(*, run_id: int) -> bool:
         # Said by the run too: backfill_ads, waiting for it, exits 73 on this note.
         note = f"{totals_unwritten(output_dir=run.output_dir)}: {exc}"
         _run_note_add(run_id=run.pk, note=note)
-    return True
 
 
 def totals_unwritten(*, output_dir: str | Path) -> str:

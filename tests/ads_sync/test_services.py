@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
@@ -20,6 +21,7 @@ from ads_sync import locks, selectors, services
 from ads_sync.integrations import google_ads
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 from ads_sync.sandbox import data
+from tests.database import other_connection
 from tests.files import umask
 
 from .factories import campaign_day
@@ -195,6 +197,53 @@ def test_a_run_closes_exactly_once(tmp_path: Path) -> None:
     run = _run_with_pending(0, tmp_path)
     assert services.run_finish_if_settled(run_id=run.pk) is True
     assert services.run_finish_if_settled(run_id=run.pk) is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_is_seen_finished_only_with_the_note_that_its_totals_file_failed(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """backfill_ads reads the note once it sees its run finished: written after the finish,
+    the note came too late for it whenever the file took a moment to fail."""
+    run = _run_with_pending(0, tmp_path)
+    seen: list[object] = []
+
+    def failing_write(*, output_dir: str | Path) -> Path:
+        with other_connection() as other:
+            seen.append(
+                other.execute(
+                    "SELECT finished_at FROM ads_sync_syncrun WHERE id = %s", [run.pk]
+                ).fetchone()[0]
+            )
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(services, "totals_csv_write", failing_write)
+    assert services.run_finish_if_settled(run_id=run.pk) is True
+
+    assert seen == [None]  # not finished for anyone else while the file was being written
+    run.refresh_from_db()
+    assert run.finished_at is not None
+    assert run.notes == (
+        f"{services.totals_unwritten(output_dir=tmp_path)}: [Errno 28] No space left on device"
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_stopped_while_writing_its_totals_file_is_finished_all_the_same(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Its claim is rolled back with the transaction, and no other caller would claim it."""
+    run = _run_with_pending(0, tmp_path)
+
+    def stopped(*, output_dir: str | Path) -> Path:
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(services, "totals_csv_write", stopped)
+    with pytest.raises(SoftTimeLimitExceeded):
+        services.run_finish_if_settled(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.finished_at is not None
 
 
 def test_a_run_with_unsettled_days_stays_open(tmp_path: Path) -> None:
