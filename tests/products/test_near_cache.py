@@ -289,6 +289,18 @@ def test_a_tracking_connection_that_fails_empties_the_near_cache_and_is_reported
     assert cache._state.suspect
 
 
+def test_a_read_that_finds_its_tracking_connection_failed_rests_from_redis(monkeypatch) -> None:
+    """The failure may have hidden an invalidation: the read that finds it answers from
+    PostgreSQL, as after any failure, not with the entry Redis still holds from before."""
+    monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 60.0)
+    cached_detail()
+    sock = near()._sock
+    assert sock is not None
+    near()._sock = _ResetSocket(sock)  # type: ignore[assignment]
+    lookup = cache.detail_lookup(DETAIL_ID)
+    assert (lookup.entry, lookup.slot) == (None, None)
+
+
 def _redis_binary_and_port() -> tuple[str, int]:
     binary = shutil.which("redis-server")
     if binary is None:
