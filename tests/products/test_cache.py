@@ -74,6 +74,15 @@ def test_a_leader_slower_than_its_lock_does_not_release_the_next_leaders_lock() 
     assert not redis.exists(lookup.lock_key)
 
 
+def test_a_stampede_lock_expires_without_its_release() -> None:
+    """A leader that dies before it releases (a killed worker) must not leave its key locked
+    for good: every reader after it would wait FILL_WAIT_S and load, none would lead and store."""
+    lookup = cache.detail_lookup(1)
+    _, lease = cache.claim(lookup)
+    assert lease is not None
+    assert 0 < cache._redis().pttl(lookup.lock_key) <= cache.LOCK_TTL_MS
+
+
 def test_a_reader_waiting_for_a_leader_that_stored_nothing_loads_at_once(monkeypatch) -> None:
     """The leader found nothing to cache (a 404, an error) and released its lock: the readers
     waiting for it load themselves instead of polling for an entry until FILL_WAIT_S."""
