@@ -1051,6 +1051,15 @@ def test_every_counter_a_write_bumps_keeps_a_ttl() -> None:
         assert 0 < redis.ttl(cache._key(suffix)) <= cache.COUNTER_TTL_S, suffix
 
 
+def test_a_stored_entry_expires_with_the_cache_ttl() -> None:
+    """Every key has a TTL: an entry stored without one stays in Redis after its key is
+    dead (a later version, generation or epoch), until eviction."""
+    lookup = cache.detail_lookup(1)
+    assert lookup.slot is not None
+    cache.store(lookup, cache.Entry(headers={"ETag": '"x"'}, body=b"{}"))
+    assert 0 < cache._redis().ttl(lookup.slot.key) <= settings.PRODUCT_CACHE_TTL_S
+
+
 def test_a_query_with_escaped_separators_never_shares_a_cached_page_with_another() -> None:
     ProductFactory(name="a bolt")
     anon = APIClient()
