@@ -701,6 +701,31 @@ def test_skipped_sends_a_lookup_covered_are_not_covered_again(long_rest) -> None
     assert cache.detail_lookup(2).entry is not None
 
 
+def test_a_send_skipped_during_the_epoch_bump_that_ends_a_rest_is_covered_by_another(
+    long_rest, monkeypatch
+) -> None:
+    """A write acknowledged while a lookup's epoch bump is in flight, its send skipped, may come
+    after the bump: the cache must not be trusted on that bump, and the next lookup bumps again.
+    Trusted, the entries stored from the bump on could hide the write until the next send."""
+    with _black_holed_redis():
+        for _ in range(2):
+            cache.invalidate([2])  # two failed: the rest's next sends are skipped
+    cache._state.retry_at = 0.0  # the lookups' rest is over, not the sends'
+    bump_epoch = cache.bump_epoch
+
+    def bump_then_a_write() -> None:
+        bump_epoch()
+        cache.invalidate([1])  # skipped
+
+    monkeypatch.setattr(cache, "bump_epoch", bump_then_a_write)
+    assert cache.detail_lookup(1).slot is None
+    monkeypatch.setattr(cache, "bump_epoch", bump_epoch)
+    redis, epoch_key = cache._redis(), cache._key("epoch")
+    epoch = redis.get(epoch_key)
+    assert cache.detail_lookup(1).slot is not None
+    assert redis.get(epoch_key) != epoch
+
+
 def test_two_threads_caught_by_one_stall_count_as_one_failed_send(long_rest) -> None:
     """Failures were counted per send: two gthread threads' sends in one stall were "two in a
     row", and the next write was skipped with Redis answering again."""
