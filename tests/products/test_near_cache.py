@@ -653,6 +653,18 @@ def test_the_near_cache_stays_within_its_memory_bound_dropping_the_oldest_first(
         assert kept == [False, False, True, True, True]
 
 
+def test_an_epoch_bump_empties_the_near_cache_after_the_bound_dropped_entries() -> None:
+    """An entry dropped for room leaves its counters' lists of entries, and the entries kept
+    stay on them: a list that kept dropped entries grew without bound, and an entry missing
+    from one outlived a bump of that counter, taking room until it expired."""
+    with override_settings(PRODUCT_NEAR_CACHE_MAX_BYTES=2500):
+        for n in range(5):
+            cached_detail(DETAIL_ID + n, body=b"x" * 100)  # the first two dropped for room
+        bump_elsewhere(other_process(), "epoch")
+        assert near().open() is not None
+        assert (near()._entries, near()._dependents) == ({}, {})
+
+
 def test_a_flush_of_redis_empties_the_near_cache_and_keeps_its_connection(own_redis) -> None:
     """Redis announces a flush as one invalidation of no key in particular: every counter
     is gone, and so is every entry built from one."""
