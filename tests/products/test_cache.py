@@ -726,6 +726,24 @@ def test_a_send_skipped_during_the_epoch_bump_that_ends_a_rest_is_covered_by_ano
     assert redis.get(epoch_key) != epoch
 
 
+def test_a_failure_during_the_epoch_bump_that_ends_a_rest_starts_another_rest(
+    long_rest, monkeypatch
+) -> None:
+    """Another thread's call failing while a lookup bumps the epoch may have lost an
+    invalidation after the bump: the lookup must not end the rest and trust the cache again."""
+    cache.redis_failed("an earlier call timed out")
+    cache._state.retry_at = 0.0  # the rest is over
+    bump_epoch = cache.bump_epoch
+
+    def bump_then_a_failure() -> None:
+        bump_epoch()
+        cache.redis_failed("another thread's call timed out")
+
+    monkeypatch.setattr(cache, "bump_epoch", bump_then_a_failure)
+    assert cache.detail_lookup(1).slot is None
+    assert cache.redis_resting()
+
+
 def test_two_threads_caught_by_one_stall_count_as_one_failed_send(long_rest) -> None:
     """Failures were counted per send: two gthread threads' sends in one stall were "two in a
     row", and the next write was skipped with Redis answering again."""
