@@ -1062,7 +1062,9 @@ def test_probe_drops_entries_cached_before_an_outage_it_saw(sent_an_invalidation
             cache.invalidate([product.pk])  # lost
         assert cache.probe() is False
     _raw_update_stock(product.pk, 1)  # a write whose invalidation was lost (here or elsewhere)
+    epoch = cache._redis().get(cache._key("epoch"))
     assert cache.probe() is True  # Redis is back: the epoch moves on
+    assert cache._redis().get(cache._key("epoch")) != epoch  # for processes that saw nothing
     assert stock_of(anon, product.pk) == 1
 
 
