@@ -616,6 +616,24 @@ def test_an_idle_process_keeps_its_socket_drained() -> None:
     assert near().counter(cache._key(f"ver:{DETAIL_ID}")) is None
 
 
+def test_an_idle_process_reports_a_tracking_connection_redis_broke() -> None:
+    """The drainer finds it first in a process that serves no reads: Redis restarted or was
+    out of reach, a write elsewhere may have lost its invalidation, and the process must
+    treat it as its own failure (a new epoch before anything is served) as a read would."""
+    cached_detail()
+    sock = near()._sock
+    assert sock is not None
+    now = [time.monotonic() + 5]  # no request for five seconds
+    near()._clock = lambda: now[0]
+    host, port = sock.getsockname()[:2]
+    cache._redis().execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}")
+    deadline = time.monotonic() + 5
+    while near()._sock is not None and time.monotonic() < deadline:
+        near().tick()  # the kill arrives as the socket closing
+    assert near()._sock is None
+    assert cache._state.suspect
+
+
 def test_a_tracking_connection_that_stops_answering_pings_is_dropped(own_redis) -> None:
     port, proc = own_redis
     with _on_redis(port):
