@@ -1114,6 +1114,16 @@ def test_a_query_with_escaped_separators_never_shares_a_cached_page_with_another
     assert real.json()["count"] == 1
 
 
+def test_the_same_parameters_in_another_order_share_a_cached_page() -> None:
+    """Parameters are ordered by name: `page=1&limit=1` and `limit=1&page=1` are one page."""
+    params = [("page", "1"), ("limit", "1")]
+    lookup = cache.page_lookup("/api/products", host="testserver", scheme="http", params=params)
+    cache.store(lookup, cache.Entry(headers={}, body=b"[]"))
+    reordered = params[::-1]
+    again = cache.page_lookup("/api/products", host="testserver", scheme="http", params=reordered)
+    assert again.entry is not None
+
+
 def test_an_entry_stored_for_a_parameter_given_twice_is_not_served() -> None:
     """An older release answered `page=2&page=1` with page 1 and stored it: the view refuses
     it now, and the cache must not answer for it."""
