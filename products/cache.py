@@ -501,7 +501,8 @@ def _lookup(name: str, source: str, counter: str, prefix: str, tail: str) -> Loo
     except Exception as exc:
         _fail(exc)
         return _MISS_NO_CACHE
-    # A Lua table ends at its first nil: a miss comes back as [epoch, counter].
+    # A miss's GET is Lua's false, which the table keeps and Redis answers as nil: [epoch,
+    # counter, None].
     epoch, count = (bytes(value or b"0") for value in result[:2])
     raw = result[2] if len(result) > 2 else None
     key = _entry_key(name, prefix, epoch.decode(), count.decode(), tail)
