@@ -12,8 +12,10 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from django.db import OperationalError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from ads_sync import broker, locks, selectors, services, tasks
+from ads_sync.integrations import google_ads
 from ads_sync.management.commands import backfill_ads
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 from inventory_project.celery import app as celery_app
@@ -491,31 +494,56 @@ def test_the_wait_outlasts_a_database_restart(ads_sandbox, tmp_path: Path, monke
     assert _summary_figure(out.getvalue(), "fetched") == run.done == run.planned > 0
 
 
-@pytest.mark.usefixtures("sync_worker")
+@pytest.fixture
+def fetches_held_until_a_backfill_waits_for_them(monkeypatch) -> Iterator[None]:
+    """The module's worker fetches no day until a backfill waits for the dates another run is
+    fetching (60 s at most): that run is still in flight when the next backfill plans, however
+    slow the machine. It was a sandbox latency of 0.3 s a fetch, about 1 s for the run: a test
+    thread held up that long between the two backfills found the dates done, not in flight."""
+    waiting = threading.Event()
+    fetch_data = google_ads.fetch_data
+    wait_for_other_runs = backfill_ads.Command._wait_for_other_runs
+
+    def held_fetch(*args: Any, **kwargs: Any) -> Any:
+        waiting.wait(timeout=60)
+        return fetch_data(*args, **kwargs)
+
+    def waits(self: backfill_ads.Command, *args: Any, **kwargs: Any) -> Any:
+        waiting.set()
+        return wait_for_other_runs(self, *args, **kwargs)
+
+    monkeypatch.setattr(google_ads, "fetch_data", held_fetch)
+    monkeypatch.setattr(backfill_ads.Command, "_wait_for_other_runs", waits)
+    try:
+        yield
+    finally:
+        waiting.set()  # a test that failed before its second backfill
+
+
+@pytest.mark.usefixtures("sync_worker", "fetches_held_until_a_backfill_waits_for_them")
 def test_a_backfill_waits_for_its_dates_that_another_run_is_fetching(
     ads_sandbox, tmp_path: Path
 ) -> None:
     """It exited 0 at once, 'skipped', while the other run was still fetching them: a script's
     `backfill_ads && export_ads_csv` exported part of the range."""
-    ads_sandbox.configure(latency_s=0.3)
-    _backfill("--days", "3", "--output-dir", str(tmp_path), "--no-wait")
+    _, first = _backfill("--days", "3", "--output-dir", str(tmp_path), "--no-wait")
     text, second = _backfill("--days", "3", "--output-dir", str(tmp_path))
 
     assert second.planned == 0
     assert "waiting for 6 date(s) of this range that run(s)" in text
     assert "of those: 6 done, 0 failed, 0 deferred, 0 still in flight" in text
     assert set(SyncDay.objects.values_list("state", flat=True)) == {SyncDay.State.DONE}
+    wait_for_run(first.pk)  # its finish, after its days, must not run into the teardown
 
 
-@pytest.mark.usefixtures("sync_worker")
+@pytest.mark.usefixtures("sync_worker", "fetches_held_until_a_backfill_waits_for_them")
 def test_the_dates_it_waited_for_have_their_files_in_its_own_folder_too(
     ads_sandbox, tmp_path: Path
 ) -> None:
     """It exited 0 with none of their day files in its --output-dir, and a totals file without
     their lines: the other run wrote them into its own folder only."""
-    ads_sandbox.configure(latency_s=0.3)
     theirs, ours = tmp_path / "daily", tmp_path / "export"
-    _backfill("--days", "3", "--output-dir", str(theirs), "--no-wait")
+    _, first = _backfill("--days", "3", "--output-dir", str(theirs), "--no-wait")
     text, run = _backfill("--days", "3", "--output-dir", str(ours))
 
     assert run.planned == 0
@@ -528,17 +556,17 @@ def test_the_dates_it_waited_for_have_their_files_in_its_own_folder_too(
         lines = {(line["customer_id"], line["date"]) for line in csv.DictReader(totals)}
     assert lines == {(day.customer_id, day.date.isoformat()) for day in days}
     assert sum(fetched_days(ads_sandbox.calls()).values()) == 6  # written, not fetched again
+    wait_for_run(first.pk)  # its finish, after its days, must not run into the teardown
 
 
-@pytest.mark.usefixtures("sync_worker")
+@pytest.mark.usefixtures("sync_worker", "fetches_held_until_a_backfill_waits_for_them")
 def test_the_summary_counts_the_files_of_the_dates_it_waited_for_and_their_time(
     ads_sandbox, tmp_path: Path
 ) -> None:
     """The summary was printed before their files were written ("csv rewritten 0" for a run
     that ended with 6), and the run's time ended before the writing."""
-    ads_sandbox.configure(latency_s=0.3)
     theirs, ours = tmp_path / "daily", tmp_path / "export"
-    _backfill("--days", "3", "--output-dir", str(theirs), "--no-wait")
+    _, first = _backfill("--days", "3", "--output-dir", str(theirs), "--no-wait")
     text, run = _backfill("--days", "3", "--output-dir", str(ours))
 
     assert text.index("of those: 6 done") < text.index(f"Summary of run {run.pk}")
@@ -553,17 +581,17 @@ def test_the_summary_counts_the_files_of_the_dates_it_waited_for_and_their_time(
     assert run.finished_at.timestamp() >= written
     began = run.planning_started_at or run.started_at
     assert run.elapsed_s == pytest.approx((run.finished_at - began).total_seconds())
+    wait_for_run(first.pk)  # its finish, after its days, must not run into the teardown
 
 
-@pytest.mark.usefixtures("sync_worker")
+@pytest.mark.usefixtures("sync_worker", "fetches_held_until_a_backfill_waits_for_them")
 def test_a_file_of_the_dates_it_waited_for_that_cannot_be_written_exits_73_naming_it(
     ads_sandbox, tmp_path: Path
 ) -> None:
     """It exited 0, the range said complete, with the files missing: only the run's notes, in
     the admin, said so."""
-    ads_sandbox.configure(latency_s=0.3)
     theirs, ours = tmp_path / "daily", tmp_path / "export"
-    _backfill("--days", "3", "--output-dir", str(theirs), "--no-wait")
+    _, first = _backfill("--days", "3", "--output-dir", str(theirs), "--no-wait")
     blocked = ads_sandbox.customers[0]
     account_dir = selectors.day_csv_path(
         output_dir=ours, customer_id=blocked, day=dt.date.today()
@@ -582,17 +610,17 @@ def test_a_file_of_the_dates_it_waited_for_that_cannot_be_written_exits_73_namin
     )
     assert f"File exists: '{account_dir}'" in message
     assert _summary_figure(out.getvalue(), "csv rewritten") == 3  # the other account's
+    wait_for_run(first.pk)  # its finish, after its days, must not run into the teardown
 
 
-@pytest.mark.usefixtures("sync_worker")
+@pytest.mark.usefixtures("sync_worker", "fetches_held_until_a_backfill_waits_for_them")
 def test_a_totals_file_that_cannot_be_rebuilt_with_the_dates_it_waited_for_exits_73_naming_it(
     ads_sandbox, tmp_path: Path
 ) -> None:
     """It said so on stderr and exited 0: README says the range is complete when it exits 0,
     with this folder's totals file rebuilt with the dates another run fetched."""
-    ads_sandbox.configure(latency_s=0.3)
     theirs, ours = tmp_path / "daily", tmp_path / "export"
-    _backfill("--days", "3", "--output-dir", str(theirs), "--no-wait")
+    _, first = _backfill("--days", "3", "--output-dir", str(theirs), "--no-wait")
     totals = selectors.totals_csv_path(output_dir=ours)
     totals.mkdir(parents=True)  # no file can be renamed over it
 
@@ -605,6 +633,7 @@ def test_a_totals_file_that_cannot_be_rebuilt_with_the_dates_it_waited_for_exits
     assert "Is a directory" in str(refused.value)
     assert f"-> '{totals}'" in str(refused.value)  # the rename over it
     assert _summary_figure(out.getvalue(), "csv rewritten") == 6  # the day files are written
+    wait_for_run(first.pk)  # its finish, after its days, must not run into the teardown
 
 
 @pytest.mark.usefixtures("sync_worker")
