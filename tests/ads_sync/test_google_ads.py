@@ -547,7 +547,9 @@ def test_one_token_refresh_with_the_librarys_own_tries_keeps_to_the_calls_deadli
     made, and the attempt is retried as any other transient failure: OAuth's
     `temporarily_unavailable` too, even with a 400 (google-auth marks it retryable)."""
     settings.ADS_SYNC_MAX_ATTEMPTS = 2
-    settings.ADS_SYNC_TIMEOUT_S = 0.5  # below google-auth's first wait (0.9 s at least)
+    # Below google-auth's first wait (0.9 s at least), so the next try, which would start that
+    # long after the first, is never made; as far above the first answer's time as that allows.
+    settings.ADS_SYNC_TIMEOUT_S = 0.85
     posts: list[str] = []
     with _echoing_token_endpoint(status, error, posts=posts) as token_uri:
         settings.GOOGLE_ADS_TOKEN_URI = token_uri
