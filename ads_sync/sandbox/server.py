@@ -373,89 +373,77 @@ def _failure_bytes(abort: _Abort, request_id: str) -> bytes:
     return ads_errors.GoogleAdsFailure.serialize(failure)
 
 
-def _fault_abort(kind: str, faults: dict[str, Any]) -> _Abort:
-    code = grpc.StatusCode
-    if kind == "quota":
-        return _Abort(
-            code.RESOURCE_EXHAUSTED,
-            "Too many requests. Retry in a little while.",
-            kind,
-            {"quota_error": QuotaErrorEnum.QuotaError.RESOURCE_TEMPORARILY_EXHAUSTED},
-            float(faults["quota_retry_delay_s"]),
-        )
-    if kind == "daily_quota":
-        return _Abort(
-            code.RESOURCE_EXHAUSTED,
-            "Too many requests: the daily quota is exhausted.",
-            kind,
-            {"quota_error": QuotaErrorEnum.QuotaError.RESOURCE_EXHAUSTED},
-            float(faults["daily_quota_retry_delay_s"]),
-        )
-    if kind == "internal":
-        return _Abort(
-            code.INTERNAL,
-            "Internal error encountered.",
-            kind,
-            {"internal_error": InternalErrorEnum.InternalError.INTERNAL_ERROR},
-        )
-    if kind == "unavailable":
-        return _Abort(code.UNAVAILABLE, "The service is currently unavailable.", kind)
-    if kind == "transient_error":
-        return _Abort(
-            code.UNAVAILABLE,
-            "The service encountered a transient error.",
-            kind,
-            {"internal_error": InternalErrorEnum.InternalError.TRANSIENT_ERROR},
-        )
-    if kind == "deadline_exceeded":
-        return _Abort(
-            code.DEADLINE_EXCEEDED,
-            "The request took longer than a deadline.",
-            kind,
-            {"internal_error": InternalErrorEnum.InternalError.DEADLINE_EXCEEDED},
-        )
-    if kind == "aborted":
-        return _Abort(
-            code.ABORTED,
-            "Multiple requests were attempting to modify the same resource at once.",
-            kind,
-            {"database_error": DatabaseErrorEnum.DatabaseError.CONCURRENT_MODIFICATION},
-        )
-    if kind == "unknown":
-        return _Abort(
-            code.UNKNOWN,
-            "An error whose code is not published.",
-            kind,
-            {"internal_error": InternalErrorEnum.InternalError.ERROR_CODE_NOT_PUBLISHED},
-        )
-    if kind == "unauthenticated":
-        return _Abort(
-            code.UNAUTHENTICATED,
-            "Request had invalid authentication credentials.",
-            kind,
-            {
-                "authentication_error": (
-                    AuthenticationErrorEnum.AuthenticationError.OAUTH_TOKEN_EXPIRED
-                )
-            },
-        )
-    if kind == "permission_denied":
-        return _Abort(
-            code.PERMISSION_DENIED,
-            "User doesn't have permission to access customer.",
-            kind,
-            {
-                "authorization_error": (
-                    AuthorizationErrorEnum.AuthorizationError.USER_PERMISSION_DENIED
-                )
-            },
-        )
-    return _Abort(
-        code.INVALID_ARGUMENT,
+_Status = grpc.StatusCode
+# What each fault kind that ends the call at once answers: its status, message, the error code
+# of its GoogleAdsFailure (None: no failure, a front end's) and the setting of its retry_delay.
+_ABORTS: dict[str, tuple[grpc.StatusCode, str, dict[str, Any] | None, str | None]] = {
+    "quota": (
+        _Status.RESOURCE_EXHAUSTED,
+        "Too many requests. Retry in a little while.",
+        {"quota_error": QuotaErrorEnum.QuotaError.RESOURCE_TEMPORARILY_EXHAUSTED},
+        "quota_retry_delay_s",
+    ),
+    "daily_quota": (
+        _Status.RESOURCE_EXHAUSTED,
+        "Too many requests: the daily quota is exhausted.",
+        {"quota_error": QuotaErrorEnum.QuotaError.RESOURCE_EXHAUSTED},
+        "daily_quota_retry_delay_s",
+    ),
+    "internal": (
+        _Status.INTERNAL,
+        "Internal error encountered.",
+        {"internal_error": InternalErrorEnum.InternalError.INTERNAL_ERROR},
+        None,
+    ),
+    "unavailable": (_Status.UNAVAILABLE, "The service is currently unavailable.", None, None),
+    "transient_error": (
+        _Status.UNAVAILABLE,
+        "The service encountered a transient error.",
+        {"internal_error": InternalErrorEnum.InternalError.TRANSIENT_ERROR},
+        None,
+    ),
+    "deadline_exceeded": (
+        _Status.DEADLINE_EXCEEDED,
+        "The request took longer than a deadline.",
+        {"internal_error": InternalErrorEnum.InternalError.DEADLINE_EXCEEDED},
+        None,
+    ),
+    "aborted": (
+        _Status.ABORTED,
+        "Multiple requests were attempting to modify the same resource at once.",
+        {"database_error": DatabaseErrorEnum.DatabaseError.CONCURRENT_MODIFICATION},
+        None,
+    ),
+    "unknown": (
+        _Status.UNKNOWN,
+        "An error whose code is not published.",
+        {"internal_error": InternalErrorEnum.InternalError.ERROR_CODE_NOT_PUBLISHED},
+        None,
+    ),
+    "unauthenticated": (
+        _Status.UNAUTHENTICATED,
+        "Request had invalid authentication credentials.",
+        {"authentication_error": AuthenticationErrorEnum.AuthenticationError.OAUTH_TOKEN_EXPIRED},
+        None,
+    ),
+    "permission_denied": (
+        _Status.PERMISSION_DENIED,
+        "User doesn't have permission to access customer.",
+        {"authorization_error": AuthorizationErrorEnum.AuthorizationError.USER_PERMISSION_DENIED},
+        None,
+    ),
+    "invalid_argument": (
+        _Status.INVALID_ARGUMENT,
         "Error in query.",
-        "invalid_argument",
         {"query_error": QueryErrorEnum.QueryError.PROHIBITED_FIELD_IN_WHERE_CLAUSE},
-    )
+        None,
+    ),
+}
+
+
+def _fault_abort(kind: str, faults: dict[str, Any]) -> _Abort:
+    code, message, error_code, delay = _ABORTS[kind]
+    return _Abort(code, message, kind, error_code, float(faults[delay]) if delay else None)
 
 
 class _AdsServicer:
