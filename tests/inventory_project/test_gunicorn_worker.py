@@ -137,6 +137,14 @@ def test_clients_that_keep_a_closed_connection_open_hold_up_no_other_client() ->
     assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers)
 
 
+def _link(path: str) -> str:
+    """What a /proc fd link points to; "" for a descriptor closed since it was listed."""
+    try:
+        return os.readlink(path)
+    except FileNotFoundError:
+        return ""
+
+
 def _client_sockets_of_the_worker_on(port: int) -> int:
     """How many sockets the one worker of the gunicorn serving `port` holds open, its listener
     among them."""
@@ -149,8 +157,10 @@ def _client_sockets_of_the_worker_on(port: int) -> int:
         except OSError:
             continue
         if ours in environ and ours in parent_environ:  # the worker: its master has it too
-            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
-            return sum(link.startswith("socket:") for link in links)
+            return sum(
+                _link(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+                for fd in os.listdir(f"/proc/{pid}/fd")
+            )
     raise AssertionError(f"no worker of the gunicorn on port {port}")
 
 
