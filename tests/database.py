@@ -61,7 +61,7 @@ def web_server_connections(answer_timeout_s: float = 0, **session: str) -> Itera
 def wait_until_session_ended(pid: int, within_s: float = 20) -> None:
     """Wait until PostgreSQL has ended the session of backend `pid` (as its
     idle-in-transaction limit does); fails after `within_s`."""
-    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as observer:
+    with other_connection() as observer:
         deadline = time.monotonic() + within_s
         while observer.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]

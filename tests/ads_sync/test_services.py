@@ -641,8 +641,7 @@ def test_a_plan_locks_only_the_in_flight_days_it_takes_over(tmp_path: Path) -> N
     SyncDay.objects.filter(pk=taken.pk).update(updated_at=stale)
 
     def lockable(entry_id: int) -> bool:
-        raw = connection.connection
-        with psycopg.connect(raw.info.dsn, password=raw.info.password, autocommit=True) as conn:
+        with other_connection() as conn:
             try:
                 conn.execute(
                     "SELECT 1 FROM ads_sync_syncday WHERE id = %s FOR UPDATE NOWAIT", [entry_id]
@@ -881,8 +880,7 @@ def test_a_plan_is_stored_under_the_advisory_lock_whichever_lock_its_planner_hol
     from django.db import OperationalError
 
     AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
-    params = connection.get_connection_params()
-    with psycopg.connect(**params, autocommit=True) as fallback_planner:
+    with other_connection() as fallback_planner:
         fallback_planner.execute("SELECT pg_advisory_lock(%s)", [locks.PLANNING_ADVISORY_KEY])
         with connection.cursor() as cursor:
             cursor.execute("SET lock_timeout = '200ms'")
