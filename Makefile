@@ -7,8 +7,9 @@ PYTEST_ARGS ?=
 .PHONY: help install services run test lint format bench migrate
 
 help:
-	@echo "make run      install, start services, migrate, load demo data, start web + worker +"
-	@echo "              beat + cache listener (+ Google Ads sandbox); Ctrl-C stops them all"
+	@echo "make run      install, start services, migrate, start web + worker + beat + cache"
+	@echo "              listener (with DEBUG on: demo data, and the local Google Ads sandbox"
+	@echo "              when no credentials are set); Ctrl-C stops them all"
 	@echo "make test     install, start services, lint, run the full test suite"
 	@echo "make lint     ruff check, ruff format --check, mypy"
 	@echo "make format   ruff fixes and formatting"
