@@ -8,7 +8,6 @@ import io
 import json
 from decimal import Decimal
 from typing import Any
-from wsgiref.util import setup_testing_defaults
 
 import pytest
 from rest_framework.authtoken.models import Token
@@ -25,42 +24,32 @@ def token() -> str:
     return Token.objects.create(user=make_user("clerk", "change_product")).key
 
 
-def send_chunked(body: bytes, *, terminated: bool, **environ: Any) -> tuple[int, dict[str, Any]]:
-    """The WSGI environ a server gives a chunked request: decoded body, no CONTENT_LENGTH."""
-    env: dict[str, Any] = {
-        "REQUEST_METHOD": "PATCH",
-        "HTTP_HOST": "testserver",
-        "CONTENT_TYPE": "application/json",
-        "HTTP_TRANSFER_ENCODING": "chunked",
-        "wsgi.input": io.BytesIO(body),
-        **environ,
-    }
-    if terminated:
-        env["wsgi.input_terminated"] = True
-    setup_testing_defaults(env)
-    if env["HTTP_TRANSFER_ENCODING"] is None:  # not chunked: a body of CONTENT_LENGTH
-        del env["HTTP_TRANSFER_ENCODING"]
-    else:
-        env.pop("CONTENT_LENGTH", None)
-    captured: dict[str, Any] = {}
-
-    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
-        captured["status"] = int(status[:3])
-
-    content = b"".join(application(env, start_response))
-    return captured["status"], json.loads(content)
-
-
 def patch_chunked(
-    product_id: int, token: str, body: bytes, *, terminated: bool, **environ: Any
+    product_id: int,
+    token: str,
+    body: bytes,
+    *,
+    terminated: bool,
+    chunked: bool = True,
+    **environ: str,
 ) -> tuple[int, dict[str, Any]]:
-    return send_chunked(
+    """A PATCH as a server hands it over: chunked, the body decoded and no CONTENT_LENGTH (with
+    `chunked` false, a body of CONTENT_LENGTH); `terminated` is gunicorn's wsgi.input_terminated."""
+    extra: dict[str, Any] = dict(environ)
+    if chunked:
+        extra.setdefault("HTTP_TRANSFER_ENCODING", "chunked")
+    if terminated:
+        extra["wsgi.input_terminated"] = True
+    status, _, content = send(
+        application,
+        "PATCH",
+        f"/api/products/{product_id}",
         body,
-        terminated=terminated,
-        PATH_INFO=f"/api/products/{product_id}",
+        without=("CONTENT_LENGTH",) if chunked else (),
         HTTP_AUTHORIZATION=f"Token {token}",
-        **environ,
+        **extra,
     )
+    return status, json.loads(content)
 
 
 def assert_refused_unchanged(
@@ -100,10 +89,9 @@ def test_a_content_coding_is_refused_with_415_naming_it(token: str, chunked: boo
     """Nothing decodes it: gzip reached the parser as bytes, and plain JSON labelled gzip was
     taken as it was."""
     product = ProductFactory(price=Decimal("6.08"))
-    environ: dict[str, Any] = {"HTTP_CONTENT_ENCODING": "gzip"}
-    if not chunked:
-        environ |= {"HTTP_TRANSFER_ENCODING": None, "CONTENT_LENGTH": str(len(body))}
-    answer = patch_chunked(product.pk, token, body, terminated=True, **environ)
+    answer = patch_chunked(
+        product.pk, token, body, terminated=True, chunked=chunked, HTTP_CONTENT_ENCODING="gzip"
+    )
     assert_refused_unchanged(product, answer, 415, "unsupported_media_type")
     assert "gzip" in answer[1]["error"]["message"]
 
@@ -134,14 +122,7 @@ def test_a_body_over_the_upload_limit_is_the_apis_413_with_debug_on_too(
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
     product = ProductFactory(price=Decimal("6.08"))
     padded = json.dumps({"price": "1.00", "padding": "x" * 200}).encode()
-    answer = patch_chunked(
-        product.pk,
-        token,
-        padded,
-        terminated=True,
-        HTTP_TRANSFER_ENCODING=None,
-        CONTENT_LENGTH=str(len(padded)),
-    )
+    answer = patch_chunked(product.pk, token, padded, terminated=True, chunked=False)
     assert_refused_unchanged(product, answer, 413, "too_large")
     assert "100 bytes" in answer[1]["error"]["message"]
 
@@ -301,10 +282,7 @@ def test_without_an_upload_limit_a_body_is_read_whole(token: str, settings, chun
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = None
     product = ProductFactory(price=Decimal("6.08"))
     body = b'{"price": "77.77"}'
-    environ: dict[str, Any] = {}
-    if not chunked:
-        environ |= {"HTTP_TRANSFER_ENCODING": None, "CONTENT_LENGTH": str(len(body))}
-    status, answer = patch_chunked(product.pk, token, body, terminated=True, **environ)
+    status, answer = patch_chunked(product.pk, token, body, terminated=True, chunked=chunked)
     assert (status, answer["price"]) == (200, "77.77")
 
 
