@@ -195,10 +195,13 @@ class ProductAdmin(admin.ModelAdmin):
                     # Read-only like Django's own (the stubs type it as such).
                     request.POST = _without_forms(request.POST, posted, gone)  # type: ignore[assignment]
                     names = ", ".join(str(pk) for pk in gone)
+                    # Not "deleted by someone else": an id no product ever had (a script's
+                    # post, a page of another database) reads the same, and so does a product
+                    # the editor deleted in another tab.
                     messages.warning(
                         request,
-                        f"Product {names} was deleted by someone else after this list was "
-                        "loaded; its row was left out of the save.",
+                        f"Product {names} does not exist (deleted after this list was loaded, "
+                        "or never there); its row was left out of the save.",
                     )
             return super().changelist_view(request, extra_context)
 

@@ -416,7 +416,30 @@ def test_a_list_save_leaves_out_a_row_deleted_meanwhile_and_saves_the_others(
     assert (kept.price, kept.stock_level) == (Decimal("12.00"), 10)
     assert (later.price, later.stock_level) == (Decimal("5.00"), 6)
     shown = [str(m) for m in admin_client.get(response["Location"]).context["messages"]]
-    assert any(f"Product {deleted_id} was deleted by someone else" in m for m in shown)
+    assert any(f"Product {deleted_id} does not exist" in m for m in shown), shown
+
+
+def test_a_list_save_naming_a_product_that_never_existed_does_not_say_someone_deleted_it(
+    admin_client,
+) -> None:
+    """It said "Product N was deleted by someone else" of an id no product ever had: the save
+    cannot tell a deleted product from one that never was."""
+    kept = ProductFactory(price=Decimal("10.00"), stock_level=10)
+    never = kept.pk + 1000
+    post = changelist_post([kept], price="12.00")
+    post.update({"form-TOTAL_FORMS": "2", "form-INITIAL_FORMS": "2", "form-1-id": str(never)})
+    post.update({"form-1-price": "4.00", "form-1-stock_level": "4"})
+
+    response = admin_client.post("/admin/products/product/", post)
+
+    assert response.status_code == 302
+    kept.refresh_from_db()
+    assert kept.price == Decimal("12.00")
+    shown = [str(m) for m in admin_client.get(response["Location"]).context["messages"]]
+    said = [m for m in shown if str(never) in m]
+    assert len(said) == 1, shown
+    assert f"Product {never} does not exist" in said[0]
+    assert "someone else" not in said[0]
 
 
 def test_a_name_stored_with_a_line_break_does_not_block_saving_its_stock(admin_client) -> None:
