@@ -310,6 +310,24 @@ def test_no_customer_given_or_configured_is_refused_naming_both_ways(settings) -
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--end", "2025-01-05"], "--end needs --start"),
+        (["--days", "1", "--output-dir", "-"], "--output-dir '-' is not a folder"),
+    ],
+)
+def test_a_mistake_in_the_arguments_typed_is_named_before_a_missing_customer(
+    settings, args, message
+) -> None:
+    """With no customer configured, `--end D` was refused for the customer first: once one was
+    set, the same command line was refused again, for the --start it lacked."""
+    settings.GOOGLE_ADS_CUSTOMER_IDS = []
+    with pytest.raises(CommandError, match=message) as refused:
+        call_command("backfill_ads", *args)
+    assert refused.value.returncode == backfill_ads.USAGE
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
         (["--days", "abc"], "error: argument --days: invalid int value: 'abc'"),  # argparse's
         (["--days", "0"], "CommandError: --days must be at least 1"),  # the command's own
     ],

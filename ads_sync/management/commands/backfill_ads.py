@@ -252,21 +252,23 @@ class Command(DatabaseCommand):
             raise _usage(f"--days {days} reaches back before {EARLIEST}")
         if start and start < EARLIEST:
             raise _usage(f"--start {start} is before {EARLIEST}")
+        if end and not start and days is None:
+            raise _usage("--end needs --start")
+        if options["output_dir"] in ("", "-"):
+            # "" read as the default folder, and "-" made a folder named "-" (export_ads_csv
+            # takes "-" for standard output; a backfill writes one file per day).
+            raise _usage(f"--output-dir {options['output_dir']!r} is not a folder")
         try:
             given = [google_ads.normalize_customer_id(c) for c in options["customers"] or []]
         except ValueError as exc:
             raise _usage(f"--customer: {exc}") from exc
         customers = list(dict.fromkeys(given)) or list(settings.GOOGLE_ADS_CUSTOMER_IDS)
+        # After every check of what was typed: a command line refused for the configuration
+        # must not be refused again, once that is set, for a mistake it held all along.
         if not customers:
             raise _usage("no customer: set GOOGLE_ADS_CUSTOMER_IDS or pass --customer")
-        if end and not start and days is None:
-            raise _usage("--end needs --start")
 
         # The folder the user means is relative to where they run this, not to the workers.
-        if options["output_dir"] in ("", "-"):
-            # "" read as the default folder, and "-" made a folder named "-" (export_ads_csv
-            # takes "-" for standard output; a backfill writes one file per day).
-            raise _usage(f"--output-dir {options['output_dir']!r} is not a folder")
         output_dir = Path(options["output_dir"] or settings.ADS_SYNC_OUTPUT_DIR).absolute()
         try:
             services.csv_dir_ensure(output_dir=output_dir)
