@@ -74,6 +74,9 @@ class SyncRun(models.Model):
     rows = models.PositiveBigIntegerField(default=0)
     api_calls = models.PositiveIntegerField(default=0)
     notes = models.TextField(blank=True)
+    # Why its folder's totals file could not be written as it finished ("" if it was, or once
+    # backfill_ads, waiting for it, rebuilt the file): the command exits 73 on it.
+    totals_error = models.TextField(blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     # When its planning took the lock (account lookups, the gap query and the CSV checks come
     # before the run is stored): its elapsed time counts from here.

@@ -475,10 +475,14 @@ def run_plan(
         ):
             try:
                 totals_csv_write(output_dir=folder)
-            except OSError:
+            except OSError as exc:
                 # An older run's folder may no longer be writable: its totals file waits for
-                # the next run that finishes there, and this plan goes on.
+                # the next run that finishes there, and this plan goes on. Said by the runs
+                # that finished without it too: this one's backfill_ads exits 73 on it.
                 logger.exception("ads sync: the totals file in %s could not be written", folder)
+                SyncRun.objects.filter(pk__in=closed, output_dir=folder).update(
+                    totals_error=str(exc)
+                )
     except BaseException as exc:  # a detection's time limit, Ctrl-C in backfill_ads
         if stored is not None:
             # The plan is stored and no task is sent yet: fail its days, as a failed fan-out
@@ -633,9 +637,9 @@ def _take_over(*, planned: list[tuple[str, dt.date]]) -> tuple[list[tuple[str, d
 def run_finish_if_settled(*, run_id: int) -> bool:
     """Close the run once every planned day is done, failed or deferred; exactly one caller
     wins and rebuilds the totals file."""
-    # One transaction: the run is seen finished together with the note that its totals file
-    # could not be written, which backfill_ads reads once it sees the run finished. Written
-    # after the claim, the note could come too late for it (a large file fails at its rename).
+    # One transaction: the run is seen finished together with why its totals file could not be
+    # written, which backfill_ads reads once it sees the run finished. Written after the
+    # claim, it could come too late for it (a large file fails at its rename).
     try:
         with transaction.atomic():
             if not _finish_claim(run_id=run_id):
@@ -650,8 +654,8 @@ def run_finish_if_settled(*, run_id: int) -> bool:
 
 
 def _finished_totals_write(*, run_id: int) -> None:
-    """Say that the run finished, and rebuild its folder's totals file (or note on the run
-    that it could not be)."""
+    """Say that the run finished, and rebuild its folder's totals file (or record on the run
+    why it could not be)."""
     run = SyncRun.objects.get(pk=run_id)
     logger.info(
         "ads sync: run %s (%s) finished in %.1f s: %s planned, %s done, %s failed, %s deferred,"
@@ -671,14 +675,15 @@ def _finished_totals_write(*, run_id: int) -> None:
     except OSError as exc:
         # The run is settled whatever its folder allows; the next run there rebuilds the file.
         logger.exception("ads sync: the totals file in %s could not be written", run.output_dir)
-        # Said by the run too: backfill_ads, waiting for it, exits 73 on this note.
-        note = f"{totals_unwritten(output_dir=run.output_dir)}: {exc}"
-        _run_note_add(run_id=run.pk, note=note)
+        # Said by the run too: backfill_ads, waiting for it, exits 73 on it.
+        SyncRun.objects.filter(pk=run.pk).update(totals_error=str(exc))
 
 
-def totals_unwritten(*, output_dir: str | Path) -> str:
-    """The start of the note of a run whose folder's totals file could not be written."""
-    return f"the totals file in {output_dir} could not be written"
+def run_totals_rebuild(*, run: SyncRun) -> None:
+    """Rebuild the run's folder's totals file (OSError if it cannot be). Once it is written,
+    the run no longer says that it could not be as it finished."""
+    totals_csv_write(output_dir=run.output_dir)
+    SyncRun.objects.filter(pk=run.pk).exclude(totals_error="").update(totals_error="")
 
 
 def _run_note_add(*, run_id: int, note: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import datetime as dt
+import errno
 import io
 import os
 import pickle
@@ -652,6 +653,61 @@ def test_a_totals_file_that_cannot_be_rebuilt_with_the_dates_it_waited_for_exits
     assert f"-> '{totals}'" in str(refused.value)  # the rename over it
     assert _summary_figure(out.getvalue(), "csv rewritten") == 6  # the day files are written
     wait_for_run(first.pk)  # its finish, after its days, must not run into the teardown
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_totals_file_its_run_could_not_write_but_the_rebuild_did_is_not_said_unwritten(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """It exited 0, the file written by the rebuild that follows a wait for another run's
+    dates, and its summary still said "the totals file ... could not be written": the note of
+    the run's own write, as it finished."""
+    write = services.totals_csv_write
+    failed: list[str | Path] = []
+
+    def failing_once(*, output_dir: str | Path) -> Path:
+        if not failed:  # the worker's, as the run finishes
+            failed.append(output_dir)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(output_dir=output_dir)
+
+    def their_date_done(self: Any, run: SyncRun, customers: list[str]) -> Any:
+        # Another run fetched a date of this range: the command rebuilds the totals file.
+        day = SyncDay.objects.get(run=run)
+        return backfill_ads._Elsewhere(runs=[run.pk + 1], done=((day.customer_id, day.date),))
+
+    monkeypatch.setattr(services, "totals_csv_write", failing_once)
+    monkeypatch.setattr(backfill_ads.Command, "_wait_for_other_runs", their_date_done)
+    text, run = _backfill(*_one_day_of_one_account(tmp_path))
+
+    assert failed == [str(tmp_path)]
+    assert selectors.totals_csv_path(output_dir=tmp_path).is_file()
+    assert "could not be written" not in text
+    assert "could not be written" not in run.notes  # nor in the admin
+    assert run.totals_error == ""
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_totals_file_a_run_with_nothing_to_fetch_cannot_write_is_named_and_exits_73(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """A run whose dates were all done finished as it was planned, and its totals file, which
+    could not be written, was only logged: the command exited 0."""
+    day = str(dt.date.today() - dt.timedelta(days=10))  # before the lookback window
+    args = ("--start", day, "--end", day, "--customer", "1234567890", "--output-dir", str(tmp_path))
+    _backfill(*args)
+    totals = selectors.totals_csv_path(output_dir=tmp_path)
+    totals.unlink()
+    totals.mkdir()
+    out = io.StringIO()
+    with pytest.raises(CommandError) as refused:
+        call_command("backfill_ads", *args, stdout=out)
+
+    assert refused.value.returncode == backfill_ads.CANT_CREATE
+    assert f"the totals file in {tmp_path} could not be written: " in str(refused.value)
+    assert "Is a directory" in str(refused.value)
+    assert SyncRun.objects.order_by("-pk").values_list("planned", flat=True)[0] == 0
+    assert f"the totals file in {tmp_path} could not be written" in out.getvalue()
 
 
 @pytest.mark.usefixtures("sync_worker")

@@ -200,11 +200,11 @@ def test_a_run_closes_exactly_once(tmp_path: Path) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_run_is_seen_finished_only_with_the_note_that_its_totals_file_failed(
+def test_a_run_is_seen_finished_only_with_why_its_totals_file_failed(
     tmp_path: Path, monkeypatch
 ) -> None:
-    """backfill_ads reads the note once it sees its run finished: written after the finish,
-    the note came too late for it whenever the file took a moment to fail."""
+    """backfill_ads reads it once it sees its run finished: written after the finish, it came
+    too late for it whenever the file took a moment to fail."""
     run = _run_with_pending(0, tmp_path)
     seen: list[object] = []
 
@@ -223,9 +223,7 @@ def test_a_run_is_seen_finished_only_with_the_note_that_its_totals_file_failed(
     assert seen == [None]  # not finished for anyone else while the file was being written
     run.refresh_from_db()
     assert run.finished_at is not None
-    assert run.notes == (
-        f"{services.totals_unwritten(output_dir=tmp_path)}: [Errno 28] No space left on device"
-    )
+    assert run.totals_error == "[Errno 28] No space left on device"
 
 
 @pytest.mark.django_db(transaction=True)

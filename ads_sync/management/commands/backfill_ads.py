@@ -133,10 +133,11 @@ def _not_complete(windows: Iterable[selectors.Window], end: dt.date | None) -> s
 
 
 def _totals_unwritten(run: SyncRun) -> str:
-    """Why the run's folder's totals file could not be written as the run finished (its note),
-    or "" if it was."""
-    start = services.totals_unwritten(output_dir=run.output_dir)
-    return next((line for line in run.notes.splitlines() if line.startswith(start)), "")
+    """Why the run's folder's totals file could not be written as the run finished, or "" if
+    it was (or has been rebuilt since)."""
+    if not run.totals_error:
+        return ""
+    return f"the totals file in {run.output_dir} could not be written: {run.totals_error}"
 
 
 def _usage(message: str) -> CommandError:
@@ -500,8 +501,9 @@ class Command(DatabaseCommand):
         """The day files of the dates other runs fetched for this range, written from the
         database into this run's folder where they wrote theirs elsewhere, and this folder's
         totals file rebuilt: the one this run wrote as it finished was without them. The run
-        is read again; the errors of the day files that could not be written are returned,
-        and why the totals file could not be ("" if it was)."""
+        is read again (the run no longer says its totals file is unwritten once it is); the
+        errors of the day files that could not be written are returned, and why the totals
+        file could not be ("" if it was)."""
         gone = selectors.done_days_needing_csv_of(days=done, output_dir=run.output_dir)
         written, errors = services.run_csv_restore(run=run, days=gone, after_finish=True)
         if gone:
@@ -511,7 +513,7 @@ class Command(DatabaseCommand):
             )
         totals = ""
         try:
-            services.totals_csv_write(output_dir=run.output_dir)
+            services.run_totals_rebuild(run=run)
         except OSError as exc:
             totals = f"the totals file in {run.output_dir} could not be rebuilt: {exc}"
         run.refresh_from_db()
@@ -626,8 +628,9 @@ class Command(DatabaseCommand):
             f"  elapsed          {run.elapsed_s or 0:.1f} s",
             f"  per-date latency p50 {ms(latency.p50_ms)}, p95 {ms(latency.p95_ms)}",
         ]
-        if run.notes:
-            lines.append(f"  notes            {run.notes}")
+        notes = "\n".join(note for note in (run.notes, _totals_unwritten(run)) if note)
+        if notes:
+            lines.append(f"  notes            {notes}")
         failures = selectors.run_failures(run_id=run.pk)
         if failures:
             lines.append(
