@@ -28,8 +28,9 @@ from ads_sync.models import SyncDay, SyncRun
 
 logger = logging.getLogger(__name__)
 
-# A day may spend the client's whole budget (every attempt at its deadline and the waits between
-# them), plus a minute for the database work and the CSV file.
+# A day may spend the client's whole budget (google_ads.fetch_budget_s: retries until every
+# attempt at its deadline and the waits between them have gone by, and the last attempt's token
+# refreshes and calls), plus a minute for the database work and the CSV file.
 SYNC_DAY_SOFT_LIMIT_S = int(google_ads.fetch_budget_s() + 60)
 SYNC_DAY_TIME_LIMIT_S = SYNC_DAY_SOFT_LIMIT_S + 60
 SYNC_DAY_DATABASE_RETRY_S = 30

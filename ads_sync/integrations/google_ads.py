@@ -746,12 +746,25 @@ def _retry_logger(what: str) -> Callable[[RetryCallState], None]:
     return log
 
 
-def fetch_budget_s() -> float:
-    """The longest one call may take with its retries: every attempt at its full deadline, and
-    a minute of waits between them. A wait that would go past it (a server asking for a long
-    retry_delay) is not taken: the call gives up, the day fails, and the next detection tries
-    it again, rather than a worker sleeping into its task's time limit."""
+# The deadlines one attempt may hold (`_attempt`): a token refresh (`_TimedAuthRequest`) and
+# the call, and after a refused token another refresh and call.
+_ATTEMPT_DEADLINES = 4
+
+
+def _retry_window_s() -> float:
+    """How long after a call's first attempt a retry may still start: every attempt at its
+    full deadline, and a minute of waits between them. A wait that would end past it (a server
+    asking for a long retry_delay) is not taken: the call gives up, the day fails, and the next
+    detection tries it again, rather than a worker sleeping into its task's time limit."""
     return float(settings.ADS_SYNC_TIMEOUT_S) * max(1, int(settings.ADS_SYNC_MAX_ATTEMPTS)) + 60
+
+
+def fetch_budget_s() -> float:
+    """The longest one call may take with its retries: a retry started at the end of its window
+    (tenacity's stop_before_delay bounds when the last attempt starts, not when it ends), and
+    that attempt at its longest, every deadline it may hold spent (the waits for a rate-limit
+    slot aside)."""
+    return _retry_window_s() + _ATTEMPT_DEADLINES * float(settings.ADS_SYNC_TIMEOUT_S)
 
 
 def _search(
@@ -759,7 +772,7 @@ def _search(
 ) -> list[Any]:
     max_attempts = max(1, int(settings.ADS_SYNC_MAX_ATTEMPTS))
     retrying = Retrying(
-        stop=stop_after_attempt(max_attempts) | stop_before_delay(fetch_budget_s()),
+        stop=stop_after_attempt(max_attempts) | stop_before_delay(_retry_window_s()),
         wait=_wait,
         retry=retry_if_exception_type(_Transient),
         before_sleep=_retry_logger(what),

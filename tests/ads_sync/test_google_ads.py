@@ -826,10 +826,21 @@ def test_a_customer_id_is_ten_digits_with_or_without_dashes_and_spaces() -> None
             google_ads.normalize_customer_id(bad)
 
 
-def test_a_retry_delay_past_the_calls_budget_gives_up_instead_of_sleeping(ads_sandbox, settings):
+@pytest.mark.parametrize(
+    "retry_delay_s",
+    [
+        300,
+        # Within the budget (74 s), past the window (66 s): after that wait, the attempt could
+        # last four deadlines and end past the budget the time limits are built on.
+        68,
+    ],
+)
+def test_a_retry_delay_past_the_calls_retry_window_gives_up_instead_of_sleeping(
+    ads_sandbox, settings, retry_delay_s
+):
     settings.ADS_SYNC_TIMEOUT_S = 2.0
-    settings.ADS_SYNC_MAX_ATTEMPTS = 3  # a budget of 2 x 3 + 60 = 66 s
-    ads_sandbox.configure(fail_first={"quota": 5}, quota_retry_delay_s=300)
+    settings.ADS_SYNC_MAX_ATTEMPTS = 3  # a window of 2 x 3 + 60 = 66 s for retries to start
+    ads_sandbox.configure(fail_first={"quota": 5}, quota_retry_delay_s=retry_delay_s)
 
     with pytest.raises(TransientAdsError) as raised:
         google_ads.fetch_data(CUSTOMER, DAY)
@@ -838,13 +849,17 @@ def test_a_retry_delay_past_the_calls_budget_gives_up_instead_of_sleeping(ads_sa
     assert _outcomes(ads_sandbox) == ["quota"]
 
 
-def test_a_calls_budget_is_every_attempt_at_its_deadline_plus_a_minute_of_waits(settings):
-    """The tasks' time limits and the planning lock's TTL are built on it."""
+def test_a_calls_budget_is_its_retry_window_and_then_one_attempt_at_its_longest(settings):
+    """The tasks' time limits and the planning lock's TTL are built on it. A retry may start
+    until every attempt at its deadline and a minute of waits have gone by (the window), and
+    that attempt may then hold four deadlines: a token refresh and the call, and after a
+    refused token another refresh and call. It counted the window alone: a retry started late
+    in it ran past the sync_day task's soft limit (budget + 60 s)."""
     settings.ADS_SYNC_TIMEOUT_S = 2.0
     settings.ADS_SYNC_MAX_ATTEMPTS = 3
-    assert google_ads.fetch_budget_s() == 2.0 * 3 + 60
+    assert google_ads.fetch_budget_s() == (2.0 * 3 + 60) + 4 * 2.0
     settings.ADS_SYNC_MAX_ATTEMPTS = 0  # still one attempt
-    assert google_ads.fetch_budget_s() == 2.0 + 60
+    assert google_ads.fetch_budget_s() == (2.0 + 60) + 4 * 2.0
 
 
 def test_the_backoff_doubles_per_attempt_with_jitter_in_its_upper_half_up_to_the_max(settings):
