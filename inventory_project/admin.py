@@ -126,14 +126,15 @@ class BrokerAwarePeriodicTaskAdmin(PeriodicTaskAdmin):
 
     def _unfit(self, entry: PeriodicTask) -> str | None:
         """Why celery would refuse to send this entry's task with its stored arguments."""
-        task: Any = self.celery_app.tasks.get(entry.task)
-        if task is None:
-            return None  # django-celery-beat names an unknown task itself
         try:
-            # As django-celery-beat reads them to send them.
+            # As django-celery-beat reads them to send them, an unknown task's too: before it
+            # looks the tasks up (a 500 for arguments stored before the form refused them).
             args, kwargs = json.loads(entry.args), json.loads(entry.kwargs)
         except (ValueError, RecursionError):
             return "the arguments are not JSON"
+        task: Any = self.celery_app.tasks.get(entry.task)
+        if task is None:
+            return None  # django-celery-beat names an unknown task itself
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             return "the positional arguments must be a JSON list, the keyword ones an object"
         # What apply_async checks them with, when the task asks for it (typing, the default).

@@ -230,6 +230,41 @@ def test_running_a_task_whose_stored_arguments_do_not_fit_is_a_message_not_a_500
     assert sent == []
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        ("[]", 'task "ads_sync.no_such_task" not found'),  # django-celery-beat's own message
+        # Stored before the form refused it: upstream read it as JSON and answered a 500.
+        ("", "unknown: the arguments are not JSON"),
+    ],
+)
+def test_running_a_periodic_task_whose_task_is_not_registered_is_a_message_not_a_500(
+    admin_client, monkeypatch, args, said
+) -> None:
+    """A task renamed or removed in the code, its periodic task left behind: nothing of the
+    selection is sent, the one that fits included."""
+    every = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.HOURS)
+    fits = PeriodicTask.objects.create(
+        name="fits", task=tasks.clear_expired_sessions.name, interval=every
+    )
+    unknown = PeriodicTask.objects.create(
+        name="unknown", task="ads_sync.no_such_task", interval=every, args=args
+    )
+    sent: list[object] = []
+    monkeypatch.setattr(tasks.clear_expired_sessions, "apply_async", lambda *a, **k: sent.append(a))
+
+    response = admin_client.post(
+        "/admin/django_celery_beat/periodictask/",
+        {"action": "run_tasks", "_selected_action": [fits.pk, unknown.pk]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    shown = " ".join(str(m) for m in response.context["messages"])
+    assert said in shown, shown
+    assert sent == []
+
+
 def _staff_client(client, *codenames: str):
     user = get_user_model().objects.create_user("clerk", password="pw", is_staff=True)
     user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
