@@ -9,6 +9,7 @@ import errno
 import io
 import os
 import pickle
+import pty
 import re
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 from celery import group as celery_group
 from django.core.management import CommandError, call_command
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from ads_sync import broker, locks, selectors, services, tasks
@@ -490,6 +491,123 @@ def test_sigterm_or_sighup_while_planning_stops_like_ctrl_c(
     finally:
         signal.signal(signum, guard)
     assert stopped.value.returncode == 128 + signum  # as the shell reports it: SIGTERM 143
+
+
+def _on_a_terminal(*args: str) -> tuple[str, CommandError | None]:
+    """What the command shows on a terminal (a pty; its line ends read as "\n"), and the error
+    it ended with, if any."""
+    main, replica = pty.openpty()
+    received: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(main, 65536)
+            except OSError:  # EIO: the command's side is closed, and all it wrote was read
+                return
+            if not data:
+                return
+            received.append(data)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    error = None
+    try:
+        with open(replica, "w", encoding="utf-8") as terminal:
+            try:
+                call_command("backfill_ads", *args, stdout=terminal)
+            except CommandError as exc:
+                error = exc
+    finally:
+        reader.join(timeout=30)
+        os.close(main)
+    return b"".join(received).decode().replace("\r\n", "\n"), error
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_on_a_terminal_the_progress_is_one_line_redrawn_and_the_summary_starts_a_line(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    ads_sandbox.configure(latency_s=0.3)  # a few redraws
+    text, error = _on_a_terminal("--days", "2", "--output-dir", str(tmp_path))
+
+    assert error is None
+    before = text[: text.index("Summary of run")]
+    progress = before[before.index("\r[") :]
+    assert progress.endswith("\n")  # not "... ETA 0m00sSummary of run"
+    assert progress.count("\n") == 1  # redrawn in place, not a line per poll
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_on_a_terminal_ctrl_c_while_waiting_ends_the_progress_line_first(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """The error that follows goes to standard error, on the same terminal: it began on the
+    progress line."""
+    ads_sandbox.configure(latency_s=0.5)
+    lines = iter(["[progress]"])
+
+    def progress_then_interrupt(run: SyncRun, elapsed: float) -> str:
+        line = next(lines, None)
+        if line is None:
+            raise KeyboardInterrupt  # at the wait's second progress line
+        return line
+
+    monkeypatch.setattr(
+        backfill_ads.Command, "_progress_line", staticmethod(progress_then_interrupt)
+    )
+    text, error = _on_a_terminal("--days", "2", "--output-dir", str(tmp_path))
+    monkeypatch.undo()
+
+    assert error is not None
+    assert error.returncode == 130
+    assert text.endswith("\r[progress]\n")
+    wait_for_run(SyncRun.objects.get().pk)  # its finish must not run into the teardown
+
+
+@pytest.mark.usefixtures("sync_worker", "lost_fan_out")
+def test_on_a_terminal_lost_tasks_sent_again_are_said_on_a_line_of_their_own(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    text, error = _on_a_terminal(*_one_day_of_one_account(tmp_path))
+
+    assert error is None
+    said = text.index("1 date(s) had no task left")
+    line = text[text.rindex("\n", 0, said) + 1 : said]
+    assert line == f"run(s) {SyncRun.objects.get().pk}: "  # not after the progress line
+
+
+def test_run_in_a_thread_that_is_not_the_main_one_it_sets_no_signal_handler(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Only the main thread may set one (signal.signal raises ValueError elsewhere): the
+    command called from a thread (call_command in a scheduler's job) stops only on Ctrl-C's
+    KeyboardInterrupt, and leaves the process's handlers as they were."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+    def interrupt(**kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
+    monkeypatch.setattr(tasks, "run_start", interrupt)
+    raised: list[BaseException] = []
+
+    def backfill() -> None:
+        try:
+            call_command("backfill_ads", *_one_day_of_one_account(tmp_path))
+        except BaseException as exc:
+            raised.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=backfill)
+    thread.start()
+    thread.join(timeout=60)
+
+    assert len(raised) == 1
+    assert isinstance(raised[0], CommandError), raised
+    assert raised[0].returncode == 130
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
 
 
 @pytest.mark.usefixtures("sync_worker")
