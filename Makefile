@@ -4,13 +4,15 @@ UV := python3 -m uv
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help install services run test lint format bench migrate
+.PHONY: help install services run test coverage lint format bench migrate
 
 help:
 	@echo "make run      install, start services, migrate, start web + worker + beat + cache"
 	@echo "              listener (with DEBUG on: demo data, and the local Google Ads sandbox"
 	@echo "              when no credentials are set); Ctrl-C stops them all"
 	@echo "make test     install, start services, lint, run the full test suite"
+	@echo "make coverage install, start services, run the test suite under coverage.py (the"
+	@echo "              processes the tests start included): a report, and htmlcov/index.html"
 	@echo "make lint     ruff check, ruff format --check, mypy"
 	@echo "make format   ruff fixes and formatting"
 	@echo "make migrate  install, start services, create the database if needed, migrate"
@@ -49,6 +51,17 @@ format: install
 
 test: install services lint
 	DJANGO_SETTINGS_MODULE=inventory_project.settings.test $(PY) -m pytest $(PYTEST_ARGS)
+
+# The suite under coverage.py, configured in pyproject.toml ([tool.coverage.*]): each process
+# writes a .coverage.* file of its own, combined into one report. A test that fails still gets its
+# report; the target then exits with pytest's status. No lint: `make test` has it.
+coverage: install services
+	@rm -rf htmlcov && $(PY) -m coverage erase
+	DJANGO_SETTINGS_MODULE=inventory_project.settings.test $(PY) -m coverage run -m pytest $(PYTEST_ARGS); \
+	status=$$?; \
+	$(PY) -m coverage combine --quiet && $(PY) -m coverage report && $(PY) -m coverage html --quiet \
+		&& echo "HTML report: htmlcov/index.html" || status=$$((status ? status : 1)); \
+	exit $$status
 
 bench: install services
 	@scripts/bench.sh
