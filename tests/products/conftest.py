@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import factory
 import pytest
+import redis
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -74,3 +83,79 @@ def fresh_cache_state(monkeypatch) -> Iterator[None]:
     cache._state.suspect = False
     yield
     cache._state.suspect = False
+
+
+# --- Redis servers of a test's own ------------------------------------------------------------
+
+
+def redis_binary_and_port() -> tuple[str, int]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return binary, probe.getsockname()[1]
+
+
+def start_redis(
+    binary: str, workdir: str, *, port: int = 0, unix_socket: str | None = None
+) -> subprocess.Popen[bytes]:
+    """A Redis server on `port`, or on `unix_socket` alone (port 0), keeping its snapshots
+    (only those asked for) in `workdir`."""
+    args = [binary, "--port", str(port), "--save", "", "--dir", workdir, "--appendonly", "no"]
+    if unix_socket is None:
+        args += ["--bind", "127.0.0.1"]
+        client = redis.Redis(port=port)
+    else:
+        args += ["--unixsocket", unix_socket]
+        client = redis.Redis(unix_socket_path=unix_socket)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return proc
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+
+
+def caches_on(location: str) -> dict[str, Any]:
+    """CACHES with the cache on the Redis at `location` (a test's own)."""
+    return {"default": {**settings.CACHES["default"], "LOCATION": location}}
+
+
+@pytest.fixture
+def unix_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A Redis server of this test's own reached by a unix socket only (no TCP port), which the
+    test may stop: its socket's path and its process."""
+    binary, _ = redis_binary_and_port()
+    workdir = tempfile.mkdtemp(prefix="unix-redis-")
+    path = f"{workdir}/redis.sock"
+    proc = start_redis(binary, workdir, unix_socket=path)
+    try:
+        yield path, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def transport(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Parametrized indirectly: "tcp" is the tests' Redis as configured; "unix" is the cache
+    on a Redis of the test's own, through REDIS_URL=unix://<path> (a configuration the rest of
+    the tests never run)."""
+    if request.param == "tcp":
+        yield request.param
+        return
+    path, _ = request.getfixturevalue("unix_redis")
+    with override_settings(CACHES=caches_on(f"unix://{path}?db=0")):
+        yield request.param
+    assert redis.Redis(unix_socket_path=path).dbsize() > 0, "the test left the unix socket's Redis"
+
+
+over_tcp_and_unix = pytest.mark.parametrize("transport", ["tcp", "unix"], indirect=True)

@@ -35,7 +35,7 @@ from products.models import Product
 from tests.inventory_project.conftest import json_request, serving
 from tests.processes import closed_port, listener
 from tests.products.api.wsgi_client import send
-from tests.products.conftest import ProductFactory, make_user, token_client
+from tests.products.conftest import ProductFactory, make_user, over_tcp_and_unix, token_client
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache_state")]
 
@@ -46,7 +46,10 @@ def stock_of(client: APIClient, product_id: int) -> int:
     return response.json()["stock_level"]
 
 
-def test_a_repeated_detail_read_is_served_without_the_database(django_assert_num_queries) -> None:
+@over_tcp_and_unix
+def test_a_repeated_detail_read_is_served_without_the_database(
+    django_assert_num_queries, transport
+) -> None:
     product = ProductFactory(stock_level=7)
     client = APIClient()
     first = client.get(f"/api/products/{product.pk}")
@@ -202,7 +205,10 @@ def test_if_none_match_is_answered_304_from_the_cache(django_assert_num_queries)
     assert response["ETag"] == etag
 
 
-def test_a_repeated_list_page_is_served_without_the_database(django_assert_num_queries) -> None:
+@over_tcp_and_unix
+def test_a_repeated_list_page_is_served_without_the_database(
+    django_assert_num_queries, transport
+) -> None:
     ProductFactory.create_batch(3)
     client = APIClient()
     first = client.get("/api/products?page=1&limit=2")
@@ -288,7 +294,8 @@ def test_switched_off_every_read_goes_to_the_database(django_assert_num_queries)
             client.get(f"/api/products/{product.pk}")
 
 
-def test_an_api_write_is_visible_to_the_next_read() -> None:
+@over_tcp_and_unix
+def test_an_api_write_is_visible_to_the_next_read(transport) -> None:
     product = ProductFactory(stock_level=5)
     anon = APIClient()
     clerk = token_client(make_user("clerk", "change_product"))

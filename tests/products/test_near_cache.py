@@ -26,6 +26,12 @@ from django.test import override_settings
 
 from products import cache, near_cache
 from products.near_cache import BACKLOG_LIMIT
+from tests.products.conftest import (
+    caches_on,
+    over_tcp_and_unix,
+    redis_binary_and_port,
+    start_redis,
+)
 
 DETAIL_ID = 4242
 
@@ -35,6 +41,8 @@ pytestmark = pytest.mark.usefixtures("fresh_cache_state")
 
 def other_process() -> redis.Redis:
     kwargs = cache._redis().connection_pool.connection_kwargs
+    if "path" in kwargs:  # REDIS_URL=unix://...
+        return redis.Redis(unix_socket_path=kwargs["path"], db=kwargs["db"])
     return redis.Redis(host=kwargs["host"], port=kwargs["port"], db=kwargs["db"])
 
 
@@ -77,7 +85,10 @@ def near() -> cache.NearCache:
     return found
 
 
-def test_a_hot_read_is_answered_from_process_memory_without_asking_redis(lua_calls) -> None:
+@over_tcp_and_unix
+def test_a_hot_read_is_answered_from_process_memory_without_asking_redis(
+    lua_calls, transport
+) -> None:
     cached_detail()
     before = lua_calls()
     for _ in range(50):
@@ -85,7 +96,8 @@ def test_a_hot_read_is_answered_from_process_memory_without_asking_redis(lua_cal
     assert lua_calls() == before
 
 
-def test_a_write_elsewhere_is_seen_by_the_very_next_read() -> None:
+@over_tcp_and_unix
+def test_a_write_elsewhere_is_seen_by_the_very_next_read(transport) -> None:
     client = other_process()
     for round_ in range(200):
         cached_detail(body=b'{"round":%d}' % round_)
@@ -93,7 +105,8 @@ def test_a_write_elsewhere_is_seen_by_the_very_next_read() -> None:
         assert cache.detail_lookup(DETAIL_ID).entry is None, f"stale in round {round_}"
 
 
-def test_a_catalogue_write_elsewhere_drops_every_cached_page_at_once() -> None:
+@over_tcp_and_unix
+def test_a_catalogue_write_elsewhere_drops_every_cached_page_at_once(transport) -> None:
     client = other_process()
     params = [("page", "1"), ("limit", "20")]
     lookup = cache.page_lookup("list", host="h", scheme="https", params=params)
@@ -276,7 +289,8 @@ class _ResetSocket:
         self.real.close()
 
 
-def test_a_tracking_connection_that_fails_empties_the_near_cache_and_is_reported() -> None:
+@over_tcp_and_unix
+def test_a_tracking_connection_that_fails_empties_the_near_cache_and_is_reported(transport) -> None:
     """An error, not just a closed connection: this process may have missed invalidations,
     so its copy goes and the cache treats it as its own failure (a new epoch before the next
     entry is served)."""
@@ -289,7 +303,10 @@ def test_a_tracking_connection_that_fails_empties_the_near_cache_and_is_reported
     assert cache._state.suspect
 
 
-def test_a_read_that_finds_its_tracking_connection_failed_rests_from_redis(monkeypatch) -> None:
+@over_tcp_and_unix
+def test_a_read_that_finds_its_tracking_connection_failed_rests_from_redis(
+    monkeypatch, transport
+) -> None:
     """The failure may have hidden an invalidation: the read that finds it answers from
     PostgreSQL, as after any failure, not with the entry Redis still holds from before."""
     monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 60.0)
@@ -301,37 +318,32 @@ def test_a_read_that_finds_its_tracking_connection_failed_rests_from_redis(monke
     assert (lookup.entry, lookup.slot) == (None, None)
 
 
-def _redis_binary_and_port() -> tuple[str, int]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return binary, probe.getsockname()[1]
-
-
-def _start_redis(binary: str, port: int, workdir: str) -> subprocess.Popen[bytes]:
-    """A Redis server on `port`, keeping its snapshots (only those asked for) in `workdir`."""
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir]
-    proc = subprocess.Popen([*args, "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis(port=port).ping()
-            return proc
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
+def test_over_a_unix_socket_a_redis_that_goes_away_is_noticed(unix_redis) -> None:
+    """The near cache's own connection (a unix socket of its own, not redis-py's) sees the
+    server go: its copy is dropped and the process treats it as its own failure, answering
+    from PostgreSQL until Redis is back."""
+    path, proc = unix_redis
+    with override_settings(CACHES=caches_on(f"unix://{path}?db=0")):
+        cached_detail()
+        sock = near()._sock
+        assert sock is not None
+        assert sock.family == socket.AF_UNIX
+        proc.terminate()  # Redis closes its clients' connections as it shuts down
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while near().open() is not None and time.monotonic() < deadline:
+            pass  # the shutdown arrives as the socket closing
+        assert (near()._sock, near()._entries) == (None, {})
+        assert cache._state.suspect
+        assert cache.detail_lookup(DETAIL_ID).entry is None
 
 
 @pytest.fixture
 def own_redis() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """A Redis server of this test's own, which it may stop and resume."""
-    binary, port = _redis_binary_and_port()
+    binary, port = redis_binary_and_port()
     workdir = tempfile.mkdtemp(prefix="near-cache-redis-")
-    proc = _start_redis(binary, port, workdir)
+    proc = start_redis(binary, workdir, port=port)
     try:
         yield port, proc
     finally:
@@ -341,13 +353,9 @@ def own_redis() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _caches(location: str) -> dict[str, Any]:
-    return {"default": {**settings.CACHES["default"], "LOCATION": location}}
-
-
 def _on_redis(port: int) -> override_settings:
     """The cache on the Redis at `port` (a test's own) for the `with` block."""
-    return override_settings(CACHES=_caches(f"redis://127.0.0.1:{port}/0"))
+    return override_settings(CACHES=caches_on(f"redis://127.0.0.1:{port}/0"))
 
 
 def test_a_hung_redis_stops_the_near_cache_before_a_writer_could_give_up(own_redis) -> None:
@@ -373,25 +381,22 @@ class _SnapshotRedis:
     the snapshots it is asked for and restarts from the last one."""
 
     def __init__(self, workdir: str) -> None:
-        self.binary, self.port = _redis_binary_and_port()
+        self.binary, self.port = redis_binary_and_port()
         self.workdir = workdir
-        self.proc = _start_redis(self.binary, self.port, workdir)
+        self.proc = start_redis(self.binary, workdir, port=self.port)
         self.client = redis.Redis(port=self.port)
 
     def restart_from_snapshot(self) -> None:
         self.client.shutdown(nosave=True)
         self.proc.wait(timeout=10)
-        self.proc = _start_redis(self.binary, self.port, self.workdir)
+        self.proc = start_redis(self.binary, self.workdir, port=self.port)
 
 
 @contextlib.contextmanager
 def _snapshot_redis(tmp_path: Any) -> Iterator[_SnapshotRedis]:
     server = _SnapshotRedis(str(tmp_path))
-    location = f"redis://127.0.0.1:{server.port}/0"
     try:
-        with override_settings(
-            CACHES={"default": {**settings.CACHES["default"], "LOCATION": location}}
-        ):
+        with override_settings(CACHES=caches_on(f"redis://127.0.0.1:{server.port}/0")):
             yield server
     finally:
         server.proc.terminate()
@@ -483,7 +488,7 @@ def _as_user_refused(port: int, refused: str) -> dict[str, Any]:
     redis.Redis(port=port).acl_setuser(
         "app", enabled=True, passwords=["+secret"], keys=["*"], commands=["+@all", refused]
     )
-    return _caches(f"redis://app:secret@127.0.0.1:{port}/0")
+    return caches_on(f"redis://app:secret@127.0.0.1:{port}/0")
 
 
 def test_a_restart_moves_the_epoch_past_every_value_used_before_it(tmp_path) -> None:
@@ -606,7 +611,8 @@ def assert_an_answered_ping_renews_the_lease() -> None:
     assert near().open() is not None
 
 
-def test_an_idle_process_keeps_its_socket_drained() -> None:
+@over_tcp_and_unix
+def test_an_idle_process_keeps_its_socket_drained(transport) -> None:
     cached_detail()
     assert any(t.name == "near-cache-drainer" for t in threading.enumerate())
     now = [time.monotonic() + 5]  # no request for five seconds
@@ -720,9 +726,6 @@ def test_a_tracking_connection_reset_by_redis_is_a_failure_not_an_error(own_redi
 def test_a_redis_reached_over_tls_is_used_without_a_near_cache(caplog) -> None:
     """The tracking connection is a plain socket of its own: over TLS it would speak plain
     text to the server."""
-    location = f"rediss://127.0.0.1:{_redis_binary_and_port()[1]}/0"
-    with override_settings(
-        CACHES={"default": {**settings.CACHES["default"], "LOCATION": location}}
-    ):
+    with override_settings(CACHES=caches_on(f"rediss://127.0.0.1:{redis_binary_and_port()[1]}/0")):
         assert cache._context().near is None
     assert "near cache off: SSLConnection is not supported" in caplog.text
