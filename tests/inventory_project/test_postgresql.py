@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -41,6 +44,7 @@ from tests.database import (
     web_server_connections,
 )
 from tests.inventory_project.conftest import json_request, serving
+from tests.processes import ROOT, process_env
 from tests.products.conftest import ProductFactory, make_user
 from tests.time_limits import STATEMENT_S, slow_statement_cut_short
 
@@ -687,3 +691,100 @@ def test_gunicorns_workers_answer_a_put_on_a_frozen_database_with_a_503_saying_s
         assert (status, headers["Retry-After"]) == (503, "5")
         assert body["error"] == {"code": "service_unavailable", "message": NO_ANSWER_DETAIL}
         assert _put(port, token, product.pk, 4)[0] == 200  # a new connection, once it answers
+
+
+# --- Prepared statements (DB_PREPARE_THRESHOLD) ---------------------------------------------
+
+# The API's reads and writes, six times over (past psycopg's default threshold of 5), in a
+# process of their own on a pool of one connection, through the WSGI layers that answer ahead of
+# Django (wsgi.py) with the cache off so that every read reaches PostgreSQL; then what that
+# connection holds prepared. Prints one JSON line.
+_API_ON_ONE_CONNECTION = """
+import json, sys
+
+import django
+
+django.setup()
+
+from django.db import connection
+
+from products.api.fast_path import CachedReadsApp
+from products.api.fast_reads import ProductPagesApp
+from products.api.fast_writes import ProductUpdateApp
+from tests.products.api.wsgi_client import CountingDjango, send
+
+token, product_id = sys.argv[1], sys.argv[2]
+django_app = CountingDjango()
+app = CachedReadsApp(ProductPagesApp(ProductUpdateApp(django_app)))
+auth = {"HTTP_AUTHORIZATION": f"Token {token}"}
+requests = [
+    ("PATCH", f"/api/products/{product_id}", {"price": "2.00", "stock_level": 3}, auth, ""),
+    ("GET", "/api/products", None, {}, "page=1&limit=5"),
+    ("GET", "/api/products/search", None, {}, "name=widget&min_price=1&max_price=100"),
+    ("GET", f"/api/products/{product_id}", None, {}, ""),
+    ("POST", "/api/products", {"name": "Prepared", "price": "1.00", "stock_level": 1}, auth, ""),
+]
+answers = []
+for round_ in range(6):
+    for method, path, body, environ, query in requests:
+        if method == "POST":
+            body = {**body, "name": f"Prepared {round_}"}
+        before = django_app.calls
+        environ = {**environ, "QUERY_STRING": query, "HTTP_HOST": "localhost"}
+        status, _, _ = send(app, method, path, body, **environ)
+        answers.append([method, path, status, django_app.calls > before])
+with connection.cursor() as cursor:
+    cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+    (prepared,) = cursor.fetchone()
+threshold = connection.connection.prepare_threshold
+print(json.dumps({"answers": answers, "threshold": threshold, "prepared": prepared}))
+"""
+
+
+def _api_on_one_connection(prepare_threshold: str) -> dict[str, Any]:
+    product = ProductFactory(name="Widget prepared")
+    user = make_user("clerk", "add_product", "change_product")
+    token = Token.objects.create(user=user).key
+    result = subprocess.run(
+        [sys.executable, "-c", _API_ON_ONE_CONNECTION, token, str(product.pk)],
+        cwd=ROOT,
+        env=process_env(
+            DB_PREPARE_THRESHOLD=prepare_threshold,
+            DB_POOL_MIN_SIZE="1",
+            DB_POOL_MAX_SIZE="1",
+            PRODUCT_CACHE_ENABLED="false",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return {**json.loads(result.stdout.splitlines()[-1]), "product_id": product.pk}
+
+
+def test_with_prepared_statements_off_the_api_reads_and_writes_and_prepares_nothing() -> None:
+    """DB_PREPARE_THRESHOLD=0 is for PgBouncer in transaction mode before 1.21, where a
+    statement prepared on one server connection is missing on the next: nothing may be
+    prepared, by the views or by the paths that answer ahead of them. psycopg reads a threshold
+    of 0 as "prepare at once": the setting must reach the connection as None."""
+    seen = _api_on_one_connection("0")
+    expected_status = {"PATCH": 200, "GET": 200, "POST": 201}
+    assert [(m, p, s) for m, p, s, _ in seen["answers"]] == [
+        (m, p, expected_status[m]) for m, p, _, _ in seen["answers"]
+    ]
+    # The update, list and search were answered ahead of Django, by the fast paths.
+    ahead = {(m, p) for m, p, _, via_django in seen["answers"] if not via_django}
+    assert ahead == {
+        ("PATCH", f"/api/products/{seen['product_id']}"),
+        ("GET", "/api/products"),
+        ("GET", "/api/products/search"),
+    }
+    assert (seen["threshold"], seen["prepared"]) == (None, 0)
+
+
+def test_the_prepare_threshold_reaches_the_connection_the_api_uses() -> None:
+    """The check above can see prepared statements: with a threshold of 2 the same requests
+    leave the connection holding some."""
+    seen = _api_on_one_connection("2")
+    assert seen["threshold"] == 2
+    assert seen["prepared"] > 0
