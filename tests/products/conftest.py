@@ -155,7 +155,9 @@ def transport(request: pytest.FixtureRequest) -> Iterator[str]:
     path, _ = request.getfixturevalue("unix_redis")
     with override_settings(CACHES=caches_on(f"unix://{path}?db=0")):
         yield request.param
-    assert redis.Redis(unix_socket_path=path).dbsize() > 0, "the test left the unix socket's Redis"
+    assert redis.Redis(unix_socket_path=path).dbsize() > 0, (
+        "nothing reached the unix socket's Redis"
+    )
 
 
 over_tcp_and_unix = pytest.mark.parametrize("transport", ["tcp", "unix"], indirect=True)
