@@ -42,6 +42,26 @@ def test_get_product_returns_it_with_an_etag(anon, product) -> None:
     assert response["ETag"] == f'"{product.id}-1-1"'
 
 
+def test_options_describes_put_to_those_who_may_change_the_product(
+    clerk, reader, anon, product
+) -> None:
+    """DRF's metadata asks the view for the object before it lists PUT's fields (get_object):
+    a user who may change an existing product is shown them, anyone else, or a missing id,
+    gets the description without them, never a 500 (an id past bigint included)."""
+    response = clerk.options(f"/api/products/{product.pk}")
+    assert response.status_code == 200
+    assert set(response.json()["actions"]["PUT"]) == {"price", "stock_level"}
+    for client, path in [
+        (reader, f"/api/products/{product.pk}"),
+        (anon, f"/api/products/{product.pk}"),
+        (clerk, f"/api/products/{product.pk + 1}"),
+        (clerk, "/api/products/9223372036854775808"),
+    ]:
+        response = client.options(path)
+        assert response.status_code == 200, path
+        assert "actions" not in response.json(), path
+
+
 def test_get_product_with_trailing_slash_is_the_same(anon, product) -> None:
     response = anon.get(f"/api/products/{product.id}/")
     assert response.status_code == 200
