@@ -437,6 +437,31 @@ def test_credentials_are_taken_out_of_an_error_text(settings, text, shown) -> No
     assert google_ads.redacted(text) == shown
 
 
+def _only_credentials(settings, secret: str) -> None:
+    settings.GOOGLE_ADS_CLIENT_SECRET = ""
+    settings.GOOGLE_ADS_REFRESH_TOKEN = secret
+    settings.GOOGLE_ADS_DEVELOPER_TOKEN = ""
+
+
+@pytest.mark.parametrize(
+    ("text", "may_hold"),
+    [
+        ("token endpoint answered 1//0g-configured", True),  # a configured one, no name
+        ("token endpoint answered 1%2F%2F0g-configured", True),
+        ("grant_type=refresh_token&client_secret=abc123", True),  # a name, nothing configured
+        ("Authorization: Bearer ya29.a0AbC-defgh-ijklmnop", True),
+        ("Not Found: /api/products/7", False),
+    ],
+)
+def test_the_logging_filters_substring_checks_find_a_configured_credential_or_a_name(
+    settings, text, may_hold
+) -> None:
+    """The logging filter leaves a line as it is when may_hold_credentials says no: each kind
+    of credential `without_credentials` takes out must be found here too."""
+    _only_credentials(settings, "1//0g-configured")
+    assert google_ads.may_hold_credentials(text) is may_hold
+
+
 def test_a_credential_named_with_letters_that_fold_to_ascii_is_still_looked_for() -> None:
     """The logging filter runs the patterns only on lines may_hold_credentials lets through,
     and the case-insensitive pattern takes the long s (U+017F) for an s, which lower() keeps:
