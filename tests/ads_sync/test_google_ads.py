@@ -269,6 +269,16 @@ def test_daily_quota_stops_at_once_with_the_retry_delay(ads_sandbox):
     assert _outcomes(ads_sandbox) == ["daily_quota"]
 
 
+def test_a_quota_retry_delay_of_ten_minutes_is_already_the_daily_quota(ads_sandbox):
+    ads_sandbox.configure(fail_first={"daily_quota": 1}, daily_quota_retry_delay_s=600)
+
+    with pytest.raises(DailyQuotaExhausted) as raised:
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert raised.value.retry_after_s == pytest.approx(600)
+    assert _outcomes(ads_sandbox) == ["daily_quota"]
+
+
 def test_permission_denied_fails_at_once_with_the_request_id(ads_sandbox):
     ads_sandbox.configure(denied_customers=[CUSTOMER])
 
@@ -460,6 +470,25 @@ def test_the_logging_filters_substring_checks_find_a_configured_credential_or_a_
     of credential `without_credentials` takes out must be found here too."""
     _only_credentials(settings, "1//0g-configured")
     assert google_ads.may_hold_credentials(text) is may_hold
+
+
+@pytest.mark.parametrize(
+    ("secret", "shown"),
+    [("abcd", "answer: [redacted]"), ("abc", "answer: abc")],
+)
+def test_a_configured_credential_of_four_characters_or_more_is_taken_out(
+    settings, secret, shown
+) -> None:
+    """Shorter values (a placeholder such as "x") would take out every such letter."""
+    _only_credentials(settings, secret)
+    assert google_ads.without_credentials(f"answer: {secret}") == shown
+
+
+def test_an_error_text_is_cut_only_past_its_longest_length(settings) -> None:
+    _only_credentials(settings, "")
+    longest = "x" * 1000
+    assert google_ads.redacted(longest) == longest
+    assert google_ads.redacted(longest + "y") == longest + "... (cut)"
 
 
 def test_a_credential_named_with_letters_that_fold_to_ascii_is_still_looked_for() -> None:
