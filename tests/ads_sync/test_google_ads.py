@@ -491,6 +491,16 @@ def test_an_error_text_is_cut_only_past_its_longest_length(settings) -> None:
     assert google_ads.redacted(longest + "y") == longest + "... (cut)"
 
 
+# Generous: the walk takes microseconds; with no end it would hold the run for pytest's 180 s.
+@pytest.mark.timeout(30)
+def test_an_exception_chain_that_loops_back_on_itself_is_checked_to_its_end() -> None:
+    """A cause set by hand can close a loop, which Python's own chaining never makes."""
+    first, second = RuntimeError("first"), RuntimeError("second")
+    first.__cause__, second.__cause__ = second, first
+
+    assert google_ads._safe_cause(first) is first
+
+
 def test_a_credential_named_with_letters_that_fold_to_ascii_is_still_looked_for() -> None:
     """The logging filter runs the patterns only on lines may_hold_credentials lets through,
     and the case-insensitive pattern takes the long s (U+017F) for an s, which lower() keeps:
