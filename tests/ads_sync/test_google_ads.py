@@ -491,6 +491,28 @@ def test_an_error_text_is_cut_only_past_its_longest_length(settings) -> None:
     assert google_ads.redacted(longest + "y") == longest + "... (cut)"
 
 
+def _chain(where: str) -> BaseException:
+    """An exception with a credential in its own text, its cause's or its context's."""
+    secret = RuntimeError("token endpoint answered: refresh_token=1//0g-configured")
+    if where == "itself":
+        return secret
+    exc = RuntimeError("the call failed")
+    if where == "cause":
+        exc.__cause__ = secret
+    else:
+        exc.__context__ = secret
+    return exc
+
+
+@pytest.mark.parametrize("where", ["itself", "cause", "context"])
+def test_an_exception_whose_chain_holds_a_credential_is_not_chained(settings, where) -> None:
+    """A logged traceback prints every exception of the chain: the error raised for this one
+    must not carry it as its cause."""
+    _only_credentials(settings, "1//0g-configured")
+
+    assert google_ads._safe_cause(_chain(where)) is None
+
+
 # Generous: the walk takes microseconds; with no end it would hold the run for pytest's 180 s.
 @pytest.mark.timeout(30)
 def test_an_exception_chain_that_loops_back_on_itself_is_checked_to_its_end() -> None:
