@@ -265,8 +265,11 @@ def test_daily_quota_stops_at_once_with_the_retry_delay(ads_sandbox):
     with pytest.raises(DailyQuotaExhausted) as raised:
         google_ads.fetch_data(CUSTOMER, DAY)
 
+    (call,) = ads_sandbox.calls()
+    assert call["outcome"] == "daily_quota"
     assert raised.value.retry_after_s == pytest.approx(7200)
-    assert _outcomes(ads_sandbox) == ["daily_quota"]
+    assert raised.value.request_id == call["request_id"]
+    assert f"{CUSTOMER} {DAY}: quota exhausted, retry in 7200 s" in str(raised.value)
 
 
 def test_a_quota_retry_delay_of_ten_minutes_is_already_the_daily_quota(ads_sandbox):
