@@ -468,6 +468,7 @@ class _AdsServicer:
             "t": received,
             "request_id": request_id,
             "login_customer_id": metadata.get("login-customer-id"),
+            "developer_token": metadata.get("developer-token"),
         }
         cancelled = threading.Event()
         context.add_callback(cancelled.set)

@@ -23,7 +23,8 @@
   "internal", "unavailable", "transient_error", "deadline_exceeded", "hang",
   "unauthenticated[:expired|:unknown]", "permission_denied", "invalid_argument",
   "invalid_customer_id", "stream_removed", "unknown", "empty"), rows (for "stream_removed", those
-  sent before the reset), t (epoch seconds when received), request_id, login_customer_id.
+  sent before the reset), t (epoch seconds when received), request_id, login_customer_id,
+  developer_token (None when the header was not sent).
   `.calls(method="token")` lists the OAuth grants (outcome "ok" | "invalid_grant" |
   "invalid_client"); `.calls(method=None)` both.
 - `.configure(**faults)`: merge faults (see ads_sync/sandbox/server.py DEFAULT_FAULTS):

@@ -110,6 +110,12 @@ def test_login_customer_id_is_sent_for_a_manager_account(ads_sandbox, settings):
     assert ads_sandbox.calls()[0]["login_customer_id"] == "9876543210"
 
 
+def test_the_developer_token_is_sent_with_each_call(ads_sandbox):
+    google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert ads_sandbox.calls()[0]["developer_token"] == "sandbox-developer-token"
+
+
 def test_internal_errors_are_retried_until_the_call_succeeds(ads_sandbox, caplog):
     ads_sandbox.configure(fail_first={"internal": 2})
 
