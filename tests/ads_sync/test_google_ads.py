@@ -833,6 +833,39 @@ def _fetch_in_forked_child(customer_id: str, day: dt.date, queue) -> None:
     queue.put(len(google_ads.fetch_data(customer_id, day)))
 
 
+def test_a_thread_that_waited_on_the_build_takes_the_client_built_meanwhile(
+    ads_sandbox, monkeypatch
+):
+    """A worker's threads making their first calls at once: the one that waited while another
+    built the client takes that one, not a client of its own (or none)."""
+    built = google_ads._get_client()
+    monkeypatch.setattr(google_ads, "_client", None)
+    waiting = threading.Event()
+    held = threading.Lock()
+
+    class BuildLock:
+        """The build lock, saying when a thread has come to it."""
+
+        def __enter__(self) -> None:
+            waiting.set()
+            held.acquire()
+
+        def __exit__(self, *exc_info: object) -> None:
+            held.release()
+
+    monkeypatch.setattr(google_ads, "_build_lock", BuildLock())
+    taken: list[object] = []
+    with held:  # another thread is building
+        thread = threading.Thread(target=lambda: taken.append(google_ads._get_client()))
+        thread.start()
+        assert waiting.wait(timeout=60)
+        google_ads._client = built  # what the other thread's build left
+    thread.join(timeout=60)
+
+    assert len(taken) == 1
+    assert taken[0] is built
+
+
 def test_a_forked_worker_builds_its_own_client(ads_sandbox):
     google_ads.fetch_data(CUSTOMER, DAY)  # the parent has a live channel
     ads_sandbox.reset()
