@@ -674,6 +674,22 @@ def test_a_token_endpoint_failing_with_a_page_that_is_not_json_is_retried(
     assert ads_sandbox.calls() == []
 
 
+@pytest.mark.parametrize("status", [500, 408, 429])
+def test_a_token_endpoint_failing_with_a_status_that_blames_the_server_is_transient(
+    ads_sandbox, settings, status
+):
+    """5xx from 500 up, a request timeout and a rate limit fail the endpoint, not the
+    installation's credentials: the day is retried later, not counted against them. (google-auth
+    tries these statuses three times itself before it gives up.)"""
+    settings.ADS_SYNC_MAX_ATTEMPTS = 1
+    with _echoing_token_endpoint(status, None) as token_uri:
+        settings.GOOGLE_ADS_TOKEN_URI = token_uri
+        with pytest.raises(TransientAdsError, match=f"HTTP {status}"):
+            google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert ads_sandbox.calls() == []
+
+
 def test_a_token_endpoint_that_echoes_the_credentials_leaves_them_out_of_the_librarys_log(
     ads_sandbox, settings, logged
 ):
