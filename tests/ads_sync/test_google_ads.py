@@ -23,6 +23,7 @@ import pytest
 from google.ads.googleads.errors import GoogleAdsException
 from google.ads.googleads.v26.errors.types import errors as ads_errors
 from google.api_core import exceptions as api_exceptions
+from google.auth import exceptions as auth_exceptions
 from tenacity import RetryCallState, Retrying
 
 from ads_sync.integrations import google_ads
@@ -241,6 +242,31 @@ def test_an_unknown_is_retried_only_without_a_google_ads_failure(as_api_core, fa
 
     with pytest.raises(classified):
         google_ads._raise_classified(exc, "Google Ads test")
+
+
+class _CallWithoutMetadata(grpc.RpcError):
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        raise ValueError("no metadata on this call")
+
+
+def test_the_request_id_is_looked_for_in_each_call_an_error_keeps() -> None:
+    """A call that cannot give its metadata is passed over for the next one the error keeps."""
+    exc = api_exceptions.Unknown(
+        "Unknown", response=_CallWithoutMetadata(), errors=[_UnknownCall(failure=False)]
+    )
+
+    assert google_ads._failure_of(exc) == (None, "sandbox-request")
+
+
+def test_an_error_that_keeps_no_call_has_no_failure_and_no_request_id() -> None:
+    assert google_ads._failure_of(api_exceptions.Unknown("Unknown")) == (None, None)
+
+
+def test_an_oauth_client_the_token_endpoint_does_not_authorize_names_the_client_settings() -> None:
+    refused = auth_exceptions.RefreshError("unauthorized_client: Unauthorized", {})
+
+    with pytest.raises(InstallationCredentialsError, match="check GOOGLE_ADS_CLIENT_ID"):
+        google_ads._raise_refresh_error(refused)
 
 
 def test_short_quota_error_waits_at_least_the_servers_retry_delay(ads_sandbox):
