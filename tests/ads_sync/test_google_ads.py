@@ -327,6 +327,16 @@ def test_permission_denied_fails_at_once_with_the_request_id(ads_sandbox):
     assert not isinstance(raised.value, CredentialsError)
 
 
+def test_permission_denied_without_a_google_ads_failure_is_permanent_too(ads_sandbox):
+    """As a front end answers: no GoogleAdsFailure, which only makes an UNKNOWN a reset."""
+    ads_sandbox.configure(denied_customers=[CUSTOMER], send_failure=False)
+
+    with pytest.raises(PermanentAdsError, match="PermissionDenied"):
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert _outcomes(ads_sandbox) == ["permission_denied"]
+
+
 def test_invalid_query_is_permanent(ads_sandbox):
     ads_sandbox.configure(fail_first={"invalid_argument": 1})
 
@@ -546,6 +556,24 @@ def test_an_exception_whose_chain_holds_a_credential_is_not_chained(settings, wh
     _only_credentials(settings, "1//0g-configured")
 
     assert google_ads._safe_cause(_chain(where)) is None
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        google_ads.PermanentAdsError,
+        google_ads.TransientAdsError,
+        google_ads.DailyQuotaExhausted,
+        google_ads._Transient,
+    ],
+)
+def test_an_errors_text_is_kept_without_credentials(settings, error) -> None:
+    """Its text is stored with the day, shown in the admin and logged."""
+    _only_credentials(settings, "1//0g-configured")
+
+    raised = error("token endpoint answered 1//0g-configured for client_secret=abc123")
+
+    assert str(raised) == "token endpoint answered [redacted] for client_secret=[redacted]"
 
 
 # Generous: the walk takes microseconds; with no end it would hold the run for pytest's 180 s.
