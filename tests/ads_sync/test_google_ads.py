@@ -744,6 +744,19 @@ def test_a_token_endpoint_failing_with_a_status_that_blames_the_server_is_transi
     assert ads_sandbox.calls() == []
 
 
+def test_a_refusal_google_auth_marks_retryable_is_transient(ads_sandbox, settings):
+    """OAuth's `temporarily_unavailable`, even with a 400: google-auth tries it three times
+    itself, then gives up marking it retryable; the day is retried later, not counted against
+    the installation's credentials."""
+    settings.ADS_SYNC_MAX_ATTEMPTS = 1
+    with _echoing_token_endpoint(400, "temporarily_unavailable") as token_uri:
+        settings.GOOGLE_ADS_TOKEN_URI = token_uri
+        with pytest.raises(TransientAdsError, match="temporarily_unavailable"):
+            google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert ads_sandbox.calls() == []
+
+
 def test_a_token_endpoint_that_echoes_the_credentials_leaves_them_out_of_the_librarys_log(
     ads_sandbox, settings, logged
 ):
