@@ -14,7 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import OperationalError, connection
+from django.core.exceptions import ValidationError
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError, connection
 from django.test import override_settings
 from rest_framework.authtoken.models import Token
 
@@ -82,6 +83,26 @@ def test_it_answers_what_the_view_answers(stack, token) -> None:
         assert fast[1][name] == slow[1][name], name
 
 
+@pytest.mark.parametrize(
+    ("body", "environ"),
+    [
+        (None, {"CONTENT_TYPE": "application/json; charset=utf-8"}),
+        (None, {"CONTENT_TYPE": "application/json;charset=UTF-8"}),
+        (None, {"HTTP_ACCEPT": "application/json"}),
+        (None, {"HTTP_ACCEPT": " */* "}),
+        (b'{"price": "12.50", "stock_level": 7}'.ljust(4096), {}),
+    ],
+    ids=["charset", "charset-without-space", "accept-json", "accept-any", "body-of-4-kib"],
+)
+def test_every_shape_it_takes_is_answered_without_django(stack, token, body, environ) -> None:
+    app, django = stack
+    product = ProductFactory(price=Decimal("1.00"), stock_level=1)
+    status, _, _ = put(app, product, token, body or {"price": "12.50", "stock_level": 7}, **environ)
+    product.refresh_from_db()
+    assert (status, django.calls) == (200, 0)
+    assert (product.price, product.stock_level) == (Decimal("12.50"), 7)
+
+
 def test_a_patch_sets_only_the_fields_it_names(stack, token) -> None:
     app, django = stack
     product = ProductFactory(price=Decimal("5.00"), stock_level=3)
@@ -133,6 +154,7 @@ def test_it_gives_its_database_connection_back(stack, token) -> None:
         ({"price": "1.00", "stock_level": 2, "name": "x"}, {}, 400),
         ({"price": "1.00", "stock_level": 2}, {"HTTP_AUTHORIZATION": "Token wrong"}, 401),
         ({"price": "1.00", "stock_level": 2}, {"HTTP_IF_MATCH": '"1-999"'}, 412),
+        ({"price": "1.00", "stock_level": 2}, {"HTTP_IF_NONE_MATCH": "*"}, 412),
         ({"price": "1.00", "stock_level": 2}, {"HTTP_ACCEPT": "text/html"}, 200),
         ({"price": "1.00", "stock_level": 2}, {"QUERY_STRING": "format=json"}, 200),
         ({"price": "1.00", "stock_level": 2}, {"HTTP_COOKIE": "sessionid=abc"}, 200),
@@ -148,6 +170,7 @@ def test_it_gives_its_database_connection_back(stack, token) -> None:
         (b'{"price": "1.00", "stock_level": 2, "price": "9.00"}', {}, 400),
         ({"price": "1.00", "stock_level": 2}, {"HTTP_HOST": "evil.example"}, 400),
         (b'{"price": "1.00", "stock_level": 2}' + b" " * 4096, {}, 200),
+        (b'{"price": "1.00", "stock_level": 2}'.ljust(4097), {}, 200),
         ({"price": "1.00", "stock_level": 2}, {"CONTENT_LENGTH": "35x"}, 400),
     ],
     ids=[
@@ -157,6 +180,7 @@ def test_it_gives_its_database_connection_back(stack, token) -> None:
         "unknown-field",
         "bad-token",
         "if-match",
+        "if-none-match",
         "browsable-api",
         "query-string",
         "session-cookie",
@@ -172,6 +196,7 @@ def test_it_gives_its_database_connection_back(stack, token) -> None:
         "a-name-given-twice",
         "host-not-allowed",
         "body-over-4-kib",
+        "body-of-4-kib-and-a-byte",
         "content-length-not-a-number",
     ],
 )
@@ -244,8 +269,16 @@ def test_answered_writes_count_once_against_the_write_limit(stack, token) -> Non
     assert django.calls == 1  # only the third, which the view refused
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        OperationalError("server closed the connection unexpectedly"),
+        InterfaceError("connection already closed"),
+    ],
+    ids=["operational-error", "interface-error"],
+)
 def test_a_connection_lost_during_the_update_is_a_503_not_a_second_write(
-    stack, token, monkeypatch
+    stack, token, monkeypatch, error: Exception
 ) -> None:
     """The UPDATE may have committed: sending the request on to the view would write it twice."""
     app, django = stack
@@ -254,7 +287,7 @@ def test_a_connection_lost_during_the_update_is_a_503_not_a_second_write(
 
     def committed_then_lost(**kwargs):
         update(**kwargs)
-        raise OperationalError("server closed the connection unexpectedly")
+        raise error
 
     monkeypatch.setattr(services, "product_update", committed_then_lost)
     status, headers, content = put(app, product, token, {"price": "1.00", "stock_level": 2})
@@ -280,3 +313,28 @@ def test_a_failure_after_the_commit_is_a_json_500_not_a_second_write(
     assert (status, django.calls, product.version) == (500, 0, 2)
     assert json.loads(content)["error"]["code"] == "server_error"
     assert headers["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        ValidationError({"price": ["Ensure this value is greater than or equal to 0."]}),
+        IntegrityError("new row violates check constraint"),
+        DataError("numeric field overflow"),
+    ],
+    ids=["validation-error", "integrity-error", "data-error"],
+)
+def test_a_write_the_service_refuses_is_answered_by_the_views_400(
+    stack, token, monkeypatch, refusal: Exception
+) -> None:
+    """Nothing was committed: the view answers, with the 400 its exception handler gives."""
+    app, django = stack
+    product = ProductFactory(stock_level=1)
+
+    def refused(**kwargs: Any) -> Any:
+        raise refusal
+
+    monkeypatch.setattr(services, "product_update", refused)
+    status, _, content = put(app, product, token, {"price": "1.00", "stock_level": 2})
+    assert (status, django.calls) == (400, 1)
+    assert json.loads(content)["error"]["code"] == "invalid"
