@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import OperationalError
+from django.db import InterfaceError, OperationalError
 from django.test import override_settings
 from rest_framework.authtoken.models import Token
 
@@ -126,14 +126,21 @@ def test_a_200_from_the_middleware_cache_has_its_length() -> None:
     assert (status, headers["Content-Length"]) == (200, str(len(content)))
 
 
-def test_a_write_with_the_database_down_waits_for_it_once(stack, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "error",
+    [OperationalError("couldn't get a connection"), InterfaceError("connection already closed")],
+    ids=["operational-error", "interface-error"],
+)
+def test_a_write_with_the_database_down_waits_for_it_once(
+    stack, monkeypatch, error: Exception
+) -> None:
     app, django = stack
     product = ProductFactory()
     tries: list[str] = []
 
     def unavailable(self: Any, key: str) -> Any:
         tries.append(key)
-        raise OperationalError("couldn't get a connection")
+        raise error
 
     monkeypatch.setattr(TokenAuthentication, "authenticate_credentials", unavailable)
     body = {"stock_level": 7}
