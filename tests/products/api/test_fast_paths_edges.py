@@ -211,6 +211,14 @@ def test_a_raw_utf8_query_does_not_share_a_key_with_its_mojibake(stack) -> None:
             },
         ),
         ({"HTTP_X_FORWARDED_HOST": "evil.example"}, [], {"USE_X_FORWARDED_HOST": True}),
+        (
+            {"HTTP_X_FORWARDED_PROTO": "https"},
+            [],
+            {
+                "SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https"),
+                "SECURE_HSTS_SECONDS": 3600,
+            },
+        ),
         ({}, [], {"SECURE_REFERRER_POLICY": "same-origin, strict-origin"}),
         (
             {"HTTP_USER_AGENT": "BadBot/1.0"},
