@@ -284,6 +284,18 @@ def test_a_request_without_a_host_header_gets_links_to_the_server_as_django_buil
     assert "://testserver:8000/api/products?" in json.loads(fast[2])["next"]
 
 
+@override_settings(PRODUCT_CACHE_ENABLED=False)
+def test_a_request_without_a_query_string_gets_the_views_links(stack) -> None:
+    """PEP 3333 lets a server leave QUERY_STRING out of the environ when it is empty."""
+    app, django = stack
+    ProductFactory.create_batch(21)  # one past the default limit: the page has a next link
+    fast = send(app, "GET", "/api/products")  # no QUERY_STRING in its environ
+    assert (fast[0], django.calls) == (200, 0)
+    slow = through_django(app, "/api/products", "")
+    assert json.loads(fast[2])["next"] == "http://testserver/api/products?page=2"
+    assert_same(fast, slow)
+
+
 @override_settings(PRODUCT_CACHE_ENABLED=True)
 @pytest.mark.usefixtures("catalogue")
 def test_each_path_of_a_page_has_its_own_cached_links(stack) -> None:
