@@ -330,6 +330,21 @@ def test_an_api_update_leaves_what_the_next_read_answers_in_the_cache(
     }
 
 
+def test_a_session_update_leaves_the_headers_the_next_read_answers_in_the_cache() -> None:
+    """A session's write is answered with `Vary: Accept, Cookie` already: kept as it is."""
+    product = ProductFactory(stock_level=5)
+    make_user("clerk", "change_product")
+    clerk = APIClient()
+    assert clerk.login(username="clerk", password="pw-clerk")
+    response = clerk.patch(f"/api/products/{product.pk}", {"stock_level": 4}, format="json")
+    assert (response.status_code, response["Vary"]) == (200, "Accept, Cookie")
+    cached = APIClient().get(f"/api/products/{product.pk}")
+    with override_settings(PRODUCT_CACHE_ENABLED=False):
+        fresh = APIClient().get(f"/api/products/{product.pk}")
+    assert cached.content == fresh.content
+    assert cached["Vary"] == fresh["Vary"] == "Accept, Cookie"
+
+
 def test_an_update_is_answered_even_if_its_write_through_fails(monkeypatch, caplog) -> None:
     product = ProductFactory(stock_level=5)
     clerk = token_client(make_user("clerk", "change_product"))
