@@ -211,6 +211,7 @@ def test_a_raw_utf8_query_does_not_share_a_key_with_its_mojibake(stack) -> None:
             },
         ),
         ({"HTTP_X_FORWARDED_HOST": "evil.example"}, [], {"USE_X_FORWARDED_HOST": True}),
+        ({"HTTP_HOST": ""}, [], {"ALLOWED_HOSTS": ["*"]}),  # "*" allows no empty host
         (
             {"HTTP_X_FORWARDED_PROTO": "https"},
             [],
