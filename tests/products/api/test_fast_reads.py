@@ -284,6 +284,16 @@ def test_a_request_without_a_host_header_gets_links_to_the_server_as_django_buil
     assert "://testserver:8000/api/products?" in json.loads(fast[2])["next"]
 
 
+@override_settings(PRODUCT_CACHE_ENABLED=True)
+@pytest.mark.usefixtures("catalogue")
+def test_with_the_cache_on_a_query_the_cache_does_not_look_up_goes_to_the_view(stack) -> None:
+    """A name given twice: the cache layer leaves it to the view, and so does this path."""
+    app, django = stack
+    status, _, content = get(app, "/api/products", "limit=2&limit=3")
+    assert (status, django.calls) == (400, 1)
+    assert json.loads(content)["error"]["code"] == "invalid"
+
+
 @override_settings(PRODUCT_CACHE_ENABLED=False)
 def test_a_request_without_a_query_string_gets_the_views_links(stack) -> None:
     """PEP 3333 lets a server leave QUERY_STRING out of the environ when it is empty."""
