@@ -145,3 +145,15 @@ def test_a_search_page_past_the_end_is_refused_before_its_page_query(monkeypatch
     sql = [query["sql"] for query in captured.captured_queries]
     assert not [text for text in sql if "OFFSET" in text.upper()], sql
     assert any("COUNT(*)" in text.upper() for text in sql), sql
+
+
+@pytest.mark.django_db
+def test_a_keyset_search_page_names_the_next_only_while_more_match() -> None:
+    steel = [ProductFactory(name=f"Steel {n}") for n in range(3)]
+    ProductFactory(name="Copper wire")
+    filters = selectors.ProductFilters(name="steel")
+    first = selectors.product_search_after(filters=filters, after_id=0, limit=2)
+    assert [p.id for p in first.products] == [steel[0].id, steel[1].id]
+    assert first.next_after_id == steel[1].id
+    last = selectors.product_search_after(filters=filters, after_id=steel[1].id, limit=2)
+    assert ([p.id for p in last.products], last.next_after_id) == ([steel[2].id], None)
