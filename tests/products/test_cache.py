@@ -35,7 +35,13 @@ from products.models import Product
 from tests.inventory_project.conftest import json_request, serving
 from tests.processes import closed_port, listener
 from tests.products.api.wsgi_client import send
-from tests.products.conftest import ProductFactory, make_user, over_tcp_and_unix, token_client
+from tests.products.conftest import (
+    ProductFactory,
+    caches_on,
+    make_user,
+    over_tcp_and_unix,
+    token_client,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache_state")]
 
@@ -1046,6 +1052,32 @@ def test_the_wsgi_layer_counts_reads_against_the_rate_limit(wsgi_layer, settings
     assert inner.calls == 1  # the 4th goes to Django, which answers 429
     response = client.get(f"/api/products/{product.pk}")
     assert response.status_code == 429
+
+
+def test_a_hit_whose_rate_limit_counters_redis_refuses_is_served_unthrottled(
+    wsgi_layer, settings, unix_redis
+) -> None:
+    """A Redis at maxmemory (noeviction) still answers reads, and the near cache still holds the
+    entry, but the counters' writes are refused: the hit is served, uncounted, as the view
+    serves a request whose counters are unavailable (RATELIMIT_FAIL_OPEN), not a 500."""
+    settings.RATELIMIT_ENABLE = True
+    path, _ = unix_redis
+    app, inner = wsgi_layer
+    product = ProductFactory()
+    with override_settings(CACHES=caches_on(f"unix://{path}?db=0")):
+        APIClient().get(f"/api/products/{product.pk}")  # fills the cache
+        status, _, _ = send(app, "GET", f"/api/products/{product.pk}")
+        assert (status, inner.calls) == (200, 0)  # a hit, counted
+        full = redis.Redis(unix_socket_path=path)
+        full.config_set("maxmemory-policy", "noeviction")
+        full.config_set("maxmemory", "1")
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            full.set("probe", "1")
+
+        status, _, body = send(app, "GET", f"/api/products/{product.pk}")
+
+    assert (status, inner.calls) == (200, 0), body  # from the near cache, ahead of Django
+    assert json.loads(body)["id"] == product.pk
 
 
 def _raw_update_stock(product_id: int, stock_level: int) -> None:
