@@ -90,6 +90,14 @@ def test_a_hot_read_is_answered_from_process_memory_without_asking_redis(
     lua_calls, transport
 ) -> None:
     cached_detail()
+    # The clock stopped: the lease (0.1 s) cannot lapse between two reads. It did when the test
+    # stalled that long (a starved CPU, a GC pause), and the read after it rightly asked Redis.
+    stopped = time.monotonic()
+    near()._clock = lambda: stopped
+    deadline = time.monotonic() + 30
+    while near().open() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # a lease that had lapsed: until the answer to its PING is read
+    cached_detail()  # kept in process memory under that lease
     before = lua_calls()
     for _ in range(50):
         assert cache.detail_lookup(DETAIL_ID).entry is not None
