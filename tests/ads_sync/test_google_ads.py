@@ -711,14 +711,22 @@ def test_one_token_refresh_with_the_librarys_own_tries_keeps_to_the_calls_deadli
     assert len(posts) == 2  # one request an attempt, not three
 
 
+# A refresh's deadline for the tests that let google-auth make its three tries: they wait 1 s and
+# 2 s between them (3.3 s at most), and the fixture's 5 s left the last try less than 1.7 s, which
+# an endpoint slow to answer on a starved CPU overran: the refresh ended as "token endpoint
+# unreachable: ... Read timed out", not with the last answer's status the tests look for.
+LIBRARY_TRIES_DEADLINE_S = 60.0
+
+
 @pytest.mark.parametrize("status", [502, 503])
 def test_a_token_endpoint_failing_with_a_page_that_is_not_json_is_retried(
     ads_sandbox, settings, status
 ):
     """A proxy's or an outage's error page before the token endpoint: google-auth never marks a
     refusal that is not JSON retryable, and the day failed at once with "token refresh failed",
-    counted as the installation's credentials."""
+    counted as the installation's credentials. (google-auth tries a 503 three times itself.)"""
     settings.ADS_SYNC_MAX_ATTEMPTS = 2
+    settings.ADS_SYNC_TIMEOUT_S = LIBRARY_TRIES_DEADLINE_S
     with _echoing_token_endpoint(status, None) as token_uri:
         settings.GOOGLE_ADS_TOKEN_URI = token_uri
         with pytest.raises(TransientAdsError, match=f"HTTP {status}") as raised:
@@ -726,13 +734,6 @@ def test_a_token_endpoint_failing_with_a_page_that_is_not_json_is_retried(
 
     assert raised.value.attempts == 2
     assert ads_sandbox.calls() == []
-
-
-# A refresh's deadline for the tests that let google-auth make its three tries: they wait 1 s and
-# 2 s between them (3.3 s at most), and the fixture's 5 s left the last try less than 1.7 s, which
-# an endpoint slow to answer on a starved CPU overran: the refresh ended as "token endpoint
-# unreachable: ... Read timed out", not with the last answer's status the tests look for.
-LIBRARY_TRIES_DEADLINE_S = 60.0
 
 
 @pytest.mark.parametrize("status", [500, 408, 429])
