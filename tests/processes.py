@@ -41,6 +41,21 @@ def process_env(**env: str) -> dict[str, str]:
     }
 
 
+def run_python(code: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -c code *args` run to its end with `process_env(**env)`, its output captured; it
+    must exit 0 (its stderr is the failure's message)."""
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        env=process_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def manage(*args: str, text: bool = True, **env: str) -> subprocess.Popen[Any]:
     """`manage.py *args` started with `process_env(**env)`, its stdout and stderr piped."""
     return subprocess.Popen(

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.processes import process_env
+from tests.processes import process_env, run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORDS = ("redis-s3cret-pw", "broker-s3cret-pw")
@@ -75,18 +75,11 @@ logging.getLogger("google.ads.googleads.client").warning(
 def test_a_worker_writes_no_credential_in_its_log() -> None:
     """The worker puts handlers of its own in the place of the settings' one (LOGGING), whose
     filter takes the credentials out."""
-    result = subprocess.run(
-        [sys.executable, "-c", WORKER_LOG],
-        cwd=ROOT,
-        env=process_env(
-            GOOGLE_ADS_CLIENT_SECRET="GOCSPX-configured-client-secret",
-            GOOGLE_ADS_REFRESH_TOKEN="1//0g-configured-refresh-token",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_python(
+        WORKER_LOG,
+        GOOGLE_ADS_CLIENT_SECRET="GOCSPX-configured-client-secret",
+        GOOGLE_ADS_REFRESH_TOKEN="1//0g-configured-refresh-token",
     )
-    assert result.returncode == 0, result.stderr
     for secret in ("GOCSPX-configured-client-secret", "0g-configured-refresh-token"):
         assert secret not in result.stderr
     assert "AuthMetadataPluginCallback failed" in result.stderr

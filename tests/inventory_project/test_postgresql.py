@@ -7,8 +7,6 @@ import json
 import os
 import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -44,7 +42,7 @@ from tests.database import (
     web_server_connections,
 )
 from tests.inventory_project.conftest import json_request, serving
-from tests.processes import ROOT, process_env
+from tests.processes import run_python
 from tests.products.conftest import ProductFactory, make_user
 from tests.time_limits import STATEMENT_S, slow_statement_cut_short
 
@@ -745,20 +743,15 @@ def _api_on_one_connection(prepare_threshold: str) -> dict[str, Any]:
     product = ProductFactory(name="Widget prepared")
     user = make_user("clerk", "add_product", "change_product")
     token = Token.objects.create(user=user).key
-    result = subprocess.run(
-        [sys.executable, "-c", _API_ON_ONE_CONNECTION, token, str(product.pk)],
-        cwd=ROOT,
-        env=process_env(
-            DB_PREPARE_THRESHOLD=prepare_threshold,
-            DB_POOL_MIN_SIZE="1",
-            DB_POOL_MAX_SIZE="1",
-            PRODUCT_CACHE_ENABLED="false",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_python(
+        _API_ON_ONE_CONNECTION,
+        token,
+        str(product.pk),
+        DB_PREPARE_THRESHOLD=prepare_threshold,
+        DB_POOL_MIN_SIZE="1",
+        DB_POOL_MAX_SIZE="1",
+        PRODUCT_CACHE_ENABLED="false",
     )
-    assert result.returncode == 0, result.stderr
     return {**json.loads(result.stdout.splitlines()[-1]), "product_id": product.pk}
 
 
