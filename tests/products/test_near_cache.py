@@ -340,7 +340,7 @@ def test_over_a_unix_socket_a_redis_that_goes_away_is_noticed(unix_redis) -> Non
         proc.wait(timeout=10)
         deadline = time.monotonic() + 5
         while near().open() is not None and time.monotonic() < deadline:
-            pass  # the shutdown arrives as the socket closing
+            time.sleep(0.01)  # the shutdown arrives as the socket closing
         assert (near()._sock, near()._entries) == (None, {})
         assert cache._state.suspect
         assert cache.detail_lookup(DETAIL_ID).entry is None
