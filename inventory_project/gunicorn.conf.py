@@ -68,6 +68,21 @@ forwarder_headers = ""
 control_socket_disable = True
 
 
+def on_starting(server: Any) -> None:
+    """Say at start that GUNICORN_READ_TIMEOUT_S is not applied when the worker class is not the
+    project's: a `.env` copied from an older `.env.example` names gunicorn's own gthread."""
+    from inventory_project.gunicorn_worker import ThreadWorker
+
+    if _read_timeout and not issubclass(server.worker_class, ThreadWorker):
+        server.log.warning(
+            "GUNICORN_READ_TIMEOUT_S=%s is not applied: only "
+            "inventory_project.gunicorn_worker.ThreadWorker reads it, and "
+            "GUNICORN_WORKER_CLASS is %s (set GUNICORN_READ_TIMEOUT_S=0 if no limit is meant)",
+            _read_timeout,
+            server.cfg.worker_class_str,
+        )
+
+
 def post_worker_init(worker: Any) -> None:
     """Bound what a request's SQL may wait for (the settings' WEB_DB_*), answer the requests
     gunicorn itself refuses in the API's JSON error shape, and hand the worker its read limit."""

@@ -118,6 +118,53 @@ def test_gunicorn_stops_at_start_naming_the_variable() -> None:
     )
 
 
+def _start_log(**env: str) -> str:
+    """What gunicorn with the project's config logs up to its first worker's boot."""
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            *("-c", str(CONF), "inventory_project.wsgi"),
+        ],
+        cwd=ROOT,
+        env=process_env(HOST="127.0.0.1", PORT=str(closed_port()), WEB_CONCURRENCY="1", **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if "Booting worker" in line:
+                break
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return "".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("env", "warned"),
+    [
+        ({"GUNICORN_WORKER_CLASS": "gthread"}, True),  # the read limit's default, 10 s
+        ({"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_READ_TIMEOUT_S": "0"}, False),
+        ({"GUNICORN_WORKER_CLASS": "inventory_project.gunicorn_worker.ThreadWorker"}, False),
+    ],
+)
+def test_a_read_limit_the_worker_class_does_not_apply_is_told_at_start(env, warned) -> None:
+    log = _start_log(**env)
+    assert "Booting worker" in log
+    message = (
+        "GUNICORN_READ_TIMEOUT_S=10 is not applied: only "
+        "inventory_project.gunicorn_worker.ThreadWorker reads it, and GUNICORN_WORKER_CLASS is "
+        "gthread"
+    )
+    said = [line for line in log.splitlines() if "GUNICORN_READ_TIMEOUT_S" in line]
+    assert len(said) == warned
+    assert all("[WARNING]" in line and message in line for line in said)
+
+
 def _get(port: int, path: str, **headers: str) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
     try:
