@@ -96,7 +96,9 @@ def env_seconds(name: str, default: float, *, positive: bool = False) -> float:
     """A duration: env_float's number, at most SECONDS_MAX."""
     value = env_float(name, default, positive=positive)
     if value > SECONDS_MAX:
-        raise ImproperlyConfigured(f"{name} must be at most {SECONDS_MAX} seconds, got {value:g}")
+        raise ImproperlyConfigured(
+            f"{name} must be at most {SECONDS_MAX} seconds, got {os.environ[name]!r}"
+        )
     return value
 
 

@@ -923,7 +923,7 @@ def test_a_duration_or_rate_beyond_what_its_callers_take_is_refused_naming_it(
 ) -> None:
     result = _manage("check", **{name: value})
     assert result.returncode != 0
-    assert f"ImproperlyConfigured: {name} must be {message}, got" in result.stderr
+    assert f"ImproperlyConfigured: {name} must be {message}, got '{value}'" in result.stderr
 
 
 def test_a_duration_may_be_as_long_as_postgresqls_longest_timeout(monkeypatch) -> None:
