@@ -1,4 +1,5 @@
-"""The project's commands in processes of their own, and ports nothing listens on."""
+"""The project's commands in processes of their own, ports nothing listens on, and what a
+process holds open."""
 
 from __future__ import annotations
 
@@ -23,6 +24,18 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def open_files(pid: int | str = "self") -> list[str]:
+    """What the descriptors of process `pid` point to (/proc's links: a path, `socket:[...]`,
+    `pipe:[...]`); those closed while they are read are left out."""
+    links = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:  # closed since it was listed (listdir's own, for "self")
+            continue
+    return links
 
 
 def process_env(**env: str) -> dict[str, str]:

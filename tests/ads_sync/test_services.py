@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as dt
 import errno
@@ -23,6 +22,7 @@ from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 from ads_sync.sandbox import data
 from tests.database import other_connection
 from tests.files import umask
+from tests.processes import open_files
 
 from .factories import campaign_day
 
@@ -931,11 +931,7 @@ def test_a_csv_whose_mode_cannot_be_set_leaves_no_file_or_descriptor_behind(
         raise PermissionError(errno.EPERM, "Operation not permitted")
 
     def open_here() -> list[str]:
-        links = []
-        for fd in os.listdir("/proc/self/fd"):
-            with contextlib.suppress(FileNotFoundError):  # listdir's own, closed by now
-                links.append(os.readlink(f"/proc/self/fd/{fd}"))
-        return [link for link in links if link.startswith(str(tmp_path))]
+        return [link for link in open_files() if link.startswith(str(tmp_path))]
 
     monkeypatch.setattr(os, "fchmod", refused)
     # A new file is created with its mode, and one whose mode is the new one's is not changed:
@@ -943,6 +939,8 @@ def test_a_csv_whose_mode_cannot_be_set_leaves_no_file_or_descriptor_behind(
     path = services.day_csv_write(customer_id="1111111111", day=DAY, output_dir=tmp_path)
     services.day_csv_write(customer_id="1111111111", day=DAY, output_dir=tmp_path)
     path.chmod(0o600)
+    with path.open():  # the look below sees a descriptor left open
+        assert open_here() == [str(path)]
     with pytest.raises(PermissionError):
         services.day_csv_write(customer_id="1111111111", day=DAY, output_dir=tmp_path)
     assert open_here() == []

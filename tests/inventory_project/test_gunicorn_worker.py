@@ -15,6 +15,7 @@ from rest_framework.authtoken.models import Token
 
 from products.models import Product
 from tests.inventory_project.conftest import serving
+from tests.processes import open_files
 from tests.products.conftest import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -137,14 +138,6 @@ def test_clients_that_keep_a_closed_connection_open_hold_up_no_other_client() ->
     assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers)
 
 
-def _link(path: str) -> str:
-    """What a /proc fd link points to; "" for a descriptor closed since it was listed."""
-    try:
-        return os.readlink(path)
-    except FileNotFoundError:
-        return ""
-
-
 def _client_sockets_of_the_worker_on(port: int) -> int:
     """How many sockets the one worker of the gunicorn serving `port` holds open, its listener
     among them."""
@@ -157,10 +150,7 @@ def _client_sockets_of_the_worker_on(port: int) -> int:
         except OSError:
             continue
         if ours in environ and ours in parent_environ:  # the worker: its master has it too
-            return sum(
-                _link(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-                for fd in os.listdir(f"/proc/{pid}/fd")
-            )
+            return sum(link.startswith("socket:") for link in open_files(pid))
     raise AssertionError(f"no worker of the gunicorn on port {port}")
 
 
@@ -170,6 +160,7 @@ def test_closing_connections_count_against_the_workers_connections() -> None:
     (past its file descriptor limit, accept() failed and the worker died)."""
     with serving(**SMALL, GUNICORN_WORKER_CONNECTIONS="3") as port:
         before = _client_sockets_of_the_worker_on(port)
+        assert before >= 1  # its listener: the count sees the worker's sockets
         held = [_connect(port, _healthz()) for _ in range(3)]
         try:
             answers = [_answer(sock) for sock in held]
