@@ -316,6 +316,45 @@ def test_ensure_database_creates_a_missing_database_then_finds_it(settings) -> N
     assert found.getvalue().strip() == f"database {name!r} exists"
 
 
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")  # read by the command only
+def test_ensure_database_created_by_another_process_after_its_look_is_found(
+    settings, monkeypatch
+) -> None:
+    """`make run` and `make migrate` started together: both saw no database, and the second
+    CREATE DATABASE failed."""
+    name = f"{connection.settings_dict['NAME']}_ensured_meanwhile"  # this test run's own
+    settings.DATABASES = {"default": {**settings.DATABASES["default"], "NAME": name}}
+    params = {**connection.get_connection_params(), "dbname": "postgres"}
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    drop = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name))
+    connect = psycopg.connect
+
+    def connect_then_race(*args: Any, **kwargs: Any) -> psycopg.Connection[Any]:
+        conn = connect(*args, **kwargs)
+        execute = conn.execute
+
+        def execute_then_race(query: Any, *rest: Any, **named: Any) -> Any:
+            result = execute(query, *rest, **named)
+            if "FROM pg_database" in str(query):  # the command looked, and found none
+                with connect(**params, autocommit=True) as other:
+                    other.execute(create)
+            return result
+
+        conn.execute = execute_then_race  # type: ignore[method-assign]
+        return conn
+
+    with connect(**params, autocommit=True) as server:
+        server.execute(drop)
+        try:
+            out = io.StringIO()
+            with monkeypatch.context() as patched:
+                patched.setattr(psycopg, "connect", connect_then_race)
+                call_command("ensure_database", stdout=out)
+        finally:
+            server.execute(drop)
+    assert out.getvalue().strip() == f"database {name!r} exists (created meanwhile)"
+
+
 def test_ensure_database_connects_with_the_urls_options() -> None:
     """It took the host, port, user and password alone: a server that needs `sslmode` (or
     `options`) was asked without them."""
