@@ -377,6 +377,27 @@ def test_a_failure_cut_to_length_still_names_its_request_id(tmp_path: Path, monk
     assert error.endswith(" (request_id req-42)")
 
 
+def test_a_failure_that_names_its_request_id_does_not_name_it_twice(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The client's own errors end with "(request id ...)" already: the id is added only to a
+    text that lost it or never had it."""
+    run = _run(tmp_path)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise google_ads.PermanentAdsError(
+            "INVALID_ARGUMENT: bad date (request id req-42)", request_id="req-42"
+        )
+
+    monkeypatch.setattr(services.google_ads, "get_account", refused)
+    monkeypatch.setattr(services.google_ads, "fetch_data", refused)
+    services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+
+    error = SyncDay.objects.get(customer_id=CUSTOMER, date=DAY).last_error
+    assert error == "PermanentAdsError: INVALID_ARGUMENT: bad date (request id req-42)"
+
+
 def _leftover(folder: Path, name: str, age_s: float) -> Path:
     """A file in `folder` last written `age_s` seconds ago."""
     folder.mkdir(parents=True, exist_ok=True)
