@@ -176,6 +176,18 @@ def test_the_combined_export_by_campaign_respects_the_range(tmp_path: Path) -> N
     assert [line["date"] for line in _read(out)] == ["2025-01-10", "2025-01-11"]
 
 
+def test_a_combined_export_of_a_range_without_rows_is_its_header_and_counts_no_line(
+    tmp_path: Path,
+) -> None:
+    services.day_rows_replace(
+        customer_id=CUSTOMER, day=DAY, rows=[campaign_day()], currency_code="EUR"
+    )
+    out = tmp_path / "none.csv"
+    later = DAY + dt.timedelta(days=5)
+    assert services.combined_csv_write(out=out, start=later, end=later) == 0
+    assert out.read_text().splitlines() == [",".join(services.DAY_CSV_HEADER)]
+
+
 def _run_with_pending(n: int, tmp_path: Path) -> SyncRun:
     run = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=n)
     for offset in range(n):
