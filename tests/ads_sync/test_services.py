@@ -205,6 +205,18 @@ def test_a_daily_quota_stop_defers_every_pending_day_of_the_run(tmp_path: Path) 
     assert selectors.totals_csv_path(output_dir=tmp_path).exists()
 
 
+def test_a_run_whose_tasks_could_not_be_sent_fails_and_counts_its_pending_days(
+    tmp_path: Path,
+) -> None:
+    run = _run_with_pending(3, tmp_path)
+    assert services.run_fail_pending(run_id=run.pk, reason="fan-out failed") == 3
+    run.refresh_from_db()
+    assert (run.failed, run.finished_at is not None) == (3, True)
+    assert set(SyncDay.objects.values_list("state", "last_error")) == {
+        (SyncDay.State.FAILED, "fan-out failed")
+    }
+
+
 def test_a_run_closes_exactly_once(tmp_path: Path) -> None:
     run = _run_with_pending(0, tmp_path)
     assert services.run_finish_if_settled(run_id=run.pk) is True
