@@ -833,6 +833,31 @@ def test_a_finished_runs_time_is_not_extended_when_it_has_no_file_to_rewrite(
     assert (run.finished_at, run.elapsed_s) == (finished, 1.0)
 
 
+def test_a_run_with_days_to_fetch_keeps_the_finish_its_last_day_gave_it(tmp_path: Path) -> None:
+    """Its files are rewritten beside its tasks, which may all settle first: only a run with
+    no day to fetch, finished when planned, has its time extended by the rewriting."""
+    services.day_rows_replace(
+        customer_id=CUSTOMER, day=DAY, rows=[campaign_day()], currency_code="EUR"
+    )
+    finished = timezone.now() - dt.timedelta(minutes=5)
+    run = SyncRun.objects.create(
+        trigger=SyncRun.Trigger.BACKFILL,
+        output_dir=str(tmp_path),
+        planned=1,
+        done=1,
+        csv_rewritten=1,
+        finished_at=finished,
+        elapsed_s=1.0,
+    )
+    plan = services.Plan(
+        run=run, days=[(CUSTOMER, DAY + dt.timedelta(days=1))], csv_missing=((CUSTOMER, DAY),)
+    )
+    services.plan_csv_restore(plan=plan)
+    assert (tmp_path / CUSTOMER / "2025-01-10.csv").exists()
+    run.refresh_from_db()
+    assert (run.finished_at, run.elapsed_s) == (finished, 1.0)
+
+
 def test_a_run_with_only_csvs_to_rewrite_is_finished_even_if_its_planner_dies(
     tmp_path: Path,
 ) -> None:
