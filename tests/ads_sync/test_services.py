@@ -359,6 +359,19 @@ def test_a_crash_recorded_for_a_day_backs_off_from_its_runs_planning(
     assert (entry.failures, entry.retry_after) == (1, planned_at + dt.timedelta(days=2, hours=-1))
 
 
+def test_a_crash_recorded_for_a_run_that_no_longer_exists_changes_nothing(
+    settings, tmp_path: Path
+) -> None:
+    settings.ADS_SYNC_FAILED_DAILY_RETRIES = 0
+    run = _run(tmp_path)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.RUNNING)
+    run_id = run.pk
+    run.delete()  # in the admin, say, while its task was running
+    assert services.day_fail(customer_id=CUSTOMER, day=DAY, run_id=run_id, error="boom") is False
+    entry = SyncDay.objects.get()
+    assert (entry.state, entry.failures, entry.run_id) == (SyncDay.State.RUNNING, 0, None)
+
+
 def test_a_failure_is_stored_without_credentials_and_cut(tmp_path: Path, monkeypatch) -> None:
     run = _run(tmp_path, planned=2)
     other = DAY - dt.timedelta(days=1)
