@@ -13,14 +13,14 @@ import psycopg
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from ads_sync import locks, selectors, services
 from ads_sync.integrations import google_ads
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 from ads_sync.sandbox import data
-from tests.database import other_connection
+from tests.database import lock_holder, other_connection
 from tests.files import umask
 from tests.processes import open_files
 
@@ -370,6 +370,25 @@ def test_a_crash_recorded_for_a_run_that_no_longer_exists_changes_nothing(
     assert services.day_fail(customer_id=CUSTOMER, day=DAY, run_id=run_id, error="boom") is False
     entry = SyncDay.objects.get()
     assert (entry.state, entry.failures, entry.run_id) == (SyncDay.State.RUNNING, 0, None)
+
+
+def test_a_database_error_storing_the_rows_is_raised_not_recorded_as_the_days_failure(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """tasks.sync_day records it as a crash or tries the day again: it is not the account's
+    failure, which would count toward the day's backoff."""
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    run = _run(tmp_path)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
+    monkeypatch.setattr(services.google_ads, "fetch_data", lambda *args, **kwargs: [campaign_day()])
+    with lock_holder() as holder:
+        holder.execute("LOCK TABLE ads_sync_campaigndaymetric IN SHARE MODE")
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(OperationalError, match="lock timeout"):
+            services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+    entry = SyncDay.objects.get()
+    assert (entry.state, entry.failures, entry.last_error) == (SyncDay.State.RUNNING, 0, "")
 
 
 def test_a_failure_is_stored_without_credentials_and_cut(tmp_path: Path, monkeypatch) -> None:
