@@ -778,6 +778,25 @@ def test_a_day_that_keeps_failing_is_backed_off_by_the_daily_detection_only(
     assert (entry.state, entry.failures, entry.retry_after) == (SyncDay.State.DONE, 0, None)
 
 
+def test_a_backfill_does_not_say_that_failed_days_wait_out_their_backoff(tmp_path: Path) -> None:
+    """It tries them at once: only the daily detection leaves them to their backoff, and its
+    run says so."""
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    [window] = selectors.sync_windows(customer_ids=[CUSTOMER], days=1)
+    SyncDay.objects.create(
+        customer_id=CUSTOMER,
+        date=window.end,
+        state=SyncDay.State.FAILED,
+        failures=3,
+        retry_after=timezone.now() + dt.timedelta(days=1),
+    )
+    plan = services.run_plan(
+        trigger="backfill", customer_ids=[CUSTOMER], days=1, output_dir=tmp_path
+    )
+    assert plan is not None
+    assert (plan.days, plan.run.notes) == ([(CUSTOMER, window.end)], "")
+
+
 def test_the_backoff_doubles_up_to_its_maximum(settings) -> None:
     settings.ADS_SYNC_FAILED_DAILY_RETRIES = 2
     settings.ADS_SYNC_FAILED_BACKOFF_MAX_DAYS = 30
