@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from celery.app.control import Inspect
 from kombu import Consumer
 
 from ads_sync import broker
@@ -107,3 +108,39 @@ def test_a_message_waiting_in_the_queue_leaves_the_tasks_not_lost() -> None:
         time.sleep(0.05)
 
     assert broker.tasks_lost(queue, [NO_SUCH_RUN]) is False
+
+
+def _lost_once_asked(monkeypatch, command: str, answer: object) -> bool:
+    """tasks_lost of a run with no task anywhere, once it has reached the workers' `command`
+    ask, which then gives `answer` (an exception is raised): asked again while a loaded
+    machine's worker missed the `active_queues` broadcast and the check stopped before it."""
+    reached: list[str] = []
+
+    def ask(self: Inspect) -> object:
+        reached.append(command)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(Inspect, command, ask)
+    queue = celery_app.conf.task_default_queue
+    for _ in range(10):
+        lost = broker.tasks_lost(queue, [NO_SUCH_RUN])
+        if reached:
+            return lost
+    raise AssertionError(f"tasks_lost never asked the workers' {command}")
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_workers_ask_that_raises_leaves_the_tasks_not_lost(monkeypatch) -> None:
+    """The broker connection dropped mid-check: what the workers hold is not known."""
+    assert _lost_once_asked(monkeypatch, "active", ConnectionResetError("reset")) is False
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_worker_that_named_its_queue_and_then_does_not_answer_leaves_the_tasks_not_lost(
+    monkeypatch,
+) -> None:
+    """It answered `active_queues`, then not `active` (it stopped, or was too busy): it may
+    hold the run's tasks. Celery gives None for a broadcast nobody answered."""
+    assert _lost_once_asked(monkeypatch, "active", None) is False
