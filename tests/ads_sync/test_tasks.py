@@ -536,6 +536,21 @@ def test_a_detection_out_of_time_in_a_planning_statement_is_retried(
         assert lock
 
 
+def test_a_detection_whose_planning_fails_otherwise_fails_with_that_error_not_retried(
+    one_account, monkeypatch, short_history: Path
+) -> None:
+    """Only another planner's lock, the time limit and a CSV folder that cannot be written are
+    tried again: any other error (a bug) fails the task with its own traceback, instead of
+    being retried for half an hour under one of their log lines."""
+
+    def planning_bug(**kwargs: Any) -> None:
+        raise RuntimeError("a planning bug")
+
+    monkeypatch.setattr(selectors, "missing_days", planning_bug)
+    with pytest.raises(RuntimeError, match="a planning bug"):
+        tasks.detect_gaps(trigger="beat")
+
+
 @CUT_SHORT
 def test_a_detection_cut_short_after_its_plan_is_stored_leaves_no_day_or_run_hanging(
     one_account, monkeypatch, short_history: Path, cut_short: Callable[..., None]
