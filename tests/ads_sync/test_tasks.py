@@ -338,6 +338,24 @@ def test_a_day_whose_failure_cannot_be_recorded_is_tried_again_not_left_running(
     assert (run.failed, run.finished_at is not None) == (1, True)
 
 
+def test_a_failure_not_recorded_for_another_reason_than_the_database_is_raised_not_retried(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """Only a lost connection is waited out: a bug in recording the failure, retried every 30 s
+    for an hour, was logged each time as "the database is unreachable"."""
+    day = dt.date(2025, 1, 10)
+    run = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=1)
+    SyncDay.objects.create(customer_id="1111111111", date=day, run=run)
+
+    def recording_bug(**kwargs: Any) -> None:
+        raise RuntimeError("a recording bug")
+
+    monkeypatch.setattr(services, "day_sync", lambda **kwargs: 1 / 0)
+    monkeypatch.setattr(services, "day_fail", recording_bug)
+    with pytest.raises(RuntimeError, match="a recording bug"):
+        tasks.sync_day("1111111111", day.isoformat(), run.pk)
+
+
 @pytest.mark.parametrize(
     "customer_id", ["../../../tmp/x", "1234567890\nx", "123456789", "12345678901", "", None]
 )
