@@ -467,6 +467,20 @@ def test_a_retried_detection_stops_if_another_run_of_its_trigger_started_meanwhi
     assert SyncRun.objects.count() == 1
 
 
+def test_a_retried_detection_is_not_stopped_by_a_run_of_its_trigger_from_before_its_first_try(
+    one_account, monkeypatch, short_history: Path
+) -> None:
+    """Yesterday's daily run did not do today's detection's work: only one started since
+    shortly before the first try (a second beat's) did."""
+    first_try = timezone.now() - dt.timedelta(minutes=1)
+    yesterdays = SyncRun.objects.create(trigger=SyncRun.Trigger.BEAT, output_dir="out")
+    SyncRun.objects.filter(pk=yesterdays.pk).update(started_at=first_try - dt.timedelta(days=1))
+    sent = _record_fan_out(monkeypatch)
+    run_id = tasks.detect_gaps(trigger="beat", since=first_try.isoformat())
+    assert run_id is not None
+    assert SyncRun.objects.get(pk=run_id).planned == len(sent) == 8
+
+
 @pytest.fixture
 def one_account(settings) -> str:
     """One configured account, already in the database: the planning looks nothing up."""
@@ -518,6 +532,31 @@ def test_a_detection_cut_short_in_its_fan_out_plans_the_unsent_days_on_its_retry
     run_id = tasks.detect_gaps(**kwargs)
     assert run_id is not None
     assert SyncRun.objects.get(pk=run_id).planned == len(sent) == 8
+
+
+def test_a_detection_cut_short_still_stops_at_its_retry_for_another_beats_run(
+    one_account, monkeypatch, short_history: Path
+) -> None:
+    """Its own runs are those it started at that try: another beat's run, stored just before,
+    did this detection's work and is not one of them."""
+    other_beats = SyncRun.objects.create(trigger=SyncRun.Trigger.BEAT, output_dir="out")
+    retries: list[dict[str, Any]] = []
+
+    def retry(**options: Any) -> Retry:
+        retries.append(options["kwargs"])
+        return Retry()
+
+    missing_days = selectors.missing_days
+    monkeypatch.setattr(selectors, "missing_days", _soft_limit_now)
+    monkeypatch.setattr(tasks.detect_gaps, "retry", retry)
+    with pytest.raises(Retry):
+        tasks.detect_gaps(trigger="beat")
+    monkeypatch.setattr(selectors, "missing_days", missing_days)  # the retry has the time
+    (kwargs,) = retries
+    assert other_beats.pk not in kwargs["own_runs"]
+    sent = _record_fan_out(monkeypatch)
+    assert tasks.detect_gaps(**kwargs) is None
+    assert sent == []
 
 
 def _detect_cut_short_before_its_fan_out(monkeypatch, *, old_runs: Sequence[int] = ()) -> None:
