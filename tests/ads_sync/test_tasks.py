@@ -758,6 +758,19 @@ def test_only_the_unsettled_days_of_a_run_are_sent_again(
     assert [s.args[1] for s in sent] == [pending.date.isoformat(), running.date.isoformat()]
 
 
+def test_only_the_days_of_the_runs_named_are_sent_again(
+    one_account: str, tmp_path: Path, monkeypatch
+) -> None:
+    """Another run's pending days may well have their tasks queued: a backfill sends again
+    only those of the run it found lost."""
+    lost = _lost_run(one_account, tmp_path, quiet_for=tasks.LOST_AFTER * 2)
+    other = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=1)
+    SyncDay.objects.create(customer_id="2222222222", date=dt.date(2025, 1, 10), run=other)
+    sent = _record_fan_out(monkeypatch)
+    assert tasks.resend_unsettled(run_ids=[lost.pk]) == 3
+    assert {s.args[2] for s in sent} == {lost.pk}
+
+
 def test_a_run_sent_again_is_suspected_afresh_before_it_is_sent_a_second_time(
     one_account: str, tmp_path: Path, monkeypatch
 ) -> None:
