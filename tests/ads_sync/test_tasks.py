@@ -356,6 +356,30 @@ def test_a_failure_not_recorded_for_another_reason_than_the_database_is_raised_n
         tasks.sync_day("1111111111", day.isoformat(), run.pk)
 
 
+def test_a_sync_day_may_spend_the_clients_whole_budget_before_its_soft_time_limit() -> None:
+    """Under the project's default limits (CELERY_TASK_SOFT_TIME_LIMIT: 300 s), a fetch still
+    within its retry budget was cut short and its day failed."""
+    assert tasks.sync_day.soft_time_limit >= google_ads.fetch_budget_s()
+
+
+def test_a_detection_may_spend_a_planning_locks_whole_ttl_before_its_soft_time_limit() -> None:
+    """One new account's lookup may take the lock's TTL; the default 300 s cut every such
+    detection short."""
+    assert tasks.detect_gaps.soft_time_limit >= locks.planning_lock_ttl_s()
+
+
+def test_the_daily_detection_outwaits_a_planning_lock_its_crashed_holder_left() -> None:
+    """Such a lock lasts its TTL. Celery's default, 3 retries a minute apart, gave up the day's
+    detection long before it expired."""
+    assert tasks.detect_gaps.max_retries * tasks.DETECT_GAPS_RETRY_S >= locks.planning_lock_ttl_s()
+
+
+def test_a_day_whose_failure_cannot_be_recorded_is_tried_again_for_an_hour() -> None:
+    """Celery's default, 3 retries, gave a PostgreSQL restart a minute and a half before the day
+    was left `running`, and its run open, for 12 hours."""
+    assert tasks.sync_day.max_retries * tasks.sync_day.default_retry_delay >= 60 * 60
+
+
 @pytest.mark.parametrize(
     "customer_id", ["../../../tmp/x", "1234567890\nx", "123456789", "12345678901", "", None]
 )
