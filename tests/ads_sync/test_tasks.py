@@ -21,6 +21,7 @@ from django.conf import settings as django_settings
 from django.db import OperationalError, connection
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.lock import Lock as RedisLock
 
 from ads_sync import locks, selectors, services, tasks
 from ads_sync.integrations import google_ads
@@ -183,6 +184,41 @@ def test_the_postgresql_planning_lock_waits_as_long_as_asked(settings) -> None:
         assert waited
     thread.join()
     assert seen == [True]
+
+
+def test_a_planning_asked_to_wait_for_the_lock_plans_once_the_other_one_lets_go(
+    one_account, monkeypatch, short_history: Path
+) -> None:
+    """backfill_ads waits --lock-wait (30 s by default) for another planning, the daily
+    detection's say: a wait dropped on the way to the lock made it give up at once."""
+    sent = _record_fan_out(monkeypatch)
+    refused = threading.Event()
+    plans: list[services.Plan | None] = []
+    try_once = RedisLock.do_acquire
+
+    def do_acquire(self: RedisLock, token: bytes) -> bool:
+        got = bool(try_once(self, token))
+        if not got:
+            refused.set()
+        return got
+
+    def second_planner() -> None:
+        try:
+            plans.append(tasks.run_start(trigger="backfill", lock_wait_s=60))
+        finally:
+            connection.close()
+
+    with locks.planning_lock() as held:
+        assert held
+        monkeypatch.setattr(RedisLock, "do_acquire", do_acquire)
+        thread = threading.Thread(target=second_planner)
+        thread.start()
+        assert refused.wait(30)  # it found the lock held: let go now
+    thread.join(60)
+    assert not thread.is_alive()
+    (plan,) = plans
+    assert plan is not None
+    assert len(plan.days) == len(sent) == 8
 
 
 @pytest.mark.usefixtures("sync_worker")
