@@ -71,3 +71,9 @@ def test_data_the_database_refused_is_a_400_not_a_500(error: type[Exception], ca
         "non_field_errors": ["The database rejected the data."]
     }
     assert "database rejected the data" in caplog.text  # logged: a validator is missing
+
+
+def test_an_accept_header_the_api_cannot_answer_is_a_406_not_acceptable(product) -> None:
+    response = Client().get(f"/api/products/{product.id}", HTTP_ACCEPT="application/xml")
+    assert response.status_code == 406
+    assert response.json()["error"]["code"] == "not_acceptable"
