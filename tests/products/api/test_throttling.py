@@ -298,3 +298,16 @@ def test_an_entry_of_forwarded_allow_ips_that_is_no_address_is_left_out_and_name
         other = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="203.0.113.2")
     assert (first.status_code, other.status_code) == (200, 200)  # the network still counts
     assert "'proxy.internal.example' is not an address or network" in caplog.text
+
+
+def test_a_request_refused_as_not_acceptable_uses_up_no_reads(product) -> None:
+    """Only refusals by authentication or permissions count (CountsRefusals): content
+    negotiation refuses before them, at no cost to the server."""
+    client = APIClient(REMOTE_ADDR="10.9.0.9")
+    with override_settings(RATELIMIT_READS="2/m"):
+        refused = [
+            client.get(f"/api/products/{product.id}", HTTP_ACCEPT="application/xml").status_code
+            for _ in range(3)
+        ]
+        answered = client.get(f"/api/products/{product.id}").status_code
+    assert (refused, answered) == ([406] * 3, 200)
