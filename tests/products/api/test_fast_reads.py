@@ -238,6 +238,7 @@ def test_reads_count_against_the_limit_once_and_the_view_answers_429(stack) -> N
         ("limit=2", {"HTTP_HOST": "", "SERVER_NAME": "127.0.0.1"}),
         # Links with a script prefix Django takes from the environ.
         ("limit=2", {"SCRIPT_URL": "/inventory/api/products"}),
+        ("limit=2", {"REDIRECT_URL": "/inventory/api/products"}),
     ],
 )
 def test_requests_drf_answers_otherwise_go_to_django_hit_or_miss(
