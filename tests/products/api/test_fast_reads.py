@@ -354,3 +354,12 @@ def test_accept_headers_drf_answers_in_json_are_answered_here(stack, accept: str
     fast = get(app, "/api/products/search", "name=steel", HTTP_ACCEPT=accept)
     assert (fast[0], django.calls) == (200, 0)
     assert_same(fast, through_django(app, "/api/products/search", "name=steel", HTTP_ACCEPT=accept))
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=False, SECURE_SSL_REDIRECT=True)
+@pytest.mark.usefixtures("catalogue")
+def test_with_ssl_redirect_on_https_pages_are_still_answered_here(stack) -> None:
+    """Only the plain-HTTP requests that Django redirects are left to it."""
+    app, django = stack
+    status, _, _ = get(app, "/api/products", "limit=2", **{"wsgi.url_scheme": "https"})
+    assert (status, django.calls) == (200, 0)
