@@ -8,6 +8,7 @@ gives with the path switched off (`PRODUCT_FAST_READS=false`): status, headers a
 from __future__ import annotations
 
 import json
+import threading
 import time
 from decimal import Decimal
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ from django.db import OperationalError
 from django.test import override_settings
 
 from products import cache, selectors, services
+from products.api import fast_path
 from tests.products.api.wsgi_client import send
 from tests.products.conftest import ProductFactory
 
@@ -363,3 +365,43 @@ def test_with_ssl_redirect_on_https_pages_are_still_answered_here(stack) -> None
     app, django = stack
     status, _, _ = get(app, "/api/products", "limit=2", **{"wsgi.url_scheme": "https"})
     assert (status, django.calls) == (200, 0)
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=True)
+@pytest.mark.usefixtures("catalogue")
+def test_a_reader_waiting_for_a_load_that_fails_stops_waiting_when_it_fails(
+    stack, monkeypatch
+) -> None:
+    """The reader that leads a miss releases its lock however its load ends (here the 503 of
+    a database outage): a reader waiting for its entry then loads the page itself at once,
+    rather than waiting out FILL_WAIT_S for an entry that is never coming."""
+    app, _ = stack
+    lookup = fast_path._lookup("/api/products/search", "name=steel", "testserver", "http")
+    waiting, leader_done = threading.Event(), threading.Event()
+    clock = SimpleNamespace(now=0.0)  # the waiter's clock: it moves only when the waiter sleeps
+
+    def sleep(seconds: float) -> None:
+        waiting.set()
+        assert leader_done.wait(10)
+        clock.now += seconds
+
+    claimed: list[Any] = []
+
+    def other_reader() -> None:
+        claimed.append(cache.claim(lookup))
+        claimed.append(clock.now)
+
+    other = threading.Thread(target=other_reader, daemon=True)
+
+    def unavailable(**kwargs: Any) -> None:
+        other.start()  # it finds the lock this load holds, and waits for the entry
+        assert waiting.wait(10)
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(selectors, "product_search", unavailable)
+    monkeypatch.setattr(cache, "time", SimpleNamespace(monotonic=lambda: clock.now, sleep=sleep))
+    assert get(app, "/api/products/search", "name=steel")[0] == 503
+    leader_done.set()
+    other.join(10)
+    assert claimed[0] == (None, None)  # no entry: it loads the page itself
+    assert claimed[1] < cache.FILL_WAIT_S  # as soon as the lock was gone
