@@ -15,11 +15,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.test import override_settings
 
 from products import cache, selectors, services
 from products.api import fast_path
+from tests.database import other_connection, wait_until_session_ended
 from tests.products.api.wsgi_client import send
 from tests.products.conftest import ProductFactory
 
@@ -405,3 +406,21 @@ def test_a_reader_waiting_for_a_load_that_fails_stops_waiting_when_it_fails(
     other.join(10)
     assert claimed[0] == (None, None)  # no entry: it loads the page itself
     assert claimed[1] < cache.FILL_WAIT_S  # as soon as the lock was gone
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=False)
+@pytest.mark.usefixtures("catalogue")
+def test_a_connection_the_server_closed_since_the_last_request_is_not_used_for_the_page(
+    stack,
+) -> None:
+    """As Django's handler does, the path starts each request with request_started, which hands
+    a connection left checked out (a request that never finished: gunicorn_worker.ClientIdle)
+    back to the pool, whose checkout replaces a connection the server has closed meanwhile."""
+    app, django = stack
+    connection.ensure_connection()
+    pid = connection.connection.info.backend_pid
+    with other_connection() as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    wait_until_session_ended(pid)
+    status, _, _ = get(app, "/api/products", "limit=2")
+    assert (status, django.calls) == (200, 0)
