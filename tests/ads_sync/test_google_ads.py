@@ -418,6 +418,24 @@ def test_access_token_refused_even_after_a_refresh_is_a_credentials_error(ads_sa
     assert _outcomes(ads_sandbox) == ["unauthenticated", "unauthenticated"]
 
 
+def test_a_refused_token_another_thread_already_replaced_is_not_refreshed_again(ads_sandbox):
+    """A worker's threads share one client: two calls refused with the same expired token
+    refresh it once. The second thread, finding the client's token already another than the
+    one refused, sends that one instead of asking the token endpoint again."""
+    client = google_ads._get_client()
+    google_ads._ensure_token(client)
+    refused = client.credentials.token
+    ads_sandbox.expire_tokens()
+    grants_before = len(ads_sandbox.calls(method="token"))
+
+    google_ads._ensure_token(client, refused_token=refused)  # the first thread's refresh
+    refreshed = client.credentials.token
+    google_ads._ensure_token(client, refused_token=refused)  # the second thread's
+
+    assert len(ads_sandbox.calls(method="token")) == grants_before + 1
+    assert client.credentials.token == refreshed != refused
+
+
 def test_revoked_refresh_token_fails_at_once_naming_the_credential(ads_sandbox):
     google_ads.fetch_data(CUSTOMER, DAY)
     # A grant of its own if no earlier test left this process's client a token.
