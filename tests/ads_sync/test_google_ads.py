@@ -436,6 +436,17 @@ def test_a_refused_token_another_thread_already_replaced_is_not_refreshed_again(
     assert client.credentials.token == refreshed != refused
 
 
+def test_a_transient_failure_of_the_call_after_a_token_refresh_is_retried(ads_sandbox):
+    """Only a refusal of the freshly refreshed token is a credentials problem: the one more try
+    after a refresh that meets UNAVAILABLE is retried as any transient failure."""
+    ads_sandbox.configure(fail_first={"unauthenticated": 1, "unavailable": 1})
+
+    rows = google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert len(rows) == len(data.rows_for(CUSTOMER, DAY))
+    assert _outcomes(ads_sandbox) == ["unauthenticated", "unavailable", "ok"]
+
+
 def test_revoked_refresh_token_fails_at_once_naming_the_credential(ads_sandbox):
     google_ads.fetch_data(CUSTOMER, DAY)
     # A grant of its own if no earlier test left this process's client a token.
