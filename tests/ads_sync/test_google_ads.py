@@ -291,6 +291,41 @@ def test_a_quota_error_without_a_google_ads_failure_is_retried(ads_sandbox):
     assert _outcomes(ads_sandbox) == ["quota", "quota", "ok"]
 
 
+def test_retries_spent_on_a_short_term_quota_name_the_last_request_id(ads_sandbox, settings):
+    settings.ADS_SYNC_MAX_ATTEMPTS = 2
+    ads_sandbox.configure(fail_first={"quota": 10}, quota_retry_delay_s=0.01)
+
+    with pytest.raises(TransientAdsError) as raised:
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    last = ads_sandbox.calls()[-1]["request_id"]
+    assert raised.value.request_id == last
+    assert f"(request id {last})" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("send_failure", "said"),
+    [
+        (True, "RESOURCE_EXHAUSTED: Too many requests. Retry in a little while."),
+        # A front end's: the status's own text, as api_core words it
+        (False, "RESOURCE_EXHAUSTED: 429 Too many requests. Retry in a little while."),
+    ],
+    ids=["failure", "no_failure"],
+)
+def test_retries_spent_on_a_short_term_quota_say_what_the_server_said(
+    ads_sandbox, settings, send_failure, said
+):
+    settings.ADS_SYNC_MAX_ATTEMPTS = 1
+    ads_sandbox.configure(
+        fail_first={"quota": 10}, quota_retry_delay_s=0.01, send_failure=send_failure
+    )
+
+    with pytest.raises(TransientAdsError, match="gave up after 1 attempts") as raised:
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert said in str(raised.value)
+
+
 def test_daily_quota_stops_at_once_with_the_retry_delay(ads_sandbox):
     ads_sandbox.configure(fail_first={"daily_quota": 5}, daily_quota_retry_delay_s=7200)
 
