@@ -381,6 +381,16 @@ def test_invalid_query_is_permanent(ads_sandbox):
     assert _outcomes(ads_sandbox) == ["invalid_argument"]
 
 
+def test_a_permanent_error_after_a_retry_counts_both_attempts(ads_sandbox):
+    ads_sandbox.configure(fail_first={"internal": 1, "invalid_argument": 1})
+
+    with pytest.raises(PermanentAdsError) as raised:
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert raised.value.attempts == 2
+    assert _outcomes(ads_sandbox) == ["internal", "invalid_argument"]
+
+
 def test_malformed_customer_id_is_permanent(ads_sandbox):
     with pytest.raises(PermanentAdsError, match="Invalid customer ID"):
         google_ads.fetch_data("12345", DAY)
