@@ -111,6 +111,9 @@ DEFAULT_FAULTS: dict[str, Any] = {
     # False: the faults end without a GoogleAdsFailure in their trailing metadata (the request
     # id alone), as errors from a front end before the API come.
     "send_failure": True,
+    # False: the faults end without the "request-id" entry of their trailing metadata: the
+    # request id is then only in the GoogleAdsFailure (its request_id field), where one is sent.
+    "request_id_metadata": True,
 }
 DUPLICATES = (None, "same", "changed")
 
@@ -555,9 +558,12 @@ class _AdsServicer:
         except _Abort as abort:
             entry["outcome"] = abort.outcome
             self.state.record(entry)
-            trailing: list[tuple[str, str | bytes]] = [("request-id", request_id)]
             with self.state.lock:
                 send_failure = self.state.faults["send_failure"]
+                request_id_metadata = self.state.faults["request_id_metadata"]
+            trailing: list[tuple[str, str | bytes]] = []
+            if request_id_metadata:
+                trailing.append(("request-id", request_id))
             if abort.error_code is not None and send_failure:
                 trailing.append((FAILURE_KEY, _failure_bytes(abort, request_id)))
             context.set_trailing_metadata(tuple(trailing))

@@ -32,7 +32,9 @@
   fail_rate={kind: fraction} (deterministic by hash), quota_retry_delay_s,
   daily_quota_retry_delay_s, hang_s, token_ttl_s, revoke_refresh_token, denied_customers,
   duplicate_first_row ("same" | "changed": the first campaign row of an answer sent twice),
-  send_failure (False: faults end without a GoogleAdsFailure, as a front end's errors do).
+  send_failure (False: faults end without a GoogleAdsFailure, as a front end's errors do),
+  request_id_metadata (False: faults end without the "request-id" trailing metadata, the
+  request id then only in the GoogleAdsFailure).
   Kinds: quota, daily_quota, internal, unavailable (without a GoogleAdsFailure),
   transient_error and deadline_exceeded (UNAVAILABLE and DEADLINE_EXCEEDED with one: the
   library raises a GoogleAdsException), hang, unauthenticated, permission_denied,

@@ -349,6 +349,20 @@ def test_a_quota_retry_delay_of_ten_minutes_is_already_the_daily_quota(ads_sandb
     assert _outcomes(ads_sandbox) == ["daily_quota"]
 
 
+def test_a_request_id_sent_in_the_google_ads_failure_alone_is_named(ads_sandbox):
+    """RESOURCE_EXHAUSTED and INTERNAL reach the client as api_core's errors, their
+    GoogleAdsFailure in the trailing metadata: without a request-id entry beside it, the
+    failure's own request id is the one named."""
+    ads_sandbox.configure(fail_first={"daily_quota": 1}, request_id_metadata=False)
+
+    with pytest.raises(DailyQuotaExhausted) as raised:
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    (call,) = ads_sandbox.calls()
+    assert raised.value.request_id == call["request_id"]
+    assert f"(request id {call['request_id']})" in str(raised.value)
+
+
 def test_permission_denied_fails_at_once_with_the_request_id(ads_sandbox):
     ads_sandbox.configure(denied_customers=[CUSTOMER])
 

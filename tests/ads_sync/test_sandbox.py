@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from google.ads.googleads.v26.errors.types import errors as ads_errors
 from google.api_core import exceptions as api_exceptions
 
 from ads_sync.integrations import google_ads
 from ads_sync.sandbox import certs, data
-from ads_sync.sandbox.server import FAULT_KINDS
+from ads_sync.sandbox.server import FAILURE_KEY, FAULT_KINDS
 from tests.files import refuse_chmod, umask
 
 
@@ -109,6 +110,21 @@ def test_send_failure_off_ends_a_fault_with_its_request_id_alone(ads_sandbox):
     # The library makes a GoogleAdsException of an error with a GoogleAdsFailure.
     assert isinstance(raised.value.__cause__, api_exceptions.PermissionDenied)
     assert raised.value.request_id == ads_sandbox.calls()[0]["request_id"]
+
+
+def test_request_id_metadata_off_leaves_the_request_id_to_the_failure_alone(ads_sandbox):
+    ads_sandbox.configure(fail_first={"daily_quota": 1}, request_id_metadata=False)
+
+    with pytest.raises(google_ads.DailyQuotaExhausted) as raised:
+        google_ads.fetch_data(data.DEFAULT_CUSTOMERS[0], dt.date(2025, 2, 1))
+
+    # RESOURCE_EXHAUSTED reaches the client as api_core's error, which keeps the call.
+    cause = raised.value.__cause__
+    assert isinstance(cause, api_exceptions.ResourceExhausted)
+    trailing = dict(cause.response.trailing_metadata())
+    assert "request-id" not in trailing
+    failure = ads_errors.GoogleAdsFailure.deserialize(trailing[FAILURE_KEY])
+    assert failure.request_id == ads_sandbox.calls()[0]["request_id"]
 
 
 @pytest.mark.parametrize(("duplicate", "more_impressions"), [("same", 0), ("changed", 1)])
