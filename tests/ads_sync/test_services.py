@@ -474,6 +474,15 @@ def test_only_unfinished_csv_writes_older_than_the_limit_are_removed(tmp_path: P
     assert (old.exists(), in_flight.exists(), day_file.exists()) == (False, True, True)
 
 
+def test_an_unfinished_write_of_the_totals_file_in_the_folder_itself_is_removed(
+    tmp_path: Path,
+) -> None:
+    name = ".ads_daily_totals.csv.0a1b2c3d4e5f.tmp"
+    old = _leftover(tmp_path, name, services.CSV_LEFTOVER_AFTER_S + 60)
+    assert services.csv_leftovers_remove(output_dir=tmp_path) == 1
+    assert not old.exists()
+
+
 def test_an_account_folder_that_cannot_be_read_does_not_stop_the_tidying(
     tmp_path: Path, monkeypatch, caplog
 ) -> None:
