@@ -661,6 +661,22 @@ def test_a_day_still_in_flight_is_neither_planned_again_nor_settled_for_its_run(
     assert (old.run.deferred, old.run.finished_at) == (0, None)
 
 
+def test_a_plan_counts_the_days_of_its_range_it_leaves_out_as_skipped(tmp_path: Path) -> None:
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    SyncDay.objects.create(
+        customer_id=CUSTOMER, date=DAY, state=SyncDay.State.DONE, fetched_at=timezone.now()
+    )
+    plan = services.run_plan(
+        trigger="backfill",
+        customer_ids=[CUSTOMER],
+        start=DAY,
+        end=DAY + dt.timedelta(days=2),
+        output_dir=tmp_path,
+    )
+    assert plan is not None
+    assert (plan.run.planned, plan.run.skipped) == (2, 1)
+
+
 def test_an_account_named_twice_is_planned_once(tmp_path: Path) -> None:
     AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
     plan = services.run_plan(
