@@ -894,6 +894,29 @@ def test_a_runs_time_counts_its_account_lookups_and_its_csv_rewrites(
     assert run.elapsed_s == pytest.approx(elapsed)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_database_error_rewriting_a_days_file_is_raised_not_noted_as_a_file_not_written(
+    tmp_path: Path,
+) -> None:
+    """Only a file that cannot be written is the run's note; the database's failure is its
+    caller's, as everywhere else."""
+    run = SyncRun.objects.create(
+        trigger=SyncRun.Trigger.BACKFILL, output_dir=str(tmp_path), csv_rewritten=1
+    )
+    with lock_holder() as holder:
+        holder.execute("LOCK TABLE ads_sync_campaigndaymetric IN ACCESS EXCLUSIVE MODE")
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '200ms'")
+        try:
+            with pytest.raises(OperationalError, match="lock timeout"):
+                services.run_csv_restore(run=run, days=[(CUSTOMER, DAY)], counted=1)
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("RESET lock_timeout")
+    run.refresh_from_db()
+    assert (run.notes, run.csv_rewritten) == ("", 0)
+
+
 def test_a_finished_runs_time_is_not_extended_when_it_has_no_file_to_rewrite(
     tmp_path: Path,
 ) -> None:
