@@ -109,6 +109,21 @@ def test_the_daily_detection_leaves_a_failed_day_alone_until_its_retry_after() -
     assert len(selectors.missing_days(windows=windows, backoff=True, force=True, now=NOW)) == 2
 
 
+def test_only_the_failed_days_inside_the_windows_are_counted_as_backed_off() -> None:
+    """The run's note ("N failed day(s) wait out their backoff") counts the days it left out:
+    an older failed day, outside its window, is not one of them."""
+    day = dt.date(2025, 2, 5)
+    for failed in (day, day - dt.timedelta(days=1)):
+        SyncDay.objects.create(
+            customer_id=CUSTOMERS[0],
+            date=failed,
+            state=SyncDay.State.FAILED,
+            failures=3,
+            retry_after=NOW + dt.timedelta(hours=1),
+        )
+    assert selectors.backed_off_days(windows=_windows(start=day, end=day), now=NOW) == 1
+
+
 def test_the_daily_detection_plans_a_deferred_day_whatever_retry_after_its_failures_left() -> None:
     """A failed day planned again by a backfill keeps its retry_after; deferred by a daily quota
     there, it is no failure to wait out."""
