@@ -254,6 +254,27 @@ def test_of_the_days_asked_only_the_done_ones_whose_file_is_gone_are_listed(
     assert gone == [(CUSTOMERS[1], second)]
 
 
+def test_a_done_day_outside_the_windows_is_not_listed_whatever_its_file(tmp_path: Path) -> None:
+    """A backfill of February rewrites no file of January's, gone or not."""
+    inside, outside = dt.date(2025, 2, 1), dt.date(2025, 1, 31)
+    _mark_done(CUSTOMERS[0], [inside, outside])
+    windows = _windows(start=inside, end=inside)
+    gone = selectors.done_days_needing_csv(windows=windows, output_dir=tmp_path, exclude=set())
+    assert gone == [(CUSTOMERS[0], inside)]
+
+
+def test_a_day_not_done_is_not_listed_for_a_rewrite_from_the_database(tmp_path: Path) -> None:
+    """A failed or pending day has no rows to write: its file comes with its fetch."""
+    day = dt.date(2025, 2, 1)
+    SyncDay.objects.create(customer_id=CUSTOMERS[0], date=day, state=SyncDay.State.FAILED)
+    SyncDay.objects.create(customer_id=CUSTOMERS[1], date=day, state=SyncDay.State.PENDING)
+    windows = _windows(start=day, end=day)
+    asked = [(customer_id, day) for customer_id in CUSTOMERS]
+    gone = selectors.done_days_needing_csv(windows=windows, output_dir=tmp_path, exclude=set())
+    assert gone == []
+    assert selectors.done_days_needing_csv_of(days=asked, output_dir=tmp_path) == []
+
+
 def test_a_runs_latency_is_the_percentiles_of_its_done_days_durations() -> None:
     run = SyncRun.objects.create(trigger="backfill", output_dir="/tmp/x", planned=22, done=21)
     for n in range(1, 21):
