@@ -298,3 +298,19 @@ def test_a_runs_latency_is_the_percentiles_of_its_done_days_durations() -> None:
     )
     latency = selectors.run_latency(run_id=run.pk)
     assert (latency.p50_ms, latency.p95_ms) == (pytest.approx(105.0), pytest.approx(190.5))
+
+
+def test_a_runs_failures_are_its_own_failed_days() -> None:
+    """What backfill_ads lists as the run's failures: not its done days, nor another run's."""
+    run = SyncRun.objects.create(trigger="backfill", output_dir="/tmp/x", planned=2)
+    other = SyncRun.objects.create(trigger="backfill", output_dir="/tmp/x", planned=1)
+    failed = SyncDay.objects.create(
+        customer_id=CUSTOMERS[0], date=YESTERDAY, state=SyncDay.State.FAILED, run=run
+    )
+    SyncDay.objects.create(
+        customer_id=CUSTOMERS[1], date=YESTERDAY, state=SyncDay.State.DONE, run=run
+    )
+    SyncDay.objects.create(
+        customer_id=CUSTOMERS[0], date=dt.date(2025, 2, 1), state=SyncDay.State.FAILED, run=other
+    )
+    assert selectors.run_failures(run_id=run.pk) == [failed]
