@@ -53,6 +53,16 @@ def test_a_queue_that_does_not_exist_counts_nothing_and_loses_nothing() -> None:
     assert broker.tasks_lost(queue, [NO_SUCH_RUN]) is False
 
 
+def test_a_transport_that_keeps_no_counts_never_has_the_tasks_lost(monkeypatch) -> None:
+    """Redis or another broker of kombu's that counts no messages: nothing tells that the
+    queue is empty, so nothing is sent again."""
+    monkeypatch.setattr(celery_app.conf, "broker_url", "memory://")
+    queue = celery_app.conf.task_default_queue
+
+    assert broker.queue_counts(queue) is None
+    assert broker.tasks_lost(queue, [NO_SUCH_RUN]) is False
+
+
 def _answering_workers(queue: str, tries: int = 10) -> int:
     """How many workers answer that they consume `queue`: asked again while none does, since
     one broadcast waits 1.5 s for the replies, which a loaded machine's worker may miss."""
