@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from celery.app.control import Inspect
 from kombu import Consumer
+from kombu import Queue as KombuQueue
 
 from ads_sync import broker
 from inventory_project.celery import app as celery_app
@@ -61,6 +62,31 @@ def test_a_transport_that_keeps_no_counts_never_has_the_tasks_lost(monkeypatch) 
 
     assert broker.queue_counts(queue) is None
     assert broker.tasks_lost(queue, [NO_SUCH_RUN]) is False
+
+
+@pytest.fixture
+def unconsumed_queue() -> Iterator[str]:
+    """An empty queue of the tests' own that no worker consumes."""
+    name = f"{celery_app.conf.task_default_queue}-unconsumed-{uuid.uuid4().hex[:8]}"
+    with celery_app.connection_for_write() as conn:
+        queue = KombuQueue(name, channel=conn.default_channel)
+        queue.declare()
+        try:
+            yield name
+        finally:
+            queue.delete()
+
+
+def test_an_empty_queue_nobody_consumes_leaves_the_tasks_not_lost(
+    monkeypatch, unconsumed_queue: str
+) -> None:
+    """A worker in its warm shutdown has stopped consuming and still runs its tasks: with no
+    consumer, even no worker answering says nothing of them."""
+    for command in ("active_queues", "active", "reserved", "scheduled"):
+        monkeypatch.setattr(Inspect, command, lambda self: None)  # nobody answers
+
+    assert broker.queue_counts(unconsumed_queue) == (0, 0)
+    assert broker.tasks_lost(unconsumed_queue, [NO_SUCH_RUN]) is False
 
 
 def _answering_workers(queue: str, tries: int = 10) -> int:
