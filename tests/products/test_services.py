@@ -71,3 +71,11 @@ def test_delete_with_stale_version_raises() -> None:
     with pytest.raises(services.VersionMismatch):
         services.product_delete(product_id=product.pk, expected_versions={7})
     assert Product.objects.filter(pk=product.pk).exists()
+
+
+def test_update_refusing_the_current_version_raises_and_writes_nothing() -> None:
+    """If-None-Match naming the current ETag: the UPDATE's own check, not only the view's."""
+    product = ProductFactory(stock_level=4)
+    with pytest.raises(services.VersionMismatch):
+        services.product_update(product_id=product.pk, stock_level=1, refused_versions={1})
+    assert Product.objects.get(pk=product.pk).stock_level == 4
