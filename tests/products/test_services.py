@@ -6,6 +6,8 @@ from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from products import services
 from products.models import Product
@@ -71,6 +73,15 @@ def test_delete_with_stale_version_raises() -> None:
     with pytest.raises(services.VersionMismatch):
         services.product_delete(product_id=product.pk, expected_versions={7})
     assert Product.objects.filter(pk=product.pk).exists()
+
+
+def test_create_validates_without_a_query_per_constraint() -> None:
+    """The field validators state the CHECK constraints; PostgreSQL enforces them on the
+    INSERT. Django's validate_constraints would ask PostgreSQL once per constraint first."""
+    with CaptureQueriesContext(connection) as captured:
+        services.product_create(name="Lamp", price=Decimal("3.10"), stock_level=2)
+    selects = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT")]
+    assert selects == []
 
 
 def test_update_refusing_the_current_version_raises_and_writes_nothing() -> None:
