@@ -265,7 +265,11 @@ def test_a_proxy_in_a_trusted_network_is_believed(product) -> None:
 
 @pytest.mark.parametrize(
     "entries",
-    [["198.51.100.7:4711", "198.51.100.7:4712"], ["[2001:db8::7]:4711", "[2001:db8::7]:4712"]],
+    [
+        ["198.51.100.7:4711", "198.51.100.7:4712"],
+        ["[2001:db8::7]:4711", "[2001:db8::7]:4712"],
+        ["[2001:db8::7]:4711", "2001:db8::7"],
+    ],
 )
 def test_a_forwarded_address_with_a_port_counts_as_its_address(product, entries) -> None:
     proxy = APIClient(REMOTE_ADDR="127.0.0.1")
@@ -311,3 +315,23 @@ def test_a_request_refused_as_not_acceptable_uses_up_no_reads(product) -> None:
         ]
         answered = client.get(f"/api/products/{product.id}").status_code
     assert (refused, answered) == ([406] * 3, 200)
+
+
+def test_forwarded_entries_that_are_no_addresses_are_clients_of_their_own(product) -> None:
+    proxy = APIClient(REMOTE_ADDR="127.0.0.1")
+    with override_settings(RATELIMIT_READS="2/m", TRUSTED_PROXY_COUNT=1):
+        for _ in range(2):
+            proxy.get("/api/products", HTTP_X_FORWARDED_FOR="unknown")
+        limited = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="unknown")
+        other = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="obfuscated")
+    assert (limited.status_code, other.status_code) == (429, 200)
+
+
+def test_an_ipv4_mask_makes_each_network_of_that_size_one_client(product) -> None:
+    """RATELIMIT_IPV4_MASK=24: a client is its /24, as an IPv6 one is its /64."""
+    with override_settings(RATELIMIT_READS="2/m", RATELIMIT_IPV4_MASK=24):
+        for _ in range(2):
+            APIClient(REMOTE_ADDR="10.9.1.1").get("/api/products")
+        same_24 = APIClient(REMOTE_ADDR="10.9.1.200").get("/api/products")
+        next_24 = APIClient(REMOTE_ADDR="10.9.2.1").get("/api/products")
+    assert (same_24.status_code, next_24.status_code) == (429, 200)
