@@ -335,3 +335,24 @@ def test_an_ipv4_mask_makes_each_network_of_that_size_one_client(product) -> Non
         same_24 = APIClient(REMOTE_ADDR="10.9.1.200").get("/api/products")
         next_24 = APIClient(REMOTE_ADDR="10.9.2.1").get("/api/products")
     assert (same_24.status_code, next_24.status_code) == (429, 200)
+
+
+def test_with_the_cache_off_a_counter_read_that_failed_still_rests_the_counters(
+    product, monkeypatch
+) -> None:
+    """No cache lookup fails first to start the rest: the counters' own failure must."""
+    calls: list[str] = []
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["group"])
+        return real(*args, **kwargs)
+
+    real = throttling.get_usage
+    monkeypatch.setattr(throttling, "get_usage", counting)
+    caches = {"default": {**settings.CACHES["default"]}}
+    caches["default"]["LOCATION"] = f"redis://127.0.0.1:{CLOSED_PORT}/0"
+    client = APIClient(REMOTE_ADDR="10.9.0.12")
+    with override_settings(CACHES=caches, RATELIMIT_READS="100/m", PRODUCT_CACHE_ENABLED=False):
+        statuses = [client.get("/api/products/search?name=x").status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    assert len(calls) == 1, calls
