@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, IntegrityError
-from django.test import Client
+from django.http import Http404
+from django.test import Client, RequestFactory
+from django.urls import resolve
 
-from products.api.errors import api_exception_handler
+from products.api.errors import api_exception_handler, handler403, handler404
 from products.models import Product
 
 pytestmark = pytest.mark.django_db
@@ -77,3 +82,43 @@ def test_an_accept_header_the_api_cannot_answer_is_a_406_not_acceptable(product)
     response = Client().get(f"/api/products/{product.id}", HTTP_ACCEPT="application/xml")
     assert response.status_code == 406
     assert response.json()["error"]["code"] == "not_acceptable"
+
+
+def test_an_unknown_api_url_is_a_404_that_names_no_url_patterns() -> None:
+    """Django's Resolver404 carries the URL patterns it tried: never the client's to read."""
+    response = Client().get("/api/no-such-thing/")
+    assert response.status_code == 404
+    assert response.json()["error"] == {"code": "not_found", "message": "No such resource."}
+
+
+def test_a_404_a_routed_view_raises_keeps_its_message() -> None:
+    request = RequestFactory().get("/api/products/1")
+    request.resolver_match = resolve("/api/products/1")
+    response = handler404(request, Http404("No product 1."))
+    assert json.loads(response.content)["error"]["message"] == "No product 1."
+
+
+@pytest.mark.parametrize(
+    ("exception", "message"),
+    [
+        (
+            DjangoPermissionDenied("Writes are closed for the stock count."),
+            "Writes are closed for the stock count.",
+        ),
+        (DjangoPermissionDenied(), "Permission denied."),
+        (None, "Permission denied."),
+    ],
+)
+def test_an_api_403_says_why_or_that_permission_is_denied(exception, message: str) -> None:
+    response = handler403(RequestFactory().get("/api/products"), exception)
+    assert response.status_code == 403
+    assert json.loads(response.content)["error"] == {
+        "code": "permission_denied",
+        "message": message,
+    }
+
+
+def test_a_403_outside_the_api_is_djangos_page() -> None:
+    response = handler403(RequestFactory().get("/admin/"), DjangoPermissionDenied())
+    assert response.status_code == 403
+    assert response["Content-Type"].startswith("text/html")
