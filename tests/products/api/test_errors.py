@@ -12,6 +12,7 @@ from django.db import DataError, IntegrityError
 from django.http import Http404
 from django.test import Client, RequestFactory
 from django.urls import resolve
+from rest_framework import exceptions
 
 from products.api.errors import api_exception_handler, handler403, handler404
 from products.models import Product
@@ -122,3 +123,17 @@ def test_a_403_outside_the_api_is_djangos_page() -> None:
     response = handler403(RequestFactory().get("/admin/"), DjangoPermissionDenied())
     assert response.status_code == 403
     assert response["Content-Type"].startswith("text/html")
+
+
+def test_a_validation_error_without_fields_is_one_of_the_whole_input() -> None:
+    response = api_exception_handler(exceptions.ValidationError("Inconsistent."), {})
+    assert response is not None
+    assert response.status_code == 400
+    assert response.data["error"]["fields"] == {"non_field_errors": ["Inconsistent."]}
+
+
+def test_nested_field_errors_are_flattened_to_messages_naming_their_key() -> None:
+    exc = exceptions.ValidationError({"price": {"amount": ["Too big."], "currency": ["Unknown."]}})
+    response = api_exception_handler(exc, {})
+    assert response is not None
+    assert response.data["error"]["fields"] == {"price": ["amount: Too big.", "currency: Unknown."]}
