@@ -8,7 +8,7 @@ import json
 import pytest
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DataError, IntegrityError
+from django.db import DataError, IntegrityError, OperationalError
 from django.http import Http404
 from django.test import Client, RequestFactory
 from django.urls import resolve
@@ -137,3 +137,12 @@ def test_nested_field_errors_are_flattened_to_messages_naming_their_key() -> Non
     response = api_exception_handler(exc, {})
     assert response is not None
     assert response.data["error"]["fields"] == {"price": ["amount: Too big.", "currency: Unknown."]}
+
+
+def test_a_database_outage_a_view_meets_is_logged(caplog) -> None:
+    """One line a minute says so (errors.DATABASE_DOWN): the 503s alone would not tell."""
+    response = api_exception_handler(OperationalError("connection refused"), {})
+    assert response is not None
+    assert response.status_code == 503
+    (record,) = [r for r in caplog.records if r.name == "products.api.errors"]
+    assert record.getMessage() == "database unavailable: OperationalError: connection refused"
