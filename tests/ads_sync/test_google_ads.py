@@ -17,6 +17,7 @@ import traceback
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -1180,3 +1181,41 @@ def test_the_backoff_doubles_per_attempt_with_jitter_in_its_upper_half_up_to_the
         state.attempt_number = attempt
         delays = [google_ads._wait(state) for _ in range(50)]
         assert all(backoff / 2 <= delay <= backoff for delay in delays), (attempt, delays)
+
+
+def _wait_with_random_at(monkeypatch, end: str, state: RetryCallState) -> float:
+    """_wait's delay when the jitter comes out at the `end` ("low" or "high") of its range."""
+    pick = (lambda low, high: low) if end == "low" else (lambda low, high: high)
+    monkeypatch.setattr(google_ads, "random", SimpleNamespace(uniform=pick))
+    return google_ads._wait(state)
+
+
+@pytest.mark.parametrize(("end", "delay"), [("low", 2.0), ("high", 4.0)])
+def test_the_backoffs_jitter_spans_its_whole_upper_half(settings, monkeypatch, end, delay):
+    settings.ADS_SYNC_RETRY_BASE_S = 1.0
+    settings.ADS_SYNC_RETRY_MAX_S = 6.0
+    state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = 3  # a backoff of 4 s
+
+    assert _wait_with_random_at(monkeypatch, end, state) == delay
+
+
+@pytest.mark.parametrize(
+    ("retry_delay_s", "end", "delay"),
+    [
+        (5.0, "low", 5.0),
+        (5.0, "high", 6.0),  # the jitter is at most one base ...
+        (0.5, "high", 1.0),  # ... and at most the server's delay
+    ],
+)
+def test_a_servers_retry_delay_is_a_floor_with_jitter_on_top(
+    settings, monkeypatch, retry_delay_s, end, delay
+):
+    settings.ADS_SYNC_RETRY_BASE_S = 1.0
+    settings.ADS_SYNC_RETRY_MAX_S = 6.0
+    state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
+    state.set_exception(
+        (google_ads._Transient, google_ads._Transient("quota", retry_delay=retry_delay_s), None)
+    )
+
+    assert _wait_with_random_at(monkeypatch, end, state) == delay
