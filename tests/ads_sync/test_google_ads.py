@@ -263,6 +263,14 @@ def test_an_error_that_keeps_no_call_has_no_failure_and_no_request_id() -> None:
     assert google_ads._failure_of(api_exceptions.Unknown("Unknown")) == (None, None)
 
 
+def test_the_request_id_of_the_trailing_metadata_is_kept_when_the_failure_has_none() -> None:
+    failure, request_id = google_ads._failure_of(_UnknownCall(failure=True))
+
+    assert failure is not None
+    assert not failure.request_id
+    assert request_id == "sandbox-request"
+
+
 def test_an_oauth_client_the_token_endpoint_does_not_authorize_names_the_client_settings() -> None:
     refused = auth_exceptions.RefreshError("unauthorized_client: Unauthorized", {})
 
