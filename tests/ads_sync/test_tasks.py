@@ -18,6 +18,7 @@ from celery import group as celery_group
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from celery.signals import task_postrun
 from django.conf import settings as django_settings
+from django.core.cache import cache
 from django.db import OperationalError, connection
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -841,6 +842,19 @@ def test_a_run_sent_again_is_suspected_afresh_before_it_is_sent_a_second_time(
     sent = _record_fan_out(monkeypatch)
     assert [tasks.resend_lost() for _ in range(4)] == [0, 3, 0, 3]
     assert len(sent) == 6
+
+
+def test_a_runs_suspicion_outlasts_the_wait_for_the_next_check(
+    one_account: str, tmp_path: Path, monkeypatch
+) -> None:
+    """Kept for the cache's default 5 minutes, it was gone at every next check, 10 minutes
+    later, and no lost run was ever sent again."""
+    run = _lost_run(one_account, tmp_path, quiet_for=tasks.LOST_AFTER * 2)
+    monkeypatch.setattr(tasks.broker, "tasks_lost", lambda queue, run_ids: True)
+    assert tasks.resend_lost() == 0  # suspected
+    (entry,) = [e for e in django_settings.PERIODIC_TASKS if e["task"] == "ads_sync.resend_lost"]
+    every_s = 60 * int(str(entry["crontab"]["minute"]).removeprefix("*/"))  # type: ignore[index]
+    assert cache.ttl(tasks._lost_key(run.pk)) > every_s  # type: ignore[attr-defined]
 
 
 def test_a_run_started_long_ago_that_moved_lately_is_not_suspected(
