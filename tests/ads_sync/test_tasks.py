@@ -844,6 +844,20 @@ def test_a_run_sent_again_is_suspected_afresh_before_it_is_sent_a_second_time(
     assert len(sent) == 6
 
 
+def test_the_broker_is_asked_about_each_quiet_run_by_its_id(
+    one_account: str, tmp_path: Path, monkeypatch
+) -> None:
+    """tasks_lost matches the run ids of the sync_day tasks workers hold: asked about anything
+    else, it found none of a run's held tasks, and had them sent again."""
+    run = _lost_run(one_account, tmp_path, quiet_for=tasks.LOST_AFTER * 2)
+    asked: list[list[object]] = []
+    monkeypatch.setattr(
+        tasks.broker, "tasks_lost", lambda queue, run_ids: asked.append(list(run_ids)) or False
+    )
+    assert tasks.resend_lost() == 0
+    assert asked == [[run.pk]]
+
+
 def test_a_runs_suspicion_outlasts_the_wait_for_the_next_check(
     one_account: str, tmp_path: Path, monkeypatch
 ) -> None:
