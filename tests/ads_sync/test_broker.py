@@ -13,7 +13,7 @@ from celery.app.control import Inspect
 from kombu import Consumer
 from kombu import Queue as KombuQueue
 
-from ads_sync import broker
+from ads_sync import broker, tasks
 from inventory_project.celery import app as celery_app
 from tests.processes import closed_port
 
@@ -144,6 +144,25 @@ def test_a_message_waiting_in_the_queue_leaves_the_tasks_not_lost() -> None:
         time.sleep(0.05)
 
     assert broker.tasks_lost(queue, [NO_SUCH_RUN]) is False
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_a_task_of_another_run_a_worker_holds_leaves_this_run_lost() -> None:
+    """A worker busy with other runs' days kept a run whose tasks were lost from being sent
+    again for as long as it was busy."""
+    queue = celery_app.conf.task_default_queue
+    other_run = NO_SUCH_RUN - 1
+    held = tasks.sync_day.apply_async(("1234567890", "2000-01-01", other_run), countdown=60)
+    try:
+        deadline = time.monotonic() + 10  # the worker takes it from the queue, to hold it
+        while broker.queue_counts(queue) != (0, 1):
+            assert time.monotonic() < deadline, broker.queue_counts(queue)
+            time.sleep(0.05)
+        # Asked again while a loaded machine's worker misses a broadcast (then: not lost).
+        assert any(broker.tasks_lost(queue, [NO_SUCH_RUN]) for _ in range(5))
+        assert not broker.tasks_lost(queue, [other_run])
+    finally:
+        held.revoke()
 
 
 def _lost_once_asked(monkeypatch, command: str, answer: object) -> bool:
