@@ -222,6 +222,28 @@ def test_a_planning_asked_to_wait_for_the_lock_plans_once_the_other_one_lets_go(
     assert len(plan.days) == len(sent) == 8
 
 
+def test_a_postgresql_planning_lock_got_at_once_is_free_again_once_let_go(settings) -> None:
+    """A planner asked to wait that got it at its first try took it again at every poll until
+    its wait ran out, and letting go once left the session holding it: every other planner
+    was locked out until that connection closed."""
+    caches = {"default": {**django_settings.CACHES["default"]}}
+    caches["default"]["LOCATION"] = f"redis://127.0.0.1:{CLOSED_PORT}/0"
+    settings.CACHES = caches
+    with locks.planning_lock(wait_s=0.5) as lock:
+        assert lock
+    taken: list[bool] = []
+
+    def other_planner() -> None:
+        with locks.advisory_lock() as got:
+            taken.append(got)
+        connection.close()
+
+    thread = threading.Thread(target=other_planner)
+    thread.start()
+    thread.join(10)
+    assert taken == [True]
+
+
 @pytest.mark.usefixtures("sync_worker")
 def test_transient_faults_and_an_expiring_token_still_finish_every_day_once(
     ads_sandbox, short_history: Path
