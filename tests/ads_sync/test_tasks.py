@@ -222,6 +222,28 @@ def test_a_planning_asked_to_wait_for_the_lock_plans_once_the_other_one_lets_go(
     assert len(plan.days) == len(sent) == 8
 
 
+def test_a_planning_that_waits_for_the_lock_in_vain_gives_up_when_its_wait_is_over(
+    one_account, short_history: Path
+) -> None:
+    """--lock-wait bounds the wait: without its timeout, Redis' lock waited for as long as the
+    other planning held the lock, a crashed one's for its whole TTL."""
+    plans: list[services.Plan | None] = []
+
+    def second_planner() -> None:
+        try:
+            plans.append(tasks.run_start(trigger="backfill", lock_wait_s=0.2))
+        finally:
+            connection.close()
+
+    with locks.planning_lock() as held:
+        assert held
+        thread = threading.Thread(target=second_planner)
+        thread.start()
+        thread.join(30)
+        assert not thread.is_alive()
+    assert plans == [None]
+
+
 def test_a_postgresql_planning_lock_got_at_once_is_free_again_once_let_go(settings) -> None:
     """A planner asked to wait that got it at its first try took it again at every poll until
     its wait ran out, and letting go once left the session holding it: every other planner
