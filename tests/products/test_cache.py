@@ -1263,6 +1263,7 @@ def _page_entries() -> list[bytes]:
     [
         ("/api/products", "limit=100&cb=8f3a", "limit=100"),
         ("/api/products/search", "name=steel&cb=8f3a", "name=steel"),
+        ("/api/products", "limit=100&cb=", "limit=100"),  # blank: a parameter all the same
         # The views take these spellings of a number too, each a key of its own.
         ("/api/products", "limit=0100", "limit=100"),
         ("/api/products", "limit=%20100", "limit=100"),
