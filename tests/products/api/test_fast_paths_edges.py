@@ -243,3 +243,13 @@ def test_settings_django_applies_are_applied_alike(
         )
     assert fast == alone
     assert Product.objects.count() == 3
+
+
+@override_settings(DATA_UPLOAD_MAX_NUMBER_FIELDS=None, PRODUCT_CACHE_ENABLED=True)
+def test_with_no_limit_on_a_querys_fields_pages_are_still_answered_from_the_cache(stack) -> None:
+    """None is Django's setting for no limit: too_many_fields must not compare with it."""
+    app, django = stack
+    ProductFactory.create_batch(3)
+    first = send(app, "GET", "/api/products", QUERY_STRING="limit=2")
+    again = send(app, "GET", "/api/products", QUERY_STRING="limit=2")
+    assert (first[0], again[0], django.calls) == (200, 200, 0)
