@@ -253,3 +253,18 @@ def test_with_no_limit_on_a_querys_fields_pages_are_still_answered_from_the_cach
     first = send(app, "GET", "/api/products", QUERY_STRING="limit=2")
     again = send(app, "GET", "/api/products", QUERY_STRING="limit=2")
     assert (first[0], again[0], django.calls) == (200, 200, 0)
+
+
+def test_with_ssl_redirect_on_a_cached_page_is_answered_over_https_and_redirected_over_http() -> (
+    None
+):
+    ProductFactory.create_batch(3)
+    https = {"wsgi.url_scheme": "https"}
+    with override_settings(PRODUCT_CACHE_ENABLED=True, SECURE_SSL_REDIRECT=True):
+        # Built here: SecurityMiddleware reads the setting once, as it is built.
+        django = CountingDjango()
+        app = CachedReadsApp(ProductPagesApp(ProductUpdateApp(django)))
+        send(app, "GET", "/api/products", QUERY_STRING="limit=2", **https)  # stored
+        hit = send(app, "GET", "/api/products", QUERY_STRING="limit=2", **https)
+        plain = send(app, "GET", "/api/products", QUERY_STRING="limit=2")
+    assert (hit[0], plain[0], django.calls) == (200, 301, 1)
