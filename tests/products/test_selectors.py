@@ -157,3 +157,11 @@ def test_a_keyset_search_page_names_the_next_only_while_more_match() -> None:
     assert first.next_after_id == steel[1].id
     last = selectors.product_search_after(filters=filters, after_id=steel[1].id, limit=2)
     assert ([p.id for p in last.products], last.next_after_id) == ([steel[2].id], None)
+
+
+@pytest.mark.django_db
+def test_a_keyset_page_that_takes_the_last_rows_exactly_names_no_next() -> None:
+    products = ProductFactory.create_batch(4)
+    page = selectors.product_list_after(after_id=products[1].id, limit=2)
+    assert [p.id for p in page.products] == [products[2].id, products[3].id]
+    assert page.next_after_id is None
