@@ -211,6 +211,18 @@ def test_a_raw_utf8_query_does_not_share_a_key_with_its_mojibake(stack) -> None:
             },
         ),
         ({"HTTP_X_FORWARDED_HOST": "evil.example"}, [], {"USE_X_FORWARDED_HOST": True}),
+        # The proxy headers are taken only where the settings say so: an allowed host or another
+        # port from the client would otherwise go into the links of a page cached for everyone.
+        ({"HTTP_X_FORWARDED_HOST": "localhost"}, [], {}),
+        (
+            {"SERVER_NAME": "testserver", "SERVER_PORT": "80", "HTTP_X_FORWARDED_PORT": "8443"},
+            ["HTTP_HOST"],
+            {},
+        ),
+        ({}, [], {"SECURE_HSTS_SECONDS": 3600}),  # plain HTTP: no HSTS
+        # DEBUG's own hosts stand in for an empty ALLOWED_HOSTS, and only under DEBUG.
+        ({"HTTP_HOST": "localhost"}, [], {"ALLOWED_HOSTS": []}),
+        ({"HTTP_HOST": "localhost"}, [], {"ALLOWED_HOSTS": [], "DEBUG": True}),
         ({"HTTP_HOST": ""}, [], {"ALLOWED_HOSTS": ["*"]}),  # "*" allows no empty host
         (
             {"HTTP_X_FORWARDED_PROTO": "https"},

@@ -424,3 +424,13 @@ def test_a_connection_the_server_closed_since_the_last_request_is_not_used_for_t
     wait_until_session_ended(pid)
     status, _, _ = get(app, "/api/products", "limit=2")
     assert (status, django.calls) == (200, 0)
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=False, DEBUG=True, ALLOWED_HOSTS=[])
+def test_under_debug_with_no_allowed_hosts_a_localhost_page_is_answered_here(stack) -> None:
+    """Django then allows localhost and its addresses (`make run`'s local settings): so does
+    this path, rather than sending every page to the view."""
+    app, django = stack
+    ProductFactory.create_batch(3)
+    status, _, _ = get(app, "/api/products", "limit=2", HTTP_HOST="localhost:8000")
+    assert (status, django.calls) == (200, 0)
