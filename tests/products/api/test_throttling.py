@@ -27,6 +27,17 @@ def test_reads_over_the_limit_are_429_with_retry_after(product) -> None:
     assert 1 <= int(response["Retry-After"]) <= 60
 
 
+def test_a_client_refused_in_the_windows_last_second_is_told_to_wait_a_second(
+    product, monkeypatch
+) -> None:
+    """django-ratelimit's time left is whole seconds to the window's end, 0 in its last second:
+    `Retry-After: 0` would send the client straight back into the same window."""
+    refused = {"should_limit": True, "time_left": 0}
+    monkeypatch.setattr(throttling, "count_once", lambda request, **kwargs: refused)
+    response = APIClient(REMOTE_ADDR="10.9.0.9").get(f"/api/products/{product.id}")
+    assert (response.status_code, response["Retry-After"]) == (429, "1")
+
+
 def test_limits_are_per_client_ip(product) -> None:
     first, second = APIClient(REMOTE_ADDR="10.9.0.1"), APIClient(REMOTE_ADDR="10.9.0.2")
     with override_settings(RATELIMIT_READS="2/m"):
