@@ -291,6 +291,7 @@ def test_bad_arguments_are_refused_with_a_message() -> None:
         (["--days", "1000000"], "before 2000-01-01"),
         (["--start", "2099-01-01", "--end", "2099-01-05"], "in the future"),
         (["--days", "2", "--start", "2025-01-01"], "use either --days or --start/--end"),
+        (["--days", "2", "--end", "2025-01-05"], "use either --days or --start/--end"),
         (["--days", "0"], "--days must be at least 1"),
         (["--start", "1999-12-31", "--end", "2000-01-05"], "--start 1999-12-31 is before 2000"),
         (["--end", "2025-01-05", "--customer", "1234567890"], "--end needs --start"),
@@ -300,6 +301,22 @@ def test_arguments_that_cannot_name_a_day_or_an_account_are_refused(args, messag
     with pytest.raises(CommandError, match=message) as refused:
         call_command("backfill_ads", *args)
     assert refused.value.returncode == backfill_ads.USAGE  # 1 was also "a date failed"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--start", "2000-01-01", "--end", "2000-01-05"],
+        lambda: ["--days", str((dt.datetime.now(dt.UTC).date() - backfill_ads.EARLIEST).days)],
+    ],
+    ids=["start", "days"],
+)
+def test_a_range_reaching_back_to_the_earliest_day_is_taken(settings, args) -> None:
+    """2000-01-01 itself may be asked for, by --start or by --days: with no customer
+    configured, the missing customer is all that the command refuses."""
+    settings.GOOGLE_ADS_CUSTOMER_IDS = []
+    with pytest.raises(CommandError, match="set GOOGLE_ADS_CUSTOMER_IDS or pass --customer"):
+        call_command("backfill_ads", *(args() if callable(args) else args))
 
 
 def test_no_customer_given_or_configured_is_refused_naming_both_ways(settings) -> None:
