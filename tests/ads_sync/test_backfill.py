@@ -247,6 +247,19 @@ def test_an_output_dir_that_cannot_be_written_is_refused_before_planning(tmp_pat
     assert not SyncRun.objects.exists()
 
 
+def test_without_output_dir_the_settings_folder_is_the_one_written(
+    tmp_path: Path, settings
+) -> None:
+    """Told by the folder refused: the one of ADS_SYNC_OUTPUT_DIR, here one that cannot be
+    made, so that nothing is planned."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    settings.ADS_SYNC_OUTPUT_DIR = blocker / "out"
+    with pytest.raises(CommandError, match=f"cannot write CSV files in {blocker / 'out'}:"):
+        call_command("backfill_ads", "--days", "2", "--customer", "1234567890")
+    assert not SyncRun.objects.exists()
+
+
 @pytest.mark.usefixtures("sync_worker")
 def test_a_csv_rewrite_that_fails_after_planning_leaves_no_day_without_its_task(
     ads_sandbox, tmp_path: Path, monkeypatch
