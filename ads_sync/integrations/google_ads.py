@@ -587,9 +587,13 @@ def _failure_of(exc: BaseException) -> tuple[Any, str | None]:
                 logger.warning("undecodable %s in trailing metadata", _FAILURE_KEY)
         elif key == "request-id":
             request_id = value.decode() if isinstance(value, bytes) else str(value)
-    if request_id is None and failure is not None and failure.request_id:
-        request_id = str(failure.request_id)
-    return failure, request_id
+    return failure, request_id or _request_id_of(failure)
+
+
+def _request_id_of(failure: Any) -> str | None:
+    """The request id a GoogleAdsFailure carries, if it has one (besides the trailing metadata's
+    "request-id", which may be left out)."""
+    return str(failure.request_id) if failure is not None and failure.request_id else None
 
 
 def _retry_delay_s(failure: Any) -> float | None:
@@ -617,7 +621,8 @@ def _raise_classified(exc: Exception, what: str) -> NoReturn:
     if isinstance(exc, GoogleAdsException):
         code = exc.error.code()
         message = _messages(exc.failure) or str(exc.error.details())
-        request_id = exc.request_id
+        # The library reads it from the trailing metadata alone.
+        request_id = exc.request_id or _request_id_of(exc.failure)
         if code == grpc.StatusCode.UNAUTHENTICATED:
             raise _Unauthenticated(message) from _safe_cause(exc)
         if code in _TRANSIENT_CODES:  # an UNKNOWN here has a failure: no reset

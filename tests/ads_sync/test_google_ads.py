@@ -372,8 +372,11 @@ def test_a_request_id_sent_in_the_google_ads_failure_alone_is_named(ads_sandbox)
     assert f"(request id {call['request_id']})" in str(raised.value)
 
 
-def test_permission_denied_fails_at_once_with_the_request_id(ads_sandbox):
-    ads_sandbox.configure(denied_customers=[CUSTOMER])
+@pytest.mark.parametrize("request_id_metadata", [True, False])
+def test_permission_denied_fails_at_once_with_the_request_id(ads_sandbox, request_id_metadata):
+    """Without the trailing metadata's request-id, the library's GoogleAdsException has none
+    (it reads only that): the failure's own is named."""
+    ads_sandbox.configure(denied_customers=[CUSTOMER], request_id_metadata=request_id_metadata)
 
     with pytest.raises(PermanentAdsError) as raised:
         google_ads.fetch_data(CUSTOMER, DAY)
