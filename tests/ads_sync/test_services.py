@@ -316,6 +316,15 @@ def test_a_task_of_an_older_run_does_not_take_over_a_day_planned_by_a_newer_one(
     assert (entry.run_id, entry.state) == (new.pk, SyncDay.State.RUNNING)
 
 
+def test_a_task_of_a_run_that_no_longer_exists_is_skipped_saying_why(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    run_id = run.pk
+    run.delete()
+    outcome = services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run_id)
+    assert outcome == services.DayOutcome(state="skipped", error=f"run {run_id} no longer exists")
+    assert not SyncDay.objects.exists()
+
+
 def test_a_failure_before_the_day_started_still_settles_the_run(tmp_path: Path) -> None:
     run = _run(tmp_path)
     SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
