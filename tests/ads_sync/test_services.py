@@ -325,6 +325,43 @@ def test_a_task_of_a_run_that_no_longer_exists_is_skipped_saying_why(tmp_path: P
     assert not SyncDay.objects.exists()
 
 
+def test_an_interrupt_during_the_fetch_is_raised_and_leaves_the_day_to_its_task(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A worker stopped in the middle of a fetch (Ctrl-C): not the account's failure, counted
+    toward the day's backoff; the day stays running for its task to settle or redeliver."""
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    run = _run(tmp_path)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(services.google_ads, "fetch_data", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+    entry = SyncDay.objects.get()
+    assert (entry.state, entry.failures, entry.last_error) == (SyncDay.State.RUNNING, 0, "")
+
+
+def test_a_database_error_writing_the_days_file_is_raised_not_recorded_as_a_file_not_written(
+    tmp_path: Path, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    run = _run(tmp_path)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
+
+    def database_gone(**kwargs: object) -> None:
+        raise OperationalError("the connection is closed")
+
+    monkeypatch.setattr(services.google_ads, "fetch_data", lambda *args, **kwargs: [campaign_day()])
+    monkeypatch.setattr(services, "day_csv_write", database_gone)
+    with pytest.raises(OperationalError), django_capture_on_commit_callbacks(execute=True):
+        services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+    entry = SyncDay.objects.get()
+    assert (entry.state, entry.last_error) == (SyncDay.State.RUNNING, "")
+
+
 def test_a_failure_before_the_day_started_still_settles_the_run(tmp_path: Path) -> None:
     run = _run(tmp_path)
     SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
