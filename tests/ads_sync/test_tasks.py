@@ -319,12 +319,31 @@ class _Unpublishable:
         raise KombuOperationalError("[Errno 111] Connection refused")
 
 
-def test_a_fan_out_that_cannot_be_sent_fails_its_days_so_the_next_plan_takes_them(
-    monkeypatch, tmp_path: Path
+class _Interrupted:
+    """A group whose sending Ctrl-C stops (backfill_ads runs the fan-out in its own process)."""
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    def apply_async(self) -> None:
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    ("group", "raised"),
+    [
+        (_Unpublishable, KombuOperationalError),
+        # Caught as an Exception only, an interrupted backfill left its days pending in an open
+        # run: in flight, planned by nobody, for 12 hours.
+        (_Interrupted, KeyboardInterrupt),
+    ],
+)
+def test_a_fan_out_that_is_not_sent_fails_its_days_so_the_next_plan_takes_them(
+    monkeypatch, tmp_path: Path, group: type, raised: type[BaseException]
 ) -> None:
     AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
-    monkeypatch.setattr(tasks, "group", _Unpublishable)
-    with pytest.raises(KombuOperationalError):
+    monkeypatch.setattr(tasks, "group", group)
+    with pytest.raises(raised):
         tasks.run_start(
             trigger="backfill", customer_ids=["1111111111"], days=2, output_dir=tmp_path
         )
@@ -338,32 +357,6 @@ def test_a_fan_out_that_cannot_be_sent_fails_its_days_so_the_next_plan_takes_the
     )
     assert again is not None
     assert len(again.days) == 2
-
-
-class _Interrupted:
-    """A group whose sending Ctrl-C stops (backfill_ads runs the fan-out in its own process)."""
-
-    def __init__(self, *args: object) -> None:
-        pass
-
-    def apply_async(self) -> None:
-        raise KeyboardInterrupt
-
-
-def test_a_fan_out_stopped_by_ctrl_c_fails_its_days_so_the_next_plan_takes_them(
-    monkeypatch, tmp_path: Path
-) -> None:
-    """Caught as an Exception only, an interrupted backfill left its days pending in an open
-    run: in flight, planned by nobody, for 12 hours."""
-    AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
-    monkeypatch.setattr(tasks, "group", _Interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        tasks.run_start(
-            trigger="backfill", customer_ids=["1111111111"], days=2, output_dir=tmp_path
-        )
-    run = SyncRun.objects.get()
-    assert (run.planned, run.failed, run.finished_at is not None) == (2, 2, True)
-    assert set(SyncDay.objects.values_list("state", flat=True)) == {SyncDay.State.FAILED}
 
 
 def test_the_daily_detection_is_retried_while_a_backfill_holds_the_planning_lock() -> None:

@@ -17,6 +17,28 @@ pytestmark = pytest.mark.django_db
 CLOSED_PORT = 1
 
 
+def _through_proxy(
+    forwarded: list[str], *, proxy: str = "127.0.0.1", rate: str = "2/m", **settings: object
+) -> list[int]:
+    """The statuses of reads through a proxy at `proxy` (trusted, one of them unless `settings`
+    say otherwise), one per X-Forwarded-For in `forwarded`, in turn."""
+    client = APIClient(REMOTE_ADDR=proxy)
+    limits = {"RATELIMIT_READS": rate, "TRUSTED_PROXY_COUNT": 1, **settings}
+    with override_settings(**limits):
+        return [
+            client.get("/api/products", HTTP_X_FORWARDED_FOR=entry).status_code
+            for entry in forwarded
+        ]
+
+
+def _from(addresses: list[str], **settings: object) -> list[int]:
+    """The statuses of reads from clients at `addresses`, one each, in turn, at 2 a minute."""
+    with override_settings(RATELIMIT_READS="2/m", **settings):
+        return [
+            APIClient(REMOTE_ADDR=address).get("/api/products").status_code for address in addresses
+        ]
+
+
 def test_reads_over_the_limit_are_429_with_retry_after(product) -> None:
     client = APIClient(REMOTE_ADDR="10.9.0.1")
     with override_settings(RATELIMIT_READS="3/m"):
@@ -154,52 +176,30 @@ def test_forged_x_forwarded_for_does_not_reset_the_limit(product) -> None:
 
 
 def test_behind_a_trusted_proxy_the_proxy_appended_address_is_the_client(product) -> None:
-    proxy = APIClient(REMOTE_ADDR="127.0.0.1")
-    with override_settings(RATELIMIT_READS="2/m", TRUSTED_PROXY_COUNT=1):
-        for _ in range(2):
-            # The client forged a first entry; the proxy appended the real address last.
-            proxy.get("/api/products", HTTP_X_FORWARDED_FOR="6.6.6.6, 10.9.0.4")
-        limited = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="7.7.7.7, 10.9.0.4")
-        other = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="6.6.6.6, 10.9.0.5")
-    assert (limited.status_code, other.status_code) == (429, 200)
+    # The client forged a first entry; the proxy appended the real address last.
+    forwarded = [*["6.6.6.6, 10.9.0.4"] * 2, "7.7.7.7, 10.9.0.4", "6.6.6.6, 10.9.0.5"]
+    assert _through_proxy(forwarded) == [200, 200, 429, 200]
 
 
 def test_a_forwarded_for_shorter_than_the_proxy_chain_counts_as_the_peer(product) -> None:
     """Two proxies should have appended two entries: with one, which address is the client's
     is unknown, and the peer counts (without the check: an IndexError, a 500)."""
-    proxy = APIClient(REMOTE_ADDR="127.0.0.1")
-    with override_settings(RATELIMIT_READS="2/m", TRUSTED_PROXY_COUNT=2):
-        statuses = [
-            proxy.get("/api/products", HTTP_X_FORWARDED_FOR=f"203.0.113.{n}").status_code
-            for n in range(3)
-        ]
-    assert statuses == [200, 200, 429]
+    forwarded = [f"203.0.113.{n}" for n in range(3)]
+    assert _through_proxy(forwarded, TRUSTED_PROXY_COUNT=2) == [200, 200, 429]
 
 
 def test_an_ipv6_client_is_limited_by_its_64_not_by_its_address(product) -> None:
-    with override_settings(RATELIMIT_READS="2/m"):
-        for n in range(2):
-            APIClient(REMOTE_ADDR=f"2001:db8:9:1::{n + 1}").get("/api/products")
-        same_64 = APIClient(REMOTE_ADDR="2001:db8:9:1:ffff::1").get("/api/products")
-        next_64 = APIClient(REMOTE_ADDR="2001:db8:9:2::1").get("/api/products")
-    assert (same_64.status_code, next_64.status_code) == (429, 200)
+    # Two addresses of one /64, a third of it, and one of the next /64.
+    addresses = ["2001:db8:9:1::1", "2001:db8:9:1::2", "2001:db8:9:1:ffff::1", "2001:db8:9:2::1"]
+    assert _from(addresses) == [200, 200, 429, 200]
 
 
 def test_an_ipv4_mapped_ipv6_address_counts_as_its_ipv4_address(product) -> None:
-    with override_settings(RATELIMIT_READS="2/m"):
-        for _ in range(2):
-            APIClient(REMOTE_ADDR="10.9.0.10").get("/api/products")
-        mapped = APIClient(REMOTE_ADDR="::ffff:10.9.0.10").get("/api/products")
-    assert mapped.status_code == 429
+    assert _from(["10.9.0.10", "10.9.0.10", "::ffff:10.9.0.10"]) == [200, 200, 429]
 
 
 def test_a_forwarded_entry_that_is_no_address_is_counted_as_it_is(product) -> None:
-    proxy = APIClient(REMOTE_ADDR="127.0.0.1")
-    with override_settings(RATELIMIT_READS="2/m", TRUSTED_PROXY_COUNT=1):
-        statuses = [
-            proxy.get("/api/products", HTTP_X_FORWARDED_FOR="unknown").status_code for _ in range(3)
-        ]
-    assert statuses == [200, 200, 429]
+    assert _through_proxy(["unknown"] * 3) == [200, 200, 429]
 
 
 def test_switched_off_there_is_no_limit(product) -> None:
@@ -256,22 +256,18 @@ def test_a_client_reaching_the_server_directly_cannot_choose_its_address(
 
 def test_a_proxy_on_a_unix_socket_is_believed_as_gunicorn_believes_it(product) -> None:
     """Its REMOTE_ADDR is "" (no address): every client behind it shared one rate limit."""
-    proxy = APIClient(REMOTE_ADDR="")
-    with override_settings(RATELIMIT_READS="1/m", TRUSTED_PROXY_COUNT=1):
-        first = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="203.0.113.1")
-        other = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="203.0.113.2")
-        again = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="203.0.113.1")
-    assert [first.status_code, other.status_code, again.status_code] == [200, 200, 429]
+    forwarded = ["203.0.113.1", "203.0.113.2", "203.0.113.1"]
+    assert _through_proxy(forwarded, proxy="", rate="1/m") == [200, 200, 429]
 
 
 def test_a_proxy_in_a_trusted_network_is_believed(product) -> None:
-    proxy = APIClient(REMOTE_ADDR="10.1.2.3")
-    with override_settings(
-        RATELIMIT_READS="1/m", TRUSTED_PROXY_COUNT=1, TRUSTED_PROXY_IPS=["10.0.0.0/8"]
-    ):
-        first = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="203.0.113.1")
-        other = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="203.0.113.2")
-    assert (first.status_code, other.status_code) == (200, 200)
+    statuses = _through_proxy(
+        ["203.0.113.1", "203.0.113.2"],
+        proxy="10.1.2.3",
+        rate="1/m",
+        TRUSTED_PROXY_IPS=["10.0.0.0/8"],
+    )
+    assert statuses == [200, 200]
 
 
 @pytest.mark.parametrize(
@@ -283,20 +279,13 @@ def test_a_proxy_in_a_trusted_network_is_believed(product) -> None:
     ],
 )
 def test_a_forwarded_address_with_a_port_counts_as_its_address(product, entries) -> None:
-    proxy = APIClient(REMOTE_ADDR="127.0.0.1")
-    with override_settings(RATELIMIT_READS="1/m", TRUSTED_PROXY_COUNT=1):
-        statuses = [
-            proxy.get("/api/products", HTTP_X_FORWARDED_FOR=entry).status_code for entry in entries
-        ]
-    assert statuses == [200, 429]
+    assert _through_proxy(entries, rate="1/m") == [200, 429]
 
 
 def test_a_star_in_forwarded_allow_ips_believes_any_peer(product) -> None:
-    proxy = APIClient(REMOTE_ADDR="192.0.2.99")
-    with override_settings(RATELIMIT_READS="1/m", TRUSTED_PROXY_COUNT=1, TRUSTED_PROXY_IPS=["*"]):
-        first = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="203.0.113.1")
-        other = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="203.0.113.2")
-    assert (first.status_code, other.status_code) == (200, 200)
+    forwarded = ["203.0.113.1", "203.0.113.2"]
+    statuses = _through_proxy(forwarded, proxy="192.0.2.99", rate="1/m", TRUSTED_PROXY_IPS=["*"])
+    assert statuses == [200, 200]
 
 
 def test_an_entry_of_forwarded_allow_ips_that_is_no_address_is_left_out_and_named(
@@ -329,23 +318,14 @@ def test_a_request_refused_as_not_acceptable_uses_up_no_reads(product) -> None:
 
 
 def test_forwarded_entries_that_are_no_addresses_are_clients_of_their_own(product) -> None:
-    proxy = APIClient(REMOTE_ADDR="127.0.0.1")
-    with override_settings(RATELIMIT_READS="2/m", TRUSTED_PROXY_COUNT=1):
-        for _ in range(2):
-            proxy.get("/api/products", HTTP_X_FORWARDED_FOR="unknown")
-        limited = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="unknown")
-        other = proxy.get("/api/products", HTTP_X_FORWARDED_FOR="obfuscated")
-    assert (limited.status_code, other.status_code) == (429, 200)
+    forwarded = ["unknown", "unknown", "unknown", "obfuscated"]
+    assert _through_proxy(forwarded) == [200, 200, 429, 200]
 
 
 def test_an_ipv4_mask_makes_each_network_of_that_size_one_client(product) -> None:
     """RATELIMIT_IPV4_MASK=24: a client is its /24, as an IPv6 one is its /64."""
-    with override_settings(RATELIMIT_READS="2/m", RATELIMIT_IPV4_MASK=24):
-        for _ in range(2):
-            APIClient(REMOTE_ADDR="10.9.1.1").get("/api/products")
-        same_24 = APIClient(REMOTE_ADDR="10.9.1.200").get("/api/products")
-        next_24 = APIClient(REMOTE_ADDR="10.9.2.1").get("/api/products")
-    assert (same_24.status_code, next_24.status_code) == (429, 200)
+    addresses = ["10.9.1.1", "10.9.1.1", "10.9.1.200", "10.9.2.1"]
+    assert _from(addresses, RATELIMIT_IPV4_MASK=24) == [200, 200, 429, 200]
 
 
 def test_with_the_cache_off_a_counter_read_that_failed_still_rests_the_counters(
