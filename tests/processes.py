@@ -55,10 +55,15 @@ def process_env(**env: str) -> dict[str, str]:
 
 
 def run_python(code: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """`python -c code *args` run to its end with `process_env(**env)`, its output captured; it
-    must exit 0 (its stderr is the failure's message)."""
+    """`python -c code *args` run to its end as `run` runs a command."""
+    return run(sys.executable, "-c", code, *args, **env)
+
+
+def run(*command: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`command` run to its end with `process_env(**env)`, its output captured; it must exit 0
+    (its stderr is the failure's message)."""
     result = subprocess.run(
-        [sys.executable, "-c", code, *args],
+        command,
         cwd=ROOT,
         env=process_env(**env),
         capture_output=True,

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
-from tests.processes import process_env, run_python
+from tests.processes import run, run_python
 
-ROOT = Path(__file__).resolve().parents[2]
 PASSWORDS = ("redis-s3cret-pw", "broker-s3cret-pw")
 WITH_PASSWORDS = {
     "REDIS_URL": f"redis://:{PASSWORDS[0]}@127.0.0.1:6379/0",
@@ -26,30 +24,18 @@ for with_defaults in (False, True):
 """
 
 
-def _run(*command: str) -> str:
-    result = subprocess.run(
-        command,
-        cwd=ROOT,
-        env=process_env(**WITH_PASSWORDS),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 def test_a_workers_configuration_reply_holds_no_password() -> None:
     """The app took every Django setting: a worker's reply to `inspect conf` held REDIS_URL and
     the cache's LOCATION with their password, and CELERY_BROKER_URL unmasked."""
-    reply = _run(sys.executable, "-c", CONF_REPLY)
+    reply = run_python(CONF_REPLY, **WITH_PASSWORDS).stdout
     assert [password for password in PASSWORDS if password in reply] == []
     assert "REDIS_URL" not in reply
     assert '"task_default_queue"' in reply  # the Celery settings are in it
 
 
 def test_celery_report_prints_no_password() -> None:
-    out = _run(str(Path(sys.executable).parent / "celery"), "-A", "inventory_project", "report")
+    celery = str(Path(sys.executable).parent / "celery")
+    out = run(celery, "-A", "inventory_project", "report", **WITH_PASSWORDS).stdout
     assert [password for password in PASSWORDS if password in out] == []
     assert "task_default_queue" in out
 
