@@ -187,6 +187,23 @@ def test_the_postgresql_planning_lock_waits_as_long_as_asked(settings) -> None:
     assert seen == [True]
 
 
+def _planning_in_a_thread(
+    plans: list[services.Plan | None], lock_wait_s: float
+) -> threading.Thread:
+    """A backfill's planning started in a thread of its own (and its own database connection),
+    waiting up to `lock_wait_s` for the planning lock; its plan is appended to `plans`."""
+
+    def plan() -> None:
+        try:
+            plans.append(tasks.run_start(trigger="backfill", lock_wait_s=lock_wait_s))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=plan)
+    thread.start()
+    return thread
+
+
 def test_a_planning_asked_to_wait_for_the_lock_plans_once_the_other_one_lets_go(
     one_account, monkeypatch, short_history: Path
 ) -> None:
@@ -203,17 +220,10 @@ def test_a_planning_asked_to_wait_for_the_lock_plans_once_the_other_one_lets_go(
             refused.set()
         return got
 
-    def second_planner() -> None:
-        try:
-            plans.append(tasks.run_start(trigger="backfill", lock_wait_s=60))
-        finally:
-            connection.close()
-
     with locks.planning_lock() as held:
         assert held
         monkeypatch.setattr(RedisLock, "do_acquire", do_acquire)
-        thread = threading.Thread(target=second_planner)
-        thread.start()
+        thread = _planning_in_a_thread(plans, lock_wait_s=60)
         assert refused.wait(30)  # it found the lock held: let go now
     thread.join(60)
     assert not thread.is_alive()
@@ -228,17 +238,9 @@ def test_a_planning_that_waits_for_the_lock_in_vain_gives_up_when_its_wait_is_ov
     """--lock-wait bounds the wait: without its timeout, Redis' lock waited for as long as the
     other planning held the lock, a crashed one's for its whole TTL."""
     plans: list[services.Plan | None] = []
-
-    def second_planner() -> None:
-        try:
-            plans.append(tasks.run_start(trigger="backfill", lock_wait_s=0.2))
-        finally:
-            connection.close()
-
     with locks.planning_lock() as held:
         assert held
-        thread = threading.Thread(target=second_planner)
-        thread.start()
+        thread = _planning_in_a_thread(plans, lock_wait_s=0.2)
         thread.join(30)
         assert not thread.is_alive()
     assert plans == [None]
