@@ -9,6 +9,8 @@ from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
 
+from products import cache as product_cache
+
 pytestmark = pytest.mark.django_db
 
 CLOSED_PORT = 1
@@ -102,10 +104,12 @@ def test_posts_refused_for_their_csrf_token_do_not_count() -> None:
 
 
 def test_no_limit_with_rate_limits_off(settings) -> None:
+    """And no counter asked is no outage: the product cache goes on using Redis."""
     settings.RATELIMIT_ENABLE = False
     client = Client()
     for _ in range(5):
         assert guess(client).status_code == 200
+    assert not product_cache.redis_resting()
 
 
 def test_with_redis_down_logins_are_not_limited_and_the_outage_is_logged(caplog) -> None:
