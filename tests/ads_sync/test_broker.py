@@ -147,12 +147,20 @@ def test_a_message_waiting_in_the_queue_leaves_the_tasks_not_lost() -> None:
 
 
 @pytest.mark.usefixtures("sync_worker")
-def test_a_task_of_another_run_a_worker_holds_leaves_this_run_lost() -> None:
+@pytest.mark.parametrize("by_name", [False, True], ids=["args", "kwargs"])
+def test_a_task_of_another_run_a_worker_holds_leaves_this_run_lost(by_name: bool) -> None:
     """A worker busy with other runs' days kept a run whose tasks were lost from being sent
-    again for as long as it was busy."""
+    again for as long as it was busy. The run is read from a task sent by hand with keyword
+    arguments (`celery call --kwargs`) as well as from the fan-out's positional ones."""
     queue = celery_app.conf.task_default_queue
-    other_run = NO_SUCH_RUN - 1
-    held = tasks.sync_day.apply_async(("1234567890", "2000-01-01", other_run), countdown=60)
+    # Each case its own run: a revoked task stays with the module's worker until its countdown.
+    other_run = NO_SUCH_RUN - 1 - by_name
+    args = ("1234567890", "2000-01-01", other_run)
+    if by_name:
+        named = dict(zip(("customer_id", "date_iso", "run_id"), args, strict=True))
+        held = tasks.sync_day.apply_async(kwargs=named, countdown=60)
+    else:
+        held = tasks.sync_day.apply_async(args, countdown=60)
     try:
         deadline = time.monotonic() + 10  # the worker takes it from the queue, to hold it
         while broker.queue_counts(queue) != (0, 1):
