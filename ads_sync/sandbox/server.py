@@ -58,6 +58,9 @@ FAILURE_KEY = f"google.ads.googleads.{API_VERSION}.errors.googleadsfailure-bin"
 CLIENT_ID = "sandbox-client-id"
 CLIENT_SECRET = "sandbox-client-secret"  # noqa: S105 - a fixed sandbox credential, not a secret
 REFRESH_TOKEN = "sandbox-refresh-token"  # noqa: S105
+# What the sandbox's refresh token was granted. A refresh may ask for these or fewer (its
+# `scope`), as Google's token endpoint allows; any other scope is refused with invalid_scope.
+SCOPE = "https://www.googleapis.com/auth/adwords"
 DEVELOPER_TOKEN = "sandbox-developer-token"  # noqa: S105
 
 FAULT_KINDS = (
@@ -641,13 +644,24 @@ def _http_handler(state: SandboxState) -> type[BaseHTTPRequestHandler]:
                         "error_description": "Token has been expired or revoked.",
                     },
                 )
+            elif invalid := sorted(set(form.get("scope", SCOPE).split()) - {SCOPE}):
+                entry["outcome"] = "invalid_scope"
+                status, answer = (
+                    400,
+                    {
+                        "error": "invalid_scope",
+                        "error_description": "Some requested scopes were invalid. "
+                        f"{{invalid=[{', '.join(invalid)}]}}",
+                        "error_uri": "https://developers.google.com/identity/protocols/oauth2",
+                    },
+                )
             else:
                 entry["outcome"] = "ok"
                 status = 200
                 answer = {
                     "access_token": state.issue_token(),
                     "expires_in": 3599,
-                    "scope": "https://www.googleapis.com/auth/adwords",
+                    "scope": SCOPE,
                     "token_type": "Bearer",
                 }
             state.record(entry)

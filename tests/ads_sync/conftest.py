@@ -26,7 +26,7 @@
   sent before the reset), t (epoch seconds when received), request_id, login_customer_id,
   developer_token (None when the header was not sent).
   `.calls(method="token")` lists the OAuth grants (outcome "ok" | "invalid_grant" |
-  "invalid_client"); `.calls(method=None)` both.
+  "invalid_client" | "invalid_scope" | "unsupported_grant_type"); `.calls(method=None)` both.
 - `.configure(**faults)`: merge faults (see ads_sync/sandbox/server.py DEFAULT_FAULTS):
   latency_s, fail_first={kind: n} (first n attempts of every customer+date fail),
   fail_rate={kind: fraction} (deterministic by hash), quota_retry_delay_s,

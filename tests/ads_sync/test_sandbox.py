@@ -32,7 +32,9 @@ def _post_form(url: str, form: dict[str, str]) -> tuple[int, dict[str, str]]:
         return error.code, json.loads(error.read())
 
 
-def _grant(ads_sandbox, refresh_token: str = "sandbox-refresh-token") -> tuple[int, dict]:
+def _grant(
+    ads_sandbox, refresh_token: str = "sandbox-refresh-token", **more: str
+) -> tuple[int, dict]:
     return _post_form(
         ads_sandbox.env["GOOGLE_ADS_TOKEN_URI"],
         {
@@ -40,6 +42,7 @@ def _grant(ads_sandbox, refresh_token: str = "sandbox-refresh-token") -> tuple[i
             "client_id": ads_sandbox.env["GOOGLE_ADS_CLIENT_ID"],
             "client_secret": ads_sandbox.env["GOOGLE_ADS_CLIENT_SECRET"],
             "refresh_token": refresh_token,
+            **more,
         },
     )
 
@@ -63,6 +66,24 @@ def test_token_endpoint_grants_an_access_token_for_the_sandbox_refresh_token(ads
     assert answer["token_type"] == "Bearer"
     assert answer["access_token"]
     assert [c["outcome"] for c in ads_sandbox.calls(method="token")] == ["ok"]
+
+
+ADWORDS = "https://www.googleapis.com/auth/adwords"
+
+
+@pytest.mark.parametrize("scope", [ADWORDS, f"{ADWORDS} {ADWORDS}"])
+def test_a_refresh_may_ask_for_the_scope_the_token_was_granted(ads_sandbox, scope: str):
+    status, answer = _grant(ads_sandbox, scope=scope)
+    assert (status, answer["scope"]) == (200, ADWORDS)
+
+
+def test_a_refresh_asking_for_another_scope_is_refused_with_invalid_scope(ads_sandbox):
+    """As Google's token endpoint answers it: the client's scopes must be the grant's or fewer."""
+    scope = f"{ADWORDS} https://www.googleapis.com/auth/drive"
+    status, answer = _grant(ads_sandbox, scope=scope)
+    assert (status, answer["error"]) == (400, "invalid_scope")
+    assert "invalid=[https://www.googleapis.com/auth/drive]" in answer["error_description"]
+    assert [c["outcome"] for c in ads_sandbox.calls(method="token")] == ["invalid_scope"]
 
 
 def test_token_endpoint_refuses_an_unknown_refresh_token_with_invalid_grant(ads_sandbox):
