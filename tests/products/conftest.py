@@ -101,7 +101,11 @@ def start_redis(
     binary: str, workdir: str, *, port: int = 0, unix_socket: str | None = None
 ) -> subprocess.Popen[bytes]:
     """A Redis server on `port`, or on `unix_socket` alone (port 0), keeping its snapshots
-    (only those asked for) in `workdir`."""
+    (only those asked for) in `workdir`.
+
+    The port was free when `redis_binary_and_port` looked, and is bound only now: the server
+    that answers must be this one (its process id), not another test's that took the port
+    meanwhile, which the test would then stop or break."""
     args = [binary, "--port", str(port), "--save", "", "--dir", workdir, "--appendonly", "no"]
     if unix_socket is None:
         args += ["--bind", "127.0.0.1"]
@@ -113,13 +117,17 @@ def start_redis(
     deadline = time.monotonic() + 10
     while True:
         try:
-            client.ping()
-            return proc
+            answering = client.info("server")["process_id"]
         except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
+            if proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            proc.kill()
+            raise
+        if answering != proc.pid:
+            proc.kill()
+            raise RuntimeError(f"port {port}: another Redis (pid {answering}) answers on it")
+        return proc
 
 
 def caches_on(location: str) -> dict[str, Any]:
