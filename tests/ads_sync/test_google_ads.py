@@ -155,6 +155,18 @@ def test_retries_spent_on_an_error_without_a_failure_name_the_last_request_id(
     assert f"(request id {last})" in str(raised.value)
 
 
+def test_retries_spent_on_an_error_without_any_request_id_say_there_was_none(ads_sandbox, settings):
+    """As a front end's own error has none: the text says so, it does not name "None"."""
+    settings.ADS_SYNC_MAX_ATTEMPTS = 2
+    ads_sandbox.configure(fail_first={"unavailable": 10}, request_id_metadata=False)
+
+    with pytest.raises(TransientAdsError) as raised:
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert raised.value.request_id is None
+    assert str(raised.value).endswith("(no request id)")
+
+
 @pytest.mark.parametrize("kind", ["transient_error", "deadline_exceeded", "aborted"])
 def test_a_google_ads_failure_sent_with_a_transient_status_is_retried(ads_sandbox, kind):
     """UNAVAILABLE, DEADLINE_EXCEEDED and ABORTED that the API sends with a GoogleAdsFailure
