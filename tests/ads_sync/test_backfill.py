@@ -1180,6 +1180,36 @@ def test_a_resend_the_broker_refuses_is_said_and_tried_again_at_a_later_stall(
     assert (run.done, run.finished_at is not None) == (1, True)
 
 
+def test_lost_tasks_are_sent_again_only_when_seen_lost_at_two_checks_in_a_row(
+    monkeypatch,
+) -> None:
+    """A message may be on its way to a worker at one check: lost, then found, then lost again
+    is not twice in a row."""
+    seen = iter([True, False, True, True])
+    monkeypatch.setattr(backfill_ads, "tasks_lost", lambda queue, run_ids: next(seen))
+    sent: list[list[int]] = []
+    monkeypatch.setattr(tasks, "resend_unsettled", lambda *, run_ids: sent.append(run_ids) or 1)
+    lost = backfill_ads._LostTasks(backfill_ads.Command(stdout=io.StringIO()), "queue")
+
+    assert [lost.check([7]) for _ in range(4)] == [False, False, False, True]
+    assert sent == [[7]]
+
+
+def test_lost_tasks_with_only_days_a_worker_may_still_run_are_not_counted_as_sent_again(
+    monkeypatch,
+) -> None:
+    """Nothing is sent (resend_unsettled): it is neither said nor counted towards the re-sends
+    that end the wait ("lost again after 3 re-sends") while a worker still runs those days."""
+    monkeypatch.setattr(backfill_ads, "tasks_lost", lambda queue, run_ids: True)
+    monkeypatch.setattr(tasks, "resend_unsettled", lambda *, run_ids: 0)
+    out = io.StringIO()
+    lost = backfill_ads._LostTasks(backfill_ads.Command(stdout=out), "queue")
+
+    checks = 2 * (backfill_ads.RESENDS_MAX + 1)
+    assert [lost.check([7]) for _ in range(checks)] == [False] * checks
+    assert out.getvalue() == ""
+
+
 def test_a_day_a_worker_may_still_be_running_is_not_sent_again(tmp_path: Path, monkeypatch) -> None:
     """A worker in a warm shutdown (or with its consumer cancelled) no longer consumes the queue
     and is not asked, yet still runs its task: its `running` day was sent again, and fetched
