@@ -803,6 +803,22 @@ def test_a_totals_file_that_cannot_be_rebuilt_with_the_dates_it_waited_for_exits
     wait_for_run(first.pk)  # its finish, after its days, must not run into the teardown
 
 
+@pytest.mark.usefixtures("sync_worker", "fetches_held_until_a_backfill_waits_for_them")
+def test_a_date_it_waited_for_that_the_other_run_failed_exits_1_saying_so(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    services.account_ensure(customer_id="1234567890")  # the fault is for the fetch
+    ads_sandbox.configure(fail_first={"permission_denied": 1})
+    _, first = _backfill(*_one_day_of_one_account(tmp_path), "--no-wait")
+
+    with pytest.raises(CommandError) as failed:
+        call_command("backfill_ads", *_one_day_of_one_account(tmp_path), stdout=io.StringIO())
+
+    assert failed.value.returncode == 1
+    assert "1 date(s) fetched by another run failed" in str(failed.value)
+    assert wait_for_run(first.pk).failed == 1
+
+
 @pytest.mark.usefixtures("sync_worker")
 def test_a_totals_file_its_run_could_not_write_but_the_rebuild_did_is_not_said_unwritten(
     ads_sandbox, tmp_path: Path, monkeypatch
