@@ -25,6 +25,7 @@ import pytest
 from celery import group as celery_group
 from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection
+from django.db.models import QuerySet
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from ads_sync import broker, locks, selectors, services, tasks
@@ -817,6 +818,35 @@ def test_a_date_it_waited_for_that_the_other_run_failed_exits_1_saying_so(
     assert failed.value.returncode == 1
     assert "1 date(s) fetched by another run failed" in str(failed.value)
     assert wait_for_run(first.pk).failed == 1
+
+
+@pytest.mark.usefixtures("sync_worker", "fetches_held_until_a_backfill_waits_for_them")
+def test_the_wait_for_another_runs_dates_outlasts_a_database_restart(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    _, first = _backfill(*_one_day_of_one_account(tmp_path), "--no-wait")
+    outages: list[OperationalError] = []
+    wait_for_other_runs = backfill_ads.Command._wait_for_other_runs  # the fixture's
+
+    def waits(self: backfill_ads.Command, *args: Any, **kwargs: Any) -> Any:
+        outages.extend([OperationalError("the connection is closed")] * 2)
+        return wait_for_other_runs(self, *args, **kwargs)
+
+    aggregate = QuerySet.aggregate
+
+    def flaky(self: QuerySet[Any], *args: Any, **kwargs: Any) -> Any:
+        if outages and threading.current_thread() is threading.main_thread():  # not the worker
+            raise outages.pop()
+        return aggregate(self, *args, **kwargs)
+
+    monkeypatch.setattr(backfill_ads.Command, "_wait_for_other_runs", waits)
+    monkeypatch.setattr(QuerySet, "aggregate", flaky)
+    out, err = io.StringIO(), io.StringIO()
+    call_command("backfill_ads", *_one_day_of_one_account(tmp_path), stdout=out, stderr=err)
+
+    assert err.getvalue().count("the database is unreachable") == 1
+    assert "of those: 1 done, 0 failed, 0 deferred, 0 still in flight" in out.getvalue()
+    wait_for_run(first.pk)
 
 
 @pytest.mark.usefixtures("sync_worker")
