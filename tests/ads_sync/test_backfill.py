@@ -642,6 +642,30 @@ def test_run_in_a_thread_that_is_not_the_main_one_it_sets_no_signal_handler(
 
 
 @pytest.mark.usefixtures("sync_worker")
+def test_run_in_a_thread_that_is_not_the_main_one_it_ends_as_in_the_main_one(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """A backfill that goes well sets no signal handler on its way out either."""
+    raised: list[BaseException] = []
+    out = io.StringIO()
+
+    def backfill() -> None:
+        try:
+            call_command("backfill_ads", *_one_day_of_one_account(tmp_path), stdout=out)
+        except BaseException as exc:
+            raised.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=backfill)
+    thread.start()
+    thread.join(timeout=60)
+
+    assert raised == []
+    assert _summary_figure(out.getvalue(), "fetched") == 1
+
+
+@pytest.mark.usefixtures("sync_worker")
 def test_the_wait_outlasts_a_database_restart(ads_sandbox, tmp_path: Path, monkeypatch) -> None:
     """It crashed with a traceback (exit 1, 'a date failed') while the workers went on."""
     real = SyncRun.refresh_from_db
