@@ -1350,3 +1350,20 @@ def test_a_queue_no_worker_consumes_any_more_at_two_checks_exits_2(
         _backfill(*_one_day_of_one_account(tmp_path))
     assert stopped.value.returncode == 2
     assert len(checks) == 2
+
+
+@pytest.mark.usefixtures("sync_worker", "lost_fan_out")
+def test_on_a_terminal_a_queue_no_worker_consumes_any_more_ends_the_progress_line_first(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    real = broker.queue_counts
+
+    def queue_counts(queue: str) -> tuple[int, int] | None:
+        return real(queue) if not SyncRun.objects.exists() else (0, 0)  # the worker stopped
+
+    monkeypatch.setattr(broker, "queue_counts", queue_counts)
+    text, error = _on_a_terminal(*_one_day_of_one_account(tmp_path))
+
+    assert error is not None
+    assert error.returncode == 2
+    assert text.endswith("\n")  # the error follows on standard error, on the same terminal
