@@ -173,6 +173,27 @@ def test_a_failed_date_makes_the_exit_status_non_zero_and_is_named(
     assert SyncDay.objects.filter(state=SyncDay.State.FAILED).count() == 2
 
 
+@pytest.mark.usefixtures("sync_worker")
+def test_a_summary_of_more_than_20_failed_dates_names_20_and_counts_the_rest(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    customer_id = ads_sandbox.customers[0]
+    services.account_ensure(customer_id=customer_id)  # the fault is for the fetches
+    ads_sandbox.configure(fail_first={"permission_denied": 1})  # each date fails at once
+    out = io.StringIO()
+
+    with pytest.raises(CommandError, match=r"21 date\(s\) failed"):
+        call_command(
+            "backfill_ads",
+            *("--days", "21", "--customer", customer_id, "--output-dir", str(tmp_path)),
+            stdout=out,
+        )
+
+    named = re.findall(rf"^  {customer_id} \d{{4}}-\d\d-\d\d: ", out.getvalue(), re.MULTILINE)
+    assert len(named) == 20
+    assert "  ... and 1 more (admin: Sync days, failed)" in out.getvalue()
+
+
 @pytest.mark.parametrize(
     ("command", "status"),
     [
