@@ -1029,6 +1029,17 @@ def test_a_broker_that_cannot_be_reached_is_named_not_taken_for_a_missing_worker
     assert not SyncRun.objects.exists()
 
 
+def test_a_broker_url_with_a_mistyped_scheme_is_named_exiting_2(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(celery_app.conf, "broker_url", "amqqp://guest:guest@127.0.0.1:5672//")
+    with pytest.raises(CommandError, match="the broker cannot be reached") as stopped:
+        call_command("backfill_ads", *_one_day_of_one_account(tmp_path))
+    assert stopped.value.returncode == 2
+    assert "No such transport: amqqp" in str(stopped.value)
+    assert not SyncRun.objects.exists()
+
+
 def test_a_range_not_complete_yet_in_any_accounts_time_zone_exits_4_saying_so(
     ads_sandbox, tmp_path: Path, monkeypatch
 ) -> None:
