@@ -418,6 +418,16 @@ def test_an_account_that_cannot_be_looked_up_makes_the_exit_status_non_zero(
 
 
 @pytest.mark.usefixtures("sync_worker")
+def test_an_account_given_twice_is_counted_once(ads_sandbox, tmp_path: Path) -> None:
+    text, run = _backfill(
+        *("--days", "1", "--customer", "123-456-7890", "--customer", "1234567890"),
+        *("--output-dir", str(tmp_path)),
+    )
+    assert f"run {run.pk}: 1 date(s) planned for 1 account(s)" in text
+    assert (run.planned, run.done) == (1, 1)
+
+
+@pytest.mark.usefixtures("sync_worker")
 def test_a_broker_that_refuses_the_fan_out_is_a_clear_error(
     ads_sandbox, tmp_path: Path, monkeypatch, caplog
 ) -> None:
