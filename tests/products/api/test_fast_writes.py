@@ -172,6 +172,7 @@ def test_it_gives_its_database_connection_back(stack, token) -> None:
         (b'{"price": "1.00", "stock_level": 2}' + b" " * 4096, {}, 200),
         (b'{"price": "1.00", "stock_level": 2}'.ljust(4097), {}, 200),
         ({"price": "1.00", "stock_level": 2}, {"CONTENT_LENGTH": "35x"}, 400),
+        ({"price": "1.00", "stock_level": 2}, {"CONTENT_TYPE": "text/plain"}, 415),
     ],
     ids=[
         "bad-json",
@@ -198,6 +199,7 @@ def test_it_gives_its_database_connection_back(stack, token) -> None:
         "body-over-4-kib",
         "body-of-4-kib-and-a-byte",
         "content-length-not-a-number",
+        "json-sent-as-text",
     ],
 )
 def test_everything_else_is_answered_by_the_view(stack, token, body, environ, code) -> None:
