@@ -235,6 +235,25 @@ def test_a_write_django_redirects_or_refuses_is_not_made(token, settings_, envir
     assert (product.price, product.stock_level, product.version) == (Decimal("5.00"), 3, 1)
 
 
+@pytest.mark.parametrize(("method", "code"), [("DELETE", 204), ("POST", 405)])
+def test_another_method_with_a_json_body_is_not_taken_for_an_update(
+    stack, method: str, code: int
+) -> None:
+    """A body a PUT would take, sent by a user who may also add and delete products: the view
+    deletes the product, or refuses the method; this path must not update it."""
+    app, django = stack
+    product = ProductFactory(price=Decimal("5.00"), stock_level=3)
+    user = make_user("manager", "add_product", "change_product", "delete_product")
+    key = Token.objects.create(user=user).key
+    body = {"price": "1.00", "stock_level": 2}
+    status, _, _ = send(
+        app, method, f"/api/products/{product.pk}", body, HTTP_AUTHORIZATION=f"Token {key}"
+    )
+    assert (status, django.calls) == (code, 1)
+    left = Product.objects.filter(pk=product.pk).values_list("price", "stock_level").first()
+    assert left == (None if method == "DELETE" else (Decimal("5.00"), 3))
+
+
 def test_a_user_without_the_permission_gets_the_views_403(stack) -> None:
     app, django = stack
     product = ProductFactory()
