@@ -1296,15 +1296,16 @@ def test_lost_tasks_are_sent_again_only_when_seen_lost_at_two_checks_in_a_row(
     monkeypatch,
 ) -> None:
     """A message may be on its way to a worker at one check: lost, then found, then lost again
-    is not twice in a row."""
-    seen = iter([True, False, True, True])
+    is not twice in a row; nor are a resend and the check after it (what it sent may be on its
+    way too)."""
+    seen = iter([True, False, True, True, True, True])
     monkeypatch.setattr(backfill_ads, "tasks_lost", lambda queue, run_ids: next(seen))
     sent: list[list[int]] = []
     monkeypatch.setattr(tasks, "resend_unsettled", lambda *, run_ids: sent.append(run_ids) or 1)
     lost = backfill_ads._LostTasks(backfill_ads.Command(stdout=io.StringIO()), "queue")
 
-    assert [lost.check([7]) for _ in range(4)] == [False, False, False, True]
-    assert sent == [[7]]
+    assert [lost.check([7]) for _ in range(6)] == [False, False, False, True, False, True]
+    assert sent == [[7], [7]]
 
 
 def test_lost_tasks_with_only_days_a_worker_may_still_run_are_not_counted_as_sent_again(
