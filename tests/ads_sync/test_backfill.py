@@ -1265,6 +1265,9 @@ def test_tasks_lost_after_every_resend_end_the_wait_with_exit_4(
 
     assert stopped.value.returncode == 4
     assert f"lost again after {backfill_ads.RESENDS_MAX} re-sends" in str(stopped.value)
+    assert "a later plan over them takes them over 12 hours after they last moved" in str(
+        stopped.value
+    )
     assert lost.lost == 1 + backfill_ads.RESENDS_MAX
     # Its day is sent again by the next backfill's wait, or taken over by a later plan.
     assert SyncDay.objects.get().state == SyncDay.State.PENDING
