@@ -258,6 +258,23 @@ def test_no_wait_exits_1_when_an_account_could_not_be_looked_up(
     assert out.getvalue().splitlines()[-1] == str(run.pk)  # still said, for scripts
 
 
+def test_no_account_that_can_be_looked_up_exits_1_naming_them(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """Its run plans no day and has no range: it ends at once, and the wait with it."""
+    monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
+    ads_sandbox.configure(denied_customers=["9876543210"])
+    with pytest.raises(CommandError) as excinfo:
+        call_command(
+            "backfill_ads",
+            *("--days", "2", "--customer", "9876543210", "--output-dir", str(tmp_path)),
+            stdout=io.StringIO(),
+        )
+    assert excinfo.value.returncode == 1
+    assert "could not be looked up and were not synced: 9876543210" in str(excinfo.value)
+    assert SyncRun.objects.get().range_start is None
+
+
 def test_an_output_dir_that_cannot_be_written_is_refused_before_planning(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
