@@ -1019,6 +1019,24 @@ def test_a_date_stranded_in_another_run_exits_4_naming_the_run(
     assert f"1 date(s) still in flight in run(s) {stranded.pk}" in str(stopped.value)
 
 
+@pytest.mark.usefixtures("sync_worker")
+def test_dates_other_runs_hold_for_other_accounts_or_days_are_not_waited_for(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(backfill_ads, "OTHER_RUNS_STALL_S", 0.5)  # a wait on them: exit 4
+    ours, theirs = ads_sandbox.customers[:2]
+    services.account_ensure(customer_id=ours)  # its time zone names its yesterday
+    end = selectors.sync_windows(customer_ids=[ours], days=1)[0].end
+    other = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=2)
+    SyncDay.objects.create(customer_id=theirs, date=end, run=other)
+    SyncDay.objects.create(customer_id=ours, date=end - dt.timedelta(days=1), run=other)
+
+    text, run = _backfill("--days", "1", "--customer", ours, "--output-dir", str(tmp_path))
+
+    assert "waiting for" not in text
+    assert (run.planned, run.done) == (1, 1)
+
+
 def _one_day_of_one_account(output_dir: Path) -> tuple[str, ...]:
     return ("--days", "1", "--customer", "1234567890", "--output-dir", str(output_dir))
 
