@@ -25,7 +25,7 @@ import pytest
 from celery import group as celery_group
 from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from ads_sync import broker, locks, selectors, services, tasks
@@ -1035,6 +1035,45 @@ def test_dates_other_runs_hold_for_other_accounts_or_days_are_not_waited_for(
 
     assert "waiting for" not in text
     assert (run.planned, run.done) == (1, 1)
+
+
+def test_another_run_that_goes_on_settling_days_is_waited_for_to_its_end(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """Slower in all than OTHER_RUNS_STALL_S, it is not stranded: it settles a day between
+    every two polls of the wait."""
+    monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
+    monkeypatch.setattr(backfill_ads, "OTHER_RUNS_STALL_S", 0.5)
+    customer_id = ads_sandbox.customers[0]
+    services.account_ensure(customer_id=customer_id)  # its time zone names its yesterday
+    window = selectors.sync_windows(customer_ids=[customer_id], days=3)[0]
+    other = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=3)
+    for day in days_between(window.start, window.end):
+        SyncDay.objects.create(customer_id=customer_id, date=day, run=other)
+    wait_for_other_runs, read = (
+        backfill_ads.Command._wait_for_other_runs,
+        backfill_ads.Command._read,
+    )
+    waiting = threading.Event()
+
+    def waits(self: backfill_ads.Command, *args: Any, **kwargs: Any) -> Any:
+        waiting.set()
+        return wait_for_other_runs(self, *args, **kwargs)
+
+    def settling_one_day_first(self: backfill_ads.Command, poll: Any) -> Any:
+        day = SyncDay.objects.filter(run=other, state=SyncDay.State.PENDING).first()
+        if waiting.is_set() and day is not None:
+            SyncDay.objects.filter(pk=day.pk).update(state=SyncDay.State.DONE)
+            SyncRun.objects.filter(pk=other.pk).update(done=F("done") + 1)
+        return read(self, poll)
+
+    monkeypatch.setattr(backfill_ads.Command, "_wait_for_other_runs", waits)
+    monkeypatch.setattr(backfill_ads.Command, "_read", settling_one_day_first)
+    text, run = _backfill("--days", "3", "--customer", customer_id, "--output-dir", str(tmp_path))
+
+    assert run.planned == 0
+    assert "waiting for 3 date(s)" in text
+    assert "of those: 3 done, 0 failed, 0 deferred, 0 still in flight" in text
 
 
 def _one_day_of_one_account(output_dir: Path) -> tuple[str, ...]:
