@@ -91,8 +91,16 @@ def test_it_answers_what_the_view_answers(stack, token) -> None:
         (None, {"HTTP_ACCEPT": "application/json"}),
         (None, {"HTTP_ACCEPT": " */* "}),
         (b'{"price": "12.50", "stock_level": 7}'.ljust(4096), {}),
+        (None, {"HTTP_COOKIE": f"theme=dark; csrftoken={'a' * 32}"}),
     ],
-    ids=["charset", "charset-without-space", "accept-json", "accept-any", "body-of-4-kib"],
+    ids=[
+        "charset",
+        "charset-without-space",
+        "accept-json",
+        "accept-any",
+        "body-of-4-kib",
+        "cookies-django-leaves-alone",
+    ],
 )
 def test_every_shape_it_takes_is_answered_without_django(stack, token, body, environ) -> None:
     app, django = stack
@@ -101,6 +109,17 @@ def test_every_shape_it_takes_is_answered_without_django(stack, token, body, env
     product.refresh_from_db()
     assert (status, django.calls) == (200, 0)
     assert (product.price, product.stock_level) == (Decimal("12.50"), 7)
+
+
+@override_settings(SECURE_SSL_REDIRECT=True)
+def test_with_ssl_redirect_on_an_https_write_is_still_answered_here(stack, token) -> None:
+    """Only the plain-HTTP requests that Django redirects are left to it."""
+    app, django = stack
+    product = ProductFactory(price=Decimal("1.00"), stock_level=1)
+    body = {"price": "12.50", "stock_level": 7}
+    status, _, _ = put(app, product, token, body, **{"wsgi.url_scheme": "https"})
+    product.refresh_from_db()
+    assert (status, django.calls, product.stock_level) == (200, 0, 7)
 
 
 def test_a_patch_sets_only_the_fields_it_names(stack, token) -> None:
