@@ -273,6 +273,23 @@ def test_another_method_with_a_json_body_is_not_taken_for_an_update(
     assert left == (None if method == "DELETE" else (Decimal("5.00"), 3))
 
 
+def test_a_write_without_a_content_length_is_answered_by_the_view(stack, token) -> None:
+    """PEP 3333 lets a server leave CONTENT_LENGTH out: Django then reads no body."""
+    app, django = stack
+    product = ProductFactory(price=Decimal("5.00"), stock_level=3)
+    status, _, _ = send(
+        app,
+        "PUT",
+        f"/api/products/{product.pk}",
+        {"price": "1.00", "stock_level": 2},
+        without=["CONTENT_LENGTH"],
+        HTTP_AUTHORIZATION=f"Token {token}",
+    )
+    assert (status, django.calls) == (400, 1)
+    product.refresh_from_db()
+    assert (product.price, product.stock_level) == (Decimal("5.00"), 3)
+
+
 def test_a_user_without_the_permission_gets_the_views_403(stack) -> None:
     app, django = stack
     product = ProductFactory()
