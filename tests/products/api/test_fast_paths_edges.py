@@ -132,7 +132,7 @@ def test_a_200_from_the_middleware_cache_has_its_length() -> None:
     ids=["operational-error", "interface-error"],
 )
 def test_a_write_with_the_database_down_waits_for_it_once(
-    stack, monkeypatch, error: Exception
+    stack, monkeypatch, caplog, error: Exception
 ) -> None:
     app, django = stack
     product = ProductFactory()
@@ -146,6 +146,8 @@ def test_a_write_with_the_database_down_waits_for_it_once(
     body = {"stock_level": 7}
     fast = send(app, "PATCH", f"/api/products/{product.pk}", body, HTTP_AUTHORIZATION="Token a")
     assert (fast[0], len(tries), django.calls) == (503, 1, 0)
+    (record,) = [r for r in caplog.records if r.name == "products.api.fast_writes"]
+    assert record.getMessage() == f"database unavailable: {type(error).__name__}: {error}"
     alone = by_django(
         app, "PATCH", f"/api/products/{product.pk}", body, HTTP_AUTHORIZATION="Token a"
     )

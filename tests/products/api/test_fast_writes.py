@@ -335,9 +335,10 @@ def test_answered_writes_count_once_against_the_write_limit(stack, token) -> Non
     ids=["operational-error", "interface-error"],
 )
 def test_a_connection_lost_during_the_update_is_a_503_not_a_second_write(
-    stack, token, monkeypatch, error: Exception
+    stack, token, monkeypatch, caplog, error: Exception
 ) -> None:
-    """The UPDATE may have committed: sending the request on to the view would write it twice."""
+    """The UPDATE may have committed: sending the request on to the view would write it twice.
+    The outage is logged, as the view logs it: the 503s alone would not tell."""
     app, django = stack
     product = ProductFactory(stock_level=1)
     update = services.product_update
@@ -352,12 +353,15 @@ def test_a_connection_lost_during_the_update_is_a_503_not_a_second_write(
     assert (status, django.calls, product.version) == (503, 0, 2)
     assert json.loads(content)["error"]["code"] == "service_unavailable"
     assert (headers["Content-Type"], headers["Retry-After"]) == ("application/json", "5")
+    (record,) = [r for r in caplog.records if r.name == "products.api.fast_writes"]
+    assert record.getMessage() == f"database unavailable: {type(error).__name__}: {error}"
 
 
 def test_a_failure_after_the_commit_is_a_json_500_not_a_second_write(
-    stack, token, monkeypatch
+    stack, token, monkeypatch, caplog
 ) -> None:
-    """Falling through to the view would write again; the server's bare 500 is not JSON."""
+    """Falling through to the view would write again; the server's bare 500 is not JSON. The
+    failure is logged with its traceback, as Django logs a view's."""
     app, django = stack
     product = ProductFactory(stock_level=1)
 
@@ -370,6 +374,9 @@ def test_a_failure_after_the_commit_is_a_json_500_not_a_second_write(
     assert (status, django.calls, product.version) == (500, 0, 2)
     assert json.loads(content)["error"]["code"] == "server_error"
     assert headers["Content-Type"] == "application/json"
+    (record,) = [r for r in caplog.records if r.name == "products.api.fast_writes"]
+    assert record.exc_info is not None
+    assert str(record.exc_info[1]) == "the renderer broke"
 
 
 @pytest.mark.parametrize(
