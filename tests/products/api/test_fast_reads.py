@@ -332,8 +332,9 @@ def test_a_request_handed_on_to_the_view_is_counted_once(stack) -> None:
 @pytest.mark.parametrize("cache_on", [False, True])
 @pytest.mark.usefixtures("catalogue")
 def test_the_database_unavailable_is_the_views_503_without_a_second_wait(
-    stack, monkeypatch, cache_on: bool
+    stack, monkeypatch, caplog, cache_on: bool
 ) -> None:
+    """Answered here, and logged here as the view logs it: the 503s alone would not tell."""
     app, django = stack
 
     def unavailable(**kwargs: Any) -> None:
@@ -343,6 +344,8 @@ def test_the_database_unavailable_is_the_views_503_without_a_second_wait(
     with override_settings(PRODUCT_CACHE_ENABLED=cache_on):
         fast = get(app, "/api/products/search", "name=steel")
         assert (fast[0], django.calls, fast[1]["Retry-After"]) == (503, 0, "5")
+        (record,) = [r for r in caplog.records if r.name == "products.api.fast_reads"]
+        assert record.getMessage() == "database unavailable: OperationalError: connection refused"
         assert_same(fast, through_django(app, "/api/products/search", "name=steel"))
 
 
