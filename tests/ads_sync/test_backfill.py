@@ -997,25 +997,33 @@ def test_a_totals_file_its_own_run_cannot_write_is_named_and_exits_73(
     assert f"the totals file in {tmp_path} could not be written" in out.getvalue()  # notes
 
 
+@pytest.mark.parametrize("stall_checks", [False, True])
 def test_a_date_stranded_in_another_run_exits_4_naming_the_run(
-    ads_sandbox, tmp_path: Path, monkeypatch
+    ads_sandbox, tmp_path: Path, monkeypatch, stall_checks: bool
 ) -> None:
+    """With stall checks before the give-up (as with the defaults, 30 s and 660 s), one that
+    finds the tasks not lost and sends nothing does not put the give-up off."""
     monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
     monkeypatch.setattr(backfill_ads, "OTHER_RUNS_STALL_S", 0.5)
+    if stall_checks:
+        monkeypatch.setattr(backfill_ads, "STALL_CHECK_S", 0.1)
+        monkeypatch.setattr(backfill_ads, "tasks_lost", lambda queue, run_ids: False)
     customer_id = ads_sandbox.customers[0]
     services.account_ensure(customer_id=customer_id)  # its time zone names its yesterday
     window = selectors.sync_windows(customer_ids=[customer_id], days=1)[0]
     stranded = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=1)
     SyncDay.objects.create(customer_id=customer_id, date=window.end, run=stranded)
 
+    out = io.StringIO()
     with pytest.raises(CommandError) as stopped:
         call_command(
             "backfill_ads",
             *("--days", "1", "--customer", customer_id, "--output-dir", str(tmp_path)),
-            stdout=io.StringIO(),
+            stdout=out,
         )
     assert stopped.value.returncode == 4
     assert f"1 date(s) still in flight in run(s) {stranded.pk}" in str(stopped.value)
+    assert "of those: 0 done, 0 failed, 0 deferred, 1 still in flight" in out.getvalue()
 
 
 @pytest.mark.usefixtures("sync_worker")
