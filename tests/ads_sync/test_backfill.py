@@ -1051,6 +1051,7 @@ def test_another_run_that_goes_on_settling_days_is_waited_for_to_its_end(
     every two polls of the wait."""
     monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
     monkeypatch.setattr(backfill_ads, "OTHER_RUNS_STALL_S", 0.5)
+    monkeypatch.setattr(backfill_ads, "PLAIN_EVERY_S", 0.0)  # a line at every poll
     customer_id = ads_sandbox.customers[0]
     services.account_ensure(customer_id=customer_id)  # its time zone names its yesterday
     window = selectors.sync_windows(customer_ids=[customer_id], days=3)[0]
@@ -1080,6 +1081,9 @@ def test_another_run_that_goes_on_settling_days_is_waited_for_to_its_end(
 
     assert run.planned == 0
     assert "waiting for 3 date(s)" in text
+    for unsettled in (2, 1):
+        line = f"  {unsettled} of them still in flight; those runs last settled a day 0 s ago"
+        assert f"\n{line}\n" in text
     assert "of those: 3 done, 0 failed, 0 deferred, 0 still in flight" in text
 
 
