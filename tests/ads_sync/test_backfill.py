@@ -876,20 +876,30 @@ def test_a_totals_file_that_cannot_be_rebuilt_with_the_dates_it_waited_for_exits
     wait_for_run(first.pk)  # its finish, after its days, must not run into the teardown
 
 
+@pytest.mark.parametrize(
+    ("fault", "status", "problem", "of_those"),
+    [
+        ("permission_denied", 1, "1 date(s) fetched by another run failed", "1 failed, 0 deferred"),
+        ("daily_quota", 4, "1 date(s) deferred to a later run", "0 failed, 1 deferred"),
+    ],
+    ids=["failed", "deferred"],
+)
 @pytest.mark.usefixtures("sync_worker", "fetches_held_until_a_backfill_waits_for_them")
-def test_a_date_it_waited_for_that_the_other_run_failed_exits_1_saying_so(
-    ads_sandbox, tmp_path: Path
+def test_a_date_it_waited_for_that_the_other_run_failed_or_deferred_is_named_in_its_exit(
+    ads_sandbox, tmp_path: Path, fault: str, status: int, problem: str, of_those: str
 ) -> None:
     services.account_ensure(customer_id="1234567890")  # the fault is for the fetch
-    ads_sandbox.configure(fail_first={"permission_denied": 1})
+    ads_sandbox.configure(fail_first={fault: 1})
     _, first = _backfill(*_one_day_of_one_account(tmp_path), "--no-wait")
+    out = io.StringIO()
 
-    with pytest.raises(CommandError) as failed:
-        call_command("backfill_ads", *_one_day_of_one_account(tmp_path), stdout=io.StringIO())
+    with pytest.raises(CommandError) as stopped:
+        call_command("backfill_ads", *_one_day_of_one_account(tmp_path), stdout=out)
 
-    assert failed.value.returncode == 1
-    assert "1 date(s) fetched by another run failed" in str(failed.value)
-    assert wait_for_run(first.pk).failed == 1
+    assert stopped.value.returncode == status
+    assert problem in str(stopped.value)
+    assert f"of those: 0 done, {of_those}, 0 still in flight" in out.getvalue()
+    wait_for_run(first.pk)
 
 
 @pytest.mark.usefixtures("sync_worker", "fetches_held_until_a_backfill_waits_for_them")
