@@ -716,20 +716,29 @@ def test_run_in_a_thread_that_is_not_the_main_one_it_ends_as_in_the_main_one(
 @pytest.mark.usefixtures("sync_worker")
 def test_the_wait_outlasts_a_database_restart(ads_sandbox, tmp_path: Path, monkeypatch) -> None:
     """It crashed with a traceback (exit 1, 'a date failed') while the workers went on."""
-    real = SyncRun.refresh_from_db
-    outages = [OperationalError("the connection is closed")] * 2
+    real, fetch_data = SyncRun.refresh_from_db, google_ads.fetch_data
+    # Two outages, a read between them, while the run waits for its fetches: each is said once.
+    fails, outages_over = iter([True, True, False, True]), threading.Event()
 
     def flaky(self: SyncRun, *args: Any, **kwargs: Any) -> None:
-        if outages:
-            raise outages.pop()
+        fail = next(fails, None)
+        if fail is None:
+            outages_over.set()
+        if fail:
+            raise OperationalError("the connection is closed")
         real(self, *args, **kwargs)
 
+    def held_fetch(*args: Any, **kwargs: Any) -> Any:
+        outages_over.wait(timeout=60)
+        return fetch_data(*args, **kwargs)
+
     monkeypatch.setattr(SyncRun, "refresh_from_db", flaky)
+    monkeypatch.setattr(google_ads, "fetch_data", held_fetch)
     out, err = io.StringIO(), io.StringIO()
     call_command(
         "backfill_ads", *("--days", "2", "--output-dir", str(tmp_path)), stdout=out, stderr=err
     )
-    assert err.getvalue().count("the database is unreachable") == 1
+    assert err.getvalue().count("the database is unreachable") == 2
     run = SyncRun.objects.get()
     assert _summary_figure(out.getvalue(), "fetched") == run.done == run.planned > 0
 
