@@ -7,6 +7,7 @@ another process: bump a counter, then wait one more round trip.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import shutil
 import signal
@@ -737,3 +738,30 @@ def test_a_redis_reached_over_tls_is_used_without_a_near_cache(caplog) -> None:
     with override_settings(CACHES=caches_on(f"rediss://127.0.0.1:{redis_binary_and_port()[1]}/0")):
         assert cache._context().near is None
     assert "near cache off: SSLConnection is not supported" in caplog.text
+
+
+def _open_in_forked_child() -> None:
+    near().open()
+
+
+def test_a_forked_process_does_not_read_its_parents_tracking_socket() -> None:
+    """A process forked after the near cache subscribed (a preloaded gunicorn's workers)
+    subscribes on a connection of its own: a push one process drained from a shared socket
+    never reached the other, which went on serving what the write had invalidated."""
+    cached_detail()
+    bump_elsewhere(other_process(), f"ver:{DETAIL_ID}")  # its push waits in the socket
+    child = multiprocessing.get_context("fork").Process(target=_open_in_forked_child)
+    child.start()
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert cache.detail_lookup(DETAIL_ID).entry is None
+
+
+def test_a_redis_user_refused_tracking_has_no_near_cache(own_redis) -> None:
+    """Without tracking no push ever comes: a copy kept anyway served what writes elsewhere
+    had invalidated."""
+    port, _ = own_redis
+    with override_settings(CACHES=_as_user_refused(port, "-client|tracking")):
+        cached_detail()
+        bump_elsewhere(other_process(), f"ver:{DETAIL_ID}")
+        assert cache.detail_lookup(DETAIL_ID).entry is None
