@@ -650,6 +650,8 @@ def test_an_idle_process_reports_a_tracking_connection_redis_broke() -> None:
         time.sleep(0.01)
     assert near()._sock is None
     assert cache._state.suspect
+    cached_detail()  # reported once: the next reads subscribe anew and use the cache again
+    assert not cache._state.suspect
 
 
 def test_a_tracking_connection_that_stops_answering_pings_is_dropped(own_redis) -> None:
@@ -664,6 +666,7 @@ def test_a_tracking_connection_that_stops_answering_pings_is_dropped(own_redis) 
             now[0] += 2.0
             assert near().open() is None
             assert near()._sock is None  # reset: reconnects when Redis answers again
+            assert cache._state.suspect  # a write elsewhere may have given up meanwhile
         finally:
             os.kill(proc.pid, signal.SIGCONT)
 
@@ -757,6 +760,64 @@ def test_a_forked_process_does_not_read_its_parents_tracking_socket() -> None:
     assert cache.detail_lookup(DETAIL_ID).entry is None
 
 
+def test_a_lost_tracking_connection_is_reported_once() -> None:
+    """The reads after it subscribe anew and serve from the cache again once Redis answers:
+    reported again on each of them, the process rested from Redis and moved the epoch on
+    after every read, until the idle drainer happened to take the report."""
+    cached_detail()
+    sock = near()._sock
+    assert sock is not None
+    near()._sock = _ResetSocket(sock)  # type: ignore[assignment]
+    assert near().open() is None
+    assert cache._state.suspect
+    cached_detail()  # the epoch moved on, the near cache subscribed anew
+    assert not cache._state.suspect
+
+
+class _SendFailsSocket(_ResetSocket):
+    """The tracking connection's socket, its reads working and its sends failing."""
+
+    def recv(self, size: int) -> bytes:
+        return self.real.recv(size)
+
+    def send(self, data: bytes) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_tracking_connection_that_cannot_send_its_ping_is_dropped_and_reported() -> None:
+    """Its lease could not be renewed: kept, the copy went unused from then on, with nothing
+    to say why and no new connection made."""
+    cached_detail()
+    sock = near()._sock
+    assert sock is not None
+    near()._sock = _SendFailsSocket(sock)  # type: ignore[assignment]
+    now = [near()._valid_until - near()._lease_s * 0.4]  # late enough in the lease to PING
+    near()._clock = lambda: now[0]
+    assert near().open() is None
+    assert cache._state.suspect
+    assert near().open() is not None  # subscribed anew
+    assert isinstance(near()._sock, socket.socket)
+
+
+def test_an_idle_process_notices_a_tracking_connection_that_stopped_answering(
+    own_redis,
+) -> None:
+    port, proc = own_redis
+    with _on_redis(port):
+        cached_detail()
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            now = [time.monotonic()]
+            near()._clock = lambda: now[0]
+            near()._pings.append(now[0])  # a PING that will not be answered
+            now[0] += 5.0  # no request meanwhile
+            near().tick()
+            assert near()._sock is None
+            assert cache._state.suspect
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+
+
 def test_a_redis_user_refused_tracking_has_no_near_cache(own_redis) -> None:
     """Without tracking no push ever comes: a copy kept anyway served what writes elsewhere
     had invalidated."""
@@ -765,3 +826,46 @@ def test_a_redis_user_refused_tracking_has_no_near_cache(own_redis) -> None:
         cached_detail()
         bump_elsewhere(other_process(), f"ver:{DETAIL_ID}")
         assert cache.detail_lookup(DETAIL_ID).entry is None
+
+
+@pytest.fixture
+def closes_at_once() -> Iterator[int]:
+    """A port whose server answers nothing and closes each connection it takes (a Redis
+    shutting down, a proxy without a backend): its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):  # the listener closed
+            while not stop.is_set():
+                conn, _ = listener.accept()
+                with conn, contextlib.suppress(TimeoutError):
+                    conn.settimeout(1.0)  # a client that keeps it open is left after a second
+                    conn.shutdown(socket.SHUT_WR)
+                    while conn.recv(65536):
+                        pass  # until the client closes: no reset in place of the close
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        socket.create_connection(listener.getsockname()).close()
+        server.join(timeout=10)
+        listener.close()
+
+
+def test_a_tracking_connection_closed_before_it_answers_is_a_failure(closes_at_once) -> None:
+    """The subscribing read waited for answers on a closed socket, at full speed, forever,
+    holding the near cache's lock."""
+    with _on_redis(closes_at_once):
+        looked: list[cache.Lookup] = []
+        reader = threading.Thread(
+            target=lambda: looked.append(cache.detail_lookup(DETAIL_ID)), daemon=True
+        )
+        reader.start()
+        reader.join(timeout=30)
+        assert not reader.is_alive()
+        assert (looked[0].entry, looked[0].slot) == (None, None)
+        assert cache._state.suspect
