@@ -627,8 +627,11 @@ def test_an_idle_process_keeps_its_socket_drained(transport) -> None:
     now = [time.monotonic() + 5]  # no request for five seconds
     near()._clock = lambda: now[0]
     bump_elsewhere(other_process(), f"ver:{DETAIL_ID}")
-    near().tick()
-    assert near().counter(cache._key(f"ver:{DETAIL_ID}")) is None
+    key = cache._key(f"ver:{DETAIL_ID}")
+    deadline = time.monotonic() + 30
+    while near().counter(key) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the drainer looks once a second
+    assert near().counter(key) is None
 
 
 def test_an_idle_process_reports_a_tracking_connection_redis_broke() -> None:
@@ -869,3 +872,49 @@ def test_a_tracking_connection_closed_before_it_answers_is_a_failure(closes_at_o
         assert not reader.is_alive()
         assert (looked[0].entry, looked[0].slot) == (None, None)
         assert cache._state.suspect
+
+
+def test_a_dropped_near_cache_starts_again_empty_with_its_whole_bound() -> None:
+    """What a reset drops stops counting: bytes still counted emptied the copy sooner after
+    each reset, until it kept nothing; lists of the entries built from each counter held
+    memory outside the bound until the counter's next push; the socket is closed, not left
+    for the garbage collector while Redis buffers pushes for it."""
+    with override_settings(PRODUCT_NEAR_CACHE_MAX_BYTES=2500):  # three entries of this size
+        for n in range(3):
+            cached_detail(DETAIL_ID + n, body=b"x" * 100)
+        sock = near()._sock
+        assert sock is not None
+        near().forget()
+        assert sock.fileno() == -1
+        assert (near()._entries, near()._dependents) == ({}, {})
+        lookups = [cached_detail(DETAIL_ID + n, body=b"x" * 100) for n in range(3)]
+        assert [near().entry(lookup.slot.key) is not None for lookup in lookups] == [True] * 3
+
+
+def test_the_drainer_outlives_a_dropped_tracking_connection() -> None:
+    """Between a reset and the next read there is no socket to drain: the drainer's thread
+    died on it, and the process's next connection went undrained while it was idle."""
+    cached_detail()
+    near().forget()
+    near()._clock = lambda: time.monotonic() + 5  # no request for five seconds
+    near().tick()
+
+
+def test_reads_late_in_the_lease_send_one_ping_while_it_is_unanswered(own_redis) -> None:
+    """One PING in flight renews the lease: a PING per read was one for every read in the
+    second half of each lease, the more of them the slower Redis answered."""
+    port, proc = own_redis
+    with _on_redis(port):
+        cached_detail()
+        deadline = time.monotonic() + 5
+        while near()._pings and time.monotonic() < deadline:
+            near().open()  # until the answer to a PING the reads sent is read
+        now = [near()._valid_until - near()._lease_s * 0.4]  # late in the lease, standing still
+        near()._clock = lambda: now[0]
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            for _ in range(3):
+                assert near().open() is not None
+            assert len(near()._pings) == 1
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
