@@ -492,6 +492,44 @@ def test_a_refused_server_check_is_logged_once_a_minute(own_redis, refused, capl
     assert [r.levelname for r in said] == ["WARNING"]
 
 
+@pytest.fixture
+def without_run_id(own_redis) -> Iterator[int]:
+    """A proxy to a Redis of the test's own whose INFO names no run_id, as a proxy in front of
+    Redis may not: its port."""
+    port, _ = own_redis
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def pump(source: socket.socket, sink: socket.socket, rewrite: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data.replace(b"run_id:", b"run_xx:") if rewrite else data)
+            sink.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):  # the listener closed
+            while True:
+                client, _ = listener.accept()
+                server = socket.create_connection(("127.0.0.1", port))
+                for source, sink, rewrite in ((client, server, False), (server, client, True)):
+                    threading.Thread(target=pump, args=(source, sink, rewrite), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+def test_a_server_that_names_no_run_id_still_has_the_cache(without_run_id) -> None:
+    """Nothing to compare, so nothing is checked: sent on, the missing id failed every new
+    connection, the rate limits' too."""
+    with _on_redis(without_run_id):
+        django_cache.set("rate-limit-counter", 1)
+        assert django_cache.get("rate-limit-counter") == 1
+        cached_detail()
+        assert cache.detail_lookup(DETAIL_ID).entry is not None
+
+
 def _as_user_refused(port: int, refused: str) -> dict[str, Any]:
     """CACHES for a Redis user on `port` whose ACL refuses the `refused` command."""
     redis.Redis(port=port).acl_setuser(
