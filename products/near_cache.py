@@ -317,6 +317,7 @@ class NearCache:
 
     def _subscribe(self, now: float) -> bool:
         self._reset()
+        sock: socket.socket | None = None
         try:
             sock = self._connect()
             hello: list[str] = ["HELLO", "3"]
@@ -339,6 +340,10 @@ class NearCache:
                     replies.append(reply)
             sock.setblocking(False)
         except Exception as exc:
+            # Closed here: the exception's frames hold the socket for as long as anything keeps
+            # the exception (a log handler that keeps records), and Redis keeps the connection.
+            if sock is not None:
+                sock.close()
             self._retry_at = now + 1.0
             logger.warning("near cache off: cannot subscribe to invalidations: %s", exc)
             self._lost = f"cannot subscribe: {exc}"

@@ -855,26 +855,32 @@ def test_a_redis_user_refused_tracking_has_no_near_cache(own_redis) -> None:
 
 
 @pytest.fixture
-def closes_at_once() -> Iterator[int]:
+def closes_at_once() -> Iterator[tuple[int, list[str]]]:
     """A port whose server answers nothing and closes each connection it takes (a Redis
-    shutting down, a proxy without a backend): its port."""
+    shutting down, a proxy without a backend): its port, and how each connection ended
+    ("closed" by the client, or "left" open by it for a second)."""
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
+    ends: list[str] = []
 
     def serve() -> None:
         with contextlib.suppress(OSError):  # the listener closed
             while not stop.is_set():
                 conn, _ = listener.accept()
-                with conn, contextlib.suppress(TimeoutError):
-                    conn.settimeout(1.0)  # a client that keeps it open is left after a second
+                with conn:
+                    conn.settimeout(1.0)
                     conn.shutdown(socket.SHUT_WR)
-                    while conn.recv(65536):
-                        pass  # until the client closes: no reset in place of the close
+                    try:
+                        while conn.recv(65536):
+                            pass  # until the client closes: no reset in place of the close
+                        ends.append("closed")
+                    except TimeoutError:
+                        ends.append("left")
 
     server = threading.Thread(target=serve, daemon=True)
     server.start()
     try:
-        yield listener.getsockname()[1]
+        yield listener.getsockname()[1], ends
     finally:
         stop.set()
         socket.create_connection(listener.getsockname()).close()
@@ -884,8 +890,10 @@ def closes_at_once() -> Iterator[int]:
 
 def test_a_tracking_connection_closed_before_it_answers_is_a_failure(closes_at_once) -> None:
     """The subscribing read waited for answers on a closed socket, at full speed, forever,
-    holding the near cache's lock."""
-    with _on_redis(closes_at_once):
+    holding the near cache's lock. Its socket is closed at once: left to the garbage collector,
+    it stayed open as long as the logged exception was kept (pytest keeps the records)."""
+    port, ends = closes_at_once
+    with _on_redis(port):
         looked: list[cache.Lookup] = []
         reader = threading.Thread(
             target=lambda: looked.append(cache.detail_lookup(DETAIL_ID)), daemon=True
@@ -895,6 +903,10 @@ def test_a_tracking_connection_closed_before_it_answers_is_a_failure(closes_at_o
         assert not reader.is_alive()
         assert (looked[0].entry, looked[0].slot) == (None, None)
         assert cache._state.suspect
+        deadline = time.monotonic() + 10
+        while not ends and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ends[:1] == ["closed"]
 
 
 def test_a_dropped_near_cache_starts_again_empty_with_its_whole_bound() -> None:
