@@ -1163,6 +1163,19 @@ def test_the_same_parameters_in_another_order_share_a_cached_page() -> None:
     assert again.entry is not None
 
 
+@pytest.mark.parametrize(
+    ("asked_as", "links"),
+    [({"HTTP_HOST": "localhost"}, "http://localhost/"), ({"secure": True}, "https://testserver/")],
+    ids=["another-host", "another-scheme"],
+)
+def test_a_cached_page_is_not_served_for_another_host_or_scheme(asked_as, links: str) -> None:
+    """A page's next/previous links are absolute: the host and scheme are part of its key."""
+    ProductFactory.create_batch(2)
+    anon = APIClient()
+    assert anon.get("/api/products?limit=1").json()["next"].startswith("http://testserver/")
+    assert anon.get("/api/products?limit=1", **asked_as).json()["next"].startswith(links)
+
+
 def test_an_entry_stored_for_a_parameter_given_twice_is_not_served() -> None:
     """An older release answered `page=2&page=1` with page 1 and stored it: the view refuses
     it now, and the cache must not answer for it."""
