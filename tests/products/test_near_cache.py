@@ -569,6 +569,17 @@ def test_a_new_server_moves_an_epoch_that_is_ahead_of_its_clock() -> None:
     assert int(client.get(cache._key("epoch"))) > ahead
 
 
+def test_a_new_server_check_leaves_its_run_id_and_epoch_with_a_ttl() -> None:
+    """Every key has a TTL, the two the server check sets too: kept for good, the run_id and
+    an epoch no write bumps again would outlive the cache's own data."""
+    keys = [cache.server_key(), cache._key("epoch")]
+    client = cache._redis()
+    client.delete(cache.server_key())  # the entries were not written on this server
+    _as_a_new_process()
+    cache.detail_lookup(DETAIL_ID)  # a new connection: the check moves the epoch on
+    assert [0 < client.ttl(key) <= cache.COUNTER_TTL_S for key in keys] == [True, True]
+
+
 def test_a_server_that_stays_keeps_its_run_id_and_epoch_past_the_counters_ttl() -> None:
     """Only a new connection found the key, and a match left its TTL alone: seven days after
     it was written every entry was dropped, as after a restart. The epoch's too, where no
