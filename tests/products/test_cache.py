@@ -1107,6 +1107,17 @@ def test_probe_drops_entries_cached_before_an_outage_it_saw(sent_an_invalidation
     assert stock_of(anon, product.pk) == 1
 
 
+def test_probe_drops_older_entries_as_soon_as_redis_answers_though_the_process_rests(
+    long_rest,
+) -> None:
+    """The listener has nothing else to do with Redis: it does not wait out the rest, so the
+    entries cached before an outage stop being served as soon as Redis is back."""
+    cache.redis_failed("the listener's PING timed out")
+    epoch = cache._redis().get(cache._key("epoch"))
+    assert cache.probe() is True
+    assert cache._redis().get(cache._key("epoch")) != epoch
+
+
 def test_a_reader_storing_late_after_the_counters_were_flushed_stores_under_a_dead_key() -> None:
     """A flush (or an eviction) empties the counters; the next write must not count them back
     up to a value a slow reader still holds."""
