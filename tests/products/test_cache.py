@@ -619,6 +619,15 @@ def long_rest(monkeypatch) -> None:
     monkeypatch.setattr(cache, "RETRY_AFTER_FAILURE_S", 60.0)
 
 
+def test_an_outage_is_logged_once_not_at_each_failure(caplog) -> None:
+    """Every request of a process that cannot reach Redis fails a call: one warning each
+    buried the log."""
+    for _ in range(3):
+        cache.redis_failed("a call timed out")
+    said = [r for r in caplog.records if "product cache unavailable" in r.getMessage()]
+    assert len(said) == 1
+
+
 def test_a_write_while_this_process_rests_from_redis_still_reaches_the_others(
     long_rest,
 ) -> None:
