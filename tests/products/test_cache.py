@@ -738,6 +738,34 @@ def test_skipped_sends_a_lookup_covered_are_not_covered_again(long_rest) -> None
     assert cache.detail_lookup(2).entry is not None
 
 
+def test_skipped_sends_a_send_covered_are_not_covered_again(long_rest) -> None:
+    """The first send after the skipping covers the skipped invalidations with an epoch bump:
+    the sends after it must not bump the epoch again and drop every entry once more."""
+    with _black_holed_redis():
+        for _ in range(3):
+            cache.invalidate([1])  # two failed, the third skipped
+    cache._state.skip_sends_until = 0.0  # the skipping is over; the process still rests
+    cache.invalidate([1])  # covers the skipped one: a new epoch
+    epoch = cache._redis().get(cache._key("epoch"))
+    cache.invalidate([1])
+    assert cache._redis().get(cache._key("epoch")) == epoch
+
+
+def test_a_send_that_went_out_between_two_failed_ones_starts_the_count_again(
+    long_rest,
+) -> None:
+    """Only failures in a row start skipping: a failed send, one that went out, then another
+    failed one, made the next writes of the rest skip theirs."""
+    with _black_holed_redis():
+        cache.invalidate([1])  # fails: this process rests
+    cache.invalidate([1])  # goes out all the same
+    with _black_holed_redis():
+        cache.invalidate([1])  # fails: one in a row
+    skips = cache._state.skips
+    cache.invalidate([1])
+    assert cache._state.skips == skips  # sent, not skipped
+
+
 def test_a_send_skipped_during_the_epoch_bump_that_ends_a_rest_is_covered_by_another(
     long_rest, monkeypatch
 ) -> None:
