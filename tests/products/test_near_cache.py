@@ -456,6 +456,14 @@ def test_a_restored_snapshot_is_noticed_without_a_near_cache(tmp_path, caplog) -
     assert said.levelname == "WARNING"  # another server's id was there: a restart
 
 
+def test_a_near_cache_of_no_bytes_is_off() -> None:
+    """The README's switch for a Redis across a lossy network, where a delayed push can leave
+    a read behind: 0 keeps no copy at all, not a near cache that still keeps the counters."""
+    with override_settings(PRODUCT_NEAR_CACHE_MAX_BYTES=0):
+        cached_detail()
+        assert cache._context().near is None
+
+
 def test_a_process_that_first_connects_after_a_restore_serves_nothing_from_before_it(
     tmp_path,
 ) -> None:
