@@ -1185,6 +1185,29 @@ def test_every_counter_a_write_bumps_keeps_a_ttl() -> None:
         assert cache.COUNTER_TTL_S - 60 < ttl <= cache.COUNTER_TTL_S, suffix
 
 
+@pytest.mark.parametrize(
+    ("earlier", "later"),
+    [(("1700000000", "999999"), ("1700000001", "42")), (("1700000000", "5"), ("1700000000", "6"))],
+)
+def test_a_counter_that_starts_again_starts_above_every_earlier_clock_value(
+    earlier: tuple[str, str], later: tuple[str, str]
+) -> None:
+    """A restarted counter takes the server's clock in microseconds: the microseconds are
+    padded to six digits, or a later second's first tenth (42 us: "170000000142") made a
+    smaller value than the second before it had, one an old entry's key may carry."""
+
+    def clock_us(seconds: str, micro: str) -> int:
+        # The scripts' own text, with Redis's TIME standing still at (seconds, micro).
+        script = (
+            f"local redis = {{call = function() return {{'{seconds}', '{micro}'}} end}}\n"
+            f"{cache._CLOCK_US}\nreturn clock_us"
+        )
+        return int(cache._redis().eval(script, 0))
+
+    assert clock_us(*earlier) < clock_us(*later)
+    assert clock_us(*later) == int(later[0]) * 1_000_000 + int(later[1])
+
+
 def test_a_stored_entry_expires_with_the_cache_ttl() -> None:
     """Every key has a TTL: an entry stored without one stays in Redis after its key is
     dead (a later version, generation or epoch), until eviction."""
