@@ -863,6 +863,19 @@ def test_a_tracking_connection_that_cannot_send_its_ping_is_dropped_and_reported
     assert isinstance(near()._sock, socket.socket)
 
 
+def test_a_redis_with_a_password_and_no_user_has_the_near_cache(own_redis) -> None:
+    """`requirepass` alone (a URL with no user name): the tracking connection authenticates as
+    Redis's `default` user, as redis-py's own connections do."""
+    port, _ = own_redis
+    redis.Redis(port=port).config_set("requirepass", "secret")
+    with override_settings(CACHES=caches_on(f"redis://:secret@127.0.0.1:{port}/0")):
+        cached_detail()
+        deadline = time.monotonic() + 10  # a lease that lapsed in a stall: until its PING
+        while near().open() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert near().open() is not None
+
+
 def test_a_redis_user_refused_tracking_has_no_near_cache(own_redis) -> None:
     """Without tracking no push ever comes: a copy kept anyway served what writes elsewhere
     had invalidated."""
