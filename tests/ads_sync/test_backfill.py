@@ -173,6 +173,33 @@ def test_a_failed_date_makes_the_exit_status_non_zero_and_is_named(
     assert SyncDay.objects.filter(state=SyncDay.State.FAILED).count() == 2
 
 
+_PROGRESS = re.compile(
+    r"^\[[#.]{30}\] (\d+)/(\d+) done \d+ failed \d+ deferred \d+ \| rows \d+ \| "
+    r"([\d.]+) dates/s \| ETA (\S+)$"
+)
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_off_a_terminal_progress_comes_as_whole_lines_ending_with_the_last(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """For a log file or a pipe: no carriage returns, a line at once and then one every
+    PLAIN_EVERY_S, and the finished count last, at the rate the run had."""
+    ads_sandbox.configure(latency_s=1.0)  # the wait's first poll comes before the last day
+    started = time.monotonic()
+    text, run = _backfill("--days", "3", "--customer", "1234567890", "--output-dir", str(tmp_path))
+    took = time.monotonic() - started
+
+    assert "\r" not in text
+    lines = [found for line in text.splitlines() if (found := _PROGRESS.match(line))]
+    assert 2 <= len(lines) <= 2 + int(took / backfill_ads.PLAIN_EVERY_S), text
+    assert int(lines[0][1]) < run.planned
+    settled, planned, rate, eta = lines[-1].groups()
+    assert (int(settled), int(planned), eta) == (run.planned, run.planned, "0m00s")
+    # Counted from the wait's start, after the planning: at least the whole command's rate.
+    assert float(rate) >= round(run.planned / took, 1)
+
+
 @pytest.mark.usefixtures("sync_worker")
 def test_a_summary_of_more_than_20_failed_dates_names_20_and_counts_the_rest(
     ads_sandbox, tmp_path: Path
