@@ -33,6 +33,7 @@ from ads_sync.integrations import google_ads
 from ads_sync.management.commands import backfill_ads
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 from inventory_project.celery import app as celery_app
+from tests.database import other_connection, wait_until_session_ended
 from tests.processes import manage
 
 from .helpers import (
@@ -738,6 +739,40 @@ def test_run_in_a_thread_that_is_not_the_main_one_it_ends_as_in_the_main_one(
 
     assert raised == []
     assert _summary_figure(out.getvalue(), "fetched") == 1
+
+
+@pytest.mark.usefixtures("sync_worker")
+def test_the_wait_goes_on_with_a_new_session_after_postgresql_ended_its_own(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """A restart ends the command's session: the broken connection is closed and the next poll
+    opens another, instead of failing on the closed one at every poll, for good."""
+    ads_sandbox.configure(latency_s=0.5)  # the wait polls while the day is fetched
+    read = backfill_ads.Command._read
+    ended: list[int] = []
+    missed = [0]
+
+    def ending_the_session_once(self: backfill_ads.Command, poll: Any) -> Any:
+        if not ended:
+            connection.ensure_connection()
+            ended.append(connection.connection.info.backend_pid)
+            with other_connection() as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", ended)
+            wait_until_session_ended(ended[0])
+        value = read(self, poll)
+        missed[0] += value is None
+        assert missed[0] < 10, "the wait did not reconnect"
+        return value
+
+    monkeypatch.setattr(backfill_ads.Command, "_read", ending_the_session_once)
+    err = io.StringIO()
+    call_command(
+        "backfill_ads", *_one_day_of_one_account(tmp_path), stdout=io.StringIO(), stderr=err
+    )
+
+    assert err.getvalue().count("the database is unreachable") == 1
+    assert missed[0] == 1
+    assert SyncRun.objects.get().done == 1
 
 
 @pytest.mark.usefixtures("sync_worker")
