@@ -21,7 +21,7 @@ from django.test import override_settings
 from products import cache, selectors, services
 from products.api import fast_path
 from tests.database import other_connection, wait_until_session_ended
-from tests.products.api.wsgi_client import send
+from tests.products.api.wsgi_client import CountingDjango, send
 from tests.products.conftest import ProductFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache_state")]
@@ -373,13 +373,17 @@ def test_with_ssl_redirect_on_https_pages_are_still_answered_here(stack) -> None
 
 @override_settings(PRODUCT_CACHE_ENABLED=True)
 @pytest.mark.usefixtures("catalogue")
+@pytest.mark.parametrize("through_wsgi_layer", [True, False])
 def test_a_reader_waiting_for_a_load_that_fails_stops_waiting_when_it_fails(
-    stack, monkeypatch
+    stack, monkeypatch, through_wsgi_layer: bool
 ) -> None:
     """The reader that leads a miss releases its lock however its load ends (here the 503 of
     a database outage): a reader waiting for its entry then loads the page itself at once,
-    rather than waiting out FILL_WAIT_S for an entry that is never coming."""
+    rather than waiting out FILL_WAIT_S for an entry that is never coming. Both leaders: this
+    path, and the cache middleware in front of the view (Django without the WSGI layers)."""
     app, _ = stack
+    if not through_wsgi_layer:
+        app = CountingDjango()
     lookup = fast_path._lookup("/api/products/search", "name=steel", "testserver", "http")
     waiting, leader_done = threading.Event(), threading.Event()
     clock = SimpleNamespace(now=0.0)  # the waiter's clock: it moves only when the waiter sleeps
