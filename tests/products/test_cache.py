@@ -6,6 +6,7 @@ Writes are committed for real (`transaction=True`), since invalidation runs afte
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import socket
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from types import SimpleNamespace
+from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
@@ -29,6 +31,7 @@ from rest_framework.test import APIClient
 
 from inventory_project.wsgi import application
 from products import cache, selectors, services
+from products.api import fast_path
 from products.api.fast_path import ProductCacheMiddleware
 from products.api.views import ProductDetailView
 from products.models import Product
@@ -1088,6 +1091,29 @@ def test_the_wsgi_layer_counts_reads_against_the_rate_limit(wsgi_layer, settings
     send(app, "GET", f"/api/products/{product.pk}", REMOTE_ADDR="10.9.8.7")
     assert inner.calls == 1  # the 4th goes to Django, which answers 429
     response = client.get(f"/api/products/{product.pk}")
+    assert response.status_code == 429
+
+
+def test_a_client_over_its_limit_whose_miss_finds_the_entry_stored_meanwhile_gets_429(
+    settings, monkeypatch
+) -> None:
+    """Through Django alone (the cache middleware): another reader stored the entry between
+    this one's lookup and its claim, and this client is over its limit; the view answers the
+    429, as for a hit, where the middleware had nothing to return (a 500)."""
+    settings.RATELIMIT_ENABLE = True
+    settings.RATELIMIT_READS = "2/m"
+    product = ProductFactory()
+    client = APIClient(REMOTE_ADDR="10.9.8.6")
+    assert client.get(f"/api/products/{product.pk}").status_code == 200  # 1, stored
+    assert client.get(f"/api/products/{product.pk}").status_code == 200  # 2, a hit
+    looked_up = fast_path._lookup
+
+    def missed_just_before_the_store(*args: Any) -> cache.Lookup | None:
+        found = looked_up(*args)
+        return None if found is None else dataclasses.replace(found, entry=None)
+
+    monkeypatch.setattr(fast_path, "_lookup", missed_just_before_the_store)
+    response = client.get(f"/api/products/{product.pk}")  # 3: its claim finds the entry
     assert response.status_code == 429
 
 
