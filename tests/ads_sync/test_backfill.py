@@ -684,6 +684,26 @@ def test_on_a_terminal_lost_tasks_sent_again_are_said_on_a_line_of_their_own(
     assert line == f"run(s) {SyncRun.objects.get().pk}: "  # not after the progress line
 
 
+def _backfill_in_a_thread(*args: str, **options: Any) -> list[BaseException]:
+    """`backfill_ads` called in a thread that is not the main one (a scheduler's job): what it
+    raised, if anything."""
+    raised: list[BaseException] = []
+
+    def backfill() -> None:
+        try:
+            call_command("backfill_ads", *args, **options)
+        except BaseException as exc:
+            raised.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=backfill)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    return raised
+
+
 def test_run_in_a_thread_that_is_not_the_main_one_it_sets_no_signal_handler(
     tmp_path: Path, monkeypatch
 ) -> None:
@@ -697,19 +717,7 @@ def test_run_in_a_thread_that_is_not_the_main_one_it_sets_no_signal_handler(
 
     monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
     monkeypatch.setattr(tasks, "run_start", interrupt)
-    raised: list[BaseException] = []
-
-    def backfill() -> None:
-        try:
-            call_command("backfill_ads", *_one_day_of_one_account(tmp_path))
-        except BaseException as exc:
-            raised.append(exc)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=backfill)
-    thread.start()
-    thread.join(timeout=60)
+    raised = _backfill_in_a_thread(*_one_day_of_one_account(tmp_path))
 
     assert len(raised) == 1
     assert isinstance(raised[0], CommandError), raised
@@ -722,20 +730,8 @@ def test_run_in_a_thread_that_is_not_the_main_one_it_ends_as_in_the_main_one(
     ads_sandbox, tmp_path: Path
 ) -> None:
     """A backfill that goes well sets no signal handler on its way out either."""
-    raised: list[BaseException] = []
     out = io.StringIO()
-
-    def backfill() -> None:
-        try:
-            call_command("backfill_ads", *_one_day_of_one_account(tmp_path), stdout=out)
-        except BaseException as exc:
-            raised.append(exc)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=backfill)
-    thread.start()
-    thread.join(timeout=60)
+    raised = _backfill_in_a_thread(*_one_day_of_one_account(tmp_path), stdout=out)
 
     assert raised == []
     assert _summary_figure(out.getvalue(), "fetched") == 1
