@@ -1164,6 +1164,41 @@ def test_another_run_that_goes_on_settling_days_is_waited_for_to_its_end(
     assert "of those: 3 done, 0 failed, 0 deferred, 0 still in flight" in text
 
 
+def test_a_stranded_run_is_given_up_on_while_an_unrelated_run_settles_days(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """Progress is what the runs holding the range's dates settle: another run busy with other
+    dates put off giving up on a stranded one for as long as it was busy."""
+    monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
+    monkeypatch.setattr(backfill_ads, "OTHER_RUNS_STALL_S", 0.5)
+    monkeypatch.setattr(backfill_ads, "POLL_S", 0.02)  # the wait's polls 0.1 s apart
+    customer_id = ads_sandbox.customers[0]
+    services.account_ensure(customer_id=customer_id)  # its time zone names its yesterday
+    window = selectors.sync_windows(customer_ids=[customer_id], days=1)[0]
+    stranded = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=1)
+    for day in days_between(window.start, window.end):
+        SyncDay.objects.create(customer_id=customer_id, date=day, run=stranded)
+    busy = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=1000)
+    read, polls = backfill_ads.Command._read, [0]
+
+    def busy_elsewhere(self: backfill_ads.Command, poll: Any) -> Any:
+        polls[0] += 1
+        assert polls[0] < 100, "still waiting for the stranded run"
+        SyncRun.objects.filter(pk=busy.pk).update(done=F("done") + 1)
+        return read(self, poll)
+
+    monkeypatch.setattr(backfill_ads.Command, "_read", busy_elsewhere)
+    with pytest.raises(CommandError) as gave_up:
+        call_command(
+            "backfill_ads",
+            *("--days", "1", "--customer", customer_id, "--output-dir", str(tmp_path)),
+            stdout=io.StringIO(),
+        )
+
+    assert gave_up.value.returncode == 4
+    assert f"still in flight in run(s) {stranded.pk}, which made no progress" in str(gave_up.value)
+
+
 def _one_day_of_one_account(output_dir: Path) -> tuple[str, ...]:
     return ("--days", "1", "--customer", "1234567890", "--output-dir", str(output_dir))
 
