@@ -98,6 +98,17 @@ def test_page_past_the_end_raises_page_out_of_range() -> None:
 
 
 @pytest.mark.django_db
+def test_a_list_page_past_the_end_is_refused_before_its_page_query() -> None:
+    """No bucket holds the first row of a page past the end: read, it would be an OFFSET over
+    the whole catalogue (page 2147483) only to find the page empty."""
+    ProductFactory.create_batch(3)
+    with CaptureQueriesContext(connection) as captured, pytest.raises(selectors.PageOutOfRange):
+        selectors.product_list(page=2147483, limit=1)
+    sql = [query["sql"] for query in captured.captured_queries]
+    assert not [text for text in sql if "OFFSET" in text.upper()], sql
+
+
+@pytest.mark.django_db
 def test_product_get_of_missing_id_raises_does_not_exist() -> None:
     with pytest.raises(Product.DoesNotExist):
         selectors.product_get(product_id=1)
