@@ -58,6 +58,20 @@ def test_deep_pages_are_exact_across_buckets_with_gaps() -> None:
 
 
 @pytest.mark.django_db
+def test_deep_pages_are_exact_in_every_bucket_of_a_dense_catalogue() -> None:
+    """Each page starts at the first id of the bucket that holds its first row: ids 1..2500 fill
+    buckets 0 to 2, and no empty bucket stands before a page's rows to hide a wrong start."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO products_product (id, name, price, stock_level, created_at, updated_at,"
+            " version) SELECT i, 'p' || i, 1, 1, now(), now(), 1 FROM generate_series(1, 2500) i"
+        )
+    for page in (2, 103, 110, 205, 250):
+        ids = [p.id for p in selectors.product_list(page=page, limit=10).products]
+        assert ids == list(range((page - 1) * 10 + 1, page * 10 + 1)), page
+
+
+@pytest.mark.django_db
 def test_pages_and_detail_hold_what_the_orm_reads() -> None:
     """The SQL of product_get and the list pages gives the ORM's rows, every field loaded."""
     ProductFactory.create_batch(25)
