@@ -129,7 +129,9 @@ def test_product_get_of_missing_id_raises_does_not_exist() -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("ids_max", [1000, 4, 3], ids=["ids-in-one-query", "at-the-cap", "past-it"])
+@pytest.mark.parametrize(
+    "ids_max", [1000, 4, 3, 2], ids=["ids-in-one-query", "at-the-cap", "past-it", "well-past-it"]
+)
 def test_search_pages_and_counts_the_same_whichever_way_it_reads(monkeypatch, ids_max) -> None:
     """Up to SEARCH_IDS_MAX matches are read as ids in one query; past it, counted apart."""
     monkeypatch.setattr(selectors, "SEARCH_IDS_MAX", ids_max)
