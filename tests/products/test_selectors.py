@@ -150,6 +150,16 @@ def test_search_pages_and_counts_the_same_whichever_way_it_reads(monkeypatch, id
 
 
 @pytest.mark.django_db
+def test_search_pages_are_in_id_order_whatever_order_the_rows_are_stored_in() -> None:
+    """Stored (and so scanned) from the highest id down, the matches still page by id."""
+    for product_id in range(5, 0, -1):
+        ProductFactory(id=product_id, name=f"Steel {product_id}")
+    filters = selectors.ProductFilters(name="steel")
+    pages = [selectors.product_search(filters=filters, page=n, limit=2) for n in (1, 2, 3)]
+    assert [[p.pk for p in page.products] for page in pages] == [[1, 2], [3, 4], [5]]
+
+
+@pytest.mark.django_db
 def test_a_selective_search_is_counted_and_paged_in_one_statement() -> None:
     ProductFactory.create_batch(3, name="Steel bar")
     filters = selectors.ProductFilters(name="steel")
