@@ -123,6 +123,17 @@ def test_a_list_page_past_the_end_is_refused_before_its_page_query() -> None:
 
 
 @pytest.mark.django_db
+def test_product_version_is_the_products_own_not_a_neighbours() -> None:
+    """The version If-Match and the cache's fences compare with: stored after a higher id."""
+    ProductFactory(id=2)
+    ProductFactory(id=1)
+    Product.objects.filter(pk=1).update(stock_level=11)
+    assert selectors.product_version(product_id=1) == 2
+    assert selectors.product_version(product_id=2) == 1
+    assert selectors.product_version(product_id=3) is None
+
+
+@pytest.mark.django_db
 def test_product_get_of_missing_id_raises_does_not_exist() -> None:
     with pytest.raises(Product.DoesNotExist):
         selectors.product_get(product_id=1)
