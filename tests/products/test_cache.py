@@ -24,7 +24,7 @@ from django.conf import settings
 from django.core.cache import cache as django_cache
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, ProgrammingError, connection, transaction
 from django.test import RequestFactory, override_settings
 from django_redis import get_redis_connection
 from rest_framework.test import APIClient
@@ -371,6 +371,28 @@ def test_an_update_is_answered_even_if_its_write_through_fails(monkeypatch, capl
     (record,) = [r for r in caplog.records if r.name == "products.api.fast_path"]
     assert record.getMessage().startswith("database unavailable: OperationalError")
     assert record.exc_info is None
+
+
+def test_a_write_through_failing_otherwise_is_logged_with_its_traceback(
+    monkeypatch, caplog
+) -> None:
+    """Not the database's outage (a permission taken away, say): the update is still answered,
+    and the skip is logged with what went wrong, since no outage line will say it."""
+    product = ProductFactory(stock_level=5)
+    clerk = token_client(make_user("clerk", "change_product"))
+
+    def refused_version(**kwargs):
+        raise ProgrammingError("permission denied for table products_product")
+
+    monkeypatch.setattr(selectors, "product_version", refused_version)
+    response = clerk.put(
+        f"/api/products/{product.pk}", {"price": "1", "stock_level": 4}, format="json"
+    )
+    assert response.status_code == 200
+    (record,) = [r for r in caplog.records if r.name == "products.api.fast_path"]
+    assert record.getMessage() == f"write-through of product {product.pk} skipped"
+    assert record.exc_info is not None
+    assert record.exc_info[0] is ProgrammingError
 
 
 def test_an_update_asking_for_another_json_format_is_not_written_through() -> None:
