@@ -1070,6 +1070,19 @@ def test_the_wsgi_layer_answers_a_hit_before_django_with_security_headers(wsgi_l
     assert headers["X-Frame-Options"] == cached["X-Frame-Options"]
 
 
+def test_the_wsgi_layer_answers_an_https_page_django_cached(wsgi_layer) -> None:
+    """Both layers key a page by its scheme alike: one stored over HTTPS by the middleware (a
+    process without the WSGI layer, the test client) is a hit for the WSGI layer over HTTPS."""
+    app, inner = wsgi_layer
+    ProductFactory()
+    cached = APIClient().get("/api/products", {"limit": "2"}, secure=True)  # fills the cache
+    status, _, body = send(
+        app, "GET", "/api/products", QUERY_STRING="limit=2", **{"wsgi.url_scheme": "https"}
+    )
+    assert (status, inner.calls) == (200, 0)
+    assert body == cached.content
+
+
 def test_the_wsgi_layer_answers_if_none_match_with_304(wsgi_layer) -> None:
     app, inner = wsgi_layer
     product = ProductFactory()
