@@ -298,6 +298,20 @@ def test_with_the_cache_on_a_query_the_cache_does_not_look_up_goes_to_the_view(s
     assert json.loads(content)["error"]["code"] == "invalid"
 
 
+@override_settings(PRODUCT_CACHE_ENABLED=True)
+@pytest.mark.usefixtures("catalogue")
+@pytest.mark.parametrize("query", ["limit=2&cb=8f3a", "limit=02"])
+def test_with_the_cache_on_a_page_the_cache_does_not_store_is_still_answered_here(
+    stack, query: str
+) -> None:
+    """A parameter the view ignores, or a number's other spelling: the cache layer looks and
+    has nowhere to store the page, and leaves it to this path, not to Django."""
+    app, django = stack
+    fast = get(app, "/api/products", query)
+    assert (fast[0], django.calls) == (200, 0)
+    assert_same(fast, through_django(app, "/api/products", query))
+
+
 @override_settings(PRODUCT_CACHE_ENABLED=False)
 def test_a_request_without_a_query_string_gets_the_views_links(stack) -> None:
     """PEP 3333 lets a server leave QUERY_STRING out of the environ when it is empty."""
