@@ -235,8 +235,10 @@ def test_reads_count_against_the_limit_once_and_the_view_answers_429(stack) -> N
         # DRF's format override, however encoded.
         ("limit=2&%66ormat=api", {}),
         ("limit=2&format=json", {}),
-        # A CSRF cookie that CsrfViewMiddleware replaces in its answer.
+        # A CSRF cookie that CsrfViewMiddleware replaces in its answer: too short, or of the
+        # right length with characters a token never has.
         ("limit=2", {"HTTP_COOKIE": "csrftoken=bad"}),
+        ("limit=2", {"HTTP_COOKIE": "csrftoken=" + "!" * 32}),
         # A present but empty Host header: Django answers 400.
         ("limit=2", {"HTTP_HOST": "", "SERVER_NAME": "127.0.0.1"}),
         # Links with a script prefix Django takes from the environ.
