@@ -1074,22 +1074,42 @@ def test_a_totals_file_its_own_run_cannot_write_is_named_and_exits_73(
     assert f"the totals file in {tmp_path} could not be written" in out.getvalue()  # notes
 
 
-@pytest.mark.parametrize("stall_checks", [False, True])
+def _held_by_another_run(customer_id: str, days: int, output_dir: Path) -> SyncRun:
+    """Another run, unfinished, holding the account's last `days` days (pending)."""
+    services.account_ensure(customer_id=customer_id)  # its time zone names its yesterday
+    window = selectors.sync_windows(customer_ids=[customer_id], days=days)[0]
+    other = SyncRun.objects.create(trigger="backfill", output_dir=str(output_dir), planned=days)
+    for day in days_between(window.start, window.end):
+        SyncDay.objects.create(customer_id=customer_id, date=day, run=other)
+    return other
+
+
+@pytest.mark.parametrize("meanwhile", ["nothing", "stall checks", "another run settles days"])
 def test_a_date_stranded_in_another_run_exits_4_naming_the_run(
-    ads_sandbox, tmp_path: Path, monkeypatch, stall_checks: bool
+    ads_sandbox, tmp_path: Path, monkeypatch, meanwhile: str
 ) -> None:
     """With stall checks before the give-up (as with the defaults, 30 s and 660 s), one that
-    finds the tasks not lost and sends nothing does not put the give-up off."""
+    finds the tasks not lost and sends nothing does not put the give-up off. Nor does another
+    run busy with other dates: progress is what the runs holding the range's dates settle."""
     monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
     monkeypatch.setattr(backfill_ads, "OTHER_RUNS_STALL_S", 0.5)
-    if stall_checks:
+    if meanwhile == "stall checks":
         monkeypatch.setattr(backfill_ads, "STALL_CHECK_S", 0.1)
         monkeypatch.setattr(backfill_ads, "tasks_lost", lambda queue, run_ids: False)
     customer_id = ads_sandbox.customers[0]
-    services.account_ensure(customer_id=customer_id)  # its time zone names its yesterday
-    window = selectors.sync_windows(customer_ids=[customer_id], days=1)[0]
-    stranded = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=1)
-    SyncDay.objects.create(customer_id=customer_id, date=window.end, run=stranded)
+    stranded = _held_by_another_run(customer_id, 1, tmp_path)
+    if meanwhile == "another run settles days":
+        monkeypatch.setattr(backfill_ads, "POLL_S", 0.02)  # the wait's polls 0.1 s apart
+        busy = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=1000)
+        read, polls = backfill_ads.Command._read, [0]
+
+        def busy_elsewhere(self: backfill_ads.Command, poll: Any) -> Any:
+            polls[0] += 1
+            assert polls[0] < 100, "still waiting for the stranded run"
+            SyncRun.objects.filter(pk=busy.pk).update(done=F("done") + 1)
+            return read(self, poll)
+
+        monkeypatch.setattr(backfill_ads.Command, "_read", busy_elsewhere)
 
     out = io.StringIO()
     with pytest.raises(CommandError) as stopped:
@@ -1130,11 +1150,7 @@ def test_another_run_that_goes_on_settling_days_is_waited_for_to_its_end(
     monkeypatch.setattr(backfill_ads, "OTHER_RUNS_STALL_S", 0.5)
     monkeypatch.setattr(backfill_ads, "PLAIN_EVERY_S", 0.0)  # a line at every poll
     customer_id = ads_sandbox.customers[0]
-    services.account_ensure(customer_id=customer_id)  # its time zone names its yesterday
-    window = selectors.sync_windows(customer_ids=[customer_id], days=3)[0]
-    other = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=3)
-    for day in days_between(window.start, window.end):
-        SyncDay.objects.create(customer_id=customer_id, date=day, run=other)
+    other = _held_by_another_run(customer_id, 3, tmp_path)
     wait_for_other_runs, read = (
         backfill_ads.Command._wait_for_other_runs,
         backfill_ads.Command._read,
@@ -1162,41 +1178,6 @@ def test_another_run_that_goes_on_settling_days_is_waited_for_to_its_end(
         line = f"  {unsettled} of them still in flight; those runs last settled a day 0 s ago"
         assert f"\n{line}\n" in text
     assert "of those: 3 done, 0 failed, 0 deferred, 0 still in flight" in text
-
-
-def test_a_stranded_run_is_given_up_on_while_an_unrelated_run_settles_days(
-    ads_sandbox, tmp_path: Path, monkeypatch
-) -> None:
-    """Progress is what the runs holding the range's dates settle: another run busy with other
-    dates put off giving up on a stranded one for as long as it was busy."""
-    monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
-    monkeypatch.setattr(backfill_ads, "OTHER_RUNS_STALL_S", 0.5)
-    monkeypatch.setattr(backfill_ads, "POLL_S", 0.02)  # the wait's polls 0.1 s apart
-    customer_id = ads_sandbox.customers[0]
-    services.account_ensure(customer_id=customer_id)  # its time zone names its yesterday
-    window = selectors.sync_windows(customer_ids=[customer_id], days=1)[0]
-    stranded = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=1)
-    for day in days_between(window.start, window.end):
-        SyncDay.objects.create(customer_id=customer_id, date=day, run=stranded)
-    busy = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=1000)
-    read, polls = backfill_ads.Command._read, [0]
-
-    def busy_elsewhere(self: backfill_ads.Command, poll: Any) -> Any:
-        polls[0] += 1
-        assert polls[0] < 100, "still waiting for the stranded run"
-        SyncRun.objects.filter(pk=busy.pk).update(done=F("done") + 1)
-        return read(self, poll)
-
-    monkeypatch.setattr(backfill_ads.Command, "_read", busy_elsewhere)
-    with pytest.raises(CommandError) as gave_up:
-        call_command(
-            "backfill_ads",
-            *("--days", "1", "--customer", customer_id, "--output-dir", str(tmp_path)),
-            stdout=io.StringIO(),
-        )
-
-    assert gave_up.value.returncode == 4
-    assert f"still in flight in run(s) {stranded.pk}, which made no progress" in str(gave_up.value)
 
 
 def _one_day_of_one_account(output_dir: Path) -> tuple[str, ...]:
