@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from decimal import Decimal
 from typing import Any
 
@@ -42,12 +43,21 @@ def token() -> str:
     return Token.objects.create(user=user).key
 
 
-def put(app: Any, product: Product, token: str, body: Any, **environ: str) -> Any:
+def put(
+    app: Any,
+    product: Product,
+    token: str,
+    body: Any,
+    *,
+    without: Collection[str] = (),
+    **environ: str,
+) -> Any:
     return send(
         app,
         "PUT",
         f"/api/products/{product.pk}",
         body,
+        without=without,
         HTTP_AUTHORIZATION=f"Token {token}",
         **environ,
     )
@@ -277,14 +287,8 @@ def test_a_write_without_a_content_length_is_answered_by_the_view(stack, token) 
     """PEP 3333 lets a server leave CONTENT_LENGTH out: Django then reads no body."""
     app, django = stack
     product = ProductFactory(price=Decimal("5.00"), stock_level=3)
-    status, _, _ = send(
-        app,
-        "PUT",
-        f"/api/products/{product.pk}",
-        {"price": "1.00", "stock_level": 2},
-        without=["CONTENT_LENGTH"],
-        HTTP_AUTHORIZATION=f"Token {token}",
-    )
+    body = {"price": "1.00", "stock_level": 2}
+    status, _, _ = put(app, product, token, body, without=["CONTENT_LENGTH"])
     assert (status, django.calls) == (400, 1)
     product.refresh_from_db()
     assert (product.price, product.stock_level) == (Decimal("5.00"), 3)
