@@ -671,8 +671,8 @@ def _raise_quota(exc: Exception, what: str, failure: Any, request_id: str | None
     delay = _retry_delay_s(failure)
     if delay is not None and delay >= DAILY_QUOTA_MIN_RETRY_DELAY_S:
         raise DailyQuotaExhausted(
-            f"{what}: quota exhausted, retry in {delay:.0f} s: {_messages(failure)} "
-            f"{_naming(request_id)}",
+            f"{what}: quota exhausted, retry in {delay:.0f} s: "
+            f"{_messages(failure)} {_naming(request_id)}",
             retry_after_s=delay,
             request_id=request_id,
         ) from _safe_cause(exc)
