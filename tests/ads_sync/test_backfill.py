@@ -1180,6 +1180,85 @@ def test_another_run_that_goes_on_settling_days_is_waited_for_to_its_end(
     assert "of those: 3 done, 0 failed, 0 deferred, 0 still in flight" in text
 
 
+class _StillClock:
+    """Stands in for the command's `time`: the clock moves only when the command sleeps, so
+    the stall checks and the give-up come at the same polls on any machine, at no cost."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _settle_one_day(run: SyncRun) -> None:
+    day = SyncDay.objects.filter(run=run, state=SyncDay.State.PENDING).first()
+    assert day is not None
+    SyncDay.objects.filter(pk=day.pk).update(state=SyncDay.State.DONE)
+    SyncRun.objects.filter(pk=run.pk).update(done=F("done") + 1)
+
+
+def test_another_runs_tasks_lost_between_its_progress_are_sent_again_as_often_as_it_takes(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """RESENDS_MAX counts the re-sends since those runs last settled a day, as in the wait for
+    this run's own: a broker that loses their tasks now and then, while each re-send is
+    fetched, does not end the wait with "lost again after 3 re-sends"."""
+    monkeypatch.setattr(backfill_ads, "time", clock := _StillClock())
+    monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
+    monkeypatch.setattr(backfill_ads, "tasks_lost", lambda queue, run_ids: True)
+    days = backfill_ads.RESENDS_MAX + 2
+    other = _held_by_another_run(ads_sandbox.customers[0], days, tmp_path)
+    resent: list[float] = []
+
+    def resend_fetched(*, run_ids: list[int]) -> int:
+        resent.append(clock.now)
+        _settle_one_day(other)  # by the next poll
+        return 1
+
+    monkeypatch.setattr(tasks, "resend_unsettled", resend_fetched)
+    text, run = _backfill(
+        "--days", str(days), "--customer", ads_sandbox.customers[0], "--output-dir", str(tmp_path)
+    )
+
+    assert run.planned == 0
+    assert len(resent) == days
+    assert f"of those: {days} done, 0 failed, 0 deferred, 0 still in flight" in text
+
+
+def test_days_of_another_run_sent_again_are_given_as_long_as_any_from_the_resend(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """The give-up (OTHER_RUNS_STALL_S with no day settled) counts from the re-send, not from
+    the runs' last progress before it: the day it sent is fetched 640 s after it, 700 s
+    after the wait began, and is waited for."""
+    monkeypatch.setattr(backfill_ads, "time", clock := _StillClock())
+    monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
+    resent: list[float] = []
+    monkeypatch.setattr(backfill_ads, "tasks_lost", lambda queue, run_ids: not resent)
+    monkeypatch.setattr(tasks, "resend_unsettled", lambda *, run_ids: resent.append(clock.now) or 1)
+    customer_id = ads_sandbox.customers[0]
+    other = _held_by_another_run(customer_id, 1, tmp_path)
+    fetched_after = backfill_ads.OTHER_RUNS_STALL_S - 20
+    read, fetched = backfill_ads.Command._read, [False]
+
+    def fetched_late(self: backfill_ads.Command, poll: Any) -> Any:
+        if resent and clock.now >= resent[0] + fetched_after and not fetched[0]:
+            _settle_one_day(other)
+            fetched[0] = True
+        return read(self, poll)
+
+    monkeypatch.setattr(backfill_ads.Command, "_read", fetched_late)
+    text, run = _backfill("--days", "1", "--customer", customer_id, "--output-dir", str(tmp_path))
+
+    assert run.planned == 0
+    assert resent[0] + fetched_after > backfill_ads.OTHER_RUNS_STALL_S  # past it from the start
+    assert "of those: 1 done, 0 failed, 0 deferred, 0 still in flight" in text
+
+
 def _one_day_of_one_account(output_dir: Path) -> tuple[str, ...]:
     return ("--days", "1", "--customer", "1234567890", "--output-dir", str(output_dir))
 
