@@ -432,6 +432,30 @@ def test_an_update_answered_after_a_newer_write_committed_is_not_cached() -> Non
     assert stock_of(APIClient(), product.pk) == 3
 
 
+def _not_asked() -> bool:
+    raise AssertionError("the write-through asked PostgreSQL whether the write is current")
+
+
+def test_a_write_through_with_the_cache_off_asks_postgresql_nothing() -> None:
+    """Its check that no later write committed is a query per write, for an entry it would
+    not store (as with Redis unreachable)."""
+    product = ProductFactory(stock_level=5)
+    with override_settings(PRODUCT_CACHE_ENABLED=False):
+        cache.detail_write_through(product.pk, cache.Entry(headers={}, body=b"{}"), _not_asked)
+
+
+def test_a_write_through_keeps_the_entry_a_reader_stored_under_the_same_version() -> None:
+    """A reader that missed after the write's invalidation stored the current row already: the
+    write's entry would be the same product at the same version, for a query and a SET."""
+    product = ProductFactory(stock_level=5)
+    anon = APIClient()
+    assert stock_of(anon, product.pk) == 5  # stored, under the product's current version
+    cache.detail_write_through(
+        product.pk, cache.Entry(headers={}, body=b'{"stock_level":4}'), _not_asked
+    )
+    assert stock_of(anon, product.pk) == 5
+
+
 def test_an_update_whose_connection_fails_in_flight_still_invalidates() -> None:
     """It may have committed: the next read must not be the cached old row."""
     product = ProductFactory(stock_level=5)
