@@ -268,6 +268,21 @@ def test_a_postgresql_planning_lock_got_at_once_is_free_again_once_let_go(settin
     assert taken == [True]
 
 
+def test_with_redis_down_a_planning_stores_its_plan_under_the_postgresql_lock(
+    settings, one_account: str, short_history: Path, monkeypatch
+) -> None:
+    """The planner renews its lock after each account lookup: the PostgreSQL lock that stands
+    in for Redis' has nothing to renew, and renewing it as the Redis one failed every planning
+    while Redis was down."""
+    caches = {"default": {**django_settings.CACHES["default"]}}
+    caches["default"]["LOCATION"] = f"redis://127.0.0.1:{CLOSED_PORT}/0"
+    settings.CACHES = caches
+    sent = _record_fan_out(monkeypatch)
+    plan = tasks.run_start(trigger="backfill")
+    assert plan is not None
+    assert len(plan.days) == len(sent) == 8
+
+
 @pytest.mark.usefixtures("sync_worker")
 def test_transient_faults_and_an_expiring_token_still_finish_every_day_once(
     ads_sandbox, short_history: Path
