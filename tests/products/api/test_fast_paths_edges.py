@@ -235,6 +235,16 @@ def test_a_raw_utf8_query_does_not_share_a_key_with_its_mojibake(stack) -> None:
             },
         ),
         ({}, [], {"SECURE_REFERRER_POLICY": "same-origin, strict-origin"}),
+        # A chain of proxies sends a list: Django reads its first value (HTTPS here), not the
+        # whole list nor the last one.
+        (
+            {"HTTP_X_FORWARDED_PROTO": "https, http"},
+            [],
+            {
+                "SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https"),
+                "SECURE_HSTS_SECONDS": 3600,
+            },
+        ),
         (
             {"HTTP_USER_AGENT": "BadBot/1.0"},
             [],
