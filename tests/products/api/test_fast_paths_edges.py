@@ -292,3 +292,22 @@ def test_with_ssl_redirect_on_a_cached_page_is_answered_over_https_and_redirecte
         hit = send(app, "GET", "/api/products", QUERY_STRING="limit=2", **https)
         plain = send(app, "GET", "/api/products", QUERY_STRING="limit=2")
     assert (hit[0], plain[0], django.calls) == (200, 301, 1)
+
+
+def test_an_https_request_without_a_host_header_is_not_answered_another_hosts_page(stack) -> None:
+    """Without a Host header (HTTP/1.0) Django names the host from SERVER_NAME, leaving out
+    HTTPS's default port: the page is not the one cached for `Host: testserver:443`, whose
+    links carry the port."""
+    app, _ = stack
+    ProductFactory.create_batch(3)
+    https = {"wsgi.url_scheme": "https"}
+    send(app, "GET", "/api/products", QUERY_STRING="limit=2", HTTP_HOST="testserver:443", **https)
+    no_host = {"SERVER_NAME": "testserver", "SERVER_PORT": "443", **https}
+    fast = send(
+        app, "GET", "/api/products", QUERY_STRING="limit=2", without=["HTTP_HOST"], **no_host
+    )
+    alone = by_django(
+        app, "GET", "/api/products", QUERY_STRING="limit=2", without=["HTTP_HOST"], **no_host
+    )
+    assert fast == alone
+    assert json.loads(fast[2])["next"].startswith("https://testserver/")
