@@ -201,6 +201,61 @@ def test_off_a_terminal_progress_comes_as_whole_lines_ending_with_the_last(
     assert float(rate) >= round(run.planned / took, 1)
 
 
+_BAR_EMPTY, _BAR_FULL = "[" + "." * 30 + "]", "[" + "#" * 30 + "]"
+
+
+@pytest.mark.parametrize(
+    ("planned", "settled", "elapsed", "line"),
+    [
+        (
+            730,
+            0,
+            0.0,
+            f"{_BAR_EMPTY} 0/730 done 0 failed 0 deferred 0 | rows 0 | 0.0 dates/s | ETA ?",
+        ),
+        (
+            730,
+            73,
+            36.5,
+            "[###...........................] 73/730 done 70 failed 2 deferred 1 | rows 9 | "
+            "2.0 dates/s | ETA 5m28s",
+        ),
+        # Two years of one account at a date every 10 s: hours.
+        (
+            730,
+            3,
+            30.0,
+            f"{_BAR_EMPTY} 3/730 done 0 failed 2 deferred 1 | rows 9 | 0.1 dates/s | ETA 2h01m10s",
+        ),
+        (
+            730,
+            730,
+            400.0,
+            f"{_BAR_FULL} 730/730 done 727 failed 2 deferred 1 | rows 9 | 1.8 dates/s | ETA 0m00s",
+        ),
+        # Every date was done already, or in flight in another run: nothing left, not "ETA ?".
+        (
+            0,
+            0,
+            0.5,
+            f"{_BAR_FULL} 0/0 done 0 failed 0 deferred 0 | rows 0 | 0.0 dates/s | ETA 0m00s",
+        ),
+    ],
+)
+def test_the_progress_line_fills_its_bar_and_counts_the_eta_from_the_runs_rate(
+    planned: int, settled: int, elapsed: float, line: str
+) -> None:
+    failed, deferred = (2, 1) if settled else (0, 0)
+    run = SyncRun(
+        planned=planned,
+        done=settled - failed - deferred,
+        failed=failed,
+        deferred=deferred,
+        rows=9 if settled else 0,
+    )
+    assert backfill_ads.Command._progress_line(run, elapsed) == line
+
+
 @pytest.mark.usefixtures("sync_worker")
 def test_a_summary_of_more_than_20_failed_dates_names_20_and_counts_the_rest(
     ads_sandbox, tmp_path: Path

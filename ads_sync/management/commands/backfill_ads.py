@@ -602,7 +602,12 @@ class Command(DatabaseCommand):
         filled = int(width * run.settled / planned) if run.planned else width
         rate = run.settled / elapsed if elapsed > 0 else 0.0
         remaining = run.planned - run.settled
-        eta = _duration(remaining / rate) if rate > 0 else "?"
+        if not remaining:  # done, or nothing to fetch: a run of 0 dates has no rate
+            eta = _duration(0)
+        elif rate > 0:
+            eta = _duration(remaining / rate)
+        else:
+            eta = "?"
         return (
             f"[{'#' * filled}{'.' * (width - filled)}] {run.settled}/{run.planned} "
             f"done {run.done} failed {run.failed} deferred {run.deferred} | rows {run.rows} | "
