@@ -94,8 +94,23 @@ def test_a_60_day_backfill_writes_exactly_the_sandbox_rows_to_the_orm_and_csv(
     assert CampaignDayMetric.objects.count() == expected_total
     assert SyncDay.objects.filter(state=SyncDay.State.DONE).count() == 120
     assert (run.planned, run.done, run.rows) == (120, 120, expected_total)
-    assert _summary_figure(text, "API calls") == len(ads_sandbox.calls())
     assert selectors.totals_csv_path(output_dir=tmp_path).exists()
+    # The summary reports the run as the database holds it, how long it took included.
+    summary = text[text.index(f"Summary of run {run.pk} (backfill), {run.range_start} .. ") :]
+    for label, figure in [
+        ("dates planned", 120),
+        ("fetched", 120),
+        ("failed", 0),
+        ("deferred", 0),
+        ("rows written", expected_total),
+        ("API calls", len(ads_sandbox.calls())),
+    ]:
+        assert _summary_figure(summary, label) == figure, label
+    assert (run.elapsed_s or 0) > 0
+    assert f"\n  elapsed          {run.elapsed_s:.1f} s\n" in summary
+    latency = selectors.run_latency(run_id=run.pk)
+    assert None not in (latency.p50_ms, latency.p95_ms)
+    assert f"per-date latency p50 {latency.p50_ms:.0f} ms, p95 {latency.p95_ms:.0f} ms" in summary
 
 
 @pytest.mark.usefixtures("sync_worker")
