@@ -95,6 +95,18 @@ def test_the_day_csv_has_a_header_decimal_money_and_the_micros(tmp_path: Path) -
     assert list(tmp_path.joinpath(CUSTOMER).glob(".*")) == []
 
 
+def test_a_day_csv_lists_its_campaigns_by_id_whatever_order_the_api_sent_them_in(
+    tmp_path: Path,
+) -> None:
+    """Rows come back from PostgreSQL in the order they were stored (or updated) unless asked
+    otherwise: a day fetched again would list its campaigns in a new order, and a diff of the
+    file showed every line changed."""
+    rows = [campaign_day(campaign_id=2), campaign_day(campaign_id=1)]
+    services.day_rows_replace(customer_id=CUSTOMER, day=DAY, rows=rows, currency_code="EUR")
+    path = services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
+    assert [line["campaign_id"] for line in _read(path)] == ["1", "2"]
+
+
 def test_an_empty_day_writes_a_header_only_file(tmp_path: Path) -> None:
     path = services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
     assert path.read_text().splitlines() == [",".join(services.DAY_CSV_HEADER)]
