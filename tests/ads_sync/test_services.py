@@ -176,6 +176,26 @@ def test_a_day_fetched_with_no_campaign_activity_totals_zero_and_one_never_fetch
     assert services.combined_csv_write(out=by_day, start=quiet, end=quiet, by="day") == 2
 
 
+def test_a_quiet_day_totals_zero_even_when_another_account_had_activity_that_day(
+    tmp_path: Path,
+) -> None:
+    """A day counts as quiet by its own account's rows, not by any account's rows that date."""
+    other = "2222222222"
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    services.day_rows_replace(
+        customer_id=other, day=DAY, rows=[campaign_day()], currency_code="EUR"
+    )
+    for customer_id in (CUSTOMER, other):
+        SyncDay.objects.create(
+            customer_id=customer_id, date=DAY, state="done", fetched_at=timezone.now()
+        )
+    lines = _read(services.totals_csv_write(output_dir=tmp_path))
+    assert [(line["customer_id"], line["clicks"]) for line in lines] == [
+        (CUSTOMER, "0"),
+        (other, "10"),
+    ]
+
+
 def test_the_combined_export_by_campaign_respects_the_range(tmp_path: Path) -> None:
     for offset in range(3):
         day = DAY + dt.timedelta(days=offset)
