@@ -14,8 +14,10 @@ from typing import TextIO
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import timezone
 
 from ads_sync import services
+from ads_sync.models import AdsAccount, SyncDay
 from tests.files import file_size_limit
 from tests.processes import manage
 
@@ -51,6 +53,19 @@ def test_export_by_day_writes_one_line_per_account_and_date(tmp_path: Path) -> N
     assert [(x["customer_id"], x["date"], x["clicks"]) for x in lines] == [
         ("1111111111", "2025-01-10", "7")
     ]
+
+
+def test_an_export_by_day_leaves_out_quiet_days_outside_its_range(tmp_path: Path) -> None:
+    AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
+    for day in (DAY - dt.timedelta(days=1), DAY, DAY + dt.timedelta(days=1)):
+        SyncDay.objects.create(
+            customer_id="1111111111", date=day, state="done", fetched_at=timezone.now()
+        )
+    out = tmp_path / "by_day.csv"
+    assert services.combined_csv_write(out=out, start=DAY, end=DAY, by="day") == 1
+    with out.open(newline="") as handle:
+        lines = list(csv.DictReader(handle))
+    assert [(x["date"], x["clicks"]) for x in lines] == [("2025-01-10", "0")]
 
 
 def test_export_refuses_a_reversed_range(tmp_path: Path) -> None:
