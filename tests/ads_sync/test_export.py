@@ -68,6 +68,30 @@ def test_an_export_by_day_leaves_out_quiet_days_outside_its_range(tmp_path: Path
     assert [(x["date"], x["clicks"]) for x in lines] == [("2025-01-10", "0")]
 
 
+def test_an_export_by_campaign_is_ordered_by_account_then_date_then_campaign(
+    tmp_path: Path,
+) -> None:
+    """Stored in the opposite order, so that only the export's own order can sort them."""
+    for customer_id in ("2222222222", "1111111111"):
+        for day in (DAY + dt.timedelta(days=1), DAY):
+            services.day_rows_replace(
+                customer_id=customer_id,
+                day=day,
+                rows=[campaign_day(day=day, campaign_id=n) for n in (2, 1)],
+                currency_code="EUR",
+            )
+    out = tmp_path / "all.csv"
+    assert services.combined_csv_write(out=out, start=None, end=None) == 8
+    with out.open(newline="") as handle:
+        lines = [(x["customer_id"], x["date"], x["campaign_id"]) for x in csv.DictReader(handle)]
+    assert lines == [
+        (customer_id, str(day), campaign_id)
+        for customer_id in ("1111111111", "2222222222")
+        for day in (DAY, DAY + dt.timedelta(days=1))
+        for campaign_id in ("1", "2")
+    ]
+
+
 def test_export_refuses_a_reversed_range(tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="after --end"):
         call_command("export_ads_csv", "--start", "2025-02-02", "--end", "2025-02-01")
