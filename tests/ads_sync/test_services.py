@@ -107,6 +107,17 @@ def test_a_day_csv_lists_its_campaigns_by_id_whatever_order_the_api_sent_them_in
     assert [line["campaign_id"] for line in _read(path)] == ["1", "2"]
 
 
+def test_a_day_csv_is_written_into_an_output_folder_removed_since_the_planning(
+    tmp_path: Path,
+) -> None:
+    """The run's folder is made when it is planned; one deleted since (tidying by hand) is made
+    again by the day that writes into it, rather than failing every day left."""
+    output_dir = tmp_path / "removed"
+    path = services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=output_dir)
+    assert path == output_dir / CUSTOMER / "2025-01-10.csv"
+    assert path.read_text().splitlines() == [",".join(services.DAY_CSV_HEADER)]
+
+
 def test_an_empty_day_writes_a_header_only_file(tmp_path: Path) -> None:
     path = services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
     assert path.read_text().splitlines() == [",".join(services.DAY_CSV_HEADER)]
