@@ -563,6 +563,32 @@ def test_only_unfinished_csv_writes_older_than_the_limit_are_removed(tmp_path: P
     assert (old.exists(), in_flight.exists(), day_file.exists()) == (False, True, True)
 
 
+class _Killed(BaseException):
+    """Stands in for SIGKILL: the writer stops where it is, and its own cleanup never runs."""
+
+
+def test_a_day_file_write_killed_before_its_rename_leaves_a_file_the_tidying_removes(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Its temporary file is named for the planning's tidying to find (a name it did not
+    match, the day file's left out, stayed for good)."""
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise _Killed
+
+    monkeypatch.setattr(os, "replace", killed)
+    monkeypatch.setattr(os, "unlink", lambda *args, **kwargs: None)
+    with pytest.raises(_Killed):
+        services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
+    monkeypatch.undo()
+    [leftover] = tmp_path.joinpath(CUSTOMER).iterdir()
+    then = time.time() - services.CSV_LEFTOVER_AFTER_S - 60
+    os.utime(leftover, (then, then))
+
+    assert services.csv_leftovers_remove(output_dir=tmp_path) == 1
+    assert list(tmp_path.joinpath(CUSTOMER).iterdir()) == []
+
+
 def test_an_unfinished_write_of_the_totals_file_in_the_folder_itself_is_removed(
     tmp_path: Path,
 ) -> None:
