@@ -54,6 +54,23 @@ def test_replacing_a_day_upserts_rows_and_drops_campaigns_no_longer_returned() -
     assert [(r.campaign_id, r.clicks) for r in rows] == [(1, 99)]
 
 
+def test_two_different_rows_for_one_campaign_are_refused_showing_both() -> None:
+    """Which of the two is right is for a person to judge: the error shows both."""
+    services.day_rows_replace(
+        customer_id=CUSTOMER, day=DAY, rows=[campaign_day(campaign_id=3)], currency_code="EUR"
+    )
+    first, then = campaign_day(campaign_id=3, clicks=4), campaign_day(campaign_id=3, clicks=5)
+    with pytest.raises(google_ads.PermanentAdsError) as refused:
+        services.day_rows_replace(
+            customer_id=CUSTOMER, day=DAY, rows=[first, then], currency_code="EUR"
+        )
+    message = str(refused.value)
+    assert "'Campaign 3': impressions 100, clicks 4, cost_micros 1234567" in message
+    assert "'Campaign 3': impressions 100, clicks 5, cost_micros 1234567" in message
+    stored = CampaignDayMetric.objects.get(customer_id=CUSTOMER, date=DAY)
+    assert stored.clicks == 10
+
+
 def test_a_day_with_more_campaigns_than_one_statement_can_bind_is_stored() -> None:
     """Server-side binding allows 65,535 parameters a statement; 10,000 campaigns (Google Ads'
     limit per account) x 10 columns is past that one value at a time. Django 5.2 sends the
