@@ -1160,6 +1160,25 @@ def test_a_planning_whose_lock_expired_stores_no_plan(
     cache.delete(locks.PLANNING_LOCK_KEY)
 
 
+def test_a_planning_that_finds_the_lock_taken_asks_the_api_nothing(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """It went on to look up the new accounts (API calls on the quota) only to find at the end
+    that it held no lock, and logged that the lock had expired."""
+
+    def lookup(customer_id: str, **kwargs: Any) -> google_ads.AccountInfo:
+        raise AssertionError("an account lookup without the planning lock")
+
+    monkeypatch.setattr(google_ads, "get_account", lookup)
+    with locks.planning_lock() as held:
+        assert held
+        plan = services.run_plan(
+            trigger="beat", customer_ids=[CUSTOMER], days=1, output_dir=tmp_path
+        )
+    assert plan is None
+    assert not SyncRun.objects.exists()
+
+
 def test_an_account_is_looked_up_once_and_then_read_from_the_database(ads_sandbox) -> None:
     customer = ads_sandbox.customers[0]
     calls_first, calls_second = google_ads.CallCounter(), google_ads.CallCounter()
