@@ -809,6 +809,29 @@ def test_a_plan_counts_the_days_of_its_range_it_leaves_out_as_skipped(tmp_path: 
     assert (plan.run.planned, plan.run.skipped) == (2, 1)
 
 
+def test_a_forced_plan_leaves_the_file_of_a_day_it_fetches_again_to_that_days_task(
+    tmp_path: Path,
+) -> None:
+    """Rewritten from the rows being replaced as well, the file could end with the old figures
+    (a rewrite that read them before the task's commit and wrote after it), and the run
+    counted a rewrite it did not need."""
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    SyncDay.objects.create(
+        customer_id=CUSTOMER, date=DAY, state=SyncDay.State.DONE, fetched_at=timezone.now()
+    )
+    plan = services.run_plan(
+        trigger="backfill",
+        customer_ids=[CUSTOMER],
+        start=DAY,
+        end=DAY,
+        force=True,
+        output_dir=tmp_path,
+    )
+    assert plan is not None
+    assert plan.days == [(CUSTOMER, DAY)]
+    assert (plan.csv_missing, plan.run.csv_rewritten) == ((), 0)
+
+
 def test_an_account_named_twice_is_planned_once(tmp_path: Path) -> None:
     AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
     plan = services.run_plan(
