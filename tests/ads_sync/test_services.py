@@ -771,6 +771,47 @@ def test_a_plan_that_takes_over_a_stale_day_settles_it_for_the_run_that_lost_it(
     assert SyncDay.objects.get().run_id == new.run.pk
 
 
+def test_a_totals_file_not_written_is_recorded_on_the_runs_closed_in_that_folder_only(
+    tmp_path: Path,
+) -> None:
+    """The error makes each run's `backfill_ads` exit 73: a run whose own totals file was
+    written, or one finished earlier, must not say otherwise."""
+    other = "2222222222"
+    for customer_id in (CUSTOMER, other):
+        AdsAccount.objects.create(customer_id=customer_id, time_zone="UTC", currency_code="EUR")
+    (tmp_path / "a-file").write_text("")
+    unwritable = tmp_path / "a-file" / "out"  # an old --output-dir that cannot be written now
+    yesterday = selectors.account_yesterday(account=AdsAccount.objects.get(pk=CUSTOMER))
+    finished_before = SyncRun.objects.create(
+        trigger="backfill", output_dir=str(unwritable), finished_at=timezone.now()
+    )
+    runs = {}
+    for customer_id, folder in ((CUSTOMER, unwritable), (other, tmp_path / "good")):
+        runs[customer_id] = SyncRun.objects.create(
+            trigger="backfill", output_dir=str(folder), planned=1
+        )
+        SyncDay.objects.create(customer_id=customer_id, date=yesterday, run=runs[customer_id])
+    stale = timezone.now() - selectors.IN_FLIGHT_STALE_AFTER - dt.timedelta(minutes=1)
+    SyncDay.objects.update(updated_at=stale)
+
+    plan = services.run_plan(
+        trigger="beat", customer_ids=[CUSTOMER, other], days=1, output_dir=tmp_path
+    )
+
+    assert plan is not None
+    assert len(plan.days) == 2
+    errors = {
+        name: SyncRun.objects.get(pk=run.pk).totals_error
+        for name, run in (("closed there", runs[CUSTOMER]), ("closed elsewhere", runs[other]))
+    }
+    errors["finished there before"] = SyncRun.objects.get(pk=finished_before.pk).totals_error
+    assert {name: bool(error) for name, error in errors.items()} == {
+        "closed there": True,
+        "closed elsewhere": False,
+        "finished there before": False,
+    }
+
+
 def test_a_plan_touches_no_ledger_entry_but_its_own_days(tmp_path: Path) -> None:
     """Its days' updated_at is set after the upsert: set on every entry, it made every other
     run's stale days look fresh, and none was ever taken over."""
