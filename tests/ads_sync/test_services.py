@@ -277,6 +277,21 @@ def test_a_run_whose_tasks_could_not_be_sent_fails_and_counts_its_pending_days(
     }
 
 
+def test_a_daily_quota_stop_leaves_the_pending_days_of_other_runs_alone(tmp_path: Path) -> None:
+    """Only the run whose day met the quota stops: another run's days (a backfill's, of other
+    dates) keep waiting for their tasks, and its counts stay its own."""
+    stopped = _run_with_pending(2, tmp_path)
+    other = _run(tmp_path)
+    SyncDay.objects.create(customer_id="2222222222", date=DAY, run=other)
+
+    assert services.run_defer_pending(run_id=stopped.pk, reason="daily quota") == 2
+
+    entry = SyncDay.objects.get(run=other)
+    assert (entry.state, entry.last_error) == (SyncDay.State.PENDING, "")
+    other.refresh_from_db()
+    assert (other.deferred, other.failed) == (0, 0)
+
+
 def test_a_run_closes_exactly_once(tmp_path: Path) -> None:
     run = _run_with_pending(0, tmp_path)
     assert services.run_finish_if_settled(run_id=run.pk) is True
