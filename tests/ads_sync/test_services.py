@@ -292,6 +292,30 @@ def test_a_daily_quota_stop_leaves_the_pending_days_of_other_runs_alone(tmp_path
     assert (other.deferred, other.failed) == (0, 0)
 
 
+def test_a_daily_quota_met_by_a_day_defers_it_and_the_runs_pending_days_saying_why(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The quota is the account's for the whole day: the day is not failed (no backoff), the
+    days not started yet are not attempted, each says why in the admin, and the run closes."""
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    run = _run_with_pending(3, tmp_path)
+
+    def quota_gone(*args: object, **kwargs: object) -> None:
+        raise google_ads.DailyQuotaExhausted("RESOURCE_EXHAUSTED: daily operations limit")
+
+    monkeypatch.setattr(services.google_ads, "fetch_data", quota_gone)
+    outcome = services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+
+    reason = "daily quota exhausted: RESOURCE_EXHAUSTED: daily operations limit"
+    assert outcome == services.DayOutcome(state=SyncDay.State.DEFERRED, error=reason)
+    assert set(SyncDay.objects.values_list("state", "last_error", "failures")) == {
+        (SyncDay.State.DEFERRED, reason, 0)
+    }
+    run.refresh_from_db()
+    assert (run.deferred, run.failed) == (3, 0)
+    assert run.finished_at is not None
+
+
 def test_a_run_closes_exactly_once(tmp_path: Path) -> None:
     run = _run_with_pending(0, tmp_path)
     assert services.run_finish_if_settled(run_id=run.pk) is True
