@@ -367,6 +367,21 @@ def test_a_run_stopped_while_writing_its_totals_file_is_finished_all_the_same(
     assert run.finished_at is not None
 
 
+def test_finishing_a_run_leaves_another_settled_run_to_its_own_finisher(tmp_path: Path) -> None:
+    """Another run whose last day a worker has just settled, before that worker's claim: it is
+    that worker's to finish and to write its folder's totals file for; claimed here too, that
+    worker found it finished and wrote no totals file in its folder."""
+    run = _run_with_pending(0, tmp_path)
+    other = SyncRun.objects.create(
+        trigger="backfill", output_dir=str(tmp_path / "other"), planned=1, done=1
+    )
+    assert services.run_finish_if_settled(run_id=run.pk) is True
+    other.refresh_from_db()
+    assert (other.finished_at, other.elapsed_s) == (None, None)
+    assert services.run_finish_if_settled(run_id=other.pk) is True
+    assert selectors.totals_csv_path(output_dir=tmp_path / "other").exists()
+
+
 def test_a_run_with_unsettled_days_stays_open(tmp_path: Path) -> None:
     run = _run_with_pending(2, tmp_path)
     assert services.run_finish_if_settled(run_id=run.pk) is False
