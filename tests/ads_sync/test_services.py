@@ -382,6 +382,26 @@ def test_finishing_a_run_leaves_another_settled_run_to_its_own_finisher(tmp_path
     assert selectors.totals_csv_path(output_dir=tmp_path / "other").exists()
 
 
+def test_a_totals_file_that_cannot_be_written_is_said_by_its_run_only(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """backfill_ads exits 73 on a run's totals_error, and the admin shows it: another run,
+    whose own file was written, says nothing of this one's."""
+    earlier = SyncRun.objects.create(
+        trigger="backfill", output_dir=str(tmp_path), finished_at=timezone.now()
+    )
+    run = _run_with_pending(0, tmp_path)
+
+    def full_disk(*, output_dir: str | Path) -> Path:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(services, "totals_csv_write", full_disk)
+    assert services.run_finish_if_settled(run_id=run.pk) is True
+    run.refresh_from_db()
+    earlier.refresh_from_db()
+    assert (run.totals_error, earlier.totals_error) == ("[Errno 28] No space left on device", "")
+
+
 def test_a_run_with_unsettled_days_stays_open(tmp_path: Path) -> None:
     run = _run_with_pending(2, tmp_path)
     assert services.run_finish_if_settled(run_id=run.pk) is False
