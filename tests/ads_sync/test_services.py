@@ -459,6 +459,30 @@ def test_a_task_of_a_run_that_no_longer_exists_is_skipped_saying_why(tmp_path: P
     assert not SyncDay.objects.exists()
 
 
+def test_a_day_its_task_starts_is_in_flight_again_and_not_taken_over_during_its_fetch(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A day planned long ago (its task queued behind a long backfill) moves when its task
+    starts it: left at its planning's time, it looked stale while it was being fetched, and a
+    plan then took it over, to fetch it again and count it in both runs."""
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    run = _run(tmp_path)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
+    queued = timezone.now() - selectors.IN_FLIGHT_STALE_AFTER - dt.timedelta(minutes=1)
+    SyncDay.objects.filter(run=run).update(updated_at=queued)
+    taken_over: list[tuple[list[tuple[str, dt.date]], set[int]]] = []
+
+    def fetch_while_a_plan_runs(*args: object, **kwargs: object) -> list[google_ads.CampaignDay]:
+        taken_over.append(services._take_over(planned=[(CUSTOMER, DAY)]))
+        return []
+
+    monkeypatch.setattr(services.google_ads, "fetch_data", fetch_while_a_plan_runs)
+    services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+    assert taken_over == [([], set())]
+    run.refresh_from_db()
+    assert run.deferred == 0
+
+
 def test_an_interrupt_during_the_fetch_is_raised_and_leaves_the_day_to_its_task(
     tmp_path: Path, monkeypatch
 ) -> None:
