@@ -483,6 +483,27 @@ def test_a_day_its_task_starts_is_in_flight_again_and_not_taken_over_during_its_
     assert run.deferred == 0
 
 
+def test_a_days_file_is_written_in_its_own_runs_folder(
+    tmp_path: Path, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    """A later run writes to another folder (a backfill planned while this day's task was
+    queued): the day's file goes to the folder of the run that synced it, where that run's
+    totals file is built."""
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    run = _run(tmp_path / "this")
+    _run(tmp_path / "later")
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
+    monkeypatch.setattr(services.google_ads, "fetch_data", lambda *args, **kwargs: [campaign_day()])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+
+    assert SyncDay.objects.get().state == SyncDay.State.DONE
+    day_file = selectors.day_csv_path(output_dir=tmp_path / "this", customer_id=CUSTOMER, day=DAY)
+    assert [line["campaign_id"] for line in _read(day_file)] == ["1"]
+    assert not (tmp_path / "later").exists()
+
+
 def test_an_interrupt_during_the_fetch_is_raised_and_leaves_the_day_to_its_task(
     tmp_path: Path, monkeypatch
 ) -> None:
