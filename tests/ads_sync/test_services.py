@@ -504,6 +504,36 @@ def test_a_days_file_is_written_in_its_own_runs_folder(
     assert not (tmp_path / "later").exists()
 
 
+def test_a_days_file_that_cannot_be_written_ends_its_earlier_backoff(
+    tmp_path: Path, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    """The account answered this time: the folder's failure is not the account's, so the day,
+    which had been failing for days and waited out a backoff, is tried at the next detection
+    (its failures are kept for the account's next one)."""
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    run = _run(tmp_path)
+    SyncDay.objects.create(
+        customer_id=CUSTOMER,
+        date=DAY,
+        run=run,
+        state=SyncDay.State.PENDING,
+        failures=3,
+        retry_after=timezone.now() + dt.timedelta(days=4),
+    )
+
+    def full_disk(**kwargs: object) -> Path:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(services.google_ads, "fetch_data", lambda *args, **kwargs: [campaign_day()])
+    monkeypatch.setattr(services, "day_csv_write", full_disk)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+
+    entry = SyncDay.objects.get()
+    assert (entry.state, entry.failures, entry.retry_after) == (SyncDay.State.FAILED, 3, None)
+    assert entry.last_error.startswith("CSV file not written: OSError")
+
+
 def test_an_interrupt_during_the_fetch_is_raised_and_leaves_the_day_to_its_task(
     tmp_path: Path, monkeypatch
 ) -> None:
