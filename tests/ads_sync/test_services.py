@@ -614,6 +614,22 @@ def test_a_crash_recorded_for_a_day_backs_off_from_its_runs_planning(
     assert (entry.failures, entry.retry_after) == (1, planned_at + dt.timedelta(days=2, hours=-1))
 
 
+def test_a_crash_recorded_for_a_day_backs_off_from_its_own_runs_planning_not_a_later_ones(
+    settings, tmp_path: Path
+) -> None:
+    """A later run (a backfill planned while the day's task was running) is not the one whose
+    planning the backoff counts from."""
+    settings.ADS_SYNC_FAILED_DAILY_RETRIES = 0
+    run = _run(tmp_path)
+    planned_at = timezone.now() - dt.timedelta(hours=5)
+    SyncRun.objects.filter(pk=run.pk).update(started_at=planned_at)
+    _run(tmp_path)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.RUNNING)
+    assert services.day_fail(customer_id=CUSTOMER, day=DAY, run_id=run.pk, error="boom")
+    entry = SyncDay.objects.get()
+    assert entry.retry_after == planned_at + dt.timedelta(days=2, hours=-1)
+
+
 def test_a_crash_recorded_for_a_run_that_no_longer_exists_changes_nothing(
     settings, tmp_path: Path
 ) -> None:
