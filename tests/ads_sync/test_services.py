@@ -643,6 +643,20 @@ def test_a_crash_recorded_for_a_run_that_no_longer_exists_changes_nothing(
     assert (entry.state, entry.failures, entry.run_id) == (SyncDay.State.RUNNING, 0, None)
 
 
+def test_a_crash_recorded_for_one_accounts_day_leaves_another_accounts_same_date_alone(
+    tmp_path: Path,
+) -> None:
+    """Both accounts' days of one date in one run: the crash is the one account's."""
+    run = _run(tmp_path, planned=2)
+    for customer_id in ("2222222222", CUSTOMER):
+        SyncDay.objects.create(
+            customer_id=customer_id, date=DAY, run=run, state=SyncDay.State.RUNNING
+        )
+    assert services.day_fail(customer_id=CUSTOMER, day=DAY, run_id=run.pk, error="boom")
+    states = dict(SyncDay.objects.values_list("customer_id", "state"))
+    assert states == {"2222222222": SyncDay.State.RUNNING, CUSTOMER: SyncDay.State.FAILED}
+
+
 def test_a_database_error_storing_the_rows_is_raised_not_recorded_as_the_days_failure(
     tmp_path: Path, monkeypatch
 ) -> None:
