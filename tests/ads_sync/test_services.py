@@ -657,6 +657,21 @@ def test_a_crash_recorded_for_one_accounts_day_leaves_another_accounts_same_date
     assert states == {"2222222222": SyncDay.State.RUNNING, CUSTOMER: SyncDay.State.FAILED}
 
 
+def test_a_crash_recorded_for_a_day_its_run_already_settled_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """The day was done, then its task failed (the run's closing lost the database, say) and
+    tasks.sync_day recorded the crash: the day stays done, counted once."""
+    run = _run(tmp_path)
+    SyncRun.objects.filter(pk=run.pk).update(done=1, rows=2)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.DONE)
+    assert services.day_fail(customer_id=CUSTOMER, day=DAY, run_id=run.pk, error="boom") is False
+    entry = SyncDay.objects.get()
+    assert (entry.state, entry.last_error, entry.failures) == (SyncDay.State.DONE, "", 0)
+    run.refresh_from_db()
+    assert (run.done, run.failed) == (1, 0)
+
+
 def test_a_database_error_storing_the_rows_is_raised_not_recorded_as_the_days_failure(
     tmp_path: Path, monkeypatch
 ) -> None:
