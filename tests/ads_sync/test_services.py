@@ -830,6 +830,14 @@ def test_an_account_folder_that_cannot_be_read_does_not_stop_the_tidying(
     assert f"unfinished CSV writes in {unreadable} not removed" in caplog.text
 
 
+def test_a_csv_folder_whose_parents_do_not_exist_is_made(tmp_path: Path) -> None:
+    """ADS_SYNC_OUTPUT_DIR on a new volume, say: the plan makes the whole path."""
+    folder = tmp_path / "ads" / "exports"
+    services.csv_dir_ensure(output_dir=folder)
+    assert folder.is_dir()
+    assert list(folder.iterdir()) == []  # the write check leaves nothing behind
+
+
 def _sandbox_day(ads_sandbox, tmp_path: Path) -> tuple[str, dt.date, SyncRun]:
     """A pending day with campaign rows in the sandbox, and its run."""
     customer = ads_sandbox.customers[0]
