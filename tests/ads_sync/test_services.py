@@ -891,6 +891,54 @@ def test_a_day_taken_over_while_its_file_was_written_is_not_counted_by_this_run(
     assert (entry.run_id, entry.state) == (newer.pk, SyncDay.State.RUNNING)
 
 
+def _synced_day(
+    tmp_path: Path, monkeypatch, capture, rows: list[google_ads.CampaignDay], **entry: Any
+) -> tuple[SyncDay, SyncRun]:
+    """A pending day synced with the API answering `rows`, its file written, for a run of two
+    days whose other day is done with 3 rows."""
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    run = _run(tmp_path, planned=2)
+    SyncRun.objects.filter(pk=run.pk).update(done=1, rows=3)
+    SyncDay.objects.create(
+        customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING, **entry
+    )
+    monkeypatch.setattr(services.google_ads, "fetch_data", lambda *args, **kwargs: rows)
+    with capture(execute=True):
+        services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+    run.refresh_from_db()
+    return SyncDay.objects.get(), run
+
+
+def test_a_day_done_records_its_rows_and_fetch_time_and_drops_its_last_error(
+    tmp_path: Path, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    """A day that failed before and now succeeds: the admin showed the old error beside
+    "done", and a done day without its fetch time was left out of the totals file and never
+    had its day file checked against its fetch."""
+    before = timezone.now()
+    rows = [campaign_day(campaign_id=1), campaign_day(campaign_id=2)]
+    entry, run = _synced_day(
+        tmp_path,
+        monkeypatch,
+        django_capture_on_commit_callbacks,
+        rows,
+        failures=1,
+        last_error="PermanentAdsError: refused",
+    )
+    assert (entry.state, entry.rows, entry.last_error) == (SyncDay.State.DONE, 2, "")
+    assert entry.fetched_at is not None
+    assert entry.fetched_at >= before
+    assert (run.done, run.rows) == (2, 5)
+
+
+def test_a_day_done_without_campaign_activity_adds_no_row_to_its_run(
+    tmp_path: Path, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    entry, run = _synced_day(tmp_path, monkeypatch, django_capture_on_commit_callbacks, [])
+    assert (entry.state, entry.rows) == (SyncDay.State.DONE, 0)
+    assert (run.done, run.rows) == (2, 3)
+
+
 def test_two_different_rows_for_one_campaign_fail_the_day_naming_it(
     ads_sandbox, tmp_path: Path
 ) -> None:
