@@ -939,6 +939,29 @@ def test_a_day_done_without_campaign_activity_adds_no_row_to_its_run(
     assert (run.done, run.rows) == (2, 3)
 
 
+def test_a_done_day_reports_the_time_its_fetch_and_file_took(
+    tmp_path: Path, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    """Bounds, not a figure: at least the fetch's own time, at most the whole call's."""
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    run = _run(tmp_path)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
+
+    def slow_fetch(*args: object, **kwargs: object) -> list[google_ads.CampaignDay]:
+        time.sleep(0.05)
+        return [campaign_day()]
+
+    monkeypatch.setattr(services.google_ads, "fetch_data", slow_fetch)
+    started = time.monotonic()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+    took_ms = (time.monotonic() - started) * 1000
+    entry = SyncDay.objects.get()
+    assert entry.state == SyncDay.State.DONE
+    assert entry.duration_ms is not None
+    assert 50 <= entry.duration_ms <= took_ms
+
+
 def test_two_different_rows_for_one_campaign_fail_the_day_naming_it(
     ads_sandbox, tmp_path: Path
 ) -> None:
