@@ -979,6 +979,27 @@ def test_two_different_rows_for_one_campaign_fail_the_day_naming_it(
     assert not CampaignDayMetric.objects.exists()
 
 
+def test_an_answer_that_cannot_be_stored_counts_toward_the_days_backoff(
+    settings, tmp_path: Path, monkeypatch
+) -> None:
+    """Two different rows for one campaign fail the day as any failure of the account's own:
+    it is not planned again at every detection for ever."""
+    settings.ADS_SYNC_FAILED_DAILY_RETRIES = 0
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    run = _run(tmp_path)
+    planned_at = timezone.now() - dt.timedelta(hours=5)
+    SyncRun.objects.filter(pk=run.pk).update(started_at=planned_at)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
+    answer = [campaign_day(impressions=100), campaign_day(impressions=101)]
+    monkeypatch.setattr(services.google_ads, "fetch_data", lambda *args, **kwargs: answer)
+
+    outcome = services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+
+    assert outcome.state == SyncDay.State.FAILED
+    entry = SyncDay.objects.get()
+    assert (entry.failures, entry.retry_after) == (1, planned_at + dt.timedelta(days=2, hours=-1))
+
+
 def _daily_detections(customer: str, tmp_path: Path, times: int) -> list[int]:
     """The days each of `times` daily detections of one account planned, each day synced."""
     planned = []
