@@ -1206,6 +1206,24 @@ def test_a_plan_settles_only_the_stale_days_it_takes_over_not_another_accounts_s
     assert old.deferred == 1
 
 
+def test_a_stale_day_taken_over_adds_to_the_days_its_run_deferred_already(
+    tmp_path: Path,
+) -> None:
+    """The old run had deferred a day to the daily quota: counted anew rather than added, its
+    settled days fell short of its planned ones, and it never finished."""
+    old = _run(tmp_path, planned=2)
+    SyncRun.objects.filter(pk=old.pk).update(deferred=1)
+    stale = timezone.now() - selectors.IN_FLIGHT_STALE_AFTER - dt.timedelta(minutes=1)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=old)
+    SyncDay.objects.filter(run=old).update(updated_at=stale)
+
+    assert services._take_over(planned=[(CUSTOMER, DAY)]) == ([(CUSTOMER, DAY)], {old.pk})
+
+    old.refresh_from_db()
+    assert old.deferred == 2
+    assert services.run_finish_if_settled(run_id=old.pk) is True
+
+
 def test_a_day_a_finished_run_left_pending_is_not_counted_again_for_that_run(
     tmp_path: Path,
 ) -> None:
