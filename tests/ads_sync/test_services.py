@@ -1465,6 +1465,29 @@ def test_a_run_with_days_to_fetch_keeps_the_finish_its_last_day_gave_it(tmp_path
     assert (run.finished_at, run.elapsed_s) == (finished, 1.0)
 
 
+def test_rewriting_a_runs_files_counts_and_times_that_run_only(tmp_path: Path) -> None:
+    """Another run, finished earlier, keeps its count of rewritten files and its finish."""
+    services.day_rows_replace(
+        customer_id=CUSTOMER, day=DAY, rows=[campaign_day()], currency_code="EUR"
+    )
+    finished = timezone.now() - dt.timedelta(minutes=5)
+    earlier, run = (
+        SyncRun.objects.create(
+            trigger=SyncRun.Trigger.BACKFILL,
+            output_dir=str(tmp_path),
+            csv_rewritten=2,
+            finished_at=finished,
+            elapsed_s=1.0,
+        )
+        for _ in range(2)
+    )
+    assert services.run_csv_restore(run=run, days=[(CUSTOMER, DAY)], after_finish=True) == (1, [])
+    run.refresh_from_db()
+    earlier.refresh_from_db()
+    assert (run.csv_rewritten, run.finished_at > finished) == (3, True)
+    assert (earlier.csv_rewritten, earlier.finished_at, earlier.elapsed_s) == (2, finished, 1.0)
+
+
 def test_a_run_with_only_csvs_to_rewrite_is_finished_even_if_its_planner_dies(
     tmp_path: Path,
 ) -> None:
