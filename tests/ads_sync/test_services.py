@@ -1640,6 +1640,26 @@ def test_a_run_reports_every_call_it_sent_retries_included(
     assert plan.run.api_calls == len(ads_sandbox.calls()) == 5
 
 
+def test_a_days_api_calls_are_counted_on_its_own_run_only(tmp_path: Path, monkeypatch) -> None:
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    run, other = _run(tmp_path), _run(tmp_path)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
+
+    def fetch(
+        customer_id: str, day: dt.date, *, counter: google_ads.CallCounter
+    ) -> list[google_ads.CampaignDay]:
+        counter()
+        counter()  # a retry
+        return []
+
+    monkeypatch.setattr(services.google_ads, "fetch_data", fetch)
+    services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+
+    run.refresh_from_db()
+    other.refresh_from_db()
+    assert (run.api_calls, other.api_calls) == (2, 0)
+
+
 def test_a_csv_whose_mode_cannot_be_set_leaves_no_file_or_descriptor_behind(
     tmp_path: Path, monkeypatch
 ) -> None:
