@@ -1488,6 +1488,33 @@ def test_rewriting_a_runs_files_counts_and_times_that_run_only(tmp_path: Path) -
     assert (earlier.csv_rewritten, earlier.finished_at, earlier.elapsed_s) == (2, finished, 1.0)
 
 
+def test_a_file_that_cannot_be_rewritten_is_noted_on_its_run_only_on_a_line_of_its_own(
+    tmp_path: Path, monkeypatch
+) -> None:
+    earlier = _run(tmp_path)
+    run = SyncRun.objects.create(
+        trigger=SyncRun.Trigger.BACKFILL,
+        output_dir=str(tmp_path),
+        csv_rewritten=1,
+        notes="1 failed day(s) wait out their backoff",
+    )
+
+    def full_disk(**kwargs: object) -> Path:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(services, "day_csv_write", full_disk)
+    written, errors = services.run_csv_restore(run=run, days=[(CUSTOMER, DAY)], counted=1)
+
+    assert (written, errors) == (0, [f"{CUSTOMER} {DAY}: [Errno 28] No space left on device"])
+    run.refresh_from_db()
+    assert run.notes.split("\n") == [
+        "1 failed day(s) wait out their backoff",
+        f"1 CSV file(s) could not be rewritten, first: {errors[0]}",
+    ]
+    earlier.refresh_from_db()
+    assert earlier.notes == ""
+
+
 def test_a_run_with_only_csvs_to_rewrite_is_finished_even_if_its_planner_dies(
     tmp_path: Path,
 ) -> None:
