@@ -402,6 +402,21 @@ def test_a_totals_file_that_cannot_be_written_is_said_by_its_run_only(
     assert (run.totals_error, earlier.totals_error) == ("[Errno 28] No space left on device", "")
 
 
+def test_a_totals_file_rebuilt_clears_the_error_of_its_run_only(tmp_path: Path) -> None:
+    """Another run, of another folder, still says its own file could not be written."""
+    other = SyncRun.objects.create(
+        trigger="backfill", output_dir=str(tmp_path / "other"), totals_error="read-only"
+    )
+    run = SyncRun.objects.create(
+        trigger="backfill", output_dir=str(tmp_path), totals_error="No space left on device"
+    )
+    services.run_totals_rebuild(run=run)
+    assert selectors.totals_csv_path(output_dir=tmp_path).exists()
+    run.refresh_from_db()
+    other.refresh_from_db()
+    assert (run.totals_error, other.totals_error) == ("", "read-only")
+
+
 def test_a_run_with_unsettled_days_stays_open(tmp_path: Path) -> None:
     run = _run_with_pending(2, tmp_path)
     assert services.run_finish_if_settled(run_id=run.pk) is False
