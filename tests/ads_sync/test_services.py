@@ -1055,6 +1055,33 @@ def test_only_the_installation_s_credential_failures_skip_the_backoff(
     assert said in entry.last_error
 
 
+def test_an_installation_credentials_failure_ends_the_days_earlier_backoff(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A day backed off for its account's failures, tried again by a backfill while the
+    installation's refresh token was missing: once the token is fixed, the next detection
+    tries it, rather than leaving it to the account's old backoff."""
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    run = _run(tmp_path)
+    SyncDay.objects.create(
+        customer_id=CUSTOMER,
+        date=DAY,
+        run=run,
+        state=SyncDay.State.PENDING,
+        failures=3,
+        retry_after=timezone.now() + dt.timedelta(days=4),
+    )
+
+    def no_refresh_token(*args: object, **kwargs: object) -> None:
+        raise google_ads.InstallationCredentialsError("GOOGLE_ADS_REFRESH_TOKEN is not set")
+
+    monkeypatch.setattr(services.google_ads, "fetch_data", no_refresh_token)
+    services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+
+    entry = SyncDay.objects.get()
+    assert (entry.state, entry.failures, entry.retry_after) == (SyncDay.State.FAILED, 3, None)
+
+
 def _plan_yesterday(tmp_path: Path) -> services.Plan:
     plan = services.run_plan(trigger="beat", customer_ids=[CUSTOMER], days=1, output_dir=tmp_path)
     assert plan is not None
