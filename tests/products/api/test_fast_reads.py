@@ -268,6 +268,17 @@ def test_a_valid_csrf_cookie_is_left_alone(stack) -> None:
     )
 
 
+@override_settings(PRODUCT_CACHE_ENABLED=False)
+@pytest.mark.usefixtures("catalogue")
+def test_cookies_django_does_not_read_are_left_alone(stack) -> None:
+    """A browser sends its other cookies too (a theme, analytics): no CSRF cookie to check."""
+    app, django = stack
+    cookies = "theme=dark; _ga=GA1.2.3"
+    fast = get(app, "/api/products", "limit=2", HTTP_COOKIE=cookies)
+    assert django.calls == 0
+    assert_same(fast, through_django(app, "/api/products", "limit=2", HTTP_COOKIE=cookies))
+
+
 @override_settings(PRODUCT_CACHE_ENABLED=False, FORCE_SCRIPT_NAME="/inventory")
 @pytest.mark.usefixtures("catalogue")
 def test_a_forced_script_name_goes_to_django(stack) -> None:
