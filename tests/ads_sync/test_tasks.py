@@ -898,6 +898,24 @@ def test_a_run_sent_again_is_suspected_afresh_before_it_is_sent_a_second_time(
     assert len(sent) == 6
 
 
+def test_a_run_found_lost_for_the_first_time_waits_a_check_whatever_other_run_is_suspected(
+    one_account: str, tmp_path: Path, monkeypatch
+) -> None:
+    """Each run has its own suspicion: one kept for all of them sent a run found lost for the
+    first time at once, while its tasks may still be on their way, because another run had
+    been suspected at the check before."""
+    first = _lost_run(one_account, tmp_path, quiet_for=tasks.LOST_AFTER * 2)
+    monkeypatch.setattr(tasks.broker, "tasks_lost", lambda queue, run_ids: True)
+    sent = _record_fan_out(monkeypatch)
+    assert tasks.resend_lost() == 0  # the first run suspected
+    SyncDay.objects.filter(run=first).update(customer_id="2222222222")
+    second = _lost_run(one_account, tmp_path, quiet_for=tasks.LOST_AFTER * 2)
+    assert tasks.resend_lost() == 3
+    assert {s.args[2] for s in sent} == {first.pk}
+    assert tasks.resend_lost() == 3
+    assert {s.args[2] for s in sent[3:]} == {second.pk}
+
+
 def test_the_broker_is_asked_about_each_quiet_run_by_its_id(
     one_account: str, tmp_path: Path, monkeypatch
 ) -> None:
@@ -922,7 +940,7 @@ def test_a_runs_suspicion_outlasts_the_wait_for_the_next_check(
     assert tasks.resend_lost() == 0  # suspected
     (entry,) = [e for e in django_settings.PERIODIC_TASKS if e["task"] == "ads_sync.resend_lost"]
     every_s = 60 * int(str(entry["crontab"]["minute"]).removeprefix("*/"))  # type: ignore[index]
-    assert cache.ttl(tasks._lost_key(run.pk)) > every_s  # type: ignore[attr-defined]
+    assert cache.ttl(tasks._lost_key(run.pk)) > every_s
 
 
 def test_a_run_started_long_ago_that_moved_lately_is_not_suspected(
