@@ -519,34 +519,52 @@ def test_a_days_file_is_written_in_its_own_runs_folder(
     assert not (tmp_path / "later").exists()
 
 
-def test_a_days_file_that_cannot_be_written_ends_its_earlier_backoff(
-    tmp_path: Path, monkeypatch, django_capture_on_commit_callbacks
+@pytest.mark.parametrize(
+    ("cause", "said"),
+    [
+        # The account answered this time: the folder's failure is not the account's.
+        ("file not written", "CSV file not written: OSError"),
+        # Tried by a backfill while the installation's refresh token was missing.
+        ("no refresh token", "GOOGLE_ADS_REFRESH_TOKEN"),
+    ],
+)
+def test_a_day_failed_for_a_cause_not_its_accounts_ends_its_earlier_backoff(
+    ads_sandbox,
+    settings,
+    tmp_path: Path,
+    monkeypatch,
+    django_capture_on_commit_callbacks,
+    cause,
+    said,
 ) -> None:
-    """The account answered this time: the folder's failure is not the account's, so the day,
-    which had been failing for days and waited out a backoff, is tried at the next detection
-    (its failures are kept for the account's next one)."""
-    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    """A day that had failed for days and waited out its account's backoff is tried at the
+    next detection once the cause is mended, rather than left to the old backoff; its failures
+    are kept for the account's next one."""
+    customer = ads_sandbox.customers[0]
+    AdsAccount.objects.create(customer_id=customer, time_zone="UTC", currency_code="EUR")
     run = _run(tmp_path)
     SyncDay.objects.create(
-        customer_id=CUSTOMER,
+        customer_id=customer,
         date=DAY,
         run=run,
         state=SyncDay.State.PENDING,
         failures=3,
         retry_after=timezone.now() + dt.timedelta(days=4),
     )
+    if cause == "file not written":
 
-    def full_disk(**kwargs: object) -> Path:
-        raise OSError(errno.ENOSPC, "No space left on device")
+        def full_disk(**kwargs: object) -> Path:
+            raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(services.google_ads, "fetch_data", lambda *args, **kwargs: [campaign_day()])
-    monkeypatch.setattr(services, "day_csv_write", full_disk)
+        monkeypatch.setattr(services, "day_csv_write", full_disk)
+    else:
+        settings.GOOGLE_ADS_REFRESH_TOKEN = ""
     with django_capture_on_commit_callbacks(execute=True):
-        services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+        services.day_sync(customer_id=customer, day=DAY, run_id=run.pk)
 
     entry = SyncDay.objects.get()
     assert (entry.state, entry.failures, entry.retry_after) == (SyncDay.State.FAILED, 3, None)
-    assert entry.last_error.startswith("CSV file not written: OSError")
+    assert said in entry.last_error
 
 
 def test_an_interrupt_during_the_fetch_is_raised_and_leaves_the_day_to_its_task(
@@ -1053,33 +1071,6 @@ def test_only_the_installation_s_credential_failures_skip_the_backoff(
     entry = SyncDay.objects.get()
     assert (entry.state, entry.failures) == (SyncDay.State.FAILED, failures)
     assert said in entry.last_error
-
-
-def test_an_installation_credentials_failure_ends_the_days_earlier_backoff(
-    tmp_path: Path, monkeypatch
-) -> None:
-    """A day backed off for its account's failures, tried again by a backfill while the
-    installation's refresh token was missing: once the token is fixed, the next detection
-    tries it, rather than leaving it to the account's old backoff."""
-    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
-    run = _run(tmp_path)
-    SyncDay.objects.create(
-        customer_id=CUSTOMER,
-        date=DAY,
-        run=run,
-        state=SyncDay.State.PENDING,
-        failures=3,
-        retry_after=timezone.now() + dt.timedelta(days=4),
-    )
-
-    def no_refresh_token(*args: object, **kwargs: object) -> None:
-        raise google_ads.InstallationCredentialsError("GOOGLE_ADS_REFRESH_TOKEN is not set")
-
-    monkeypatch.setattr(services.google_ads, "fetch_data", no_refresh_token)
-    services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
-
-    entry = SyncDay.objects.get()
-    assert (entry.state, entry.failures, entry.retry_after) == (SyncDay.State.FAILED, 3, None)
 
 
 def _plan_yesterday(tmp_path: Path) -> services.Plan:
