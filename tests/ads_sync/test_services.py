@@ -454,6 +454,14 @@ def _run(tmp_path: Path, planned: int = 1) -> SyncRun:
     )
 
 
+def _pending_day(tmp_path: Path) -> SyncRun:
+    """A run of one pending day, DAY of the account CUSTOMER."""
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    run = _run(tmp_path)
+    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
+    return run
+
+
 def test_a_task_of_an_older_run_does_not_take_over_a_day_planned_by_a_newer_one(
     tmp_path: Path,
 ) -> None:
@@ -480,9 +488,7 @@ def test_a_day_its_task_starts_is_in_flight_again_and_not_taken_over_during_its_
     """A day planned long ago (its task queued behind a long backfill) moves when its task
     starts it: left at its planning's time, it looked stale while it was being fetched, and a
     plan then took it over, to fetch it again and count it in both runs."""
-    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
-    run = _run(tmp_path)
-    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
+    run = _pending_day(tmp_path)
     queued = timezone.now() - selectors.IN_FLIGHT_STALE_AFTER - dt.timedelta(minutes=1)
     SyncDay.objects.filter(run=run).update(updated_at=queued)
     taken_over: list[tuple[list[tuple[str, dt.date]], set[int]]] = []
@@ -572,9 +578,7 @@ def test_an_interrupt_during_the_fetch_is_raised_and_leaves_the_day_to_its_task(
 ) -> None:
     """A worker stopped in the middle of a fetch (Ctrl-C): not the account's failure, counted
     toward the day's backoff; the day stays running for its task to settle or redeliver."""
-    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
-    run = _run(tmp_path)
-    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
+    run = _pending_day(tmp_path)
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
@@ -589,9 +593,7 @@ def test_an_interrupt_during_the_fetch_is_raised_and_leaves_the_day_to_its_task(
 def test_a_database_error_writing_the_days_file_is_raised_not_recorded_as_a_file_not_written(
     tmp_path: Path, monkeypatch, django_capture_on_commit_callbacks
 ) -> None:
-    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
-    run = _run(tmp_path)
-    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
+    run = _pending_day(tmp_path)
 
     def database_gone(**kwargs: object) -> None:
         raise OperationalError("the connection is closed")
@@ -710,9 +712,7 @@ def test_a_database_error_storing_the_rows_is_raised_not_recorded_as_the_days_fa
 ) -> None:
     """tasks.sync_day records it as a crash or tries the day again: it is not the account's
     failure, which would count toward the day's backoff."""
-    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
-    run = _run(tmp_path)
-    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
+    run = _pending_day(tmp_path)
     monkeypatch.setattr(services.google_ads, "fetch_data", lambda *args, **kwargs: [campaign_day()])
     with lock_holder() as holder:
         holder.execute("LOCK TABLE ads_sync_campaigndaymetric IN SHARE MODE")
@@ -973,21 +973,14 @@ def test_a_day_done_without_campaign_activity_adds_no_row_to_its_run(
 
 
 def test_a_done_day_reports_the_time_its_fetch_and_file_took(
-    tmp_path: Path, monkeypatch, django_capture_on_commit_callbacks
+    ads_sandbox, tmp_path: Path, django_capture_on_commit_callbacks
 ) -> None:
-    """Bounds, not a figure: at least the fetch's own time, at most the whole call's."""
-    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
-    run = _run(tmp_path)
-    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
-
-    def slow_fetch(*args: object, **kwargs: object) -> list[google_ads.CampaignDay]:
-        time.sleep(0.05)
-        return [campaign_day()]
-
-    monkeypatch.setattr(services.google_ads, "fetch_data", slow_fetch)
+    """Bounds, not a figure: at least the API's own delay, at most the whole call's."""
+    ads_sandbox.configure(latency_s=0.05)
+    customer, day, run = _sandbox_day(ads_sandbox, tmp_path)
     started = time.monotonic()
     with django_capture_on_commit_callbacks(execute=True):
-        services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+        services.day_sync(customer_id=customer, day=day, run_id=run.pk)
     took_ms = (time.monotonic() - started) * 1000
     entry = SyncDay.objects.get()
     assert entry.state == SyncDay.State.DONE
@@ -1161,7 +1154,8 @@ def test_a_day_still_in_flight_is_neither_planned_again_nor_settled_for_its_run(
     assert (old.run.deferred, old.run.finished_at) == (0, None)
 
 
-def test_a_plan_counts_the_days_of_its_range_it_leaves_out_as_skipped(tmp_path: Path) -> None:
+def _backfill_from_a_done_day(tmp_path: Path, *, days: int, force: bool = False) -> services.Plan:
+    """The plan of a backfill of `days` days from DAY, which is done already."""
     AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
     SyncDay.objects.create(
         customer_id=CUSTOMER, date=DAY, state=SyncDay.State.DONE, fetched_at=timezone.now()
@@ -1170,10 +1164,16 @@ def test_a_plan_counts_the_days_of_its_range_it_leaves_out_as_skipped(tmp_path: 
         trigger="backfill",
         customer_ids=[CUSTOMER],
         start=DAY,
-        end=DAY + dt.timedelta(days=2),
+        end=DAY + dt.timedelta(days=days - 1),
+        force=force,
         output_dir=tmp_path,
     )
     assert plan is not None
+    return plan
+
+
+def test_a_plan_counts_the_days_of_its_range_it_leaves_out_as_skipped(tmp_path: Path) -> None:
+    plan = _backfill_from_a_done_day(tmp_path, days=3)
     assert (plan.run.planned, plan.run.skipped) == (2, 1)
 
 
@@ -1183,19 +1183,7 @@ def test_a_forced_plan_leaves_the_file_of_a_day_it_fetches_again_to_that_days_ta
     """Rewritten from the rows being replaced as well, the file could end with the old figures
     (a rewrite that read them before the task's commit and wrote after it), and the run
     counted a rewrite it did not need."""
-    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
-    SyncDay.objects.create(
-        customer_id=CUSTOMER, date=DAY, state=SyncDay.State.DONE, fetched_at=timezone.now()
-    )
-    plan = services.run_plan(
-        trigger="backfill",
-        customer_ids=[CUSTOMER],
-        start=DAY,
-        end=DAY,
-        force=True,
-        output_dir=tmp_path,
-    )
-    assert plan is not None
+    plan = _backfill_from_a_done_day(tmp_path, days=1, force=True)
     assert plan.days == [(CUSTOMER, DAY)]
     assert (plan.csv_missing, plan.run.csv_rewritten) == ((), 0)
 
