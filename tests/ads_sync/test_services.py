@@ -248,10 +248,12 @@ def test_a_combined_export_of_a_range_without_rows_is_its_header_and_counts_no_l
     assert out.read_text().splitlines() == [",".join(services.DAY_CSV_HEADER)]
 
 
-def _run_with_pending(n: int, tmp_path: Path) -> SyncRun:
+def _run_with_pending(n: int, tmp_path: Path, customer_id: str = CUSTOMER) -> SyncRun:
     run = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=n)
     for offset in range(n):
-        SyncDay.objects.create(customer_id=CUSTOMER, date=DAY + dt.timedelta(days=offset), run=run)
+        SyncDay.objects.create(
+            customer_id=customer_id, date=DAY + dt.timedelta(days=offset), run=run
+        )
     return run
 
 
@@ -293,23 +295,21 @@ def test_a_daily_quota_stop_leaves_the_pending_days_of_other_runs_alone(tmp_path
 
 
 def test_a_daily_quota_met_by_a_day_defers_it_and_the_runs_pending_days_saying_why(
-    tmp_path: Path, monkeypatch
+    ads_sandbox, tmp_path: Path
 ) -> None:
     """The quota is the account's for the whole day: the day is not failed (no backoff), the
     days not started yet are not attempted, each says why in the admin, and the run closes."""
-    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
-    run = _run_with_pending(3, tmp_path)
+    customer = ads_sandbox.customers[0]
+    AdsAccount.objects.create(customer_id=customer, time_zone="UTC", currency_code="EUR")
+    run = _run_with_pending(3, tmp_path, customer_id=customer)
+    ads_sandbox.configure(fail_first={"daily_quota": 1})
+    outcome = services.day_sync(customer_id=customer, day=DAY, run_id=run.pk)
 
-    def quota_gone(*args: object, **kwargs: object) -> None:
-        raise google_ads.DailyQuotaExhausted("RESOURCE_EXHAUSTED: daily operations limit")
-
-    monkeypatch.setattr(services.google_ads, "fetch_data", quota_gone)
-    outcome = services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
-
-    reason = "daily quota exhausted: RESOURCE_EXHAUSTED: daily operations limit"
-    assert outcome == services.DayOutcome(state=SyncDay.State.DEFERRED, error=reason)
+    assert len(ads_sandbox.calls()) == 1
+    assert outcome.state == SyncDay.State.DEFERRED
+    assert outcome.error.startswith("daily quota exhausted: ")
     assert set(SyncDay.objects.values_list("state", "last_error", "failures")) == {
-        (SyncDay.State.DEFERRED, reason, 0)
+        (SyncDay.State.DEFERRED, outcome.error, 0)
     }
     run.refresh_from_db()
     assert (run.deferred, run.failed) == (3, 0)
@@ -505,23 +505,21 @@ def test_a_day_its_task_starts_is_in_flight_again_and_not_taken_over_during_its_
 
 
 def test_a_days_file_is_written_in_its_own_runs_folder(
-    tmp_path: Path, monkeypatch, django_capture_on_commit_callbacks
+    ads_sandbox, tmp_path: Path, django_capture_on_commit_callbacks
 ) -> None:
     """A later run writes to another folder (a backfill planned while this day's task was
     queued): the day's file goes to the folder of the run that synced it, where that run's
     totals file is built."""
-    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
-    run = _run(tmp_path / "this")
+    customer, day, run = _sandbox_day(ads_sandbox, tmp_path / "this")
     _run(tmp_path / "later")
-    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
-    monkeypatch.setattr(services.google_ads, "fetch_data", lambda *args, **kwargs: [campaign_day()])
 
     with django_capture_on_commit_callbacks(execute=True):
-        services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+        services.day_sync(customer_id=customer, day=day, run_id=run.pk)
 
     assert SyncDay.objects.get().state == SyncDay.State.DONE
-    day_file = selectors.day_csv_path(output_dir=tmp_path / "this", customer_id=CUSTOMER, day=DAY)
-    assert [line["campaign_id"] for line in _read(day_file)] == ["1"]
+    day_file = selectors.day_csv_path(output_dir=tmp_path / "this", customer_id=customer, day=day)
+    campaigns = sorted(row.campaign_id for row in data.rows_for(customer, day))
+    assert [int(line["campaign_id"]) for line in _read(day_file)] == campaigns
     assert not (tmp_path / "later").exists()
 
 
@@ -925,50 +923,53 @@ def test_a_day_taken_over_while_its_file_was_written_is_not_counted_by_this_run(
 
 
 def _synced_day(
-    tmp_path: Path, monkeypatch, capture, rows: list[google_ads.CampaignDay], **entry: Any
-) -> tuple[SyncDay, SyncRun]:
-    """A pending day synced with the API answering `rows`, its file written, for a run of two
-    days whose other day is done with 3 rows."""
-    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    ads_sandbox, tmp_path: Path, capture, *, active: bool, **entry: Any
+) -> tuple[SyncDay, SyncRun, int]:
+    """A pending day of the sandbox's, with campaign activity or without, synced and its file
+    written, for a run of two days whose other day is done with 3 rows; and the rows the
+    sandbox has for it."""
+    customer = ads_sandbox.customers[0]
+    day = (data.first_full_day if active else data.first_empty_day)(customer, DAY)
     run = _run(tmp_path, planned=2)
     SyncRun.objects.filter(pk=run.pk).update(done=1, rows=3)
     SyncDay.objects.create(
-        customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING, **entry
+        customer_id=customer, date=day, run=run, state=SyncDay.State.PENDING, **entry
     )
-    monkeypatch.setattr(services.google_ads, "fetch_data", lambda *args, **kwargs: rows)
     with capture(execute=True):
-        services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+        services.day_sync(customer_id=customer, day=day, run_id=run.pk)
     run.refresh_from_db()
-    return SyncDay.objects.get(), run
+    return SyncDay.objects.get(), run, len(data.rows_for(customer, day))
 
 
 def test_a_day_done_records_its_rows_and_fetch_time_and_drops_its_last_error(
-    tmp_path: Path, monkeypatch, django_capture_on_commit_callbacks
+    ads_sandbox, tmp_path: Path, django_capture_on_commit_callbacks
 ) -> None:
     """A day that failed before and now succeeds: the admin showed the old error beside
     "done", and a done day without its fetch time was left out of the totals file and never
     had its day file checked against its fetch."""
     before = timezone.now()
-    rows = [campaign_day(campaign_id=1), campaign_day(campaign_id=2)]
-    entry, run = _synced_day(
+    entry, run, rows = _synced_day(
+        ads_sandbox,
         tmp_path,
-        monkeypatch,
         django_capture_on_commit_callbacks,
-        rows,
+        active=True,
         failures=1,
         last_error="PermanentAdsError: refused",
     )
-    assert (entry.state, entry.rows, entry.last_error) == (SyncDay.State.DONE, 2, "")
+    assert rows > 0
+    assert (entry.state, entry.rows, entry.last_error) == (SyncDay.State.DONE, rows, "")
     assert entry.fetched_at is not None
     assert entry.fetched_at >= before
-    assert (run.done, run.rows) == (2, 5)
+    assert (run.done, run.rows) == (2, 3 + rows)
 
 
 def test_a_day_done_without_campaign_activity_adds_no_row_to_its_run(
-    tmp_path: Path, monkeypatch, django_capture_on_commit_callbacks
+    ads_sandbox, tmp_path: Path, django_capture_on_commit_callbacks
 ) -> None:
-    entry, run = _synced_day(tmp_path, monkeypatch, django_capture_on_commit_callbacks, [])
-    assert (entry.state, entry.rows) == (SyncDay.State.DONE, 0)
+    entry, run, rows = _synced_day(
+        ads_sandbox, tmp_path, django_capture_on_commit_callbacks, active=False
+    )
+    assert (rows, entry.state, entry.rows) == (0, SyncDay.State.DONE, 0)
     assert (run.done, run.rows) == (2, 3)
 
 
@@ -1006,20 +1007,17 @@ def test_two_different_rows_for_one_campaign_fail_the_day_naming_it(
 
 
 def test_an_answer_that_cannot_be_stored_counts_toward_the_days_backoff(
-    settings, tmp_path: Path, monkeypatch
+    ads_sandbox, settings, tmp_path: Path
 ) -> None:
     """Two different rows for one campaign fail the day as any failure of the account's own:
     it is not planned again at every detection for ever."""
     settings.ADS_SYNC_FAILED_DAILY_RETRIES = 0
-    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
-    run = _run(tmp_path)
+    ads_sandbox.configure(duplicate_first_row="changed")
+    customer, day, run = _sandbox_day(ads_sandbox, tmp_path)
     planned_at = timezone.now() - dt.timedelta(hours=5)
     SyncRun.objects.filter(pk=run.pk).update(started_at=planned_at)
-    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
-    answer = [campaign_day(impressions=100), campaign_day(impressions=101)]
-    monkeypatch.setattr(services.google_ads, "fetch_data", lambda *args, **kwargs: answer)
 
-    outcome = services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+    outcome = services.day_sync(customer_id=customer, day=day, run_id=run.pk)
 
     assert outcome.state == SyncDay.State.FAILED
     entry = SyncDay.objects.get()
@@ -1688,24 +1686,17 @@ def test_a_run_reports_every_call_it_sent_retries_included(
     assert plan.run.api_calls == len(ads_sandbox.calls()) == 5
 
 
-def test_a_days_api_calls_are_counted_on_its_own_run_only(tmp_path: Path, monkeypatch) -> None:
-    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
-    run, other = _run(tmp_path), _run(tmp_path)
-    SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
-
-    def fetch(
-        customer_id: str, day: dt.date, *, counter: google_ads.CallCounter
-    ) -> list[google_ads.CampaignDay]:
-        counter()
-        counter()  # a retry
-        return []
-
-    monkeypatch.setattr(services.google_ads, "fetch_data", fetch)
-    services.day_sync(customer_id=CUSTOMER, day=DAY, run_id=run.pk)
+def test_a_days_api_calls_are_counted_on_its_own_run_only(ads_sandbox, tmp_path: Path) -> None:
+    """A retried fetch is two calls, both the day's run's."""
+    ads_sandbox.configure(fail_first={"unavailable": 1})
+    customer, day, run = _sandbox_day(ads_sandbox, tmp_path)
+    AdsAccount.objects.create(customer_id=customer, time_zone="UTC", currency_code="EUR")
+    other = _run(tmp_path)
+    services.day_sync(customer_id=customer, day=day, run_id=run.pk)
 
     run.refresh_from_db()
     other.refresh_from_db()
-    assert (run.api_calls, other.api_calls) == (2, 0)
+    assert (run.api_calls, other.api_calls) == (len(ads_sandbox.calls()), 0) == (2, 0)
 
 
 def test_a_csv_whose_mode_cannot_be_set_leaves_no_file_or_descriptor_behind(
