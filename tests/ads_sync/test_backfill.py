@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -1144,6 +1144,27 @@ def test_a_totals_file_its_own_run_cannot_write_is_named_and_exits_73(
     assert f"the totals file in {tmp_path} could not be written" in out.getvalue()  # notes
 
 
+def _before_each_poll(monkeypatch, step: Callable[[], None]) -> None:
+    """Run `step` before each of the command's database reads (its polls)."""
+    read = backfill_ads.Command._read
+
+    def stepped(self: backfill_ads.Command, poll: Any) -> Any:
+        step()
+        return read(self, poll)
+
+    monkeypatch.setattr(backfill_ads.Command, "_read", stepped)
+
+
+def _settle_one_day(run: SyncRun) -> bool:
+    """One of the run's pending days done, as its worker would settle it; False if none is."""
+    day = SyncDay.objects.filter(run=run, state=SyncDay.State.PENDING).first()
+    if day is None:
+        return False
+    SyncDay.objects.filter(pk=day.pk).update(state=SyncDay.State.DONE)
+    SyncRun.objects.filter(pk=run.pk).update(done=F("done") + 1)
+    return True
+
+
 def _held_by_another_run(customer_id: str, days: int, output_dir: Path) -> SyncRun:
     """Another run, unfinished, holding the account's last `days` days (pending)."""
     services.account_ensure(customer_id=customer_id)  # its time zone names its yesterday
@@ -1171,15 +1192,14 @@ def test_a_date_stranded_in_another_run_exits_4_naming_the_run(
     if meanwhile == "another run settles days":
         monkeypatch.setattr(backfill_ads, "POLL_S", 0.02)  # the wait's polls 0.1 s apart
         busy = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=1000)
-        read, polls = backfill_ads.Command._read, [0]
+        polls = [0]
 
-        def busy_elsewhere(self: backfill_ads.Command, poll: Any) -> Any:
+        def busy_elsewhere() -> None:
             polls[0] += 1
             assert polls[0] < 100, "still waiting for the stranded run"
             SyncRun.objects.filter(pk=busy.pk).update(done=F("done") + 1)
-            return read(self, poll)
 
-        monkeypatch.setattr(backfill_ads.Command, "_read", busy_elsewhere)
+        _before_each_poll(monkeypatch, busy_elsewhere)
 
     out = io.StringIO()
     with pytest.raises(CommandError) as stopped:
@@ -1221,25 +1241,19 @@ def test_another_run_that_goes_on_settling_days_is_waited_for_to_its_end(
     monkeypatch.setattr(backfill_ads, "PLAIN_EVERY_S", 0.0)  # a line at every poll
     customer_id = ads_sandbox.customers[0]
     other = _held_by_another_run(customer_id, 3, tmp_path)
-    wait_for_other_runs, read = (
-        backfill_ads.Command._wait_for_other_runs,
-        backfill_ads.Command._read,
-    )
+    wait_for_other_runs = backfill_ads.Command._wait_for_other_runs
     waiting = threading.Event()
 
     def waits(self: backfill_ads.Command, *args: Any, **kwargs: Any) -> Any:
         waiting.set()
         return wait_for_other_runs(self, *args, **kwargs)
 
-    def settling_one_day_first(self: backfill_ads.Command, poll: Any) -> Any:
-        day = SyncDay.objects.filter(run=other, state=SyncDay.State.PENDING).first()
-        if waiting.is_set() and day is not None:
-            SyncDay.objects.filter(pk=day.pk).update(state=SyncDay.State.DONE)
-            SyncRun.objects.filter(pk=other.pk).update(done=F("done") + 1)
-        return read(self, poll)
+    def settling_one_day_first() -> None:
+        if waiting.is_set():
+            _settle_one_day(other)
 
     monkeypatch.setattr(backfill_ads.Command, "_wait_for_other_runs", waits)
-    monkeypatch.setattr(backfill_ads.Command, "_read", settling_one_day_first)
+    _before_each_poll(monkeypatch, settling_one_day_first)
     text, run = _backfill("--days", "3", "--customer", customer_id, "--output-dir", str(tmp_path))
 
     assert run.planned == 0
@@ -1264,13 +1278,6 @@ class _StillClock:
         self.now += seconds
 
 
-def _settle_one_day(run: SyncRun) -> None:
-    day = SyncDay.objects.filter(run=run, state=SyncDay.State.PENDING).first()
-    assert day is not None
-    SyncDay.objects.filter(pk=day.pk).update(state=SyncDay.State.DONE)
-    SyncRun.objects.filter(pk=run.pk).update(done=F("done") + 1)
-
-
 def test_another_runs_tasks_lost_between_its_progress_are_sent_again_as_often_as_it_takes(
     ads_sandbox, tmp_path: Path, monkeypatch
 ) -> None:
@@ -1286,7 +1293,7 @@ def test_another_runs_tasks_lost_between_its_progress_are_sent_again_as_often_as
 
     def resend_fetched(*, run_ids: list[int]) -> int:
         resent.append(clock.now)
-        _settle_one_day(other)  # by the next poll
+        assert _settle_one_day(other)  # by the next poll
         return 1
 
     monkeypatch.setattr(tasks, "resend_unsettled", resend_fetched)
@@ -1313,15 +1320,12 @@ def test_days_of_another_run_sent_again_are_given_as_long_as_any_from_the_resend
     customer_id = ads_sandbox.customers[0]
     other = _held_by_another_run(customer_id, 1, tmp_path)
     fetched_after = backfill_ads.OTHER_RUNS_STALL_S - 20
-    read, fetched = backfill_ads.Command._read, [False]
 
-    def fetched_late(self: backfill_ads.Command, poll: Any) -> Any:
-        if resent and clock.now >= resent[0] + fetched_after and not fetched[0]:
+    def fetched_late() -> None:
+        if resent and clock.now >= resent[0] + fetched_after:
             _settle_one_day(other)
-            fetched[0] = True
-        return read(self, poll)
 
-    monkeypatch.setattr(backfill_ads.Command, "_read", fetched_late)
+    _before_each_poll(monkeypatch, fetched_late)
     text, run = _backfill("--days", "1", "--customer", customer_id, "--output-dir", str(tmp_path))
 
     assert run.planned == 0
