@@ -57,20 +57,25 @@ def orm_rows(customer_id: str, day: dt.date) -> list[tuple[Any, ...]]:
     ]
 
 
+def csv_lines(path: Path) -> list[dict[str, str]]:
+    """A CSV file's lines, by its header's names."""
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def csv_rows(output_dir: Path, customer_id: str, day: dt.date) -> list[tuple[Any, ...]]:
     path = selectors.day_csv_path(output_dir=output_dir, customer_id=customer_id, day=day)
-    with path.open(newline="") as handle:
-        return [
-            (
-                int(line["campaign_id"]),
-                line["campaign_name"],
-                int(line["impressions"]),
-                int(line["clicks"]),
-                int(line["cost_micros"]),
-                float(line["conversions"]),
-            )
-            for line in csv.DictReader(handle)
-        ]
+    return [
+        (
+            int(line["campaign_id"]),
+            line["campaign_name"],
+            int(line["impressions"]),
+            int(line["clicks"]),
+            int(line["cost_micros"]),
+            float(line["conversions"]),
+        )
+        for line in csv_lines(path)
+    ]
 
 
 def fetched_days(calls: list[dict[str, Any]]) -> Counter[tuple[str, str]]:

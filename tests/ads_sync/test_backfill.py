@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import csv
 import datetime as dt
 import errno
 import io
@@ -37,6 +36,7 @@ from tests.database import other_connection, wait_until_session_ended
 from tests.processes import manage
 
 from .helpers import (
+    csv_lines,
     csv_rows,
     daily_quota_from_the_first_fetch,
     days_between,
@@ -929,8 +929,8 @@ def test_the_dates_it_waited_for_have_their_files_in_its_own_folder_too(
     assert len(days) == 6
     for day in days:
         assert csv_rows(ours, day.customer_id, day.date) == expected_rows(day.customer_id, day.date)
-    with selectors.totals_csv_path(output_dir=ours).open(newline="") as totals:
-        lines = {(line["customer_id"], line["date"]) for line in csv.DictReader(totals)}
+    totals = csv_lines(selectors.totals_csv_path(output_dir=ours))
+    lines = {(line["customer_id"], line["date"]) for line in totals}
     assert lines == {(day.customer_id, day.date.isoformat()) for day in days}
     assert sum(fetched_days(ads_sandbox.calls()).values()) == 6  # written, not fetched again
     wait_for_run(first.pk)  # its finish, after its days, must not run into the teardown

@@ -22,6 +22,7 @@ from tests.files import file_size_limit
 from tests.processes import manage
 
 from .factories import campaign_day
+from .helpers import csv_lines
 
 pytestmark = pytest.mark.django_db
 
@@ -48,8 +49,7 @@ def test_export_by_day_writes_one_line_per_account_and_date(tmp_path: Path) -> N
     )
     out = tmp_path / "by_day.csv"
     call_command("export_ads_csv", "--by", "day", "--out", str(out), stdout=io.StringIO())
-    with out.open(newline="") as handle:
-        lines = list(csv.DictReader(handle))
+    lines = csv_lines(out)
     assert [(x["customer_id"], x["date"], x["clicks"]) for x in lines] == [
         ("1111111111", "2025-01-10", "7")
     ]
@@ -63,8 +63,7 @@ def test_an_export_by_day_leaves_out_quiet_days_outside_its_range(tmp_path: Path
         )
     out = tmp_path / "by_day.csv"
     assert services.combined_csv_write(out=out, start=DAY, end=DAY, by="day") == 1
-    with out.open(newline="") as handle:
-        lines = list(csv.DictReader(handle))
+    lines = csv_lines(out)
     assert [(x["date"], x["clicks"]) for x in lines] == [("2025-01-10", "0")]
 
 
@@ -82,8 +81,7 @@ def test_an_export_by_campaign_is_ordered_by_account_then_date_then_campaign(
             )
     out = tmp_path / "all.csv"
     assert services.combined_csv_write(out=out, start=None, end=None) == 8
-    with out.open(newline="") as handle:
-        lines = [(x["customer_id"], x["date"], x["campaign_id"]) for x in csv.DictReader(handle)]
+    lines = [(x["customer_id"], x["date"], x["campaign_id"]) for x in csv_lines(out)]
     assert lines == [
         (customer_id, str(day), campaign_id)
         for customer_id in ("1111111111", "2222222222")

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import errno
 import os
@@ -25,16 +24,12 @@ from tests.files import umask
 from tests.processes import open_files
 
 from .factories import campaign_day
+from .helpers import csv_lines
 
 pytestmark = pytest.mark.django_db
 
 CUSTOMER = "1111111111"
 DAY = dt.date(2025, 1, 10)
-
-
-def _read(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_replacing_a_day_upserts_rows_and_drops_campaigns_no_longer_returned() -> None:
@@ -104,7 +99,7 @@ def test_the_day_csv_has_a_header_decimal_money_and_the_micros(tmp_path: Path) -
     )
     path = services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
     assert path == tmp_path / CUSTOMER / "2025-01-10.csv"
-    [line] = _read(path)
+    [line] = csv_lines(path)
     assert line["cost"] == "1.234567"
     assert line["cost_micros"] == "1234567"
     assert line["currency_code"] == "EUR"
@@ -121,7 +116,7 @@ def test_a_day_csv_lists_its_campaigns_by_id_whatever_order_the_api_sent_them_in
     rows = [campaign_day(campaign_id=2), campaign_day(campaign_id=1)]
     services.day_rows_replace(customer_id=CUSTOMER, day=DAY, rows=rows, currency_code="EUR")
     path = services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
-    assert [line["campaign_id"] for line in _read(path)] == ["1", "2"]
+    assert [line["campaign_id"] for line in csv_lines(path)] == ["1", "2"]
 
 
 def test_a_day_csv_is_written_into_an_output_folder_removed_since_the_planning(
@@ -145,7 +140,7 @@ def test_rewriting_a_day_replaces_the_file_rather_than_appending(tmp_path: Path)
     services.day_rows_replace(customer_id=CUSTOMER, day=DAY, rows=rows, currency_code="EUR")
     services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
     path = services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
-    assert len(_read(path)) == 2
+    assert len(csv_lines(path)) == 2
 
 
 def test_the_totals_file_has_one_line_per_customer_and_date(tmp_path: Path) -> None:
@@ -159,7 +154,7 @@ def test_the_totals_file_has_one_line_per_customer_and_date(tmp_path: Path) -> N
             ],
             currency_code="USD",
         )
-    lines = _read(services.totals_csv_write(output_dir=tmp_path))
+    lines = csv_lines(services.totals_csv_write(output_dir=tmp_path))
     assert [(x["customer_id"], x["clicks"], x["cost"]) for x in lines] == [
         (CUSTOMER, "7", "0.750000"),
         ("2222222222", "7", "0.750000"),
@@ -183,7 +178,7 @@ def test_a_day_fetched_with_no_campaign_activity_totals_zero_and_one_never_fetch
         for day, state, at in ((quiet, "pending", fetched), (busy, "done", fetched)):
             SyncDay.objects.create(customer_id=customer_id, date=day, state=state, fetched_at=at)
         SyncDay.objects.create(customer_id=customer_id, date=never, state="failed")
-    lines = _read(services.totals_csv_write(output_dir=tmp_path))
+    lines = csv_lines(services.totals_csv_write(output_dir=tmp_path))
     assert [(line["customer_id"], line["date"]) for line in lines] == [
         (CUSTOMER, str(quiet)),
         (CUSTOMER, str(busy)),
@@ -217,7 +212,7 @@ def test_a_quiet_day_totals_zero_even_when_another_account_had_activity_that_day
         SyncDay.objects.create(
             customer_id=customer_id, date=DAY, state="done", fetched_at=timezone.now()
         )
-    lines = _read(services.totals_csv_write(output_dir=tmp_path))
+    lines = csv_lines(services.totals_csv_write(output_dir=tmp_path))
     assert [(line["customer_id"], line["clicks"]) for line in lines] == [
         (CUSTOMER, "0"),
         (other, "10"),
@@ -233,7 +228,7 @@ def test_the_combined_export_by_campaign_respects_the_range(tmp_path: Path) -> N
     out = tmp_path / "all.csv"
     count = services.combined_csv_write(out=out, start=DAY, end=DAY + dt.timedelta(days=1))
     assert count == 2
-    assert [line["date"] for line in _read(out)] == ["2025-01-10", "2025-01-11"]
+    assert [line["date"] for line in csv_lines(out)] == ["2025-01-10", "2025-01-11"]
 
 
 def test_a_combined_export_of_a_range_without_rows_is_its_header_and_counts_no_line(
@@ -519,7 +514,7 @@ def test_a_days_file_is_written_in_its_own_runs_folder(
     assert SyncDay.objects.get().state == SyncDay.State.DONE
     day_file = selectors.day_csv_path(output_dir=tmp_path / "this", customer_id=customer, day=day)
     campaigns = sorted(row.campaign_id for row in data.rows_for(customer, day))
-    assert [int(line["campaign_id"]) for line in _read(day_file)] == campaigns
+    assert [int(line["campaign_id"]) for line in csv_lines(day_file)] == campaigns
     assert not (tmp_path / "later").exists()
 
 
