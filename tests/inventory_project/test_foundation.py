@@ -393,10 +393,40 @@ def test_the_test_settings_never_take_the_prefix_and_queue_of_make_run() -> None
         CELERY_TASK_DEFAULT_QUEUE="make-run-queue",
         TEST_CACHE_KEY_PREFIX=None,
         TEST_CELERY_TASK_DEFAULT_QUEUE=None,
+        PYTEST_XDIST_WORKER=None,
     )
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1].split() == ["inv-test", "inventory-tests"]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"TEST_CACHE_KEY_PREFIX": None, "TEST_CELERY_TASK_DEFAULT_QUEUE": None},
+        # A process a worker's test starts: given the worker's names, and its variable.
+        {"TEST_CACHE_KEY_PREFIX": "inv-test-gw7", "TEST_CELERY_TASK_DEFAULT_QUEUE": "q-gw7"},
+    ],
+)
+def test_each_pytest_xdist_worker_takes_names_of_its_own_once(given) -> None:
+    """Two workers on one prefix deleted each other's keys at every test."""
+    result = _manage(
+        "shell",
+        "-c",
+        "from django.conf import settings as s; "
+        "print(s.CACHES['default']['KEY_PREFIX'], s.CELERY_TASK_DEFAULT_QUEUE, "
+        "s.ADS_SYNC_OUTPUT_DIR.name)",
+        PYTEST_XDIST_WORKER="gw7",
+        **given,
+    )
+
+    assert result.returncode == 0, result.stderr
+    prefix, queue, folder = result.stdout.splitlines()[-1].split()
+    assert prefix == "inv-test-gw7"
+    assert queue == (
+        "inventory-tests-gw7" if given["TEST_CELERY_TASK_DEFAULT_QUEUE"] is None else "q-gw7"
+    )
+    assert folder == ".test-output-gw7"
 
 
 def test_pytest_under_other_settings_stops_before_any_test() -> None:
@@ -620,6 +650,7 @@ def test_an_empty_test_name_is_its_default(name, setting, default) -> None:
         "-c",
         f"from django.conf import settings; print(settings.{setting})",
         DJANGO_SETTINGS_MODULE="inventory_project.settings.test",
+        PYTEST_XDIST_WORKER=None,
         **{name: " "},
     )
     assert result.returncode == 0, result.stderr
@@ -647,6 +678,7 @@ def test_env_example_names_every_variable_read_and_no_other() -> None:
     ]
     read = {name for path in python for name in _READS_VARIABLE.findall(path.read_text())}
     read |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (ROOT / "Procfile").read_text()))
+    read -= {"PYTEST_XDIST_WORKER"}  # pytest-xdist's own, in its workers (settings/test.py)
     assert len(example) == len(set(example)), "a variable named twice"
     assert sorted(set(example) - read) == [], "named in .env.example, read nowhere"
     assert sorted(read - set(example)) == [], "read, but not in .env.example"

@@ -90,7 +90,8 @@ def test_ctrl_c_during_the_load_keeps_the_catalogue_and_says_so_in_one_line() ->
         with connection.cursor() as cursor:
             while True:  # interrupted mid-COPY, as Ctrl-C would
                 cursor.execute(
-                    "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'COPY products_product%%'"
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND query LIKE 'COPY products_product%%'"
                 )
                 if cursor.fetchone() or seeding.poll() is not None:
                     break
