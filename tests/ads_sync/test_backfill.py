@@ -627,6 +627,25 @@ def test_ctrl_c_while_waiting_for_another_runs_dates_is_the_same_clear_error(
     assert stopped.value.returncode == 130
 
 
+@pytest.mark.usefixtures("sync_worker")
+def test_ctrl_c_while_waiting_for_another_runs_dates_still_shows_its_own_finished_runs_summary(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """Its own run is over by then: what it fetched and what failed are said before it stops."""
+
+    def interrupted(self: Any, run: SyncRun, customers: list[str]) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backfill_ads.Command, "_wait_for_other_runs", interrupted)
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="stopped waiting; run"):
+        call_command("backfill_ads", *_one_day_of_one_account(tmp_path), stdout=out)
+
+    run = SyncRun.objects.get()
+    assert f"Summary of run {run.pk} (backfill)" in out.getvalue()
+    assert _summary_figure(out.getvalue(), "fetched") == run.done == 1
+
+
 def test_ctrl_c_while_planning_is_a_clear_error_exiting_130(tmp_path: Path, monkeypatch) -> None:
     def interrupt(**kwargs: object) -> None:
         raise KeyboardInterrupt
