@@ -1163,6 +1163,23 @@ def test_a_totals_file_its_own_run_cannot_write_is_named_and_exits_73(
     assert f"the totals file in {tmp_path} could not be written" in out.getvalue()  # notes
 
 
+@pytest.mark.usefixtures("sync_worker")
+def test_a_failed_date_and_a_totals_file_that_cannot_be_written_exit_1_naming_both(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """73 says the folder is all a retry needs mended: with a date failed too, the run is worth
+    a retry as it is, as for any failed date."""
+    services.account_ensure(customer_id="1234567890")  # the fault is for the fetch
+    ads_sandbox.configure(fail_first={"permission_denied": 1})
+    selectors.totals_csv_path(output_dir=tmp_path).mkdir()
+    with pytest.raises(CommandError) as refused:
+        call_command("backfill_ads", *_one_day_of_one_account(tmp_path), stdout=io.StringIO())
+
+    assert refused.value.returncode == 1
+    message = str(refused.value)
+    assert message.startswith(f"1 date(s) failed; the totals file in {tmp_path} could not be ")
+
+
 def _before_each_poll(monkeypatch, step: Callable[[], None]) -> None:
     """Run `step` before each of the command's database reads (its polls)."""
     read = backfill_ads.Command._read
