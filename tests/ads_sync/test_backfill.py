@@ -1767,6 +1767,35 @@ def test_a_queue_no_worker_consumes_any_more_at_two_checks_exits_2(
 
 
 @pytest.mark.usefixtures("sync_worker", "lost_fan_out")
+def test_after_a_broker_outage_a_queue_no_worker_consumes_is_checked_twice_again(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """A worker reconnecting to a broker that came back is not counted until it has declared
+    its queue again: the checks in a row that find no worker count again from the outage, and
+    each outage is said, once."""
+    real = broker.queue_counts
+    checks: list[str] = []
+
+    def queue_counts(queue: str) -> tuple[int, int] | None:
+        if not SyncRun.objects.exists():
+            return real(queue)
+        checks.append(queue)
+        if len(checks) in (2, 4):  # the broker restarts
+            raise KombuOperationalError("[Errno 111] Connection refused")
+        return 0, 0  # the worker stopped
+
+    monkeypatch.setattr(broker, "queue_counts", queue_counts)
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="no Celery worker is consuming queue") as stopped:
+        call_command(
+            "backfill_ads", *_one_day_of_one_account(tmp_path), stdout=io.StringIO(), stderr=err
+        )
+    assert stopped.value.returncode == 2
+    assert len(checks) == 6  # none, away, none, away, none, none
+    assert err.getvalue().count("the broker is unreachable; still waiting") == 2
+
+
+@pytest.mark.usefixtures("sync_worker", "lost_fan_out")
 def test_on_a_terminal_a_queue_no_worker_consumes_any_more_ends_the_progress_line_first(
     ads_sandbox, tmp_path: Path, monkeypatch
 ) -> None:
