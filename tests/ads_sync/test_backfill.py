@@ -1700,6 +1700,26 @@ def test_lost_tasks_with_only_days_a_worker_may_still_run_are_not_counted_as_sen
     assert out.getvalue() == ""
 
 
+def test_lost_tasks_seen_after_the_runs_settled_a_day_are_checked_and_sent_again_afresh(
+    monkeypatch,
+) -> None:
+    """What the checks saw before the runs settled a day is forgotten: the tasks must be seen
+    lost at two checks in a row again, and may be sent again RESENDS_MAX times more before the
+    wait gives up on them."""
+    monkeypatch.setattr(backfill_ads, "tasks_lost", lambda queue, run_ids: True)
+    monkeypatch.setattr(tasks, "resend_unsettled", lambda *, run_ids: 1)
+    lost = backfill_ads._LostTasks(backfill_ads.Command(stdout=io.StringIO()), "queue")
+    assert [lost.check([7]) for _ in range(3)] == [False, True, False]  # sent, then seen lost
+
+    lost.progress()
+
+    resends = backfill_ads.RESENDS_MAX
+    assert [lost.check([7]) for _ in range(2 * resends)] == [False, True] * resends
+    assert not lost.check([7])
+    with pytest.raises(CommandError, match=f"lost again after {resends} re-sends"):
+        lost.check([7])
+
+
 def test_a_day_a_worker_may_still_be_running_is_not_sent_again(tmp_path: Path, monkeypatch) -> None:
     """A worker in a warm shutdown (or with its consumer cancelled) no longer consumes the queue
     and is not asked, yet still runs its task: its `running` day was sent again, and fetched
