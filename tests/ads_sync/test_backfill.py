@@ -1821,6 +1821,33 @@ def test_after_a_broker_outage_a_queue_no_worker_consumes_is_checked_twice_again
     assert err.getvalue().count("the broker is unreachable; still waiting") == 2
 
 
+@pytest.mark.usefixtures("lost_fan_out")
+def test_a_check_that_finds_a_worker_consuming_counts_the_checks_without_one_again(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """Only two checks in a row that find no worker end the wait (exit 2), and a broker outage
+    after a check that found one is said again, however they come and go."""
+    monkeypatch.setattr(backfill_ads, "time", _StillClock())
+    monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
+    monkeypatch.setattr(backfill_ads, "tasks_lost", lambda queue, run_ids: False)  # not resent
+    seen = iter([None, True, None, False, True, False])  # away, one, away, none, one, none
+    checks: list[bool | None] = []
+
+    def consumed(queue: str) -> bool | None:
+        checks.append(next(seen, False))  # then none for good
+        return checks[-1]
+
+    monkeypatch.setattr(broker, "consumed", consumed)
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="no Celery worker is consuming queue") as stopped:
+        call_command(
+            "backfill_ads", *_one_day_of_one_account(tmp_path), stdout=io.StringIO(), stderr=err
+        )
+    assert stopped.value.returncode == 2
+    assert checks == [None, True, None, False, True, False, False]
+    assert err.getvalue().count("the broker is unreachable; still waiting") == 2
+
+
 @pytest.mark.usefixtures("sync_worker", "lost_fan_out")
 def test_on_a_terminal_a_queue_no_worker_consumes_any_more_ends_the_progress_line_first(
     ads_sandbox, tmp_path: Path, monkeypatch
