@@ -1409,6 +1409,7 @@ def test_a_broker_that_cannot_be_reached_is_named_not_taken_for_a_missing_worker
     with pytest.raises(CommandError, match="the broker cannot be reached") as stopped:
         call_command("backfill_ads", *_one_day_of_one_account(tmp_path), *no_wait)
     assert stopped.value.returncode == 2
+    assert "(amqp://guest:**@127.0.0.1:1//: " in str(stopped.value)  # which broker it tried
     assert "guest:guest" not in str(stopped.value)  # the password is masked
     assert not SyncRun.objects.exists()
 
