@@ -1849,6 +1849,23 @@ def test_a_check_that_finds_a_worker_consuming_counts_the_checks_without_one_aga
     assert err.getvalue().count("the broker is unreachable; still waiting") == 2
 
 
+@pytest.mark.usefixtures("lost_fan_out")
+def test_the_two_checks_without_a_worker_that_end_the_wait_are_a_stall_apart(
+    ads_sandbox, tmp_path: Path, monkeypatch
+) -> None:
+    """A worker reconnecting is given a whole stall to be counted again: the check after one
+    comes STALL_CHECK_S later, not at the next poll."""
+    monkeypatch.setattr(backfill_ads, "time", clock := _StillClock())
+    monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
+    checked: list[float] = []
+    monkeypatch.setattr(broker, "consumed", lambda queue: checked.append(clock.now) or False)
+    with pytest.raises(CommandError, match="no Celery worker is consuming queue"):
+        call_command("backfill_ads", *_one_day_of_one_account(tmp_path), stdout=io.StringIO())
+
+    assert len(checked) == 2
+    assert checked[1] - checked[0] > backfill_ads.STALL_CHECK_S
+
+
 @pytest.mark.usefixtures("sync_worker", "lost_fan_out")
 def test_on_a_terminal_a_queue_no_worker_consumes_any_more_ends_the_progress_line_first(
     ads_sandbox, tmp_path: Path, monkeypatch
