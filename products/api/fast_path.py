@@ -345,7 +345,7 @@ def security_headers(secure: bool) -> list[tuple[str, str]]:
     if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
         coop = str(settings.SECURE_CROSS_ORIGIN_OPENER_POLICY)
         headers.append(("Cross-Origin-Opener-Policy", coop))
-    headers.append(("X-Frame-Options", str(settings.X_FRAME_OPTIONS)))
+    headers.append(("X-Frame-Options", str(settings.X_FRAME_OPTIONS).upper()))
     if secure and settings.SECURE_HSTS_SECONDS:
         hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
         if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:

@@ -250,6 +250,8 @@ def test_a_raw_utf8_query_does_not_share_a_key_with_its_mojibake(stack) -> None:
             [],
             {"DISALLOWED_USER_AGENTS": [re.compile("BadBot")]},
         ),
+        # XFrameOptionsMiddleware sends the setting in capitals, however it is written.
+        ({}, [], {"X_FRAME_OPTIONS": "sameorigin"}),
     ],
 )
 def test_settings_django_applies_are_applied_alike(
