@@ -252,6 +252,7 @@ def test_a_raw_utf8_query_does_not_share_a_key_with_its_mojibake(stack) -> None:
         ),
         # XFrameOptionsMiddleware sends the setting in capitals, however it is written.
         ({}, [], {"X_FRAME_OPTIONS": "sameorigin"}),
+        ({}, [], {"SECURE_CROSS_ORIGIN_OPENER_POLICY": "same-origin-allow-popups"}),
     ],
 )
 def test_settings_django_applies_are_applied_alike(
