@@ -253,6 +253,16 @@ def test_a_raw_utf8_query_does_not_share_a_key_with_its_mojibake(stack) -> None:
         # XFrameOptionsMiddleware sends the setting in capitals, however it is written.
         ({}, [], {"X_FRAME_OPTIONS": "sameorigin"}),
         ({}, [], {"SECURE_CROSS_ORIGIN_OPENER_POLICY": "same-origin-allow-popups"}),
+        # Headers switched off are not sent.
+        (
+            {},
+            [],
+            {
+                "SECURE_CONTENT_TYPE_NOSNIFF": False,
+                "SECURE_REFERRER_POLICY": None,
+                "SECURE_CROSS_ORIGIN_OPENER_POLICY": None,
+            },
+        ),
     ],
 )
 def test_settings_django_applies_are_applied_alike(
