@@ -161,8 +161,13 @@ def test_search_pages_and_counts_the_same_whichever_way_it_reads(monkeypatch, id
 
 
 @pytest.mark.django_db
-def test_search_pages_are_in_id_order_whatever_order_the_rows_are_stored_in() -> None:
-    """Stored (and so scanned) from the highest id down, the matches still page by id."""
+@pytest.mark.parametrize("ids_max", [1000, 2], ids=["ids-in-one-query", "counted-apart"])
+def test_search_pages_are_in_id_order_whatever_order_the_rows_are_stored_in(
+    monkeypatch, ids_max
+) -> None:
+    """Stored (and so scanned) from the highest id down, the matches still page by id, whether
+    they are read as ids in one query or, past SEARCH_IDS_MAX, counted apart."""
+    monkeypatch.setattr(selectors, "SEARCH_IDS_MAX", ids_max)
     for product_id in range(5, 0, -1):
         ProductFactory(id=product_id, name=f"Steel {product_id}")
     filters = selectors.ProductFilters(name="steel")
