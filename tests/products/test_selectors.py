@@ -213,6 +213,21 @@ def test_a_keyset_search_page_names_the_next_only_while_more_match() -> None:
 
 
 @pytest.mark.django_db
+def test_keyset_search_pages_are_in_id_order_whatever_order_the_rows_are_stored_in() -> None:
+    """Stored (and so scanned) from the highest id down, each page after an id holds the next
+    matches by id, and names the last of them as the next page's start."""
+    for product_id in range(5, 0, -1):
+        ProductFactory(id=product_id, name=f"Steel {product_id}")
+    filters = selectors.ProductFilters(name="steel")
+    pages, after_id = [], 0
+    while after_id is not None:
+        page = selectors.product_search_after(filters=filters, after_id=after_id, limit=2)
+        pages.append([p.pk for p in page.products])
+        after_id = page.next_after_id
+    assert pages == [[1, 2], [3, 4], [5]]
+
+
+@pytest.mark.django_db
 def test_a_keyset_page_that_takes_the_last_rows_exactly_names_no_next() -> None:
     products = ProductFactory.create_batch(4)
     page = selectors.product_list_after(after_id=products[1].id, limit=2)
