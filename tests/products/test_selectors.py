@@ -161,13 +161,23 @@ def test_search_pages_and_counts_the_same_whichever_way_it_reads(monkeypatch, id
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("ids_max", [1000, 2], ids=["ids-in-one-query", "counted-apart"])
+@pytest.mark.parametrize(
+    ("ids_max", "scans_only"),
+    [(1000, False), (1000, True), (2, False)],
+    ids=["ids-in-one-query", "ids-in-one-query-rows-read-by-a-scan", "counted-apart"],
+)
 def test_search_pages_are_in_id_order_whatever_order_the_rows_are_stored_in(
-    monkeypatch, ids_max
+    monkeypatch, ids_max, scans_only
 ) -> None:
     """Stored (and so scanned) from the highest id down, the matches still page by id, whether
-    they are read as ids in one query or, past SEARCH_IDS_MAX, counted apart."""
+    they are read as ids in one query or, past SEARCH_IDS_MAX, counted apart, and whichever way
+    PostgreSQL reads the page's rows: through the primary key's index (in id order by itself)
+    or by a scan, as it may plan it for another page or table."""
     monkeypatch.setattr(selectors, "SEARCH_IDS_MAX", ids_max)
+    if scans_only:
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_indexscan = off")
+            cursor.execute("SET LOCAL enable_bitmapscan = off")
     for product_id in range(5, 0, -1):
         ProductFactory(id=product_id, name=f"Steel {product_id}")
     filters = selectors.ProductFilters(name="steel")
