@@ -69,7 +69,16 @@ def test_searches_find_exactly_what_like_and_the_bounds_find() -> None:
 
 @pytest.mark.parametrize(
     ("low", "high"),
-    [(0, 0), (100, 200), (0, 5398), (1, 99_999), (123, 987_654), (0, 10**9), (5, 4_999_995)],
+    [
+        (0, 0),
+        (100, 200),
+        (0, 5398),
+        (1234, 5678),
+        (1, 99_999),
+        (123, 987_654),
+        (0, 10**9),
+        (5, 4_999_995),
+    ],
 )
 def test_price_labels_tile_the_range_and_no_more_than_widened(low: int, high: int) -> None:
     labels = selectors._price_labels(Decimal(low), Decimal(high) + Decimal("0.99"))
