@@ -20,7 +20,7 @@ from django.core.management import CommandError, call_command
 
 from ads_sync import tasks
 from ads_sync.management.commands import backfill_ads
-from ads_sync.models import SyncRun
+from ads_sync.models import SyncDay, SyncRun
 from tests.processes import process_env
 from tests.workers import purge_test_queue
 
@@ -166,3 +166,42 @@ def test_a_worker_killed_mid_backfill_then_restarted_leaves_every_day_done_once(
     assert_complete(ads_sandbox.customers, short_history, 20)
     # Days in flight at the kill were fetched again: redelivered, not lost.
     assert len(ads_sandbox.calls()) >= 40
+
+
+def _pool_processes(worker: subprocess.Popen[bytes]) -> list[int]:
+    """The pool processes of a prefork worker: its main process's children, as /proc lists them."""
+    children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text()
+    return [int(pid) for pid in children.split()]
+
+
+@pytest.mark.usefixtures("empty_queue")
+def test_a_day_whose_pool_process_dies_under_it_is_run_again_not_left_running(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """A pool process killed mid-task (the kernel's OOM killer): acknowledged as failed, its
+    task left the day `running` and the run open for 12 hours, until a later plan took it over."""
+    ads_sandbox.configure(latency_s=1.0)
+    log = tmp_path / "worker.log"
+    worker = _worker_process(ads_sandbox, log)
+    try:
+        plan = tasks.run_start(
+            trigger="backfill", customer_ids=[ads_sandbox.customers[0]], days=1, output_dir=tmp_path
+        )
+        assert plan is not None
+        deadline = time.monotonic() + 60
+        while not SyncDay.objects.filter(run=plan.run, state=SyncDay.State.RUNNING).exists():
+            assert time.monotonic() < deadline, log.read_text()
+            assert worker.poll() is None, log.read_text()
+            time.sleep(0.05)
+        for pid in _pool_processes(worker):
+            os.kill(pid, signal.SIGKILL)
+        run = wait_for_run(plan.run.pk, timeout_s=60)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+
+    assert (run.planned, run.done, run.failed) == (1, 1, 0)
+    assert SyncDay.objects.get(run=run).attempts == 2  # sent again to a new pool process
