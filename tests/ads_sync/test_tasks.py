@@ -346,6 +346,16 @@ class _Interrupted:
         raise KeyboardInterrupt
 
 
+class _Broken:
+    """A group whose sending fails on a bug of the project's own (neither the broker nor Ctrl-C)."""
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    def apply_async(self) -> None:
+        raise TypeError("Object of type date is not JSON serializable")
+
+
 @pytest.mark.parametrize(
     ("group", "raised"),
     [
@@ -374,6 +384,33 @@ def test_a_fan_out_that_is_not_sent_fails_its_days_so_the_next_plan_takes_them(
     )
     assert again is not None
     assert len(again.days) == 2
+
+
+@pytest.mark.parametrize(
+    ("group", "raised", "traceback"),
+    [
+        (_Unpublishable, KombuOperationalError, False),
+        (_Interrupted, KeyboardInterrupt, False),
+        (_Broken, TypeError, True),
+    ],
+)
+def test_a_fan_out_that_is_not_sent_logs_a_traceback_only_for_an_unexpected_error(
+    one_account,
+    monkeypatch,
+    short_history: Path,
+    caplog,
+    group: type,
+    raised: type[BaseException],
+    traceback: bool,
+) -> None:
+    """An unreachable broker and Ctrl-C are said in full by the line (and by backfill_ads' own
+    message): a traceback there is noise. Anything else is a bug, and a line without its
+    traceback does not say where it came from."""
+    monkeypatch.setattr(tasks, "group", group)
+    with pytest.raises(raised):
+        tasks.run_start(trigger="backfill")
+    (logged,) = [r for r in caplog.records if "fan-out failed" in r.getMessage()]
+    assert bool(logged.exc_info) is traceback
 
 
 def test_the_daily_detection_is_retried_while_a_backfill_holds_the_planning_lock() -> None:
