@@ -19,7 +19,7 @@ from celery.exceptions import Retry, SoftTimeLimitExceeded
 from celery.signals import task_postrun
 from django.conf import settings as django_settings
 from django.core.cache import cache
-from django.db import OperationalError, connection
+from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.lock import Lock as RedisLock
@@ -442,17 +442,32 @@ def test_a_detection_out_of_time_in_an_account_lookup_is_retried(monkeypatch, se
         assert lock
 
 
+def _one_pending_day(output_dir: Path) -> tuple[SyncRun, dt.date]:
+    """A run of one pending day of account 1111111111, its task not run yet."""
+    day = dt.date(2025, 1, 10)
+    run = SyncRun.objects.create(trigger="backfill", output_dir=str(output_dir), planned=1)
+    SyncDay.objects.create(customer_id="1111111111", date=day, run=run)
+    return run, day
+
+
+@pytest.mark.parametrize(
+    "gone",
+    [
+        OperationalError("the connection is closed"),
+        # Django's word for a connection already closed under it (psycopg's InterfaceError).
+        InterfaceError("connection already closed"),
+    ],
+    ids=["operational", "interface"],
+)
 def test_a_day_whose_failure_cannot_be_recorded_is_tried_again_not_left_running(
-    monkeypatch, tmp_path: Path
+    monkeypatch, tmp_path: Path, gone: Exception
 ) -> None:
     """PostgreSQL restarting: acknowledged, the task left its day `running` and its run open
     for 12 hours."""
-    day = dt.date(2025, 1, 10)
-    run = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=1)
-    SyncDay.objects.create(customer_id="1111111111", date=day, run=run)
+    run, day = _one_pending_day(tmp_path)
 
     def database_gone(**kwargs: Any) -> None:
-        raise OperationalError("the connection is closed")
+        raise gone
 
     monkeypatch.setattr(services, "day_sync", database_gone)
     monkeypatch.setattr(services, "day_fail", database_gone)
@@ -471,9 +486,7 @@ def test_a_failure_not_recorded_for_another_reason_than_the_database_is_raised_n
 ) -> None:
     """Only a lost connection is waited out: a bug in recording the failure, retried every 30 s
     for an hour, was logged each time as "the database is unreachable"."""
-    day = dt.date(2025, 1, 10)
-    run = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=1)
-    SyncDay.objects.create(customer_id="1111111111", date=day, run=run)
+    run, day = _one_pending_day(tmp_path)
 
     def recording_bug(**kwargs: Any) -> None:
         raise RuntimeError("a recording bug")
