@@ -497,6 +497,19 @@ def test_a_failure_not_recorded_for_another_reason_than_the_database_is_raised_n
         tasks.sync_day("1111111111", day.isoformat(), run.pk)
 
 
+def test_a_day_that_crashed_is_logged_with_its_traceback(
+    monkeypatch, tmp_path: Path, caplog
+) -> None:
+    """The day keeps only the exception's type and message (its last_error): the log line is
+    where an operator finds where a bug was raised."""
+    run, day = _one_pending_day(tmp_path)
+    monkeypatch.setattr(services, "day_sync", lambda **kwargs: 1 / 0)
+    assert tasks.sync_day("1111111111", day.isoformat(), run.pk) == "failed"
+    (logged,) = [r for r in caplog.records if r.getMessage().endswith(" crashed")]
+    assert logged.exc_info is not None
+    assert logged.exc_info[0] is ZeroDivisionError
+
+
 def test_a_sync_day_may_spend_the_clients_whole_budget_before_its_soft_time_limit() -> None:
     """Under the project's default limits (CELERY_TASK_SOFT_TIME_LIMIT: 300 s), a fetch still
     within its retry budget was cut short and its day failed."""
