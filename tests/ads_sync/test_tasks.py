@@ -522,6 +522,14 @@ def test_a_detection_may_spend_a_planning_locks_whole_ttl_before_its_soft_time_l
     assert tasks.detect_gaps.soft_time_limit >= locks.planning_lock_ttl_s()
 
 
+def test_a_task_at_its_soft_time_limit_is_left_time_to_record_it_before_its_hard_one() -> None:
+    """At the soft limit a day records its failure, and a detection fails the days it stored,
+    lets go of the planning lock and is retried. A hard limit at the same time killed the
+    process first: the day stayed `running`, or the detection was not tried again that day."""
+    for task in (tasks.sync_day, tasks.detect_gaps):
+        assert task.time_limit > task.soft_time_limit, task.name
+
+
 def test_the_daily_detection_outwaits_a_planning_lock_its_crashed_holder_left() -> None:
     """Such a lock lasts its TTL. Celery's default, 3 retries a minute apart, gave up the day's
     detection long before it expired."""
