@@ -124,6 +124,21 @@ def test_only_the_failed_days_inside_the_windows_are_counted_as_backed_off() -> 
     assert selectors.backed_off_days(windows=_windows(start=day, end=day), now=NOW) == 1
 
 
+def test_a_failed_day_of_an_account_left_out_of_the_windows_is_not_counted_as_backed_off() -> None:
+    """An account whose lookup failed has no window in the plan: its failed days on the same
+    dates are none of the days the plan left out."""
+    day = dt.date(2025, 2, 5)
+    SyncDay.objects.create(
+        customer_id=CUSTOMERS[1],
+        date=day,
+        state=SyncDay.State.FAILED,
+        failures=3,
+        retry_after=NOW + dt.timedelta(hours=1),
+    )
+    windows = selectors.sync_windows(customer_ids=CUSTOMERS[:1], start=day, end=day, now=NOW)
+    assert selectors.backed_off_days(windows=windows, now=NOW) == 0
+
+
 def test_the_daily_detection_plans_a_deferred_day_whatever_retry_after_its_failures_left() -> None:
     """A failed day planned again by a backfill keeps its retry_after; deferred by a daily quota
     there, it is no failure to wait out."""
