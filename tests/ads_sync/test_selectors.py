@@ -139,6 +139,18 @@ def test_a_failed_day_of_an_account_left_out_of_the_windows_is_not_counted_as_ba
     assert selectors.backed_off_days(windows=windows, now=NOW) == 0
 
 
+def test_with_no_window_no_failed_day_is_counted_as_backed_off() -> None:
+    """Every account lookup failed: the plan left no day out, whatever waits in the ledger."""
+    SyncDay.objects.create(
+        customer_id=CUSTOMERS[0],
+        date=dt.date(2025, 2, 5),
+        state=SyncDay.State.FAILED,
+        failures=3,
+        retry_after=NOW + dt.timedelta(hours=1),
+    )
+    assert selectors.backed_off_days(windows=[], now=NOW) == 0
+
+
 def test_the_daily_detection_plans_a_deferred_day_whatever_retry_after_its_failures_left() -> None:
     """A failed day planned again by a backfill keeps its retry_after; deferred by a daily quota
     there, it is no failure to wait out."""
