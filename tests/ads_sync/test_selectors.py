@@ -327,6 +327,24 @@ def test_a_runs_latency_is_the_percentiles_of_its_done_days_durations() -> None:
     assert (latency.p50_ms, latency.p95_ms) == (pytest.approx(105.0), pytest.approx(190.5))
 
 
+def test_a_runs_latency_counts_only_its_own_days() -> None:
+    """backfill_ads prints the run's p50/p95: the days another run fetched are not its."""
+    run = SyncRun.objects.create(trigger="backfill", output_dir="/tmp/x", planned=1, done=1)
+    other = SyncRun.objects.create(trigger="beat", output_dir="/tmp/x", planned=1, done=1)
+    SyncDay.objects.create(
+        customer_id=CUSTOMERS[0], date=YESTERDAY, state=SyncDay.State.DONE, duration_ms=40, run=run
+    )
+    SyncDay.objects.create(
+        customer_id=CUSTOMERS[1],
+        date=YESTERDAY,
+        state=SyncDay.State.DONE,
+        duration_ms=9_000,
+        run=other,
+    )
+    latency = selectors.run_latency(run_id=run.pk)
+    assert (latency.p50_ms, latency.p95_ms) == (40.0, 40.0)
+
+
 def test_a_runs_failures_are_its_own_failed_days() -> None:
     """What backfill_ads lists as the run's failures: not its done days, nor another run's."""
     run = SyncRun.objects.create(trigger="backfill", output_dir="/tmp/x", planned=2)
