@@ -359,3 +359,19 @@ def test_a_runs_failures_are_its_own_failed_days() -> None:
         customer_id=CUSTOMERS[0], date=dt.date(2025, 2, 1), state=SyncDay.State.FAILED, run=other
     )
     assert selectors.run_failures(run_id=run.pk) == [failed]
+
+
+def test_a_runs_failures_are_listed_by_account_then_date() -> None:
+    """backfill_ads prints the first 20 of them: an account's failed dates together, oldest
+    first, whatever order they failed in."""
+    run = SyncRun.objects.create(trigger="backfill", output_dir="/tmp/x", planned=3)
+    early, late = dt.date(2025, 2, 1), dt.date(2025, 2, 2)
+    for customer_id, day in [(CUSTOMERS[1], early), (CUSTOMERS[0], late), (CUSTOMERS[0], early)]:
+        SyncDay.objects.create(
+            customer_id=customer_id, date=day, state=SyncDay.State.FAILED, run=run
+        )
+    assert [(f.customer_id, f.date) for f in selectors.run_failures(run_id=run.pk)] == [
+        (CUSTOMERS[0], early),
+        (CUSTOMERS[0], late),
+        (CUSTOMERS[1], early),
+    ]
