@@ -232,6 +232,24 @@ def test_a_planning_asked_to_wait_for_the_lock_plans_once_the_other_one_lets_go(
     assert len(plan.days) == len(sent) == 8
 
 
+def test_a_planning_lock_asked_to_wait_a_second_or_less_waits(monkeypatch) -> None:
+    """--lock-wait takes fractions of a second (arguments.seconds): a wait of up to one second
+    is a wait too, not a single try."""
+    try_once = RedisLock.do_acquire
+    with locks.planning_lock() as held:
+        assert held
+
+        def do_acquire(self: RedisLock, token: bytes) -> bool:
+            got = bool(try_once(self, token))
+            if not got:
+                held.redis_lock.release()  # the other planning lets go as this one waits
+            return got
+
+        monkeypatch.setattr(RedisLock, "do_acquire", do_acquire)
+        with locks.planning_lock(wait_s=1) as waited:
+            assert waited
+
+
 def test_a_planning_that_waits_for_the_lock_in_vain_gives_up_when_its_wait_is_over(
     one_account, short_history: Path
 ) -> None:
