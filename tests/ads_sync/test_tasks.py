@@ -273,6 +273,25 @@ def test_a_postgresql_planning_lock_got_at_once_is_free_again_once_let_go(settin
     settings.CACHES = caches
     with locks.planning_lock(wait_s=0.5) as lock:
         assert lock
+    assert _advisory_lock_taken_by_another_planner()
+
+
+def test_a_postgresql_planning_lock_is_let_go_when_its_planning_raises() -> None:
+    """A planning that fails under the lock (a bug, a lost connection) lets it go too: kept by
+    the session, it would lock every other planner out until that connection closed."""
+
+    def failing_planning() -> None:
+        with locks.advisory_lock() as got:
+            assert got
+            raise RuntimeError("a planning bug")
+
+    with pytest.raises(RuntimeError, match="a planning bug"):
+        failing_planning()
+    assert _advisory_lock_taken_by_another_planner()
+
+
+def _advisory_lock_taken_by_another_planner() -> bool:
+    """Whether a planner on another connection (a thread's) gets the PostgreSQL lock at once."""
     taken: list[bool] = []
 
     def other_planner() -> None:
@@ -283,7 +302,7 @@ def test_a_postgresql_planning_lock_got_at_once_is_free_again_once_let_go(settin
     thread = threading.Thread(target=other_planner)
     thread.start()
     thread.join(10)
-    assert taken == [True]
+    return taken == [True]
 
 
 def test_with_redis_down_a_planning_stores_its_plan_under_the_postgresql_lock(
