@@ -1391,12 +1391,22 @@ def test_a_planning_lock_held_by_another_planning_exits_3_saying_so(
     assert not SyncRun.objects.exists()
 
 
+def _exits_2_for_want_of_a_worker(tmp_path: Path) -> str:
+    """A one-day backfill into `tmp_path` that ends its wait for want of a worker consuming its
+    queue, exiting 2: what it wrote to stderr."""
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="no Celery worker is consuming queue") as stopped:
+        call_command(
+            "backfill_ads", *_one_day_of_one_account(tmp_path), stdout=io.StringIO(), stderr=err
+        )
+    assert stopped.value.returncode == 2
+    return err.getvalue()
+
+
 def test_no_worker_on_the_queue_exits_2_saying_so(tmp_path: Path, monkeypatch) -> None:
     # A queue no worker consumes (the module's worker consumes the test queue).
     monkeypatch.setattr(celery_app.conf, "task_default_queue", f"unconsumed-{uuid.uuid4()}")
-    with pytest.raises(CommandError, match="no Celery worker is consuming queue") as stopped:
-        call_command("backfill_ads", *_one_day_of_one_account(tmp_path))
-    assert stopped.value.returncode == 2
+    _exits_2_for_want_of_a_worker(tmp_path)
 
 
 @pytest.mark.parametrize("no_wait", [[], ["--no-wait"]])
@@ -1787,9 +1797,7 @@ def test_a_queue_no_worker_consumes_any_more_at_two_checks_exits_2(
         return 0, 0  # the worker stopped
 
     monkeypatch.setattr(broker, "queue_counts", queue_counts)
-    with pytest.raises(CommandError, match="no Celery worker is consuming queue") as stopped:
-        _backfill(*_one_day_of_one_account(tmp_path))
-    assert stopped.value.returncode == 2
+    _exits_2_for_want_of_a_worker(tmp_path)
     assert len(checks) == 2
 
 
@@ -1812,14 +1820,9 @@ def test_after_a_broker_outage_a_queue_no_worker_consumes_is_checked_twice_again
         return 0, 0  # the worker stopped
 
     monkeypatch.setattr(broker, "queue_counts", queue_counts)
-    err = io.StringIO()
-    with pytest.raises(CommandError, match="no Celery worker is consuming queue") as stopped:
-        call_command(
-            "backfill_ads", *_one_day_of_one_account(tmp_path), stdout=io.StringIO(), stderr=err
-        )
-    assert stopped.value.returncode == 2
+    err = _exits_2_for_want_of_a_worker(tmp_path)
     assert len(checks) == 6  # none, away, none, away, none, none
-    assert err.getvalue().count("the broker is unreachable; still waiting") == 2
+    assert err.count("the broker is unreachable; still waiting") == 2
 
 
 @pytest.mark.usefixtures("lost_fan_out")
@@ -1839,14 +1842,9 @@ def test_a_check_that_finds_a_worker_consuming_counts_the_checks_without_one_aga
         return checks[-1]
 
     monkeypatch.setattr(broker, "consumed", consumed)
-    err = io.StringIO()
-    with pytest.raises(CommandError, match="no Celery worker is consuming queue") as stopped:
-        call_command(
-            "backfill_ads", *_one_day_of_one_account(tmp_path), stdout=io.StringIO(), stderr=err
-        )
-    assert stopped.value.returncode == 2
+    err = _exits_2_for_want_of_a_worker(tmp_path)
     assert checks == [None, True, None, False, True, False, False]
-    assert err.getvalue().count("the broker is unreachable; still waiting") == 2
+    assert err.count("the broker is unreachable; still waiting") == 2
 
 
 @pytest.mark.usefixtures("lost_fan_out")
@@ -1859,9 +1857,7 @@ def test_the_two_checks_without_a_worker_that_end_the_wait_are_a_stall_apart(
     monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
     checked: list[float] = []
     monkeypatch.setattr(broker, "consumed", lambda queue: checked.append(clock.now) or False)
-    with pytest.raises(CommandError, match="no Celery worker is consuming queue"):
-        call_command("backfill_ads", *_one_day_of_one_account(tmp_path), stdout=io.StringIO())
-
+    _exits_2_for_want_of_a_worker(tmp_path)
     assert len(checked) == 2
     assert checked[1] - checked[0] > backfill_ads.STALL_CHECK_S
 

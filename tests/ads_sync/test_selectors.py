@@ -89,15 +89,20 @@ def test_failed_and_deferred_days_are_missing_again() -> None:
     ]
 
 
-def test_the_daily_detection_leaves_a_failed_day_alone_until_its_retry_after() -> None:
-    day = dt.date(2025, 2, 5)
+def _backed_off_day(customer_id: str, day: dt.date) -> None:
+    """A day failed three times, waiting out its backoff until an hour after NOW."""
     SyncDay.objects.create(
-        customer_id=CUSTOMERS[0],
+        customer_id=customer_id,
         date=day,
         state=SyncDay.State.FAILED,
         failures=3,
         retry_after=NOW + dt.timedelta(hours=1),
     )
+
+
+def test_the_daily_detection_leaves_a_failed_day_alone_until_its_retry_after() -> None:
+    day = dt.date(2025, 2, 5)
+    _backed_off_day(CUSTOMERS[0], day)
     windows = _windows(start=day, end=day)
     assert selectors.missing_days(windows=windows, backoff=True, now=NOW) == [(CUSTOMERS[1], day)]
     assert selectors.backed_off_days(windows=windows, now=NOW) == 1
@@ -114,13 +119,7 @@ def test_only_the_failed_days_inside_the_windows_are_counted_as_backed_off() -> 
     an older failed day, outside its window, is not one of them."""
     day = dt.date(2025, 2, 5)
     for failed in (day, day - dt.timedelta(days=1)):
-        SyncDay.objects.create(
-            customer_id=CUSTOMERS[0],
-            date=failed,
-            state=SyncDay.State.FAILED,
-            failures=3,
-            retry_after=NOW + dt.timedelta(hours=1),
-        )
+        _backed_off_day(CUSTOMERS[0], failed)
     assert selectors.backed_off_days(windows=_windows(start=day, end=day), now=NOW) == 1
 
 
@@ -128,26 +127,14 @@ def test_a_failed_day_of_an_account_left_out_of_the_windows_is_not_counted_as_ba
     """An account whose lookup failed has no window in the plan: its failed days on the same
     dates are none of the days the plan left out."""
     day = dt.date(2025, 2, 5)
-    SyncDay.objects.create(
-        customer_id=CUSTOMERS[1],
-        date=day,
-        state=SyncDay.State.FAILED,
-        failures=3,
-        retry_after=NOW + dt.timedelta(hours=1),
-    )
+    _backed_off_day(CUSTOMERS[1], day)
     windows = selectors.sync_windows(customer_ids=CUSTOMERS[:1], start=day, end=day, now=NOW)
     assert selectors.backed_off_days(windows=windows, now=NOW) == 0
 
 
 def test_with_no_window_no_failed_day_is_counted_as_backed_off() -> None:
     """Every account lookup failed: the plan left no day out, whatever waits in the ledger."""
-    SyncDay.objects.create(
-        customer_id=CUSTOMERS[0],
-        date=dt.date(2025, 2, 5),
-        state=SyncDay.State.FAILED,
-        failures=3,
-        retry_after=NOW + dt.timedelta(hours=1),
-    )
+    _backed_off_day(CUSTOMERS[0], dt.date(2025, 2, 5))
     assert selectors.backed_off_days(windows=[], now=NOW) == 0
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -65,20 +66,17 @@ def test_a_starting_worker_takes_its_google_ads_token_before_any_task(
     log = tmp_path / "worker.log"
     worker = _worker_process(ads_sandbox, log, "--pool", pool)
     try:
-        deadline = time.monotonic() + 60
-        while not (
-            len(ads_sandbox.calls(method="token")) >= processes
-            and backfill_ads.queue_has_consumers(queue)
-        ):
-            assert time.monotonic() < deadline, log.read_text()
-            assert worker.poll() is None, log.read_text()
-            time.sleep(0.1)
+        _wait_for(
+            lambda: (
+                len(ads_sandbox.calls(method="token")) >= processes
+                and backfill_ads.queue_has_consumers(queue)
+            ),
+            worker,
+            log,
+            within_s=60,
+        )
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
+        _stop(worker)
 
     # One grant per process that runs tasks (--concurrency 2), and no task was needed for it.
     assert [c["outcome"] for c in ads_sandbox.calls(method="token")] == ["ok"] * processes
@@ -133,6 +131,29 @@ def _worker_process(ads_sandbox, log: Path, *options: str) -> subprocess.Popen[b
     )
 
 
+def _wait_for(
+    done: Callable[[], bool], worker: subprocess.Popen[bytes], log: Path, *, within_s: float
+) -> None:
+    """Wait until `done()`; fail with the worker's log if that takes over `within_s` or the
+    worker exits meanwhile."""
+    deadline = time.monotonic() + within_s
+    while not done():
+        assert time.monotonic() < deadline, log.read_text()
+        assert worker.poll() is None, log.read_text()
+        time.sleep(0.05)
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    """Stop a worker of _worker_process and its pool (a warm shutdown; killed after 30 s)."""
+    if worker.poll() is not None:
+        return
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+
+
 @pytest.mark.usefixtures("empty_queue")
 def test_a_worker_killed_mid_backfill_then_restarted_leaves_every_day_done_once(
     ads_sandbox, short_history: Path
@@ -143,11 +164,7 @@ def test_a_worker_killed_mid_backfill_then_restarted_leaves_every_day_done_once(
     try:
         run_id = tasks.detect_gaps()
         assert run_id is not None
-        deadline = time.monotonic() + 90
-        while SyncRun.objects.get(pk=run_id).done < 8:
-            assert time.monotonic() < deadline, log.read_text()
-            assert worker.poll() is None, log.read_text()
-            time.sleep(0.05)
+        _wait_for(lambda: SyncRun.objects.get(pk=run_id).done >= 8, worker, log, within_s=90)
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(timeout=30)
         killed_at = SyncRun.objects.get(pk=run_id)
@@ -155,12 +172,7 @@ def test_a_worker_killed_mid_backfill_then_restarted_leaves_every_day_done_once(
         worker = _worker_process(ads_sandbox, log)
         run = wait_for_run(run_id, timeout_s=120)
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
+        _stop(worker)
 
     assert (run.planned, run.done, run.failed) == (40, 40, 0)
     assert_complete(ads_sandbox.customers, short_history, 20)
@@ -188,20 +200,13 @@ def test_a_day_whose_pool_process_dies_under_it_is_run_again_not_left_running(
             trigger="backfill", customer_ids=[ads_sandbox.customers[0]], days=1, output_dir=tmp_path
         )
         assert plan is not None
-        deadline = time.monotonic() + 60
-        while not SyncDay.objects.filter(run=plan.run, state=SyncDay.State.RUNNING).exists():
-            assert time.monotonic() < deadline, log.read_text()
-            assert worker.poll() is None, log.read_text()
-            time.sleep(0.05)
+        running = SyncDay.objects.filter(run=plan.run, state=SyncDay.State.RUNNING)
+        _wait_for(running.exists, worker, log, within_s=60)
         for pid in _pool_processes(worker):
             os.kill(pid, signal.SIGKILL)
         run = wait_for_run(plan.run.pk, timeout_s=60)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
+        _stop(worker)
 
     assert (run.planned, run.done, run.failed) == (1, 1, 0)
     assert SyncDay.objects.get(run=run).attempts == 2  # sent again to a new pool process
