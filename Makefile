@@ -51,7 +51,7 @@ format: install
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist), each with its own database, cache
 # prefix and queue (settings/test.py): most of its time is spent waiting on what it stages
-# (servers starting, outages, timeouts), so two processes take about half the time, even on
+# (servers starting, outages, timeouts), so two processes take about 40 % less time, even on
 # 2 cores. TEST_WORKERS=0 runs it in this process, as a debugger needs.
 TEST_WORKERS ?= 2
 
