@@ -1006,6 +1006,20 @@ def test_a_run_sent_again_is_suspected_afresh_before_it_is_sent_a_second_time(
     assert len(sent) == 6
 
 
+def test_a_lost_run_whose_days_were_left_running_is_sent_again(
+    one_account: str, tmp_path: Path, monkeypatch
+) -> None:
+    """Its worker died with the days under way, and the broker lost their messages: no task
+    will settle them, and the run is as lost as one whose days are pending."""
+    quiet_for = max(tasks.LOST_AFTER, dt.timedelta(seconds=tasks.SYNC_DAY_TIME_LIMIT_S)) * 2
+    run = _lost_run(one_account, tmp_path, quiet_for=quiet_for)
+    SyncDay.objects.filter(run=run).update(state=SyncDay.State.RUNNING)  # updated_at kept
+    monkeypatch.setattr(tasks.broker, "tasks_lost", lambda queue, run_ids: True)
+    sent = _record_fan_out(monkeypatch)
+    assert [tasks.resend_lost(), tasks.resend_lost()] == [0, 3]
+    assert {s.args[2] for s in sent} == {run.pk}
+
+
 def test_a_run_found_lost_for_the_first_time_waits_a_check_whatever_other_run_is_suspected(
     one_account: str, tmp_path: Path, monkeypatch
 ) -> None:
