@@ -6,8 +6,9 @@ import csv
 import datetime as dt
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,6 +18,18 @@ from ads_sync import selectors, services
 from ads_sync.models import CampaignDayMetric, SyncDay, SyncRun
 from ads_sync.sandbox import data
 from tests.workers import running_worker
+
+
+def group_raising(error: BaseException) -> Callable[..., SimpleNamespace]:
+    """A stand-in for `tasks.group` whose fan-out raises `error` as it is sent."""
+
+    def group(*signatures: object) -> SimpleNamespace:
+        def apply_async() -> None:
+            raise error
+
+        return SimpleNamespace(apply_async=apply_async)
+
+    return group
 
 
 def wait_for_run(run_id: int, timeout_s: float = 120.0) -> SyncRun:

@@ -42,6 +42,7 @@ from .helpers import (
     days_between,
     expected_rows,
     fetched_days,
+    group_raising,
     orm_rows,
     sync_worker,  # noqa: F401 (a fixture)
     wait_for_run,
@@ -61,14 +62,8 @@ def _backfill(*args: str) -> tuple[str, SyncRun]:
     return text, run
 
 
-class _Unpublishable:
-    """tasks.group whose fan-out the broker refuses."""
-
-    def __init__(self, *args: object) -> None:
-        pass
-
-    def apply_async(self) -> None:
-        raise KombuOperationalError("[Errno 111] Connection refused")
+# tasks.group whose fan-out the broker refuses.
+_unpublishable = group_raising(KombuOperationalError("[Errno 111] Connection refused"))
 
 
 def _summary_figure(text: str, label: str) -> int:
@@ -546,7 +541,7 @@ def test_an_account_given_twice_is_counted_once(ads_sandbox, tmp_path: Path) -> 
 def test_a_broker_that_refuses_the_fan_out_is_a_clear_error(
     ads_sandbox, tmp_path: Path, monkeypatch, caplog
 ) -> None:
-    monkeypatch.setattr(tasks, "group", _Unpublishable)
+    monkeypatch.setattr(tasks, "group", _unpublishable)
     with pytest.raises(CommandError, match="the broker could not take the tasks") as excinfo:
         call_command("backfill_ads", "--days", "2", "--output-dir", str(tmp_path))
     assert excinfo.value.returncode == 2
@@ -1665,7 +1660,7 @@ def test_a_resend_the_broker_refuses_is_said_and_tried_again_at_a_later_stall(
     """The broker went away between the check and the resend: the wait goes on, and a later
     stall check sends the days again."""
     monkeypatch.setattr(backfill_ads, "STALL_CHECK_S", 0.3)
-    fan_outs = iter([lambda signatures: celery_group([]), _Unpublishable])  # lost, refused
+    fan_outs = iter([lambda signatures: celery_group([]), _unpublishable])  # lost, refused
 
     def group(signatures: Any) -> Any:
         return next(fan_outs, celery_group)(signatures)

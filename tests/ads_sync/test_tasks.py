@@ -36,6 +36,7 @@ from .helpers import (
     days_between,
     expected_rows,
     fetched_days,
+    group_raising,
     sync_worker,  # noqa: F401 (a fixture)
     wait_for_run,
 )
@@ -363,51 +364,29 @@ def test_a_daily_quota_defers_the_rest_of_the_run_and_the_next_detection_complet
     )
 
 
-class _Unpublishable:
-    """A group whose tasks never reach the broker (it went away during the fan-out)."""
-
-    def __init__(self, *args: object) -> None:
-        pass
-
-    def apply_async(self) -> None:
-        raise KombuOperationalError("[Errno 111] Connection refused")
-
-
-class _Interrupted:
-    """A group whose sending Ctrl-C stops (backfill_ads runs the fan-out in its own process)."""
-
-    def __init__(self, *args: object) -> None:
-        pass
-
-    def apply_async(self) -> None:
-        raise KeyboardInterrupt
-
-
-class _Broken:
-    """A group whose sending fails on a bug of the project's own (neither the broker nor Ctrl-C)."""
-
-    def __init__(self, *args: object) -> None:
-        pass
-
-    def apply_async(self) -> None:
-        raise TypeError("Object of type date is not JSON serializable")
+# The fan-out's failures: the broker gone during it, Ctrl-C (backfill_ads runs the fan-out in
+# its own process), and a bug of the project's own.
+_UNPUBLISHABLE = KombuOperationalError("[Errno 111] Connection refused")
+_INTERRUPTED = KeyboardInterrupt()
+_BROKEN = TypeError("Object of type date is not JSON serializable")
 
 
 @pytest.mark.parametrize(
-    ("group", "raised"),
+    "error",
     [
-        (_Unpublishable, KombuOperationalError),
+        _UNPUBLISHABLE,
         # Caught as an Exception only, an interrupted backfill left its days pending in an open
         # run: in flight, planned by nobody, for 12 hours.
-        (_Interrupted, KeyboardInterrupt),
+        _INTERRUPTED,
     ],
+    ids=["broker", "ctrl-c"],
 )
 def test_a_fan_out_that_is_not_sent_fails_its_days_so_the_next_plan_takes_them(
-    monkeypatch, tmp_path: Path, group: type, raised: type[BaseException]
+    monkeypatch, tmp_path: Path, error: BaseException
 ) -> None:
     AdsAccount.objects.create(customer_id="1111111111", time_zone="UTC", currency_code="EUR")
-    monkeypatch.setattr(tasks, "group", group)
-    with pytest.raises(raised):
+    monkeypatch.setattr(tasks, "group", group_raising(error))
+    with pytest.raises(type(error)):
         tasks.run_start(
             trigger="backfill", customer_ids=["1111111111"], days=2, output_dir=tmp_path
         )
@@ -424,27 +403,18 @@ def test_a_fan_out_that_is_not_sent_fails_its_days_so_the_next_plan_takes_them(
 
 
 @pytest.mark.parametrize(
-    ("group", "raised", "traceback"),
-    [
-        (_Unpublishable, KombuOperationalError, False),
-        (_Interrupted, KeyboardInterrupt, False),
-        (_Broken, TypeError, True),
-    ],
+    ("error", "traceback"),
+    [(_UNPUBLISHABLE, False), (_INTERRUPTED, False), (_BROKEN, True)],
+    ids=["broker", "ctrl-c", "bug"],
 )
 def test_a_fan_out_that_is_not_sent_logs_a_traceback_only_for_an_unexpected_error(
-    one_account,
-    monkeypatch,
-    short_history: Path,
-    caplog,
-    group: type,
-    raised: type[BaseException],
-    traceback: bool,
+    one_account, monkeypatch, short_history: Path, caplog, error: BaseException, traceback: bool
 ) -> None:
     """An unreachable broker and Ctrl-C are said in full by the line (and by backfill_ads' own
     message): a traceback there is noise. Anything else is a bug, and a line without its
     traceback does not say where it came from."""
-    monkeypatch.setattr(tasks, "group", group)
-    with pytest.raises(raised):
+    monkeypatch.setattr(tasks, "group", group_raising(error))
+    with pytest.raises(type(error)):
         tasks.run_start(trigger="backfill")
     (logged,) = [r for r in caplog.records if "fan-out failed" in r.getMessage()]
     assert bool(logged.exc_info) is traceback
