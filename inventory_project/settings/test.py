@@ -15,12 +15,12 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # a cache prefix, a queue and a folder of its own (pytest-django adds the worker to the test
 # database's name itself). A process a test starts inherits the worker's variable, and some are
 # given the worker's names already (tests.processes.process_env): a name is suffixed once.
-XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "").strip()
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "").strip()
 
 
 def _worker_own(name: str) -> str:
-    suffix = f"-{XDIST_WORKER}"
-    return name if not XDIST_WORKER or name.endswith(suffix) else name + suffix
+    suffix = f"-{_XDIST_WORKER}"
+    return name if not _XDIST_WORKER or name.endswith(suffix) else name + suffix
 
 
 # Keep test keys away from a `make run` on the same Redis and let each test start clean, and
