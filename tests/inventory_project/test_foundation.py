@@ -401,14 +401,20 @@ def test_the_test_settings_never_take_the_prefix_and_queue_of_make_run() -> None
 
 
 @pytest.mark.parametrize(
-    "given",
+    ("given", "queue"),
     [
-        {"TEST_CACHE_KEY_PREFIX": None, "TEST_CELERY_TASK_DEFAULT_QUEUE": None},
+        (
+            {"TEST_CACHE_KEY_PREFIX": None, "TEST_CELERY_TASK_DEFAULT_QUEUE": None},
+            "inventory-tests-gw7",
+        ),
         # A process a worker's test starts: given the worker's names, and its variable.
-        {"TEST_CACHE_KEY_PREFIX": "inv-test-gw7", "TEST_CELERY_TASK_DEFAULT_QUEUE": "q-gw7"},
+        (
+            {"TEST_CACHE_KEY_PREFIX": "inv-test-gw7", "TEST_CELERY_TASK_DEFAULT_QUEUE": "q-gw7"},
+            "q-gw7",
+        ),
     ],
 )
-def test_each_pytest_xdist_worker_takes_names_of_its_own_once(given) -> None:
+def test_each_pytest_xdist_worker_takes_names_of_its_own_once(given, queue) -> None:
     """Two workers on one prefix deleted each other's keys at every test."""
     result = _manage(
         "shell",
@@ -421,12 +427,7 @@ def test_each_pytest_xdist_worker_takes_names_of_its_own_once(given) -> None:
     )
 
     assert result.returncode == 0, result.stderr
-    prefix, queue, folder = result.stdout.splitlines()[-1].split()
-    assert prefix == "inv-test-gw7"
-    assert queue == (
-        "inventory-tests-gw7" if given["TEST_CELERY_TASK_DEFAULT_QUEUE"] is None else "q-gw7"
-    )
-    assert folder == ".test-output-gw7"
+    assert result.stdout.splitlines()[-1].split() == ["inv-test-gw7", queue, ".test-output-gw7"]
 
 
 def test_pytest_under_other_settings_stops_before_any_test() -> None:
