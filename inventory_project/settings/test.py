@@ -31,7 +31,9 @@ CACHES["default"]["KEY_PREFIX"] = _worker_own(env_filled("TEST_CACHE_KEY_PREFIX"
 CELERY_TASK_DEFAULT_QUEUE = _worker_own(
     env_filled("TEST_CELERY_TASK_DEFAULT_QUEUE", "inventory-tests")
 )
-ADS_SYNC_OUTPUT_DIR = BASE_DIR / _worker_own(".test-output")
+# The tests give the code they run a CSV folder of their own (tmp_path); a worker process that
+# plans by its settings is given one through the variable.
+ADS_SYNC_OUTPUT_DIR = BASE_DIR / _worker_own(env_filled("TEST_ADS_SYNC_OUTPUT_DIR", ".test-output"))
 # Serve static files from the apps' folders: tests do not run collectstatic.
 WHITENOISE_AUTOREFRESH = True
 WHITENOISE_USE_FINDERS = True

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from django.core.cache import cache
 from django.core.management import CommandError, call_command
 
-from ads_sync import tasks
+from ads_sync import locks, tasks
 from ads_sync.management.commands import backfill_ads
 from ads_sync.models import SyncDay, SyncRun
 from tests.processes import process_env
@@ -95,10 +96,13 @@ def test_no_wait_prints_the_run_id_and_returns(ads_sandbox, tmp_path: Path) -> N
     assert run.finished_at is None
 
 
-def _worker_process(ads_sandbox, log: Path, *options: str) -> subprocess.Popen[bytes]:
+def _worker_process(
+    ads_sandbox, log: Path, *options: str, **settings: str
+) -> subprocess.Popen[bytes]:
     env = process_env(
         **ads_sandbox.env,
         TEST_CELERY_TASK_DEFAULT_QUEUE=django_settings.CELERY_TASK_DEFAULT_QUEUE,
+        **settings,
     )
     return subprocess.Popen(
         [
@@ -210,3 +214,37 @@ def test_a_day_whose_pool_process_dies_under_it_is_run_again_not_left_running(
 
     assert (run.planned, run.done, run.failed) == (1, 1, 0)
     assert SyncDay.objects.get(run=run).attempts == 2  # sent again to a new pool process
+
+
+@pytest.mark.usefixtures("empty_queue")
+def test_a_detection_whose_pool_process_dies_under_it_is_run_again(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """A pool process killed mid-planning (the kernel's OOM killer): the detection's message goes
+    back to the queue and a new pool process plans the days. Acknowledged when it was received,
+    the message was gone, and that day's detection with it."""
+    ads_sandbox.configure(latency_s=30.0)  # the first account lookup is where the planner dies
+    log = tmp_path / "worker.log"
+    worker = _worker_process(
+        ads_sandbox,
+        log,
+        ADS_SYNC_HISTORY_DAYS="2",
+        ADS_SYNC_LOOKBACK_DAYS="0",
+        TEST_ADS_SYNC_OUTPUT_DIR=str(tmp_path / "output"),
+    )
+    runs = SyncRun.objects.filter(trigger=SyncRun.Trigger.BEAT)
+    try:
+        tasks.detect_gaps.delay()
+        _wait_for(lambda: cache.has_key(locks.PLANNING_LOCK_KEY), worker, log, within_s=60)
+        ads_sandbox.configure(latency_s=0.0)
+        # The dead planner's lock would last out its TTL, minutes: it goes now, as it would then.
+        cache.delete(locks.PLANNING_LOCK_KEY)
+        for pid in _pool_processes(worker):
+            os.kill(pid, signal.SIGKILL)
+        _wait_for(runs.exists, worker, log, within_s=60)
+        run = wait_for_run(runs.get().pk, timeout_s=60)
+    finally:
+        _stop(worker)
+
+    assert (run.planned, run.done, run.failed) == (4, 4, 0)
+    assert_complete(ads_sandbox.customers, Path(run.output_dir), 2)

@@ -643,6 +643,7 @@ def test_an_empty_value_is_the_default(name, setting, default, value) -> None:
         ("TEST_DATABASE_NAME", 'DATABASES["default"]["TEST"]["NAME"]', "test_inventory"),
         ("TEST_CACHE_KEY_PREFIX", 'CACHES["default"]["KEY_PREFIX"]', "inv-test"),
         ("TEST_CELERY_TASK_DEFAULT_QUEUE", "CELERY_TASK_DEFAULT_QUEUE", "inventory-tests"),
+        ("TEST_ADS_SYNC_OUTPUT_DIR", "ADS_SYNC_OUTPUT_DIR", str(ROOT / ".test-output")),
     ],
 )
 def test_an_empty_test_name_is_its_default(name, setting, default) -> None:
