@@ -307,6 +307,22 @@ def test_with_ssl_redirect_on_a_cached_page_is_answered_over_https_and_redirecte
     assert (hit[0], plain[0], django.calls) == (200, 301, 1)
 
 
+def test_a_plain_http_page_cached_before_ssl_redirect_was_turned_on_is_redirected() -> None:
+    """Entries outlive a deploy: one stored over plain HTTP before SECURE_SSL_REDIRECT was
+    turned on is still in Redis, and the redirect comes before it, as Django's does."""
+    ProductFactory.create_batch(3)
+    with override_settings(PRODUCT_CACHE_ENABLED=True):
+        before = CachedReadsApp(ProductPagesApp(ProductUpdateApp(CountingDjango())))
+        send(before, "GET", "/api/products", QUERY_STRING="limit=2")  # stored
+    with override_settings(PRODUCT_CACHE_ENABLED=True, SECURE_SSL_REDIRECT=True):
+        # Built here: SecurityMiddleware reads the setting once, as it is built.
+        django = CountingDjango()
+        app = CachedReadsApp(ProductPagesApp(ProductUpdateApp(django)))
+        status, headers, _ = send(app, "GET", "/api/products", QUERY_STRING="limit=2")
+    assert (status, django.calls) == (301, 1)
+    assert headers["Location"] == "https://testserver/api/products?limit=2"
+
+
 def test_an_https_request_without_a_host_header_is_not_answered_another_hosts_page(stack) -> None:
     """Without a Host header (HTTP/1.0) Django names the host from SERVER_NAME, leaving out
     HTTPS's default port: the page is not the one cached for `Host: testserver:443`, whose
