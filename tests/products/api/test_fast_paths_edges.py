@@ -222,6 +222,7 @@ def test_a_raw_utf8_query_does_not_share_a_key_with_its_mojibake(stack) -> None:
             {},
         ),
         ({}, [], {"SECURE_HSTS_SECONDS": 3600}),  # plain HTTP: no HSTS
+        ({"wsgi.url_scheme": "https"}, [], {}),  # HSTS not set: none, not a max-age of 0
         # DEBUG's own hosts stand in for an empty ALLOWED_HOSTS, and only under DEBUG.
         ({"HTTP_HOST": "localhost"}, [], {"ALLOWED_HOSTS": []}),
         ({"HTTP_HOST": "localhost"}, [], {"ALLOWED_HOSTS": [], "DEBUG": True}),
