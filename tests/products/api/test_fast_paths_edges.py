@@ -181,6 +181,15 @@ def test_a_cached_detail_with_too_many_query_fields_gets_djangos_400(stack) -> N
     assert b"1000" in content
 
 
+def test_a_request_without_a_path_gets_djangos_answer(stack) -> None:
+    """PEP 3333 lets a server leave PATH_INFO out for the application's root."""
+    app, django = stack
+    ProductFactory()
+    status, _, _ = send(app, "GET", "", without=["PATH_INFO"])
+    assert django.calls == 1
+    assert status == by_django(app, "GET", "", without=["PATH_INFO"])[0]
+
+
 def test_a_raw_utf8_query_does_not_share_a_key_with_its_mojibake(stack) -> None:
     app, _ = stack
     ProductFactory(name="Écrou acier", price=Decimal("3.10"))
