@@ -338,6 +338,21 @@ def test_a_request_without_a_query_string_gets_the_views_links(stack) -> None:
 
 
 @override_settings(PRODUCT_CACHE_ENABLED=True)
+def test_a_page_asked_for_without_a_query_string_is_cached_as_the_empty_query(
+    stack, django_assert_num_queries
+) -> None:
+    """The environ without QUERY_STRING (PEP 3333) is the page without a query: stored on the
+    first read and answered from the cache after, not loaded from PostgreSQL every time."""
+    app, django = stack
+    ProductFactory.create_batch(3)
+    first = send(app, "GET", "/api/products")
+    with django_assert_num_queries(0):
+        again = send(app, "GET", "/api/products")
+    assert (again, django.calls) == (first, 0)
+    assert again == get(app, "/api/products", "")
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=True)
 @pytest.mark.usefixtures("catalogue")
 def test_each_path_of_a_page_has_its_own_cached_links(stack) -> None:
     app, _ = stack
