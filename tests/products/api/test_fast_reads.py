@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from django.db import OperationalError, connection
+from django.db import InterfaceError, OperationalError, connection
 from django.test import override_settings
 
 from products import cache, selectors, services
@@ -372,22 +372,28 @@ def test_a_request_handed_on_to_the_view_is_counted_once(stack) -> None:
 
 
 @pytest.mark.parametrize("cache_on", [False, True])
+@pytest.mark.parametrize(
+    "error",
+    [OperationalError("connection refused"), InterfaceError("connection already closed")],
+    ids=["operational-error", "interface-error"],
+)
 @pytest.mark.usefixtures("catalogue")
 def test_the_database_unavailable_is_the_views_503_without_a_second_wait(
-    stack, monkeypatch, caplog, cache_on: bool
+    stack, monkeypatch, caplog, cache_on: bool, error: Exception
 ) -> None:
-    """Answered here, and logged here as the view logs it: the 503s alone would not tell."""
+    """Answered here, and logged here as the view logs it: the 503s alone would not tell.
+    Both errors of a database gone: none to connect to, or a connection closed under us."""
     app, django = stack
 
     def unavailable(**kwargs: Any) -> None:
-        raise OperationalError("connection refused")
+        raise error
 
     monkeypatch.setattr(selectors, "product_search", unavailable)
     with override_settings(PRODUCT_CACHE_ENABLED=cache_on):
         fast = get(app, "/api/products/search", "name=steel")
         assert (fast[0], django.calls, fast[1]["Retry-After"]) == (503, 0, "5")
         (record,) = [r for r in caplog.records if r.name == "products.api.fast_reads"]
-        assert record.getMessage() == "database unavailable: OperationalError: connection refused"
+        assert record.getMessage() == f"database unavailable: {type(error).__name__}: {error}"
         assert_same(fast, through_django(app, "/api/products/search", "name=steel"))
 
 
