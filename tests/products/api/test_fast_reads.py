@@ -258,6 +258,17 @@ def test_requests_drf_answers_otherwise_go_to_django_hit_or_miss(
 
 @override_settings(PRODUCT_CACHE_ENABLED=False)
 @pytest.mark.usefixtures("catalogue")
+@pytest.mark.parametrize("query", ["limit=2&format=api", "limit=2&%66ormat=api"])
+def test_with_the_cache_off_a_format_parameter_gets_the_browsable_api(stack, query: str) -> None:
+    """DRF's format override, however encoded, is the view's to answer: here it would be JSON."""
+    app, django = stack
+    status, headers, _ = get(app, "/api/products", query)
+    assert (status, django.calls) == (200, 1)
+    assert headers["Content-Type"].startswith("text/html")
+
+
+@override_settings(PRODUCT_CACHE_ENABLED=False)
+@pytest.mark.usefixtures("catalogue")
 def test_a_valid_csrf_cookie_is_left_alone(stack) -> None:
     app, django = stack
     token = "a" * 32
