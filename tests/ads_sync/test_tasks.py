@@ -550,6 +550,12 @@ def test_a_day_whose_failure_cannot_be_recorded_is_tried_again_for_an_hour() -> 
     assert tasks.sync_day.max_retries * tasks.sync_day.default_retry_delay >= 60 * 60
 
 
+def test_a_day_whose_failure_cannot_be_recorded_is_tried_again_within_a_minute() -> None:
+    """Left to Celery's default delay, 3 minutes, the day stayed `running` (and a backfill
+    waited on it) for minutes after PostgreSQL was back."""
+    assert tasks.sync_day.default_retry_delay <= 60
+
+
 @pytest.mark.parametrize(
     "customer_id", ["../../../tmp/x", "1234567890\nx", "123456789", "12345678901", "", None]
 )
