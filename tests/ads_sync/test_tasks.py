@@ -958,6 +958,18 @@ def test_only_the_unsettled_days_of_a_run_are_sent_again(
     assert [s.args[1] for s in sent] == [pending.date.isoformat(), running.date.isoformat()]
 
 
+def test_the_days_of_a_run_are_sent_again_newest_first(tmp_path: Path, monkeypatch) -> None:
+    """In the order a plan sends them (selectors.missing_days): the latest days, those read
+    first, are fetched first, whatever order the ledger stored them in."""
+    run = SyncRun.objects.create(trigger="backfill", output_dir=str(tmp_path), planned=3)
+    days = [dt.date(2025, 1, n) for n in (1, 2, 3)]  # stored oldest first
+    for day in days:
+        SyncDay.objects.create(customer_id="1111111111", date=day, run=run)
+    sent = _record_fan_out(monkeypatch)
+    assert tasks.resend_unsettled(run_ids=[run.pk]) == 3
+    assert [s.args[1] for s in sent] == [day.isoformat() for day in reversed(days)]
+
+
 def test_only_the_days_of_the_runs_named_are_sent_again(
     one_account: str, tmp_path: Path, monkeypatch
 ) -> None:
