@@ -970,6 +970,22 @@ def test_the_days_of_a_run_are_sent_again_newest_first(tmp_path: Path, monkeypat
     assert [s.args[1] for s in sent] == [day.isoformat() for day in reversed(days)]
 
 
+def test_days_sent_again_are_said_in_the_log_with_their_run_and_number(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    """resend_lost sends them from beat, with nobody watching: the warning is the only trace
+    that a run's tasks were lost."""
+    run = SyncRun.objects.create(trigger="beat", output_dir=str(tmp_path), planned=2)
+    for day in (dt.date(2025, 1, 1), dt.date(2025, 1, 2)):
+        SyncDay.objects.create(customer_id="1111111111", date=day, run=run)
+    _record_fan_out(monkeypatch)
+    caplog.set_level(logging.INFO, logger=tasks.__name__)
+    assert tasks.resend_unsettled(run_ids=[run.pk]) == 2
+    (logged,) = [r for r in caplog.records if "sent again" in r.getMessage()]
+    assert logged.levelno == logging.WARNING
+    assert f"run(s) {run.pk}: 2 day(s)" in logged.getMessage()
+
+
 def test_only_the_days_of_the_runs_named_are_sent_again(
     one_account: str, tmp_path: Path, monkeypatch
 ) -> None:
