@@ -144,28 +144,31 @@ def resend_lost() -> int:
     unsettled = SyncDay.objects.filter(
         run=OuterRef("pk"), state__in=(SyncDay.State.PENDING, SyncDay.State.RUNNING)
     )
-    quiet = list(
+    # Each quiet run, and when a day of it last moved.
+    quiet = dict(
         SyncRun.objects.filter(
             Exists(unsettled), finished_at__isnull=True, started_at__lt=quiet_since
         )
         .annotate(last_moved=Max("days__updated_at"))
         .filter(last_moved__lt=quiet_since)
         .order_by("pk")
-        .values_list("pk", flat=True)
+        .values_list("pk", "last_moved")
     )
     if not quiet:
         return 0
     queue = current_app.conf.task_default_queue
     lost = [run_id for run_id in quiet if broker.tasks_lost(queue, [run_id])]
+    # A suspicion holds when its run last moved: one that moved since (a check in between saw
+    # it alive, and kept no suspicion of its own) is found lost afresh, not a second time.
     suspected = cache.get_many([_lost_key(run_id) for run_id in lost])
-    again = [run_id for run_id in lost if _lost_key(run_id) in suspected]
+    again = [run_id for run_id in lost if suspected.get(_lost_key(run_id)) == quiet[run_id]]
     # A run lost at this check for the first time becomes suspected; every other quiet run's
     # suspicion ends here (it is sent again now, or was seen alive).
     cache.delete_many(
         [_lost_key(run_id) for run_id in quiet if run_id not in lost or run_id in again]
     )
     cache.set_many(
-        {_lost_key(run_id): 1 for run_id in lost if run_id not in again},
+        {_lost_key(run_id): quiet[run_id] for run_id in lost if run_id not in again},
         timeout=LOST_SUSPICION_TTL_S,
     )
     return resend_unsettled(run_ids=again) if again else 0

@@ -1043,6 +1043,26 @@ def test_a_run_found_lost_for_the_first_time_waits_a_check_whatever_other_run_is
     assert {s.args[2] for s in sent[3:]} == {second.pk}
 
 
+def test_a_run_that_moved_since_it_was_found_lost_waits_a_check_more(
+    one_account: str, tmp_path: Path, monkeypatch
+) -> None:
+    """Found lost, then a day of it settled (a task was alive after all), then quiet and lost
+    again: not two checks in a row. The check in between saw it move and ended nothing, and the
+    first suspicion, kept 25 minutes, had it sent again at once."""
+    run = _lost_run(one_account, tmp_path, quiet_for=tasks.LOST_AFTER * 3)
+    monkeypatch.setattr(tasks.broker, "tasks_lost", lambda queue, run_ids: True)
+    sent = _record_fan_out(monkeypatch)
+    assert tasks.resend_lost() == 0  # suspected
+    settled = SyncDay.objects.filter(run=run).order_by("date").first()
+    assert settled is not None
+    SyncDay.objects.filter(pk=settled.pk).update(
+        state=SyncDay.State.DONE, updated_at=timezone.now() - tasks.LOST_AFTER * 2
+    )
+    assert tasks.resend_lost() == 0  # found lost afresh
+    assert tasks.resend_lost() == 2
+    assert len(sent) == 2
+
+
 def test_the_broker_is_asked_about_each_quiet_run_by_its_id(
     one_account: str, tmp_path: Path, monkeypatch
 ) -> None:
