@@ -515,6 +515,8 @@ def test_a_day_that_crashed_is_logged_with_its_traceback(
     (logged,) = [r for r in caplog.records if r.getMessage().endswith(" crashed")]
     assert logged.exc_info is not None
     assert logged.exc_info[0] is ZeroDivisionError
+    failed = SyncDay.objects.get(run=run)
+    assert (failed.state, failed.last_error) == ("failed", "ZeroDivisionError: division by zero")
 
 
 def test_a_sync_day_may_spend_the_clients_whole_budget_before_its_soft_time_limit() -> None:
