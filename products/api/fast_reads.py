@@ -33,11 +33,11 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.utils.cache import set_response_etag
-from django.utils.encoding import iri_to_uri
 from rest_framework.renderers import JSONRenderer
 
 from products import cache
 from products.api import errors, fast_path
+from products.api.pagination import page_url
 from products.api.serializers import ListQuerySerializer, SearchQuerySerializer
 from products.api.views import (
     PageFunction,
@@ -108,9 +108,6 @@ class ProductPagesApp:
         query_string = environ.get("QUERY_STRING", "")
         if kind is None or not fast_path.anonymous_json_get(environ, query_string):
             return None
-        # Raw non-ASCII bytes in the query: Django's links would quote them its own way.
-        if not query_string.isascii():
-            return None
         if settings.SECURE_SSL_REDIRECT and not fast_path.is_secure(environ):
             return None  # Django redirects it
         host = fast_path.allowed_host(environ)
@@ -151,12 +148,11 @@ class ProductPagesApp:
         query: dict[str, Any],
         lookup: cache.Lookup | None,
     ) -> Answer | None:
-        query_string = environ.get("QUERY_STRING", "")
-        url = "{}://{}{}{}".format(
-            "https" if fast_path.is_secure(environ) else "http",
-            host,
-            environ["PATH_INFO"],
-            "?" + iri_to_uri(query_string) if query_string else "",
+        url = page_url(
+            scheme="https" if fast_path.is_secure(environ) else "http",
+            host=host,
+            path=environ["PATH_INFO"],
+            query_string=environ.get("QUERY_STRING", ""),
         )
         try:
             content = self.renderer.render(page.page_function(query, url))

@@ -20,7 +20,7 @@ from rest_framework.serializers import BaseSerializer
 
 from products import selectors, services
 from products.api.errors import IF_MATCH_READ_FAILED, IF_NONE_MATCH_FAILED, PreconditionFailed
-from products.api.pagination import keyset_page_data, offset_page_data
+from products.api.pagination import keyset_page_data, offset_page_data, page_url
 from products.api.schema import ProductAutoSchema
 from products.api.serializers import (
     BIGINT_MAX,
@@ -340,7 +340,13 @@ PageFunction = Callable[[dict[str, Any], str], dict[str, Any]]
 
 def _found(page_function: PageFunction, query: dict[str, Any], request: Request) -> dict[str, Any]:
     try:
-        return page_function(query, request.build_absolute_uri())
+        url = page_url(
+            scheme="https" if request.is_secure() else "http",
+            host=request.get_host(),
+            path=request.path,
+            query_string=request.META.get("QUERY_STRING", ""),
+        )
+        return page_function(query, url)
     except selectors.PageOutOfRange as exc:
         raise NotFound(str(exc)) from exc
 

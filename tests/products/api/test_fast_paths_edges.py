@@ -201,6 +201,30 @@ def test_a_raw_utf8_query_does_not_share_a_key_with_its_mojibake(stack) -> None:
     assert json.loads(fast[2])["count"] == 0
 
 
+@pytest.mark.parametrize(
+    "layers",
+    [{}, {"PRODUCT_CACHE_ENABLED": False}, DJANGO_ALONE],
+    ids=["the stack", "the pages path", "Django alone"],
+)
+def test_the_links_of_a_raw_utf8_query_carry_its_bytes(stack, layers: dict[str, bool]) -> None:
+    """A server may pass a query's UTF-8 bytes unquoted; WSGI hands them over as Latin-1 text.
+    The links quote the bytes, so the next page is of the same search (Django's own absolute
+    URL quotes each byte's Latin-1 reading: `cr%C3%83%C2%A8me`, another search)."""
+    app, django = stack
+    ProductFactory(name="Crème 1")
+    second = ProductFactory(name="Crème 2")
+    raw = "name=crème&limit=1".encode().decode("latin-1")
+    with override_settings(**layers):
+        page = json.loads(send(app, "GET", "/api/products/search", QUERY_STRING=raw)[2])
+        query = page["next"].partition("?")[2]
+        following = json.loads(send(app, "GET", "/api/products/search", QUERY_STRING=query)[2])
+    assert page["next"] == "http://testserver/api/products/search?limit=1&name=cr%C3%A8me&page=2"
+    assert [row["id"] for row in following["results"]] == [second.pk]
+    assert following["previous"] == "http://testserver/api/products/search?limit=1&name=cr%C3%A8me"
+    if layers == {"PRODUCT_CACHE_ENABLED": False}:
+        assert django.calls == 0  # answered ahead of Django, as other queries are
+
+
 @pytest.mark.parametrize("cache_on", [True, False])
 @pytest.mark.parametrize(
     ("environ", "without", "settings"),
