@@ -956,14 +956,21 @@ def _raw_update_announced(product_ids: list[int], *, stock_level: int) -> str:
     """An UPDATE by raw SQL (no model signal); the payload its trigger announced."""
     with connection.cursor() as cursor:
         cursor.execute("LISTEN product_changes")
-        cursor.execute(
-            "UPDATE products_product SET stock_level = %s WHERE id = ANY(%s)",
-            [stock_level, product_ids],
-        )
-    # Only this channel's: a pooled connection may hold another test's notification.
-    notify = next(
-        n for n in connection.connection.notifies(timeout=5) if n.channel == "product_changes"
-    )
+        try:
+            cursor.execute(
+                "UPDATE products_product SET stock_level = %s WHERE id = ANY(%s)",
+                [stock_level, product_ids],
+            )
+            # Only this channel's: a pooled connection may hold another test's notification.
+            notify = next(
+                n
+                for n in connection.connection.notifies(timeout=5)
+                if n.channel == "product_changes"
+            )
+        finally:
+            # Or the pooled connection goes on hearing every write, and the next test to read
+            # its notifications reads those first (its own products' INSERTs).
+            cursor.execute("UNLISTEN product_changes")
     return str(notify.payload)
 
 
