@@ -952,6 +952,105 @@ def test_writes_that_bypass_django_are_invalidated_by_the_listener() -> None:
         assert stock_of(anon, product.pk) == 2
 
 
+def test_writes_made_while_no_listener_ran_are_invalidated_when_it_starts() -> None:
+    """Their notifications went to nobody: the listener drops every cached product as it
+    starts, before it says it is listening."""
+    product = ProductFactory(stock_level=5)
+    anon = APIClient()
+    assert stock_of(anon, product.pk) == 5  # cached now
+    _raw_update_stock(product.pk, 2)
+    assert stock_of(anon, product.pk) == 5  # nothing told the cache
+
+    with listener() as process:
+        assert process.stdout is not None
+        assert "listening" in process.stdout.readline()
+        assert stock_of(anon, product.pk) == 2
+
+
+class RedisSwitch:
+    """A port that forwards to the tests' Redis until `cut()` (its connections closed, new ones
+    refused), and again after `restore()`."""
+
+    def __init__(self) -> None:
+        location = settings.CACHES["default"]["LOCATION"]
+        client = redis.Redis.from_url(location)
+        kwargs = client.connection_pool.connection_kwargs
+        client.close()
+        self.upstream = (kwargs["host"], kwargs["port"])
+        self.db = kwargs.get("db", 0)
+        self.port = 0
+        self.restore()
+
+    def restore(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", self.port))
+        self.port = self.server.getsockname()[1]
+        self.links: list[socket.socket] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, args=(self.server, self.stop))
+        self.thread.start()
+
+    def _serve(self, server: socket.socket, stop: threading.Event) -> None:
+        server.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            upstream = socket.create_connection(self.upstream)
+            self.links += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.server.close()
+        for sock in self.links:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+def _logged(process: Any, text: str) -> None:
+    """Read the process's stderr up to a line that holds `text`."""
+    while True:
+        line = process.stderr.readline()
+        assert line, f"the listener ended without logging {text!r}"
+        if text in line:
+            return
+
+
+def test_the_listener_drops_entries_cached_before_a_redis_outage_as_soon_as_redis_is_back() -> None:
+    """The listener may have lost invalidations while it could not reach Redis (here, the
+    notification of a raw UPDATE); it asks Redis whether it is there several times a second,
+    and drops every entry as soon as it answers, with nothing else to send."""
+    product = ProductFactory(stock_level=5)
+    anon = APIClient()
+    switch = RedisSwitch()
+    try:
+        with listener(REDIS_URL=f"redis://127.0.0.1:{switch.port}/{switch.db}") as process:
+            assert process.stdout is not None
+            assert "listening" in process.stdout.readline()
+            assert stock_of(anon, product.pk) == 5  # cached now
+            switch.cut()
+            _logged(process, "product cache unavailable")
+            _raw_update_stock(product.pk, 2)  # its notification's invalidation is lost
+            switch.restore()
+            _logged(process, "product cache reachable again")
+            assert stock_of(anon, product.pk) == 2
+    finally:
+        switch.cut()
+
+
 def _raw_update_announced(product_ids: list[int], *, stock_level: int) -> str:
     """An UPDATE by raw SQL (no model signal); the payload its trigger announced."""
     with connection.cursor() as cursor:
@@ -974,8 +1073,9 @@ def _raw_update_announced(product_ids: list[int], *, stock_level: int) -> str:
     return str(notify.payload)
 
 
-def test_a_raw_multi_row_update_is_invalidated_through_the_listener_notification() -> None:
-    """The trigger announces writes that bypass Django; applying the notification invalidates."""
+def test_a_raw_multi_row_update_is_invalidated_through_the_listener_notification(caplog) -> None:
+    """The trigger announces writes that bypass Django; applying the notification invalidates
+    those products (a payload it reads, not a warning and every product dropped)."""
     from products.management.commands.listen_product_changes import apply_notification
 
     products = ProductFactory.create_batch(2, stock_level=5)
@@ -989,6 +1089,7 @@ def test_a_raw_multi_row_update_is_invalidated_through_the_listener_notification
     apply_notification(payload)
     for product in products:
         assert stock_of(anon, product.pk) == 1
+    assert "unexpected" not in caplog.text
 
 
 def test_a_raw_update_of_more_rows_than_a_notification_lists_drops_every_cached_product(
