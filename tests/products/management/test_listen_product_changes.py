@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from itertools import islice
+from io import StringIO
+from itertools import islice, pairwise
+from types import SimpleNamespace
 
 import psycopg
 import pytest
-from django.core.management import CommandError
+from django.core.management import CommandError, call_command
 
 from products.management.commands import listen_product_changes
 from products.management.commands.listen_product_changes import reconnect_delays
@@ -74,3 +76,49 @@ def test_a_new_outage_starts_again_from_the_first_wait() -> None:
             )
             # Reconnected at once each time: the waits of the outage before are forgotten.
             assert _retries(process, 1) == ["0.05"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_listening_ends_the_listener_cleanly(signum: int) -> None:
+    """`make run`'s Ctrl-C and a deploy's SIGTERM reach it while it waits for notifications."""
+    with listener() as process:
+        assert process.stdout is not None
+        assert "listening" in process.stdout.readline()
+        process.send_signal(signum)
+        assert process.wait(timeout=30) == 0
+
+
+def test_each_reconnect_comes_after_its_whole_wait(monkeypatch) -> None:
+    """A listener that did not wait retried a server that stays down as fast as it refused, and
+    one that did not sleep spun a core for the whole wait. (A clock of the test's own: each look
+    at it moves it on by a millisecond, so a loop that never sleeps still ends.)"""
+    now = [100.0]
+    naps: list[float] = []
+    attempts: list[float] = []
+
+    def monotonic() -> float:
+        now[0] += 0.001
+        return now[0]
+
+    def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        now[0] += seconds
+
+    def refused(self: listen_product_changes.Command, params: dict[str, object]) -> None:
+        attempts.append(now[0])
+        self._running = len(attempts) < 4
+        raise psycopg.OperationalError("connection refused")
+
+    monkeypatch.setattr(
+        listen_product_changes, "time", SimpleNamespace(monotonic=monotonic, sleep=sleep)
+    )
+    monkeypatch.setattr(listen_product_changes.Command, "_listen", refused)
+    monkeypatch.setattr(listen_product_changes.signal, "signal", lambda signum, handler: None)
+    call_command(
+        "listen_product_changes", reconnect_delay=0.05, reconnect_delay_max=0.2, stdout=StringIO()
+    )
+    waits = [later - earlier for earlier, later in pairwise(attempts)]
+    assert waits == pytest.approx([0.05, 0.1, 0.2], abs=0.01)
+    assert sum(naps) == pytest.approx(0.35, abs=0.01)
+    assert max(naps) <= 0.1  # short enough to stop soon after a signal
