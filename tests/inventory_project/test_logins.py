@@ -6,8 +6,8 @@ import logging
 
 import pytest
 from django.conf import settings as django_settings
-from django.contrib.auth import get_user_model
-from django.test import Client, override_settings
+from django.contrib.auth import authenticate, get_user_model
+from django.test import Client, RequestFactory, override_settings
 
 from products import cache as product_cache
 
@@ -38,6 +38,7 @@ def test_the_fourth_guess_from_one_client_gets_429_before_any_password_check(url
     assert response.status_code == 429
     assert int(response["Retry-After"]) >= 1
     assert "Too many login attempts" in response.content.decode()
+    assert f"Try again in {response['Retry-After']} seconds." in response.content.decode()
     assert f'<a href="{url}">Back to the login page</a>' in response.content.decode()
     assert "_auth_user_id" not in client.session
     assert client.get(url).status_code == 200  # the page itself is not limited
@@ -58,6 +59,19 @@ def test_guesses_from_one_ipv6_64_count_as_one_client() -> None:
         assert guess(client, username=f"user{n}", REMOTE_ADDR=address).status_code == 200
     assert guess(client, username="user9", REMOTE_ADDR="2001:db8:7:1::99").status_code == 429
     assert guess(client, username="user9", REMOTE_ADDR="2001:db8:7:2::1").status_code == 200
+
+
+def test_posts_to_other_pages_do_not_count_as_logins() -> None:
+    client = Client()
+    statuses = [client.post("/admin/logout/").status_code for _ in range(5)]
+    assert 429 not in statuses
+
+
+def test_a_failed_authentication_outside_a_login_form_is_not_counted_and_raises_nothing() -> None:
+    """authenticate() from a shell or a script: no request to count it against, or no
+    username to count it for."""
+    assert authenticate(None, username="boss", password="wrong") is None
+    assert authenticate(RequestFactory().post(ADMIN_LOGIN), password="wrong") is None
 
 
 def test_a_users_own_logins_do_not_count_against_the_username() -> None:
@@ -103,13 +117,22 @@ def test_posts_refused_for_their_csrf_token_do_not_count() -> None:
     assert response.status_code == 302
 
 
-def test_no_limit_with_rate_limits_off(settings) -> None:
-    """And no counter asked is no outage: the product cache goes on using Redis."""
+def test_no_limit_with_rate_limits_off(settings, caplog) -> None:
+    """And no counter asked is no outage: the product cache goes on using Redis, and no
+    outage is logged."""
     settings.RATELIMIT_ENABLE = False
     client = Client()
-    for _ in range(5):
-        assert guess(client).status_code == 200
+    with caplog.at_level(logging.WARNING):
+        for _ in range(5):
+            assert guess(client).status_code == 200
     assert not product_cache.redis_resting()
+    assert "logins unlimited" not in caplog.text
+
+
+def test_logins_counted_in_redis_log_no_outage(caplog) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert guess(Client()).status_code == 200
+    assert "logins unlimited" not in caplog.text
 
 
 def test_with_redis_down_logins_are_not_limited_and_the_outage_is_logged(caplog) -> None:
