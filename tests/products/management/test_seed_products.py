@@ -26,11 +26,13 @@ def test_seeds_the_requested_number_of_valid_products() -> None:
     assert "seeded 2000 products in " in out.getvalue()
 
 
-def test_a_seeded_catalogue_is_mostly_in_stock_with_few_steel_names() -> None:
+def test_a_seeded_catalogue_is_named_alike_mostly_in_stock_with_few_steel_names() -> None:
     """A search for "steel" is selective (the benchmarks rely on it: about 1 %)."""
     call_command("seed_products", count=2_000, stdout=StringIO())
     assert 0 < Product.objects.filter(name__icontains="steel").count() < 100
     assert Product.objects.filter(stock_level=0).count() < 1_000
+    named = r"^[A-Z][a-z-]+ [A-Z][a-z]+ [A-Z][a-z]+ [0-9]{7}$"  # Compact Oak Lamp 0000042
+    assert list(Product.objects.exclude(name__regex=named).values_list("name", flat=True)) == []
 
 
 def test_without_a_count_it_seeds_a_catalogue() -> None:
