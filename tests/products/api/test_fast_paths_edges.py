@@ -206,6 +206,24 @@ def test_a_raw_utf8_query_does_not_share_a_key_with_its_mojibake(stack) -> None:
     [{}, {"PRODUCT_CACHE_ENABLED": False}, DJANGO_ALONE],
     ids=["the stack", "the pages path", "Django alone"],
 )
+def test_a_raw_query_that_is_not_utf8_is_refused_naming_the_parameter(
+    stack, layers: dict[str, bool]
+) -> None:
+    """A server may pass a query's bytes unquoted: they are checked as escaped ones are, not
+    searched for as Django reads them (`caf` and a replacement character)."""
+    app, _ = stack
+    raw = b"name=caf\xe9".decode("latin-1")
+    with override_settings(**layers):
+        status, _, content = send(app, "GET", "/api/products/search", QUERY_STRING=raw)
+    assert status == 400
+    assert json.loads(content)["error"]["fields"] == {"name": ["Not valid UTF-8."]}
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [{}, {"PRODUCT_CACHE_ENABLED": False}, DJANGO_ALONE],
+    ids=["the stack", "the pages path", "Django alone"],
+)
 def test_the_links_of_a_raw_utf8_query_carry_its_bytes(stack, layers: dict[str, bool]) -> None:
     """A server may pass a query's UTF-8 bytes unquoted; WSGI hands them over as Latin-1 text.
     The links quote the bytes, so the next page is of the same search (Django's own absolute

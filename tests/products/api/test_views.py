@@ -865,6 +865,8 @@ def test_a_form_body_over_the_upload_limit_is_a_413_naming_the_limit(clerk, sett
         (b"name=%FF%FE&price=1&stock_level=1", "application/x-www-form-urlencoded"),
         # Another spelling of UTF-8 is checked too.
         (b"name=caf%E9&price=1&stock_level=1", "application/x-www-form-urlencoded; charset=utf_8"),
+        # Bytes sent unquoted are checked too.
+        (b"name=caf\xe9&price=1&stock_level=1", "application/x-www-form-urlencoded"),
     ],
 )
 def test_a_form_name_that_is_not_utf8_is_refused_not_stored_mangled(
