@@ -318,6 +318,7 @@ def test_unknown_fields_are_reported_together_with_other_errors(clerk) -> None:
     body = {"name": "A", "price": "1.001", "stock_level": 1, "colour": "red"}
     fields = error_of(clerk.post("/api/products", body, format="json"))["fields"]
     assert set(fields) == {"price", "colour"}
+    assert fields["colour"] == ["Unknown field."]
 
 
 @pytest.mark.parametrize(
