@@ -879,6 +879,27 @@ def test_a_form_name_that_is_not_utf8_is_refused_not_stored_mangled(
     assert not Product.objects.exists()
 
 
+def test_a_form_field_that_is_not_utf8_is_named_wherever_it_comes(clerk) -> None:
+    response = clerk.post(
+        "/api/products",
+        b"name=A&price=1&stock_level=%FF",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 400
+    assert error_of(response)["fields"] == {"stock_level": ["Not valid UTF-8."]}
+
+
+def test_a_form_field_whose_name_is_not_utf8_is_a_400_naming_it_as_read(clerk) -> None:
+    response = clerk.post(
+        "/api/products",
+        b"name=A&price=1&stock_level=1&%FF=1",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 400
+    assert error_of(response)["fields"] == {"\ufffd": ["Not valid UTF-8."]}
+    assert not Product.objects.exists()
+
+
 def test_a_search_term_that_is_not_utf8_is_refused(anon) -> None:
     response = anon.get("/api/products/search?name=%FF")
     assert response.status_code == 400
