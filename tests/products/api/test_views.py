@@ -163,6 +163,12 @@ def test_list_last_page_has_the_rest_and_no_next(anon) -> None:
     assert body["previous"].endswith("/api/products/?limit=20")
 
 
+def test_the_previous_link_of_a_later_page_names_the_page_before(anon) -> None:
+    ProductFactory.create_batch(3)
+    body = anon.get("/api/products?page=3&limit=1").json()
+    assert body["previous"].endswith("/api/products?limit=1&page=2")
+
+
 def test_list_page_past_the_end_is_404(anon) -> None:
     ProductFactory.create_batch(3)
     response = anon.get("/api/products?page=2&limit=3")
