@@ -237,6 +237,17 @@ def test_keyset_paging_walks_the_whole_catalogue(anon) -> None:
     assert seen == created
 
 
+def test_both_paging_modes_answer_every_key_of_the_page_the_other_s_null(anon) -> None:
+    ProductFactory.create_batch(3)
+    offset = anon.get("/api/products?limit=2").json()
+    keyset = anon.get("/api/products?after_id=0&limit=2").json()
+    keys = {"count", "page", "limit", "total_pages", "after_id", "next", "previous", "results"}
+    assert set(offset) == set(keyset) == keys
+    assert (offset["count"], offset["page"], offset["limit"], offset["after_id"]) == (3, 1, 2, None)
+    assert (keyset["count"], keyset["page"], keyset["total_pages"]) == (None, None, None)
+    assert (keyset["limit"], keyset["after_id"], keyset["previous"]) == (2, 0, None)
+
+
 # --- create --------------------------------------------------------------------------------
 
 
