@@ -800,6 +800,12 @@ def test_search_bad_criteria_are_400_naming_the_parameter(anon, query, field) ->
     assert field in error_of(response)["fields"]
 
 
+def test_a_search_with_both_page_and_after_id_is_400_naming_page(anon) -> None:
+    response = anon.get("/api/products/search?name=steel&page=2&after_id=5")
+    assert response.status_code == 400
+    assert error_of(response)["fields"] == {"page": ["Use either page or after_id, not both."]}
+
+
 def test_search_page_past_the_end_is_404(anon, catalogue) -> None:
     assert anon.get("/api/products/search?name=steel&page=2").status_code == 404
 
