@@ -404,12 +404,20 @@ def test_the_test_settings_never_take_the_prefix_and_queue_of_make_run() -> None
     ("given", "queue"),
     [
         (
-            {"TEST_CACHE_KEY_PREFIX": None, "TEST_CELERY_TASK_DEFAULT_QUEUE": None},
+            {
+                "TEST_CACHE_KEY_PREFIX": None,
+                "TEST_CELERY_TASK_DEFAULT_QUEUE": None,
+                "TEST_ADS_SYNC_OUTPUT_DIR": None,
+            },
             "inventory-tests-gw7",
         ),
         # A process a worker's test starts: given the worker's names, and its variable.
         (
-            {"TEST_CACHE_KEY_PREFIX": "inv-test-gw7", "TEST_CELERY_TASK_DEFAULT_QUEUE": "q-gw7"},
+            {
+                "TEST_CACHE_KEY_PREFIX": "inv-test-gw7",
+                "TEST_CELERY_TASK_DEFAULT_QUEUE": "q-gw7",
+                "TEST_ADS_SYNC_OUTPUT_DIR": ".test-output-gw7",
+            },
             "q-gw7",
         ),
     ],
