@@ -761,6 +761,38 @@ def test_a_detection_cut_short_still_stops_at_its_retry_for_another_beats_run(
     assert sent == []
 
 
+def test_a_detection_cut_short_twice_still_plans_at_its_third_try(
+    one_account, monkeypatch, short_history: Path
+) -> None:
+    """Each retry carries every run the detection started, not only its last try's: the first
+    try's run, left out, stopped the third try as "a run started meanwhile", and the days both
+    tries failed waited for the next day's detection."""
+
+    class CutShort:
+        def __init__(self, signatures: object) -> None:
+            pass
+
+        def apply_async(self) -> None:
+            raise SoftTimeLimitExceeded()
+
+    retries: list[dict[str, Any]] = []
+
+    def retry(**options: Any) -> Retry:
+        retries.append(options["kwargs"])
+        return Retry()
+
+    monkeypatch.setattr(tasks, "group", CutShort)
+    monkeypatch.setattr(tasks.detect_gaps, "retry", retry)
+    with pytest.raises(Retry):
+        tasks.detect_gaps(trigger="beat")
+    with pytest.raises(Retry):
+        tasks.detect_gaps(**retries[-1])
+    sent = _record_fan_out(monkeypatch)
+    run_id = tasks.detect_gaps(**retries[-1])
+    assert run_id is not None
+    assert SyncRun.objects.get(pk=run_id).planned == len(sent) == 8
+
+
 def _detect_cut_short_before_its_fan_out(monkeypatch, *, old_runs: Sequence[int] = ()) -> None:
     """Run a beat detection that the test cuts short: it is retried, sends no task, and every
     day it planned (outside `old_runs`) is failed, not pending: the retry plans them at once."""
