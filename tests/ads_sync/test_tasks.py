@@ -504,6 +504,31 @@ def test_a_failure_not_recorded_for_another_reason_than_the_database_is_raised_n
         tasks.sync_day("1111111111", day.isoformat(), run.pk)
 
 
+def test_a_day_whose_failure_cannot_be_recorded_warns_that_the_database_is_unreachable(
+    monkeypatch, tmp_path: Path, caplog
+) -> None:
+    """The worker's log is where an operator learns why the day is tried again: Celery's own
+    line says only when ("Retry in 30s"), and the crash logged before it names the day's error,
+    not the recording's."""
+    run, day = _one_pending_day(tmp_path)
+
+    def database_gone(**kwargs: Any) -> None:
+        raise OperationalError("the connection is closed")
+
+    monkeypatch.setattr(services, "day_sync", database_gone)
+    monkeypatch.setattr(services, "day_fail", database_gone)
+    caplog.set_level(logging.WARNING, logger=tasks.__name__)
+    with pytest.raises(Retry):
+        tasks.sync_day("1111111111", day.isoformat(), run.pk)
+    (logged,) = [
+        r for r in caplog.records if r.name == tasks.__name__ and r.levelno == logging.WARNING
+    ]
+    assert logged.getMessage() == (
+        f"ads sync: 1111111111 {day}: the database is unreachable; the day is tried again in "
+        f"{tasks.SYNC_DAY_DATABASE_RETRY_S} s"
+    )
+
+
 def test_a_day_that_crashed_is_logged_with_its_traceback(
     monkeypatch, tmp_path: Path, caplog
 ) -> None:
@@ -660,6 +685,24 @@ def test_a_detection_whose_folder_cannot_be_written_is_retried_not_lost(
     with pytest.raises(Retry):
         tasks.detect_gaps()
     assert not SyncRun.objects.exists()
+
+
+def test_a_detection_whose_folder_cannot_be_written_says_so_in_an_error(
+    settings, tmp_path: Path, caplog
+) -> None:
+    """Beat retries it every minute with nobody watching: the error, naming the folder's fault,
+    is the only word that the day's detection waits on a mount."""
+    (tmp_path / "not-a-folder").write_text("")
+    settings.ADS_SYNC_OUTPUT_DIR = tmp_path / "not-a-folder"
+    caplog.set_level(logging.WARNING, logger=tasks.__name__)
+    with pytest.raises(Retry):
+        tasks.detect_gaps()
+    (logged,) = [
+        r for r in caplog.records if r.name == tasks.__name__ and r.levelno >= logging.WARNING
+    ]
+    assert logged.levelno == logging.ERROR
+    assert logged.getMessage().startswith("ads sync: the CSV folder cannot be written (")
+    assert "not-a-folder" in logged.getMessage()
 
 
 def test_a_retried_detection_stops_if_another_run_of_its_trigger_started_meanwhile() -> None:
