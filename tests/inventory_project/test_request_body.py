@@ -72,6 +72,7 @@ def test_a_chunked_body_the_server_does_not_end_is_refused_with_411(token: str) 
     product = ProductFactory(price=Decimal("6.08"))
     answer = patch_chunked(product.pk, token, b'{"price": "77.77"}', terminated=False)
     assert_refused_unchanged(product, answer, 411, "length_required")
+    assert "Content-Length" in answer[1]["error"]["message"]
 
 
 def test_a_transfer_coding_other_than_chunked_is_refused_with_501(token: str) -> None:
