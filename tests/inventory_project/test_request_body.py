@@ -101,6 +101,37 @@ def test_a_content_coding_is_refused_with_415_naming_it(token: str, chunked: boo
     assert "gzip" in answer[1]["error"]["message"]
 
 
+def test_a_content_coding_refused_names_identity_as_the_one_accepted(token: str) -> None:
+    """RFC 9110, 15.5.16: a 415 for a content coding says which codings are accepted."""
+    product = ProductFactory(price=Decimal("6.08"))
+    status, headers, content = send(
+        application,
+        "PATCH",
+        f"/api/products/{product.pk}",
+        b'{"price": "77.77"}',
+        HTTP_AUTHORIZATION=f"Token {token}",
+        HTTP_CONTENT_ENCODING="gzip",
+    )
+    assert (status, headers.get("Accept-Encoding")) == (415, "identity")
+    assert headers.get("Content-Length") == str(len(content))
+
+
+@pytest.mark.parametrize("length", ["0", None], ids=["zero", "none"])
+def test_a_content_coding_on_a_request_without_a_body_is_not_refused(length) -> None:
+    """There is nothing to decode: the header alone is no reason for a 415."""
+    ProductFactory(name="anvil")
+    status, _, content = send(
+        application,
+        "GET",
+        "/api/products/search",
+        QUERY_STRING="name=anvil",
+        HTTP_CONTENT_ENCODING="gzip",
+        without=() if length else ("CONTENT_LENGTH",),
+    )
+    assert status == 200, content
+    assert [p["name"] for p in json.loads(content)["results"]] == ["anvil"]
+
+
 def test_identity_is_no_content_coding(token: str) -> None:
     product = ProductFactory(price=Decimal("6.08"))
     status, _ = patch_chunked(
