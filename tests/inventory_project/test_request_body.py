@@ -149,16 +149,38 @@ def test_a_chunked_body_over_the_upload_limit_is_refused_with_413(token: str, se
     assert "100 bytes" in body["error"]["message"]
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_body_of_exactly_the_upload_limit_is_read(token: str, settings, chunked) -> None:
+    body = b'{"price": "77.77"}'
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = len(body)
+    product = ProductFactory(price=Decimal("6.08"))
+    status, answer = patch_chunked(product.pk, token, body, terminated=True, chunked=chunked)
+    assert (status, answer.get("price")) == (200, "77.77")
+
+
+def test_a_chunked_body_over_the_upload_limit_is_read_only_one_byte_past_it(
+    token: str, settings
+) -> None:
+    """The refusal needs one byte past the limit, not the rest of the body in memory."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    product = ProductFactory(price=Decimal("6.08"))
+    stream = io.BytesIO(json.dumps({"price": "1.00", "padding": "x" * 10_000}).encode())
+    answer = patch_chunked(product.pk, token, stream, terminated=True)
+    assert_refused_unchanged(product, answer, 413, "too_large")
+    assert stream.tell() == 101
+
+
+@pytest.mark.parametrize("chunked", [False, True])
 @pytest.mark.parametrize("debug", [False, True])
 def test_a_body_over_the_upload_limit_is_the_apis_413_with_debug_on_too(
-    token: str, settings, debug: bool
+    token: str, settings, debug: bool, chunked: bool
 ) -> None:
     """With DEBUG on (make run), Django answered it with its HTML debug page and a 400."""
     settings.DEBUG = debug
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
     product = ProductFactory(price=Decimal("6.08"))
     padded = json.dumps({"price": "1.00", "padding": "x" * 200}).encode()
-    answer = patch_chunked(product.pk, token, padded, terminated=True, chunked=False)
+    answer = patch_chunked(product.pk, token, padded, terminated=True, chunked=chunked)
     assert_refused_unchanged(product, answer, 413, "too_large")
     assert "100 bytes" in answer[1]["error"]["message"]
 
