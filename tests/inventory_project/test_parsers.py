@@ -66,6 +66,22 @@ def test_a_text_charset_still_reads_the_body(content_type, charset) -> None:
     assert response.json()["name"] == "Hammer"
 
 
+def test_a_form_in_another_text_charset_is_read_in_it() -> None:
+    """Only a UTF-8 form is checked for bytes that are not UTF-8: `caf%E9` is café in
+    Latin-1, not a name to refuse, nor one to store with a U+FFFD."""
+    clerk = token_client(make_user("clerk", "add_product"))
+    response = clerk.generic(
+        "POST",
+        "/api/products",
+        b"name=caf%E9&price=1.00&stock_level=1",
+        content_type="application/x-www-form-urlencoded; charset=latin-1",
+    )
+
+    assert response.status_code == 201, response.content
+    assert response.json()["name"] == "café"
+    assert Product.objects.get().name == "café"
+
+
 def _post_json(body: bytes) -> Any:
     clerk = token_client(make_user("clerk", "add_product"))
     return clerk.generic("POST", "/api/products", body, content_type="application/json")
