@@ -60,6 +60,13 @@ def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], Any]:
             id="malformed method",
         ),
         pytest.param(
+            HEAD + b"Expect: 200-ok\r\n\r\n",
+            417,
+            "expectation_failed",
+            "200-ok",
+            id="expectation other than 100-continue",
+        ),
+        pytest.param(
             HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
             400,
             "bad_request",
