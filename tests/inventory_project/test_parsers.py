@@ -87,6 +87,27 @@ def _post_json(body: bytes) -> Any:
     return clerk.generic("POST", "/api/products", body, content_type="application/json")
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"name": ', "Expecting value: line 1 column 10 (char 9)"),
+        (b'"\\ud800"', NOT_UNICODE),
+        (b"[" * 100_000, "nested too deeply"),
+    ],
+    ids=["malformed", "lone-surrogate", "nested-too-deeply"],
+)
+def test_a_body_the_parser_cannot_read_is_a_parse_error_saying_why(body, message) -> None:
+    """The code is the same for every such body: the message is all that tells them apart."""
+    clerk = token_client(make_user("clerk", "add_product"))
+    response = clerk.generic("POST", "/api/products", body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "parse_error",
+        "message": f"JSON parse error - {message}",
+    }
+
+
 def test_a_body_that_is_no_object_holding_a_surrogate_pair_is_the_serializers_400() -> None:
     """A pair of escapes is one character, no lone surrogate: nothing for the parser to refuse,
     and the list is not looked into as an object would be (an AttributeError, a 500)."""
