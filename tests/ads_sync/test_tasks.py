@@ -749,25 +749,33 @@ def _record_fan_out(monkeypatch) -> list[object]:
     return sent
 
 
-def test_a_detection_cut_short_in_its_fan_out_plans_the_unsent_days_on_its_retry(
-    one_account, monkeypatch, short_history: Path
-) -> None:
+class _FanOutCutShort:
+    """A `group` whose sending the soft time limit cuts short."""
 
-    class CutShort:
-        def __init__(self, signatures: object) -> None:
-            pass
+    def __init__(self, signatures: object) -> None:
+        pass
 
-        def apply_async(self) -> None:
-            raise SoftTimeLimitExceeded()
+    def apply_async(self) -> None:
+        raise SoftTimeLimitExceeded()
 
+
+def _recorded_retries(monkeypatch) -> list[dict[str, Any]]:
+    """detect_gaps' retries, recorded rather than sent: each its kwargs, as Celery sends them."""
     retries: list[dict[str, Any]] = []
 
     def retry(**options: Any) -> Retry:
         retries.append(options["kwargs"])
         return Retry()
 
-    monkeypatch.setattr(tasks, "group", CutShort)
     monkeypatch.setattr(tasks.detect_gaps, "retry", retry)
+    return retries
+
+
+def test_a_detection_cut_short_in_its_fan_out_plans_the_unsent_days_on_its_retry(
+    one_account, monkeypatch, short_history: Path
+) -> None:
+    retries = _recorded_retries(monkeypatch)
+    monkeypatch.setattr(tasks, "group", _FanOutCutShort)
     with pytest.raises(Retry):
         tasks.detect_gaps(trigger="beat")
     assert set(SyncDay.objects.values_list("state", flat=True)) == {SyncDay.State.FAILED}
@@ -785,15 +793,9 @@ def test_a_detection_cut_short_still_stops_at_its_retry_for_another_beats_run(
     """Its own runs are those it started at that try: another beat's run, stored just before,
     did this detection's work and is not one of them."""
     other_beats = SyncRun.objects.create(trigger=SyncRun.Trigger.BEAT, output_dir="out")
-    retries: list[dict[str, Any]] = []
-
-    def retry(**options: Any) -> Retry:
-        retries.append(options["kwargs"])
-        return Retry()
-
+    retries = _recorded_retries(monkeypatch)
     missing_days = selectors.missing_days
     monkeypatch.setattr(selectors, "missing_days", _soft_limit_now)
-    monkeypatch.setattr(tasks.detect_gaps, "retry", retry)
     with pytest.raises(Retry):
         tasks.detect_gaps(trigger="beat")
     monkeypatch.setattr(selectors, "missing_days", missing_days)  # the retry has the time
@@ -811,21 +813,8 @@ def test_a_detection_cut_short_twice_still_plans_at_its_third_try(
     try's run, left out, stopped the third try as "a run started meanwhile", and the days both
     tries failed waited for the next day's detection."""
 
-    class CutShort:
-        def __init__(self, signatures: object) -> None:
-            pass
-
-        def apply_async(self) -> None:
-            raise SoftTimeLimitExceeded()
-
-    retries: list[dict[str, Any]] = []
-
-    def retry(**options: Any) -> Retry:
-        retries.append(options["kwargs"])
-        return Retry()
-
-    monkeypatch.setattr(tasks, "group", CutShort)
-    monkeypatch.setattr(tasks.detect_gaps, "retry", retry)
+    retries = _recorded_retries(monkeypatch)
+    monkeypatch.setattr(tasks, "group", _FanOutCutShort)
     with pytest.raises(Retry):
         tasks.detect_gaps(trigger="beat")
     with pytest.raises(Retry):
