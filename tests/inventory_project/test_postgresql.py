@@ -42,6 +42,7 @@ from tests.database import (
     web_server_connections,
 )
 from tests.inventory_project.conftest import json_request, serving
+from tests.outage import Outage
 from tests.processes import run_python
 from tests.products.conftest import ProductFactory, make_user
 from tests.time_limits import STATEMENT_S, slow_statement_cut_short
@@ -255,87 +256,9 @@ def test_a_statement_cut_short_by_a_signal_is_cancelled_and_its_connection_repla
 # --- Outages ---------------------------------------------------------------------------------
 
 
-class Outage:
-    """A port in front of PostgreSQL that goes down (refusing connections and cutting the live
-    ones, as a restart or failover does) and comes back, or freezes (what is sent is taken and
-    nothing answered, as by a server whose process stopped while its kernel still runs TCP)
-    and thaws."""
-
-    def __init__(self) -> None:
-        params = connection.settings_dict
-        self.upstream = (params["HOST"] or "127.0.0.1", int(params["PORT"] or 5432))
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.links: list[socket.socket] = []
-        self.stop = threading.Event()
-        self.flowing = threading.Event()
-        self.flowing.set()
-        self.thread: threading.Thread | None = None
-        # While down, the port stays bound without listening (refused, as a closed port), so
-        # no other socket takes it meanwhile as its local port.
-        self.reserved: socket.socket | None = None
-        self.up()
-
-    def up(self) -> None:
-        self.stop.clear()
-        if self.reserved is not None:
-            self.reserved.close()
-            self.reserved = None
-        server = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: the same port
-        server.settimeout(0.1)
-        self.thread = threading.Thread(target=self._serve, args=(server,), daemon=True)
-        self.thread.start()
-
-    def down(self) -> None:
-        self.stop.set()
-        assert self.thread is not None
-        self.thread.join(5)
-        for link in self.links:
-            with contextlib.suppress(OSError):
-                link.shutdown(socket.SHUT_RDWR)
-            link.close()
-        self.links.clear()
-        self.reserved = socket.socket()
-        self.reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.reserved.bind(("127.0.0.1", self.port))
-
-    def freeze(self) -> None:
-        self.flowing.clear()
-
-    def thaw(self) -> None:
-        self.flowing.set()
-
-    def __enter__(self) -> Outage:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if not self.stop.is_set():
-            self.down()
-        if self.reserved is not None:
-            self.reserved.close()
-
-    def _serve(self, server: socket.socket) -> None:
-        with server:
-            while not self.stop.is_set():
-                try:
-                    client, _ = server.accept()
-                except TimeoutError:
-                    continue
-                upstream = socket.create_connection(self.upstream)
-                self.links += [client, upstream]
-                for a, b in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                while not self.flowing.wait(0.1):
-                    if self.stop.is_set():
-                        return
-                dst.sendall(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
+def _postgresql_outage() -> Outage:
+    params = connection.settings_dict
+    return Outage((params["HOST"] or "127.0.0.1", int(params["PORT"] or 5432)))
 
 
 @contextlib.contextmanager
@@ -390,7 +313,7 @@ def test_after_a_long_outage_the_pool_connects_within_its_reconnect_timeout() ->
     `DB_POOL_RECONNECT_TIMEOUT_S` now (the longest gap between tries is then 2 s), and the next
     request starts one at once."""
     # Requests in the outage come every half second, as each waits the pool's timeout.
-    with Outage() as outage, _pool_behind(outage, timeout=0.5) as pool:
+    with _postgresql_outage() as outage, _pool_behind(outage, timeout=0.5) as pool:
         assert _connects(pool)
         outage.down()
         ends = time.monotonic() + 20
@@ -408,7 +331,7 @@ def test_requests_already_waiting_through_an_outage_get_a_connection_soon_after_
     """psycopg_pool starts an attempt only for a request that finds no connection. In an
     outage every gthread thread is already waiting: after an attempt gave up (every
     DB_POOL_RECONNECT_TIMEOUT_S), nothing tried again until one of them timed out."""
-    with Outage() as outage, _pool_behind(outage, timeout=40) as pool:
+    with _postgresql_outage() as outage, _pool_behind(outage, timeout=40) as pool:
         assert _connects(pool)
         outage.down()
         pool.check()  # the connections the outage cut go: the request below has to wait
@@ -432,7 +355,7 @@ def test_requests_already_waiting_through_an_outage_get_a_connection_soon_after_
 def test_while_the_database_is_down_checkouts_after_the_first_give_up_at_once() -> None:
     """Every checkout waited the pool's whole timeout for its 503, holding a server thread:
     the requests queued behind them, health probes among them, waited up to 50 s."""
-    with Outage() as outage, _database_behind(outage, timeout=3) as database:
+    with _postgresql_outage() as outage, _database_behind(outage, timeout=3) as database:
         database.connect()
         database.close()
         outage.down()
@@ -617,7 +540,7 @@ def test_a_web_request_on_a_frozen_server_stops_waiting_after_its_answer_limit()
     """A server that stopped working without closing its sockets enforces none of its limits,
     and its kernel answers TCP's probes: a request waited for its answer with no end."""
     with (
-        Outage() as outage,
+        _postgresql_outage() as outage,
         _database_behind(outage) as database,
         web_server_connections(answer_timeout_s=1),
     ):
@@ -684,7 +607,7 @@ def test_gunicorns_workers_answer_a_put_on_a_frozen_database_with_a_503_saying_s
     product = ProductFactory(stock_level=1)
     token = Token.objects.create(user=make_user("clerk", "change_product")).key
     with (
-        Outage() as outage,
+        _postgresql_outage() as outage,
         serving(
             DATABASE_URL=database_url().replace(
                 f"@{connection.settings_dict['HOST']}:{connection.settings_dict['PORT'] or 5432}/",

@@ -36,6 +36,7 @@ from products.api.fast_path import ProductCacheMiddleware
 from products.api.views import ProductDetailView
 from products.models import Product
 from tests.inventory_project.conftest import json_request, serving
+from tests.outage import Outage
 from tests.processes import closed_port, listener
 from tests.products.api.wsgi_client import send
 from tests.products.conftest import (
@@ -967,59 +968,6 @@ def test_writes_made_while_no_listener_ran_are_invalidated_when_it_starts() -> N
         assert stock_of(anon, product.pk) == 2
 
 
-class RedisSwitch:
-    """A port that forwards to the tests' Redis until `cut()` (its connections closed, new ones
-    refused), and again after `restore()`."""
-
-    def __init__(self) -> None:
-        location = settings.CACHES["default"]["LOCATION"]
-        client = redis.Redis.from_url(location)
-        kwargs = client.connection_pool.connection_kwargs
-        client.close()
-        self.upstream = (kwargs["host"], kwargs["port"])
-        self.db = kwargs.get("db", 0)
-        self.port = 0
-        self.restore()
-
-    def restore(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", self.port))
-        self.port = self.server.getsockname()[1]
-        self.links: list[socket.socket] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, args=(self.server, self.stop))
-        self.thread.start()
-
-    def _serve(self, server: socket.socket, stop: threading.Event) -> None:
-        server.settimeout(0.05)
-        while not stop.is_set():
-            try:
-                client, _ = server.accept()
-            except TimeoutError:
-                continue
-            upstream = socket.create_connection(self.upstream)
-            self.links += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        for sock in (src, dst):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.server.close()
-        for sock in self.links:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-
 def _logged(process: Any, text: str) -> None:
     """Read the process's stderr up to a line that holds `text`."""
     while True:
@@ -1035,20 +983,22 @@ def test_the_listener_drops_entries_cached_before_a_redis_outage_as_soon_as_redi
     and drops every entry as soon as it answers, with nothing else to send."""
     product = ProductFactory(stock_level=5)
     anon = APIClient()
-    switch = RedisSwitch()
-    try:
-        with listener(REDIS_URL=f"redis://127.0.0.1:{switch.port}/{switch.db}") as process:
-            assert process.stdout is not None
-            assert "listening" in process.stdout.readline()
-            assert stock_of(anon, product.pk) == 5  # cached now
-            switch.cut()
-            _logged(process, "product cache unavailable")
-            _raw_update_stock(product.pk, 2)  # its notification's invalidation is lost
-            switch.restore()
-            _logged(process, "product cache reachable again")
-            assert stock_of(anon, product.pk) == 2
-    finally:
-        switch.cut()
+    client = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+    server = client.connection_pool.connection_kwargs
+    client.close()
+    with (
+        Outage((server["host"], server["port"])) as outage,
+        listener(REDIS_URL=f"redis://127.0.0.1:{outage.port}/{server.get('db', 0)}") as process,
+    ):
+        assert process.stdout is not None
+        assert "listening" in process.stdout.readline()
+        assert stock_of(anon, product.pk) == 5  # cached now
+        outage.down()
+        _logged(process, "product cache unavailable")
+        _raw_update_stock(product.pk, 2)  # its notification's invalidation is lost
+        outage.up()
+        _logged(process, "product cache reachable again")
+        assert stock_of(anon, product.pk) == 2
 
 
 def _raw_update_announced(product_ids: list[int], *, stock_level: int) -> str:
