@@ -96,6 +96,16 @@ def stop(process: subprocess.Popen[Any]) -> None:
         process.wait(timeout=10)
 
 
+def logged_line(process: subprocess.Popen[str], text: str) -> str:
+    """Read the process's stderr up to the next line that holds `text`; that line."""
+    assert process.stderr is not None
+    while True:
+        line = process.stderr.readline()
+        assert line, f"the process ended without logging {text!r}"
+        if text in line:
+            return line
+
+
 @contextmanager
 def listener(*args: str, **env: str) -> Iterator[subprocess.Popen[str]]:
     """`manage.py listen_product_changes *args` (see `manage`), stopped on the way out."""

@@ -37,7 +37,7 @@ from products.api.views import ProductDetailView
 from products.models import Product
 from tests.inventory_project.conftest import json_request, serving
 from tests.outage import Outage
-from tests.processes import closed_port, listener
+from tests.processes import closed_port, listener, logged_line
 from tests.products.api.wsgi_client import send
 from tests.products.conftest import (
     ProductFactory,
@@ -968,24 +968,13 @@ def test_writes_made_while_no_listener_ran_are_invalidated_when_it_starts() -> N
         assert stock_of(anon, product.pk) == 2
 
 
-def _logged(process: Any, text: str) -> None:
-    """Read the process's stderr up to a line that holds `text`."""
-    while True:
-        line = process.stderr.readline()
-        assert line, f"the listener ended without logging {text!r}"
-        if text in line:
-            return
-
-
 def test_the_listener_drops_entries_cached_before_a_redis_outage_as_soon_as_redis_is_back() -> None:
     """The listener may have lost invalidations while it could not reach Redis (here, the
     notification of a raw UPDATE); it asks Redis whether it is there several times a second,
     and drops every entry as soon as it answers, with nothing else to send."""
     product = ProductFactory(stock_level=5)
     anon = APIClient()
-    client = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
-    server = client.connection_pool.connection_kwargs
-    client.close()
+    server = cache._redis().connection_pool.connection_kwargs
     with (
         Outage((server["host"], server["port"])) as outage,
         listener(REDIS_URL=f"redis://127.0.0.1:{outage.port}/{server.get('db', 0)}") as process,
@@ -994,10 +983,10 @@ def test_the_listener_drops_entries_cached_before_a_redis_outage_as_soon_as_redi
         assert "listening" in process.stdout.readline()
         assert stock_of(anon, product.pk) == 5  # cached now
         outage.down()
-        _logged(process, "product cache unavailable")
+        logged_line(process, "product cache unavailable")
         _raw_update_stock(product.pk, 2)  # its notification's invalidation is lost
         outage.up()
-        _logged(process, "product cache reachable again")
+        logged_line(process, "product cache reachable again")
         assert stock_of(anon, product.pk) == 2
 
 

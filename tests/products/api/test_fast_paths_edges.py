@@ -31,6 +31,11 @@ DJANGO_ALONE = {
     "PRODUCT_FAST_READS": False,
     "PRODUCT_FAST_WRITES": False,
 }
+# The whole stack, the pages path (the cache off) and Django alone: a request answered alike.
+PAGES_PATH = {"PRODUCT_CACHE_ENABLED": False}
+EACH_LAYERING = pytest.mark.parametrize(
+    "layers", [{}, PAGES_PATH, DJANGO_ALONE], ids=["the stack", "the pages path", "Django alone"]
+)
 
 
 @pytest.fixture
@@ -201,11 +206,7 @@ def test_a_raw_utf8_query_does_not_share_a_key_with_its_mojibake(stack) -> None:
     assert json.loads(fast[2])["count"] == 0
 
 
-@pytest.mark.parametrize(
-    "layers",
-    [{}, {"PRODUCT_CACHE_ENABLED": False}, DJANGO_ALONE],
-    ids=["the stack", "the pages path", "Django alone"],
-)
+@EACH_LAYERING
 def test_a_raw_query_that_is_not_utf8_is_refused_naming_the_parameter(
     stack, layers: dict[str, bool]
 ) -> None:
@@ -219,11 +220,7 @@ def test_a_raw_query_that_is_not_utf8_is_refused_naming_the_parameter(
     assert json.loads(content)["error"]["fields"] == {"name": ["Not valid UTF-8."]}
 
 
-@pytest.mark.parametrize(
-    "layers",
-    [{}, {"PRODUCT_CACHE_ENABLED": False}, DJANGO_ALONE],
-    ids=["the stack", "the pages path", "Django alone"],
-)
+@EACH_LAYERING
 def test_the_links_of_a_raw_utf8_query_carry_its_bytes(stack, layers: dict[str, bool]) -> None:
     """A server may pass a query's UTF-8 bytes unquoted; WSGI hands them over as Latin-1 text.
     The links quote the bytes, so the next page is of the same search (Django's own absolute
@@ -239,7 +236,7 @@ def test_the_links_of_a_raw_utf8_query_carry_its_bytes(stack, layers: dict[str, 
     assert page["next"] == "http://testserver/api/products/search?limit=1&name=cr%C3%A8me&page=2"
     assert [row["id"] for row in following["results"]] == [second.pk]
     assert following["previous"] == "http://testserver/api/products/search?limit=1&name=cr%C3%A8me"
-    if layers == {"PRODUCT_CACHE_ENABLED": False}:
+    if layers == PAGES_PATH:
         assert django.calls == 0  # answered ahead of Django, as other queries are
 
 

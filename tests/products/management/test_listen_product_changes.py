@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from products.management.commands import listen_product_changes
 from products.management.commands.listen_product_changes import reconnect_delays
 from tests.database import database_url
-from tests.processes import closed_port, listener
+from tests.processes import closed_port, listener, logged_line
 
 
 @pytest.mark.parametrize("option", ["--reconnect-delay", "--reconnect-delay-max"])
@@ -33,14 +33,10 @@ def test_reconnects_double_their_wait_up_to_the_most() -> None:
 
 def _retries(process: subprocess.Popen[str], count: int) -> list[str]:
     """The waits of the next `count` reconnect warnings on the listener's stderr."""
-    assert process.stderr is not None
-    waits: list[str] = []
-    while len(waits) < count:
-        line = process.stderr.readline()
-        assert line, "the listener ended"
-        if "PostgreSQL connection failed, retrying in" in line:
-            waits.append(line.split("retrying in ")[1].split(" s:")[0])
-    return waits
+    lines = [
+        logged_line(process, "PostgreSQL connection failed, retrying in") for _ in range(count)
+    ]
+    return [line.split("retrying in ")[1].split(" s:")[0] for line in lines]
 
 
 def test_a_server_that_stays_down_is_asked_less_and_less_often() -> None:
