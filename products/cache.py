@@ -12,7 +12,9 @@ Layout in Redis (every key carries the django-redis KEY_PREFIX and has a TTL):
 
 Readers look up the counters and the entry in one round trip (a Lua script) and, on a miss,
 store what they read from PostgreSQL under the key built from the counters they saw *before*
-reading the database. Each process also keeps the counters and entries it has seen
+reading the database. A miss costs three round trips: the lookup, the claim (one script: the
+entry if a leader stored it meanwhile, else the stampede lock) and the store (one script, which
+releases the lock). Each process also keeps the counters and entries it has seen
 (products/near_cache.py, kept coherent by Redis's invalidation pushes), so a hit on a hot key
 costs no round trip at all.
 
@@ -98,6 +100,30 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+
+# A reader that missed, in one round trip: the entry, if a leader stored it since the lookup;
+# else 1 if this reader took the stampede lock (it leads), or 0 if another reader holds it.
+_CLAIM = """
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  return raw
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+return 0
+"""
+
+# The leader stores what it loaded and releases its lock (as _RELEASE) in one round trip. The
+# lock goes even if the SET fails (an invalid TTL, a full Redis): the waiters load themselves
+# at once rather than at the lock's expiry, and the error still reaches the caller.
+_STORE_RELEASE = """
+local stored = redis.pcall('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[3] then
+  redis.call('DEL', KEYS[2])
+end
+return stored
 """
 
 # The server's clock in microseconds, as a counter's text: where a counter starts again.
@@ -544,7 +570,8 @@ def claim(lookup: Lookup) -> tuple[Entry | None, bytes | None]:
     """On a miss (`lookup.entry` is None), decide who loads: returns (entry, lease).
 
     The first reader to miss a key takes a short lock and is the leader: it gets a lease (the
-    lock's value, its own), loads from PostgreSQL, stores, then calls `release` with the lease.
+    lock's value, its own), loads from PostgreSQL, then stores with the lease (which releases
+    the lock), or calls `release` with it if it has nothing to store.
     The others wait for the leader's entry (up to FILL_WAIT_S) instead of sending the same
     query, and load themselves only if none arrives, so a hot key that expires under a hundred
     concurrent requests costs PostgreSQL one query. With no cache, everyone loads and nobody
@@ -553,15 +580,16 @@ def claim(lookup: Lookup) -> tuple[Entry | None, bytes | None]:
     if lookup.slot is None:
         return None, None
     try:
-        redis = _redis()
         lease = secrets.token_bytes(8)
-        if redis.set(lookup.lock_key, lease, nx=True, px=LOCK_TTL_MS):
-            # A leader may have stored and released between our lookup and our lock.
-            raw = redis.get(lookup.slot.key)
-            if raw is None:
-                return None, lease
-            release(lookup, lease)
-            return Entry.decode(raw), None
+        # A leader may have stored and released between our lookup and now: its entry, then.
+        claimed = _script("claim", _CLAIM)(
+            keys=[lookup.slot.key, lookup.lock_key], args=[lease, LOCK_TTL_MS]
+        )
+        if isinstance(claimed, bytes):
+            return Entry.decode(claimed), None
+        if claimed:
+            return None, lease
+        redis = _redis()
         deadline = time.monotonic() + FILL_WAIT_S
         delay = 0.002
         while time.monotonic() < deadline:
@@ -589,14 +617,23 @@ def release(lookup: Lookup, lease: bytes) -> None:
         _fail(exc)
 
 
-def store(lookup: Lookup, entry: Entry) -> None:
-    """Store under the key that was current when the reader looked, before it read PostgreSQL."""
+def store(lookup: Lookup, entry: Entry, lease: bytes | None = None) -> None:
+    """Store under the key that was current when the reader looked, before it read PostgreSQL.
+
+    A leader passes its lease: the lock goes in the same round trip (as `release`), so its
+    waiters find the entry as the lock goes, and a miss costs one round trip fewer.
+    """
     slot = lookup.slot
     if slot is None:
         return
     raw = entry.encode()
     try:
-        _redis().set(slot.key, raw, ex=settings.PRODUCT_CACHE_TTL_S)
+        if lease is None:
+            _redis().set(slot.key, raw, ex=settings.PRODUCT_CACHE_TTL_S)
+        else:
+            _script("store_release", _STORE_RELEASE)(
+                keys=[slot.key, lookup.lock_key], args=[raw, settings.PRODUCT_CACHE_TTL_S, lease]
+            )
     except Exception as exc:
         _fail(exc)
         return

@@ -376,7 +376,8 @@ class ProductCacheMiddleware:
             response = self.get_response(request)
             stored = _storable(response)
             if stored is not None:
-                cache.store(lookup, stored)
+                cache.store(lookup, stored, lease)
+                lease = None  # released with the store
             return response
         finally:
             if lease is not None:

@@ -135,19 +135,21 @@ class ProductPagesApp:
             if entry is not None:  # another reader loaded it meanwhile
                 return _from_entry(environ, entry)
         try:
-            return self._load(environ, page, host, serializer.validated_data, lookup)
+            loaded = self._load(environ, page, host, serializer.validated_data)
+            if not isinstance(loaded, cache.Entry):
+                return loaded
+            if lookup is not None:
+                cache.store(lookup, loaded, lease)
+                lease = None  # released with the store
+            return _from_entry(environ, loaded)
         finally:
             if lookup is not None and lease is not None:
                 cache.release(lookup, lease)
 
     def _load(
-        self,
-        environ: dict[str, Any],
-        page: _Page,
-        host: str,
-        query: dict[str, Any],
-        lookup: cache.Lookup | None,
-    ) -> Answer | None:
+        self, environ: dict[str, Any], page: _Page, host: str, query: dict[str, Any]
+    ) -> cache.Entry | Answer | None:
+        """The page, to store and send; or the 503 to send; or None: the view answers."""
         url = page_url(
             scheme="https" if fast_path.is_secure(environ) else "http",
             host=host,
@@ -164,10 +166,7 @@ class ProductPagesApp:
             return status, [*headers, ("Content-Length", str(len(body)))], body
         except Exception:
             return None  # a page past the end (404): the view answers
-        entry = _entry(page.view, content)
-        if lookup is not None:
-            cache.store(lookup, entry)
-        return _from_entry(environ, entry)
+        return _entry(page.view, content)
 
 
 def _entry(view: ProductAPIView, content: bytes) -> cache.Entry:

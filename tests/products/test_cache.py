@@ -191,8 +191,8 @@ def test_a_reader_waiting_for_a_leader_polls_redis_a_few_times_not_in_a_busy_loo
     cache.release(lookup, lease)
 
 
-def test_a_reader_that_takes_the_lock_after_a_leader_stored_serves_its_entry() -> None:
-    """A leader stored and released between this reader's lookup and its lock: the reader
+def test_a_reader_that_claims_after_a_leader_stored_serves_its_entry() -> None:
+    """A leader stored and released between this reader's lookup and its claim: the reader
     answers the stored entry, and leaves no lock behind for the next readers to wait on."""
     missed = cache.detail_lookup(1)
     leader = cache.detail_lookup(1)
@@ -203,6 +203,97 @@ def test_a_reader_that_takes_the_lock_after_a_leader_stored_serves_its_entry() -
     cache.release(leader, lease)
     assert cache.claim(missed) == (stored, None)
     assert not cache._redis().exists(missed.lock_key)
+
+
+@contextlib.contextmanager
+def _round_trips() -> Iterator[list[Any]]:
+    """What this thread sends to Redis, one item per round trip (a pipeline or a script is one)."""
+    sent: list[Any] = []
+    thread = threading.get_ident()
+    real = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        if threading.get_ident() == thread:
+            sent.append(command)
+        real(self, command, check_health)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+        yield sent
+
+
+def _miss_and_fill(product_id: int, entry: cache.Entry) -> cache.Lookup:
+    lookup = cache.detail_lookup(product_id)
+    assert lookup.entry is None
+    claimed, lease = cache.claim(lookup)
+    assert claimed is None
+    assert lease is not None
+    cache.store(lookup, entry, lease)
+    return lookup
+
+
+def test_a_miss_costs_three_round_trips_and_the_leaders_store_releases_its_lock() -> None:
+    """The lookup, the claim (which looks again as it locks) and the store (which releases
+    the lock): where these were five commands, a miss cost more than no cache at all."""
+    entry = cache.Entry(headers={"ETag": '"x"'}, body=b"{}")
+    _miss_and_fill(1, entry)  # the scripts are loaded: no NOSCRIPT round trip below
+    with _round_trips() as sent:
+        lookup = _miss_and_fill(2, entry)
+    assert len(sent) == 3
+    assert not cache._redis().exists(lookup.lock_key)
+    assert cache.detail_lookup(2).entry == entry
+
+
+def test_a_leader_storing_with_a_lease_no_longer_its_own_leaves_the_next_leaders_lock() -> None:
+    lookup = cache.detail_lookup(1)
+    _, first = cache.claim(lookup)
+    assert first is not None
+    redis_ = cache._redis()
+    redis_.delete(lookup.lock_key)  # the first leader's lock expired: it is still loading
+    _, second = cache.claim(lookup)
+    assert second is not None
+    entry = cache.Entry(headers={}, body=b"{}")
+    cache.store(lookup, entry, first)  # the first leader is done at last
+    assert redis_.get(lookup.lock_key) == second
+    assert cache.detail_lookup(1).entry == entry
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "fast_reads"),
+    [
+        ("detail", "", True),
+        ("/api/products/search", "name=steel", True),  # the pages path (fast_reads.py)
+        ("/api/products/search", "name=steel", False),  # the middleware
+    ],
+)
+def test_a_miss_through_the_stack_costs_the_cache_three_round_trips(
+    path: str, query: str, fast_reads: bool
+) -> None:
+    """Whichever layer loads the miss hands its lease to the store."""
+    product = ProductFactory(name="Steel pot")
+    path = f"/api/products/{product.pk}" if path == "detail" else path
+    with override_settings(PRODUCT_FAST_READS=fast_reads):
+        send(application, "GET", f"/api/products/{ProductFactory().pk}")  # scripts loaded
+        with _round_trips() as sent:
+            status, _, body = send(application, "GET", path, QUERY_STRING=query)
+    assert status == 200
+    assert b"Steel pot" in body
+    assert len([command for command in sent if b":products:" in bytes(command[0])]) == 3
+    assert cache._redis().keys(cache._key("lock:*")) == []  # the lock went with the store
+
+
+@override_settings(PRODUCT_CACHE_TTL_S=0)  # Redis refuses the SET: "invalid expire time"
+def test_a_leader_whose_store_fails_still_releases_its_lock() -> None:
+    """Its waiters load themselves at once rather than at the lock's expiry, and the error is
+    handled as any other (this process rests from Redis)."""
+    lookup = cache.detail_lookup(1)
+    _, lease = cache.claim(lookup)
+    assert lease is not None
+    cache.store(lookup, cache.Entry(headers={}, body=b"{}"), lease)
+    assert cache._state.suspect
+    assert not cache._redis().exists(lookup.lock_key)
+    assert lookup.slot is not None
+    assert not cache._redis().exists(lookup.slot.key)
 
 
 def test_if_none_match_is_answered_304_from_the_cache(django_assert_num_queries) -> None:
