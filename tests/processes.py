@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,14 +97,25 @@ def stop(process: subprocess.Popen[Any]) -> None:
         process.wait(timeout=10)
 
 
-def logged_line(process: subprocess.Popen[str], text: str) -> str:
-    """Read the process's stderr up to the next line that holds `text`; that line."""
+def logged_line(process: subprocess.Popen[str], text: str, *, within_s: float = 60.0) -> str:
+    """Read the process's stderr up to the next line that holds `text`; that line.
+
+    A process that has logged no such line `within_s` seconds from now is killed, so the test
+    fails then, not at pytest's timeout three minutes on (a read from a pipe cannot time out).
+    """
     assert process.stderr is not None
-    while True:
-        line = process.stderr.readline()
-        assert line, f"the process ended without logging {text!r}"
-        if text in line:
-            return line
+    deadline = threading.Timer(within_s, process.kill)
+    deadline.start()
+    try:
+        while True:
+            line = process.stderr.readline()
+            assert line, (
+                f"the process ended, or was killed after {within_s} s, without logging {text!r}"
+            )
+            if text in line:
+                return line
+    finally:
+        deadline.cancel()
 
 
 @contextmanager
