@@ -6,8 +6,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -83,6 +85,23 @@ def fresh_cache_state(monkeypatch) -> Iterator[None]:
     cache._state.suspect = False
     yield
     cache._state.suspect = False
+
+
+@contextmanager
+def redis_round_trips() -> Iterator[list[Any]]:
+    """What this thread sends to Redis, one item per round trip (a pipeline or a script is one)."""
+    sent: list[Any] = []
+    thread = threading.get_ident()
+    real = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        if threading.get_ident() == thread:
+            sent.append(command)
+        real(self, command, check_health)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+        yield sent
 
 
 # --- Redis servers of a test's own ------------------------------------------------------------

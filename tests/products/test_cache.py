@@ -44,6 +44,7 @@ from tests.products.conftest import (
     caches_on,
     make_user,
     over_tcp_and_unix,
+    redis_round_trips,
     token_client,
 )
 
@@ -205,23 +206,6 @@ def test_a_reader_that_claims_after_a_leader_stored_serves_its_entry() -> None:
     assert not cache._redis().exists(missed.lock_key)
 
 
-@contextlib.contextmanager
-def _round_trips() -> Iterator[list[Any]]:
-    """What this thread sends to Redis, one item per round trip (a pipeline or a script is one)."""
-    sent: list[Any] = []
-    thread = threading.get_ident()
-    real = redis.connection.AbstractConnection.send_packed_command
-
-    def counted(self: Any, command: Any, check_health: bool = True) -> None:
-        if threading.get_ident() == thread:
-            sent.append(command)
-        real(self, command, check_health)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
-        yield sent
-
-
 def _miss_and_fill(product_id: int, entry: cache.Entry) -> cache.Lookup:
     lookup = cache.detail_lookup(product_id)
     assert lookup.entry is None
@@ -237,7 +221,7 @@ def test_a_miss_costs_three_round_trips_and_the_leaders_store_releases_its_lock(
     the lock): where these were five commands, a miss cost more than no cache at all."""
     entry = cache.Entry(headers={"ETag": '"x"'}, body=b"{}")
     _miss_and_fill(1, entry)  # the scripts are loaded: no NOSCRIPT round trip below
-    with _round_trips() as sent:
+    with redis_round_trips() as sent:
         lookup = _miss_and_fill(2, entry)
     assert len(sent) == 3
     assert not cache._redis().exists(lookup.lock_key)
@@ -274,7 +258,7 @@ def test_a_miss_through_the_stack_costs_the_cache_three_round_trips(
     path = f"/api/products/{product.pk}" if path == "detail" else path
     with override_settings(PRODUCT_FAST_READS=fast_reads):
         send(application, "GET", f"/api/products/{ProductFactory().pk}")  # scripts loaded
-        with _round_trips() as sent:
+        with redis_round_trips() as sent:
             status, _, body = send(application, "GET", path, QUERY_STRING=query)
     assert status == 200
     assert b"Steel pot" in body
