@@ -54,6 +54,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.dispatch import receiver
 from django_redis import get_redis_connection
 from redis.connection import Connection, UnixDomainSocketConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from inventory_project import logs
@@ -636,6 +637,11 @@ def store(lookup: Lookup, entry: Entry, lease: bytes | None = None) -> None:
             )
     except Exception as exc:
         _fail(exc)
+        if lease is not None and isinstance(exc, RedisConnectionError):
+            # A connection lost (reset, killed) may not have run the script: try the release
+            # alone on a new one, as before they were one, rather than leave the waiters
+            # polling until the lock expires. Not after a timeout, which would cost another.
+            release(lookup, lease)
         return
     near = _context().near
     if slot.near_token is not None and near is not None:

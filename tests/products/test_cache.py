@@ -117,6 +117,37 @@ def test_a_reader_waiting_for_a_leader_that_stored_nothing_loads_at_once(monkeyp
     assert len(waits) == 1
 
 
+@pytest.mark.parametrize(
+    ("error", "released"),
+    [
+        (redis.exceptions.ConnectionError("Connection reset by peer"), True),
+        (redis.exceptions.TimeoutError("Timeout reading from socket"), False),
+    ],
+)
+def test_a_leader_whose_store_loses_its_connection_releases_its_lock_alone(
+    monkeypatch, error: Exception, released: bool
+) -> None:
+    """The store's script may not have run: the release goes alone, on a new connection, as
+    when the two were apart. Not after a timeout, which a second try would cost again: the
+    lock expires (LOCK_TTL_MS)."""
+    lookup = cache.detail_lookup(1)
+    _, lease = cache.claim(lookup)
+    assert lease is not None
+    script = cache._script
+
+    def lost(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(
+        cache,
+        "_script",
+        lambda name, source: lost if name == "store_release" else script(name, source),
+    )
+    cache.store(lookup, cache.Entry(headers={}, body=b"{}"), lease)
+    assert cache._state.suspect
+    assert cache._redis().exists(lookup.lock_key) == (not released)
+
+
 def _connection_reset(*args: object, **kwargs: object) -> None:
     raise redis.exceptions.ConnectionError("Connection reset by peer")
 
