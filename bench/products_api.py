@@ -52,7 +52,15 @@ class Result:
     requests: int = 0
 
 
-def base_env(cache_enabled: bool) -> dict[str, str]:
+# --rate-limits: every request counted, as in production, at rates no run reaches.
+RATE_LIMITS_ON = {
+    "RATELIMIT_ENABLED": "true",
+    "RATELIMIT_READS": "1000000000/m",
+    "RATELIMIT_WRITES": "1000000000/m",
+}
+
+
+def base_env(cache_enabled: bool, *, rate_limits: bool = False) -> dict[str, str]:
     env = dict(os.environ)
     # Each worker takes at most its share of wrk's connections (plus its threads, which gthread
     # keeps out of the keep-alive count), so every run spreads them over every worker. Uncapped,
@@ -78,6 +86,7 @@ def base_env(cache_enabled: bool) -> dict[str, str]:
             "GUNICORN_ACCESSLOG": "",
             "LOG_LEVEL": "WARNING",
             "GUNICORN_WORKER_CONNECTIONS": str(worker_connections),
+            **(RATE_LIMITS_ON if rate_limits else {}),
         }
     )
     return env
@@ -364,7 +373,12 @@ def _target(result: Result, by_name: dict[str, Result]) -> str:
 
 
 def render(
-    cached: list[Result], uncached: list[Result], stale: tuple[int, int, int], rounds: int
+    cached: list[Result],
+    uncached: list[Result],
+    stale: tuple[int, int, int],
+    rounds: int,
+    *,
+    rate_limits: bool = False,
 ) -> str:
     rows = [
         "| scenario | req/s | p50 ms | p99 ms | errors | x floor | target |",
@@ -374,7 +388,7 @@ def render(
     for r in cached + uncached:
         rows.append(
             f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} "
-            f"| {r.ratio:.3f} | {_target(r, by_name)} |"
+            f"| {r.ratio:.3f} | {'' if rate_limits else _target(r, by_name)} |"
         )
     writes, reads, stale_reads = stale
     machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python " + (
@@ -387,7 +401,9 @@ def render(
             "",
             f"Machine: {machine}. Command: `make bench` (`bench/products_api.py`).",
             f"{ROWS:,} products; gunicorn with `inventory_project/gunicorn.conf.py` under the "
-            f"production settings, rate limits off; wrk -t1 -c{CONNECTIONS} on the same machine, "
+            "production settings, "
+            + ("rate limits on (rates no run reaches)" if rate_limits else "rate limits off")
+            + f"; wrk -t1 -c{CONNECTIONS} on the same machine, "
             "each gunicorn worker taking at most its share of the connections (plus its threads: "
             "`GUNICORN_WORKER_CONNECTIONS`), so that no run leaves a worker idle. "
             "The floor is a bare Django view returning constant JSON (`/healthz`) on the same "
@@ -416,23 +432,29 @@ def main() -> int:
         help="run only scenarios whose name contains this (repeatable); docs are not written",
     )
     parser.add_argument("--cached-only", action="store_true", help="skip the uncached server")
+    parser.add_argument(
+        "--rate-limits",
+        action="store_true",
+        help="count every request as production does, at rates no run reaches (what counting "
+        "costs); docs are not written",
+    )
     args = parser.parse_args()
     ensure_wrk()
     token = prepare_database(base_env(cache_enabled=True))
     print("cached server:", flush=True)
-    with Server(base_env(cache_enabled=True)):
+    with Server(base_env(cache_enabled=True, rate_limits=args.rate_limits)):
         cached = scenarios(token, args.seconds, args.rounds, cached=True, only=args.only)
         stale = stale_read_check(token, seconds=15)
         print(f"  stale-read check: writes={stale[0]} reads={stale[1]} stale={stale[2]}")
     uncached: list[Result] = []
     if not args.cached_only:
         print("uncached server:", flush=True)
-        with Server(base_env(cache_enabled=False)):
+        with Server(base_env(cache_enabled=False, rate_limits=args.rate_limits)):
             uncached = scenarios(token, args.seconds, args.rounds, cached=False, only=args.only)
 
-    table = render(cached, uncached, stale, args.rounds)
+    table = render(cached, uncached, stale, args.rounds, rate_limits=args.rate_limits)
     print(table)
-    if not args.only and not args.cached_only:
+    if not args.only and not args.cached_only and not args.rate_limits:
         write_section(table, BEGIN, END)
     return 1 if stale[2] else 0
 
