@@ -33,7 +33,7 @@ from ads_sync.management.commands import backfill_ads
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 from inventory_project.celery import app as celery_app
 from tests.database import other_connection, wait_until_session_ended
-from tests.processes import manage
+from tests.processes import manage, process_env
 
 from .helpers import (
     csv_lines,
@@ -377,6 +377,27 @@ def test_an_output_dir_that_cannot_be_written_is_refused_before_planning(tmp_pat
         )
     assert refused.value.returncode == backfill_ads.CANT_CREATE
     assert not SyncRun.objects.exists()
+
+
+def test_an_output_dir_that_exists_but_may_not_be_written_is_refused_before_planning(
+    tmp_path: Path,
+) -> None:
+    """A folder the command may not write in (a read-only mount, another user's): the write
+    check finds it before any planning. Root writes anywhere, so as root the command runs
+    without the capabilities that override file permissions (util-linux's setpriv)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o555)
+    command = [sys.executable, "manage.py", "backfill_ads", "--days", "2"]
+    command += ["--customer", "1234567890", "--output-dir", str(folder)]
+    if os.geteuid() == 0:
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *command]
+    result = subprocess.run(
+        command, cwd=ROOT, env=process_env(), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == backfill_ads.CANT_CREATE, result.stderr
+    assert f"cannot write CSV files in {folder}: [Errno 13] Permission denied" in result.stderr
+    assert not SyncRun.objects.exists()
+    assert list(folder.iterdir()) == []
 
 
 def test_without_output_dir_the_settings_folder_is_the_one_written(
