@@ -7,12 +7,12 @@ costs: in-process, a hot detail hit took about 200 us of CPU with rate limits on
 them off.
 
 Here the `add` of a counter (a key under RATELIMIT_CACHE_PREFIX, an int value, a timeout) does
-the whole count in one script: INCRBY its value, and the TTL if the counter has none. If the
-counter was new, `add` answers True and django-ratelimit takes the value as the count, as before.
-Otherwise this thread keeps the count for the `incr` or `get` of the same key that
-django-ratelimit sends next, which answers it without a round trip. A failed count is kept too:
-the call after it fails at once (no second socket timeout), and django-ratelimit fails open as
-before. Every other key and call is django-redis's own.
+the whole count in one script: INCRBY its value, and the TTL if the counter has none (an add of
+0, a read, only reads). If the counter was new, `add` answers True and django-ratelimit takes
+the value as the count, as before. Otherwise this thread keeps the count for the `incr` or `get`
+of the same key that django-ratelimit sends next, which answers it without a round trip. A
+failed count is kept too: the call after it fails at once (no second socket timeout), and
+django-ratelimit fails open as before. Every other key and call is django-redis's own.
 """
 
 from __future__ import annotations
@@ -26,8 +26,15 @@ from django_redis.client import DefaultClient
 from django_redis.client.default import _main_exceptions
 from django_redis.exceptions import ConnectionInterrupted
 
-# The TTL only if the counter has none: a read (INCRBY 0) of a new counter creates it.
+# A count (INCRBY, and the TTL if the counter has none), or a read (an add of 0): the count as
+# it is, 0 for none, with no write. (django-redis's add would make a missing counter at 0, which
+# changes no count.) A Redis that refuses writes (noeviction at maxmemory, a read-only replica)
+# still answers a read, as it answered the get after a refused add.
 _COUNT = """
+if ARGV[1] == '0' then
+  local count = redis.call('GET', KEYS[1]) or '0'
+  return tonumber(count) or redis.error_reply('ERR value is not an integer')
+end
 local count = redis.call('INCRBY', KEYS[1], ARGV[1])
 if redis.call('TTL', KEYS[1]) < 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[2])

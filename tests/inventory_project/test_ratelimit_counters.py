@@ -20,7 +20,12 @@ from inventory_project.ratelimit_counters import CountingClient
 from inventory_project.wsgi import application
 from tests.processes import closed_port
 from tests.products.api.wsgi_client import send
-from tests.products.conftest import ProductFactory, redis_round_trips
+from tests.products.conftest import (
+    ProductFactory,
+    caches_on,
+    own_unix_redis,
+    redis_round_trips,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -69,6 +74,30 @@ def test_a_new_counter_expires_after_its_period_and_a_counter_without_a_ttl_gets
     assert 3600 <= server.ttl(key) <= 3605
 
 
+def test_a_read_of_a_count_writes_nothing() -> None:
+    """As django-redis's add then get: on a Redis that refuses writes (noeviction at maxmemory,
+    a read-only replica), a read of an existing counter still answers its count. (A Redis of
+    this test's own, which it makes refuse writes.)"""
+    with (
+        own_unix_redis() as (path, _),
+        override_settings(
+            CACHES={
+                **caches_on(f"unix://{path}?db=0"),
+                "library": {**_LIBRARY, "LOCATION": f"unix://{path}?db=0"},
+            }
+        ),
+    ):
+        both = (("default", "10.7.0.6"), ("library", "10.7.0.7"))
+        assert [_usage(alias, client, increment=True)["count"] for alias, client in both] == [1, 1]
+        full = redis.Redis(unix_socket_path=path)
+        full.config_set("maxmemory-policy", "noeviction")
+        full.config_set("maxmemory", 1)
+        reads = [_usage(alias, client, increment=False)["count"] for alias, client in both]
+        counts = [_usage(alias, client, increment=True) for alias, client in both]
+    assert reads == [1, 1]
+    assert counts == [None, None]  # a count refused: both fail open
+
+
 @pytest.mark.django_db(transaction=True)  # the WSGI application's own connection
 def test_a_request_counted_costs_the_counter_one_round_trip() -> None:
     """django-redis's client took two: the add, then the incr of a counter that existed."""
@@ -110,6 +139,17 @@ def test_other_keys_and_values_are_django_redis_own() -> None:
     assert cache.add("rl:counters-test", "text", 60)
     assert not cache.add("rl:counters-test", "text", 60)
     assert cache.get("rl:counters-test") == "text"
+
+
+@pytest.mark.parametrize("value", [0, 1])
+def test_a_counter_holding_something_else_is_an_error_not_a_crash(value: int) -> None:
+    """Redis refuses to count it (not an integer): a failed count, as when Redis is down (the
+    limit fails open). With django-redis's own client, get_usage raised (a 500)."""
+    cache = caches["default"]
+    cache.set("rl:counters-text", "text", 60)
+    assert cache.add("rl:counters-text", value, 60) is None  # the error, ignored
+    assert cache.get("rl:counters-text", "default") == "default"
+    assert cache.get("rl:counters-text") == "text"  # nothing kept now: django-redis's get
 
 
 def test_a_count_is_answered_only_for_its_own_key() -> None:

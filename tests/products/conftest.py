@@ -158,6 +158,13 @@ def caches_on(location: str) -> dict[str, Any]:
 def unix_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A Redis server of this test's own reached by a unix socket only (no TCP port), which the
     test may stop: its socket's path and its process."""
+    with own_unix_redis() as server:
+        yield server
+
+
+@contextmanager
+def own_unix_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`unix_redis`, for a test outside tests/products (or for part of one)."""
     binary, _ = redis_binary_and_port()
     workdir = tempfile.mkdtemp(prefix="unix-redis-")
     path = f"{workdir}/redis.sock"
