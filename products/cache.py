@@ -94,13 +94,12 @@ local key = ARGV[1] .. epoch .. ':' .. gen .. ':' .. ARGV[2]
 return {epoch, gen, redis.call('GET', key)}
 """
 
-# Delete a stampede lock only if it is still ours: a leader slower than LOCK_TTL_MS must not
-# release the lock of the leader that came after it.
+# Delete a stampede lock (KEYS[1]) only if it is still ours (ARGV[1], the lease): a leader slower
+# than LOCK_TTL_MS must not release the lock of the leader that came after it.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1])
 end
-return 0
 """
 
 # A reader that missed, in one round trip: the entry, if a leader stored it since the lookup;
@@ -116,16 +115,19 @@ end
 return 0
 """
 
-# The leader stores what it loaded and releases its lock (as _RELEASE) in one round trip. The
-# lock goes even if the SET fails (an invalid TTL, a full Redis): the waiters load themselves
-# at once rather than at the lock's expiry, and the error still reaches the caller.
-_STORE_RELEASE = """
-local stored = redis.pcall('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-if redis.call('GET', KEYS[2]) == ARGV[3] then
-  redis.call('DEL', KEYS[2])
-end
+# The leader stores what it loaded (KEYS[2], ARGV[2], TTL ARGV[3]) and releases its lock
+# (_RELEASE) in one round trip. The lock goes even if the SET fails (an invalid TTL, a full
+# Redis): the waiters load themselves at once rather than at the lock's expiry, and the error
+# still reaches the caller.
+_STORE_RELEASE = (
+    """
+local stored = redis.pcall('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+"""
+    + _RELEASE
+    + """
 return stored
 """
+)
 
 # The server's clock in microseconds, as a counter's text: where a counter starts again.
 _CLOCK_US = """
@@ -633,7 +635,7 @@ def store(lookup: Lookup, entry: Entry, lease: bytes | None = None) -> None:
             _redis().set(slot.key, raw, ex=settings.PRODUCT_CACHE_TTL_S)
         else:
             _script("store_release", _STORE_RELEASE)(
-                keys=[slot.key, lookup.lock_key], args=[raw, settings.PRODUCT_CACHE_TTL_S, lease]
+                keys=[lookup.lock_key, slot.key], args=[lease, raw, settings.PRODUCT_CACHE_TTL_S]
             )
     except Exception as exc:
         _fail(exc)
