@@ -17,6 +17,8 @@ import weakref
 from typing import Any
 
 INTERVAL_S = 60.0
+# How WithoutCredentials writes a line whose arguments do not fit its message.
+UNFORMATTABLE = "unformattable log line"
 _ALL: weakref.WeakSet[Every] = weakref.WeakSet()
 
 
@@ -106,9 +108,9 @@ class WithoutCredentials(logging.Filter):
             # Arguments that do not fit the message: the handler would print both as they are
             # (logging's handleError). The line says so, without the credentials.
             try:
-                message = f"unformattable log line: {record.msg!r} % {record.args!r}"
+                message = f"{UNFORMATTABLE}: {record.msg!r} % {record.args!r}"
             except Exception:
-                message = "unformattable log line"
+                message = UNFORMATTABLE
             record.msg, record.args = message, ()
         try:
             if google_ads.may_hold_credentials(message):

@@ -83,6 +83,46 @@ def _one_rate_limit_window(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ratelimit_core, "time", SimpleNamespace(time=lambda: now))
 
 
+class _UnformattableLines(logging.Handler):
+    """Log records whose message and arguments do not fit together."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # The settings' handler may have seen the record first: its filter rewrites such a
+        # line in place (inventory_project/logs.py).
+        if str(record.msg).startswith(logs.UNFORMATTABLE):
+            self.lines.append(str(record.msg))
+            return
+        try:
+            record.getMessage()
+        except Exception as exc:
+            self.lines.append(f"{record.msg!r} % {record.args!r}: {exc}")
+
+
+@pytest.fixture(autouse=True)
+def _log_lines_format(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every line the code under test logs can be formatted with its arguments.
+
+    The settings' filter writes such a line as "unformattable log line" rather than raise, so a
+    message emptied or mangled by a change (a mutant) went unnoticed by a test that looks only
+    for an argument's text in the output. A test that logs one on purpose is marked
+    `unformattable_log_lines`. Lines logged by a worker's pool while Celery holds the root
+    logger (tests/workers.py) are not seen.
+    """
+    watcher = _UnformattableLines()
+    root = logging.getLogger()
+    root.addHandler(watcher)
+    try:
+        yield
+    finally:
+        root.removeHandler(watcher)
+    if watcher.lines and request.node.get_closest_marker("unformattable_log_lines") is None:
+        pytest.fail(f"lines logged that cannot be formatted: {watcher.lines}")
+
+
 def _delete_test_keys() -> None:
     try:
         redis = get_redis_connection("default")
