@@ -83,6 +83,12 @@ def test_post_form_after_a_create_is_a_blank_create_form(editor) -> None:
     assert "Brass Nail" not in post_form
 
 
+def test_the_forms_csrf_token_is_not_an_unknown_field(editor) -> None:
+    body = {"name": "Brass Nail", "price": "0.10", "stock_level": 5, "csrfmiddlewaretoken": "t"}
+    code, _ = submit(editor, "post", "/api/products", body)
+    assert code == 201
+
+
 def test_form_after_a_400_keeps_what_was_sent_with_the_error_beside_it(editor, product) -> None:
     code, page = submit(
         editor, "put", f"/api/products/{product.id}", {"price": "-1", "stock_level": 4}

@@ -23,6 +23,7 @@ from products.api.serializers import (
     StrictInputSerializer,
 )
 from products.models import Product
+from tests.products.conftest import ProductFactory
 
 
 def by_declared_fields(product: Product) -> dict[str, object]:
@@ -91,6 +92,16 @@ def test_a_list_renders_each_product_as_the_declared_fields_do() -> None:
     for product in products:
         product.updated_at = stamp + timedelta(days=product.id)
     assert ProductOutputSerializer(products, many=True).data == [
+        by_declared_fields(product) for product in products
+    ]
+
+
+@pytest.mark.django_db
+def test_a_manager_renders_as_the_list_of_its_products() -> None:
+    """As DRF's ListSerializer takes one (a related manager, when nested)."""
+    products = [ProductFactory(), ProductFactory()]
+    data = ProductOutputSerializer(Product.objects, many=True).data
+    assert sorted(data, key=lambda item: item["id"]) == [
         by_declared_fields(product) for product in products
     ]
 
@@ -192,3 +203,15 @@ def test_a_name_holding_a_lone_surrogate_is_refused() -> None:
     )
     assert not serializer.is_valid()
     assert serializer.errors == {"name": ["Not a valid string."]}
+
+
+@pytest.mark.parametrize("field", ["price", "stock_level"])
+@pytest.mark.parametrize("number", [Decimal("Infinity"), Decimal("-Infinity"), Decimal("NaN")])
+def test_a_number_that_is_not_finite_is_refused_not_a_crash(field, number) -> None:
+    """The JSON parser refuses NaN and Infinity first; the fields hold to it for any other
+    caller (int() of an infinity, DRF's digit count of one, raised)."""
+    serializer = ProductCreateSerializer(
+        data={"name": "Lamp", "price": "1.00", "stock_level": 1, field: number}
+    )
+    assert not serializer.is_valid()
+    assert list(serializer.errors) == [field]

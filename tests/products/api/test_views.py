@@ -190,9 +190,11 @@ def test_list_of_empty_catalogue_is_an_empty_page_1(anon) -> None:
         ("page=-1", "page"),
         ("page=abc", "page"),
         ("page=1.5", "page"),
+        ("page=", "page"),
         ("limit=0", "limit"),
         ("limit=101", "limit"),
         ("limit=ten", "limit"),
+        ("limit=", "limit"),
         ("after_id=-1", "after_id"),
         ("page=2&after_id=5", "page"),
     ],
@@ -333,6 +335,13 @@ def test_surrounding_spaces_are_still_trimmed(clerk) -> None:
     assert clerk.post("/api/products", body, format="json").json()["name"] == "Hammer"
 
 
+def test_a_name_too_long_is_reported_with_the_other_bad_fields(clerk) -> None:
+    body = {"name": "x" * 256, "price": "x", "stock_level": 1}
+    fields = error_of(clerk.post("/api/products", body, format="json"))["fields"]
+    assert set(fields) == {"name", "price"}
+    assert not Product.objects.exists()
+
+
 def test_unknown_fields_are_reported_together_with_other_errors(clerk) -> None:
     body = {"name": "A", "price": "1.001", "stock_level": 1, "colour": "red"}
     fields = error_of(clerk.post("/api/products", body, format="json"))["fields"]
@@ -399,6 +408,14 @@ def test_a_long_integer_price_gets_the_digits_message_whatever_its_length(clerk,
     assert error_of(response)["fields"]["price"] == [
         "Ensure that there are no more than 12 digits in total."
     ]
+
+
+def test_a_price_that_is_a_long_json_list_is_not_a_number(clerk) -> None:
+    """Not "String value too large", DRF's message for a value whose text is that long."""
+    body = {"name": "A", "price": [0] * 500, "stock_level": 1}
+    response = clerk.post("/api/products", body, format="json")
+    assert response.status_code == 400
+    assert error_of(response)["fields"] == {"price": ["A valid number is required."]}
 
 
 @pytest.mark.parametrize("field", ["price", "stock_level"])
@@ -779,6 +796,22 @@ def test_search_price_bounds_are_inclusive(anon, catalogue) -> None:
     assert names(response) == ["Steel Hammer", "stainless STEEL pan"]
 
 
+def test_search_by_max_price_alone(anon, catalogue) -> None:
+    assert names(anon.get("/api/products/search?max_price=10")) == ["100% wool_sock"]
+
+
+def test_search_with_equal_bounds_finds_that_price(anon, catalogue) -> None:
+    response = anon.get("/api/products/search?min_price=12.50&max_price=12.50")
+    assert names(response) == ["Steel Hammer"]
+
+
+def test_numbers_in_the_query_may_carry_surrounding_spaces(anon, catalogue) -> None:
+    """As DRF's fields read them (the digits-only checks look past the spaces)."""
+    response = anon.get("/api/products/search?name=steel&min_price=%2013%20&limit=%201%20")
+    assert names(response) == ["stainless STEEL pan"]
+    assert response.json()["limit"] == 1
+
+
 def test_search_combines_name_and_price(anon, catalogue) -> None:
     response = anon.get("/api/products/search?name=steel&min_price=5&max_price=20")
     assert names(response) == ["Steel Hammer"]
@@ -934,6 +967,7 @@ def test_a_form_name_that_is_not_utf8_is_refused_not_stored_mangled(
     [
         (b"name=A&price=1&stock_level=%FF", "stock_level"),  # not the first field
         (b"name=A&price=1&stock_level=1&%FF=1", "\ufffd"),  # the name, as it reads
+        (b"name=A&price=1&stock_level=1&gift+note=%FF", "gift note"),  # "+" reads as a space
     ],
 )
 def test_a_form_field_that_is_not_utf8_is_named_wherever_it_comes(
