@@ -184,6 +184,12 @@ def test_it_gives_its_database_connection_back(stack, token) -> None:
         ({"price": "1.00", "stock_level": 2}, {"HTTP_AUTHORIZATION": "Token wrong"}, 401),
         ({"price": "1.00", "stock_level": 2}, {"HTTP_IF_MATCH": '"1-999"'}, 412),
         ({"price": "1.00", "stock_level": 2}, {"HTTP_IF_NONE_MATCH": "*"}, 412),
+        (
+            {"price": "1.00", "stock_level": 2},
+            {"HTTP_IF_UNMODIFIED_SINCE": "Sat, 01 Jan 2000 00:00:00 GMT"},
+            200,
+        ),
+        ({"price": "1.00", "stock_level": 2}, {"HTTP_ORIGIN": "http://testserver"}, 200),
         ({"price": "1.00", "stock_level": 2}, {"HTTP_ACCEPT": "text/html"}, 200),
         ({"price": "1.00", "stock_level": 2}, {"QUERY_STRING": "format=json"}, 200),
         ({"price": "1.00", "stock_level": 2}, {"HTTP_COOKIE": "sessionid=abc"}, 200),
@@ -211,6 +217,8 @@ def test_it_gives_its_database_connection_back(stack, token) -> None:
         "bad-token",
         "if-match",
         "if-none-match",
+        "if-unmodified-since",
+        "origin",
         "browsable-api",
         "query-string",
         "session-cookie",
@@ -328,6 +336,21 @@ def test_answered_writes_count_once_against_the_write_limit(stack, token) -> Non
         ]
     assert codes == [200, 200, 429]
     assert django.calls == 1  # only the third, which the view refused
+
+
+def test_a_write_handed_on_after_it_was_counted_is_counted_once(stack, token) -> None:
+    """An unknown product is found only by the UPDATE, after the throttle: the view, which
+    answers the 404, must not count that request again."""
+    app, django = stack
+    gone, product = ProductFactory(), ProductFactory()
+    Product.objects.filter(pk=gone.pk).delete()
+    with override_settings(RATELIMIT_WRITES="2/m"):
+        codes = [
+            put(app, target, token, {"price": "1.00", "stock_level": 2})[0]
+            for target in (gone, product, product)
+        ]
+    assert codes == [404, 200, 429]
+    assert django.calls == 2  # the 404 and the 429
 
 
 @pytest.mark.parametrize(
