@@ -6,6 +6,7 @@ import os
 import time
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
@@ -441,6 +442,22 @@ def test_a_csv_file_written_again_keeps_its_mode(tmp_path: Path) -> None:
     with umask(0o022):
         services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_csv_write_whose_temporary_name_another_write_holds_takes_another_name(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """48 random bits make a clash all but never happen; one that does is neither the day's
+    failure nor the other write's file taken over."""
+    names = iter(["0a1b2c3d4e5f", "5f4e3d2c1b0a"])
+    monkeypatch.setattr(services, "secrets", SimpleNamespace(token_hex=lambda nbytes: next(names)))
+    other = tmp_path / CUSTOMER / ".2025-01-10.csv.0a1b2c3d4e5f.tmp"
+    other.parent.mkdir()
+    other.write_text("another write's")
+
+    path = services.day_csv_write(customer_id=CUSTOMER, day=DAY, output_dir=tmp_path)
+    assert path.read_text().splitlines() == [",".join(services.DAY_CSV_HEADER)]
+    assert other.read_text() == "another write's"
 
 
 def _run(tmp_path: Path, planned: int = 1) -> SyncRun:

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from ads_sync import locks, selectors, services, tasks
 from ads_sync.integrations import google_ads
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 from inventory_project.celery import app as celery_app
+from tests.database import other_connection
 from tests.time_limits import slow_statement_cut_short
 
 from .helpers import (
@@ -186,6 +188,32 @@ def test_the_postgresql_planning_lock_waits_as_long_as_asked(settings) -> None:
         assert waited
     thread.join()
     assert seen == [True]
+
+
+def test_a_planner_waiting_for_the_postgresql_lock_tries_again_after_pauses_until_its_wait_is_over(
+    monkeypatch,
+) -> None:
+    """Not a loop that spins a core and a database connection for the whole wait, nor one that
+    oversleeps it. (A clock of the test's own: each look at it moves it on by a millisecond, so
+    a loop that never sleeps still ends.)"""
+    now = [100.0]
+    naps: list[float] = []
+
+    def monotonic() -> float:
+        now[0] += 0.001
+        return now[0]
+
+    def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(locks, "time", SimpleNamespace(monotonic=monotonic, sleep=sleep))
+    with other_connection() as other_planner:
+        other_planner.execute("SELECT pg_advisory_lock(%s)", [locks.PLANNING_ADVISORY_KEY])
+        with locks.advisory_lock(wait_s=1) as got:
+            assert not got
+    assert len(naps) > 1
+    assert sum(naps) == pytest.approx(1, abs=0.15)
 
 
 def _planning_in_a_thread(

@@ -87,8 +87,30 @@ def test_a_signal_while_listening_ends_the_listener_cleanly(signum: int) -> None
 
 def test_each_reconnect_comes_after_its_whole_wait(monkeypatch) -> None:
     """A listener that did not wait retried a server that stays down as fast as it refused, and
-    one that did not sleep spun a core for the whole wait. (A clock of the test's own: each look
-    at it moves it on by a millisecond, so a loop that never sleeps still ends.)"""
+    one that did not sleep spun a core for the whole wait."""
+    waits, naps = _reconnects(monkeypatch, 4, reconnect_delay=0.05, reconnect_delay_max=0.2)
+    assert waits == pytest.approx([0.05, 0.1, 0.2], abs=0.01)
+    assert sum(naps) == pytest.approx(0.35, abs=0.01)
+    assert max(naps) <= 0.1  # short enough to stop soon after a signal
+
+
+def test_by_default_reconnects_wait_1_s_then_twice_as_long_up_to_10_s(monkeypatch) -> None:
+    """The waits the README gives for the Procfile's listener, which sets neither option."""
+    waits, _ = _reconnects(monkeypatch, 7)
+    assert waits == pytest.approx([1, 2, 4, 8, 10, 10], abs=0.01)
+
+
+def test_a_longest_wait_of_0_is_taken_as_asked_not_as_the_default(monkeypatch) -> None:
+    waits, _ = _reconnects(monkeypatch, 3, reconnect_delay=0.05, reconnect_delay_max=0)
+    assert waits == pytest.approx([0, 0], abs=0.01)
+
+
+def _reconnects(
+    monkeypatch, attempts_count: int, **options: float
+) -> tuple[list[float], list[float]]:
+    """The waits between `attempts_count` connection attempts of a listener whose server stays
+    down, and the naps it took, on a clock of the test's own: each look at it moves it on by a
+    millisecond, so a loop that never sleeps still ends."""
     now = [100.0]
     naps: list[float] = []
     attempts: list[float] = []
@@ -103,7 +125,7 @@ def test_each_reconnect_comes_after_its_whole_wait(monkeypatch) -> None:
 
     def refused(self: listen_product_changes.Command, params: dict[str, object]) -> None:
         attempts.append(now[0])
-        self._running = len(attempts) < 4
+        self._running = len(attempts) < attempts_count
         raise psycopg.OperationalError("connection refused")
 
     monkeypatch.setattr(
@@ -111,10 +133,5 @@ def test_each_reconnect_comes_after_its_whole_wait(monkeypatch) -> None:
     )
     monkeypatch.setattr(listen_product_changes.Command, "_listen", refused)
     monkeypatch.setattr(listen_product_changes.signal, "signal", lambda signum, handler: None)
-    call_command(
-        "listen_product_changes", reconnect_delay=0.05, reconnect_delay_max=0.2, stdout=StringIO()
-    )
-    waits = [later - earlier for earlier, later in pairwise(attempts)]
-    assert waits == pytest.approx([0.05, 0.1, 0.2], abs=0.01)
-    assert sum(naps) == pytest.approx(0.35, abs=0.01)
-    assert max(naps) <= 0.1  # short enough to stop soon after a signal
+    call_command("listen_product_changes", stdout=StringIO(), **options)
+    return [later - earlier for earlier, later in pairwise(attempts)], naps
