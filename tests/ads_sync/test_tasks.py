@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -29,6 +28,7 @@ from ads_sync import locks, selectors, services, tasks
 from ads_sync.integrations import google_ads
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 from inventory_project.celery import app as celery_app
+from tests.clocks import SteppingClock
 from tests.database import other_connection
 from tests.time_limits import slow_statement_cut_short
 
@@ -194,26 +194,15 @@ def test_a_planner_waiting_for_the_postgresql_lock_tries_again_after_pauses_unti
     monkeypatch,
 ) -> None:
     """Not a loop that spins a core and a database connection for the whole wait, nor one that
-    oversleeps it. (A clock of the test's own: each look at it moves it on by a millisecond, so
-    a loop that never sleeps still ends.)"""
-    now = [100.0]
-    naps: list[float] = []
-
-    def monotonic() -> float:
-        now[0] += 0.001
-        return now[0]
-
-    def sleep(seconds: float) -> None:
-        naps.append(seconds)
-        now[0] += seconds
-
-    monkeypatch.setattr(locks, "time", SimpleNamespace(monotonic=monotonic, sleep=sleep))
+    oversleeps it (on a clock of the test's own: tests/clocks.py)."""
+    clock = SteppingClock()
+    monkeypatch.setattr(locks, "time", clock)
     with other_connection() as other_planner:
         other_planner.execute("SELECT pg_advisory_lock(%s)", [locks.PLANNING_ADVISORY_KEY])
         with locks.advisory_lock(wait_s=1) as got:
             assert not got
-    assert len(naps) > 1
-    assert sum(naps) == pytest.approx(1, abs=0.15)
+    assert len(clock.naps) > 1
+    assert sum(clock.naps) == pytest.approx(1, abs=0.15)
 
 
 def _planning_in_a_thread(

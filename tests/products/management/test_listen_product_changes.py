@@ -4,7 +4,6 @@ import signal
 import subprocess
 from io import StringIO
 from itertools import islice, pairwise
-from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -12,6 +11,7 @@ from django.core.management import CommandError, call_command
 
 from products.management.commands import listen_product_changes
 from products.management.commands.listen_product_changes import reconnect_delays
+from tests.clocks import SteppingClock
 from tests.database import database_url
 from tests.processes import closed_port, listener, logged_line
 
@@ -109,29 +109,17 @@ def _reconnects(
     monkeypatch, attempts_count: int, **options: float
 ) -> tuple[list[float], list[float]]:
     """The waits between `attempts_count` connection attempts of a listener whose server stays
-    down, and the naps it took, on a clock of the test's own: each look at it moves it on by a
-    millisecond, so a loop that never sleeps still ends."""
-    now = [100.0]
-    naps: list[float] = []
+    down, and the naps it took, on a clock of the test's own (tests/clocks.py)."""
+    clock = SteppingClock()
     attempts: list[float] = []
 
-    def monotonic() -> float:
-        now[0] += 0.001
-        return now[0]
-
-    def sleep(seconds: float) -> None:
-        naps.append(seconds)
-        now[0] += seconds
-
     def refused(self: listen_product_changes.Command, params: dict[str, object]) -> None:
-        attempts.append(now[0])
+        attempts.append(clock.now)
         self._running = len(attempts) < attempts_count
         raise psycopg.OperationalError("connection refused")
 
-    monkeypatch.setattr(
-        listen_product_changes, "time", SimpleNamespace(monotonic=monotonic, sleep=sleep)
-    )
+    monkeypatch.setattr(listen_product_changes, "time", clock)
     monkeypatch.setattr(listen_product_changes.Command, "_listen", refused)
     monkeypatch.setattr(listen_product_changes.signal, "signal", lambda signum, handler: None)
     call_command("listen_product_changes", stdout=StringIO(), **options)
-    return [later - earlier for earlier, later in pairwise(attempts)], naps
+    return [later - earlier for earlier, later in pairwise(attempts)], clock.naps
