@@ -32,6 +32,7 @@ from ads_sync.integrations import google_ads
 from ads_sync.management.commands import backfill_ads
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 from inventory_project.celery import app as celery_app
+from tests.clocks import FakeClock
 from tests.database import other_connection, wait_until_session_ended
 from tests.processes import manage, process_env
 
@@ -1322,18 +1323,10 @@ def test_another_run_that_goes_on_settling_days_is_waited_for_to_its_end(
     assert "of those: 3 done, 0 failed, 0 deferred, 0 still in flight" in text
 
 
-class _StillClock:
-    """Stands in for the command's `time`: the clock moves only when the command sleeps, so
-    the stall checks and the give-up come at the same polls on any machine, at no cost."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
+def _still_clock() -> FakeClock:
+    """The command's `time`, moving only when the command sleeps: the stall checks and the
+    give-up come at the same polls on any machine, at no cost."""
+    return FakeClock(start=0.0, step=0.0)
 
 
 def test_another_runs_tasks_lost_between_its_progress_are_sent_again_as_often_as_it_takes(
@@ -1342,7 +1335,7 @@ def test_another_runs_tasks_lost_between_its_progress_are_sent_again_as_often_as
     """RESENDS_MAX counts the re-sends since those runs last settled a day, as in the wait for
     this run's own: a broker that loses their tasks now and then, while each re-send is
     fetched, does not end the wait with "lost again after 3 re-sends"."""
-    monkeypatch.setattr(backfill_ads, "time", clock := _StillClock())
+    monkeypatch.setattr(backfill_ads, "time", clock := _still_clock())
     monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
     monkeypatch.setattr(backfill_ads, "tasks_lost", lambda queue, run_ids: True)
     days = backfill_ads.RESENDS_MAX + 2
@@ -1370,7 +1363,7 @@ def test_days_of_another_run_sent_again_are_given_as_long_as_any_from_the_resend
     """The give-up (OTHER_RUNS_STALL_S with no day settled) counts from the re-send, not from
     the runs' last progress before it: the day it sent is fetched 640 s after it, 700 s
     after the wait began, and is waited for."""
-    monkeypatch.setattr(backfill_ads, "time", clock := _StillClock())
+    monkeypatch.setattr(backfill_ads, "time", clock := _still_clock())
     monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
     resent: list[float] = []
     monkeypatch.setattr(backfill_ads, "tasks_lost", lambda queue, run_ids: not resent)
@@ -1847,7 +1840,7 @@ def test_a_check_that_finds_a_worker_consuming_counts_the_checks_without_one_aga
 ) -> None:
     """Only two checks in a row that find no worker end the wait (exit 2), and a broker outage
     after a check that found one is said again, however they come and go."""
-    monkeypatch.setattr(backfill_ads, "time", _StillClock())
+    monkeypatch.setattr(backfill_ads, "time", _still_clock())
     monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
     monkeypatch.setattr(backfill_ads, "tasks_lost", lambda queue, run_ids: False)  # not resent
     seen = iter([None, True, None, False, True, False])  # away, one, away, none, one, none
@@ -1869,7 +1862,7 @@ def test_the_two_checks_without_a_worker_that_end_the_wait_are_a_stall_apart(
 ) -> None:
     """A worker reconnecting is given a whole stall to be counted again: the check after one
     comes STALL_CHECK_S later, not at the next poll."""
-    monkeypatch.setattr(backfill_ads, "time", clock := _StillClock())
+    monkeypatch.setattr(backfill_ads, "time", clock := _still_clock())
     monkeypatch.setattr(backfill_ads, "queue_has_consumers", lambda queue: True)
     checked: list[float] = []
     monkeypatch.setattr(broker, "consumed", lambda queue: checked.append(clock.now) or False)

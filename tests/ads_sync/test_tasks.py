@@ -28,7 +28,7 @@ from ads_sync import locks, selectors, services, tasks
 from ads_sync.integrations import google_ads
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 from inventory_project.celery import app as celery_app
-from tests.clocks import SteppingClock
+from tests.clocks import FakeClock
 from tests.database import other_connection
 from tests.time_limits import slow_statement_cut_short
 
@@ -195,7 +195,7 @@ def test_a_planner_waiting_for_the_postgresql_lock_tries_again_after_pauses_unti
 ) -> None:
     """Not a loop that spins a core and a database connection for the whole wait, nor one that
     oversleeps it (on a clock of the test's own: tests/clocks.py)."""
-    clock = SteppingClock()
+    clock = FakeClock()
     monkeypatch.setattr(locks, "time", clock)
     with other_connection() as other_planner:
         other_planner.execute("SELECT pg_advisory_lock(%s)", [locks.PLANNING_ADVISORY_KEY])

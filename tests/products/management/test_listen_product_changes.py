@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from products.management.commands import listen_product_changes
 from products.management.commands.listen_product_changes import reconnect_delays
-from tests.clocks import SteppingClock
+from tests.clocks import FakeClock
 from tests.database import database_url
 from tests.processes import closed_port, listener, logged_line
 
@@ -110,7 +110,7 @@ def _reconnects(
 ) -> tuple[list[float], list[float]]:
     """The waits between `attempts_count` connection attempts of a listener whose server stays
     down, and the naps it took, on a clock of the test's own (tests/clocks.py)."""
-    clock = SteppingClock()
+    clock = FakeClock()
     attempts: list[float] = []
 
     def refused(self: listen_product_changes.Command, params: dict[str, object]) -> None:
