@@ -3,6 +3,7 @@ real RabbitMQ: tasks_lost answers True only when it can be sure, and False whene
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 from celery.app.control import Inspect
+from celery.worker.control import Panel
 from kombu import Consumer
 from kombu import Queue as KombuQueue
 
@@ -177,6 +179,57 @@ def test_a_task_of_another_run_a_worker_holds_leaves_this_run_lost(
         # the suite's other processes, which logged, between pytest's dots, that there is no
         # result backend to mark the task in.
         celery_app.control.revoke(held.id, destination=[sync_worker.hostname], reply=True)
+
+
+@pytest.fixture
+def a_worker_of_another_queue() -> Iterator[str]:
+    """A worker of another queue on the broker's vhost (another project's, say), answering the
+    workers' broadcasts at once: its replies come before those of a worker that takes its time."""
+    name = f"other-{uuid.uuid4().hex[:8]}@tests"
+    handlers = {
+        "active_queues": lambda state, **kwargs: [{"name": f"{name}-queue"}],
+        "active": lambda state, **kwargs: [],
+        "reserved": lambda state, **kwargs: [],
+        "scheduled": lambda state, **kwargs: [],
+    }
+    stop = threading.Event()
+    with celery_app.connection_for_write() as conn:
+        node = celery_app.control.mailbox.Node(name, handlers=handlers, channel=conn.channel())
+        node.listen()
+
+        def answer() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):  # nothing came: look at the flag
+                    conn.drain_events(timeout=0.1)
+
+        answering = threading.Thread(target=answer, daemon=True)
+        answering.start()
+        try:
+            yield name
+        finally:
+            stop.set()
+            answering.join(timeout=5)
+
+
+@pytest.mark.usefixtures("sync_worker", "a_worker_of_another_queue")
+def test_a_quicker_worker_of_another_queue_does_not_keep_the_tasks_from_being_lost(
+    monkeypatch,
+) -> None:
+    """The workers holding the queue are asked by name: a broadcast that stopped at as many
+    replies as they are would take the other worker's for theirs, and never find the tasks
+    lost."""
+    answer = Panel.data["active"]
+
+    def slowly(state: Any, **kwargs: Any) -> Any:  # the module's worker, busy for a moment
+        time.sleep(0.5)
+        return answer(state, **kwargs)
+
+    monkeypatch.setitem(Panel.data, "active", slowly)
+    queue = celery_app.conf.task_default_queue
+    assert _answering_workers(queue) == 1
+
+    # Asked again while a loaded machine's worker misses a broadcast (then: not lost).
+    assert any(broker.tasks_lost(queue, [NO_SUCH_RUN]) for _ in range(5))
 
 
 def _lost_once_asked(monkeypatch, command: str, answer: object) -> bool:
