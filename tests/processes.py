@@ -60,9 +60,9 @@ def run_python(code: str, *args: str, **env: str) -> subprocess.CompletedProcess
     return run(sys.executable, "-c", code, *args, **env)
 
 
-def run(*command: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """`command` run to its end with `process_env(**env)`, its output captured; it must exit 0
-    (its stderr is the failure's message)."""
+def run(*command: str, status: int = 0, **env: str) -> subprocess.CompletedProcess[str]:
+    """`command` run to its end with `process_env(**env)`, its output captured; it must exit
+    with `status` (its stderr is the failure's message)."""
     result = subprocess.run(
         command,
         cwd=ROOT,
@@ -71,7 +71,7 @@ def run(*command: str, **env: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == status, result.stderr
     return result
 
 

@@ -11,7 +11,6 @@ import pickle
 import pty
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -34,7 +33,7 @@ from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 from inventory_project.celery import app as celery_app
 from tests.clocks import FakeClock
 from tests.database import other_connection, wait_until_session_ended
-from tests.processes import manage, process_env
+from tests.processes import manage, run
 
 from .helpers import (
     csv_lines,
@@ -48,8 +47,6 @@ from .helpers import (
     sync_worker,  # noqa: F401 (a fixture)
     wait_for_run,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -297,15 +294,7 @@ def test_a_summary_of_more_than_20_failed_dates_names_20_and_counts_the_rest(
     ],
 )
 def test_a_date_that_is_not_one_is_a_usage_error_not_a_traceback(command, status) -> None:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *command],
-        cwd=ROOT,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "inventory_project.settings.test"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == status
+    result = run(sys.executable, "manage.py", *command, status=status)
     assert "not a date (YYYY-MM-DD)" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -392,10 +381,7 @@ def test_an_output_dir_that_exists_but_may_not_be_written_is_refused_before_plan
     command += ["--customer", "1234567890", "--output-dir", str(folder)]
     if os.geteuid() == 0:
         command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *command]
-    result = subprocess.run(
-        command, cwd=ROOT, env=process_env(), capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == backfill_ads.CANT_CREATE, result.stderr
+    result = run(*command, status=backfill_ads.CANT_CREATE)
     assert f"cannot write CSV files in {folder}: [Errno 13] Permission denied" in result.stderr
     assert not SyncRun.objects.exists()
     assert list(folder.iterdir()) == []
