@@ -889,7 +889,7 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
         error = google_ads.redacted(f"{type(exc).__name__}: {exc}")
         request_id = getattr(exc, "request_id", None)
         if request_id and request_id not in error:
-            error += f" (request_id {request_id})"
+            error += f" {google_ads.naming(request_id)}"  # as the client's own errors end
         if isinstance(exc, google_ads.InstallationCredentialsError):
             # The installation's credentials, not the account's day: missing, revoked or refused
             # for every day alike. Counted toward the day's backoff, a deployment without its

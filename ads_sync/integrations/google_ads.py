@@ -596,7 +596,7 @@ def _request_id_of(failure: Any) -> str | None:
     return str(failure.request_id) if failure is not None and failure.request_id else None
 
 
-def _naming(request_id: str | None) -> str:
+def naming(request_id: str | None) -> str:
     """How an error's text ends: with the request id Google's support asks for, or saying there
     was none (an answer from a front end, not from the API)."""
     return f"(request id {request_id})" if request_id else "(no request id)"
@@ -636,7 +636,7 @@ def _raise_classified(exc: Exception, what: str) -> NoReturn:
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             _raise_quota(exc, what, exc.failure, request_id)
         raise PermanentAdsError(
-            f"{what}: {code.name}: {message} {_naming(request_id)}", request_id=request_id
+            f"{what}: {code.name}: {message} {naming(request_id)}", request_id=request_id
         ) from _safe_cause(exc)
     if isinstance(exc, auth_exceptions.RefreshError):
         _raise_refresh_error(exc)
@@ -654,7 +654,7 @@ def _raise_classified(exc: Exception, what: str) -> NoReturn:
         if isinstance(exc, _TRANSIENT_API_ERRORS) or reset:
             raise _Transient(text, request_id=request_id) from _safe_cause(exc)
         raise PermanentAdsError(
-            f"{what}: {text} {_naming(request_id)}", request_id=request_id
+            f"{what}: {text} {naming(request_id)}", request_id=request_id
         ) from _safe_cause(exc)
     if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
         code = exc.code()
@@ -672,7 +672,7 @@ def _raise_quota(exc: Exception, what: str, failure: Any, request_id: str | None
     if delay is not None and delay >= DAILY_QUOTA_MIN_RETRY_DELAY_S:
         raise DailyQuotaExhausted(
             f"{what}: quota exhausted, retry in {delay:.0f} s: "
-            f"{_messages(failure)} {_naming(request_id)}",
+            f"{_messages(failure)} {naming(request_id)}",
             retry_after_s=delay,
             request_id=request_id,
         ) from _safe_cause(exc)
@@ -794,7 +794,7 @@ def _search(
     except _Transient as exc:
         attempts = retrying.statistics.get("attempt_number", max_attempts)
         raise TransientAdsError(
-            f"{what}: gave up after {attempts} attempts: {exc} {_naming(exc.request_id)}",
+            f"{what}: gave up after {attempts} attempts: {exc} {naming(exc.request_id)}",
             request_id=exc.request_id,
             attempts=attempts,
         ) from _safe_cause(exc)

@@ -773,7 +773,7 @@ def test_a_failure_cut_to_length_still_names_its_request_id(tmp_path: Path, monk
 
     error = SyncDay.objects.get(customer_id=CUSTOMER, date=DAY).last_error
     assert "... (cut)" in error
-    assert error.endswith(" (request_id req-42)")
+    assert error.endswith(" (request id req-42)")  # the spelling of the client's errors
 
 
 def test_a_failure_that_names_its_request_id_does_not_name_it_twice(
