@@ -850,9 +850,21 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
     if run is None:
         return DayOutcome(state="skipped", error=f"run {run_id} no longer exists")
     now = timezone.now()
-    entry, _ = SyncDay.objects.get_or_create(
-        customer_id=customer_id, date=day, defaults={"run": run}
-    )
+    entry = SyncDay.objects.filter(customer_id=customer_id, date=day).first()
+    if entry is None:
+        # No plan holds the day: a task run by hand (the admin's "run task", `celery call`), or
+        # one whose ledger entry was deleted. Synced under this run, it was a day the run never
+        # planned: its count broke the run's CHECK after the fetch, and the day stayed running.
+        logger.warning(
+            "ads sync: %s %s skipped: no run planned it (backfill_ads --customer %s --start %s"
+            " --end %s does)",
+            customer_id,
+            day,
+            customer_id,
+            day,
+            day,
+        )
+        return DayOutcome(state="skipped", error="no run planned this day")
     if entry.run_id == run_id and entry.state in FINAL_STATES:
         return DayOutcome(state="skipped")
     # Only the run that planned the day may start it (again, after a lost worker): a task of an

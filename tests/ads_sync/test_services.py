@@ -616,6 +616,29 @@ def test_a_database_error_writing_the_days_file_is_raised_not_recorded_as_a_file
     assert (entry.state, entry.last_error) == (SyncDay.State.RUNNING, "")
 
 
+@pytest.mark.django_db(transaction=True)  # the day settles after its commit
+def test_a_day_no_run_planned_is_skipped_saying_how_to_plan_it(
+    ads_sandbox, tmp_path: Path, logged
+) -> None:
+    """sync_day run by hand (the admin's "run task", `celery call`) for a day no plan holds:
+    synced under the run it names, it was a day that run never planned. Its count broke the
+    run's CHECK after the fetch, and the day was left running for good."""
+    customer = ads_sandbox.customers[0]
+    run = _run(tmp_path)
+    SyncDay.objects.create(customer_id=customer, date=DAY, run=run, state=SyncDay.State.PENDING)
+    assert services.day_sync(customer_id=customer, day=DAY, run_id=run.pk).state == "done"
+    other = DAY - dt.timedelta(days=1)
+
+    outcome = services.day_sync(customer_id=customer, day=other, run_id=run.pk)
+
+    assert (outcome.state, outcome.error) == ("skipped", "no run planned this day")
+    assert not SyncDay.objects.filter(date=other).exists()
+    assert not CampaignDayMetric.objects.filter(date=other).exists()
+    run.refresh_from_db()
+    assert (run.planned, run.done, run.failed) == (1, 1, 0)
+    assert f"backfill_ads --customer {customer} --start {other} --end {other}" in logged.getvalue()
+
+
 def test_a_failure_before_the_day_started_still_settles_the_run(tmp_path: Path) -> None:
     run = _run(tmp_path)
     SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
