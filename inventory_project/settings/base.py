@@ -229,6 +229,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "inventory_project.csp.ContentSecurityPolicyMiddleware",
     # Cached product reads are answered here, ahead of sessions, auth and DRF.
     "products.api.fast_path.ProductCacheMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -242,6 +243,15 @@ MIDDLEWARE = [
     # long is a 503 page, not the 500 of a bug.
     "inventory_project.unavailable.DatabaseUnavailableMiddleware",
 ]
+
+# The HTML pages' policy (inventory_project/csp.py): their own scripts, styles, images and
+# requests only; no inline script, no framing, no plugin, forms posted to the site only.
+CONTENT_SECURITY_POLICY = env_filled(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';"
+    " img-src 'self' data:; object-src 'none'; base-uri 'self'; form-action 'self';"
+    " frame-ancestors 'none'",
+)
 
 ROOT_URLCONF = "inventory_project.urls"
 WSGI_APPLICATION = "inventory_project.wsgi.application"

@@ -6,7 +6,7 @@ from typing import Any
 
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -76,11 +76,12 @@ class JSONErrors:
         return response
 
 
-class SwaggerView(JSONErrors, SpectacularSwaggerView):
+class SwaggerView(JSONErrors, SpectacularSwaggerSplitView):
     """The Swagger page. It answers GET and HEAD: DRF answered OPTIONS (its metadata) through
     the page's template renderer, which has no template for it, a 500. Its errors (a 405 for
     any other method) are JSON (JSONErrors), not that renderer's plain-text "405 Method Not
-    Allowed" labelled text/html."""
+    Allowed" labelled text/html. Its settings script is served by the page's own URL
+    (`?script`), not inline, which the Content-Security-Policy would not run."""
 
     http_method_names = ["get", "head"]
 

@@ -1,0 +1,146 @@
+"""The HTML pages' Content-Security-Policy (inventory_project/csp.py): sent with every page, and
+no page needs what it refuses, an inline script or event handler. A browser's run of the pages
+under the policy is in the closing note of the commit that added it; these tests hold the pages
+to what made that run clean."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+import pytest
+from django.test import Client
+
+from products.models import Product
+
+pytestmark = pytest.mark.django_db
+
+HTML = "text/html"
+# Script types a browser runs; any other (application/json) is data.
+SCRIPT_TYPES = {"", "text/javascript", "application/javascript", "module"}
+
+ANONYMOUS_PAGES = ["/api/docs/", "/api/products", "/api-auth/login/", "/admin/login/"]
+STAFF_PAGES = [
+    "/api/products",
+    "/api/products/{id}",
+    "/admin/",
+    "/admin/products/product/",
+    "/admin/products/product/{id}/change/",
+    "/admin/products/product/add/",
+]
+
+
+@pytest.fixture
+def product() -> Product:
+    return Product.objects.create(name="Steel bolt", price="1.50", stock_level=3)
+
+
+def _page(client: Client, path: str, product: Product) -> tuple[str, str]:
+    response = client.get(path.format(id=product.pk), HTTP_ACCEPT=HTML)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith(HTML)
+    return response.get("Content-Security-Policy", ""), response.content.decode()
+
+
+class _Inline(HTMLParser):
+    """What in a page runs only where a policy allows inline code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+        self._script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        for name, value in attrs:
+            if name.startswith("on"):
+                self.found.append(f"<{tag} {name}=...>")
+            if name in ("href", "src", "action") and (value or "").strip().startswith(
+                "javascript:"
+            ):
+                self.found.append(f"<{tag} {name}={value}>")
+        self._script = (
+            tag == "script"
+            and "src" not in named
+            and (named.get("type") or "").lower() in SCRIPT_TYPES
+        )
+
+    def handle_data(self, data: str) -> None:
+        if self._script and data.strip():
+            self.found.append(f"<script>{data.strip()[:60]}")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._script = False
+
+
+def _inline_code(page: str) -> list[str]:
+    parser = _Inline()
+    parser.feed(page)
+    return parser.found
+
+
+@pytest.mark.parametrize("path", ANONYMOUS_PAGES)
+def test_a_page_carries_the_policy_and_runs_no_inline_code(client, settings, product, path) -> None:
+    policy, page = _page(client, path, product)
+    assert policy == settings.CONTENT_SECURITY_POLICY
+    assert _inline_code(page) == []
+
+
+@pytest.mark.parametrize("path", STAFF_PAGES)
+def test_a_staff_page_carries_the_policy_and_runs_no_inline_code(
+    admin_client, settings, product, path
+) -> None:
+    """The admin's pages, and the browsable API's with its forms and its user menu."""
+    policy, page = _page(admin_client, path, product)
+    assert policy == settings.CONTENT_SECURITY_POLICY
+    assert _inline_code(page) == []
+
+
+def test_the_policy_refuses_inline_scripts_and_framing(settings) -> None:
+    directives = dict(part.split(" ", 1) for part in settings.CONTENT_SECURITY_POLICY.split("; "))
+    assert directives["script-src"] == "'self'"
+    assert directives["object-src"] == "'none'"
+    assert directives["frame-ancestors"] == "'none'"
+
+
+def test_the_inline_check_finds_what_a_page_must_not_have() -> None:
+    """The check above can fail: what DRF's own "Log out" link and Swagger's page had."""
+    page = (
+        '<a href="#" onclick=\'document.getElementById("logoutForm").submit()\'>Log out</a>'
+        '<script>const swaggerSettings = {};</script><script type="application/json">{}</script>'
+        '<script src="/static/x.js"></script><a href="javascript:void(0)">x</a>'
+    )
+    assert len(_inline_code(page)) == 3
+
+
+def test_a_json_answer_carries_no_policy(client, product) -> None:
+    """It runs nothing in a browser; the cached answers ahead of Django stay as they are."""
+    response = client.get(f"/api/products/{product.pk}", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    assert "Content-Security-Policy" not in response
+
+
+def test_with_debug_on_no_policy_is_sent(client, settings) -> None:
+    """Django 5.2's debug pages run inline scripts."""
+    settings.DEBUG = True
+    assert "Content-Security-Policy" not in client.get("/admin/login/")
+
+
+def test_the_swagger_pages_settings_are_a_script_of_its_own_url(client) -> None:
+    """drf-spectacular's split view: the page loads its settings as a script from itself."""
+    page = client.get("/api/docs/").content.decode()
+    assert '<script src="/api/docs/?script="></script>' in page
+    script = client.get("/api/docs/?script=")
+    assert script.status_code == 200
+    assert script["Content-Type"].startswith("application/javascript")
+    assert "SwaggerUIBundle" in script.content.decode()
+    assert '"/api/schema/"' in script.content.decode()
+
+
+def test_the_browsable_apis_log_out_is_a_form_that_logs_out(admin_client) -> None:
+    """DRF's own "Log out" posted its form from an inline onclick, which the policy stops."""
+    page = admin_client.get("/api/products", HTTP_ACCEPT=HTML).content.decode()
+    assert '<form method="post" action="/api-auth/logout/?next=/api/products">' in page
+    response = admin_client.post("/api-auth/logout/?next=/api/products")
+    assert (response.status_code, response["Location"]) == (302, "/api/products")
+    page = admin_client.get("/api/products", HTTP_ACCEPT=HTML).content.decode()
+    assert ">Log in<" in page
