@@ -278,6 +278,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Files served at the site's root by whitenoise: the favicon, which browsers ask every page
+# of the admin, the browsable API and Swagger for (a 404 and a warning line each time).
+WHITENOISE_ROOT = BASE_DIR / "inventory_project" / "public"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -98,6 +98,18 @@ def test_the_probes_answer_head_as_get(client, path: str) -> None:
     assert client.post(path).status_code == 405
 
 
+def test_the_favicon_browsers_ask_every_page_for_is_served_without_a_warning(
+    client, logged
+) -> None:
+    """Each page of the admin, the browsable API and Swagger was followed by a 404 for it, and a
+    "Not Found: /favicon.ico" warning in the log."""
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200
+    assert response["Content-Type"] in ("image/x-icon", "image/vnd.microsoft.icon")
+    assert b"".join(response.streaming_content)[:4] == b"\x00\x00\x01\x00"  # an icon file
+    assert "favicon" not in logged.getvalue()
+
+
 @pytest.mark.django_db
 def test_readyz_is_200_when_every_service_answers(client) -> None:
     response = client.get("/readyz")
