@@ -11,7 +11,7 @@ class FakeClock:
     that never sleeps still ends, and without one the clock moves only when the code sleeps
     (the same polls on any machine, at no cost).
 
-    A wait that never ends fails its test at its `most_naps`-th sleep, rather than hang it until
+    A wait that never ends fails its test after `most_naps` sleeps, rather than hang it until
     pytest's timeout: as the clock costs nothing, such a loop comes there within seconds. The
     failure is pytest's own, which no `except Exception` in the code under test takes for an
     error of its own."""

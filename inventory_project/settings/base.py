@@ -227,9 +227,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the pages the security middleware answers itself (a bad Host's 400) carry it too.
+    "inventory_project.csp.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "inventory_project.csp.ContentSecurityPolicyMiddleware",
     # Cached product reads are answered here, ahead of sessions, auth and DRF.
     "products.api.fast_path.ProductCacheMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

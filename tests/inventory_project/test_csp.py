@@ -8,7 +8,9 @@ from __future__ import annotations
 from html.parser import HTMLParser
 
 import pytest
+from django.contrib import admin
 from django.test import Client
+from django.urls import reverse
 
 from products.models import Product
 
@@ -23,10 +25,19 @@ STAFF_PAGES = [
     "/api/products",
     "/api/products/{id}",
     "/admin/",
-    "/admin/products/product/",
     "/admin/products/product/{id}/change/",
-    "/admin/products/product/add/",
 ]
+
+
+def _admin_pages() -> list[str]:
+    """Every registered model's list and add page: third-party apps' (django-celery-beat's
+    periodic task form ran its crontab help as an inline script) as well as ours."""
+    pages = []
+    for model in admin.site._registry:
+        opts = model._meta
+        pages.append(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
+        pages.append(reverse(f"admin:{opts.app_label}_{opts.model_name}_add"))
+    return pages
 
 
 @pytest.fixture
@@ -85,6 +96,17 @@ def test_a_page_carries_the_policy_and_runs_no_inline_code(client, settings, pro
     assert _inline_code(page) == []
 
 
+@pytest.mark.parametrize("path", _admin_pages())
+def test_an_admin_page_carries_the_policy_and_runs_no_inline_code(
+    admin_client, settings, path
+) -> None:
+    """A read-only admin's add page is a 403 page: checked as it is."""
+    response = admin_client.get(path, HTTP_ACCEPT=HTML)
+    assert response.status_code in (200, 403)
+    assert response["Content-Security-Policy"] == settings.CONTENT_SECURITY_POLICY
+    assert _inline_code(response.content.decode()) == []
+
+
 @pytest.mark.parametrize("path", STAFF_PAGES)
 def test_a_staff_page_carries_the_policy_and_runs_no_inline_code(
     admin_client, settings, product, path
@@ -102,6 +124,25 @@ def test_the_policy_refuses_inline_scripts_and_framing(settings) -> None:
     assert directives["frame-ancestors"] == "'none'"
 
 
+def test_the_policy_keeps_requests_base_urls_and_forms_to_the_site(settings) -> None:
+    """default-src bounds what no other directive names (requests from scripts, fonts, frames);
+    base-uri and form-action keep an injected <base> or <form> from sending the page's links or
+    a login's password elsewhere, which script-src alone does not."""
+    directives = dict(part.split(" ", 1) for part in settings.CONTENT_SECURITY_POLICY.split("; "))
+    assert directives["default-src"] == "'self'"
+    assert directives["base-uri"] == "'self'"
+    assert directives["form-action"] == "'self'"
+
+
+def test_the_policy_allows_the_inline_styles_and_data_images_the_pages_use(settings) -> None:
+    """The admin's and DRF's style attributes, the logins' and error pages' <style>, Swagger
+    UI's data: icons: refused, the pages lose their layout and icons (no test sees a page's
+    looks)."""
+    directives = dict(part.split(" ", 1) for part in settings.CONTENT_SECURITY_POLICY.split("; "))
+    assert directives["style-src"] == "'self' 'unsafe-inline'"
+    assert directives["img-src"] == "'self' data:"
+
+
 def test_the_inline_check_finds_what_a_page_must_not_have() -> None:
     """The check above can fail: what DRF's own "Log out" link and Swagger's page had."""
     page = (
@@ -110,6 +151,15 @@ def test_the_inline_check_finds_what_a_page_must_not_have() -> None:
         '<script src="/static/x.js"></script><a href="javascript:void(0)">x</a>'
     )
     assert len(_inline_code(page)) == 3
+
+
+def test_a_page_the_security_middleware_answers_itself_carries_the_policy(client, settings) -> None:
+    """With the HTTPS redirect on, a Host not allowed is refused inside SecurityMiddleware:
+    Django's 400 page, made above any middleware listed after it."""
+    settings.SECURE_SSL_REDIRECT = True
+    response = client.get("/admin/login/", HTTP_HOST="elsewhere.example")
+    assert response.status_code == 400
+    assert response["Content-Security-Policy"] == settings.CONTENT_SECURITY_POLICY
 
 
 def test_a_json_answer_carries_no_policy(client, product) -> None:
@@ -144,3 +194,38 @@ def test_the_browsable_apis_log_out_is_a_form_that_logs_out(admin_client) -> Non
     assert (response.status_code, response["Location"]) == (302, "/api/products")
     page = admin_client.get("/api/products", HTTP_ACCEPT=HTML).content.decode()
     assert ">Log in<" in page
+
+
+class _Forms(HTMLParser):
+    """Each form of a page: its action, its fields' values, and whether a button submits it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[dict] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        if tag == "form":
+            self.forms.append({"action": named.get("action"), "fields": {}, "submits": False})
+        elif self.forms and tag == "input" and named.get("name"):
+            self.forms[-1]["fields"][named["name"]] = named.get("value") or ""
+        elif self.forms and tag == "button" and named.get("type", "submit") == "submit":
+            self.forms[-1]["submits"] = True
+
+
+def test_the_browsable_apis_log_out_form_posts_what_a_browser_would_and_logs_out(
+    admin_user,
+) -> None:
+    """With CSRF checked, as in a browser (the test client skips it): a form without its token
+    was a 403 page, and one without a submit button could not be sent at all."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    parser = _Forms()
+    parser.feed(client.get("/api/products", HTTP_ACCEPT=HTML).content.decode())
+    (form,) = [f for f in parser.forms if (f["action"] or "").startswith("/api-auth/logout/")]
+    assert form["submits"]
+
+    response = client.post(form["action"], form["fields"])
+
+    assert (response.status_code, response["Location"]) == (302, "/api/products")
+    assert ">Log in<" in client.get("/api/products", HTTP_ACCEPT=HTML).content.decode()
