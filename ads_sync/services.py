@@ -836,6 +836,29 @@ def _planned_at(run_id: int) -> dt.datetime:
     return started or timezone.now()
 
 
+def _entry_restored(*, run_id: int, customer_id: str, day: dt.date) -> SyncDay | None:
+    """The ledger entry of a day with none, made again under the run as its planning made it,
+    while the run has a planned day that is neither counted nor held by an entry: an entry
+    deleted by hand (nothing in the project deletes one), without which the run never finished
+    and a `backfill_ads` waiting on it waited for ever. The counts do not say which day lost its
+    entry; the one asked for is taken for it.
+
+    None when the run has no such day: the day was planned by no run (a task sent by hand for
+    it). Synced under the run, its count broke the run's CHECK after the fetch
+    (ads_run_counts_within_planned), and the day stayed running."""
+    with transaction.atomic():
+        run = SyncRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            return None
+        held = SyncDay.objects.filter(run_id=run_id).exclude(state__in=FINAL_STATES).count()
+        if run.done + run.failed + run.deferred + held >= run.planned:
+            return None
+        entry, _ = SyncDay.objects.get_or_create(
+            customer_id=customer_id, date=day, defaults={"run": run}
+        )
+        return entry
+
+
 def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
     """Sync one (customer, date) for a run: fetch, replace the day's rows in one transaction,
     write the day's CSV from the database after commit, then mark the ledger done.
@@ -852,9 +875,8 @@ def day_sync(*, customer_id: str, day: dt.date, run_id: int) -> DayOutcome:
     now = timezone.now()
     entry = SyncDay.objects.filter(customer_id=customer_id, date=day).first()
     if entry is None:
-        # No plan holds the day: a task run by hand (the admin's "run task", `celery call`), or
-        # one whose ledger entry was deleted. Synced under this run, it was a day the run never
-        # planned: its count broke the run's CHECK after the fetch, and the day stayed running.
+        entry = _entry_restored(run_id=run_id, customer_id=customer_id, day=day)
+    if entry is None:
         logger.warning(
             "ads sync: %s %s skipped: no run planned it (backfill_ads --customer %s --start %s"
             " --end %s does)",

@@ -639,6 +639,28 @@ def test_a_day_no_run_planned_is_skipped_saying_how_to_plan_it(
     assert f"backfill_ads --customer {customer} --start {other} --end {other}" in logged.getvalue()
 
 
+@pytest.mark.django_db(transaction=True)  # the day settles after its commit
+def test_a_planned_day_whose_entry_was_deleted_is_synced_and_its_run_finishes(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """Deleted by hand (nothing in the project deletes an entry): skipped, its run would never
+    finish, and a backfill_ads waiting on it would wait for ever."""
+    customer = ads_sandbox.customers[0]
+    run = _run(tmp_path, planned=2)
+    other = DAY - dt.timedelta(days=1)
+    for day in (DAY, other):
+        SyncDay.objects.create(customer_id=customer, date=day, run=run, state=SyncDay.State.PENDING)
+    SyncDay.objects.filter(date=other).delete()
+    assert services.day_sync(customer_id=customer, day=DAY, run_id=run.pk).state == "done"
+
+    outcome = services.day_sync(customer_id=customer, day=other, run_id=run.pk)
+
+    assert outcome.state == "done"
+    run.refresh_from_db()
+    assert (run.done, run.finished_at is not None) == (2, True)
+    assert CampaignDayMetric.objects.filter(date=other).exists()
+
+
 def test_a_failure_before_the_day_started_still_settles_the_run(tmp_path: Path) -> None:
     run = _run(tmp_path)
     SyncDay.objects.create(customer_id=CUSTOMER, date=DAY, run=run, state=SyncDay.State.PENDING)
