@@ -236,6 +236,15 @@ def test_the_schema_states_the_name_check_as_what_it_refuses(client) -> None:
     assert not refused.search("Steel Hammer ß")
 
 
+def test_the_schema_holds_an_answers_price_to_the_digits_a_price_may_have(client) -> None:
+    """At most 10 integer digits and 2 decimal places, as a price is accepted."""
+    schemas = client.get("/api/schema", {"format": "json"}).json()["components"]["schemas"]
+    price = re.compile(schemas["ProductOutput"]["properties"]["price"]["pattern"])
+    assert price.search("9999999999.99")
+    assert not price.search("99999999999.99")
+    assert not price.search("1.999")
+
+
 def test_the_schema_says_a_patch_must_set_something(client) -> None:
     schemas = client.get("/api/schema", {"format": "json"}).json()["components"]["schemas"]
     assert schemas["PatchedProductUpdateRequest"]["minProperties"] == 1

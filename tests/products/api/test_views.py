@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from inventory_project.parsers import GIVEN_TWICE, GIVEN_TWICE_IN_FORM
 from products import cache, selectors
-from products.models import Product
+from products.models import NAME_MAX_LENGTH, STOCK_MAX, Product
 from tests.processes import run_python
 from tests.products.conftest import ProductFactory
 
@@ -197,6 +197,9 @@ def test_list_of_empty_catalogue_is_an_empty_page_1(anon) -> None:
         ("limit=", "limit"),
         ("after_id=-1", "after_id"),
         ("page=2&after_id=5", "page"),
+        # Past PostgreSQL's integer (the page) and bigint (an id).
+        ("page=2147483648", "page"),
+        ("after_id=9223372036854775808", "after_id"),
     ],
 )
 def test_list_bad_paging_parameter_is_400_naming_it(anon, query, field) -> None:
@@ -227,6 +230,13 @@ def test_a_parameter_given_twice_is_400_naming_it(anon, path, query, field) -> N
 
 def test_list_limit_100_is_allowed(anon) -> None:
     assert anon.get("/api/products?limit=100").status_code == 200
+
+
+def test_keyset_paging_after_the_largest_id_there_can_be_is_an_empty_page(anon) -> None:
+    ProductFactory()
+    response = anon.get("/api/products?after_id=9223372036854775807")
+    assert response.status_code == 200
+    assert response.json()["results"] == []
 
 
 def test_keyset_paging_walks_the_whole_catalogue(anon) -> None:
@@ -340,6 +350,42 @@ def test_a_name_too_long_is_reported_with_the_other_bad_fields(clerk) -> None:
     fields = error_of(clerk.post("/api/products", body, format="json"))["fields"]
     assert set(fields) == {"name", "price"}
     assert not Product.objects.exists()
+
+
+def test_a_name_of_the_longest_length_allowed_is_accepted(clerk) -> None:
+    name = "x" * NAME_MAX_LENGTH
+    body = {"name": name, "price": "1.00", "stock_level": 1}
+    response = clerk.post("/api/products", body, format="json")
+    assert response.status_code == 201
+    assert response.json()["name"] == name
+
+
+def write(client, method: str, product: Product, **fields):
+    """A create (with a name) or an update of `product`, sending `fields` as JSON."""
+    if method == "post":
+        return client.post("/api/products", {"name": "Bolt", **fields}, format="json")
+    return getattr(client, method)(f"/api/products/{product.id}", fields, format="json")
+
+
+@pytest.mark.parametrize("stock_level", [0, STOCK_MAX])
+@pytest.mark.parametrize("method", ["post", "put"])
+def test_a_stock_level_at_either_end_of_its_range_is_accepted(
+    clerk, product, method, stock_level
+) -> None:
+    response = write(clerk, method, product, price="1.00", stock_level=stock_level)
+    assert response.status_code in {200, 201}, response.json()
+    assert response.json()["stock_level"] == stock_level
+
+
+@pytest.mark.parametrize("stock_level", [-1, STOCK_MAX + 1])
+@pytest.mark.parametrize("method", ["post", "put"])
+def test_a_stock_level_out_of_range_is_reported_with_the_other_bad_fields(
+    clerk, product, method, stock_level
+) -> None:
+    """The model refuses it too, but only once every other field is valid: a client would
+    mend the price and then learn of the stock level."""
+    response = write(clerk, method, product, price="x", stock_level=stock_level)
+    assert set(error_of(response)["fields"]) == {"price", "stock_level"}
 
 
 def test_unknown_fields_are_reported_together_with_other_errors(clerk) -> None:
@@ -555,10 +601,13 @@ def test_put_sets_price_and_stock_and_bumps_the_etag(clerk, product) -> None:
     assert (product.price, product.stock_level, product.version) == (Decimal("3.00"), 2, 2)
 
 
-def test_put_needs_both_fields(clerk, product) -> None:
-    response = clerk.put(f"/api/products/{product.id}", {"price": "3.00"}, format="json")
+@pytest.mark.parametrize(
+    ("body", "missing"), [({"price": "3.00"}, "stock_level"), ({"stock_level": 2}, "price")]
+)
+def test_put_needs_both_fields(clerk, product, body, missing) -> None:
+    response = clerk.put(f"/api/products/{product.id}", body, format="json")
     assert response.status_code == 400
-    assert "stock_level" in error_of(response)["fields"]
+    assert missing in error_of(response)["fields"]
 
 
 def test_put_cannot_rename(clerk, product) -> None:
@@ -812,6 +861,24 @@ def test_numbers_in_the_query_may_carry_surrounding_spaces(anon, catalogue) -> N
     assert response.json()["limit"] == 1
 
 
+def test_search_bounds_take_any_price_a_product_may_have(anon, catalogue) -> None:
+    """From 0 to the largest price (10 integer digits, 2 decimal places)."""
+    response = anon.get("/api/products/search?min_price=0&max_price=9999999999.99")
+    assert sorted(names(response)) == sorted(product.name for product in catalogue.values())
+
+
+def test_search_by_a_name_of_the_longest_length_allowed(anon, catalogue) -> None:
+    assert names(anon.get("/api/products/search?name=" + "x" * NAME_MAX_LENGTH)) == []
+
+
+def test_search_name_keeps_its_surrounding_spaces(anon, catalogue) -> None:
+    """A name is trimmed when stored, but a space searched for is part of the substring."""
+    assert names(anon.get("/api/products/search?name=l%20")) == [
+        "Steel Hammer",
+        "stainless STEEL pan",
+    ]
+
+
 def test_search_combines_name_and_price(anon, catalogue) -> None:
     response = anon.get("/api/products/search?name=steel&min_price=5&max_price=20")
     assert names(response) == ["Steel Hammer"]
@@ -847,7 +914,9 @@ def test_search_keyset_paging(anon, catalogue) -> None:
         ("name=", "name"),
         ("min_price=abc", "min_price"),
         ("min_price=-1", "min_price"),
+        ("min_price=-0.01", "min_price"),
         ("max_price=1.234", "max_price"),
+        ("max_price=99999999999", "max_price"),
         ("min_price=10&max_price=5", "min_price"),
         ("name=" + "x" * 256, "name"),
         ("name=a%00b", "name"),
