@@ -6,8 +6,10 @@ import contextlib
 import datetime as dt
 import http.server
 import json
+import logging
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -98,10 +100,19 @@ def test_get_account_reads_time_zone_and_currency(ads_sandbox):
 def test_an_account_query_answered_without_a_row_is_permanent(ads_sandbox):
     ads_sandbox.configure(fail_first={"empty": 5})
 
-    with pytest.raises(PermanentAdsError, match="account query returned no row"):
+    with pytest.raises(
+        PermanentAdsError, match=f"customer {CUSTOMER}: the account query returned no row"
+    ):
         google_ads.get_account(CUSTOMER)
 
     assert [(c["query"], c["outcome"]) for c in ads_sandbox.calls()] == [("customer", "empty")]
+
+
+def test_an_account_query_that_fails_names_the_account(ads_sandbox):
+    ads_sandbox.configure(denied_customers=[CUSTOMER])
+
+    with pytest.raises(PermanentAdsError, match=f"^{CUSTOMER} account: PERMISSION_DENIED: "):
+        google_ads.get_account(CUSTOMER)
 
 
 def test_login_customer_id_is_sent_for_a_manager_account(ads_sandbox, settings):
@@ -127,6 +138,29 @@ def test_internal_errors_are_retried_until_the_call_succeeds(ads_sandbox, caplog
     assert _outcomes(ads_sandbox) == ["internal", "internal", "ok"]
     retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
     assert [line.split(":")[0] for line in retries] == [f"Google Ads {CUSTOMER} {DAY}"] * 2
+
+
+def test_each_retry_is_logged_with_its_attempt_and_what_failed(ads_sandbox, caplog):
+    ads_sandbox.configure(fail_first={"internal": 2})
+
+    google_ads.fetch_data(CUSTOMER, DAY)
+
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert [re.sub(r"in [0-9]+\.[0-9]{2} s$", "in N s", line) for line in retries] == [
+        f"Google Ads {CUSTOMER} {DAY}: attempt {attempt} failed "
+        "(InternalServerError: Internal error encountered.); retrying in N s"
+        for attempt in (1, 2)
+    ]
+
+
+def test_aborted_without_a_google_ads_failure_is_retried_too(ads_sandbox):
+    """As a front end answers: it reaches the client as api_core's Aborted."""
+    ads_sandbox.configure(fail_first={"aborted": 1}, send_failure=False)
+
+    rows = google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert len(rows) == len(data.rows_for(CUSTOMER, DAY))
+    assert _outcomes(ads_sandbox) == ["aborted", "ok"]
 
 
 def test_unavailable_is_retried_up_to_max_attempts_then_transient(ads_sandbox, settings):
@@ -262,6 +296,47 @@ class _CallWithoutMetadata(grpc.RpcError):
         raise ValueError("no metadata on this call")
 
 
+@pytest.mark.parametrize(
+    ("failure", "said"),
+    [(True, "Google Ads test: UNKNOWN: {call}"), (False, "UNKNOWN: {call}")],
+    ids=["with_failure", "reset"],
+)
+def test_a_bare_grpc_errors_text_is_its_status_and_its_own_text(failure, said) -> None:
+    """The permanent one names the call too; a reset's text is put in the retries' own."""
+    call = _UnknownCall(failure)
+
+    with pytest.raises(Exception) as raised:  # noqa: PT011 - the classes are the test above's
+        google_ads._raise_classified(call, "Google Ads test")
+
+    assert str(raised.value) == said.format(call=call)
+
+
+class _BareCall(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return ()
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.ABORTED,
+    ],
+)
+def test_a_bare_grpc_error_with_a_transient_status_is_retried(code) -> None:
+    """The library hands an INTERNAL on as api_core's error; gRPC's own, bare, is retried too."""
+    with pytest.raises(google_ads._Transient):
+        google_ads._raise_classified(_BareCall(code), "Google Ads test")
+
+
 def test_the_request_id_is_looked_for_in_each_call_an_error_keeps() -> None:
     """A call that cannot give its metadata is passed over for the next one the error keeps."""
     exc = api_exceptions.Unknown(
@@ -269,6 +344,27 @@ def test_the_request_id_is_looked_for_in_each_call_an_error_keeps() -> None:
     )
 
     assert google_ads._failure_of(exc) == (None, "sandbox-request")
+
+
+def test_a_google_ads_failure_that_cannot_be_read_is_logged_and_taken_for_none(caplog) -> None:
+    call = _UnknownCall(failure=False)
+    call.trailing.append((google_ads._FAILURE_KEY, b"\x0a\x05ab"))  # 5 bytes said, 2 sent
+
+    assert google_ads._failure_of(call) == (None, "sandbox-request")
+    assert f"undecodable {google_ads._FAILURE_KEY} in trailing metadata" in [
+        r.getMessage() for r in caplog.records
+    ]
+
+
+def test_the_messages_of_a_failures_several_errors_are_told_apart() -> None:
+    failure = ads_errors.GoogleAdsFailure(
+        errors=[
+            ads_errors.GoogleAdsError(message="Error in query."),
+            ads_errors.GoogleAdsError(message="Unrecognized field."),
+        ]
+    )
+
+    assert google_ads._messages(failure) == "Error in query.; Unrecognized field."
 
 
 def test_an_error_that_keeps_no_call_has_no_failure_and_no_request_id() -> None:
@@ -324,6 +420,22 @@ def test_retries_spent_on_a_short_term_quota_name_the_last_request_id(ads_sandbo
     assert f"(request id {last})" in str(raised.value)
 
 
+def test_retries_spent_on_a_google_ads_failure_say_the_call_its_status_and_the_apis_message(
+    ads_sandbox, settings
+):
+    settings.ADS_SYNC_MAX_ATTEMPTS = 2
+    ads_sandbox.configure(fail_first={"transient_error": 10})
+
+    with pytest.raises(TransientAdsError) as raised:
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    last = ads_sandbox.calls()[-1]["request_id"]
+    assert str(raised.value) == (
+        f"{CUSTOMER} {DAY}: gave up after 2 attempts: "
+        f"UNAVAILABLE: The service encountered a transient error. (request id {last})"
+    )
+
+
 @pytest.mark.parametrize(
     ("send_failure", "said"),
     [
@@ -357,7 +469,10 @@ def test_daily_quota_stops_at_once_with_the_retry_delay(ads_sandbox):
     assert call["outcome"] == "daily_quota"
     assert raised.value.retry_after_s == pytest.approx(7200)
     assert raised.value.request_id == call["request_id"]
-    assert f"{CUSTOMER} {DAY}: quota exhausted, retry in 7200 s" in str(raised.value)
+    assert str(raised.value) == (
+        f"{CUSTOMER} {DAY}: quota exhausted, retry in 7200 s: "
+        f"Too many requests: the daily quota is exhausted. (request id {call['request_id']})"
+    )
 
 
 def test_a_quota_retry_delay_of_ten_minutes_is_already_the_daily_quota(ads_sandbox):
@@ -400,14 +515,32 @@ def test_permission_denied_fails_at_once_with_the_request_id(ads_sandbox, reques
     assert not isinstance(raised.value, CredentialsError)
 
 
+def test_a_permanent_failure_says_the_call_its_status_and_the_apis_message(ads_sandbox):
+    ads_sandbox.configure(denied_customers=[CUSTOMER])
+
+    with pytest.raises(PermanentAdsError) as raised:
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    (call,) = ads_sandbox.calls()
+    assert str(raised.value) == (
+        f"{CUSTOMER} {DAY}: PERMISSION_DENIED: User doesn't have permission to access customer."
+        f" (request id {call['request_id']})"
+    )
+
+
 def test_permission_denied_without_a_google_ads_failure_is_permanent_too(ads_sandbox):
     """As a front end answers: no GoogleAdsFailure, which only makes an UNKNOWN a reset."""
     ads_sandbox.configure(denied_customers=[CUSTOMER], send_failure=False)
 
-    with pytest.raises(PermanentAdsError, match="PermissionDenied"):
+    with pytest.raises(PermanentAdsError) as raised:
         google_ads.fetch_data(CUSTOMER, DAY)
 
-    assert _outcomes(ads_sandbox) == ["permission_denied"]
+    (call,) = ads_sandbox.calls()
+    assert call["outcome"] == "permission_denied"
+    assert str(raised.value) == (
+        f"{CUSTOMER} {DAY}: PermissionDenied: User doesn't have permission to access customer."
+        f" (request id {call['request_id']})"
+    )
 
 
 def test_invalid_query_is_permanent(ads_sandbox):
@@ -476,6 +609,17 @@ def test_token_expiring_mid_run_is_refreshed_and_the_call_tried_once_more(ads_sa
     assert [c["outcome"] for c in calls if c["method"] == "token"][-1:] == ["ok"]
 
 
+def test_a_refused_access_token_is_logged_naming_the_call(ads_sandbox, caplog):
+    ads_sandbox.configure(fail_first={"unauthenticated": 1})
+
+    with caplog.at_level(logging.INFO, logger=google_ads.__name__):
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    assert f"{CUSTOMER} {DAY}: access token refused; refreshing it for one more try" in [
+        r.getMessage() for r in caplog.records
+    ]
+
+
 def test_an_access_token_refused_without_a_google_ads_failure_is_refreshed_too(ads_sandbox):
     """UNAUTHENTICATED with no GoogleAdsFailure (a front end's) reaches the client as api_core's
     Unauthenticated, not as a GoogleAdsException."""
@@ -495,10 +639,14 @@ def test_an_access_token_refused_without_a_google_ads_failure_is_refreshed_too(a
 def test_access_token_refused_even_after_a_refresh_is_a_credentials_error(ads_sandbox):
     ads_sandbox.configure(fail_first={"unauthenticated": 5})
 
-    with pytest.raises(CredentialsError, match="GOOGLE_ADS_REFRESH_TOKEN"):
+    with pytest.raises(CredentialsError) as raised:
         google_ads.fetch_data(CUSTOMER, DAY)
 
     assert _outcomes(ads_sandbox) == ["unauthenticated", "unauthenticated"]
+    assert str(raised.value).startswith(
+        f"{CUSTOMER} {DAY}: a freshly refreshed access token was refused "
+        "(Request had invalid authentication credentials.): check that GOOGLE_ADS_REFRESH_TOKEN"
+    )
 
 
 def test_a_refused_token_another_thread_already_replaced_is_not_refreshed_again(ads_sandbox):
@@ -551,7 +699,9 @@ def test_an_unreachable_token_endpoint_is_retried_as_transient(ads_sandbox, sett
     settings.GOOGLE_ADS_TOKEN_URI = f"http://127.0.0.1:{closed_port()}/token"
     settings.ADS_SYNC_MAX_ATTEMPTS = 2
 
-    with pytest.raises(TransientAdsError, match="token endpoint unreachable") as raised:
+    with pytest.raises(
+        TransientAdsError, match=r"token endpoint unreachable: .*Connection refused"
+    ) as raised:
         google_ads.fetch_data(CUSTOMER, DAY)
 
     assert raised.value.attempts == 2
@@ -565,6 +715,25 @@ def test_missing_refresh_token_is_a_credentials_error_before_any_call(ads_sandbo
         google_ads.fetch_data(CUSTOMER, DAY)
 
     assert ads_sandbox.calls(method=None) == []
+
+
+def test_a_ca_file_changed_after_grpc_loaded_its_roots_is_logged_as_needing_a_restart(
+    ads_sandbox, settings, monkeypatch, caplog, tmp_path
+):
+    """gRPC reads its roots' file once, before its first secure channel: the new file would not
+    be used until the process starts again."""
+    google_ads._get_client()
+    # Set as gRPC read it; monkeypatch puts the variable back as it was after the test.
+    monkeypatch.setenv("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", settings.GOOGLE_ADS_CA_FILE)
+    moved = tmp_path / "ca.pem"
+    moved.write_bytes(Path(settings.GOOGLE_ADS_CA_FILE).read_bytes())
+    settings.GOOGLE_ADS_CA_FILE = str(moved)
+
+    google_ads._get_client()
+
+    assert "GOOGLE_ADS_CA_FILE changed after gRPC loaded its roots; restart" in [
+        r.getMessage() for r in caplog.records
+    ]
 
 
 def test_warm_up_takes_the_token_so_the_first_fetch_needs_no_grant(ads_sandbox, settings):
@@ -590,6 +759,13 @@ def test_warm_up_takes_the_token_so_the_first_fetch_needs_no_grant(ads_sandbox, 
         ('{"access_token": "ya29.a0-xyz"}', '{"access_token": "[redacted]"}'),
         ("Authorization: Bearer ya29.a0AbC-defgh-ijklmnop", "Authorization: Bearer [redacted]"),
         ("{'refresh_token': '1-abc'}", "{'refresh_token': '[redacted]'}"),
+        ('{"id_token": "eyJhbGciOi.x.y"}', '{"id_token": "[redacted]"}'),
+        (
+            "grant_type=jwt-bearer&assertion=eyJhbGciOi.x.y",
+            "grant_type=jwt-bearer&assertion=[redacted]",
+        ),
+        ("developer_token=dev-abc123", "developer_token=[redacted]"),
+        ("{'developer-token': 'dev-abc123'}", "{'developer-token': '[redacted]'}"),
         # Prose is left alone.
         ("401: Bearer authentication is required", "401: Bearer authentication is required"),
         ("failed assertion: expected 3 rows", "failed assertion: expected 3 rows"),
@@ -815,7 +991,8 @@ def test_one_token_refresh_with_the_librarys_own_tries_keeps_to_the_calls_deadli
     with _echoing_token_endpoint(status, error, posts=posts) as token_uri:
         settings.GOOGLE_ADS_TOKEN_URI = token_uri
         with pytest.raises(
-            TransientAdsError, match=f"HTTP {status} {error}, and ADS_SYNC_TIMEOUT_S"
+            TransientAdsError,
+            match=rf"HTTP {status} {error}, and ADS_SYNC_TIMEOUT_S \(0\.85 s\) ran out",
         ) as raised:
             google_ads.fetch_data(CUSTOMER, DAY)
 
@@ -1157,6 +1334,11 @@ def test_a_customer_id_is_ten_digits_with_or_without_dashes_and_spaces() -> None
     for bad in ("12345", "123-456-789O", "", "1234567890123", "\uff11" * 10):
         with pytest.raises(ValueError, match="ten digits"):
             google_ads.normalize_customer_id(bad)
+
+
+def test_a_customer_id_refused_is_named_in_the_error() -> None:
+    with pytest.raises(ValueError, match=re.escape("dashes allowed: '123-456-789O'")):
+        google_ads.normalize_customer_id("123-456-789O")
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from django.contrib import admin
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -15,7 +16,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from rest_framework.authtoken.models import Token
 
 from inventory_project import tasks
-from inventory_project.admin_site import NUL_REFUSED
+from inventory_project.admin_site import NUL_REFUSED, AdminSite, GuardedAdmin
 from products.models import Product
 
 pytestmark = pytest.mark.django_db
@@ -591,3 +592,54 @@ def test_a_superuser_still_adds_a_token_for_another_superuser(admin_client) -> N
 
     assert response.status_code == 302
     assert Token.objects.filter(user=root).exists()
+
+
+# Registration: every admin class the site is given gets the checks above.
+
+
+def test_a_model_registered_without_an_admin_class_gets_the_checks_too() -> None:
+    site = AdminSite()
+
+    site.register(Product)
+
+    assert isinstance(site._registry[Product], GuardedAdmin)
+
+
+def test_options_given_to_register_still_reach_the_admin() -> None:
+    """As Django's own `register(Model, **options)` does: they make a subclass of the admin."""
+    site = AdminSite()
+
+    site.register(Product, list_per_page=7)
+
+    assert isinstance(site._registry[Product], GuardedAdmin)
+    assert site._registry[Product].list_per_page == 7
+
+
+def test_an_admin_class_that_has_the_checks_already_is_registered_as_it_is() -> None:
+    """A class taken from a site (for another site, or after an unregister) is not wrapped again:
+    Python cannot put a class ahead of its own subclass."""
+    guarded = type(admin.site._registry[Product])
+    site = AdminSite()
+
+    site.register(Product, guarded)
+
+    assert type(site._registry[Product]) is guarded
+
+
+def test_a_registered_admin_class_keeps_the_name_and_module_it_was_written_with() -> None:
+    """What tracebacks and the system checks' messages name."""
+    registered = type(admin.site._registry[Product])
+
+    assert (registered.__module__, registered.__qualname__, registered.__name__) == (
+        "products.admin",
+        "ProductAdmin",
+        "ProductAdmin",
+    )
+
+
+def test_every_request_gets_the_same_change_list_class(rf) -> None:
+    """One class per admin, made once: not a new class on every request."""
+    model_admin = admin.site._registry[Product]
+    request = rf.get("/admin/products/product/")
+
+    assert model_admin.get_changelist(request) is model_admin.get_changelist(request)
