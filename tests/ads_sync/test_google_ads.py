@@ -174,19 +174,29 @@ def test_unavailable_is_retried_up_to_max_attempts_then_transient(ads_sandbox, s
     assert _outcomes(ads_sandbox) == ["unavailable"] * 3
 
 
-def test_retries_spent_on_an_error_without_a_failure_name_the_last_request_id(
-    ads_sandbox, settings
+@pytest.mark.parametrize(
+    ("outcome", "said"),
+    [
+        # No GoogleAdsFailure: its request id is in the trailing metadata.
+        ("unavailable", "ServiceUnavailable: The service is currently unavailable."),
+        # A GoogleAdsFailure: its status and the API's message.
+        ("transient_error", "UNAVAILABLE: The service encountered a transient error."),
+    ],
+)
+def test_retries_spent_say_the_call_what_failed_and_the_last_request_id(
+    ads_sandbox, settings, outcome, said
 ):
-    """UNAVAILABLE carries no GoogleAdsFailure: its request id is in the trailing metadata."""
     settings.ADS_SYNC_MAX_ATTEMPTS = 2
-    ads_sandbox.configure(fail_first={"unavailable": 10})
+    ads_sandbox.configure(fail_first={outcome: 10})
 
     with pytest.raises(TransientAdsError) as raised:
         google_ads.fetch_data(CUSTOMER, DAY)
 
     last = ads_sandbox.calls()[-1]["request_id"]
     assert raised.value.request_id == last
-    assert f"(request id {last})" in str(raised.value)
+    assert str(raised.value) == (
+        f"{CUSTOMER} {DAY}: gave up after 2 attempts: {said} (request id {last})"
+    )
 
 
 def test_retries_spent_on_an_error_without_any_request_id_say_there_was_none(ads_sandbox, settings):
@@ -418,22 +428,6 @@ def test_retries_spent_on_a_short_term_quota_name_the_last_request_id(ads_sandbo
     last = ads_sandbox.calls()[-1]["request_id"]
     assert raised.value.request_id == last
     assert f"(request id {last})" in str(raised.value)
-
-
-def test_retries_spent_on_a_google_ads_failure_say_the_call_its_status_and_the_apis_message(
-    ads_sandbox, settings
-):
-    settings.ADS_SYNC_MAX_ATTEMPTS = 2
-    ads_sandbox.configure(fail_first={"transient_error": 10})
-
-    with pytest.raises(TransientAdsError) as raised:
-        google_ads.fetch_data(CUSTOMER, DAY)
-
-    last = ads_sandbox.calls()[-1]["request_id"]
-    assert str(raised.value) == (
-        f"{CUSTOMER} {DAY}: gave up after 2 attempts: "
-        f"UNAVAILABLE: The service encountered a transient error. (request id {last})"
-    )
 
 
 @pytest.mark.parametrize(
