@@ -266,12 +266,13 @@ def test_an_unknown_the_server_sends_with_a_google_ads_failure_is_permanent(ads_
     assert _outcomes(ads_sandbox) == ["unknown"]
 
 
-class _UnknownCall(grpc.RpcError):
-    """A call ended UNKNOWN, as gRPC raises it bare or api_core keeps it as an error's response:
-    the branches that the sandbox's failures, which the library turns into GoogleAdsException
-    or api_core's Unknown without a GoogleAdsFailure, do not all reach."""
+class _EndedCall(grpc.RpcError):
+    """A call ended with `code` (UNKNOWN unless told), as gRPC raises it bare or api_core keeps
+    it as an error's response: the branches that the sandbox's failures, which the library turns
+    into GoogleAdsException or api_core's errors without a GoogleAdsFailure, do not all reach."""
 
-    def __init__(self, failure: bool) -> None:
+    def __init__(self, failure: bool, code: grpc.StatusCode = grpc.StatusCode.UNKNOWN) -> None:
+        self._code = code
         self.trailing: list[tuple[str, str | bytes]] = [("request-id", "sandbox-request")]
         if failure:
             error = ads_errors.GoogleAdsError(message="An error whose code is not published.")
@@ -281,7 +282,7 @@ class _UnknownCall(grpc.RpcError):
             self.trailing.append((google_ads._FAILURE_KEY, serialized))
 
     def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.UNKNOWN
+        return self._code
 
     def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         return tuple(self.trailing)
@@ -294,7 +295,7 @@ class _UnknownCall(grpc.RpcError):
     ids=["with_failure", "reset"],
 )
 def test_an_unknown_is_retried_only_without_a_google_ads_failure(as_api_core, failure, classified):
-    call = _UnknownCall(failure)
+    call = _EndedCall(failure)
     exc: Exception = api_exceptions.Unknown("Unknown", response=call) if as_api_core else call
 
     with pytest.raises(classified):
@@ -313,23 +314,12 @@ class _CallWithoutMetadata(grpc.RpcError):
 )
 def test_a_bare_grpc_errors_text_is_its_status_and_its_own_text(failure, said) -> None:
     """The permanent one names the call too; a reset's text is put in the retries' own."""
-    call = _UnknownCall(failure)
+    call = _EndedCall(failure)
 
     with pytest.raises(Exception) as raised:  # noqa: PT011 - the classes are the test above's
         google_ads._raise_classified(call, "Google Ads test")
 
     assert str(raised.value) == said.format(call=call)
-
-
-class _BareCall(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode) -> None:
-        self._code = code
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
-        return ()
 
 
 @pytest.mark.parametrize(
@@ -344,20 +334,20 @@ class _BareCall(grpc.RpcError):
 def test_a_bare_grpc_error_with_a_transient_status_is_retried(code) -> None:
     """The library hands an INTERNAL on as api_core's error; gRPC's own, bare, is retried too."""
     with pytest.raises(google_ads._Transient):
-        google_ads._raise_classified(_BareCall(code), "Google Ads test")
+        google_ads._raise_classified(_EndedCall(failure=False, code=code), "Google Ads test")
 
 
 def test_the_request_id_is_looked_for_in_each_call_an_error_keeps() -> None:
     """A call that cannot give its metadata is passed over for the next one the error keeps."""
     exc = api_exceptions.Unknown(
-        "Unknown", response=_CallWithoutMetadata(), errors=[_UnknownCall(failure=False)]
+        "Unknown", response=_CallWithoutMetadata(), errors=[_EndedCall(failure=False)]
     )
 
     assert google_ads._failure_of(exc) == (None, "sandbox-request")
 
 
 def test_a_google_ads_failure_that_cannot_be_read_is_logged_and_taken_for_none(caplog) -> None:
-    call = _UnknownCall(failure=False)
+    call = _EndedCall(failure=False)
     call.trailing.append((google_ads._FAILURE_KEY, b"\x0a\x05ab"))  # 5 bytes said, 2 sent
 
     assert google_ads._failure_of(call) == (None, "sandbox-request")
@@ -382,7 +372,7 @@ def test_an_error_that_keeps_no_call_has_no_failure_and_no_request_id() -> None:
 
 
 def test_the_request_id_of_the_trailing_metadata_is_kept_when_the_failure_has_none() -> None:
-    failure, request_id = google_ads._failure_of(_UnknownCall(failure=True))
+    failure, request_id = google_ads._failure_of(_EndedCall(failure=True))
 
     assert failure is not None
     assert not failure.request_id
