@@ -52,8 +52,11 @@ keepalive = _env_int("GUNICORN_KEEPALIVE", 5, minimum=0)
 timeout = _env_int("GUNICORN_TIMEOUT", 30, minimum=0)
 graceful_timeout = 20
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None
-# gunicorn's default line, with how long the request took (milliseconds) at its end.
-access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms'
+# gunicorn's default line, with how long the request took (milliseconds) and the request's id
+# (inventory_project/request_ids.py: the one its other lines carry) at its end.
+access_log_format = (
+    '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms %({x-request-id}o)s'
+)
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # No header from those proxies sets a WSGI variable (gunicorn's default takes SCRIPT_NAME and

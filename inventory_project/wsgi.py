@@ -26,13 +26,16 @@ django_application = get_wsgi_application()
 from inventory_project.forwarded import TrustedProtoApp  # noqa: E402
 from inventory_project.head import HeadWithoutBodyApp  # noqa: E402
 from inventory_project.request_body import ChunkedBodyApp  # noqa: E402
+from inventory_project.request_ids import RequestIdApp  # noqa: E402
 from products.api.fast_path import CachedReadsApp  # noqa: E402
 from products.api.fast_reads import ProductPagesApp  # noqa: E402
 from products.api.fast_writes import ProductUpdateApp  # noqa: E402
 
-# The layers 1 to 6 of the docstring, outermost first.
-application = HeadWithoutBodyApp(
-    TrustedProtoApp(
-        ChunkedBodyApp(CachedReadsApp(ProductPagesApp(ProductUpdateApp(django_application))))
+# The layers 1 to 7 of the docstring, outermost first.
+application = RequestIdApp(
+    HeadWithoutBodyApp(
+        TrustedProtoApp(
+            ChunkedBodyApp(CachedReadsApp(ProductPagesApp(ProductUpdateApp(django_application))))
+        )
     )
 )

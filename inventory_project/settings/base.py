@@ -663,19 +663,23 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"},
+        # request_id: the web request's (inventory_project/request_ids.py), "-" outside one.
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(name)s %(process)d %(request_id)s %(message)s"
+        },
     },
     "filters": {
         "sparse": {"()": "inventory_project.logs.Sparse"},
         # On the handler: every logger's lines pass it, the libraries' too. (Celery's worker
         # and beat put handlers of their own in its place: inventory_project/celery.py.)
         "credentials": {"()": "inventory_project.logs.WithoutCredentials"},
+        "request_id": {"()": "inventory_project.request_ids.RequestIdFilter"},
     },
     "handlers": {
         "stderr": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            "filters": ["credentials"],
+            "filters": ["credentials", "request_id"],
         }
     },
     "root": {"handlers": ["stderr"], "level": LOG_LEVEL},

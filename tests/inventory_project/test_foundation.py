@@ -602,14 +602,22 @@ def test_compose_publishes_the_web_on_loopback_unless_told(publish, ports) -> No
     assert "WEB_PUBLISH" in header
 
 
-def test_the_access_log_says_how_long_each_request_took(tmp_path) -> None:
+def test_the_access_log_says_how_long_each_request_took_and_its_id(tmp_path) -> None:
+    """The id is the one the answer carries, the proxy's or a new one: the request's other
+    lines carry it too (test_request_ids)."""
     log = tmp_path / "access.log"
     with serving(GUNICORN_ACCESSLOG=str(log)) as port:
         client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        client.request("GET", "/healthz")
+        client.request("GET", "/healthz", headers={"X-Request-ID": "lb-7f3a"})
         client.getresponse().read()
-    (line,) = log.read_text().splitlines()
-    assert re.fullmatch(r'.*"GET /healthz HTTP/1.1" 200 \d+ "-" "[^"]*" \d+ms', line), line
+        client.request("GET", "/healthz")
+        made = client.getresponse()
+        made.read()
+    given, new = log.read_text().splitlines()
+    ends = r'.*"GET /healthz HTTP/1.1" 200 \d+ "-" "[^"]*" \d+ms '
+    assert re.fullmatch(ends + "lb-7f3a", given), given
+    assert re.fullmatch(ends + "[0-9a-f]{32}", new), new
+    assert new.endswith(" " + made.headers["X-Request-ID"])
 
 
 def test_requests_for_other_hosts_are_a_line_a_minute_without_tracebacks() -> None:

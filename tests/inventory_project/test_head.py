@@ -19,8 +19,9 @@ def test_a_head_request_has_the_gets_headers_and_no_body(path: str) -> None:
     """Each HEAD's body reached gunicorn, which dropped it and logged a warning: a HEAD probe
     wrote a warning line every time."""
     path = path.format(id=ProductFactory().pk)
-    get_status, get_headers, get_body = send(application, "GET", path)
-    head_status, head_headers, head_body = send(application, "HEAD", path)
+    # The same id for both, or each answer has its own.
+    get_status, get_headers, get_body = send(application, "GET", path, HTTP_X_REQUEST_ID="r1")
+    head_status, head_headers, head_body = send(application, "HEAD", path, HTTP_X_REQUEST_ID="r1")
     assert get_body
     assert head_body == b""
     # Expires (never_cache on the probes) is the time of the answer.

@@ -1,0 +1,121 @@
+"""Each web request's id: in its answer, in the lines it logs (inventory_project/request_ids.py).
+
+The access line's id is tested with gunicorn (test_foundation)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from typing import Any
+
+import pytest
+from rest_framework.authtoken.models import Token
+
+from inventory_project import request_ids
+from inventory_project.request_ids import RequestIdApp
+from inventory_project.wsgi import application
+from tests.products.api.wsgi_client import send
+from tests.products.conftest import ProductFactory, make_user
+
+NEW_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def test_an_answer_carries_a_new_id_for_each_request() -> None:
+    ids = [send(application, "GET", "/healthz")[1]["X-Request-ID"] for _ in range(2)]
+    assert all(NEW_ID.fullmatch(request_id) for request_id in ids), ids
+    assert ids[0] != ids[1]
+
+
+@pytest.mark.parametrize("given", ["lb-7f3a", "0b6e7d0c-5c2e-4f0e-9a8e-2f1e4b9c7a11", "x" * 128])
+def test_the_proxys_id_is_kept(given: str) -> None:
+    _, headers, _ = send(application, "GET", "/healthz", HTTP_X_REQUEST_ID=given)
+    assert headers["X-Request-ID"] == given
+
+
+@pytest.mark.parametrize(
+    "given", ["", "two words", 'a"quote', "line\nforged", "x" * 129, "caf\u00e9", "a,b"]
+)
+def test_an_id_that_could_break_a_log_line_is_replaced(given: str) -> None:
+    _, headers, _ = send(application, "GET", "/healthz", HTTP_X_REQUEST_ID=given)
+    assert NEW_ID.fullmatch(headers["X-Request-ID"]), headers
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/api/products/{id}", 200),  # the second GET: a hit answered ahead of Django
+        ("GET", "/api/products/", 200),  # a page (fast_reads), then a hit
+        ("PUT", "/api/products/{id}", 200),  # a token update (fast_writes)
+        ("GET", "/api/products/0", 404),  # Django
+        ("HEAD", "/api/products/{id}", 200),
+    ],
+)
+def test_every_layers_answer_carries_the_id(method: str, path: str, status: int) -> None:
+    path = path.format(id=ProductFactory().pk)
+    body, auth = None, {}
+    if method == "PUT":
+        token = Token.objects.create(user=make_user("clerk", "change_product")).key
+        body, auth = {"price": "9.99", "stock_level": 3}, {"HTTP_AUTHORIZATION": f"Token {token}"}
+    for n in range(2):
+        answer_status, headers, _ = send(
+            application, method, path, body, HTTP_X_REQUEST_ID=f"r{n}", **auth
+        )
+        assert (answer_status, headers["X-Request-ID"]) == (status, f"r{n}")
+
+
+@pytest.mark.django_db
+def test_the_lines_a_request_logs_carry_its_id(logged) -> None:
+    """Django's line for a 404 is written while the request is served, by the settings'
+    handler; a line outside a request has "-" in its place."""
+    _, headers, _ = send(application, "GET", "/nowhere")
+    logging.getLogger("tests").warning("after the request")
+    request_line, after_line = logged.getvalue().splitlines()
+    assert f" {headers['X-Request-ID']} Not Found: /nowhere" in request_line
+    assert after_line.endswith(f" {request_ids.NONE} after the request")
+    assert request_ids.current() is None
+
+
+def test_the_environ_below_holds_the_id_the_answer_carries() -> None:
+    """Django reads it as request.META["HTTP_X_REQUEST_ID"], the new one when it was made."""
+    seen = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append((environ[request_ids.ENVIRON_KEY], request_ids.current()))
+        start_response("200 OK", [])
+        return []
+
+    _, headers, _ = send(RequestIdApp(app), "GET", "/", HTTP_X_REQUEST_ID="bad id")
+    assert seen == [(headers["X-Request-ID"], headers["X-Request-ID"])]
+
+
+def test_requests_served_at_once_in_two_threads_each_log_their_own_id() -> None:
+    """gthread serves a worker's requests in threads: one id per process would give each
+    request's lines the id of whichever request started last."""
+    both_in = threading.Barrier(2, timeout=10)
+    seen: dict[str, str | None] = {}
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        both_in.wait()
+        seen[environ["PATH_INFO"]] = request_ids.current()
+        start_response("200 OK", [])
+        return []
+
+    wrapped = RequestIdApp(app)
+    threads = [
+        threading.Thread(
+            target=send, args=(wrapped, "GET", f"/{n}"), kwargs={"HTTP_X_REQUEST_ID": f"id{n}"}
+        )
+        for n in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert seen == {"/0": "id0", "/1": "id1"}
+
+
+def test_a_line_that_names_its_own_request_id_keeps_it(logged) -> None:
+    logging.getLogger("tests").warning("for another request", extra={"request_id": "other"})
+    assert logged.getvalue().rstrip("\n").endswith(" other for another request")
