@@ -62,6 +62,8 @@ scripts/migrate.sh
 if $debug; then
   .venv/bin/python manage.py bootstrap_demo
 else
+  # bootstrap_demo creates them too; without them beat has nothing to run (no gap detection).
+  .venv/bin/python manage.py ensure_periodic_tasks
   echo "make run: DEBUG is off in ${DJANGO_SETTINGS_MODULE}: no demo products and no demo admin user."
 fi
 

@@ -1389,9 +1389,12 @@ def test_make_run_with_the_production_settings_starts_no_sandbox(tmp_path) -> No
     ],
     ids=["production", "local-without-debug"],
 )
-def test_make_run_with_debug_off_loads_no_demo_data(tmp_path, settings_env: str) -> None:
+def test_make_run_with_debug_off_loads_no_demo_data_but_the_periodic_tasks(
+    tmp_path, settings_env: str
+) -> None:
     """bootstrap_demo ran whatever the settings: with the production ones, 3,000 demo products
-    and a superuser `admin`, whose password went to a file, landed in that database."""
+    and a superuser `admin`, whose password went to a file, landed in that database. Then,
+    with bootstrap_demo left out, so were the periodic tasks it creates: beat ran nothing."""
     db = connection.settings_dict
     name = f"{db['NAME']}_debug_off"
     with psycopg_connect(db) as admin:
@@ -1408,6 +1411,7 @@ def test_make_run_with_debug_off_loads_no_demo_data(tmp_path, settings_env: str)
         with psycopg.connect(database_url(name)) as made:
             users = made.execute("SELECT count(*) FROM auth_user").fetchone()
             products = made.execute(f"SELECT count(*) FROM {Product._meta.db_table}").fetchone()
+            tasks = made.execute(f"SELECT name FROM {PeriodicTask._meta.db_table}").fetchall()
     finally:
         with psycopg_connect(db) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -1418,3 +1422,4 @@ def test_make_run_with_debug_off_loads_no_demo_data(tmp_path, settings_env: str)
         in done.stdout
     ), done.stdout + done.stderr
     assert (users, products) == ((0,), (0,))
+    assert sorted(name for (name,) in tasks) == sorted(t["name"] for t in settings.PERIODIC_TASKS)
