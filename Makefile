@@ -17,6 +17,7 @@ help:
 	@echo "make format   ruff fixes and formatting"
 	@echo "make migrate  install, start services, create the database if needed, migrate"
 	@echo "make bench    benchmarks (results go to docs/benchmarks.md)"
+	@echo "make services start PostgreSQL, Redis and RabbitMQ on loopback if installed and down"
 
 # Bytecode is compiled here, once: where PYTHONDONTWRITEBYTECODE is set (this machine, the
 # Docker image), Python never writes it, and every process would compile Django, Celery and

@@ -182,6 +182,8 @@ def http_get(path: str) -> tuple[int, bytes]:
 
 def ensure_wrk() -> None:
     if shutil.which("wrk") is None:
+        # A fresh machine or container has no package lists yet: "Unable to locate package".
+        subprocess.run(["apt-get", "update", "-qq"], check=True)  # noqa: S607
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)  # noqa: S607
 
 

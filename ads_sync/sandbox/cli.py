@@ -46,9 +46,21 @@ def faults(value: str) -> dict[str, Any]:
 
 
 def add_arguments(parser: Any) -> None:
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--grpc-port", type=port, default=50051)
-    parser.add_argument("--oauth-port", type=port, default=8089)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--grpc-port",
+        type=port,
+        default=50051,
+        help="the API's TLS gRPC port (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--oauth-port",
+        type=port,
+        default=8089,
+        help="the OAuth token endpoint's and /_sandbox/*'s port (default: %(default)s)",
+    )
     parser.add_argument(
         "--state-dir",
         default=".sandbox",

@@ -193,18 +193,23 @@ def _duration(seconds: float) -> str:
 class Command(DatabaseCommand):
     help = (
         "Plan the missing Google Ads days of a range (all of them with --force), fan them out as "
-        "sync_day tasks, show progress and a summary. Exit status 1 when a date failed or an "
-        "account could not be looked up, 2 when no worker or broker takes the tasks, 3 when "
-        "another planning holds the lock, 4 when dates of the range are not fetched yet "
-        "(deferred, stranded in another run, or not complete in the accounts' time zones), "
-        "64 when the arguments cannot be used, 73 when the CSV folder cannot be written."
+        "sync_day tasks, show progress and a summary. With no --start or --days, the range is "
+        "the last ADS_SYNC_HISTORY_DAYS days. Exit status 1 when a date failed or an account "
+        "could not be looked up, 2 when no worker or broker takes the tasks, 3 when another "
+        "planning holds the lock, 4 when dates of the range are not fetched yet (deferred, "
+        "stranded in another run, tasks lost after every re-send, or not complete in the "
+        "accounts' time zones), 64 when the arguments cannot be used, 73 when the CSV folder "
+        "cannot be written, 128 + the signal (130 for Ctrl-C) when stopped while it waits (the "
+        "run goes on in the workers)."
     )
     _database_down = False  # while waiting (`_read`)
     _broker_down = False  # while waiting for its own run (`_wait`)
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--start", type=iso_date, help="first date (YYYY-MM-DD)")
-        parser.add_argument("--end", type=iso_date, help="last date (default: yesterday)")
+        parser.add_argument(
+            "--end", type=iso_date, help="last date, with --start (default: yesterday)"
+        )
         parser.add_argument("--days", type=int, help="the last N days up to yesterday")
         parser.add_argument(
             "--customer",
@@ -219,7 +224,7 @@ class Command(DatabaseCommand):
             "--lock-wait",
             type=arguments.seconds,
             default=30.0,
-            help="seconds to wait for another planning",
+            help="seconds to wait for another planning (default: 30)",
         )
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:

@@ -38,7 +38,8 @@ class Command(BaseCommand):
             "--reconnect-delay",
             type=seconds,
             default=1.0,
-            help="seconds before the first reconnect of an outage, doubled after each failed one",
+            help="seconds before the first reconnect of an outage, doubled after each failed one "
+            "(default: 1)",
         )
         parser.add_argument(
             "--reconnect-delay-max",

@@ -53,7 +53,9 @@ class Command(DatabaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--count", type=int, default=1000, help="how many products")
+        parser.add_argument(
+            "--count", type=int, default=1000, help="how many products (default: 1000)"
+        )
         parser.add_argument("--seed", type=int, default=42, help="random seed for the rows")
         parser.add_argument(
             "--replace", action="store_true", help="delete every existing product first"
