@@ -9,6 +9,7 @@ from drf_spectacular.utils import OpenApiParameter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
 from rest_framework.response import Response
 
 from products.api.serializers import ProductUpdateSerializer, StrictInputSerializer
@@ -84,6 +85,14 @@ class SwaggerView(JSONErrors, SpectacularSwaggerSplitView):
     (`?script`), not inline, which the Content-Security-Policy would not run."""
 
     http_method_names = ["get", "head"]
+
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response: Response = super().get(request, *args, **kwargs)
+        if request.GET.get("script") is not None:
+            # The script holds the visitor's CSRF token: another site's <script src> of it
+            # is refused by the browser, not left to SameSite cookies alone.
+            response["Cross-Origin-Resource-Policy"] = "same-origin"
+        return response
 
 
 class SchemaView(JSONErrors, SpectacularAPIView):

@@ -189,6 +189,13 @@ def test_the_swagger_pages_settings_are_a_script_of_its_own_url(client) -> None:
     assert '"/api/schema/"' in script.content.decode()
 
 
+def test_only_the_site_itself_may_load_the_swagger_script(client) -> None:
+    """It holds the CSRF token: a <script src> on another site runs it in that site's page.
+    The page itself is left to its own policies (an HTML page runs nothing when loaded so)."""
+    assert client.get("/api/docs/?script=")["Cross-Origin-Resource-Policy"] == "same-origin"
+    assert "Cross-Origin-Resource-Policy" not in client.get("/api/docs/")
+
+
 class _Forms(HTMLParser):
     """Each form of a page: its action, its fields' values, and whether a button submits it."""
 
