@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiParameter
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.renderers import JSONRenderer
@@ -86,6 +86,7 @@ class SwaggerView(JSONErrors, SpectacularSwaggerSplitView):
 
     http_method_names = ["get", "head"]
 
+    @extend_schema(exclude=True)  # as the page's own get: not an operation of the API
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         response: Response = super().get(request, *args, **kwargs)
         if request.GET.get("script") is not None:
