@@ -5,13 +5,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
 from django.db import connection
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 from kombu.exceptions import OperationalError as KombuOperationalError
 from rest_framework.authtoken.models import Token
 
@@ -369,6 +369,16 @@ def test_a_periodic_task_with_fitting_arguments_is_still_saved(admin_client) -> 
     assert PeriodicTask.objects.get(name="n").args == '["t"]'
 
 
+def test_a_periodic_task_picked_from_the_registered_tasks_is_saved_with_that_task(
+    admin_client,
+) -> None:
+    """The form's own clean still runs when no field refused the task: it fills in the task."""
+    response = admin_client.post(TASK_ADD, _task_form(task="", regtask=tasks.heartbeat.name))
+
+    assert response.status_code == 302
+    assert PeriodicTask.objects.get(name="n").task == tasks.heartbeat.name
+
+
 @pytest.mark.parametrize("minute", ["-1", "1,,2"])
 def test_a_crontab_celery_cannot_parse_shows_the_form_errors_not_a_500(admin_client, minute):
     body = {
@@ -643,3 +653,142 @@ def test_every_request_gets_the_same_change_list_class(rf) -> None:
     request = rf.get("/admin/products/product/")
 
     assert model_admin.get_changelist(request) is model_admin.get_changelist(request)
+
+
+def test_running_a_task_whose_stored_arguments_are_nested_too_deeply_is_a_message_not_a_500(
+    admin_client, monkeypatch
+) -> None:
+    """Stored before the form refused them: Python's parser raises RecursionError, not the
+    ValueError of other arguments that are not JSON."""
+    deep = _hourly("deep", tasks.heartbeat.name, args="[" * 100_000)
+    sent: list[object] = []
+    monkeypatch.setattr(tasks.heartbeat, "apply_async", lambda *a, **k: sent.append(a))
+
+    shown = _run_tasks(admin_client, deep)
+
+    assert "deep: the arguments are not JSON" in shown, shown
+    assert sent == []
+
+
+def test_every_task_whose_stored_arguments_do_not_fit_is_named(admin_client) -> None:
+    first = _hourly("first", tasks.heartbeat.name, args="5")
+    second = _hourly("second", tasks.heartbeat.name, kwargs="[]")
+
+    shown = _run_tasks(admin_client, first, second)
+
+    assert "first: " in shown, shown
+    assert "second: " in shown, shown
+
+
+def _run_tasks_messages(client, *entries: PeriodicTask) -> list:
+    response = client.post(
+        "/admin/django_celery_beat/periodictask/",
+        {"action": "run_tasks", "_selected_action": [entry.pk for entry in entries]},
+        follow=True,
+    )
+    return list(response.context["messages"])
+
+
+@pytest.mark.parametrize("why", ["unfit", "broker away"])
+def test_a_periodic_task_not_sent_is_said_as_an_error(admin_client, monkeypatch, why) -> None:
+    """Not in the green of a success: nothing was sent."""
+    if why == "unfit":
+        entry = _hourly("unfit", tasks.heartbeat.name, args="5")
+    else:
+        entry = _hourly("fits", tasks.clear_expired_sessions.name)
+
+        def refused(*args: object, **kwargs: object) -> None:
+            raise KombuOperationalError("[Errno 111] Connection refused")
+
+        monkeypatch.setattr(tasks.clear_expired_sessions, "apply_async", refused)
+
+    said = _run_tasks_messages(admin_client, entry)
+
+    assert [m.level for m in said] == [messages.ERROR], [str(m) for m in said]
+
+
+def test_the_periodic_task_actions_keep_their_names(admin_client) -> None:
+    _hourly("hourly", tasks.heartbeat.name)
+
+    page = admin_client.get("/admin/django_celery_beat/periodictask/").content.decode()
+
+    for name in (
+        "Enable selected tasks",
+        "Disable selected tasks",
+        "Toggle activity of selected tasks",
+        "Run selected tasks",
+    ):
+        assert name in page, name
+
+
+def test_a_crontab_celery_can_parse_is_described(admin_client) -> None:
+    CrontabSchedule.objects.create(minute="30", hour="3")
+
+    page = admin_client.get("/admin/django_celery_beat/crontabschedule/").content.decode()
+
+    assert "(not a valid schedule)" not in page
+    assert "At 03:30" in page
+
+
+def test_the_token_list_shows_each_token_s_user_and_creation(admin_client) -> None:
+    Token.objects.create(user=get_user_model().objects.create_user("owner"))
+
+    page = admin_client.get(TOKENS).content.decode()
+
+    for column in ("column-key_start", "column-user", "column-created"):
+        assert column in page, column
+
+
+def test_a_new_token_s_key_is_said_as_a_warning_naming_its_user(admin_client) -> None:
+    owner = get_user_model().objects.create_user("owner", password="pw")
+
+    response = admin_client.post(f"{TOKENS}add/", {"user": owner.pk}, follow=True)
+
+    key = Token.objects.get(user=owner).key
+    (said,) = [m for m in response.context["messages"] if key in str(m)]
+    assert said.level == messages.WARNING
+    assert str(said).startswith("The key of owner's new token is")
+
+
+def test_deleting_a_token_in_a_popup_is_refused(admin_client) -> None:
+    token = _token_of("owner")
+    url = f"{TOKENS}{token.user.pk}/delete/?_popup=1"
+
+    page = admin_client.get(url)
+    response = admin_client.post(url, {"post": "yes", "_popup": "1"})
+
+    assert page.status_code == response.status_code == 400
+    assert token.key not in response.content.decode()
+    assert Token.objects.filter(key=token.key).exists()
+
+
+def test_a_user_with_a_group_s_permission_the_editor_lacks_cannot_get_a_token_from_them(
+    client,
+) -> None:
+    """A token acts with its user's groups' rights too."""
+    managers = Group.objects.create(name="managers")
+    managers.permissions.set(Permission.objects.filter(codename="delete_product"))
+    above = get_user_model().objects.create_user("manager")
+    above.groups.add(managers)
+    editor = _staff_client(client, "view_tokenproxy", "add_tokenproxy")
+
+    form = editor.get(f"{TOKENS}add/")
+    response = editor.post(f"{TOKENS}add/", {"user": above.pk})
+
+    assert f'value="{above.pk}"' not in form.content.decode()
+    assert response.status_code == 200
+    assert not Token.objects.filter(user=above).exists()
+
+
+def test_an_editor_s_rights_from_a_group_count_as_theirs(client) -> None:
+    managers = Group.objects.create(name="managers")
+    managers.permissions.set(Permission.objects.filter(codename="delete_product"))
+    owner = get_user_model().objects.create_user("owner")
+    owner.user_permissions.set(Permission.objects.filter(codename="delete_product"))
+    editor = _staff_client(client, "view_tokenproxy", "add_tokenproxy")
+    get_user_model().objects.get(username="clerk").groups.add(managers)
+
+    response = editor.post(f"{TOKENS}add/", {"user": owner.pk})
+
+    assert response.status_code == 302
+    assert Token.objects.filter(user=owner).exists()

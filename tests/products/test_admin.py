@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 
 import psycopg
 import pytest
+from django.contrib import messages
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -550,3 +551,194 @@ def test_the_stock_filters_counts_take_one_scan_of_the_catalogue(admin_client) -
         assert shown in page
     (counting,) = [q["sql"] for q in queries.captured_queries if "FILTER (WHERE" in q["sql"]]
     assert counting.count("SELECT") == 1, counting  # no subquery
+
+
+@pytest.mark.parametrize(
+    ("stock_level", "choice"), [(0, "out"), (1, "low"), (9, "low"), (10, "in")]
+)
+def test_each_stock_level_is_in_one_filter_choice_only(admin_client, stock_level, choice) -> None:
+    """The edges of "Low stock (1-9)": a product with 10 is in stock, and not low as well."""
+    ProductFactory(name="Edge Lamp", stock_level=stock_level)
+    for stock in ("out", "low", "in"):
+        page = admin_client.get(f"/admin/products/product/?stock={stock}").content.decode()
+        assert ("Edge Lamp" in page) is (stock == choice), stock
+
+
+def test_the_add_form_refuses_a_name_with_a_control_character(admin_client) -> None:
+    """The model's validators judge a new product whole: no field of it was stored before."""
+    form = page_inputs(admin_client, "/admin/products/product/add/")
+    post = {**form, "name": "Oak\tDesk", "price": "12.00", "stock_level": "3", "_save": "Save"}
+    response = admin_client.post("/admin/products/product/add/", post)
+    assert response.status_code == 200
+    assert "Names cannot contain control characters" in response.content.decode()
+    assert not Product.objects.exists()
+
+
+def test_a_list_save_with_a_stock_level_that_is_not_a_number_is_refused_on_its_row(
+    admin_client,
+) -> None:
+    """The field's own error: not a 500 from the check for a concurrent change."""
+    product = ProductFactory(stock_level=1)
+    response = admin_client.post(
+        "/admin/products/product/", changelist_post([product], stock_level="many")
+    )
+    assert response.status_code == 200
+    assert "Enter a whole number." in response.content.decode()
+    product.refresh_from_db()
+    assert product.stock_level == 1
+
+
+def test_an_edit_to_the_value_someone_else_saved_meanwhile_is_not_refused(admin_client) -> None:
+    """Both set the stock level to 4: no change of the other's would be lost."""
+    product = ProductFactory(stock_level=10)
+    form = page_inputs(admin_client, change_url(product))
+    Product.objects.filter(pk=product.pk).update(stock_level=4)
+    response = admin_client.post(change_url(product), {**form, "stock_level": "4", "_save": "1"})
+    assert response.status_code == 302
+    product.refresh_from_db()
+    assert (product.stock_level, product.version) == (4, 2)  # nothing written by the admin
+
+
+def test_a_name_stored_with_a_line_break_can_be_changed(admin_client) -> None:
+    """As a browser sends the page back: it would otherwise read as changed by someone else."""
+    product = ProductFactory(name="Blue Widget\nLarge")  # stored before refused
+    form = page_inputs(admin_client, change_url(product))
+    post = {**form, "name": "Blue Widget Large", "initial-name": "Blue Widget\r\nLarge"}
+    response = admin_client.post(change_url(product), {**post, "_save": "1"})
+    assert response.status_code == 302
+    product.refresh_from_db()
+    assert product.name == "Blue Widget Large"
+
+
+def test_a_page_posted_back_as_served_saves_the_stock_beside_a_name_with_a_line_break(
+    admin_client,
+) -> None:
+    """A script posts the inputs as the page gave them, the line break kept: the name is not
+    edited, so its line break is not judged."""
+    product = ProductFactory(name="Blue Widget\nLarge", stock_level=10)
+    form = page_inputs(admin_client, change_url(product))
+    assert form["name"] == "Blue Widget\nLarge"
+    response = admin_client.post(change_url(product), {**form, "stock_level": "9", "_save": "1"})
+    assert response.status_code == 302
+    product.refresh_from_db()
+    assert (product.name, product.stock_level) == ("Blue Widget\nLarge", 9)
+
+
+def test_a_shown_value_that_cannot_be_read_counts_as_not_sent(admin_client) -> None:
+    """A garbled copy of the value shown is no evidence of a change by someone else."""
+    product = ProductFactory(price=Decimal("10.00"))
+    form = page_inputs(admin_client, change_url(product))
+    post = {**form, "price": "12.00", "initial-price": "ten", "_save": "1"}
+    response = admin_client.post(change_url(product), post)
+    assert response.status_code == 302
+    product.refresh_from_db()
+    assert product.price == Decimal("12.00")
+
+
+def test_the_list_shows_each_product_s_id_and_name(admin_client) -> None:
+    product = ProductFactory(name="Oak Desk")
+    page = admin_client.get("/admin/products/product/").content.decode()
+    for column in ("column-id", "column-name"):
+        assert column in page
+    assert f'<a href="/admin/products/product/{product.pk}/change/">{product.pk}</a>' in page
+
+
+def test_the_list_has_a_search_box(admin_client) -> None:
+    page = admin_client.get("/admin/products/product/").content.decode()
+    assert 'id="searchbar"' in page
+
+
+def test_the_list_is_in_id_order(admin_client) -> None:
+    """The order its saves lock rows in, and one that pages stably under edits of a price."""
+    names = ["Zinc Tray", "Oak Desk", "Maple Shelf"]
+    ids = [ProductFactory(name=name).pk for name in names]
+    page = admin_client.get("/admin/products/product/").content.decode()
+    assert sorted(ids) == ids
+    assert [page.index(name) for name in names] == sorted(page.index(name) for name in names)
+
+
+def test_the_change_page_shows_the_version_and_times_read_only(admin_client) -> None:
+    product = ProductFactory()
+    page = admin_client.get(change_url(product)).content.decode()
+    for field in ("version", "created_at", "updated_at"):
+        assert f"field-{field}" in page, field
+        assert f'name="{field}"' not in page, field
+
+
+def test_a_filtered_list_does_not_count_the_whole_catalogue(admin_client) -> None:
+    """Its "(N total)" is a count of every product: a scan of a million rows on each page."""
+    ProductFactory(name="Steel Hammer", stock_level=0)
+    with CaptureQueriesContext(connection) as queries:
+        admin_client.get("/admin/products/product/?stock=out")
+    counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"]]
+    assert counts
+    assert all("WHERE" in sql for sql in counts), counts
+
+
+def test_a_list_page_shows_fifty_products(admin_client) -> None:
+    ProductFactory.create_batch(51)
+    page = admin_client.get("/admin/products/product/").content.decode()
+    assert page.count('name="_selected_action"') == 50
+
+
+def test_a_list_save_that_leaves_out_rows_names_each_in_a_warning(admin_client) -> None:
+    kept = ProductFactory(price=Decimal("10.00"))
+    never = [kept.pk + 1000, kept.pk + 1001]
+    post = changelist_post([kept, *(Product(pk=pk, price=1, stock_level=1) for pk in never)])
+    response = admin_client.post("/admin/products/product/", post)
+    assert response.status_code == 302
+    (said,) = list(admin_client.get(response["Location"]).context["messages"])
+    assert str(said).startswith(f"Product {never[0]}, {never[1]} does not exist")
+    assert str(said).endswith("its row was left out of the save.")
+    assert said.level == messages.WARNING
+
+
+def test_a_search_in_single_quotes_is_one_phrase(admin_client) -> None:
+    """As the admin's own search reads it, and double quotes."""
+    ProductFactory(name="Steel Hammer")
+    ProductFactory(name="Hammer of steel")
+    page = admin_client.get("/admin/products/product/?q=%27steel+ham%27").content.decode()
+    assert "Steel Hammer" in page
+    assert "Hammer of steel" not in page
+
+
+@pytest.mark.parametrize("q", ['"steel', "steel'", '"', "'steel\""])
+def test_a_search_with_an_unmatched_quote_is_answered_never_a_server_error(admin_client, q) -> None:
+    ProductFactory(name="Steel Hammer")
+    response = admin_client.get("/admin/products/product/", {"q": q})
+    assert response.status_code == 200
+
+
+def test_an_action_posted_from_a_list_whose_row_was_deleted_says_nothing_of_a_save(
+    admin_client,
+) -> None:
+    """The list's page is one form: an action sends its rows' inputs too, but saves nothing."""
+    kept = ProductFactory()
+    deleted = ProductFactory()
+    form = page_inputs(admin_client, "/admin/products/product/")
+    deleted.delete()
+    post = {**form, "action": "delete_selected", "_selected_action": [kept.pk], "index": "0"}
+    response = admin_client.post("/admin/products/product/", post)
+    assert response.status_code == 200  # the confirmation page
+    said = [str(m) for m in response.context["messages"]]
+    said += [str(m) for m in admin_client.get("/admin/").context["messages"]]
+    assert not [m for m in said if "does not exist" in m], said
+
+
+def test_a_list_save_leaving_out_a_deleted_row_keeps_a_concurrent_change_of_another_row(
+    admin_client,
+) -> None:
+    """The rows renumbered after the deleted one keep the values their page showed: without
+    them, a stock level changed meanwhile would read as the editor's and be written over."""
+    deleted = ProductFactory(price=Decimal("3.00"), stock_level=3)
+    kept = ProductFactory(price=Decimal("10.00"), stock_level=10)
+    form = page_inputs(admin_client, "/admin/products/product/")
+    n = {form[f"form-{i}-id"]: i for i in range(2)}[str(kept.pk)]
+    deleted.delete()
+    Product.objects.filter(pk=kept.pk).update(stock_level=4)
+    response = admin_client.post(
+        "/admin/products/product/", {**form, f"form-{n}-price": "12.00", "_save": "Save"}
+    )
+    assert response.status_code == 302
+    kept.refresh_from_db()
+    assert (kept.price, kept.stock_level) == (Decimal("12.00"), 4)
