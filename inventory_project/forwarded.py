@@ -3,10 +3,10 @@
 Django takes SECURE_PROXY_SSL_HEADER from any client, while gunicorn reads the header (for its
 own `wsgi.url_scheme`) only from FORWARDED_ALLOW_IPS: a client that reached the server directly,
 past the proxy, and sent `X-Forwarded-Proto: https` was answered as over HTTPS (no redirect, HSTS,
-https links). `TrustedProtoApp`, a WSGI layer ahead of all but the HEAD one
-(inventory_project/wsgi.py), drops the header from every other peer, under any WSGI server, with the
-check X-Forwarded-For gets (products.api.throttling). Django keeps reading the header as it does,
-the first of a comma-separated list included.
+https links). `TrustedProtoApp`, a WSGI layer ahead of all but the id and HEAD ones
+(inventory_project/wsgi.py), drops the header from every other peer, under any WSGI server, with
+the check X-Forwarded-For gets (products.api.throttling). Django keeps reading the header as it
+does, the first of a comma-separated list included.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Django and DRF answer HEAD by running the GET view, with its body and the header
 that body (Content-Length, ETag), as HTTP asks of a HEAD answer (RFC 9110, 9.3.2). Django's own
 server drops the body; gunicorn drops it too, but logs a warning for each one ("WSGI app sent
 body bytes on a no-body response"), so a load balancer's HEAD probe of /healthz wrote a warning
-line every few seconds. `HeadWithoutBodyApp`, the outermost WSGI layer, passes the headers on
-as they are and returns no body, closing the one the layers below returned.
+line every few seconds. `HeadWithoutBodyApp`, the outermost WSGI layer but one (the request id's),
+passes the headers on as they are and returns no body, closing the one the layers below
+returned.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Django reads a request's body only up to CONTENT_LENGTH, and a chunked request h
 reads its body as empty. A chunked PATCH was answered 200 having changed nothing, and a chunked
 PUT or POST got a 400 calling every field required.
 
-`ChunkedBodyApp`, a WSGI layer ahead of the others but two (inventory_project/wsgi.py), reads such a
-body itself when the server has decoded the chunks and ends the stream where the body ends
+`ChunkedBodyApp`, a WSGI layer ahead of the others but three (inventory_project/wsgi.py), reads
+such a body itself when the server has decoded the chunks and ends the stream where the body ends
 (`wsgi.input_terminated`, which gunicorn sets), and passes it on with its length, so every layer
 below sees an ordinary request. A body larger than DATA_UPLOAD_MAX_MEMORY_SIZE is refused with 413;
 under a server that does not end the stream (the development server), with 411 Length Required.

@@ -12,9 +12,14 @@ process wrote it and when, and under load many requests of one process log in th
   request (start-up, the listener, commands).
 - gunicorn's access line ends with it (`gunicorn.conf.py`).
 
-An id from the client is kept if it is 1 to 128 of the characters ids are made of (letters,
-digits and `-_.:+/=@`), and replaced otherwise: a space, a quote or a newline in it would make
-a log line that reads as two, or as other fields.
+An id from the client is kept if it is 1 to 200 of the characters ids are made of (letters,
+digits and `-_.:+/=@`; 200: the longest Heroku's router passes on), and replaced otherwise: a
+space, a quote or a newline in it would make a log line that reads as two, or as other fields.
+
+Not covered: a line written once the app has returned, while the server sends the body and
+closes it (Django's request_finished), has "-"; gunicorn's own lines have no id, and its own
+answers (to a request it cannot parse, or to an exception that escaped every layer) none either,
+their access line ending with "-".
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ HEADER = "X-Request-ID"
 ENVIRON_KEY = "HTTP_X_REQUEST_ID"
 # Outside a request: a log line's field is never empty, so the fields after it stay in place.
 NONE = "-"
-_VALID = re.compile(r"[A-Za-z0-9._:+/=@-]{1,128}")
+_VALID = re.compile(r"[A-Za-z0-9._:+/=@-]{1,200}")
 # A context variable, not a thread-local: each of gthread's threads has its own context, and it
 # would stay right under a worker class that runs requests as coroutines or greenlets.
 _current: ContextVar[str | None] = ContextVar("request_id", default=None)

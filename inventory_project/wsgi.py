@@ -1,15 +1,16 @@
 """The WSGI application, the only entry point (gunicorn serves it): a stack of layers that a
 request goes through in this order, the ones that answer some requests handing on the others:
 
-1. `head.HeadWithoutBodyApp`: a HEAD answer keeps GET's headers and loses its body.
-2. `forwarded.TrustedProtoApp`: X-Forwarded-Proto is dropped unless a trusted proxy sent it.
-3. `request_body.ChunkedBodyApp`: a chunked body is read and given the Content-Length every
+1. `request_ids.RequestIdApp`: the request's id, in its answer and in the lines it logs.
+2. `head.HeadWithoutBodyApp`: a HEAD answer keeps GET's headers and loses its body.
+3. `forwarded.TrustedProtoApp`: X-Forwarded-Proto is dropped unless a trusted proxy sent it.
+4. `request_body.ChunkedBodyApp`: a chunked body is read and given the Content-Length every
    layer below reads it by; a body too large or coded otherwise, and a charset that is no text
    encoding, are refused.
-4. `products.api.fast_path.CachedReadsApp`: cache hits of anonymous JSON product reads.
-5. `products.api.fast_reads.ProductPagesApp`: the list and search pages the cache did not hold.
-6. `products.api.fast_writes.ProductUpdateApp`: plain token updates of one product.
-7. Django, through the middleware stack (settings.MIDDLEWARE): everything else.
+5. `products.api.fast_path.CachedReadsApp`: cache hits of anonymous JSON product reads.
+6. `products.api.fast_reads.ProductPagesApp`: the list and search pages the cache did not hold.
+7. `products.api.fast_writes.ProductUpdateApp`: plain token updates of one product.
+8. Django, through the middleware stack (settings.MIDDLEWARE): everything else.
 """
 
 import os

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 from typing import Any
 
@@ -27,14 +28,26 @@ def test_an_answer_carries_a_new_id_for_each_request() -> None:
     assert ids[0] != ids[1]
 
 
-@pytest.mark.parametrize("given", ["lb-7f3a", "0b6e7d0c-5c2e-4f0e-9a8e-2f1e4b9c7a11", "x" * 128])
+@pytest.mark.parametrize(
+    "given",
+    [
+        "lb-7f3a",
+        "0b6e7d0c-5c2e-4f0e-9a8e-2f1e4b9c7a11",
+        "7",
+        "Root=1-67891233-abc.de_f:g+h/i@j",
+        "x" * 200,
+    ],
+)
 def test_the_proxys_id_is_kept(given: str) -> None:
+    """Every character and length the docstring allows: 200 is the longest that Heroku's router
+    passes on from a client, with `+/=` (base64); a shorter limit logged another id than its
+    router's log line."""
     _, headers, _ = send(application, "GET", "/healthz", HTTP_X_REQUEST_ID=given)
     assert headers["X-Request-ID"] == given
 
 
 @pytest.mark.parametrize(
-    "given", ["", "two words", 'a"quote', "line\nforged", "x" * 129, "caf\u00e9", "a,b"]
+    "given", ["", "two words", 'a"quote', "line\nforged", "x" * 201, "caf\u00e9", "a,b"]
 )
 def test_an_id_that_could_break_a_log_line_is_replaced(given: str) -> None:
     _, headers, _ = send(application, "GET", "/healthz", HTTP_X_REQUEST_ID=given)
@@ -88,6 +101,27 @@ def test_the_environ_below_holds_the_id_the_answer_carries() -> None:
 
     _, headers, _ = send(RequestIdApp(app), "GET", "/", HTTP_X_REQUEST_ID="bad id")
     assert seen == [(headers["X-Request-ID"], headers["X-Request-ID"])]
+
+
+def test_an_error_answer_started_again_keeps_the_id_and_the_error() -> None:
+    """PEP 3333: an app that fails after start_response calls it again with exc_info, which
+    the server needs to replace the headers it has not sent (gunicorn refuses a second call
+    without it), and to raise the error again if it has."""
+    calls = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        try:
+            raise ValueError("failed after the headers")
+        except ValueError:
+            start_response("500 Internal Server Error", [], sys.exc_info())
+        return []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        calls.append((status, dict(headers)["X-Request-ID"], exc_info and exc_info[0]))
+
+    RequestIdApp(app)({"HTTP_X_REQUEST_ID": "r1"}, start_response)
+    assert calls == [("200 OK", "r1", None), ("500 Internal Server Error", "r1", ValueError)]
 
 
 def test_requests_served_at_once_in_two_threads_each_log_their_own_id() -> None:
