@@ -5,10 +5,17 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger
+from celery import Celery, Task, current_task
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    before_task_publish,
+    task_postrun,
+    task_prerun,
+)
 from django.conf import settings
 
+from inventory_project import request_ids
 from inventory_project.logs import WithoutCredentials
 
 # As wsgi.py: a worker or beat started without a settings module is a deployment's.
@@ -55,3 +62,29 @@ def _handlers_without_credentials(logger: logging.Logger, **_: object) -> None:
     theirs."""
     for handler in logger.handlers:
         handler.addFilter(WithoutCredentials())
+        handler.addFilter(request_ids.RequestIdFilter())
+
+
+@before_task_publish.connect
+def _send_the_request_id(headers: dict[str, Any] | None = None, **_: object) -> None:
+    """A task sent while a web request is served carries the request's id, and so do the tasks
+    a task it sent sends in turn. A task's own id is not passed on: the days a gap detection
+    fans out each have theirs."""
+    if current_task:  # a proxy of the task this thread runs, falsy outside one
+        request_id = getattr(current_task.request, request_ids.TASK_HEADER, None)
+    else:
+        request_id = request_ids.current()
+    if request_id is not None and headers is not None:
+        headers.setdefault(request_ids.TASK_HEADER, request_id)
+
+
+@task_prerun.connect
+def _serve_the_tasks_id(task_id: str, task: Task, **_: object) -> None:
+    """The worker's lines while a task runs carry the id of the request that sent it, else the
+    task's own (CELERY_WORKER_LOG_FORMAT)."""
+    request_ids.serve(getattr(task.request, request_ids.TASK_HEADER, None) or task_id)
+
+
+@task_postrun.connect
+def _serve_nothing(**_: object) -> None:
+    request_ids.serve(None)

@@ -11,6 +11,10 @@ process wrote it and when, and under load many requests of one process log in th
 - `RequestIdFilter`, on the settings' log handler: each line has `request_id`, "-" outside a
   request (start-up, the listener, commands).
 - gunicorn's access line ends with it (`gunicorn.conf.py`).
+- A Celery task sent while a request is served (the admin's "Run selected tasks") carries it in
+  its message (`TASK_HEADER`), and the worker's lines while the task runs carry it; a task
+  sent otherwise (beat, `backfill_ads`) has its lines carry the task's own id, so the lines of
+  tasks run at once in one worker can be told apart (inventory_project/celery.py).
 
 An id from the client is kept if it is 1 to 200 of the characters ids are made of (letters,
 digits and `-_.:+/=@`; 200: the longest Heroku's router passes on), and replaced otherwise: a
@@ -35,6 +39,8 @@ HEADER = "X-Request-ID"
 ENVIRON_KEY = "HTTP_X_REQUEST_ID"
 # Outside a request: a log line's field is never empty, so the fields after it stay in place.
 NONE = "-"
+# The message header a task sent during a request carries the request's id in.
+TASK_HEADER = "web_request_id"
 _VALID = re.compile(r"[A-Za-z0-9._:+/=@-]{1,200}")
 # A context variable, not a thread-local: each of gthread's threads has its own context, and it
 # would stay right under a worker class that runs requests as coroutines or greenlets.
@@ -44,6 +50,12 @@ _current: ContextVar[str | None] = ContextVar("request_id", default=None)
 def current() -> str | None:
     """The id of the request being served in this thread, None outside one."""
     return _current.get()
+
+
+def serve(request_id: str | None) -> None:
+    """What this thread serves from now on (a task's id, or the request's that sent it); None:
+    nothing. For the Celery worker's signals, which have no block to reset it in."""
+    _current.set(request_id)
 
 
 def request_id_of(given: str | None) -> str:

@@ -496,6 +496,9 @@ if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
     )
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_SEND_TASK_EVENTS = False
+# Celery's line, with the id of what is served (inventory_project/request_ids.py): in a task,
+# the web request's that sent it, else the task's own; "-" outside a task.
+CELERY_WORKER_LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(request_id)s %(message)s"
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "inventory_project.beat:Scheduler"
 

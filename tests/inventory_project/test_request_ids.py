@@ -8,14 +8,18 @@ import logging
 import re
 import sys
 import threading
+import time
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 
 from inventory_project import request_ids
+from inventory_project.celery import app as celery_app
 from inventory_project.request_ids import RequestIdApp
 from inventory_project.wsgi import application
+from tests.processes import run_python
 from tests.products.api.wsgi_client import send
 from tests.products.conftest import ProductFactory, make_user
 
@@ -153,3 +157,70 @@ def test_requests_served_at_once_in_two_threads_each_log_their_own_id() -> None:
 def test_a_line_that_names_its_own_request_id_keeps_it(logged) -> None:
     logging.getLogger("tests").warning("for another request", extra={"request_id": "other"})
     assert logged.getvalue().rstrip("\n").endswith(" other for another request")
+
+
+# The in-process worker (`celery_worker`) runs with this process's app: it knows these tasks.
+@celery_app.task(name="tests.request_id_seen", bind=True)
+def _request_id_seen(self: Any, key: str) -> None:
+    cache.set(key, [request_ids.current(), self.request.id], timeout=60)
+
+
+@celery_app.task(name="tests.sends_another")
+def _sends_another(key: str) -> None:
+    _request_id_seen.delay(key)
+
+
+def _seen(key: str) -> list[str] | None:
+    deadline = time.monotonic() + 30
+    while cache.get(key) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return cache.get(key)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_sent_while_a_request_is_served_runs_with_the_requests_id(celery_worker) -> None:
+    """The admin's "Run selected tasks": the worker's lines name the request that sent it, and
+    those of the tasks it sends in turn."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        _request_id_seen.delay("seen-from-request")
+        _sends_another.delay("seen-from-its-task")
+        start_response("200 OK", [])
+        return []
+
+    send(RequestIdApp(app), "GET", "/", HTTP_X_REQUEST_ID="lb-7f3a")
+    assert _seen("seen-from-request")[0] == "lb-7f3a"  # type: ignore[index]
+    assert _seen("seen-from-its-task")[0] == "lb-7f3a"  # type: ignore[index]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_sent_outside_a_request_runs_with_its_own_id(celery_worker) -> None:
+    """beat's and backfill_ads' tasks, and the days a detection fans out: the lines of tasks
+    run at once can be told apart."""
+    sent = _request_id_seen.delay("seen-alone")
+    _sends_another.delay("seen-from-a-task")
+    assert _seen("seen-alone") == [sent.id, sent.id]
+    request_id, task_id = _seen("seen-from-a-task")  # type: ignore[misc]
+    assert request_id == task_id
+
+
+# A worker's logging as `celery worker` sets it up, a line in a task, then one after it.
+WORKER_LINES = """
+import django, logging
+django.setup()
+from inventory_project.celery import app
+app.log.setup(loglevel="INFO")
+
+@app.task(name="tests.logs_a_line")
+def logs_a_line():
+    logging.getLogger("ads_sync").warning("inside the task")
+
+logs_a_line.apply(task_id="task-5e1d")
+logging.getLogger("ads_sync").warning("after the task")
+"""
+
+
+def test_a_workers_lines_carry_the_id_of_the_task_they_were_written_in() -> None:
+    stderr = run_python(WORKER_LINES).stderr
+    assert "] task-5e1d inside the task" in stderr, stderr
+    assert f"] {request_ids.NONE} after the task" in stderr, stderr
