@@ -22,6 +22,10 @@ from inventory_project.logs import WithoutCredentials
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inventory_project.settings.production")
 
 _PREFIX = "CELERY_"
+# billiard.util.LOGGER_NAME
+_POOL_LOGGER = "multiprocessing"
+# Where a task's request keeps what was served before it ran (_serve_the_tasks_id).
+_SERVED_BEFORE = "served_before"
 
 
 class CelerySettings(Mapping[str, Any]):
@@ -59,8 +63,12 @@ app.autodiscover_tasks()
 def _handlers_without_credentials(logger: logging.Logger, **_: object) -> None:
     """The worker and beat replace the root logger's handler (the settings' LOGGING, with its
     WithoutCredentials filter) by their own, and give the task logger one: the same filter on
-    theirs."""
-    for handler in logger.handlers:
+    theirs. And on billiard's (the prefork pool's "Pool process ... error"), which gets one
+    with the worker's format, request_id in it, before the root's but no signal of its own."""
+    loggers = [logger]
+    if logger is logging.getLogger():
+        loggers.append(logging.getLogger(_POOL_LOGGER))
+    for handler in (handler for each in loggers for handler in each.handlers):
         handler.addFilter(WithoutCredentials())
         handler.addFilter(request_ids.RequestIdFilter())
 
@@ -81,10 +89,12 @@ def _send_the_request_id(headers: dict[str, Any] | None = None, **_: object) -> 
 @task_prerun.connect
 def _serve_the_tasks_id(task_id: str, task: Task, **_: object) -> None:
     """The worker's lines while a task runs carry the id of the request that sent it, else the
-    task's own (CELERY_WORKER_LOG_FORMAT)."""
+    task's own (CELERY_WORKER_LOG_FORMAT). What was served before is kept on the task's
+    request: a task run in place (`apply()`) gives it back to the request or task around it."""
+    setattr(task.request, _SERVED_BEFORE, request_ids.current())
     request_ids.serve(getattr(task.request, request_ids.TASK_HEADER, None) or task_id)
 
 
 @task_postrun.connect
-def _serve_nothing(**_: object) -> None:
-    request_ids.serve(None)
+def _serve_what_was_served_before(task: Task, **_: object) -> None:
+    request_ids.serve(getattr(task.request, _SERVED_BEFORE, None))

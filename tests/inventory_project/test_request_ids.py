@@ -224,3 +224,37 @@ def test_a_workers_lines_carry_the_id_of_the_task_they_were_written_in() -> None
     stderr = run_python(WORKER_LINES).stderr
     assert "] task-5e1d inside the task" in stderr, stderr
     assert f"] {request_ids.NONE} after the task" in stderr, stderr
+
+
+# billiard's logger (the prefork pool's: "Pool process ... error"), which the worker gives a
+# handler with its format too.
+POOL_LINE = """
+import django, logging
+django.setup()
+from inventory_project.celery import app
+app.log.setup(loglevel="INFO")
+logging.getLogger("multiprocessing").error("a pool child failed")
+"""
+
+
+def test_the_prefork_pools_own_lines_are_written_with_the_workers_format() -> None:
+    """Celery gives billiard's logger a handler of its own with CELERY_WORKER_LOG_FORMAT and
+    sends no signal for it: without the filter, a pool child's fatal line became a logging
+    error's traceback."""
+    stderr = run_python(POOL_LINE).stderr
+    assert f"] {request_ids.NONE} a pool child failed" in stderr, stderr
+
+
+def test_a_task_applied_while_a_request_is_served_leaves_the_request_its_id() -> None:
+    """A task run in place (`apply()`, in a request or in another task) serves its own id while
+    it runs; then the lines are the request's again, and so are the tasks it sends."""
+    after: list[str | None] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        _request_id_seen.apply(args=("seen-applied",))
+        after.append(request_ids.current())
+        start_response("200 OK", [])
+        return []
+
+    send(RequestIdApp(app), "GET", "/", HTTP_X_REQUEST_ID="lb-7f3a")
+    assert after == ["lb-7f3a"]
