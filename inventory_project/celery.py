@@ -60,7 +60,7 @@ app.autodiscover_tasks()
 
 @after_setup_logger.connect
 @after_setup_task_logger.connect
-def _handlers_without_credentials(logger: logging.Logger, **_: object) -> None:
+def _filter_the_workers_handlers(logger: logging.Logger, **_: object) -> None:
     """The worker and beat replace the root logger's handler (the settings' LOGGING, with its
     WithoutCredentials filter) by their own, and give the task logger one: the same filter on
     theirs. And on billiard's (the prefork pool's "Pool process ... error"), which gets one
