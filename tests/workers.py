@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
+from typing import Any
 
 from celery.contrib.testing.worker import start_worker
 from celery.worker import state as worker_state
+from django.core.cache import cache
 
 from inventory_project.celery import app as celery_app
 
@@ -55,3 +58,13 @@ def running_worker() -> Iterator[object]:
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def left_in_cache(key: str, *, within_s: float = 30.0) -> Any:
+    """What a task run by the test worker leaves in the cache under `key`: it fails the test if
+    nothing is there within `within_s`."""
+    deadline = time.monotonic() + within_s
+    while (value := cache.get(key)) is None:
+        assert time.monotonic() < deadline, f"no task left {key!r} in the cache in {within_s} s"
+        time.sleep(0.05)
+    return value

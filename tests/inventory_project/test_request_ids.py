@@ -8,7 +8,6 @@ import logging
 import re
 import sys
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from inventory_project.wsgi import application
 from tests.processes import run_python
 from tests.products.api.wsgi_client import send
 from tests.products.conftest import ProductFactory, make_user
+from tests.workers import left_in_cache
 
 NEW_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -170,13 +170,6 @@ def _sends_another(key: str) -> None:
     _request_id_seen.delay(key)
 
 
-def _seen(key: str) -> list[str] | None:
-    deadline = time.monotonic() + 30
-    while cache.get(key) is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return cache.get(key)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_task_sent_while_a_request_is_served_runs_with_the_requests_id(celery_worker) -> None:
     """The admin's "Run selected tasks": the worker's lines name the request that sent it, and
@@ -189,8 +182,8 @@ def test_a_task_sent_while_a_request_is_served_runs_with_the_requests_id(celery_
         return []
 
     send(RequestIdApp(app), "GET", "/", HTTP_X_REQUEST_ID="lb-7f3a")
-    assert _seen("seen-from-request")[0] == "lb-7f3a"  # type: ignore[index]
-    assert _seen("seen-from-its-task")[0] == "lb-7f3a"  # type: ignore[index]
+    assert left_in_cache("seen-from-request")[0] == "lb-7f3a"
+    assert left_in_cache("seen-from-its-task")[0] == "lb-7f3a"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -199,8 +192,8 @@ def test_a_task_sent_outside_a_request_runs_with_its_own_id(celery_worker) -> No
     run at once can be told apart."""
     sent = _request_id_seen.delay("seen-alone")
     _sends_another.delay("seen-from-a-task")
-    assert _seen("seen-alone") == [sent.id, sent.id]
-    request_id, task_id = _seen("seen-from-a-task")  # type: ignore[misc]
+    assert left_in_cache("seen-alone") == [sent.id, sent.id]
+    request_id, task_id = left_in_cache("seen-from-a-task")
     assert request_id == task_id
 
 
