@@ -1,5 +1,6 @@
 """The sync's records in the admin (ads_sync/admin.py): read only, with the columns, filters and
-searches an operator follows a sync by."""
+searches an operator follows a sync by. `admin_client` is pytest-django's (a superuser), as in
+test_csp."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -17,13 +17,6 @@ from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
 pytestmark = pytest.mark.django_db
 
 DAY = dt.date(2025, 1, 10)
-
-
-@pytest.fixture
-def admin_client(client):
-    get_user_model().objects.create_superuser("boss", "", "pw")
-    client.login(username="boss", password="pw")
-    return client
 
 
 def _run(**fields: object) -> SyncRun:
