@@ -4,7 +4,7 @@ UV := python3 -m uv
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help install services run test coverage lint format bench migrate
+.PHONY: help install services browser run test coverage lint format bench migrate
 
 help:
 	@echo "make run      install, start services, migrate, start web + worker + beat + cache"
@@ -18,6 +18,7 @@ help:
 	@echo "make migrate  install, start services, create the database if needed, migrate"
 	@echo "make bench    benchmarks (results go to docs/benchmarks.md)"
 	@echo "make services start PostgreSQL, Redis and RabbitMQ on loopback if installed and down"
+	@echo "make browser  install Chromium and ChromeDriver (Debian's) for the browser tests"
 
 # Bytecode is compiled here, once: where PYTHONDONTWRITEBYTECODE is set (this machine, the
 # Docker image), Python never writes it, and every process would compile Django, Celery and
@@ -32,6 +33,10 @@ install:
 
 services:
 	@scripts/ensure_services.sh
+
+# Chromium and ChromeDriver for the browser tests (installed with apt-get where missing).
+browser:
+	@scripts/ensure_browser.sh
 
 migrate: install
 	@scripts/migrate.sh
@@ -56,13 +61,13 @@ format: install
 # 2 cores. TEST_WORKERS=0 runs it in this process, as a debugger needs.
 TEST_WORKERS ?= 2
 
-test: install services lint
+test: install services browser lint
 	DJANGO_SETTINGS_MODULE=inventory_project.settings.test $(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The suite under coverage.py, configured in pyproject.toml ([tool.coverage.*]): each process
 # writes a .coverage.* file of its own, combined into one report. A test that fails still gets its
 # report; the target then exits with pytest's status. No lint: `make test` has it.
-coverage: install services
+coverage: install services browser
 	@rm -rf htmlcov && $(PY) -m coverage erase
 	DJANGO_SETTINGS_MODULE=inventory_project.settings.test $(PY) -m coverage run -m pytest $(PYTEST_ARGS); \
 	status=$$?; \

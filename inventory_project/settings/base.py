@@ -278,7 +278,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where collectstatic puts the files the web serves (whitenoise): relative to the checkout, or
+# absolute. The Docker image collects them into the default as it is built.
+STATIC_ROOT = BASE_DIR / env_filled("STATIC_ROOT", "staticfiles")
 # Files served at the site's root by whitenoise: the favicon, which browsers ask every page
 # of the admin, the browsable API and Swagger for (a 404 and a warning line each time).
 WHITENOISE_ROOT = BASE_DIR / "inventory_project" / "public"

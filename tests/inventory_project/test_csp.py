@@ -1,7 +1,6 @@
 """The HTML pages' Content-Security-Policy (inventory_project/csp.py): sent with every page, and
-no page needs what it refuses, an inline script or event handler. A browser's run of the pages
-under the policy is in the closing note of the commit that added it; these tests hold the pages
-to what made that run clean."""
+no page needs what it refuses, an inline script or event handler. test_browser.py runs the pages
+under the policy in Chromium; these tests read what the server sends, page by page."""
 
 from __future__ import annotations
 
