@@ -6,23 +6,40 @@
 # browser tests are skipped, and say so.
 set -euo pipefail
 
+found() {
+  local name
+  for name in "$@"; do
+    [ -n "$name" ] && command -v "$name" >/dev/null && return 0
+  done
+  return 1
+}
+
+# As the tests look for them (test_browser.py, `_found`).
 have_browser() {
-  command -v "${CHROMEDRIVER:-chromedriver}" >/dev/null \
-    && { [ -n "${CHROMIUM:-}" ] || command -v chromium || command -v chromium-browser \
-      || command -v google-chrome; } >/dev/null
+  found "${CHROMIUM:-}" chromium chromium-browser google-chrome \
+    && found "${CHROMEDRIVER:-}" chromedriver
+}
+
+skip() {
+  echo "no Chromium and ChromeDriver here, and $1 to install them: the browser tests will be" \
+    "skipped" >&2
+  exit 0
 }
 
 have_browser && exit 0
-if ! command -v apt-get >/dev/null; then
-  echo "no Chromium and ChromeDriver here, and no apt-get to install them: the browser tests" \
-    "will be skipped" >&2
-  exit 0
-fi
+command -v apt-get >/dev/null || skip "no apt-get"
 sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || skip "not root and no sudo"
+  sudo="sudo"
+fi
 echo "installing Debian's chromium and chromium-driver for the browser tests"
 export DEBIAN_FRONTEND=noninteractive
 # A fresh machine or container has no package lists yet: "Unable to locate package".
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
-have_browser
+have_browser || {
+  echo "chromium and chromium-driver are installed, and still no browser or driver is found" \
+    "(CHROMIUM, CHROMEDRIVER, PATH)" >&2
+  exit 1
+}

@@ -8,6 +8,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,27 +56,36 @@ def serving(**settings_env: str) -> Iterator[int]:
         }
     )
     gunicorn_bin = Path(sys.executable).parent / "gunicorn"
-    process = subprocess.Popen(
-        [str(gunicorn_bin), "-c", "inventory_project/gunicorn.conf.py", "inventory_project.wsgi"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(process.stderr.read().decode()) from None  # type: ignore[union-attr]
-                time.sleep(0.1)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    # Its log goes to a file: a pipe is read by no one while it serves, and once full (64 KiB,
+    # a browser's round of pages that each log a 404) gunicorn hung in a write, and the test too.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [
+                str(gunicorn_bin),
+                "-c",
+                "inventory_project/gunicorn.conf.py",
+                "inventory_project.wsgi",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        raise RuntimeError(log.read().decode()) from None
+                    time.sleep(0.1)
+            yield port
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 def json_request(
