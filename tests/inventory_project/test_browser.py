@@ -305,6 +305,29 @@ def test_stock_levels_are_edited_in_the_admin_list(site: Site, staff, product: P
     assert site.console_errors() == []
 
 
+def test_products_are_deleted_with_the_admin_list_action(
+    site: Site, staff, product: Product
+) -> None:
+    """Rows ticked in the list (Django's actions.js counts them), the action, the confirmation
+    page: those rows gone, the other kept."""
+    other = Product.objects.create(name="Copper nail", price="0.20", stock_level=9)
+    kept = Product.objects.create(name="Brass hinge", price="4.00", stock_level=1)
+    site.log_in_to_the_admin(staff.username)
+    site.open(reverse("admin:products_product_changelist"))
+    for pk in (product.pk, other.pk):
+        site.wait_for(f"input.action-select[value='{pk}']").click()
+    site.until(
+        lambda browser: "2 of 3 selected" in browser.find_element(By.CSS_SELECTOR, ".actions").text,
+        "the action bar does not count the two rows",
+    )
+    Select(site.wait_for("select[name=action]")).select_by_value("delete_selected")
+    site.browser.find_element(By.CSS_SELECTOR, ".actions button[type=submit]").click()
+    site.wait_for("#content form input[type=submit]").click()
+    assert "Successfully deleted 2" in site.wait_for("ul.messagelist .success").text
+    assert list(Product.objects.values_list("pk", flat=True)) == [kept.pk]
+    assert site.console_errors() == []
+
+
 def test_the_periodic_task_form_reads_the_chosen_crontab(site: Site, staff) -> None:
     """django-celery-beat's own template ran this inline, and the policy refused it: the
     translation row stayed and the help never said when the schedule runs."""
