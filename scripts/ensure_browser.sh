@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The browser the browser tests drive (tests/inventory_project/test_browser.py): Chromium and a
 # ChromeDriver of its version, installed from Debian's packages where either is missing. Where
-# there is no apt-get, install both yourself (the tests take CHROMIUM and CHROMEDRIVER, paths,
-# else the first of chromium, chromium-browser and google-chrome on the PATH); without them the
-# browser tests are skipped, and say so.
+# there is no apt-get, or neither root nor sudo, install both yourself (the tests take CHROMIUM
+# and CHROMEDRIVER, paths, else the first of chromium, chromium-browser and google-chrome on the
+# PATH); without them the browser tests are skipped, and say so. A failed install fails.
 set -euo pipefail
 
 found() {
