@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib import admin
+from django.test import RequestFactory
+from django.urls import reverse
 
 from inventory_project import health
 from tests.processes import process_env
@@ -106,3 +109,17 @@ def json_request(
         return response.status, response.headers, json.loads(response.read())
     finally:
         conn.close()
+
+
+def admin_pages(user: Any = None) -> list[str]:
+    """Every registered model's list and add page, third-party apps' as well as ours; with a
+    `user`, only the add pages that user may open."""
+    request = RequestFactory().get("/admin/")
+    request.user = user
+    pages = []
+    for model, model_admin in admin.site._registry.items():
+        opts = model._meta
+        pages.append(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
+        if user is None or model_admin.has_add_permission(request):
+            pages.append(reverse(f"admin:{opts.app_label}_{opts.model_name}_add"))
+    return pages

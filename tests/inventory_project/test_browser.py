@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
-from django.test import RequestFactory
 from django.urls import reverse
 from django_celery_beat.models import CrontabSchedule
 from selenium import webdriver
@@ -36,7 +34,7 @@ from selenium.webdriver.support import expected_conditions as shown
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from products.models import Product
-from tests.inventory_project.conftest import serving
+from tests.inventory_project.conftest import admin_pages, serving
 from tests.processes import run
 
 PASSWORD = secrets.token_urlsafe(16)
@@ -159,12 +157,34 @@ class Site:
             if entry["level"] == "SEVERE" and COOP_IGNORED not in entry["message"]
         ]
 
-    def log_in_to_the_admin(self, username: str) -> None:
-        self.open("/admin/login/")
+    def log_in(self, username: str, page: str = "/admin/login/", then: str = "#user-tools") -> None:
+        """Through the login form on `page` (the admin's, or the browsable API's), until the
+        page after it shows `then`."""
+        self.open(page)
         self.browser.find_element(By.ID, "id_username").send_keys(username)
         self.browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
         self.browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-        self.wait_for("#user-tools")
+        self.wait_for(then)
+
+    def text_with(self, needle: str, message: str, css: str = "body") -> str:
+        """The text of the first `css` element once it holds `needle`."""
+        return self.until(  # type: ignore[no-any-return]
+            lambda browser: (
+                needle in (text := browser.find_element(By.CSS_SELECTOR, css).text) and text
+            ),
+            message,
+        )
+
+    def try_it_out(self, operation: str, **parameters: str) -> str:
+        """Swagger UI's "Try it out" on `operation` (its operationId), the parameters typed in:
+        the status code the page shows."""
+        block = f"#operations-products-{operation}"
+        self.wait_for(f"{block} .opblock-summary").click()
+        self.wait_for(f"{block} .try-out__btn").click()
+        for name, value in parameters.items():
+            self.wait_for(f"{block} input[placeholder={name}]").send_keys(value)
+        self.wait_for(f"{block} .execute").click()
+        return self.wait_for(f"{block} .live-responses-table tbody .response-col_status").text
 
 
 @pytest.fixture
@@ -192,7 +212,7 @@ def product() -> Product:
 
 def test_swagger_ui_lists_the_operations_and_runs_one(site: Site) -> None:
     site.open("/api/docs/")
-    operation = site.wait_for("#operations-products-products_list .opblock-summary")
+    site.wait_for("#operations-products-products_list .opblock-summary")
     paths = [
         element.get_attribute("data-path")
         for element in site.browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")
@@ -200,28 +220,16 @@ def test_swagger_ui_lists_the_operations_and_runs_one(site: Site) -> None:
     assert "/api/products/{id}" in paths
     # "Try it out" sends the request from the page: the settings script and connect-src play a
     # part (a GET carries no CSRF header: test_swagger_ui_deletes_with_the_admin_session).
-    operation.click()
-    site.wait_for("#operations-products-products_list .try-out__btn").click()
-    site.wait_for("#operations-products-products_list .execute").click()
-    status = site.wait_for(
-        "#operations-products-products_list .live-responses-table tbody .response-col_status"
-    )
-    assert status.text == "200"
+    assert site.try_it_out("products_list") == "200"
     assert site.console_errors() == []
 
 
 def test_swagger_ui_deletes_with_the_admin_session(site: Site, staff, product: Product) -> None:
     """A write from "Try it out" as the admin's user: the settings script sends the session's
     CSRF token in its header (a DELETE without it is a 403)."""
-    site.log_in_to_the_admin(staff.username)
+    site.log_in(staff.username)
     site.open("/api/docs/")
-    operation = "#operations-products-products_destroy"
-    site.wait_for(f"{operation} .opblock-summary").click()
-    site.wait_for(f"{operation} .try-out__btn").click()
-    site.wait_for(f"{operation} input[placeholder=id]").send_keys(str(product.pk))
-    site.wait_for(f"{operation} .execute").click()
-    status = site.wait_for(f"{operation} .live-responses-table tbody .response-col_status")
-    assert status.text == "204"
+    assert site.try_it_out("products_destroy", id=str(product.pk)) == "204"
     assert not Product.objects.filter(pk=product.pk).exists()
     assert site.console_errors() == []
 
@@ -239,11 +247,7 @@ def test_a_product_is_updated_from_the_browsable_api(site: Site, staff, product:
     """Log in, a PUT from the form, log out: DRF's scripts (ajax-form.js, csrf.js) send the
     form with the session's CSRF token, and the log-out form posts without an inline handler
     (templates/rest_framework/api.html)."""
-    site.open("/api-auth/login/")
-    site.browser.find_element(By.ID, "id_username").send_keys(staff.username)
-    site.browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
-    site.browser.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click()
-    site.wait_for(".navbar .dropdown-toggle")
+    site.log_in(staff.username, "/api-auth/login/", then=".navbar .dropdown-toggle")
 
     site.open(f"/api/products/{product.pk}")
     form = site.wait_for("#put-object-form form[data-method=PUT]")
@@ -251,10 +255,7 @@ def test_a_product_is_updated_from_the_browsable_api(site: Site, staff, product:
     price.clear()
     price.send_keys("2.75")
     form.find_element(By.CSS_SELECTOR, "button.btn-primary").click()
-    answer = site.until(
-        lambda browser: "2.75" in (text := browser.find_element(By.TAG_NAME, "body").text) and text,
-        "no answer with the new price",
-    )
+    answer = site.text_with("2.75", "no answer with the new price")
     assert f"PUT /api/products/{product.pk}" in answer
     assert "HTTP 200 OK" in answer
     product.refresh_from_db()
@@ -269,7 +270,7 @@ def test_a_product_is_updated_from_the_browsable_api(site: Site, staff, product:
 def test_a_product_is_updated_from_the_raw_data_form(site: Site, staff, product: Product) -> None:
     """The browsable API's "Raw data" tab: filled with the body a PUT takes (the input
     serializer refuses any other key), sent as JSON by ajax-form.js."""
-    site.log_in_to_the_admin(staff.username)
+    site.log_in(staff.username)
     site.open(f"/api/products/{product.pk}")
     site.wait_for("a[href='#put-generic-content-form']").click()
     content = site.wait_for("#put-generic-content-form textarea[name=_content]")
@@ -280,12 +281,7 @@ def test_a_product_is_updated_from_the_raw_data_form(site: Site, staff, product:
         By.CSS_SELECTOR, "#put-generic-content-form button.btn-primary"
     ).click()
     # The page before it said "GET ... HTTP 200 OK".
-    answer = site.until(
-        lambda browser: (
-            "PUT /api/" in (text := browser.find_element(By.TAG_NAME, "body").text) and text
-        ),
-        "no answer to the PUT",
-    )
+    answer = site.text_with("PUT /api/", "no answer to the PUT")
     assert "HTTP 200 OK" in answer
     product.refresh_from_db()
     assert product.stock_level == 8
@@ -293,7 +289,7 @@ def test_a_product_is_updated_from_the_raw_data_form(site: Site, staff, product:
 
 
 def test_stock_levels_are_edited_in_the_admin_list(site: Site, staff, product: Product) -> None:
-    site.log_in_to_the_admin(staff.username)
+    site.log_in(staff.username)
     site.open(reverse("admin:products_product_changelist"))
     stock = site.wait_for("input[name=form-0-stock_level]")
     stock.clear()
@@ -312,14 +308,11 @@ def test_products_are_deleted_with_the_admin_list_action(
     page: those rows gone, the other kept."""
     other = Product.objects.create(name="Copper nail", price="0.20", stock_level=9)
     kept = Product.objects.create(name="Brass hinge", price="4.00", stock_level=1)
-    site.log_in_to_the_admin(staff.username)
+    site.log_in(staff.username)
     site.open(reverse("admin:products_product_changelist"))
     for pk in (product.pk, other.pk):
         site.wait_for(f"input.action-select[value='{pk}']").click()
-    site.until(
-        lambda browser: "2 of 3 selected" in browser.find_element(By.CSS_SELECTOR, ".actions").text,
-        "the action bar does not count the two rows",
-    )
+    site.text_with("2 of 3 selected", "the action bar does not count the two rows", ".actions")
     Select(site.wait_for("select[name=action]")).select_by_value("delete_selected")
     site.browser.find_element(By.CSS_SELECTOR, ".actions button[type=submit]").click()
     site.wait_for("#content form input[type=submit]").click()
@@ -332,7 +325,7 @@ def test_the_periodic_task_form_reads_the_chosen_crontab(site: Site, staff) -> N
     """django-celery-beat's own template ran this inline, and the policy refused it: the
     translation row stayed and the help never said when the schedule runs."""
     crontab = CrontabSchedule.objects.create(minute="0", hour="3")
-    site.log_in_to_the_admin(staff.username)
+    site.log_in(staff.username)
     site.open(reverse("admin:django_celery_beat_periodictask_add"))
     Select(site.wait_for("#id_crontab")).select_by_value(str(crontab.pk))
     help_text = site.wait_for(".field-crontab .help")
@@ -346,11 +339,11 @@ def test_the_periodic_task_form_reads_the_chosen_crontab(site: Site, staff) -> N
 def test_every_admin_page_runs_without_console_errors(site: Site, staff, product: Product) -> None:
     """The index, every list and add page it links to (ours and the third-party apps'), and a
     product's change page."""
-    site.log_in_to_the_admin(staff.username)
+    site.log_in(staff.username)
     site.open(reverse("admin:index"))
     links = site.browser.find_elements(By.CSS_SELECTOR, "#content-main tr[class^=model-] a[href]")
     pages = sorted({str(link.get_attribute("href")).removeprefix(site.origin) for link in links})
-    assert pages == _list_and_add_pages(staff)
+    assert pages == sorted(admin_pages(staff))
     pages.append(reverse("admin:products_product_change", args=[product.pk]))
     errors = {}
     for page in pages:
@@ -359,16 +352,3 @@ def test_every_admin_page_runs_without_console_errors(site: Site, staff, product
         if found := site.console_errors():
             errors[page] = found
     assert errors == {}
-
-
-def _list_and_add_pages(user: Any) -> list[str]:
-    """Every registered model's list page, and its add page where `user` may add."""
-    request = RequestFactory().get("/admin/")
-    request.user = user
-    pages = []
-    for model, model_admin in admin.site._registry.items():
-        opts = model._meta
-        pages.append(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
-        if model_admin.has_add_permission(request):
-            pages.append(reverse(f"admin:{opts.app_label}_{opts.model_name}_add"))
-    return sorted(pages)
