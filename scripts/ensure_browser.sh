@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The browser the browser tests drive (tests/inventory_project/test_browser.py): Chromium and a
 # ChromeDriver of its version, installed from Debian's packages where either is missing. Where
-# there is no apt-get, or neither root nor sudo, install both yourself (the tests take CHROMIUM
-# and CHROMEDRIVER, paths, else the first of chromium, chromium-browser and google-chrome on the
-# PATH); without them the browser tests are skipped, and say so. A failed install fails.
+# there is no apt-get, or neither root nor a sudo that runs without a password, install both
+# yourself (the tests take CHROMIUM and CHROMEDRIVER, paths, else the first of chromium,
+# chromium-browser and google-chrome on the PATH); without them the browser tests are skipped,
+# and say so. A failed install fails.
 set -euo pipefail
 
 found() {
@@ -28,16 +29,19 @@ skip() {
 
 have_browser && exit 0
 command -v apt-get >/dev/null || skip "no apt-get"
-sudo=""
+as_root=()
 if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null || skip "not root and no sudo"
-  sudo="sudo"
+  # -n: a sudo that wants a password says so and fails, rather than wait at a prompt in the
+  # middle of `make test`. sudo resets the environment: DEBIAN_FRONTEND goes on the command.
+  sudo -n true 2>/dev/null || skip "not root, and sudo asks for a password"
+  as_root=(sudo -n)
 fi
 echo "installing Debian's chromium and chromium-driver for the browser tests"
-export DEBIAN_FRONTEND=noninteractive
 # A fresh machine or container has no package lists yet: "Unable to locate package".
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+  chromium chromium-driver >/dev/null
 have_browser || {
   echo "chromium and chromium-driver are installed, and still no browser or driver is found" \
     "(CHROMIUM, CHROMEDRIVER, PATH)" >&2

@@ -34,6 +34,12 @@ def env_filled(name: str, default: str) -> str:
     return env_str(name, default).strip() or default
 
 
+def env_folder(name: str, default: str) -> Path:
+    """A folder: `~` is the user's home, and a relative path is the checkout's (web, workers and
+    commands may run in other directories)."""
+    return BASE_DIR / Path(env_filled(name, default)).expanduser()
+
+
 def env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -278,9 +284,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-# Where collectstatic puts the files the web serves (whitenoise): relative to the checkout, or
-# absolute. The Docker image collects them into the default as it is built.
-STATIC_ROOT = BASE_DIR / env_filled("STATIC_ROOT", "staticfiles")
+# Where collectstatic puts the files the web serves (whitenoise). The Docker image collects them
+# into the default as it is built.
+STATIC_ROOT = env_folder("STATIC_ROOT", "staticfiles")
 # Files served at the site's root by whitenoise: the favicon, which browsers ask every page
 # of the admin, the browsable API and Swagger for (a 404 and a warning line each time).
 WHITENOISE_ROOT = BASE_DIR / "inventory_project" / "public"
@@ -609,9 +615,8 @@ ADS_SYNC_MAX_ATTEMPTS = env_int("ADS_SYNC_MAX_ATTEMPTS", 5, minimum=1)
 # Exponential backoff with jitter between attempts: base, doubled per attempt, capped.
 ADS_SYNC_RETRY_BASE_S = env_seconds("ADS_SYNC_RETRY_BASE_S", 1.0)
 ADS_SYNC_RETRY_MAX_S = env_seconds("ADS_SYNC_RETRY_MAX_S", 60.0)
-# A relative folder is the project's: web, workers and commands may run in other directories.
 # Empty is the default: it was the project folder itself, and the CSVs landed among the code.
-ADS_SYNC_OUTPUT_DIR = BASE_DIR / Path(env_filled("ADS_SYNC_OUTPUT_DIR", "output")).expanduser()
+ADS_SYNC_OUTPUT_DIR = env_folder("ADS_SYNC_OUTPUT_DIR", "output")
 # Back to 2000-01-01 at most, as `backfill_ads --days`: Google Ads has no earlier data. Unbounded,
 # a million days overflowed the date arithmetic (OverflowError) in every gap detection. The UTC
 # date, as backfill_ads': Django sets TZ only after the settings are read, so date.today() here

@@ -660,6 +660,22 @@ def test_an_empty_value_is_the_default(name, setting, default, value) -> None:
     assert result.stdout.splitlines()[-1] == default
 
 
+@pytest.mark.parametrize("name", ["ADS_SYNC_OUTPUT_DIR", "STATIC_ROOT"])
+def test_a_folder_under_tilde_is_in_the_home_folder(name, tmp_path) -> None:
+    # STATIC_ROOT=~/static was a folder named `~` in the checkout.
+    result = _manage(
+        "shell",
+        "-c",
+        f"from django.conf import settings; print(settings.{name})",
+        DJANGO_SETTINGS_MODULE="inventory_project.settings.production",
+        SECRET_KEY="x7!" + uuid.uuid4().hex + uuid.uuid4().hex,
+        HOME=str(tmp_path),
+        **{name: "~/files"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == str(tmp_path / "files")
+
+
 @pytest.mark.parametrize(
     ("name", "setting", "default"),
     [
@@ -1284,6 +1300,102 @@ def test_ensure_services_passes_no_service_url_on_a_command_line(tmp_path) -> No
     arguments = (tmp_path / "arguments").read_text()
     assert arguments.count("urlsplit") == 3  # each URL was looked at
     assert [word for word in ("s3cret", "192.0.2.1") if word in arguments] == []
+
+
+def _ensure_browser(
+    tmp_path: Path, *, uid: int, sudo: str | None = "asks", apt_get: str | None = "installs"
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """scripts/ensure_browser.sh on a PATH of fakes with no browser on it: `id -u` prints `uid`;
+    `sudo` (None: none) asks for a password, or runs the command ("runs") in an environment
+    without DEBIAN_FRONTEND, as sudo's env_reset; `apt-get` (None:
+    none) "installs" chromium and chromedriver onto the PATH, or "fails". Returns the run and
+    what sudo and apt-get were called with (one line per call)."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    fakes = {"id": f"echo {uid}"}
+    if sudo is not None:
+        fakes["sudo"] = (
+            f'echo "sudo $*" >> {calls}\n'
+            '[ "$1" = -n ] || { read -rp "[sudo] password: "; exit 1; }\n'
+            + (
+                'shift; unset DEBIAN_FRONTEND; "$@"'
+                if sudo == "runs"
+                else "echo 'a password is required'; exit 1"
+            )
+        )
+    if apt_get is not None:
+        install = (
+            ""
+            if apt_get == "fails"
+            else (
+                "for name in chromium chromedriver; do\n"
+                f"  printf '#!/bin/sh\\n' > {bin_dir}/$name; /bin/chmod +x {bin_dir}/$name\n"
+                "done\n"
+            )
+        )
+        fakes["apt-get"] = f'echo "apt-get $* DEBIAN_FRONTEND=$DEBIAN_FRONTEND" >> {calls}\n' + (
+            '[ "$1" = install ] || exit 0\n' + install + ("exit 100" if apt_get == "fails" else "")
+        )
+    for name, body in fakes.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    (bin_dir / "env").symlink_to(shutil.which("env") or "/usr/bin/env")
+    result = subprocess.run(
+        ["/bin/bash", "scripts/ensure_browser.sh"],
+        cwd=ROOT,
+        env={"PATH": str(bin_dir), "DEBIAN_FRONTEND": ""},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result, calls.read_text() if calls.exists() else ""
+
+
+def test_ensure_browser_installs_chromium_with_apt_get_as_root(tmp_path) -> None:
+    result, calls = _ensure_browser(tmp_path, uid=0, sudo=None)
+    assert result.returncode == 0, result.stderr
+    assert calls.splitlines() == [
+        "apt-get update -qq DEBIAN_FRONTEND=noninteractive",
+        "apt-get install -y -qq chromium chromium-driver DEBIAN_FRONTEND=noninteractive",
+    ]
+
+
+def test_ensure_browser_installs_through_a_sudo_without_password(tmp_path) -> None:
+    # sudo resets the environment: an exported DEBIAN_FRONTEND never reached apt-get.
+    result, calls = _ensure_browser(tmp_path, uid=1000, sudo="runs")
+    assert result.returncode == 0, result.stderr
+    installs = [line for line in calls.splitlines() if line.startswith("apt-get install")]
+    assert installs == [
+        "apt-get install -y -qq chromium chromium-driver DEBIAN_FRONTEND=noninteractive"
+    ]
+    assert all(line.startswith("sudo -n ") for line in calls.splitlines() if "sudo" in line)
+
+
+def test_ensure_browser_skips_rather_than_wait_for_a_sudo_password(tmp_path) -> None:
+    # A sudo that asked stopped `make test` at a password prompt.
+    result, calls = _ensure_browser(tmp_path, uid=1000, sudo="asks")
+    assert result.returncode == 0, result.stderr
+    assert "sudo asks for a password" in result.stderr
+    assert "browser tests will be skipped" in result.stderr
+    assert "apt-get" not in calls
+
+
+@pytest.mark.parametrize(
+    ("uid", "sudo", "apt_get", "reason"),
+    [(0, None, None, "no apt-get"), (1000, None, "installs", "not root and no sudo")],
+)
+def test_ensure_browser_skips_where_it_cannot_install(tmp_path, uid, sudo, apt_get, reason) -> None:
+    result, calls = _ensure_browser(tmp_path, uid=uid, sudo=sudo, apt_get=apt_get)
+    assert result.returncode == 0, result.stderr
+    assert f"and {reason} to install them" in result.stderr
+    assert calls == ""
+
+
+def test_ensure_browser_fails_when_apt_get_fails(tmp_path) -> None:
+    # Skipped without a word, CI would pass with no browser test run.
+    result, _ = _ensure_browser(tmp_path, uid=0, sudo=None, apt_get="fails")
+    assert result.returncode != 0
 
 
 GOOGLE_ADS_CREDENTIALS = {
