@@ -5,18 +5,19 @@ three bench-only paths and hands everything else, the floor (`/healthz`) and the
 to `inventory_project.wsgi`:
 
 - `/bare/search?name=...&min_price=...&max_price=...`: page 1 of 20, from the app's own
-  selector (`selectors.product_search`: the statement the view sends, planned for its values,
-  on Django's pooled connection) and the output serializer's `_represent`, in one `orjson` call.
-  Left out: the query serializer, the throttle, the page links, the ETag and every header but
-  Content-Type, and the renderer. What this reaches is about the most a search in Python can
-  reach while PostgreSQL plans each one.
+  selector (`selectors.product_search`: the statement the view sends, with its values in its
+  text, planned for them and, repeated, kept once psycopg prepares it; on Django's pooled
+  connection) and the output serializer's `_represent`, in one `orjson` call. Left out: the
+  query serializer, the throttle, the page links, the ETag and every header but Content-Type,
+  and the renderer. What this reaches is about the most a search in Python can reach.
 - `/bare/search-kept`: the same page from a statement whose index keys were computed once, at
   start-up, for `name=steel&min_price=100&max_price=200` (the bench's search; nothing else is
   answered), prepared, on a connection of its own per thread that keeps one plan for every
   execution (`plan_cache_mode = force_generic_plan`, no parallel workers; the generic plan
-  hides the price index, `price + 0`). The app cannot do this (migration 0007: the keys are what
-  PostgreSQL's `upper()` and `hashtext()` make of the term). It shows what is left when
-  PostgreSQL neither plans the statement nor computes the keys.
+  hides the price index, `price + 0`). The app cannot send this one (migration 0007: the keys
+  are what PostgreSQL's `upper()` and `hashtext()` make of the term); its own statement, kept,
+  has PostgreSQL fold the keys into the plan once. Since 2026-12-07 (the app keeping its
+  search's plan), the two differ mostly in the plan PostgreSQL picks.
 - `PUT /bare/products/<id>` with `Authorization: Token ...` and `{"price": "...",
   "stock_level": n}`: the token query of `inventory_project/authentication.py` (a row is
   enough: no permission or active-user check), `services.product_update` (the UPDATE, and the

@@ -9,8 +9,9 @@ write (the app's token query, service, invalidation and write-through, with no f
 them); then two loops in this process, with the server idle:
 
 - The search's PostgreSQL work. `selectors.product_search` sends the statement the view sends
-  for `name=steel&min_price=100&max_price=200`, and the CPU of the PostgreSQL backend serving
-  it (`/proc`, that one process) is divided by the searches. Two cores cannot answer more
+  for `name=steel&min_price=100&max_price=200` (repeated, planned once: kept as the server's
+  connections keep it), and the CPU of the PostgreSQL backend serving it (`/proc`, that one
+  process) is divided by the searches. Two cores cannot answer more
   searches per second than they can run that work, whatever the Python side costs:
   cores / (PostgreSQL CPU per search) is the most the uncached search can reach, printed as a
   ratio to the floor.
@@ -27,8 +28,9 @@ them); then two loops in this process, with the server idle:
 A last phase measures the search's ceiling by experiment rather than by arithmetic. A second
 server, cache off, serves `bench/_bare.py`, whose two search paths answer the search from the
 app's own selector with no framework around it (no query serializer, throttle, links, ETag or
-headers), and the same page from a statement that PostgreSQL neither plans per search nor
-computes keys for (its keys computed once, its plan kept), which the app cannot send. Each
+headers), and the same page from a generic plan of a statement whose keys were computed once
+in Python, which the app cannot send (the app's own statement is kept too, with PostgreSQL's
+keys folded into its plan). Each
 round runs wrk on the floor, the API's search and both paths, one after the other.
 
 The wrk rates beside the floor's are shown as the median of their per-round ratios to their
@@ -262,7 +264,7 @@ def ceiling_round(seconds: int, first: bool) -> dict[str, float]:
         rates[name] = result.rps
     print(
         f"  floor {rates['floor']:,.0f} req/s; search: API {rates['search']:,.0f}, no framework"
-        f" {rates['bare']:,.0f}, plan kept {rates['kept']:,.0f}",
+        f" {rates['bare']:,.0f}, generic plan {rates['kept']:,.0f}",
         flush=True,
     )
     return {name: rates[name] / rates["floor"] for name in CEILING_PLANS}
@@ -331,12 +333,12 @@ def render(rounds: list[dict[str, float]], ceiling: list[dict[str, float]]) -> s
             (
                 "search: the app's selector, no framework around it",
                 f"**{c['bare']:.3f}x**",
-                "`/bare/search`: the statement planned for its values, rows as Products, JSON",
+                "`/bare/search`: the app's statement (its plan kept), rows as Products, JSON",
             ),
             (
-                "search: plan kept, keys computed once (not the app)",
+                "search: a generic plan, keys computed once (not the app)",
                 f"{c['kept']:.3f}x",
-                "`/bare/search-kept`: without what PostgreSQL plans and computes per search",
+                "`/bare/search-kept`: one generic plan, the keys from Python",
             ),
         ]
     lines = ["| measure | value | how |", "| --- | ---: | --- |"]

@@ -186,6 +186,17 @@ def test_search_pages_are_in_id_order_whatever_order_the_rows_are_stored_in(
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("term", ["n's 100% st", "100% steel_b", "l_bar \\ '", "\\ ';--"])
+def test_a_search_term_matches_its_quotes_wildcards_and_backslashes_as_written(term) -> None:
+    """The values go into the statement's text (selectors._with_values): quoted there, a quote
+    or a backslash stays part of the term, and LIKE's wildcards stay escaped."""
+    wanted = ProductFactory(name="O'Brien's 100% steel_bar \\ ';--")
+    ProductFactory(name="O'Brien's 1000 steelXbar \\ x")  # each wildcard would match here
+    page = selectors.product_search(filters=selectors.ProductFilters(name=term), page=1, limit=10)
+    assert [product.pk for product in page.products] == [wanted.pk]
+
+
+@pytest.mark.django_db
 def test_a_selective_search_is_counted_and_paged_in_one_statement() -> None:
     ProductFactory.create_batch(3, name="Steel bar")
     filters = selectors.ProductFilters(name="steel")
