@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection
+from django.db.backends.utils import CursorWrapper
 from django.db.models import BooleanField, QuerySet
 from django.db.models.expressions import RawSQL
 from psycopg import ClientCursor
@@ -170,10 +171,12 @@ def _count_and_page(
     where, params = _search_conditions(filters)
     # Slice bounds are integers: clamped, since no page past SEARCH_IDS_MAX is read here.
     first, last = (min(n, SEARCH_IDS_MAX + 2) for n in (offset + 1, offset + limit))
-    statement = _with_values(
-        _COUNT_AND_PAGE_SQL.format(where=where), [*params, SEARCH_IDS_MAX + 1, first, last]
-    )
     with connection.cursor() as cursor:
+        statement = _with_values(
+            cursor,
+            _COUNT_AND_PAGE_SQL.format(where=where),
+            [*params, SEARCH_IDS_MAX + 1, first, last],
+        )
         cursor.execute(statement)
         rows = cursor.fetchall()
     count = int(rows[0][0])
@@ -219,19 +222,26 @@ def product_search_after(*, filters: ProductFilters, after_id: int, limit: int) 
         return _keyset_page(_filtered(filters), after_id=after_id, limit=limit)
 
 
-def _with_values(sql: str, params: Sequence[Any]) -> str:
+def _with_values(cursor: CursorWrapper, sql: str, params: Sequence[Any]) -> str:
     """The statement with its values in its text, quoted by psycopg as a client-side cursor
-    quotes them.
+    quotes them, for the connection of `cursor`.
 
     PostgreSQL then plans it for those values, as it plans an unprepared statement (see
     _planned_for_values), and psycopg may still prepare it (DB_PREPARE_THRESHOLD): the same
     search repeated on a connection is planned once, for its values. Planning was a third of
     PostgreSQL's work for a search (pgbench, the bench's 1,000,000 products, `steel` at
     100-200: 1.13 ms a search planned each time, 0.76 ms prepared). Different values are a
-    different text, with a plan of its own, never another search's.
+    different text, with a plan of its own, never another search's. psycopg keeps at most
+    `prepared_max` (100) statements per connection, dropping the least recently used; a kept
+    search plan holds 73-458 kB of its server process's memory (more for the longest terms
+    and the widest price tilings), so up to about 15 MB per connection for common searches.
+
+    On the cursor's connection: taking the cursor is what replaces a connection closed under
+    the request (inventory_project/postgresql/base.py); psycopg's errors here (a closed
+    connection, a NUL in a term) are Django's, as they are from execute().
     """
-    connection.ensure_connection()
-    return ClientCursor(connection.connection).mogrify(sql, params)
+    with connection.wrap_database_errors:
+        return ClientCursor(cursor.connection).mogrify(sql, params)
 
 
 @contextmanager

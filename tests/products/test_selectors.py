@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import psycopg
 import pytest
-from django.db import IntegrityError, connection
+from django.db import DataError, IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from products import selectors
@@ -196,6 +197,180 @@ def test_a_search_term_matches_its_quotes_wildcards_and_backslashes_as_written(t
     assert [product.pk for product in page.products] == [wanted.pk]
 
 
+# Names whose matches a wrong quoting would change: a backslash read as an escape under
+# standard_conforming_strings off, a doubled quote read as one, a LIKE wildcard left active.
+QUOTED_NAMES = ["x\\y", "xy", "x\\\\y", "a'b", "a''b", "a\\'b", "50%off", "50 off", "a_b", "aXb"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("conforming", ["on", "off"])
+@pytest.mark.parametrize(
+    ("term", "expected"),
+    [
+        ("x\\y", ["x\\y"]),
+        ("\\\\", ["x\\\\y"]),
+        ("\\y", ["x\\y", "x\\\\y"]),
+        ("a'b", ["a'b"]),
+        ("''", ["a''b"]),
+        ("\\'", ["a\\'b"]),
+        ("0%o", ["50%off"]),
+        ("a_b", ["a_b"]),
+    ],
+)
+def test_a_term_matches_as_written_whatever_the_connections_standard_conforming_strings(
+    conforming, term, expected
+) -> None:
+    """psycopg quotes the values by what the connection reports (E'...' around a backslash):
+    with standard_conforming_strings off, '\\y' in a plain literal would be read as 'y'."""
+    ids = {ProductFactory(name=name).pk: name for name in QUOTED_NAMES}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('standard_conforming_strings', %s, false)", [conforming])
+    try:
+        assert (
+            connection.connection.pgconn.parameter_status(b"standard_conforming_strings")
+            == conforming.encode()
+        )
+        filters = selectors.ProductFilters(name=term)
+        page = selectors.product_search(filters=filters, page=1, limit=20)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET standard_conforming_strings = on")
+    assert sorted(ids[product.pk] for product in page.products) == sorted(expected)
+
+
+ADVERSARIAL_NAMES = [
+    "O'Brien's 100% steel_bar \\ ';--",
+    "$1 $$ $tag$ quote",
+    "%s and %(x)s and %b",
+    "/* c */ -- d ; e",
+    "E'\\x41' literal",
+    "Straße",
+    "İstanbul",
+    "ΣΑΣ σας",
+    "日本語の名前",
+    "emoji 😀 steel",
+    "zero\u200bwidth",
+    "'" * 40,
+    "\\" * 40,
+    "😀" * 63,
+]
+ADVERSARIAL_TERMS = [
+    *ADVERSARIAL_NAMES,
+    "'",
+    "\\",
+    "%",
+    "_",
+    "%s",
+    "%(x)s",
+    "$$",
+    "$1",
+    "--",
+    "/*",
+    "'; DROP TABLE products_product; --",
+    "\\' OR 1=1 --",
+    "' OR ''='",
+    "\\x41",
+    "ß",
+    "SS",
+    "\u03c3",  # the lower case of the capital sigma
+    "😀😀😀",
+    "\t",
+    "'" * 255,
+    "\\" * 255,
+    "😀" * 255,
+    ("'\\%_" * 64)[:255],
+]
+
+
+def _found_by_postgresql(filters: selectors.ProductFilters) -> list[int]:
+    """What PostgreSQL's own upper() and strpos() find for the term passed as a parameter: no
+    LIKE pattern and no quoting of ours in between."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM products_product"
+            " WHERE strpos(upper(name::text), upper(%s::text)) > 0"
+            " AND price BETWEEN %s::numeric AND %s::numeric ORDER BY id",
+            [filters.name, filters.min_price or 0, filters.max_price or Decimal("1e20")],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("term", ADVERSARIAL_TERMS)
+def test_a_search_finds_what_postgresql_finds_for_the_term_as_written(term) -> None:
+    """Quotes, backslashes, placeholders, dollar quotes, comments, case folding and 255 wide
+    characters: the statement with its values in its text matches what a parameter did."""
+    prices = [Decimal("0.50"), Decimal("150.00"), Decimal("9999999999.99")]
+    for name in ADVERSARIAL_NAMES:
+        for price in prices:
+            ProductFactory(name=name, price=price)
+    for low, high in [(None, None), (Decimal("100"), Decimal("200")), (Decimal("0"), None)]:
+        filters = selectors.ProductFilters(name=term, min_price=low, max_price=high)
+        page = selectors.product_search(filters=filters, page=1, limit=100)
+        expected = _found_by_postgresql(filters)
+        assert ([p.pk for p in page.products], page.count) == (expected, len(expected)), filters
+
+
+@pytest.mark.django_db
+def test_distinct_searches_stay_within_psycopgs_bound_on_prepared_statements() -> None:
+    """Each search repeated past the prepare threshold is a statement of its own on the
+    server: psycopg deallocates the least recently used past prepared_max (in a transaction
+    too), and a search whose statement was deallocated is prepared again and still answers."""
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        pytest.skip("nothing is prepared with DB_PREPARE_THRESHOLD=0")
+    prepared_max = raw.prepared_max
+    raw.prepared_max = 10  # psycopg's default is 100: the same path, in a tenth of the time
+    wanted = ProductFactory(name="Steel bar 0", price=Decimal("150"))
+    try:
+        with transaction.atomic():
+            for n in range(40):
+                filters = selectors.ProductFilters(
+                    name=f"Steel bar {n}", min_price=Decimal("100"), max_price=Decimal(200 + n)
+                )
+                for _ in range(raw.prepare_threshold + 1):
+                    selectors.product_search(filters=filters, page=1, limit=20)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT statement FROM pg_prepared_statements")
+                searches = [row[0] for row in cursor.fetchall() if "LIKE" in row[0]]
+            assert 0 < len(searches) <= 11, len(searches)
+            assert not [sql for sql in searches if "Steel bar 0%" in sql]  # deallocated
+            first = selectors.ProductFilters(
+                name="Steel bar 0", min_price=Decimal("100"), max_price=Decimal("200")
+            )
+            for _ in range(raw.prepare_threshold + 1):
+                page = selectors.product_search(filters=first, page=1, limit=20)
+                assert [p.pk for p in page.products] == [wanted.pk]
+    finally:
+        raw.prepared_max = prepared_max
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_search_prepared_before_a_column_is_added_elsewhere_still_answers() -> None:
+    """A migration adding a column runs on another connection while a web connection keeps the
+    search prepared: its explicit column list keeps its result type ("cached plan must not
+    change result type" is what `p.*` would give on every later execution)."""
+    wanted = ProductFactory(name="Steel bar", price=Decimal("150"))
+    filters = selectors.ProductFilters(
+        name="steel", min_price=Decimal("100"), max_price=Decimal("200")
+    )
+    connection.ensure_connection()
+    for _ in range((connection.connection.prepare_threshold or 0) + 1):
+        selectors.product_search(filters=filters, page=1, limit=20)
+    params = {**connection.get_connection_params(), "autocommit": True}
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    params.pop("prepare_threshold", None)
+    with psycopg.connect(**params) as other:
+        other.execute("ALTER TABLE products_product ADD COLUMN added_elsewhere integer")
+        try:
+            page = selectors.product_search(filters=filters, page=1, limit=20)
+        finally:
+            other.execute("ALTER TABLE products_product DROP COLUMN added_elsewhere")
+    assert [p.pk for p in page.products] == [wanted.pk]
+
+
 @pytest.mark.django_db
 def test_a_selective_search_is_counted_and_paged_in_one_statement() -> None:
     ProductFactory.create_batch(3, name="Steel bar")
@@ -254,3 +429,24 @@ def test_a_keyset_page_that_takes_the_last_rows_exactly_names_no_next() -> None:
     page = selectors.product_list_after(after_id=products[1].id, limit=2)
     assert [p.id for p in page.products] == [products[2].id, products[3].id]
     assert page.next_after_id is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_search_on_a_connection_closed_under_the_request_takes_a_fresh_one() -> None:
+    """As every other read does (inventory_project/postgresql/base.py): the values are quoted
+    on the connection the search's cursor runs on, not on the closed one."""
+    wanted = ProductFactory(name="Steel bar")
+    connection.ensure_connection()
+    connection.connection.close()
+    page = selectors.product_search(
+        filters=selectors.ProductFilters(name="steel"), page=1, limit=20
+    )
+    assert [p.pk for p in page.products] == [wanted.pk]
+
+
+@pytest.mark.django_db
+def test_a_term_the_database_cannot_take_is_djangos_data_error() -> None:
+    """A NUL (the query serializer refuses it; other callers may not): Django's DataError, which
+    the API answers with a 400, as when the term was a parameter, not psycopg's own."""
+    with pytest.raises(DataError):
+        selectors.product_search(filters=selectors.ProductFilters(name="a\x00b"), page=1, limit=20)
