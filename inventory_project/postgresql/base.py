@@ -111,6 +111,37 @@ def _mid_statement(connection: psycopg.Connection[Any]) -> bool:
     return connection.pgconn.transaction_status == psycopg.pq.TransactionStatus.ACTIVE
 
 
+# PostgreSQL's refusal to run a prepared statement whose result columns changed type since it
+# was prepared (ALTER COLUMN ... TYPE, by a migration on another connection).
+_STALE_PLAN = "cached plan must not change result type"
+
+
+class ServerBindingCursor(base.ServerBindingCursor, psycopg.Cursor[Any]):
+    """Django's cursor for server-side binding (which preparing statements needs), which runs a
+    statement again, once, after PostgreSQL refused its prepared plan as stale.
+
+    A migration that changes a column's type (a longer `name`, more digits in `price`) on
+    another connection made every statement prepared before it fail on each connection that
+    kept it, at every request, until that connection left the pool: psycopg forgets its
+    prepared statements only after a DEALLOCATE, DISCARD, ROLLBACK or DDL on that same
+    connection, and a request in autocommit sends none of them. Outside a transaction nothing
+    ran, so `DEALLOCATE ALL` (psycopg then forgets them too) and the statement again are safe.
+    Inside one, the transaction is aborted: the error goes up, and the ROLLBACK that ends the
+    transaction clears them.
+    """
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        try:
+            return super().execute(query, params, **kwargs)
+        except psycopg.errors.FeatureNotSupported as exc:
+            raw = self.connection
+            idle = raw.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            if _STALE_PLAN not in str(exc) or not idle:
+                raise
+            raw.execute("DEALLOCATE ALL")
+            return super().execute(query, params, **kwargs)
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     SchemaEditorClass = DatabaseSchemaEditor
 
@@ -173,6 +204,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def get_connection_params(self) -> dict[str, Any]:
         params = super().get_connection_params()
+        if params.get("cursor_factory") is base.ServerBindingCursor:
+            params["cursor_factory"] = ServerBindingCursor
         # Django sets each connection's TimeZone to its own time zone's name (UTC here).
         if self.timezone is datetime.UTC and "context" in params:
             params["context"] = _adapters(params["context"])

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -21,6 +22,7 @@ from django.db import (
     DataError,
     InterfaceError,
     InternalError,
+    NotSupportedError,
     OperationalError,
     connection,
     connections,
@@ -31,12 +33,14 @@ from rest_framework.authtoken.models import Token
 
 from inventory_project.postgresql.base import DatabaseWrapper, closed_by_server
 from inventory_project.postgresql.connection import NoAnswer
+from products import selectors
 from products.api.errors import LOCK_WAIT_DETAIL, NO_ANSWER_DETAIL
-from products.models import Product
+from products.models import NAME_MAX_LENGTH, Product
 from tests.concurrency import run_at_once
 from tests.database import (
     WEB_LIMITS,
     database_url,
+    other_connection,
     row_lock_held,
     wait_until_session_ended,
     web_server_connections,
@@ -716,3 +720,39 @@ def test_the_prepare_threshold_reaches_the_connection_the_api_uses() -> None:
     seen = _api_on_one_connection("2")
     assert seen["threshold"] == 2
     assert seen["prepared"] > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_statements_prepared_before_a_column_changes_type_elsewhere_run_again() -> None:
+    """A migration widening a column on another connection: PostgreSQL refuses each statement
+    prepared before it ("cached plan must not change result type"), and psycopg keeps sending
+    it. Every read of every connection that had prepared it failed, at every request, until the
+    connection left the pool; now the first failure outside a transaction deallocates them."""
+    product = ProductFactory(name="Steel bar", price=Decimal("150"))
+    connection.ensure_connection()
+    threshold = connection.connection.prepare_threshold
+    if threshold is None:
+        pytest.skip("nothing is prepared with DB_PREPARE_THRESHOLD=0")
+    steel = selectors.ProductFilters(name="steel", min_price=Decimal(100), max_price=Decimal(200))
+
+    def read() -> tuple[str, list[int]]:
+        page = selectors.product_search(filters=steel, page=1, limit=20)
+        return selectors.product_get(product_id=product.pk).name, [p.pk for p in page.products]
+
+    for _ in range(threshold + 1):
+        read()
+    widen = "ALTER TABLE products_product ALTER COLUMN name TYPE varchar({})"
+    with other_connection() as migration:
+        migration.execute(widen.format(NAME_MAX_LENGTH + 45))
+        try:
+            assert read() == ("Steel bar", [product.pk])
+            # Inside a transaction the statement cannot run again: the error goes up, and the
+            # rollback clears what psycopg kept.
+            for _ in range(threshold + 1):
+                read()
+            migration.execute(widen.format(NAME_MAX_LENGTH + 50))
+            with pytest.raises(NotSupportedError, match="cached plan"), transaction.atomic():
+                read()
+            assert read() == ("Steel bar", [product.pk])
+        finally:
+            migration.execute(widen.format(NAME_MAX_LENGTH))

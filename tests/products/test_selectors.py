@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import psycopg
 import pytest
 from django.db import DataError, IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from products import selectors
 from products.models import Product
+from tests.database import other_connection
 from tests.products.conftest import ProductFactory
 
 
@@ -358,11 +358,7 @@ def test_a_search_prepared_before_a_column_is_added_elsewhere_still_answers() ->
     connection.ensure_connection()
     for _ in range((connection.connection.prepare_threshold or 0) + 1):
         selectors.product_search(filters=filters, page=1, limit=20)
-    params = {**connection.get_connection_params(), "autocommit": True}
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    params.pop("prepare_threshold", None)
-    with psycopg.connect(**params) as other:
+    with other_connection() as other:
         other.execute("ALTER TABLE products_product ADD COLUMN added_elsewhere integer")
         try:
             page = selectors.product_search(filters=filters, page=1, limit=20)
