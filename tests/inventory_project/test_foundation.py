@@ -648,32 +648,28 @@ def test_requests_for_other_hosts_are_a_line_a_minute_without_tracebacks() -> No
 )
 @pytest.mark.parametrize("value", ["", " "])
 def test_an_empty_value_is_the_default(name, setting, default, value) -> None:
+    assert _production_setting(setting, **{name: value}) == default
+
+
+@pytest.mark.parametrize("name", ["ADS_SYNC_OUTPUT_DIR", "STATIC_ROOT"])
+def test_a_folder_under_tilde_is_in_the_home_folder(name, tmp_path) -> None:
+    # STATIC_ROOT=~/static was a folder named `~` in the checkout.
+    found = _production_setting(name, HOME=str(tmp_path), **{name: "~/files"})
+    assert found == str(tmp_path / "files")
+
+
+def _production_setting(setting: str, **env: str) -> str:
+    """What the production settings make of `setting` (Python, printed) with `env`."""
     result = _manage(
         "shell",
         "-c",
         f"from django.conf import settings; print(settings.{setting})",
         DJANGO_SETTINGS_MODULE="inventory_project.settings.production",
         SECRET_KEY="x7!" + uuid.uuid4().hex + uuid.uuid4().hex,
-        **{name: value},
+        **env,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == default
-
-
-@pytest.mark.parametrize("name", ["ADS_SYNC_OUTPUT_DIR", "STATIC_ROOT"])
-def test_a_folder_under_tilde_is_in_the_home_folder(name, tmp_path) -> None:
-    # STATIC_ROOT=~/static was a folder named `~` in the checkout.
-    result = _manage(
-        "shell",
-        "-c",
-        f"from django.conf import settings; print(settings.{name})",
-        DJANGO_SETTINGS_MODULE="inventory_project.settings.production",
-        SECRET_KEY="x7!" + uuid.uuid4().hex + uuid.uuid4().hex,
-        HOME=str(tmp_path),
-        **{name: "~/files"},
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == str(tmp_path / "files")
+    return result.stdout.splitlines()[-1]
 
 
 @pytest.mark.parametrize(
