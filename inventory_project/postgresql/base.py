@@ -111,9 +111,13 @@ def _mid_statement(connection: psycopg.Connection[Any]) -> bool:
     return connection.pgconn.transaction_status == psycopg.pq.TransactionStatus.ACTIVE
 
 
-# PostgreSQL's refusal to run a prepared statement whose result columns changed type since it
-# was prepared (ALTER COLUMN ... TYPE, by a migration on another connection).
-_STALE_PLAN = "cached plan must not change result type"
+# The routine of PostgreSQL's plan cache that refuses a prepared statement whose result columns
+# changed type since it was prepared (ALTER COLUMN ... TYPE, by a migration on another
+# connection): "cached plan must not change result type". Its message is translated on a server
+# whose lc_messages is not English, and a function may raise the same text and SQLSTATE after
+# doing something a transaction does not undo (a sequence's nextval); the routine's name is
+# neither.
+_STALE_PLAN_ROUTINE = "RevalidateCachedQuery"
 
 
 class ServerBindingCursor(base.ServerBindingCursor, psycopg.Cursor[Any]):
@@ -136,7 +140,7 @@ class ServerBindingCursor(base.ServerBindingCursor, psycopg.Cursor[Any]):
         except psycopg.errors.FeatureNotSupported as exc:
             raw = self.connection
             idle = raw.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
-            if _STALE_PLAN not in str(exc) or not idle:
+            if exc.diag.source_function != _STALE_PLAN_ROUTINE or not idle:
                 raise
             raw.execute("DEALLOCATE ALL")
             return super().execute(query, params, **kwargs)

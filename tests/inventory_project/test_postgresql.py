@@ -756,3 +756,30 @@ def test_statements_prepared_before_a_column_changes_type_elsewhere_run_again() 
             assert read() == ("Steel bar", [product.pk])
         finally:
             migration.execute(widen.format(NAME_MAX_LENGTH))
+            # Statements this connection prepared for a wider column would fail the next tests'
+            # first reads inside their transactions, had this one stopped half-way.
+            if connection.connection is not None:
+                connection.connection.execute("DEALLOCATE ALL")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_function_raising_the_stale_plan_error_runs_once() -> None:
+    """Only PostgreSQL's plan cache is answered by running the statement again: a function that
+    raises the same SQLSTATE and message has run, and may have done what a rollback does not
+    undo (here a sequence's nextval)."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE SEQUENCE stale_plan_calls")
+        cursor.execute(
+            "CREATE FUNCTION stale_plan_imitation() RETURNS integer AS $$ BEGIN"
+            " PERFORM nextval('stale_plan_calls');"
+            " RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',"
+            " MESSAGE = 'cached plan must not change result type'; END $$ LANGUAGE plpgsql"
+        )
+        try:
+            with pytest.raises(NotSupportedError, match="cached plan"):
+                cursor.execute("SELECT stale_plan_imitation()")
+            cursor.execute("SELECT last_value FROM stale_plan_calls")
+            assert cursor.fetchone() == (1,)
+        finally:
+            cursor.execute("DROP FUNCTION stale_plan_imitation()")
+            cursor.execute("DROP SEQUENCE stale_plan_calls")
