@@ -37,7 +37,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DataError, IntegrityError, InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpRequest
 from django.http.request import HttpHeaders
 from django.utils.functional import cached_property
@@ -131,13 +131,17 @@ class ProductUpdateApp:
             return None
         try:
             product = services.product_update(product_id=product_id, **serializer.validated_data)
-        except (Product.DoesNotExist, ValidationError, IntegrityError, DataError):
-            return None  # refused, nothing committed: the view answers 404 or 400
         except (OperationalError, InterfaceError) as exc:
             # The UPDATE may have committed before the connection failed: running it again
             # through the view would write twice. Answer as the view would answer this error.
             log_database_unavailable(logger, exc)
             return self._unavailable(exc)
+        except (Product.DoesNotExist, ValidationError, DatabaseError):
+            # Refused, nothing committed (PostgreSQL answered the one statement with an error):
+            # the view answers, 404 or 400, or its JSON 500 for the rest (a ProgrammingError
+            # from a trigger's stale plan after a migration, say), which escaped every layer
+            # and got gunicorn's bare 500.
+            return None
         # Committed. What follows renders the answer; the write-through never raises.
         try:
             content = self.renderer.render(ProductOutputSerializer(product).data)

@@ -16,7 +16,15 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import DataError, IntegrityError, InterfaceError, OperationalError, connection
+from django.db import (
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    NotSupportedError,
+    OperationalError,
+    ProgrammingError,
+    connection,
+)
 from django.test import override_settings
 from rest_framework.authtoken.models import Token
 
@@ -429,3 +437,32 @@ def test_a_write_the_service_refuses_is_answered_by_the_views_400(
     status, _, content = put(app, product, token, {"price": "1.00", "stock_level": 2})
     assert (status, django.calls) == (400, 1)
     assert json.loads(content)["error"]["code"] == "invalid"
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        # A trigger's plan kept from before a migration changed `version` to bigint (h65).
+        ProgrammingError("type of parameter 15 (bigint) does not match that when preparing"),
+        NotSupportedError("cached plan must not change result type"),
+    ],
+    ids=["programming-error", "not-supported-error"],
+)
+def test_any_other_statement_error_is_the_views_json_500(
+    stack, token, monkeypatch, refusal: Exception
+) -> None:
+    """PostgreSQL answered the UPDATE with an error, so nothing was committed: the view answers,
+    with its JSON 500. Raised out of the fast path, it got gunicorn's bare 500."""
+    app, django = stack
+    product = ProductFactory(stock_level=1)
+
+    def refused(**kwargs: Any) -> Any:
+        raise refusal
+
+    monkeypatch.setattr(services, "product_update", refused)
+    status, headers, content = put(app, product, token, {"price": "1.00", "stock_level": 2})
+    assert (status, django.calls) == (500, 1)
+    assert (headers["Content-Type"], json.loads(content)["error"]["code"]) == (
+        "application/json",
+        "server_error",
+    )
