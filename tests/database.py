@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 import psycopg
+import pytest
 from django.db import connection
 from django.test import override_settings
 
@@ -93,3 +94,13 @@ def row_lock_held(pk: int) -> Iterator[None]:
     with lock_holder() as holder:
         holder.execute("SELECT 1 FROM products_product WHERE id = %s FOR UPDATE", [pk])
         yield
+
+
+def prepare_threshold() -> int:
+    """The runs after which psycopg prepares a statement on this test's connection; skips the
+    test where nothing is prepared (DB_PREPARE_THRESHOLD=0)."""
+    connection.ensure_connection()
+    threshold = connection.connection.prepare_threshold
+    if threshold is None:
+        pytest.skip("nothing is prepared with DB_PREPARE_THRESHOLD=0")
+    return int(threshold)

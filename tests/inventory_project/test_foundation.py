@@ -1303,9 +1303,9 @@ def _ensure_browser(
 ) -> tuple[subprocess.CompletedProcess[str], str]:
     """scripts/ensure_browser.sh on a PATH of fakes with no browser on it: `id -u` prints `uid`;
     `sudo` (None: none) asks for a password, or runs the command ("runs") in an environment
-    without DEBIAN_FRONTEND, as sudo's env_reset; `apt-get` (None:
-    none) "installs" chromium and chromedriver onto the PATH, or "fails". Returns the run and
-    what sudo and apt-get were called with (one line per call)."""
+    without DEBIAN_FRONTEND, as sudo's env_reset; `apt-get` (None: none) "installs" chromium
+    and chromedriver onto the PATH, or "fails". Returns the run and what sudo and apt-get were
+    called with (one line per call)."""
     bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
     bin_dir.mkdir()
     fakes = {"id": f"echo {uid}"}

@@ -41,6 +41,7 @@ from tests.database import (
     WEB_LIMITS,
     database_url,
     other_connection,
+    prepare_threshold,
     row_lock_held,
     wait_until_session_ended,
     web_server_connections,
@@ -729,10 +730,7 @@ def test_statements_prepared_before_a_column_changes_type_elsewhere_run_again() 
     it. Every read of every connection that had prepared it failed, at every request, until the
     connection left the pool; now the first failure outside a transaction deallocates them."""
     product = ProductFactory(name="Steel bar", price=Decimal("150"))
-    connection.ensure_connection()
-    threshold = connection.connection.prepare_threshold
-    if threshold is None:
-        pytest.skip("nothing is prepared with DB_PREPARE_THRESHOLD=0")
+    threshold = prepare_threshold()
     steel = selectors.ProductFilters(name="steel", min_price=Decimal(100), max_price=Decimal(200))
 
     def read() -> tuple[str, list[int]]:

@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 
 from products import selectors
 from products.models import Product
-from tests.database import other_connection
+from tests.database import other_connection, prepare_threshold
 from tests.products.conftest import ProductFactory
 
 
@@ -316,10 +316,8 @@ def test_distinct_searches_stay_within_psycopgs_bound_on_prepared_statements() -
     """Each search repeated past the prepare threshold is a statement of its own on the
     server: psycopg deallocates the least recently used past prepared_max (in a transaction
     too), and a search whose statement was deallocated is prepared again and still answers."""
-    connection.ensure_connection()
+    threshold = prepare_threshold()
     raw = connection.connection
-    if raw.prepare_threshold is None:
-        pytest.skip("nothing is prepared with DB_PREPARE_THRESHOLD=0")
     prepared_max = raw.prepared_max
     raw.prepared_max = 10  # psycopg's default is 100: the same path, in a tenth of the time
     wanted = ProductFactory(name="Steel bar 0", price=Decimal("150"))
@@ -329,7 +327,7 @@ def test_distinct_searches_stay_within_psycopgs_bound_on_prepared_statements() -
                 filters = selectors.ProductFilters(
                     name=f"Steel bar {n}", min_price=Decimal("100"), max_price=Decimal(200 + n)
                 )
-                for _ in range(raw.prepare_threshold + 1):
+                for _ in range(threshold + 1):
                     selectors.product_search(filters=filters, page=1, limit=20)
             with connection.cursor() as cursor:
                 cursor.execute("SELECT statement FROM pg_prepared_statements")
@@ -339,7 +337,7 @@ def test_distinct_searches_stay_within_psycopgs_bound_on_prepared_statements() -
             first = selectors.ProductFilters(
                 name="Steel bar 0", min_price=Decimal("100"), max_price=Decimal("200")
             )
-            for _ in range(raw.prepare_threshold + 1):
+            for _ in range(threshold + 1):
                 page = selectors.product_search(filters=first, page=1, limit=20)
                 assert [p.pk for p in page.products] == [wanted.pk]
     finally:

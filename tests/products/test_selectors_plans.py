@@ -11,6 +11,7 @@ from django.db import connection
 
 from products import selectors
 from products.models import Product
+from tests.database import prepare_threshold
 
 
 def explain(queryset, *, analyze: bool = False) -> dict:
@@ -106,9 +107,7 @@ def test_search_statements_are_planned_for_their_values_and_kept_with_them() -> 
     that plan once psycopg prepares it. Prepared with parameters, it would settle on one generic
     plan for every search; for a price range covering the whole catalogue that plan ANDs the
     price index in (10x slower)."""
-    connection.ensure_connection()
-    if connection.connection.prepare_threshold is None:
-        pytest.skip("nothing is prepared with DB_PREPARE_THRESHOLD=0")
+    prepare_threshold()
     narrow = selectors.ProductFilters(
         name="steel", min_price=Decimal("100"), max_price=Decimal("200")
     )
