@@ -120,6 +120,15 @@ def _mid_statement(connection: psycopg.Connection[Any]) -> bool:
 _STALE_PLAN_ROUTINE = "RevalidateCachedQuery"
 
 
+def stale_plan(exc: BaseException) -> bool:
+    """Whether PostgreSQL refused a prepared statement's plan as stale: nothing of the
+    statement ran."""
+    return (
+        isinstance(exc, psycopg.errors.FeatureNotSupported)
+        and exc.diag.source_function == _STALE_PLAN_ROUTINE
+    )
+
+
 class ServerBindingCursor(base.ServerBindingCursor, psycopg.Cursor[Any]):
     """Django's cursor for server-side binding (which preparing statements needs), which runs a
     statement again, once, after PostgreSQL refused its prepared plan as stale.
@@ -131,7 +140,7 @@ class ServerBindingCursor(base.ServerBindingCursor, psycopg.Cursor[Any]):
     connection, and a request in autocommit sends none of them. Outside a transaction nothing
     ran, so `DEALLOCATE ALL` (psycopg then forgets them too) and the statement again are safe.
     Inside one, the transaction is aborted: the error goes up, and the ROLLBACK that ends the
-    transaction clears them.
+    transaction clears them. A request gets a 503 for it, with Retry-After (products.api.errors).
     """
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
@@ -140,7 +149,7 @@ class ServerBindingCursor(base.ServerBindingCursor, psycopg.Cursor[Any]):
         except psycopg.errors.FeatureNotSupported as exc:
             raw = self.connection
             idle = raw.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
-            if exc.diag.source_function != _STALE_PLAN_ROUTINE or not idle:
+            if not stale_plan(exc) or not idle:
                 raise
             raw.execute("DEALLOCATE ALL")
             return super().execute(query, params, **kwargs)

@@ -27,6 +27,7 @@ from rest_framework.utils.serializer_helpers import ReturnDict
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from inventory_project import logs
+from inventory_project.postgresql.base import stale_plan
 from inventory_project.postgresql.connection import NoAnswer
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 DATABASE_DOWN = logs.Every()
 # So does a lock that someone holds, for every request that needs it.
 DATABASE_LIMIT = logs.Every()
+# And a migration changing a column's type, once on each pooled connection.
+SCHEMA_CHANGED = logs.Every()
 
 LOCK_WAIT_DETAIL = (
     "Another transaction holds a lock this request needs, past the time the request may wait "
@@ -48,6 +51,10 @@ IDLE_TRANSACTION_DETAIL = (
     "try again shortly."
 )
 NO_ANSWER_DETAIL = "The database did not answer in time; try again shortly."
+SCHEMA_CHANGED_DETAIL = (
+    "The database's schema changed while this request ran (a migration); its transaction was "
+    "rolled back: try again."
+)
 
 
 def limit_reached(exc: Exception) -> str | None:
@@ -63,16 +70,31 @@ def limit_reached(exc: Exception) -> str | None:
     return None
 
 
+def schema_changed(exc: Exception) -> bool:
+    """Whether PostgreSQL refused, inside a transaction, a statement prepared before a
+    migration changed a column's type. Outside one the statement is run again
+    (inventory_project/postgresql/base.py); inside, the transaction is lost, but nothing of it
+    is kept and the ROLLBACK clears the stale statements: the request may simply be sent again."""
+    return exc.__cause__ is not None and stale_plan(exc.__cause__)
+
+
 def database_unavailable(exc: Exception) -> bool:
     """Whether `exc` is the database's failure, answered with a 503: no database (an
-    OperationalError, an InterfaceError), or a web request's limit reached."""
-    return isinstance(exc, OperationalError | InterfaceError) or limit_reached(exc) is not None
+    OperationalError, an InterfaceError), a web request's limit reached, or a schema changed
+    under the request."""
+    return (
+        isinstance(exc, OperationalError | InterfaceError)
+        or limit_reached(exc) is not None
+        or schema_changed(exc)
+    )
 
 
 def log_database_unavailable(log: logging.Logger, exc: Exception) -> None:
-    """Say (once a minute per process and kind) that a request found no database, or waited
-    past a limit for it."""
-    if limit_reached(exc) is None:
+    """Say (once a minute per process and kind) that a request found no database, waited past
+    a limit for it, or met a schema changed under it."""
+    if schema_changed(exc):
+        SCHEMA_CHANGED.warning(log, "database schema changed: %s: %s", type(exc).__name__, exc)
+    elif limit_reached(exc) is None:
         DATABASE_DOWN.error(log, "database unavailable: %s: %s", type(exc).__name__, exc)
     else:
         DATABASE_LIMIT.warning(log, "database limit reached: %s: %s", type(exc).__name__, exc)
@@ -118,10 +140,12 @@ class ServiceUnavailable(exceptions.APIException):
 
 
 def unavailable_detail(exc: Exception) -> str:
-    """The message of the 503 for a database error (OperationalError, InterfaceError, or a
-    web request's limit reached)."""
+    """The message of the 503 for a database error (OperationalError, InterfaceError, a web
+    request's limit reached, or a schema changed under it)."""
     if isinstance(exc.__cause__, NoAnswer):
         return NO_ANSWER_DETAIL
+    if schema_changed(exc):
+        return SCHEMA_CHANGED_DETAIL
     return limit_reached(exc) or str(ServiceUnavailable.default_detail)
 
 

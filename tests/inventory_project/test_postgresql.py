@@ -34,7 +34,7 @@ from rest_framework.authtoken.models import Token
 from inventory_project.postgresql.base import DatabaseWrapper, closed_by_server
 from inventory_project.postgresql.connection import NoAnswer
 from products import selectors
-from products.api.errors import LOCK_WAIT_DETAIL, NO_ANSWER_DETAIL
+from products.api.errors import LOCK_WAIT_DETAIL, NO_ANSWER_DETAIL, SCHEMA_CHANGED_DETAIL
 from products.models import NAME_MAX_LENGTH, Product
 from tests.concurrency import run_at_once
 from tests.database import (
@@ -49,7 +49,7 @@ from tests.database import (
 from tests.inventory_project.conftest import json_request, serving
 from tests.outage import Outage
 from tests.processes import run_python
-from tests.products.conftest import ProductFactory, make_user
+from tests.products.conftest import ProductFactory, make_user, token_client
 from tests.time_limits import STATEMENT_S, slow_statement_cut_short
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -756,6 +756,34 @@ def test_statements_prepared_before_a_column_changes_type_elsewhere_run_again() 
             migration.execute(widen.format(NAME_MAX_LENGTH))
             # Statements this connection prepared for a wider column would fail the next tests'
             # first reads inside their transactions, had this one stopped half-way.
+            if connection.connection is not None:
+                connection.connection.execute("DEALLOCATE ALL")
+
+
+def test_a_request_meeting_a_stale_plan_inside_a_transaction_gets_a_503_to_try_again() -> None:
+    """Inside a transaction the statement cannot run again, and the request's transaction is
+    lost. Nothing of it was kept, and the next request works: a 503 with Retry-After, not the
+    500 of a bug (a DELETE's locking read is the first statement of its transaction)."""
+    threshold = prepare_threshold()
+    products = ProductFactory.create_batch(threshold + 3)
+    clerk = token_client(make_user("clerk", "delete_product"))
+    for product in products[: threshold + 1]:
+        assert clerk.delete(f"/api/products/{product.pk}").status_code == 204
+    widen = "ALTER TABLE products_product ALTER COLUMN name TYPE varchar({})"
+    with other_connection() as migration:
+        migration.execute(widen.format(NAME_MAX_LENGTH + 45))
+        try:
+            refused = clerk.delete(f"/api/products/{products[-2].pk}")
+            assert (refused.status_code, refused.headers["Retry-After"]) == (503, "5")
+            assert refused.json()["error"] == {
+                "code": "service_unavailable",
+                "message": SCHEMA_CHANGED_DETAIL,
+            }
+            assert Product.objects.filter(pk=products[-2].pk).exists()
+            assert clerk.delete(f"/api/products/{products[-2].pk}").status_code == 204
+            assert clerk.delete(f"/api/products/{products[-1].pk}").status_code == 204
+        finally:
+            migration.execute(widen.format(NAME_MAX_LENGTH))
             if connection.connection is not None:
                 connection.connection.execute("DEALLOCATE ALL")
 
