@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_migrate, post_save
 
 
 class ProductsConfig(AppConfig):
@@ -9,8 +9,13 @@ class ProductsConfig(AppConfig):
     def ready(self) -> None:
         from products.models import Product
         from products.signals import product_changed
+        from products.triggers import refresh_after_migrate
 
         post_save.connect(product_changed, sender=Product, dispatch_uid="products.invalidate.save")
         post_delete.connect(
             product_changed, sender=Product, dispatch_uid="products.invalidate.delete"
+        )
+        # A migration that changed a column's type leaves no trigger broken (products/triggers.py).
+        post_migrate.connect(
+            refresh_after_migrate, sender=self, dispatch_uid="products.refresh_trigger_functions"
         )
