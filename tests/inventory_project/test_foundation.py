@@ -1299,16 +1299,27 @@ def test_ensure_services_passes_no_service_url_on_a_command_line(tmp_path) -> No
 
 
 def _ensure_browser(
-    tmp_path: Path, *, uid: int, sudo: str | None = "asks", apt_get: str | None = "installs"
+    tmp_path: Path,
+    *,
+    uid: int,
+    sudo: str | None = "asks",
+    apt_get: str | None = "installs",
+    packaged: tuple[str, ...] = ("chromium", "chromium-driver"),
 ) -> tuple[subprocess.CompletedProcess[str], str]:
     """scripts/ensure_browser.sh on a PATH of fakes with no browser on it: `id -u` prints `uid`;
     `sudo` (None: none) asks for a password, or runs the command ("runs") in an environment
     without DEBIAN_FRONTEND, as sudo's env_reset; `apt-get` (None: none) "installs" chromium
-    and chromedriver onto the PATH, or "fails". Returns the run and what sudo and apt-get were
-    called with (one line per call)."""
+    and chromedriver onto the PATH, or "fails"; `apt-cache madison` lists the `packaged` ones.
+    Returns the run and what sudo and apt-get were called with (one line per call)."""
     bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
     bin_dir.mkdir()
-    fakes = {"id": f"echo {uid}"}
+    fakes = {
+        "id": f"echo {uid}",
+        "apt-cache": (
+            '[ "$1" = madison ] || exit 100\n'
+            f'case " {" ".join(packaged)} " in *" $2 "*) echo " $2 | 1.0 | debian";; esac'
+        ),
+    }
     if sudo is not None:
         fakes["sudo"] = (
             f'echo "sudo $*" >> {calls}\n'
@@ -1386,6 +1397,15 @@ def test_ensure_browser_skips_where_it_cannot_install(tmp_path, uid, sudo, apt_g
     assert result.returncode == 0, result.stderr
     assert f"and {reason} to install them" in result.stderr
     assert calls == ""
+
+
+def test_ensure_browser_skips_where_apt_has_no_such_packages(tmp_path) -> None:
+    # Ubuntu: no chromium package (a snap), and the install failed `make test`.
+    result, calls = _ensure_browser(tmp_path, uid=0, sudo=None, packaged=("chromium-browser",))
+    assert result.returncode == 0, result.stderr
+    assert "apt's sources have no chromium chromium-driver (Ubuntu's" in result.stderr
+    assert "browser tests will be skipped" in result.stderr
+    assert calls.splitlines() == ["apt-get update -qq DEBIAN_FRONTEND=noninteractive"]
 
 
 def test_ensure_browser_fails_when_apt_get_fails(tmp_path) -> None:
