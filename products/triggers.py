@@ -5,9 +5,10 @@ row types it was first called with. A migration changing the type of a column a 
 function reads (`version`, `updated_at`, `id` for `products_product_bump_version`) made that
 trigger fail every update, on each pooled connection that had run it before, until the
 connection closed: neither a rollback nor `DEALLOCATE ALL` clears those plans. A new version of
-the function does: each process compiles it again at its next call. So after every `migrate`,
-each PL/pgSQL function behind a trigger on the app's tables is created again from its own
-definition as PostgreSQL holds it (`pg_get_functiondef`), unchanged.
+the function does: each process compiles it again at its next call. So after each migration
+(products/management/commands/migrate.py) and at the end of every `migrate`, each PL/pgSQL
+function behind a trigger on the app's tables is created again from its own definition as
+PostgreSQL holds it (`pg_get_functiondef`), unchanged.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import AppConfig
-from django.db import connections, router, transaction
+from django.db import InternalError, connections, router, transaction
 
-# PL/pgSQL functions that triggers on these tables run.
+# PL/pgSQL functions that triggers on these tables run, and that this role may replace.
 _TRIGGER_FUNCTIONS = """
 SELECT DISTINCT function.oid, function.proname
 FROM pg_trigger AS trigger
@@ -26,8 +27,15 @@ JOIN pg_language AS language ON language.oid = function.prolang
 WHERE trigger.tgrelid = ANY(%s::regclass[])
   AND NOT trigger.tgisinternal
   AND language.lanname = 'plpgsql'
+  -- Only what this role may replace: a function someone else put behind a trigger on these
+  -- tables (a DBA's audit) is not the app's, and would fail every `migrate` at its end.
+  AND pg_has_role(function.proowner, 'USAGE')
+  AND has_schema_privilege(function.pronamespace, 'CREATE')
 ORDER BY function.proname
 """
+
+# PostgreSQL's "tuple concurrently updated": another session replaced the function first.
+_CONCURRENT_UPDATE_ROUTINE = "simple_heap_update"
 
 
 def refresh_trigger_functions(app_config: AppConfig, using: str) -> list[str]:
@@ -52,7 +60,17 @@ def refresh_trigger_functions(app_config: AppConfig, using: str) -> list[str]:
         for oid, _name in functions:
             cursor.execute("SELECT pg_get_functiondef(%s)", [oid])
             (definition,) = cursor.fetchone()
-            cursor.execute(definition)  # CREATE OR REPLACE FUNCTION ...: the same function
+            try:
+                with transaction.atomic(using=using):
+                    cursor.execute(definition)  # CREATE OR REPLACE FUNCTION ...: the same function
+            except InternalError as exc:
+                # Replaced meanwhile by another session (a migration re-creating it, as the
+                # README asks), which the advisory lock does not keep out: a new version all the
+                # same. The routine's name, as for a stale plan: the message may be translated.
+                if getattr(getattr(exc.__cause__, "diag", None), "source_function", None) != (
+                    _CONCURRENT_UPDATE_ROUTINE
+                ):
+                    raise
     return [name for _oid, name in functions]
 
 
