@@ -555,11 +555,17 @@ def run_csv_restore(
         note = f"{len(errors)} CSV file(s) could not be rewritten, first: {errors[0]}"
         _run_note_add(run_id=run.pk, note=note)
     if days and after_finish:
-        now = timezone.now()
-        SyncRun.objects.filter(pk=run.pk, finished_at__isnull=False).update(
-            finished_at=now, elapsed_s=_elapsed_until(now)
-        )
+        run_finish_extend(run=run)
     return written, errors
+
+
+def run_finish_extend(*, run: SyncRun) -> None:
+    """Move a finished run's end, and its time, to now: work done for it after its last day
+    settled (files rewritten, a wait for dates of its range that other runs held)."""
+    now = timezone.now()
+    SyncRun.objects.filter(pk=run.pk, finished_at__isnull=False).update(
+        finished_at=now, elapsed_s=_elapsed_until(now)
+    )
 
 
 def csv_dir_ensure(*, output_dir: str | Path) -> None:

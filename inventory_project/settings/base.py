@@ -17,6 +17,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 from django.core.exceptions import ImproperlyConfigured
 from kombu.transport import TRANSPORT_ALIASES
 
+from ads_sync import history
 from inventory_project import redis_connect
 from inventory_project.postgresql.connection import Connection
 from inventory_project.postgresql.pool import reconnect_while_requests_wait
@@ -617,17 +618,21 @@ ADS_SYNC_RETRY_BASE_S = env_seconds("ADS_SYNC_RETRY_BASE_S", 1.0)
 ADS_SYNC_RETRY_MAX_S = env_seconds("ADS_SYNC_RETRY_MAX_S", 60.0)
 # Empty is the default: it was the project folder itself, and the CSVs landed among the code.
 ADS_SYNC_OUTPUT_DIR = env_folder("ADS_SYNC_OUTPUT_DIR", "output")
-# Back to 2000-01-01 at most, as `backfill_ads --days`: Google Ads has no earlier data. Unbounded,
-# a million days overflowed the date arithmetic (OverflowError) in every gap detection. The UTC
-# date, as backfill_ads': Django sets TZ only after the settings are read, so date.today() here
-# was the machine's.
-_ads_sync_days_max = (dt.datetime.now(dt.UTC).date() - dt.date(2000, 1, 1)).days
-ADS_SYNC_HISTORY_DAYS = env_int("ADS_SYNC_HISTORY_DAYS", 730, minimum=1, maximum=_ads_sync_days_max)
+# Back to 2000-01-01 at most: unbounded, a million days overflowed the date arithmetic
+# (OverflowError) in every gap detection. The UTC date, as backfill_ads': Django sets TZ only after
+# the settings are read, so date.today() here was the machine's.
+_utc_today = dt.datetime.now(dt.UTC).date()
+_ads_sync_days_max = (_utc_today - dt.date(2000, 1, 1)).days
+# The history, as `backfill_ads --days`, at most the 37 months Google Ads serves by day: each older
+# day failed at every detection.
+ADS_SYNC_HISTORY_DAYS = env_int(
+    "ADS_SYNC_HISTORY_DAYS", 730, minimum=1, maximum=history.days_served(_utc_today)
+)
 ADS_SYNC_LOOKBACK_DAYS = env_int("ADS_SYNC_LOOKBACK_DAYS", 3, minimum=0, maximum=_ads_sync_days_max)
 # A failed day is tried by every daily detection this many times in a row; after that the
 # detection waits 2, 4, 8 ... days between tries, at most the max. `backfill_ads` does not wait.
 ADS_SYNC_FAILED_DAILY_RETRIES = env_int("ADS_SYNC_FAILED_DAILY_RETRIES", 2, minimum=0)
-# At most the days since 2000-01-01, as the history: above about 2.9 million days the date of the
+# At most the days since 2000-01-01, as the lookback: above about 2.9 million days the date of the
 # next try overflowed (OverflowError in the task that recorded the failure).
 ADS_SYNC_FAILED_BACKOFF_MAX_DAYS = env_int(
     "ADS_SYNC_FAILED_BACKOFF_MAX_DAYS", 30, minimum=1, maximum=_ads_sync_days_max

@@ -26,7 +26,7 @@ from django.db import OperationalError, connection
 from django.db.models import F, QuerySet
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from ads_sync import broker, locks, selectors, services, tasks
+from ads_sync import broker, history, locks, selectors, services, tasks
 from ads_sync.integrations import google_ads
 from ads_sync.management.commands import backfill_ads
 from ads_sync.models import AdsAccount, CampaignDayMetric, SyncDay, SyncRun
@@ -441,12 +441,12 @@ def test_bad_arguments_are_refused_with_a_message() -> None:
     ("args", "message"),
     [
         (["--customer", "12345"], "ten digits"),
-        (["--days", "1000000"], "before 2000-01-01"),
+        (["--days", "1000000"], "--days 1000000 reaches back before"),
         (["--start", "2099-01-01", "--end", "2099-01-05"], "in the future"),
         (["--days", "2", "--start", "2025-01-01"], "use either --days or --start/--end"),
         (["--days", "2", "--end", "2025-01-05"], "use either --days or --start/--end"),
         (["--days", "0"], "--days must be at least 1"),
-        (["--start", "1999-12-31", "--end", "2000-01-05"], "--start 1999-12-31 is before 2000"),
+        (["--start", "1999-12-31", "--end", "2000-01-05"], "--start 1999-12-31 is before"),
         (["--end", "2025-01-05", "--customer", "1234567890"], "--end needs --start"),
     ],
 )
@@ -456,20 +456,55 @@ def test_arguments_that_cannot_name_a_day_or_an_account_are_refused(args, messag
     assert refused.value.returncode == backfill_ads.USAGE  # 1 was also "a date failed"
 
 
+def _earliest() -> dt.date:
+    return history.earliest_day(dt.datetime.now(dt.UTC).date())
+
+
 @pytest.mark.parametrize(
     "args",
     [
-        ["--start", "2000-01-01", "--end", "2000-01-05"],
-        lambda: ["--days", str((dt.datetime.now(dt.UTC).date() - backfill_ads.EARLIEST).days)],
+        lambda: ["--start", _earliest().isoformat()],
+        lambda: ["--days", str((dt.datetime.now(dt.UTC).date() - _earliest()).days)],
     ],
     ids=["start", "days"],
 )
 def test_a_range_reaching_back_to_the_earliest_day_is_taken(settings, args) -> None:
-    """2000-01-01 itself may be asked for, by --start or by --days: with no customer
-    configured, the missing customer is all that the command refuses."""
+    """The earliest day Google Ads serves by day may be asked for, by --start or by --days: with
+    no customer configured, the missing customer is all that the command refuses."""
     settings.GOOGLE_ADS_CUSTOMER_IDS = []
     with pytest.raises(CommandError, match="set GOOGLE_ADS_CUSTOMER_IDS or pass --customer"):
-        call_command("backfill_ads", *(args() if callable(args) else args))
+        call_command("backfill_ads", *args())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        lambda: ["--start", (_earliest() - dt.timedelta(days=1)).isoformat()],
+        lambda: ["--start", "2020-01-01", "--end", "2020-01-31", "--customer", "1234567890"],
+        lambda: ["--days", str((dt.datetime.now(dt.UTC).date() - _earliest()).days + 1)],
+    ],
+    ids=["the-day-before", "years-ago", "days"],
+)
+def test_a_range_reaching_back_past_googles_37_months_of_daily_data_is_refused(args) -> None:
+    """Google Ads (v24 on) refuses a day older than 37 months with
+    REQUESTED_DATE_GRANULARITY_NOT_SUPPORTED. Such a range was planned back to 2000-01-01: each
+    of its old days cost an API call and failed, and the command exited 1 for them."""
+    with pytest.raises(CommandError, match="Google Ads serves days of the last 37 months") as no:
+        call_command("backfill_ads", *args())
+    assert no.value.returncode == backfill_ads.USAGE
+
+
+@pytest.mark.parametrize(
+    ("today", "earliest"),
+    [
+        (dt.date(2026, 12, 8), dt.date(2023, 11, 9)),
+        (dt.date(2027, 1, 31), dt.date(2024, 1, 1)),  # 2023-12-31, and the day after
+        (dt.date(2027, 3, 31), dt.date(2024, 3, 1)),  # no 2024-02-31: its month's last day
+        (dt.date(2026, 3, 29), dt.date(2023, 3, 1)),  # no 2023-02-29 either
+    ],
+)
+def test_the_earliest_day_is_the_day_after_the_same_date_37_months_back(today, earliest) -> None:
+    assert history.earliest_day(today) == earliest
 
 
 def test_no_customer_given_or_configured_is_refused_naming_both_ways(settings) -> None:
@@ -1872,3 +1907,23 @@ def test_on_a_terminal_a_queue_no_worker_consumes_any_more_ends_the_progress_lin
     assert error is not None
     assert error.returncode == 2
     assert text.endswith("\n")  # the error follows on standard error, on the same terminal
+
+
+@pytest.mark.usefixtures("sync_worker", "fetches_held_until_a_backfill_waits_for_them")
+def test_the_summarys_time_counts_the_wait_for_dates_another_run_fetched_into_the_same_folder(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """Waiting for them in another folder, the run's time ran to the files it then wrote, the
+    wait included; in the same folder (no file to write) it ended as it was planned, and the
+    summary said "elapsed 0.0 s" after a wait of any length."""
+    _, first = _backfill("--days", "3", "--output-dir", str(tmp_path), "--no-wait")
+    text, run = _backfill("--days", "3", "--output-dir", str(tmp_path))
+
+    assert "of those: 6 done" in text
+    settled = max(SyncDay.objects.values_list("updated_at", flat=True))
+    assert run.finished_at is not None
+    assert run.finished_at >= settled
+    began = run.planning_started_at or run.started_at
+    assert run.elapsed_s == pytest.approx((run.finished_at - began).total_seconds())
+    assert f"elapsed          {run.elapsed_s:.1f} s" in text
+    wait_for_run(first.pk)  # its finish, after its days, must not run into the teardown

@@ -20,6 +20,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from ads_sync import broker, selectors, services, tasks
 from ads_sync.broker import queue_has_consumers, tasks_lost
+from ads_sync.history import DAILY_HISTORY_MONTHS, earliest_day
 from ads_sync.integrations import google_ads
 from ads_sync.management.arguments import iso_date
 from ads_sync.models import SyncDay, SyncRun
@@ -34,8 +35,6 @@ STALL_CHECK_S = 30.0
 # Other runs holding dates of the range are given up on (exit 4) after settling no day for as
 # long as one day may take (every attempt, its backoff, the CSV): they are stranded.
 OTHER_RUNS_STALL_S = float(tasks.SYNC_DAY_SOFT_LIMIT_S)
-# Google Ads has no data from before it started (October 2000).
-EARLIEST = dt.date(2000, 1, 1)
 # The shell's status for a command stopped by a signal: 128 + its number (Ctrl-C: 130).
 SIGNALLED = 128
 # A command line it cannot run (sysexits' EX_USAGE): argparse's own 2 is this command's "no
@@ -254,10 +253,17 @@ class Command(DatabaseCommand):
         if start and start > today:
             # Yesterday is the last complete day; in no time zone is it after today in UTC.
             raise _usage(f"--start {start} is in the future: no complete day to fetch")
-        if days is not None and days > (today - EARLIEST).days:
-            raise _usage(f"--days {days} reaches back before {EARLIEST}")
-        if start and start < EARLIEST:
-            raise _usage(f"--start {start} is before {EARLIEST}")
+        earliest = earliest_day(today)
+        if days is not None and days > (today - earliest).days:
+            raise _usage(
+                f"--days {days} reaches back before {earliest}: Google Ads serves days of the "
+                f"last {DAILY_HISTORY_MONTHS} months only"
+            )
+        if start and start < earliest:
+            raise _usage(
+                f"--start {start} is before {earliest}: Google Ads serves days of the last "
+                f"{DAILY_HISTORY_MONTHS} months only"
+            )
         if end and not start and days is None:
             raise _usage("--end needs --start")
         if options["output_dir"] in ("", "-"):
@@ -377,6 +383,11 @@ class Command(DatabaseCommand):
                 unwritten, totals = self._write_their_files(run, elsewhere.done)
             else:
                 unwritten, totals = [], _totals_unwritten(run)
+            if elsewhere.runs:
+                # The range was complete only then: the summary's time counts the wait, as it
+                # did only when their files had to be written into another folder.
+                services.run_finish_extend(run=run)
+                run.refresh_from_db()
         except KeyboardInterrupt as exc:
             if self.stdout.isatty():
                 self.stdout.write("")
