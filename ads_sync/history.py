@@ -9,6 +9,9 @@ import datetime as dt
 # refused (DateRangeError.REQUESTED_DATE_GRANULARITY_NOT_SUPPORTED, since June 2026), so each
 # such day planned cost an API call and failed, at every run.
 DAILY_HISTORY_MONTHS = 37
+# The most days those months hold (1122 to 1126, by the day): a bound that holds on every day, so
+# that a history taken on one day is not refused on the next (each process failed to start).
+DAYS_SERVED_MOST = 1126
 
 
 def earliest_day(today: dt.date) -> dt.date:

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Q
 
+from ads_sync.history import earliest_day
 from ads_sync.integrations import google_ads
 from ads_sync.models import AdsAccount, SyncDay
 
@@ -50,11 +51,17 @@ def sync_windows(
     """Each account's window: [today - ADS_SYNC_HISTORY_DAYS, yesterday] in its time zone, or
     the last `days` days, or an explicit [start, end] clipped to yesterday."""
     accounts = AdsAccount.objects.in_bulk(customer_ids)
+    now = now or dt.datetime.now(dt.UTC)
+    utc_today = now.astimezone(dt.UTC).date()
     windows = []
     for customer_id in customer_ids:
         yesterday = account_yesterday(account=accounts.get(customer_id), now=now)
         history = days if days is not None else settings.ADS_SYNC_HISTORY_DAYS
-        w_start = start or yesterday - dt.timedelta(days=history - 1)
+        # Never before the day Google Ads serves from, on the account's date or on UTC's
+        # (`backfill_ads --start`'s), whichever is later: 37 months are 1122 to 1126 days, and an
+        # account west of UTC counts its days back from a day earlier.
+        earliest = earliest_day(max(yesterday + dt.timedelta(days=1), utc_today))
+        w_start = start or max(yesterday - dt.timedelta(days=history - 1), earliest)
         w_end = min(end or yesterday, yesterday)
         lookback_from = yesterday - dt.timedelta(days=settings.ADS_SYNC_LOOKBACK_DAYS - 1)
         windows.append(Window(customer_id, w_start, w_end, lookback_from))

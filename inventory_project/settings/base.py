@@ -623,10 +623,11 @@ ADS_SYNC_OUTPUT_DIR = env_folder("ADS_SYNC_OUTPUT_DIR", "output")
 # the settings are read, so date.today() here was the machine's.
 _utc_today = dt.datetime.now(dt.UTC).date()
 _ads_sync_days_max = (_utc_today - dt.date(2000, 1, 1)).days
-# The history, as `backfill_ads --days`, at most the 37 months Google Ads serves by day: each older
-# day failed at every detection.
+# The history, at most the most days of the 37 months Google Ads serves by day: the days of those
+# months vary (1122 to 1126), and a bound of the day's count refused the next day what it took.
+# The gap detection plans no day before the earliest of its own day (ads_sync/selectors.py).
 ADS_SYNC_HISTORY_DAYS = env_int(
-    "ADS_SYNC_HISTORY_DAYS", 730, minimum=1, maximum=history.days_served(_utc_today)
+    "ADS_SYNC_HISTORY_DAYS", 730, minimum=1, maximum=history.DAYS_SERVED_MOST
 )
 ADS_SYNC_LOOKBACK_DAYS = env_int("ADS_SYNC_LOOKBACK_DAYS", 3, minimum=0, maximum=_ads_sync_days_max)
 # A failed day is tried by every daily detection this many times in a row; after that the

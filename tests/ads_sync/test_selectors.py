@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from ads_sync import selectors, services
+from ads_sync import history, selectors, services
 from ads_sync.models import AdsAccount, SyncDay, SyncRun
 
 pytestmark = pytest.mark.django_db
@@ -362,3 +362,33 @@ def test_a_runs_failures_are_listed_by_account_then_date() -> None:
         (CUSTOMERS[0], late),
         (CUSTOMERS[1], early),
     ]
+
+
+@pytest.mark.parametrize(
+    ("now", "time_zone"),
+    [
+        # Set on Feb 28 (the most the settings took that day), read on Mar 1: three days fewer.
+        (dt.datetime(2027, 3, 1, 12, 0, tzinfo=dt.UTC), "UTC"),
+        # The most the settings take on Mar 31, for an account still on Mar 30.
+        (dt.datetime(2029, 3, 31, 3, 0, tzinfo=dt.UTC), "America/Los_Angeles"),
+    ],
+    ids=["a-later-day", "west-of-utc"],
+)
+def test_no_window_starts_before_the_earliest_day_google_ads_serves(
+    settings, now: dt.datetime, time_zone: str
+) -> None:
+    """A history the settings took (as many days as 37 months held on the day the process
+    started) planned days Google Ads refuses, and `backfill_ads --start` too, at every detection:
+    37 months are 1122 to 1126 days, and an account west of UTC is a day behind."""
+    settings_day = now.date() - dt.timedelta(days=1 if time_zone == "UTC" else 0)
+    settings.ADS_SYNC_HISTORY_DAYS = history.days_served(settings_day)
+    AdsAccount.objects.create(customer_id=CUSTOMERS[0], time_zone=time_zone, currency_code="USD")
+    (window,) = selectors.sync_windows(customer_ids=CUSTOMERS[:1], now=now)
+    assert window.start >= history.earliest_day(now.date())
+
+
+def test_the_settings_bound_is_the_most_days_37_months_hold_on_any_day() -> None:
+    """Over the Gregorian calendar's 400-year cycle, leap days and month ends included."""
+    first = dt.date(2000, 1, 1)
+    served = {history.days_served(first + dt.timedelta(days=n)) for n in range(146_097)}
+    assert max(served) == history.DAYS_SERVED_MOST

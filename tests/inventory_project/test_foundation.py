@@ -1049,11 +1049,47 @@ def test_a_history_of_googles_37_months_is_taken_and_no_more(machine_tz) -> None
     """Counted from the UTC date, as `backfill_ads --days`: the bound was the machine's date,
     so west of UTC the documented value was refused for part of each day. Past 37 months Google
     Ads serves no daily rows: each older day failed at every detection."""
-    days = history.days_served(dt.datetime.now(dt.UTC).date())
+    days = history.DAYS_SERVED_MOST
     taken = _manage("check", ADS_SYNC_HISTORY_DAYS=str(days), TZ=machine_tz)
     refused = _manage("check", ADS_SYNC_HISTORY_DAYS=str(days + 1), TZ=machine_tz)
     assert taken.returncode == 0, taken.stderr
     assert "ADS_SYNC_HISTORY_DAYS must be an integer in " in refused.stderr
+
+
+def _history_days_on(day: dt.date, days: int) -> subprocess.CompletedProcess[str]:
+    """The settings read with ADS_SYNC_HISTORY_DAYS=`days` by a process started on `day`."""
+    script = (
+        "import datetime, importlib\n"
+        "class Day(datetime.datetime):\n"
+        "    @classmethod\n"
+        "    def now(cls, tz=None):\n"
+        f"        return cls({day.year}, {day.month}, {day.day}, 12, tzinfo=tz)\n"
+        "datetime.datetime = Day\n"
+        "print(importlib.import_module('inventory_project.settings.test').ADS_SYNC_HISTORY_DAYS)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "ADS_SYNC_HISTORY_DAYS": str(days)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("taken_on", "later"),
+    [(dt.date(2027, 2, 28), dt.date(2027, 3, 1)), (dt.date(2026, 11, 30), dt.date(2026, 12, 1))],
+)
+def test_a_history_the_settings_take_one_day_is_taken_the_next(taken_on, later) -> None:
+    """37 months are 1126 days on some days and 1123 on others: the most the settings took on
+    one day made every process (web, workers, beat, manage.py) fail to start on the next."""
+    days = history.days_served(taken_on)
+    taken = _history_days_on(taken_on, days)
+    assert taken.returncode == 0, taken.stderr
+    assert taken.stdout.split() == [str(days)]
+    again = _history_days_on(later, days)
+    assert again.returncode == 0, again.stderr[-300:]
 
 
 @pytest.mark.parametrize(("soft", "hard"), [("360", "360"), ("400", "360")])
