@@ -470,6 +470,11 @@ def run_plan(
                 # Ctrl-C) finds the plan marked stored. If the commit failed instead, failing
                 # the days of a run that does not exist changes nothing.
                 stored = run
+        # The runs it took every last day from finished here: said as run_finish_if_settled
+        # says it. This run, if it had nothing to fetch, once its files are rewritten
+        # (plan_csv_restore).
+        for other in SyncRun.objects.filter(pk__in=closed).exclude(pk=run.pk).order_by("pk"):
+            _finished_log(other)
         for folder in dict.fromkeys(
             SyncRun.objects.filter(pk__in=closed).values_list("output_dir", flat=True)
         ):
@@ -518,6 +523,10 @@ def plan_csv_restore(*, plan: Plan) -> None:
         counted=len(plan.csv_missing),
         after_finish=not plan.days,
     )
+    if not plan.days:
+        # Finished when it was planned: no day of it will say so (run_finish_if_settled).
+        plan.run.refresh_from_db()
+        _finished_log(plan.run)
 
 
 def run_csv_restore(
@@ -663,6 +672,18 @@ def _finished_totals_write(*, run_id: int) -> None:
     """Say that the run finished, and rebuild its folder's totals file (or record on the run
     why it could not be)."""
     run = SyncRun.objects.get(pk=run_id)
+    _finished_log(run)
+    try:
+        totals_csv_write(output_dir=run.output_dir)
+    except OSError as exc:
+        # The run is settled whatever its folder allows; the next run there rebuilds the file.
+        logger.exception("ads sync: the totals file in %s could not be written", run.output_dir)
+        # Said by the run too: backfill_ads, waiting for it, exits 73 on it.
+        SyncRun.objects.filter(pk=run.pk).update(totals_error=str(exc))
+
+
+def _finished_log(run: SyncRun) -> None:
+    """The line that says a run finished, how long it took and what it did."""
     logger.info(
         "ads sync: run %s (%s) finished in %.1f s: %s planned, %s done, %s failed, %s deferred,"
         " %s row(s), %s API call(s)",
@@ -676,13 +697,6 @@ def _finished_totals_write(*, run_id: int) -> None:
         run.rows,
         run.api_calls,
     )
-    try:
-        totals_csv_write(output_dir=run.output_dir)
-    except OSError as exc:
-        # The run is settled whatever its folder allows; the next run there rebuilds the file.
-        logger.exception("ads sync: the totals file in %s could not be written", run.output_dir)
-        # Said by the run too: backfill_ads, waiting for it, exits 73 on it.
-        SyncRun.objects.filter(pk=run.pk).update(totals_error=str(exc))
 
 
 def run_totals_rebuild(*, run: SyncRun) -> None:

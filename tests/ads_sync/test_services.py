@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import logging
 import os
 import time
 from decimal import Decimal
@@ -1127,9 +1128,34 @@ def _plan_yesterday(tmp_path: Path) -> services.Plan:
     return plan
 
 
-def test_a_plan_that_takes_over_a_stale_day_settles_it_for_the_run_that_lost_it(
-    tmp_path: Path,
+def _finished_lines(caplog: pytest.LogCaptureFixture, run: SyncRun) -> list[str]:
+    said = f"ads sync: run {run.pk} ({run.trigger}) finished in {run.elapsed_s:.1f} s: "
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(said)]
+
+
+def test_a_run_with_nothing_to_fetch_says_it_finished_and_how_long_it_took(
+    tmp_path: Path, settings, caplog
 ) -> None:
+    """Every run says how long it took: one with no day to fetch finished when it was planned,
+    and only a day's settling said it."""
+    caplog.set_level(logging.INFO, logger="ads_sync")
+    settings.ADS_SYNC_LOOKBACK_DAYS = 0
+    AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
+    SyncDay.objects.filter(run=_plan_yesterday(tmp_path).run).update(state=SyncDay.State.DONE)
+
+    empty = _plan_yesterday(tmp_path)
+    services.plan_csv_restore(plan=empty)
+
+    assert empty.days == []
+    empty.run.refresh_from_db()
+    assert empty.run.finished_at is not None
+    assert len(_finished_lines(caplog, empty.run)) == 1
+
+
+def test_a_plan_that_takes_over_a_stale_day_settles_it_for_the_run_that_lost_it(
+    tmp_path: Path, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="ads_sync")
     AdsAccount.objects.create(customer_id=CUSTOMER, time_zone="UTC", currency_code="EUR")
     old = _plan_yesterday(tmp_path)
     assert len(old.days) == 1
@@ -1143,6 +1169,7 @@ def test_a_plan_that_takes_over_a_stale_day_settles_it_for_the_run_that_lost_it(
     old.run.refresh_from_db()
     assert (old.run.planned, old.run.deferred) == (1, 1)
     assert old.run.finished_at is not None  # a backfill waiting on it is not left waiting
+    assert len(_finished_lines(caplog, old.run)) == 1  # and it says how long it took
     assert SyncDay.objects.get().run_id == new.run.pk
 
 
