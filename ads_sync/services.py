@@ -270,10 +270,17 @@ def day_rows_replace(
     A row the answer holds twice is stored once: PostgreSQL refuses an upsert that names one
     row twice ("ON CONFLICT DO UPDATE command cannot affect row a second time"). Two different
     rows for one campaign raise PermanentAdsError naming it, and the day's rows are left as
-    they were: which of the two is right is not known.
+    they were: which of the two is right is not known. So does a row of another date.
     """
     unique: dict[int, google_ads.CampaignDay] = {}
     for row in rows:
+        if row.date != day:
+            # The query asks for one date: stored under `day`, the row's figures would stand for
+            # a day they are not (and the day's file with them).
+            raise google_ads.PermanentAdsError(
+                f"{customer_id} {day}: the answer held a row of {row.date} (campaign "
+                f"{row.campaign_id}); the day's rows are left as they were"
+            )
         seen = unique.setdefault(row.campaign_id, row)
         if seen != row:
             raise google_ads.PermanentAdsError(

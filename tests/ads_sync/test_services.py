@@ -68,6 +68,23 @@ def test_two_different_rows_for_one_campaign_are_refused_showing_both() -> None:
     assert stored.clicks == 10
 
 
+def test_a_row_of_another_date_is_refused_and_the_days_rows_kept() -> None:
+    """It was stored under the date asked for, its figures standing for a day they are not."""
+    services.day_rows_replace(
+        customer_id=CUSTOMER, day=DAY, rows=[campaign_day(campaign_id=3)], currency_code="EUR"
+    )
+    other = campaign_day(campaign_id=4, day=DAY + dt.timedelta(days=1), clicks=7)
+    with pytest.raises(google_ads.PermanentAdsError, match=r"a row of 2025-01-11 \(campaign 4\)"):
+        services.day_rows_replace(
+            customer_id=CUSTOMER,
+            day=DAY,
+            rows=[campaign_day(campaign_id=3, clicks=5), other],
+            currency_code="EUR",
+        )
+    stored = CampaignDayMetric.objects.get(customer_id=CUSTOMER, date=DAY)
+    assert (stored.campaign_id, stored.clicks) == (3, 10)
+
+
 def test_a_day_with_more_campaigns_than_one_statement_can_bind_is_stored() -> None:
     """Server-side binding allows 65,535 parameters a statement; 10,000 campaigns (Google Ads'
     limit per account) x 10 columns is past that one value at a time. Django 5.2 sends the
