@@ -191,10 +191,19 @@ def _daily_totals(*, start: dt.date | None = None, end: dt.date | None = None) -
 
 
 def totals_csv_write(*, output_dir: str | Path) -> Path:
-    """Rebuild `<dir>/ads_daily_totals.csv`: one row per customer and date, from the database."""
+    """Rebuild `<dir>/ads_daily_totals.csv`: one row per customer and date, from the database.
+
+    Writers of one file take turns, from their query to their rename: a PostgreSQL advisory
+    lock, held to the end of the transaction (the caller's, if one is open). Two runs finishing
+    at once read the database in one order and could rename in the other, leaving the file
+    built from the older read, without the other run's days, until the next run finished.
+    """
     path = selectors.totals_csv_path(output_dir=output_dir)
-    with _atomic_csv(path) as writer:
-        combined_csv_lines(writer, start=None, end=None, by="day")
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"{__name__}:{path}"])
+        with _atomic_csv(path) as writer:
+            combined_csv_lines(writer, start=None, end=None, by="day")
     return path
 
 

@@ -4,6 +4,7 @@ import datetime as dt
 import errno
 import logging
 import os
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -83,6 +84,64 @@ def test_a_row_of_another_date_is_refused_and_the_days_rows_kept() -> None:
         )
     stored = CampaignDayMetric.objects.get(customer_id=CUSTOMER, date=DAY)
     assert (stored.campaign_id, stored.clicks) == (3, 10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_totals_writers_of_one_folder_leave_the_newer_totals(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Two runs finishing at once: the first read the database, the second committed a day,
+    read and renamed its file, then the first renamed its older one over it, and the file
+    lacked that day until the next run finished. Writers of one folder now take turns."""
+    services.day_rows_replace(
+        customer_id=CUSTOMER, day=DAY, rows=[campaign_day(campaign_id=1)], currency_code="EUR"
+    )
+    first_read, go_on = threading.Event(), threading.Event()
+    original = services.combined_csv_lines
+
+    def lines(writer: Any, **kwargs: Any) -> int:
+        count = original(writer, **kwargs)
+        if threading.current_thread() is first:
+            first_read.set()
+            assert go_on.wait(30)
+        return count
+
+    monkeypatch.setattr(services, "combined_csv_lines", lines)
+
+    def write() -> None:
+        try:
+            services.totals_csv_write(output_dir=tmp_path)
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=write, daemon=True)
+    first.start()
+    assert first_read.wait(30)
+    later = DAY + dt.timedelta(days=1)
+    services.day_rows_replace(
+        customer_id=CUSTOMER,
+        day=later,
+        rows=[campaign_day(campaign_id=1, day=later)],
+        currency_code="EUR",
+    )
+    second = threading.Thread(target=write, daemon=True)
+    second.start()
+    # The second writer either finished (no turns taken) or waits for the first one's lock.
+    with other_connection() as observer:
+        deadline = time.monotonic() + 30
+        while second.is_alive() and observer.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone() == (0,):
+            assert time.monotonic() < deadline, "the second writer neither finished nor waited"
+            time.sleep(0.02)
+    go_on.set()
+    first.join(30)
+    second.join(30)
+    assert not first.is_alive()
+    assert not second.is_alive()
+    totals = csv_lines(selectors.totals_csv_path(output_dir=tmp_path))
+    dates = [line["date"] for line in totals]
+    assert dates == [DAY.isoformat(), later.isoformat()]
 
 
 def test_a_day_with_more_campaigns_than_one_statement_can_bind_is_stored() -> None:
