@@ -489,11 +489,11 @@ def run_plan(
         # The runs it took every last day from finished here: said as run_finish_if_settled
         # says it. This run, if it had nothing to fetch, once its files are rewritten
         # (plan_csv_restore).
-        for other in SyncRun.objects.filter(pk__in=closed).exclude(pk=run.pk).order_by("pk"):
-            _finished_log(other)
-        for folder in dict.fromkeys(
-            SyncRun.objects.filter(pk__in=closed).values_list("output_dir", flat=True)
-        ):
+        closed_runs = list(SyncRun.objects.filter(pk__in=closed).order_by("pk"))
+        for other in closed_runs:
+            if other.pk != run.pk:
+                _finished_log(other)
+        for folder in dict.fromkeys(closed_run.output_dir for closed_run in closed_runs):
             try:
                 totals_csv_write(output_dir=folder)
             except OSError as exc:

@@ -18,6 +18,8 @@ from typing import Any
 from django.apps import AppConfig
 from django.db import InternalError, connections, router, transaction
 
+from inventory_project.postgresql.base import raised_by
+
 # PL/pgSQL functions that triggers on these tables run, and that this role may replace.
 _TRIGGER_FUNCTIONS = """
 SELECT DISTINCT function.oid, function.proname
@@ -67,9 +69,7 @@ def refresh_trigger_functions(app_config: AppConfig, using: str) -> list[str]:
                 # Replaced meanwhile by another session (a migration re-creating it, as the
                 # README asks), which the advisory lock does not keep out: a new version all the
                 # same. The routine's name, as for a stale plan: the message may be translated.
-                if getattr(getattr(exc.__cause__, "diag", None), "source_function", None) != (
-                    _CONCURRENT_UPDATE_ROUTINE
-                ):
+                if not raised_by(exc.__cause__, _CONCURRENT_UPDATE_ROUTINE):
                     raise
     return [name for _oid, name in functions]
 

@@ -2,9 +2,9 @@
 # The browser the browser tests drive (tests/inventory_project/test_browser.py): Chromium and a
 # ChromeDriver of its version, installed from Debian's packages where either is missing. Where
 # there is no apt-get, or neither root nor a sudo that runs without a password, or apt's sources
-# have no such packages (Ubuntu), install both yourself (the tests take CHROMIUM and CHROMEDRIVER, paths, else the first of chromium,
-# chromium-browser and google-chrome on the PATH); without them the browser tests are skipped,
-# and say so. A failed install fails.
+# have no such packages (Ubuntu), install both yourself (the tests take CHROMIUM and
+# CHROMEDRIVER, paths, else the first of chromium, chromium-browser and google-chrome on the
+# PATH); without them the browser tests are skipped, and say so. A failed install fails.
 set -euo pipefail
 
 found() {

@@ -120,12 +120,17 @@ def _mid_statement(connection: psycopg.Connection[Any]) -> bool:
 _STALE_PLAN_ROUTINE = "RevalidateCachedQuery"
 
 
+def raised_by(exc: BaseException | None, routine: str) -> bool:
+    """Whether `exc` is PostgreSQL's error raised in its source routine `routine`: unlike the
+    message, the routine's name is not translated, and no function can raise in it."""
+    return isinstance(exc, psycopg.Error) and exc.diag.source_function == routine
+
+
 def stale_plan(exc: BaseException) -> bool:
     """Whether PostgreSQL refused a prepared statement's plan as stale: nothing of the
     statement ran."""
-    return (
-        isinstance(exc, psycopg.errors.FeatureNotSupported)
-        and exc.diag.source_function == _STALE_PLAN_ROUTINE
+    return isinstance(exc, psycopg.errors.FeatureNotSupported) and raised_by(
+        exc, _STALE_PLAN_ROUTINE
     )
 
 

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -723,7 +724,27 @@ def test_the_prepare_threshold_reaches_the_connection_the_api_uses() -> None:
     assert seen["prepared"] > 0
 
 
-@pytest.mark.django_db(transaction=True)
+@contextlib.contextmanager
+def name_widened_elsewhere(by: int) -> Iterator[Callable[[int], None]]:
+    """`name` widened by `by` characters on another connection, as a migration would; yields a
+    function that widens it to another width. Put back after, and the statements this
+    connection prepared for a wider column dropped: they would fail the next tests' first reads
+    inside their transactions, had the test stopped half-way."""
+    widen = "ALTER TABLE products_product ALTER COLUMN name TYPE varchar({})"
+    with other_connection() as migration:
+
+        def widen_to(more: int) -> None:
+            migration.execute(widen.format(NAME_MAX_LENGTH + more))
+
+        widen_to(by)
+        try:
+            yield widen_to
+        finally:
+            widen_to(0)
+            if connection.connection is not None:
+                connection.connection.execute("DEALLOCATE ALL")
+
+
 def test_statements_prepared_before_a_column_changes_type_elsewhere_run_again() -> None:
     """A migration widening a column on another connection: PostgreSQL refuses each statement
     prepared before it ("cached plan must not change result type"), and psycopg keeps sending
@@ -739,25 +760,16 @@ def test_statements_prepared_before_a_column_changes_type_elsewhere_run_again() 
 
     for _ in range(threshold + 1):
         read()
-    widen = "ALTER TABLE products_product ALTER COLUMN name TYPE varchar({})"
-    with other_connection() as migration:
-        migration.execute(widen.format(NAME_MAX_LENGTH + 45))
-        try:
-            assert read() == ("Steel bar", [product.pk])
-            # Inside a transaction the statement cannot run again: the error goes up, and the
-            # rollback clears what psycopg kept.
-            for _ in range(threshold + 1):
-                read()
-            migration.execute(widen.format(NAME_MAX_LENGTH + 50))
-            with pytest.raises(NotSupportedError, match="cached plan"), transaction.atomic():
-                read()
-            assert read() == ("Steel bar", [product.pk])
-        finally:
-            migration.execute(widen.format(NAME_MAX_LENGTH))
-            # Statements this connection prepared for a wider column would fail the next tests'
-            # first reads inside their transactions, had this one stopped half-way.
-            if connection.connection is not None:
-                connection.connection.execute("DEALLOCATE ALL")
+    with name_widened_elsewhere(45) as widen_to:
+        assert read() == ("Steel bar", [product.pk])
+        # Inside a transaction the statement cannot run again: the error goes up, and the
+        # rollback clears what psycopg kept.
+        for _ in range(threshold + 1):
+            read()
+        widen_to(50)
+        with pytest.raises(NotSupportedError, match="cached plan"), transaction.atomic():
+            read()
+        assert read() == ("Steel bar", [product.pk])
 
 
 def test_a_request_meeting_a_stale_plan_inside_a_transaction_gets_a_503_to_try_again() -> None:
@@ -769,26 +781,18 @@ def test_a_request_meeting_a_stale_plan_inside_a_transaction_gets_a_503_to_try_a
     clerk = token_client(make_user("clerk", "delete_product"))
     for product in products[: threshold + 1]:
         assert clerk.delete(f"/api/products/{product.pk}").status_code == 204
-    widen = "ALTER TABLE products_product ALTER COLUMN name TYPE varchar({})"
-    with other_connection() as migration:
-        migration.execute(widen.format(NAME_MAX_LENGTH + 45))
-        try:
-            refused = clerk.delete(f"/api/products/{products[-2].pk}")
-            assert (refused.status_code, refused.headers["Retry-After"]) == (503, "5")
-            assert refused.json()["error"] == {
-                "code": "service_unavailable",
-                "message": SCHEMA_CHANGED_DETAIL,
-            }
-            assert Product.objects.filter(pk=products[-2].pk).exists()
-            assert clerk.delete(f"/api/products/{products[-2].pk}").status_code == 204
-            assert clerk.delete(f"/api/products/{products[-1].pk}").status_code == 204
-        finally:
-            migration.execute(widen.format(NAME_MAX_LENGTH))
-            if connection.connection is not None:
-                connection.connection.execute("DEALLOCATE ALL")
+    with name_widened_elsewhere(45):
+        refused = clerk.delete(f"/api/products/{products[-2].pk}")
+        assert (refused.status_code, refused.headers["Retry-After"]) == (503, "5")
+        assert refused.json()["error"] == {
+            "code": "service_unavailable",
+            "message": SCHEMA_CHANGED_DETAIL,
+        }
+        assert Product.objects.filter(pk=products[-2].pk).exists()
+        assert clerk.delete(f"/api/products/{products[-2].pk}").status_code == 204
+        assert clerk.delete(f"/api/products/{products[-1].pk}").status_code == 204
 
 
-@pytest.mark.django_db(transaction=True)
 def test_a_function_raising_the_stale_plan_error_runs_once() -> None:
     """Only PostgreSQL's plan cache is answered by running the statement again: a function that
     raises the same SQLSTATE and message has run, and may have done what a rollback does not
