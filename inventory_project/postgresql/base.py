@@ -207,10 +207,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
         super()._close()  # type: ignore[misc]  # not in django-stubs
 
     def _configure_connection(self, connection: psycopg.Connection[Any]) -> bool:
-        """Django's set-up of a new connection (its time zone, role), and the server's
-        keepalives and client checks (the settings' DB_SERVER_SESSION) with a web server's limits
-        (`serve_web_requests`), in one more round trip per connection, not per checkout."""
+        """Django's set-up of a new connection (its time zone, role), the most statements it
+        keeps prepared (DB_PREPARED_MAX), and the server's keepalives and client checks (the
+        settings' DB_SERVER_SESSION) with a web server's limits (`serve_web_requests`), in one
+        more round trip per connection, not per checkout."""
         commit: bool = super()._configure_connection(connection)  # type: ignore[misc]
+        connection.prepared_max = getattr(settings, "DB_PREPARED_MAX", connection.prepared_max)
         session = {**getattr(settings, "DB_SERVER_SESSION", {}), **_session_settings}
         if session:
             calls = ", ".join(["set_config(%s, %s, false)"] * len(session))

@@ -323,6 +323,13 @@ DB_POOL_RECONNECT_TIMEOUT_S = env_seconds("DB_POOL_RECONNECT_TIMEOUT_S", 5.0, po
 # 0 turns it off: needed behind PgBouncer in transaction mode before version 1.21. A negative
 # number was taken silently, as 0.
 DB_PREPARE_THRESHOLD = env_int("DB_PREPARE_THRESHOLD", 5, minimum=0)
+# How many prepared statements each connection keeps, the least recently used deallocated past
+# it (psycopg's default, 100). Each holds its plan in the connection's server process: a search
+# repeated often enough is prepared with its values (products/selectors.py), and its plan takes
+# 73-458 kB there, so many distinct repeated searches could take up to 46 MB of the server's
+# memory per connection. Lower it where that counts more than planning; it is also the room
+# the hot fixed statements (the token query, the update) share with the searches.
+DB_PREPARED_MAX = env_int("DB_PREPARED_MAX", 100, minimum=1)
 
 # How long an atomic migration waits for a lock (a table's, or a row's in a data migration)
 # before it gives up, rolled back (inventory_project/postgresql/schema.py); 0: no limit.

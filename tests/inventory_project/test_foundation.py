@@ -1002,6 +1002,7 @@ def test_a_delay_below_zero_or_not_a_number_is_refused(monkeypatch, value) -> No
         ("ADS_SYNC_LOOKBACK_DAYS", "-1"),
         ("ADS_SYNC_LOOKBACK_DAYS", "1000000"),
         ("DB_PREPARE_THRESHOLD", "-1"),  # taken as 0, silently
+        ("DB_PREPARED_MAX", "0"),
         ("ADS_SYNC_MAX_ATTEMPTS", "0"),
         # The failure that reached it failed too: the date of the next try overflowed.
         ("ADS_SYNC_FAILED_BACKOFF_MAX_DAYS", "3000000"),

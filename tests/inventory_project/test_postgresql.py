@@ -724,6 +724,48 @@ def test_the_prepare_threshold_reaches_the_connection_the_api_uses() -> None:
     assert seen["prepared"] > 0
 
 
+# Ten distinct statements, each run three times in a row on one pooled connection (prepared at
+# its second run with a threshold of 1), then what that connection holds prepared. Prints one
+# JSON line.
+_DISTINCT_STATEMENTS = """
+import json
+
+import django
+
+django.setup()
+
+from django.db import connection
+
+with connection.cursor() as cursor:
+    for n in range(10):
+        for _ in range(3):
+            cursor.execute(f"SELECT %s::int + {n}", [n])
+    cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+    (prepared,) = cursor.fetchone()
+print(json.dumps({"kept_at_most": connection.connection.prepared_max, "prepared": prepared}))
+"""
+
+
+@pytest.mark.parametrize("prepared_max", ["3", ""])
+def test_a_connection_keeps_at_most_db_prepared_max_statements_prepared(prepared_max) -> None:
+    """Each kept statement holds its plan in the connection's server process; past the bound
+    the least recently used is deallocated. Unset: psycopg's 100, and all ten are kept."""
+    result = run_python(
+        _DISTINCT_STATEMENTS,
+        DB_PREPARE_THRESHOLD="1",
+        DB_PREPARED_MAX=prepared_max,
+        DB_POOL_MIN_SIZE="1",
+        DB_POOL_MAX_SIZE="1",
+    )
+    seen = json.loads(result.stdout.splitlines()[-1])
+    assert seen["kept_at_most"] == int(prepared_max or 100)
+    if prepared_max:
+        # psycopg evicts when it next meets a new statement: one more may be kept meanwhile.
+        assert 3 <= seen["prepared"] <= 4
+    else:
+        assert seen["prepared"] >= 10
+
+
 @contextlib.contextmanager
 def name_widened_elsewhere(by: int) -> Iterator[Callable[[int], None]]:
     """`name` widened by `by` characters on another connection, as a migration would; yields a
