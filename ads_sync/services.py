@@ -132,16 +132,39 @@ def _csv_temporary(path: Path) -> tuple[int, str]:
             continue
 
 
+def _csv_turn(path: Path) -> None:
+    """Wait for the other writers of the file at `path`, and keep them waiting to the end of the
+    current transaction: a PostgreSQL advisory lock on the path. Taken before the writer's query
+    and held to its rename, it makes the file left the one built from the later read.
+
+    A writer holds one file's turn and waits for no other lock while holding it, so turns never
+    meet in two orders: a day file's writer holds nothing else; a totals file's writer may hold
+    its run's row (`run_finish_if_settled`) or the planning lock (`run_plan`), taken before.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"{__name__}:{path}"])
+
+
 def day_csv_write(*, customer_id: str, day: dt.date, output_dir: str | Path) -> Path:
-    """Write one day's CSV from the database rows (header only for a day without rows)."""
+    """Write one day's CSV from the database rows (header only for a day without rows).
+
+    Writers of one day file take turns, from their query to their rename (`_csv_turn`). A plan
+    rewrites the files of done days after its planning lock is released, and a later plan may
+    fetch one of those days meanwhile: the rewrite read the older rows, the fetch stored the
+    newer ones and wrote its file, then the rewrite renamed its older file over it, and the
+    file kept rows the database no longer held. The turn ends with this transaction: callers
+    have none open, or a run of rewrites would hold each file's turn to its end.
+    """
     path = selectors.day_csv_path(output_dir=output_dir, customer_id=customer_id, day=day)
-    rows = CampaignDayMetric.objects.filter(customer_id=customer_id, date=day).order_by(
-        "campaign_id"
-    )
-    with _atomic_csv(path) as writer:
-        writer.writerow(DAY_CSV_HEADER)
-        for row in rows:
-            writer.writerow(_campaign_row(row))
+    with transaction.atomic():
+        _csv_turn(path)
+        rows = CampaignDayMetric.objects.filter(customer_id=customer_id, date=day).order_by(
+            "campaign_id"
+        )
+        with _atomic_csv(path) as writer:
+            writer.writerow(DAY_CSV_HEADER)
+            for row in rows:
+                writer.writerow(_campaign_row(row))
     return path
 
 
@@ -193,15 +216,14 @@ def _daily_totals(*, start: dt.date | None = None, end: dt.date | None = None) -
 def totals_csv_write(*, output_dir: str | Path) -> Path:
     """Rebuild `<dir>/ads_daily_totals.csv`: one row per customer and date, from the database.
 
-    Writers of one file take turns, from their query to their rename: a PostgreSQL advisory
-    lock, held to the end of the transaction (the caller's, if one is open). Two runs finishing
-    at once read the database in one order and could rename in the other, leaving the file
-    built from the older read, without the other run's days, until the next run finished.
+    Writers of one file take turns, from their query to their rename (`_csv_turn`), to the end
+    of the transaction (the caller's, if one is open). Two runs finishing at once read the
+    database in one order and could rename in the other, leaving the file built from the older
+    read, without the other run's days, until the next run finished.
     """
     path = selectors.totals_csv_path(output_dir=output_dir)
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"{__name__}:{path}"])
+        _csv_turn(path)
         with _atomic_csv(path) as writer:
             combined_csv_lines(writer, start=None, end=None, by="day")
     return path

@@ -27,7 +27,7 @@ from tests.files import umask
 from tests.processes import open_files
 
 from .factories import campaign_day
-from .helpers import csv_lines
+from .helpers import csv_lines, csv_rows, expected_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -86,6 +86,29 @@ def test_a_row_of_another_date_is_refused_and_the_days_rows_kept() -> None:
     assert (stored.campaign_id, stored.clicks) == (3, 10)
 
 
+def _second_writer_written_or_waiting(
+    first: threading.Thread, second: threading.Thread, go_on: threading.Event
+) -> None:
+    """Start `second`, then let `first` (paused after its read until `go_on`) rename its file
+    once `second` has finished (no turns taken) or a session of the test's database waits for
+    an advisory lock (the turn `first` holds); both end. Only pg_locks tells that wait, so it is
+    looked at until one or the other holds; no pause decides the order."""
+    second.start()
+    with other_connection() as observer:
+        deadline = time.monotonic() + 30
+        while second.is_alive() and observer.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchone() == (0,):
+            assert time.monotonic() < deadline, "the second writer neither finished nor waited"
+            second.join(0.02)
+    go_on.set()
+    first.join(30)
+    second.join(30)
+    assert not first.is_alive()
+    assert not second.is_alive()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_totals_writers_of_one_folder_leave_the_newer_totals(
     tmp_path: Path, monkeypatch
@@ -124,24 +147,72 @@ def test_two_totals_writers_of_one_folder_leave_the_newer_totals(
         rows=[campaign_day(campaign_id=1, day=later)],
         currency_code="EUR",
     )
-    second = threading.Thread(target=write, daemon=True)
-    second.start()
-    # The second writer either finished (no turns taken) or waits for the first one's lock.
-    with other_connection() as observer:
-        deadline = time.monotonic() + 30
-        while second.is_alive() and observer.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        ).fetchone() == (0,):
-            assert time.monotonic() < deadline, "the second writer neither finished nor waited"
-            time.sleep(0.02)
-    go_on.set()
-    first.join(30)
-    second.join(30)
-    assert not first.is_alive()
-    assert not second.is_alive()
+    _second_writer_written_or_waiting(first, threading.Thread(target=write, daemon=True), go_on)
     totals = csv_lines(selectors.totals_csv_path(output_dir=tmp_path))
     dates = [line["date"] for line in totals]
     assert dates == [DAY.isoformat(), later.isoformat()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_days_file_rewritten_while_a_later_plan_fetches_the_day_keeps_the_fetched_rows(
+    ads_sandbox, tmp_path: Path
+) -> None:
+    """A plan rewrites the files of done days after its planning lock is released, and a later
+    plan may fetch one of those days meanwhile. The rewrite read the older rows, the fetch stored
+    the newer ones and wrote its file, then the rewrite renamed its older file over it, and the
+    file kept rows the database no longer held. Writers of one day file now take turns."""
+    customer = ads_sandbox.customers[0]
+    day = data.first_full_day(customer, DAY)
+    older = campaign_day(customer_id=customer, day=day, campaign_id=1, impressions=1, clicks=1)
+    services.day_rows_replace(customer_id=customer, day=day, rows=[older], currency_code="EUR")
+    SyncDay.objects.create(
+        customer_id=customer, date=day, state=SyncDay.State.DONE, fetched_at=timezone.now()
+    )
+    rewriting = services.run_plan(
+        trigger="backfill", customer_ids=[customer], start=day, end=day, output_dir=tmp_path
+    )
+    assert rewriting is not None
+    assert (rewriting.days, rewriting.csv_missing) == ([], ((customer, day),))
+    read, go_on = threading.Event(), threading.Event()
+
+    def paused_after_the_read(execute: Any, sql: str, *args: Any) -> Any:
+        result = execute(sql, *args)
+        if "ads_sync_campaigndaymetric" in sql:
+            read.set()
+            assert go_on.wait(30)
+        return result
+
+    def rewrite() -> None:
+        try:
+            with connection.execute_wrapper(paused_after_the_read):
+                services.plan_csv_restore(plan=rewriting)
+        finally:
+            connection.close()
+
+    def fetch() -> None:
+        try:
+            services.day_sync(customer_id=customer, day=day, run_id=fetching.run.pk)
+        finally:
+            connection.close()
+
+    rewriter = threading.Thread(target=rewrite, daemon=True)
+    rewriter.start()
+    assert read.wait(30)
+    fetching = services.run_plan(
+        trigger="backfill",
+        customer_ids=[customer],
+        start=day,
+        end=day,
+        force=True,
+        output_dir=tmp_path,
+    )
+    assert fetching is not None
+    assert fetching.days == [(customer, day)]
+    _second_writer_written_or_waiting(rewriter, threading.Thread(target=fetch, daemon=True), go_on)
+    assert SyncDay.objects.get().state == SyncDay.State.DONE
+    # The sandbox serves other rows than the older ones the rewrite read.
+    assert expected_rows(customer, day) != [(1, "Campaign 1", 1, 1, 1_234_567, 1.5)]
+    assert csv_rows(tmp_path, customer, day) == expected_rows(customer, day)
 
 
 def test_a_day_with_more_campaigns_than_one_statement_can_bind_is_stored() -> None:
