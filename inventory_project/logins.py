@@ -1,4 +1,4 @@
-"""Login attempts are rate limited, per client IP and per username.
+"""Login attempts are rate limited, per client IP and per username; so are password changes.
 
 The admin's login and the browsable API's (`api-auth/login/`) check a password on every POST:
 unlimited, they let a client guess passwords as fast as the server hashes them, and each guess
@@ -12,7 +12,13 @@ Redis cache:
   logins never count. The username is read as the login form reads it (NFKC, which makes
   a full-width `b` in `boss` log in as `boss`), and case-folded.
 
-Over either limit the answer is a 429 page with Retry-After, before the password is checked,
+The admin's "Change password" form checks the signed-in user's password on every POST too:
+unlimited, whoever holds a session (a stolen cookie, a screen left unlocked) could guess the
+password behind it, which outlasts the session and opens the account wherever else it is used.
+Its POSTs count against the same client-IP counter, and against a counter of the account's own
+(every POST: a user changes their password once, not ten times a minute).
+
+Over any limit the answer is a 429 page with Retry-After, before the password is checked,
 and a POST refused for its IP adds nothing to the username's count. The price of the username
 limit: whoever fails on purpose can keep that username from logging in for as long as they keep
 failing, and one window after; its API tokens keep working. With Redis down, logins are not
@@ -36,8 +42,11 @@ from products.api.throttling import client_ip, counted_usage
 logger = logging.getLogger(__name__)
 
 LOGIN_VIEWS = frozenset({"admin:login", "rest_framework:login"})
+# Views that check the signed-in user's own password on every POST.
+PASSWORD_CHANGE_VIEWS = frozenset({"admin:password_change"})
 IP_GROUP = "logins:ip"
 FAILURES_GROUP = "logins:failures"
+CHANGE_FORM_GROUP = "logins:password_changes"
 
 
 def username_key(username: object) -> str:
@@ -81,7 +90,11 @@ class LoginRateLimitMiddleware:
         self, request: HttpRequest, view: Any, args: Any, kwargs: Any
     ) -> HttpResponse | None:
         match = request.resolver_match
-        if request.method != "POST" or match is None or match.view_name not in LOGIN_VIEWS:
+        if request.method != "POST" or match is None:
+            return None
+        if match.view_name in PASSWORD_CHANGE_VIEWS:
+            return _password_change_limited(request)
+        if match.view_name not in LOGIN_VIEWS:
             return None
         by_ip = _usage(request, IP_GROUP, _by_ip, increment=True)
         if by_ip is not None and by_ip["should_limit"]:
@@ -93,9 +106,28 @@ class LoginRateLimitMiddleware:
         return None
 
 
-def _too_many(request: HttpRequest, usage: dict[str, Any]) -> HttpResponse:
+def _password_change_limited(request: HttpRequest) -> HttpResponse | None:
+    """The 429 for a password change POST over the client's or the account's limit, or None.
+
+    Only a signed-in user's POST checks a password (the admin sends anyone else to its login
+    page); it is counted by client IP, with the logins, and by account."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return None
+    for group, key in (
+        (IP_GROUP, _by_ip),
+        (CHANGE_FORM_GROUP, lambda group, request: f"user:{user.pk}"),
+    ):
+        usage = _usage(request, group, key, increment=True)
+        if usage is not None and usage["should_limit"]:
+            return _too_many(request, usage, attempts="password")
+    return None
+
+
+def _too_many(request: HttpRequest, usage: dict[str, Any], attempts: str = "login") -> HttpResponse:
     wait = max(1, int(usage["time_left"]))
-    response = render(request, "too_many_logins.html", {"retry_after": wait}, status=429)
+    context = {"retry_after": wait, "attempts": attempts}
+    response = render(request, "too_many_logins.html", context, status=429)
     response["Retry-After"] = str(wait)
     return response
 

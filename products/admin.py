@@ -101,6 +101,11 @@ class ProductAdminForm(forms.ModelForm):
         names = [name for name in self._editable() if name in cleaned]
         if self.instance.pk is None or not names:
             return cleaned
+        if all(self._untouched(name) for name in names):
+            # Nothing to write, whatever the row holds now: no query. A list save sends every
+            # row of its page, and most come back as shown; each cost a locking read.
+            self.edited = []
+            return cleaned
         current = (
             Product.objects.select_for_update().filter(pk=self.instance.pk).values(*names).first()
         )
@@ -127,6 +132,11 @@ class ProductAdminForm(forms.ModelForm):
                 self.edited.append(name)
         return cleaned
 
+    def _untouched(self, name: str) -> bool:
+        """Whether the field holds the value the page showed (which it sent back)."""
+        seen = self._seen(name, default=_NOT_SENT)
+        return seen is not _NOT_SENT and _as_sent(self.cleaned_data[name]) == _as_sent(seen)
+
     def _seen(self, name: str, default: Any) -> Any:
         """The value the page showed, as the field reads it; `default` if it was not sent."""
         field = self.fields[name]
@@ -149,6 +159,7 @@ def _as_sent(value: Any) -> Any:
 
 
 _LINE_BREAKS = re.compile(r"[\r\n]")
+_NOT_SENT = object()
 
 
 @admin.register(Product)

@@ -531,6 +531,16 @@ PERIODIC_TASKS: list[dict[str, object]] = [
     }
 ]
 LOGIN_REDIRECT_URL = "products:list"  # a route name: resolve_url() reverses it
+# Passwords set in the admin or with `changepassword`: Django's four checks (Django's own
+# project template sets them). Without them "1", "password" or the username itself was taken,
+# and the login limits (RATELIMIT_LOGINS, 10/m: 14,400 guesses a day per username) slow a
+# guesser down, but the first entries of any list of common passwords still come in a day.
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
 
 # --- REST framework and OpenAPI -------------------------------------------------------------
 
@@ -577,7 +587,8 @@ RATELIMIT_USE_CACHE = "default"
 RATELIMIT_FAIL_OPEN = True
 RATELIMIT_READS = env_rate("RATELIMIT_READS", "100/m")
 RATELIMIT_WRITES = env_rate("RATELIMIT_WRITES", "50/m")
-# Login POSTs (admin, browsable API), counted per client IP and per username.
+# Login POSTs (admin, browsable API), counted per client IP and per username; the admin's
+# password changes per client IP and per account.
 RATELIMIT_LOGINS = env_rate("RATELIMIT_LOGINS", "10/m")
 # Clients are keyed by REMOTE_ADDR unless this many proxies in front append X-Forwarded-For.
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)

@@ -792,3 +792,19 @@ def test_an_editor_s_rights_from_a_group_count_as_theirs(client) -> None:
 
     assert response.status_code == 302
     assert Token.objects.filter(user=owner).exists()
+
+
+@pytest.mark.parametrize("weak", ["1", "password1", "83105529"])
+def test_the_admin_refuses_a_password_a_guesser_would_try_first(admin_client, weak) -> None:
+    post = {"old_password": "pw", "new_password1": weak, "new_password2": weak}
+    response = admin_client.post("/admin/password_change/", post)
+    assert response.status_code == 200  # the form again, with the reason
+    assert 'class="errorlist' in response.content.decode()
+    assert get_user_model().objects.get(username="boss").check_password("pw")
+
+
+def test_the_admin_still_takes_a_password_that_passes_the_checks(admin_client) -> None:
+    post = {"old_password": "pw", "new_password1": "Tq8-vexing-lantern"}
+    post["new_password2"] = post["new_password1"]
+    assert admin_client.post("/admin/password_change/", post).status_code == 302
+    assert get_user_model().objects.get(username="boss").check_password("Tq8-vexing-lantern")

@@ -161,3 +161,55 @@ def test_the_browsable_api_login_page_carries_the_project_name() -> None:
     page = Client().get(API_LOGIN).content.decode()
     assert "<title>Log in \u2013 Inventory API</title>" in page
     assert "Django REST framework" not in page
+
+
+PASSWORD_CHANGE = "/admin/password_change/"
+
+
+def change_password(client: Client, old: str, **extra):
+    new = {"new_password1": "Tq8-vexing-lantern", "new_password2": "Tq8-vexing-lantern"}
+    return client.post(PASSWORD_CHANGE, {"old_password": old, **new}, **extra)
+
+
+def signed_in(username: str = "boss") -> Client:
+    client = Client()
+    client.force_login(get_user_model().objects.get(username=username))
+    return client
+
+
+def test_guesses_at_the_password_behind_a_session_get_429_before_any_password_check() -> None:
+    client = signed_in()
+    for n in range(3):
+        assert change_password(client, f"guess{n}").status_code == 200  # the form, again
+    response = change_password(client, "right")
+    assert response.status_code == 429
+    assert int(response["Retry-After"]) >= 1
+    assert "Too many password attempts" in response.content.decode()
+    assert f'<a href="{PASSWORD_CHANGE}">Back to the password change page</a>' in (
+        response.content.decode()
+    )
+    assert get_user_model().objects.get(username="boss").check_password("right")
+
+
+def test_guesses_behind_one_session_from_many_addresses_are_limited() -> None:
+    client = signed_in()
+    for n in range(3):
+        assert change_password(client, f"guess{n}", REMOTE_ADDR=f"10.0.4.{n}").status_code == 200
+    assert change_password(client, "right", REMOTE_ADDR="10.0.4.9").status_code == 429
+
+
+def test_password_changes_and_logins_from_one_client_share_its_limit() -> None:
+    client = signed_in()
+    for n in range(3):
+        assert guess(Client(), username=f"user{n}", REMOTE_ADDR="10.0.5.1").status_code == 200
+    assert change_password(client, "right", REMOTE_ADDR="10.0.5.1").status_code == 429
+
+
+def test_a_password_change_is_not_held_up_by_another_account_s_changes() -> None:
+    get_user_model().objects.create_superuser("other", "", "other-right")
+    other = signed_in("other")
+    for n in range(3):
+        assert change_password(other, f"guess{n}", REMOTE_ADDR=f"10.0.6.{n}").status_code == 200
+    response = change_password(signed_in(), "right", REMOTE_ADDR="10.0.6.9")
+    assert response.status_code == 302
+    assert get_user_model().objects.get(username="boss").check_password("Tq8-vexing-lantern")
