@@ -18,15 +18,19 @@ export ADS_SANDBOX_OAUTH_PORT="${ADS_SANDBOX_OAUTH_PORT:-8089}"
 # The local sandbox API stands in for Google Ads only when none of its credentials is set and
 # the settings have DEBUG on: it took over whenever the refresh token was missing, and the
 # sandbox's rows landed in the database of a deployment's settings and credentials. Some set
-# and others not is a mistake: stop before anything starts.
+# and others not is a mistake: stop before anything starts. GOOGLE_ADS_DEVELOPER_TOKEN is not
+# required: Google sunset developer tokens (the API ignores one, and issues none to a new
+# project), but one set alone counts as some set.
 credentials=(GOOGLE_ADS_CLIENT_ID GOOGLE_ADS_CLIENT_SECRET GOOGLE_ADS_REFRESH_TOKEN
-  GOOGLE_ADS_DEVELOPER_TOKEN GOOGLE_ADS_CUSTOMER_IDS)
+  GOOGLE_ADS_CUSTOMER_IDS)
 missing=()
 for name in "${credentials[@]}"; do
   [[ -n "${!name:-}" ]] || missing+=("$name")
 done
+given=$(( ${#credentials[@]} - ${#missing[@]} ))
+[[ -z "${GOOGLE_ADS_DEVELOPER_TOKEN:-}" ]] || given=$(( given + 1 ))
 sandbox=false
-if (( ${#missing[@]} > 0 && ${#missing[@]} < ${#credentials[@]} )); then
+if (( ${#missing[@]} > 0 && given > 0 )); then
   printf -v named '%s, ' "${missing[@]}"
   echo "make run: Google Ads credentials incomplete: set ${named%, } too (in .env or the" \
     "environment), or none of them for the local sandbox API." >&2

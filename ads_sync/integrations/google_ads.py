@@ -19,6 +19,8 @@ How a call goes: one GoogleAdsService.SearchStream per (customer, date) through 
 - UNAUTHENTICATED (an access token expired or revoked early): refresh the credentials, one more try;
 - daily quota (a quota failure whose retry_delay is long): DailyQuotaExhausted at once;
 - a refresh token the token endpoint refuses (invalid_grant): CredentialsError at once;
+- a refusal the API answers for every account alike (the Cloud project's access level, the
+  OAuth user's Google account: _INSTALLATION_REFUSALS): InstallationCredentialsError at once;
 - anything else (bad customer id, permission denied, invalid query): PermanentAdsError at once,
   with the request id.
 
@@ -213,8 +215,10 @@ class CredentialsError(PermanentAdsError):
 
 
 class InstallationCredentialsError(CredentialsError):
-    """The installation's own credentials are missing, revoked or refused by the token endpoint:
-    every account and day fails alike until they are fixed (not a day's failure to back off)."""
+    """The installation's own credentials are missing, revoked or refused by the token endpoint,
+    or the API refuses them for every account (the access level of the Cloud project that owns
+    the OAuth client, the refresh token's Google account): every account and day fails alike
+    until they are fixed (not a day's failure to back off)."""
 
 
 class DailyQuotaExhausted(AdsError):
@@ -620,6 +624,50 @@ def _messages(failure: Any) -> str:
     return "; ".join(str(error.message) for error in failure.errors)
 
 
+# Refusals the API answers for every account alike, named by the GoogleAdsFailure's error code:
+# the installation's, not the account's (services.day_sync backs off no day for them), and a
+# refreshed access token does not get past them (UNAUTHENTICATED ones included). Since developer
+# tokens were sunset, the access level belongs to the Cloud project that owns the OAuth client;
+# the developer-token codes stay for an API that still answers them. The account's own refusals
+# (USER_PERMISSION_DENIED, CUSTOMER_NOT_ENABLED, CUSTOMER_NOT_FOUND ...) are not among them.
+_INSTALLATION_REFUSALS = {
+    "authorization_error": (
+        "DEVELOPER_TOKEN_NOT_ON_ALLOWLIST",
+        "DEVELOPER_TOKEN_PROHIBITED",
+        "DEVELOPER_TOKEN_NOT_APPROVED",
+        "PROJECT_DISABLED",
+        "MISSING_TOS",
+        "CLOUD_PROJECT_NOT_APPROVED_FOR_PRODUCTION",
+        "CLOUD_PROJECT_NOT_UNDER_ORGANIZATION",
+        "SERVICE_ACCESS_DENIED",
+        "METRIC_ACCESS_DENIED",
+    ),
+    "authentication_error": (
+        "NOT_ADS_USER",
+        "GOOGLE_ACCOUNT_DELETED",
+        "GOOGLE_ACCOUNT_AUTHENTICATION_FAILED",
+        "GOOGLE_ACCOUNT_USER_AND_ADS_USER_MISMATCH",
+        "TWO_STEP_VERIFICATION_NOT_ENROLLED",
+        "ADVANCED_PROTECTION_NOT_ENROLLED",
+        "ORGANIZATION_NOT_RECOGNIZED",
+        "ORGANIZATION_NOT_APPROVED",
+        "ORGANIZATION_NOT_ASSOCIATED_WITH_DEVELOPER_TOKEN",
+        "DEVELOPER_TOKEN_INVALID",
+    ),
+}
+
+
+def _refuses_the_installation(failure: Any) -> bool:
+    if failure is None:
+        return False
+    for error in failure.errors:
+        for kind, names in _INSTALLATION_REFUSALS.items():
+            value = getattr(error.error_code, kind)
+            if value and getattr(value, "name", None) in names:
+                return True
+    return False
+
+
 def _raise_classified(exc: Exception, what: str) -> NoReturn:
     """Turn a library failure into _Transient, _Unauthenticated or one of the public errors."""
     from google.ads.googleads.errors import GoogleAdsException
@@ -629,6 +677,10 @@ def _raise_classified(exc: Exception, what: str) -> NoReturn:
         message = _messages(exc.failure) or str(exc.error.details())
         # The library reads it from the trailing metadata alone.
         request_id = exc.request_id or _request_id_of(exc.failure)
+        if _refuses_the_installation(exc.failure):
+            raise InstallationCredentialsError(
+                f"{what}: {code.name}: {message} {naming(request_id)}", request_id=request_id
+            ) from _safe_cause(exc)
         if code == grpc.StatusCode.UNAUTHENTICATED:
             raise _Unauthenticated(message) from _safe_cause(exc)
         if code in _TRANSIENT_CODES:  # an UNKNOWN here has a failure: no reset
@@ -643,6 +695,10 @@ def _raise_classified(exc: Exception, what: str) -> NoReturn:
     if isinstance(exc, api_exceptions.GoogleAPICallError):
         failure, request_id = _failure_of(exc)
         text = f"{type(exc).__name__}: {_messages(failure) or exc.message}"
+        if _refuses_the_installation(failure):
+            raise InstallationCredentialsError(
+                f"{what}: {text} {naming(request_id)}", request_id=request_id
+            ) from _safe_cause(exc)
         if isinstance(exc, api_exceptions.ResourceExhausted):
             _raise_quota(exc, what, failure, request_id)
         if isinstance(exc, api_exceptions.Unauthenticated):

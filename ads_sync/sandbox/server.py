@@ -75,7 +75,13 @@ FAULT_KINDS = (
     "aborted",  # ABORTED with a GoogleAdsFailure (database_error CONCURRENT_MODIFICATION)
     "hang",  # no answer until the client gives up (its deadline), or for hang_s seconds
     "unauthenticated",  # UNAUTHENTICATED, as if the access token had expired
-    "permission_denied",  # PERMISSION_DENIED (USER_PERMISSION_DENIED)
+    "permission_denied",  # PERMISSION_DENIED (USER_PERMISSION_DENIED): this account's
+    # Refusals of the installation rather than of the account, as Google answers them for every
+    # account alike: PERMISSION_DENIED (CLOUD_PROJECT_NOT_APPROVED_FOR_PRODUCTION: the Cloud
+    # project that owns the OAuth client has Test access only), and UNAUTHENTICATED with a
+    # GoogleAdsFailure that names the OAuth user, not the access token (NOT_ADS_USER).
+    "project_not_approved",
+    "not_ads_user",
     "invalid_argument",  # INVALID_ARGUMENT (a query error)
     # The first row's batch, then the stream reset that gRPC reports as UNKNOWN "Stream
     # removed", without trailing metadata: the real SearchStream's (google-ads-python#707).
@@ -436,6 +442,25 @@ _ABORTS: dict[str, tuple[grpc.StatusCode, str, dict[str, Any] | None, str | None
         _Status.PERMISSION_DENIED,
         "User doesn't have permission to access customer.",
         {"authorization_error": AuthorizationErrorEnum.AuthorizationError.USER_PERMISSION_DENIED},
+        None,
+    ),
+    "project_not_approved": (
+        _Status.PERMISSION_DENIED,
+        "The Google Cloud project is only approved for use with test accounts. To access "
+        "non-test accounts, apply for Explorer, Basic or Standard access.",
+        {
+            "authorization_error": (
+                AuthorizationErrorEnum.AuthorizationError.CLOUD_PROJECT_NOT_APPROVED_FOR_PRODUCTION
+            )
+        },
+        None,
+    ),
+    "not_ads_user": (
+        _Status.UNAUTHENTICATED,
+        "The Google account that generated the OAuth access tokens is not associated with any "
+        "Ads accounts. Create a new account, or add the Google account to an existing Ads "
+        "account.",
+        {"authentication_error": AuthenticationErrorEnum.AuthenticationError.NOT_ADS_USER},
         None,
     ),
     "invalid_argument": (

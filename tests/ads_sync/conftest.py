@@ -21,7 +21,8 @@
   ("YYYY-MM-DD", None for the account query), query ("campaign" | "customer"), attempt (per
   customer+date, counted since the last reset), outcome ("ok", "quota", "daily_quota",
   "internal", "unavailable", "transient_error", "deadline_exceeded", "hang",
-  "unauthenticated[:expired|:unknown]", "permission_denied", "invalid_argument",
+  "unauthenticated[:expired|:unknown]", "permission_denied", "project_not_approved",
+  "not_ads_user", "invalid_argument",
   "invalid_customer_id", "stream_removed", "unknown", "empty"), rows (for "stream_removed", those
   sent before the reset), t (epoch seconds when received), request_id, login_customer_id,
   developer_token (None when the header was not sent).
@@ -37,8 +38,10 @@
   request id then only in the GoogleAdsFailure).
   Kinds: quota, daily_quota, internal, unavailable (without a GoogleAdsFailure),
   transient_error and deadline_exceeded (UNAVAILABLE and DEADLINE_EXCEEDED with one: the
-  library raises a GoogleAdsException), hang, unauthenticated, permission_denied,
-  invalid_argument, stream_removed (the first row's batch, then UNKNOWN "Stream removed"),
+  library raises a GoogleAdsException), hang, unauthenticated, permission_denied (this
+  account's), project_not_approved and not_ads_user (the installation's: PERMISSION_DENIED
+  CLOUD_PROJECT_NOT_APPROVED_FOR_PRODUCTION, UNAUTHENTICATED NOT_ADS_USER), invalid_argument,
+  stream_removed (the first row's batch, then UNKNOWN "Stream removed"),
   unknown (UNKNOWN with a GoogleAdsFailure: the server's own error), empty (an answer without
   a row: for the account query, no account row).
 - `.expire_tokens()`: every access token issued so far stops working (UNAUTHENTICATED).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import http.server
+import importlib.metadata
 import json
 import logging
 import multiprocessing
@@ -15,6 +16,7 @@ import sys
 import textwrap
 import threading
 import time
+import tomllib
 import traceback
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -27,6 +29,8 @@ from google.ads.googleads.errors import GoogleAdsException
 from google.ads.googleads.v26.errors.types import errors as ads_errors
 from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
+from packaging.requirements import Requirement
+from packaging.version import Version
 from tenacity import RetryCallState, Retrying
 
 from ads_sync.integrations import google_ads
@@ -525,6 +529,35 @@ def test_permission_denied_without_a_google_ads_failure_is_permanent_too(ads_san
         f"{CUSTOMER} {DAY}: PermissionDenied: User doesn't have permission to access customer."
         f" (request id {call['request_id']})"
     )
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "said"),
+    [
+        # The Cloud project that owns the OAuth client holds the API access level (developer
+        # tokens are sunset): Test access refuses every production account alike.
+        ("project_not_approved", "PERMISSION_DENIED", "only approved for use with test accounts"),
+        # The refresh token's Google account: a new access token is refused alike.
+        ("not_ads_user", "UNAUTHENTICATED", "not associated with any Ads accounts"),
+    ],
+)
+def test_a_refusal_of_the_installation_not_the_account_is_an_installation_error(
+    ads_sandbox, kind, status, said
+):
+    google_ads.fetch_data(CUSTOMER, DAY)  # the process's client holds a valid token
+    ads_sandbox.reset()
+    ads_sandbox.configure(fail_first={kind: 10})
+
+    with pytest.raises(InstallationCredentialsError) as raised:
+        google_ads.fetch_data(CUSTOMER, DAY)
+
+    # At once: neither a token refresh nor a second call gets past it.
+    (call,) = ads_sandbox.calls(method=None)
+    assert call["outcome"] == kind
+    text = str(raised.value)
+    assert f"{CUSTOMER} {DAY}: {status}: " in text
+    assert said in text
+    assert raised.value.request_id == call["request_id"]
 
 
 def test_invalid_query_is_permanent(ads_sandbox):
@@ -1311,6 +1344,26 @@ def test_rate_limit_is_shared_by_two_processes(ads_sandbox, tmp_path):
         min(c["t"] for c in calls if c["customer_id"] == cid) for cid in data.DEFAULT_CUSTOMERS
     )
     assert second_starts < first_ends, "the two processes did not overlap"
+
+
+# The first google-ads release that ships each API version the client may pin (its
+# google/ads/googleads/vNN package): 33.0.0 ships v23 to v25 only.
+FIRST_RELEASE_WITH = {"v26": "34.0.0"}
+
+
+def test_the_google_ads_requirement_admits_no_release_without_the_api_version() -> None:
+    """`google-ads>=28.0` admitted 28.0 to 33.x, none of which ships v26: an install that did
+    not take the lock's version failed at the first call (no module google.ads.googleads.v26).
+    A new API_VERSION needs its first release here, and the requirement raised to it."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (requirement,) = (
+        Requirement(r) for r in project["dependencies"] if Requirement(r).name == "google-ads"
+    )
+    first = Version(FIRST_RELEASE_WITH[google_ads.API_VERSION])
+    floors = [Version(s.version) for s in requirement.specifier if s.operator in (">=", "~=", "==")]
+    assert floors
+    assert all(floor >= first for floor in floors)
+    assert importlib.metadata.version("google-ads") in requirement.specifier
 
 
 def test_a_customer_id_is_ten_digits_with_or_without_dashes_and_spaces() -> None:

@@ -1248,8 +1248,14 @@ def _daily_detections(customer: str, tmp_path: Path, times: int) -> list[int]:
     [
         # The installation's: every day alike, planned again at every detection.
         ("no refresh token", [1, 1, 1], 0, "GOOGLE_ADS_REFRESH_TOKEN"),
+        # So is a refusal the API answers for every account alike: the Cloud project's access
+        # level, the refresh token's Google account. Backed off, a project approved for
+        # production access the day after left its days waiting 2 to 30 days.
+        ("project_not_approved", [1, 1, 1], 0, "only approved for use with test accounts"),
+        ("not_ads_user", [1, 1, 1], 0, "not associated with any Ads accounts"),
         # The account's: backed off as any failure of its own.
         ("fresh token refused", [1, 1, 0, 0], 2, "freshly refreshed access token was refused"),
+        ("permission_denied", [1, 1, 0, 0], 2, "User doesn't have permission"),
     ],
 )
 def test_only_the_installation_s_credential_failures_skip_the_backoff(
@@ -1260,8 +1266,10 @@ def test_only_the_installation_s_credential_failures_skip_the_backoff(
     AdsAccount.objects.create(customer_id=customer, time_zone="UTC", currency_code="EUR")
     if cause == "no refresh token":
         settings.GOOGLE_ADS_REFRESH_TOKEN = ""
-    else:
+    elif cause == "fresh token refused":
         ads_sandbox.configure(fail_first={"unauthenticated": 10_000})
+    else:
+        ads_sandbox.configure(fail_first={cause: 10_000})
 
     assert _daily_detections(customer, tmp_path, len(planned)) == planned
     entry = SyncDay.objects.get()
