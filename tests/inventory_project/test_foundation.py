@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -1504,18 +1505,26 @@ def test_make_run_with_its_port_in_use_refuses_before_touching_the_database(tmp_
     assert created is None
 
 
-def test_make_run_with_some_google_ads_credentials_stops_naming_the_others(tmp_path) -> None:
-    """Without a refresh token it ran the sandbox, whatever else was set: with a deployment's
-    settings and credentials, the sandbox's rows landed in its database."""
-    given = ("GOOGLE_ADS_CLIENT_ID", "GOOGLE_ADS_REFRESH_TOKEN", "GOOGLE_ADS_CUSTOMER_IDS")
-    with socket.socket() as busy:  # so that, going on, it stops at its port check
+def _make_run_with_credentials(
+    tmp_path: Path, given: Iterable[str]
+) -> subprocess.CompletedProcess[str]:
+    """`make run` with these Google Ads credentials set and its port in use, so that, going on,
+    it stops at its port check."""
+    with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        done = _make_run(
+        return _make_run(
             tmp_path,
             f"PORT={busy.getsockname()[1]}\n"
             + "".join(f"{key}={GOOGLE_ADS_CREDENTIALS[key]}\n" for key in given),
         )
+
+
+def test_make_run_with_some_google_ads_credentials_stops_naming_the_others(tmp_path) -> None:
+    """Without a refresh token it ran the sandbox, whatever else was set: with a deployment's
+    settings and credentials, the sandbox's rows landed in its database."""
+    given = ("GOOGLE_ADS_CLIENT_ID", "GOOGLE_ADS_REFRESH_TOKEN", "GOOGLE_ADS_CUSTOMER_IDS")
+    done = _make_run_with_credentials(tmp_path, given)
     assert done.returncode != 0
     assert (
         "make run: Google Ads credentials incomplete: set GOOGLE_ADS_CLIENT_SECRET too"
@@ -1545,14 +1554,7 @@ def test_make_run_with_some_google_ads_credentials_stops_naming_the_others(tmp_p
     ],
 )
 def test_make_run_needs_no_developer_token(tmp_path, given, said) -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        done = _make_run(
-            tmp_path,
-            f"PORT={busy.getsockname()[1]}\n"
-            + "".join(f"{key}={GOOGLE_ADS_CREDENTIALS[key]}\n" for key in given),
-        )
+    done = _make_run_with_credentials(tmp_path, given)
     assert done.returncode != 0
     assert said in done.stderr, done.stderr
 
